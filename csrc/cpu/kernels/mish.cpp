@@ -1,0 +1,24 @@
+// Mish on SIMD vectors; the formulas are shared with CUDA (csrc/math/mish.h).
+#include "cpu/kernels/mish.h"
+
+#include "cpu/kernels/simd.h"
+#include "math/mish.h"
+
+namespace hotkernels::cpu::HK_ISA {
+namespace {
+
+struct Forward {
+  template <class V> V operator()(V x) const { return math::mish_forward(x, simd::Exp{}); }
+};
+struct Backward {
+  template <class V> V operator()(V grad, V x) const { return math::mish_backward(grad, x, simd::Exp{}); }
+};
+
+}  // namespace
+
+extern const MishKernels mish_kernels = {
+    simd::map_kernel<Forward, 1, MapKernel<1>>(),
+    simd::map_kernel<Backward, 2, MapKernel<2>>(),
+};
+
+}  // namespace hotkernels::cpu::HK_ISA

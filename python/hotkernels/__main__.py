@@ -1,0 +1,101 @@
+"""Command line: ``python -m hotkernels info`` and ``python -m hotkernels bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+import torch
+
+import hotkernels
+from hotkernels import bench
+
+
+def _info(args: argparse.Namespace) -> int:
+    for key, value in hotkernels.build_info().items():
+        print(f"{key:>22}: {value}")
+    return 0
+
+
+def _devices(choice: str) -> list[str]:
+    cuda = torch.cuda.is_available() and hotkernels._C.with_cuda
+    if choice == "all":
+        return ["cpu"] + (["cuda"] if cuda else [])
+    if choice == "cuda" and not cuda:
+        sys.exit("hotkernels bench: --device cuda needs a GPU and hotkernels built with CUDA")
+    return [choice]
+
+
+def _table(results: list[bench.Result], ceilings: dict[str, float]) -> list[str]:
+    head = "| case | torch ms | hotkernels ms | speedup | max error | hotkernels rate | others ms |"
+    lines = [head, "|" + "---|" * 7]
+    for r in results:
+        others = ", ".join(f"{k} {v:.3f}" for k, v in r.ms.items() if k not in ("torch", "hotkernels")) or "-"
+        lines.append(
+            f"| {r.case.id} | {r.ms['torch']:.3f} | {r.ms['hotkernels']:.3f} | {r.speedup:.2f}x | "
+            f"{r.max_error:.2e} | {r.rate()} | {others} |"
+        )
+    lines.append("")
+    for device, gbs in ceilings.items():
+        lines.append(f"Memory ceiling on {device} (large copy): {gbs:.1f} GB/s")
+    return lines
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {torch.get_num_threads()} threads, CPU ISA {hotkernels._C.cpu_isa()}{gpu}; "
+            f"torch {torch.__version__}, hotkernels {hotkernels.__version__}")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    families = bench.families()
+    names = args.ops.split(",") if args.ops else list(families)
+    unknown = sorted(set(names) - set(families))
+    if unknown:
+        sys.exit(f"hotkernels bench: unknown op families {unknown}; choose from {sorted(families)}")
+    rounds = args.rounds or (5 if args.quick else 15)
+    results: list[bench.Result] = []
+    ceilings: dict[str, float] = {}
+    for device in _devices(args.device):
+        ceilings[device] = bench.copy_bandwidth(device, nbytes=1 << 26 if args.quick else 1 << 28)
+        for name in names:
+            for case in families[name](device, args.quick):
+                print(f"  running {case.id} ...", file=sys.stderr, flush=True)
+                results.append(bench.run(case, rounds))
+    lines = _table(results, ceilings)
+    print(f"\n{_machine()}\n")
+    print("\n".join(lines))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"{_machine()}\n\n" + "\n".join(lines) + "\n")
+    if args.json:
+        rows = [
+            {"case": r.case.id, "ms": r.ms, "speedup": r.speedup, "max_error": r.max_error, "rate": r.rate()}
+            for r in results
+        ]
+        with open(args.json, "w") as f:
+            json.dump({"machine": _machine(), "ceilings_gbs": ceilings, "results": rows}, f, indent=2)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hotkernels", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="print how hotkernels was built").set_defaults(func=_info)
+    b = sub.add_parser("bench", help="time every op against its PyTorch built-in")
+    b.add_argument("--ops", help="comma-separated op families (default: all)")
+    b.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    b.add_argument("--quick", action="store_true", help="small sizes and few rounds")
+    b.add_argument("--rounds", type=int, help="timed rounds per implementation (median reported)")
+    b.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    b.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
+    b.set_defaults(func=_bench)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
