@@ -10,4 +10,10 @@ struct DeviceExp {
   __device__ __forceinline__ double operator()(double x) const { return exp(x); }
 };
 
+// 1/d, IEEE-rounded (division is cheap next to the memory traffic of an elementwise kernel).
+struct DeviceReciprocal {
+  __device__ __forceinline__ float operator()(float d) const { return 1.0f / d; }
+  __device__ __forceinline__ double operator()(double d) const { return 1.0 / d; }
+};
+
 }  // namespace hotkernels::cuda

@@ -13,10 +13,10 @@ namespace hotkernels::cuda {
 namespace {
 
 struct Forward {
-  template <class V> __device__ V operator()(V x) const { return math::mish_forward(x, DeviceExp{}); }
+  template <class V> __device__ V operator()(V x) const { return math::mish_forward(x, DeviceExp{}, DeviceReciprocal{}); }
 };
 struct Backward {
-  template <class V> __device__ V operator()(V grad, V x) const { return math::mish_backward(grad, x, DeviceExp{}); }
+  template <class V> __device__ V operator()(V grad, V x) const { return math::mish_backward(grad, x, DeviceExp{}, DeviceReciprocal{}); }
 };
 
 at::Tensor mish(const at::Tensor& self) {

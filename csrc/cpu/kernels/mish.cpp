@@ -8,10 +8,10 @@ namespace hotkernels::cpu::HK_ISA {
 namespace {
 
 struct Forward {
-  template <class V> V operator()(V x) const { return math::mish_forward(x, simd::Exp{}); }
+  template <class V> V operator()(V x) const { return math::mish_forward(x, simd::Exp{}, simd::Reciprocal{}); }
 };
 struct Backward {
-  template <class V> V operator()(V grad, V x) const { return math::mish_backward(grad, x, simd::Exp{}); }
+  template <class V> V operator()(V grad, V x) const { return math::mish_backward(grad, x, simd::Exp{}, simd::Reciprocal{}); }
 };
 
 }  // namespace

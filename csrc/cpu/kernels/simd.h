@@ -14,6 +14,10 @@
 #include <limits>
 #include <utility>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #ifndef HK_ISA
 #error "simd.h is only for csrc/cpu/kernels/*.cpp, which CMake compiles with HK_ISA set"
 #endif
@@ -46,18 +50,36 @@ template <class T> inline Vec<T> load_partial(const T* p, int64_t n) {
 }
 template <class T> inline void store_partial(T* p, Vec<T> v, int64_t n) { std::memcpy(p, &v, n * sizeof(T)); }
 
-// exp for float vectors, to about 2 ulp (Cephes): exp(x) = 2^k · exp(r) with k = round(x / ln 2),
-// r = x − k·ln 2 in [−ln2/2, ln2/2] (ln 2 split in two parts so r is exact), exp(r) by a degree-6
-// polynomial. 2^k is applied as two halves 2^(k/2)·2^(k−k/2), each a normal float for k in
-// [−150, 128], so results in the subnormal range underflow gradually like libm's; below that they
-// are 0, above the float range inf; NaN propagates.
+// min(max(x, lo), hi), with NaN passing through. x86's min/max return their second operand when
+// either is NaN, so x goes second; elsewhere, selects (which also keep NaN: comparisons are false).
+inline vfloat clamp(vfloat x, float lo, float hi) {
+#if defined(__AVX512F__) && HK_VEC_BYTES == 64
+  return (vfloat)_mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), (__m512)x));
+#elif defined(__AVX__) && HK_VEC_BYTES == 32
+  return (vfloat)_mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), (__m256)x));
+#elif defined(__SSE__) && HK_VEC_BYTES == 16
+  return (vfloat)_mm_min_ps(_mm_set1_ps(hi), _mm_max_ps(_mm_set1_ps(lo), (__m128)x));
+#else
+  x = x < lo ? broadcast(lo) : x;
+  return x > hi ? broadcast(hi) : x;
+#endif
+}
+
+// exp for float vectors, to about 1 ulp (Cephes' polynomial): exp(x) = 2^k · exp(r) with
+// k = round(x / ln 2) and r = x − k·ln 2 in [−ln2/2, ln2/2] (ln 2 split in two so r is exact),
+// exp(r) by a degree-6 polynomial. k is rounded with the 1.5·2^23 trick (adding it leaves round(t)
+// in the low mantissa bits), and 2^k is applied as two halves 2^(k/2)·2^(k−k/2), each a normal
+// float for k in [−150, 128]. So after clamping x to [−104, 88.8] the last product itself
+// underflows gradually through the subnormals to 0 and overflows to inf exactly where exp does,
+// with no selects; NaN passes the clamp and propagates. ~20 vector instructions, no division.
 inline vfloat exp(vfloat x) {
-  constexpr float kLo = -103.972077f, kHi = 88.72283f;  // ln(2^-150), ln(FLT_MAX)
-  const vfloat xc = x < kLo ? broadcast(kLo) : (x > kHi ? broadcast(kHi) : x);
-  const vfloat t = xc * 1.44269504088896341f + 0.5f;
-  vint32 k = __builtin_convertvector(t, vint32);  // truncates toward zero...
-  k += __builtin_convertvector(k, vfloat) > t;     // ...so step down where that rounded up (true = -1)
-  const vfloat kf = __builtin_convertvector(k, vfloat);
+  constexpr float kRound = 12582912.0f;  // 1.5 · 2^23
+  const vfloat xc = clamp(x, -104.0f, 88.8f);
+  const vfloat t = xc * 1.44269504088896341f + kRound;
+  const vfloat kf = t - kRound;
+  vint32 k;
+  std::memcpy(&k, &t, sizeof(k));
+  k -= 0x4B400000;  // the bits of kRound: what remains is k
   vfloat r = xc - kf * 0.693359375f;
   r = r - kf * -2.12194440e-4f;
   vfloat p = broadcast(1.9875691500e-4f);
@@ -67,13 +89,12 @@ inline vfloat exp(vfloat x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
-  const vint32 k1 = k >> 1, k2 = k - k1;
+  const vint32 k1 = k >> 1;
+  const vint32 bits1 = (k1 + 127) << 23, bits2 = (k - k1 + 127) << 23;
   vfloat s1, s2;
-  const vint32 b1 = (k1 + 127) << 23, b2 = (k2 + 127) << 23;
-  std::memcpy(&s1, &b1, sizeof(s1));
-  std::memcpy(&s2, &b2, sizeof(s2));
-  const vfloat y = p * s1 * s2;
-  return x > kHi ? broadcast(std::numeric_limits<float>::infinity()) : (x < kLo ? vfloat{} : y);
+  std::memcpy(&s1, &bits1, sizeof(s1));
+  std::memcpy(&s2, &bits2, sizeof(s2));
+  return p * s1 * s2;
 }
 
 // exp for double vectors: lane by lane through libm (exact to libm's ulp; double is not the fast
@@ -83,9 +104,30 @@ inline vdouble exp(vdouble x) {
   return x;
 }
 
+// 1/d for finite d with |d| in the normal range, to about 2 ulp, without a division: the CPU's
+// reciprocal estimate (12 or 14 bits) refined by one Newton step r' = r(2 − d·r), which squares
+// the relative error. Division is the slowest vector instruction (on Zen 1 one ymm divide per
+// 6 cycles); this is three fast ones. d = 0 or ±inf gives NaN: callers guarantee neither.
+inline vfloat reciprocal(vfloat d) {
+#if defined(__AVX512F__) && HK_VEC_BYTES == 64
+  const vfloat r = (vfloat)_mm512_rcp14_ps((__m512)d);
+#elif defined(__AVX__) && HK_VEC_BYTES == 32
+  const vfloat r = (vfloat)_mm256_rcp_ps((__m256)d);
+#elif defined(__SSE__) && HK_VEC_BYTES == 16
+  const vfloat r = (vfloat)_mm_rcp_ps((__m128)d);
+#else
+  return 1.0f / d;
+#endif
+  return r * (2.0f - d * r);
+}
+inline vdouble reciprocal(vdouble d) { return 1.0 / d; }
+
 // The same function as an object, for the formulas in csrc/math/ that take `exp` as a parameter.
 struct Exp {
   template <class V> V operator()(V x) const { return simd::exp(x); }
+};
+struct Reciprocal {
+  template <class V> V operator()(V x) const { return simd::reciprocal(x); }
 };
 
 // out[i] = f(in_0[i], in_1[i], ...) for i < n, all arrays contiguous. f maps vectors to a vector;
