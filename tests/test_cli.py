@@ -1,0 +1,45 @@
+"""Smoke tests of `python -m hotkernels` at tiny sizes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hotkernels import bench
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hotkernels", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_info():
+    out = run_cli("info")
+    assert out.returncode == 0, out.stderr
+    assert "cpu isa" in out.stdout and "torch (built against)" in out.stdout
+
+
+def test_bench_quick_writes_table_json_and_markdown(tmp_path):
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    out = run_cli("bench", "--ops", "mish", "--device", "cpu", "--quick", "--rounds", "1", "--json", str(js), "--markdown", str(md))
+    assert out.returncode == 0, out.stderr
+    assert "| mish/cpu/forward float32 1M |" in out.stdout
+    rows = json.loads(js.read_text())["results"]
+    assert {r["case"] for r in rows} == {"mish/cpu/forward float32 1M", "mish/cpu/forward+backward float32 1M"}
+    assert all(r["max_error"] < 1e-5 and r["ms"]["hotkernels"] > 0 for r in rows)
+    assert "| case | torch ms |" in md.read_text()
+
+
+def test_bench_rejects_unknown_family():
+    out = run_cli("bench", "--ops", "nope")
+    assert out.returncode != 0 and "unknown op families ['nope']" in out.stderr
+
+
+@pytest.mark.parametrize("family", sorted(bench.families()))
+def test_every_case_agrees_with_torch(family):
+    """Each bench case's implementations compute the same thing as its torch baseline."""
+    for case in bench.families()[family]("cpu", True):
+        impls = case.setup()
+        expected = impls["torch"]()
+        for name, fn in impls.items():
+            assert bench.max_error(fn(), expected) < 1e-3, (case.id, name)
