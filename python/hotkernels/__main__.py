@@ -11,6 +11,7 @@ import torch
 
 import hotkernels
 from hotkernels import bench
+from hotkernels._progress import progress
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -28,19 +29,39 @@ def _devices(choice: str) -> list[str]:
     return [choice]
 
 
-def _table(results: list[bench.Result], ceilings: dict[str, float]) -> list[str]:
+def _table(results: list[bench.Result], ceilings: dict[str, bench.Ceilings]) -> list[str]:
     head = "| case | torch ms | hotkernels ms | speedup | max error | hotkernels rate | others ms |"
     lines = [head, "|" + "---|" * 7]
     for r in results:
         others = ", ".join(f"{k} {v:.3f}" for k, v in r.ms.items() if k not in ("torch", "hotkernels")) or "-"
         lines.append(
             f"| {r.case.id} | {r.ms['torch']:.3f} | {r.ms['hotkernels']:.3f} | {r.speedup:.2f}x | "
-            f"{r.max_error:.2e} | {r.rate()} | {others} |"
+            f"{r.max_error:.2e} | {r.rate(ceilings.get(r.case.device))} | {others} |"
         )
     lines.append("")
-    for device, gbs in ceilings.items():
-        lines.append(f"Memory ceiling on {device} (large copy): {gbs:.1f} GB/s")
+    for device, c in ceilings.items():
+        lines.append(f"Ceilings on {device}: large copy {c.copy_gbs:.1f} GB/s, float32 matmul {c.matmul_gflops:.1f} GFLOP/s  ")
     return lines
+
+
+def _plot(results: list[bench.Result], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.exit("hotkernels bench: --plot needs matplotlib (pip install 'hotkernels[plot]')")
+    names = [r.case.id for r in results]
+    speedups = [r.speedup for r in results]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(names) + 1.2))
+    ax.barh(names, speedups, color=["tab:green" if s >= 1 else "tab:red" for s in speedups])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup over torch (x)")
+    ax.set_title(_machine(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def _machine() -> str:
@@ -58,13 +79,15 @@ def _bench(args: argparse.Namespace) -> int:
         sys.exit(f"hotkernels bench: unknown op families {unknown}; choose from {sorted(families)}")
     rounds = args.rounds or (5 if args.quick else 15)
     results: list[bench.Result] = []
-    ceilings: dict[str, float] = {}
+    ceilings: dict[str, bench.Ceilings] = {}
+    cases = [c for d in _devices(args.device) for n in names for c in families[n](d, args.quick)]
     for device in _devices(args.device):
-        ceilings[device] = bench.copy_bandwidth(device, nbytes=1 << 26 if args.quick else 1 << 28)
-        for name in names:
-            for case in families[name](device, args.quick):
-                print(f"  running {case.id} ...", file=sys.stderr, flush=True)
-                results.append(bench.run(case, rounds))
+        progress(0, len(cases), f"measuring the ceilings of {device}")
+        ceilings[device] = bench.Ceilings.measure(device, args.quick)
+    for i, case in enumerate(cases):
+        progress(i, len(cases), case.id)
+        results.append(bench.run(case, rounds))
+    progress(len(cases), len(cases), "done")
     lines = _table(results, ceilings)
     print(f"\n{_machine()}\n")
     print("\n".join(lines))
@@ -73,11 +96,15 @@ def _bench(args: argparse.Namespace) -> int:
             f.write(f"{_machine()}\n\n" + "\n".join(lines) + "\n")
     if args.json:
         rows = [
-            {"case": r.case.id, "ms": r.ms, "speedup": r.speedup, "max_error": r.max_error, "rate": r.rate()}
+            {"case": r.case.id, "ms": r.ms, "speedup": r.speedup, "max_error": r.max_error,
+             "rate": r.rate(ceilings.get(r.case.device))}
             for r in results
         ]
         with open(args.json, "w") as f:
-            json.dump({"machine": _machine(), "ceilings_gbs": ceilings, "results": rows}, f, indent=2)
+            ceil = {d: vars(c) for d, c in ceilings.items()}
+            json.dump({"machine": _machine(), "ceilings": ceil, "results": rows}, f, indent=2)
+    if args.plot:
+        _plot(results, args.plot)
     return 0
 
 
@@ -92,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--rounds", type=int, help="timed rounds per implementation (median reported)")
     b.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     b.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
+    b.add_argument("--plot", metavar="PATH", help="also draw the speedups as a PNG chart (needs matplotlib)")
     b.set_defaults(func=_bench)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -45,14 +45,18 @@ class Result:
     def speedup(self) -> float:
         return self.ms["torch"] / self.ms["hotkernels"]
 
-    def rate(self) -> str:
-        """Achieved rate of the hotkernels implementation: GB/s over its memory floor or GFLOP/s."""
+    def rate(self, ceilings: "Ceilings | None" = None) -> str:
+        """Achieved rate of the hotkernels implementation, GFLOP/s or GB/s (over the case's memory
+        floor), with its share of the machine's ceiling when given."""
         seconds = self.ms["hotkernels"] / 1e3
         if self.case.flops:
-            return f"{self.case.flops / seconds / 1e9:.1f} GFLOP/s"
-        if self.case.bytes:
-            return f"{self.case.bytes / seconds / 1e9:.1f} GB/s"
-        return "-"
+            value, unit, ceiling = self.case.flops / seconds / 1e9, "GFLOP/s", ceilings and ceilings.matmul_gflops
+        elif self.case.bytes:
+            value, unit, ceiling = self.case.bytes / seconds / 1e9, "GB/s", ceilings and ceilings.copy_gbs
+        else:
+            return "-"
+        share = f" ({100 * value / ceiling:.0f}% of ceiling)" if ceiling else ""
+        return f"{value:.1f} {unit}{share}"
 
 
 def synchronize(device: str) -> None:
@@ -116,9 +120,21 @@ def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     return {"mish": mish.cases}
 
 
-def copy_bandwidth(device: str, nbytes: int = 1 << 28) -> float:
-    """The machine's practical memory ceiling: GB/s of a large tensor copy (read + write)."""
-    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
-    dst = torch.empty_like(src)
-    ms = measure({"copy": lambda: dst.copy_(src)}, device, rounds=10)["copy"]
-    return 2 * nbytes / (ms / 1e3) / 1e9
+@dataclass(frozen=True)
+class Ceilings:
+    """What this machine reaches at all, measured with torch: a large copy and a large matmul."""
+
+    copy_gbs: float  # GB/s, counting bytes read and written
+    matmul_gflops: float  # float32 GFLOP/s
+
+    @staticmethod
+    def measure(device: str, quick: bool) -> "Ceilings":
+        n = (1 << 24) if quick else (1 << 26)  # float32 elements copied
+        src = torch.ones(n, device=device)
+        dst = torch.empty_like(src)
+        copy_ms = measure({"copy": lambda: dst.copy_(src)}, device, rounds=5 if quick else 10)["copy"]
+        m = 1024 if quick or device == "cpu" else 8192
+        a = torch.randn(m, m, device=device)
+        b = torch.randn(m, m, device=device)
+        mm_ms = measure({"mm": lambda: a @ b}, device, rounds=3 if quick else 5)["mm"]
+        return Ceilings(8 * n / (copy_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9)
