@@ -1,4 +1,4 @@
-"""Command line: ``python -m hotkernels info`` and ``python -m hotkernels bench``."""
+"""Command line: ``python -m hotkernels info``, ``bench`` and ``train``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from hotkernels import train
+
+    device = _devices(args.device)[0] if args.device != "all" else "cpu"
+    models = args.models.split(",")
+    optimizers = args.optimizers.split(",")
+    lines, runs = train.shootout(args.epochs, args.seeds, device, models, optimizers)
+    print(f"\n{_machine()}; digits, {args.epochs} epochs, {args.seeds} seeds, lr {train.LR}\n")
+    print("\n".join(lines))
+    if args.plot:
+        train.plot_curves(runs, args.plot)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hotkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     b.add_argument("--plot", metavar="PATH", help="also draw the speedups as a PNG chart (needs matplotlib)")
     b.set_defaults(func=_bench)
+    t = sub.add_parser("train", help="the optimizer shoot-out on scikit-learn's digits, hotkernels beside torch")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--seeds", type=int, default=2)
+    t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    t.add_argument("--models", default="cnn,lstm", help="comma-separated: cnn, lstm")
+    t.add_argument("--optimizers", default="Adam,RAdam,LAMB,Lookahead,Ranger,Ralamb,RangerLars,NovoGrad")
+    t.add_argument("--plot", metavar="PATH", help="also draw test-accuracy curves as a PNG (needs matplotlib)")
+    t.set_defaults(func=_train)
     args = parser.parse_args(argv)
     return args.func(args)
 
