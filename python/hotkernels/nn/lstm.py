@@ -21,7 +21,7 @@ class LSTMCell(nn.LSTMCell):
         return lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
-class LSTM(nn.LSTM):
+class LSTM(nn.RNNBase):
     r"""A multi-layer LSTM; drop-in for :class:`torch.nn.LSTM` (same arguments, parameter names
     ``weight_ih_l{k}[_reverse]`` ..., initialisation and state_dict), computed by
     :func:`hotkernels.functional.lstm`: per layer and direction, the input projection of all steps
@@ -29,10 +29,17 @@ class LSTM(nn.LSTM):
 
     Supports ``input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional``;
     ``proj_size`` must be 0 and packed sequences are refused (pad them instead).
+
+    It derives from :class:`torch.nn.RNNBase` in mode ``"LSTM"`` (as :class:`torch.nn.LSTM` does)
+    rather than from :class:`torch.nn.LSTM`, which ``torch.compile`` refuses to trace.
     """
 
+    # nn.LSTM's shape checks of (input, (h_0, c_0)), with torch's messages.
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__("LSTM", *args, **kwargs)
         if self.proj_size != 0:
             raise ValueError(f"hotkernels.nn.LSTM: proj_size must be 0 (projections are not implemented), got {self.proj_size}")
 
@@ -60,7 +67,7 @@ class LSTM(nn.LSTM):
                         f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
                     )
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-            self.check_forward_args(input, hx, None)
+        self.check_forward_args(input, hx, None)
         if self.batch_first:
             input = input.transpose(0, 1)
         output, h_n, c_n = lstm(
