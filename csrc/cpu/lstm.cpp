@@ -13,10 +13,10 @@
 namespace hotkernels::cpu {
 namespace {
 
-// Elements (of batch·hidden) per task: each costs five exponentials forward, one backward, plus
-// about 10 loads and stores; ~4k of them outweigh a task's scheduling and still split a batch of 8
-// rows of 512 over two threads.
-constexpr int64_t kLstmGrain = 4096;
+// Elements (of batch·hidden) per task: an element costs five exponentials forward (one backward)
+// and ~10 loads and stores, so 8k of them are some 50 µs of work, well above a task's scheduling;
+// smaller steps (an RNN step of a small batch) stay on one thread.
+constexpr int64_t kLstmGrain = 8192;
 
 template <class T, template <class> class Args>
 auto pick(const LstmTyped<Args>& typed) {
