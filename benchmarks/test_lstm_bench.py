@@ -6,9 +6,9 @@ LSTM (T=50, B=32, I=256, H=512, 2 layers) >= 1.2x nn.LSTM.
 GPU: LSTMCell >= 1.3x nn.LSTMCell; LSTM >= 0.8x cuDNN's nn.LSTM.
 
 Both sides run the same GEMMs through the same BLAS (MKL here), and on the CPU the GEMMs are most
-of the time, so a speedup can only come out of torch's non-GEMM time: the separate elementwise
-passes and autograd nodes of nn.LSTMCell, the per-step small weight-gradient GEMMs of autograd.
-nn.LSTM on the CPU is oneDNN's fused RNN primitive (float32), whose own GEMMs set its pace.
+of the time, so a speedup can only come out of torch's non-GEMM time (the separate elementwise
+passes and autograd nodes of nn.LSTMCell). nn.LSTM on the CPU (float32) is oneDNN's fused RNN
+primitive, whose own GEMMs set its pace.
 """
 
 import pytest
