@@ -10,4 +10,18 @@ TORCH_LIBRARY(hotkernels, m) {
   m.def("mish(Tensor input) -> Tensor", pt2);
   m.def("mish_(Tensor(a!) input) -> ()", pt2);  // custom ops that mutate return nothing
   m.def("mish_backward(Tensor grad_output, Tensor input) -> Tensor", pt2);
+
+  // lstm: python/hotkernels/ops/lstm.py. Forward returns the gate activations as a last output, saved
+  // for backward; backward's output_mask says which of the gradients of (input, hx, w_ih, w_hh, bias)
+  // to compute (the others come back empty); the bias gradient is that of b_ih and of b_hh.
+  m.def("lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+        "-> (Tensor hy, Tensor cy, Tensor gates)", pt2);
+  m.def("lstm_cell_backward(Tensor grad_hy, Tensor grad_cy, Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
+        "Tensor w_hh, Tensor cy, Tensor gates, bool[5] output_mask) -> (Tensor grad_input, Tensor grad_hx, "
+        "Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)", pt2);
+  m.def("lstm_layer(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+        "bool reverse) -> (Tensor output, Tensor cs, Tensor gates)", pt2);
+  m.def("lstm_layer_backward(Tensor grad_output, Tensor grad_cs, Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
+        "Tensor w_hh, Tensor output, Tensor cs, Tensor gates, bool reverse, bool[5] output_mask) -> (Tensor grad_input, "
+        "Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)", pt2);
 }

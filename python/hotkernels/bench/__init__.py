@@ -115,9 +115,9 @@ def run(case: Case, rounds: int) -> Result:
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     """Every op family's case list, by name."""
-    from . import mish
+    from . import lstm, mish
 
-    return {"mish": mish.cases}
+    return {"lstm": lstm.cases, "mish": mish.cases}
 
 
 @dataclass(frozen=True)

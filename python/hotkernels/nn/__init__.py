@@ -1,5 +1,6 @@
 """Drop-in replacements for :mod:`torch.nn` modules, backed by hotkernels ops."""
 
+from .lstm import LSTM, LSTMCell
 from .mish import Mish
 
-__all__ = ["Mish"]
+__all__ = ["LSTM", "LSTMCell", "Mish"]

@@ -1,0 +1,89 @@
+// LSTM pointwise passes on SIMD vectors; the formulas are shared with CUDA (csrc/math/lstm.h).
+#include "cpu/kernels/lstm.h"
+
+#include <algorithm>
+
+#include "cpu/kernels/simd.h"
+#include "math/lstm.h"
+
+namespace hotkernels::cpu::HK_ISA {
+namespace {
+
+// Calls f(row, j, n) for the vectors of the flat range [begin, end) of rows of `hidden`: n = kLanes
+// except at the end of a row (or of the range), where n < kLanes lanes are valid.
+template <class T, class F>
+inline void for_each_vector(int64_t hidden, int64_t begin, int64_t end, F f) {
+  constexpr int64_t L = simd::kLanes<T>;
+  while (begin < end) {
+    const int64_t row = begin / hidden;
+    const int64_t j_end = std::min(hidden, begin - row * hidden + (end - begin));
+    for (int64_t j = begin - row * hidden; j < j_end; j += L) f(row, j, std::min(L, j_end - j));
+    begin = row * hidden + j_end;
+  }
+}
+
+template <class T>
+inline simd::Vec<T> load(const T* p, int64_t n) {
+  return n == simd::kLanes<T> ? simd::load(p) : simd::load_partial(p, n);
+}
+template <class T>
+inline void store(T* p, simd::Vec<T> v, int64_t n) {
+  if (n == simd::kLanes<T>) {
+    simd::store(p, v);
+  } else {
+    simd::store_partial(p, v, n);
+  }
+}
+
+template <class T>
+void forward(const LstmForwardArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t H = a.hidden;
+  for_each_vector<T>(H, begin, end, [&](int64_t row, int64_t j, int64_t n) {
+    T* g = a.gates + row * 4 * H + j;
+    auto vi = load(g, n), vf = load(g + H, n), vg = load(g + 2 * H, n), vo = load(g + 3 * H, n);
+    if (a.bias != nullptr) {
+      vi += load(a.bias + j, n);
+      vf += load(a.bias + H + j, n);
+      vg += load(a.bias + 2 * H + j, n);
+      vo += load(a.bias + 3 * H + j, n);
+    }
+    const int64_t s = row * H + j;
+    simd::Vec<T> c, h;
+    math::lstm_forward(vi, vf, vg, vo, load(a.c_prev + s, n), c, h, simd::Exp{});
+    store(g, vi, n);
+    store(g + H, vf, n);
+    store(g + 2 * H, vg, n);
+    store(g + 3 * H, vo, n);
+    store(a.c + s, c, n);
+    store(a.h + s, h, n);
+  });
+}
+
+template <class T>
+void backward(const LstmBackwardArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t H = a.hidden;
+  for_each_vector<T>(H, begin, end, [&](int64_t row, int64_t j, int64_t n) {
+    const T* g = a.gates + row * 4 * H + j;
+    T* dg = a.dgates + row * 4 * H + j;
+    const int64_t s = row * H + j;
+    auto dc = load(a.dc + s, n);
+    if (a.dc_extra != nullptr) dc += load(a.dc_extra + s, n);
+    simd::Vec<T> di, df, dgg, d_o;
+    math::lstm_backward(load(g, n), load(g + H, n), load(g + 2 * H, n), load(g + 3 * H, n), load(a.c_prev + s, n),
+                        load(a.c + s, n), load(a.dh + s, n), dc, di, df, dgg, d_o, simd::Exp{});
+    store(dg, di, n);
+    store(dg + H, df, n);
+    store(dg + 2 * H, dgg, n);
+    store(dg + 3 * H, d_o, n);
+    store(a.dc_prev + s, dc, n);
+  });
+}
+
+}  // namespace
+
+extern const LstmKernels lstm_kernels = {
+    {&forward<float>, &forward<double>},
+    {&backward<float>, &backward<double>},
+};
+
+}  // namespace hotkernels::cpu::HK_ISA

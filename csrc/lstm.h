@@ -1,0 +1,75 @@
+// LSTM ops, device-generic part: argument checks, the GEMMs (at::mm/addmm, i.e. the BLAS or cuBLAS
+// that torch ships) and the time loops. Each device supplies only the two pointwise passes (a
+// Pointwise: csrc/cpu/lstm.cpp, csrc/cuda/lstm.cu) and registers the ops with register_lstm_ops.
+//
+// Layouts: gates are [rows, 4·hidden] (i, f, g, o blocks, torch's order), states [rows, hidden], all
+// contiguous; a layer's tensors are time-major [T, B, ...]. Formulas: csrc/math/lstm.h.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+namespace hotkernels::lstm {
+
+struct Pointwise {
+  bool half_types;  // whether float16/bfloat16 are computed (in float); else float32/float64 only
+  // gates: pre-activations without bias in, activations out; bias: b_ih + b_hh in the compute type
+  // (at::opmath_type) or undefined; h, c: the new state, out.
+  void (*forward)(const at::Tensor& gates, const at::Tensor& bias, const at::Tensor& c_prev, const at::Tensor& h,
+                  const at::Tensor& c);
+  // dgates: pre-activation gradients, out; dc_prev: out, may be dc itself; dc_extra: added to dc, or
+  // undefined.
+  void (*backward)(const at::Tensor& gates, const at::Tensor& c_prev, const at::Tensor& c, const at::Tensor& dh,
+                   const at::Tensor& dc, const at::Tensor& dc_extra, const at::Tensor& dgates,
+                   const at::Tensor& dc_prev);
+};
+
+using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Tensors6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using OptTensor = std::optional<at::Tensor>;
+// Which gradients backward computes: input, hx, w_ih, w_hh, bias (cx's comes free). The others are
+// returned as empty tensors.
+using Mask = std::array<bool, 5>;
+
+// (h', c', gates): gates are the activations, saved for backward.
+Tensors3 cell_forward(const Pointwise& p, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                      const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh);
+// (grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias); grad_bias is that of b_ih and of b_hh.
+Tensors6 cell_backward(const Pointwise& p, const at::Tensor& grad_hy, const at::Tensor& grad_cy,
+                       const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh, const at::Tensor& cy, const at::Tensor& gates, Mask mask);
+// One direction of one layer over all T steps of input [T, B, I]: (output [T, B, H] = every h,
+// cs [T, B, H] = every c, gates [T, B, 4H]). `reverse` runs from step T−1 down to 0.
+Tensors3 layer_forward(const Pointwise& p, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                       const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                       bool reverse);
+// Backward through time: grads of (input, hx, cx, w_ih, w_hh, bias) from those of output and cs.
+Tensors6 layer_backward(const Pointwise& p, const at::Tensor& grad_output, const at::Tensor& grad_cs,
+                        const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+                        const at::Tensor& w_hh, const at::Tensor& output, const at::Tensor& cs,
+                        const at::Tensor& gates, bool reverse, Mask mask);
+
+// Registers the four ops (schemas in csrc/schemas.cpp) for one dispatch key with that device's passes.
+template <const Pointwise& P>
+void register_lstm_ops(torch::Library& m) {
+  using T = const at::Tensor&;
+  m.impl("lstm_cell", [](T input, T hx, T cx, T w_ih, T w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
+    return cell_forward(P, input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+  });
+  m.impl("lstm_cell_backward", [](T grad_hy, T grad_cy, T input, T hx, T cx, T w_ih, T w_hh, T cy, T gates,
+                                  Mask mask) {
+    return cell_backward(P, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, mask);
+  });
+  m.impl("lstm_layer", [](T input, T hx, T cx, T w_ih, T w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                          bool reverse) { return layer_forward(P, input, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse); });
+  m.impl("lstm_layer_backward", [](T grad_output, T grad_cs, T input, T hx, T cx, T w_ih, T w_hh, T output, T cs,
+                                   T gates, bool reverse, Mask mask) {
+    return layer_backward(P, grad_output, grad_cs, input, hx, cx, w_ih, w_hh, output, cs, gates, reverse, mask);
+  });
+}
+
+}  // namespace hotkernels::lstm

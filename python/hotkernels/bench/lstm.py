@@ -1,0 +1,85 @@
+"""LSTM benchmark cases: hotkernels.nn.LSTMCell / LSTM vs torch.nn.LSTMCell / LSTM (same state_dict).
+
+Cell cases time one step as inside an unrolled sequence: the input and the state (h, c) require
+grad, so forward+backward computes every gradient (input, state, weights, biases). LSTM cases feed
+a data sequence (no input grad) with a zero initial state and backpropagate through time into
+every parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import Case
+from .. import nn as hnn
+
+
+def _cell_setup(batch: int, inp: int, hidden: int, device: str, backward: bool):
+    def setup():
+        ref = torch.nn.LSTMCell(inp, hidden).to(device)
+        ours = hnn.LSTMCell(inp, hidden).to(device)
+        ours.load_state_dict(ref.state_dict())
+        x, h, c = (torch.randn(batch, n, device=device, requires_grad=backward) for n in (inp, hidden, hidden))
+        gh, gc = torch.randn(batch, hidden, device=device), torch.randn(batch, hidden, device=device)
+        leaves = [x, h, c]
+
+        def run(module):
+            if not backward:
+                def forward():
+                    with torch.no_grad():
+                        return module(x, (h, c))
+
+                return forward
+
+            def step():
+                hy, cy = module(x, (h, c))
+                return torch.autograd.grad((hy, cy), leaves + list(module.parameters()), (gh, gc))
+
+            return step
+
+        return {"torch": run(ref), "hotkernels": run(ours)}
+
+    return setup
+
+
+def _lstm_setup(steps: int, batch: int, inp: int, hidden: int, layers: int, device: str):
+    def setup():
+        ref = torch.nn.LSTM(inp, hidden, layers).to(device)
+        ours = hnn.LSTM(inp, hidden, layers).to(device)
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(steps, batch, inp, device=device)
+        gy = torch.randn(steps, batch, hidden, device=device)
+
+        def run(module):
+            def step():
+                y, _ = module(x)
+                return torch.autograd.grad(y, list(module.parameters()), gy)
+
+            return step
+
+        return {"torch": run(ref), "hotkernels": run(ours)}
+
+    return setup
+
+
+def _cell_flops(batch: int, inp: int, hidden: int, backward: bool) -> int:
+    forward = 2 * batch * (inp + hidden) * 4 * hidden  # the two gate GEMMs
+    return forward * (3 if backward else 1)  # backward: d(input, h) and d(w_ih, w_hh)
+
+
+def cases(device: str, quick: bool = False) -> list[Case]:
+    cells = [(16, 64, 128), (64, 256, 256)] if quick else [(64, 256, 512), (256, 1024, 1024)]
+    T, B, I, H, L = (10, 8, 64, 128, 2) if quick else (50, 32, 256, 512, 2)
+    out = []
+    for batch, inp, hidden in cells:
+        size = f"B{batch} I{inp} H{hidden}"
+        for backward in (False, True):
+            name = f"LSTMCell {'forward+backward' if backward else 'forward'} float32 {size}"
+            out.append(Case("lstm", name, device, _cell_setup(batch, inp, hidden, device, backward),
+                            flops=_cell_flops(batch, inp, hidden, backward)))
+    # LSTM flops: per layer the input projection and T recurrent GEMMs, x3 for backward (no dx on layer 0).
+    flops = sum(2 * T * B * (i + H) * 4 * H * 3 - (2 * T * B * i * 4 * H if k == 0 else 0)
+                for k, i in enumerate([I] + [H] * (L - 1)))
+    out.append(Case("lstm", f"LSTM forward+backward float32 T{T} B{B} I{I} H{H} L{L}", device,
+                    _lstm_setup(T, B, I, H, L, device), flops=flops))
+    return out

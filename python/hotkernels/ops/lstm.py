@@ -1,0 +1,210 @@
+r"""LSTM: a fused cell and a whole layer with its time loop in C++ (gate order i, f, g, o, as torch).
+
+.. math::
+    \begin{aligned}
+    i &= \sigma(W_{ii} x + b_{ii} + W_{hi} h + b_{hi}) &
+    f &= \sigma(W_{if} x + b_{if} + W_{hf} h + b_{hf}) \\
+    g &= \tanh(W_{ig} x + b_{ig} + W_{hg} h + b_{hg}) &
+    o &= \sigma(W_{io} x + b_{io} + W_{ho} h + b_{ho}) \\
+    c' &= f \odot c + i \odot g & h' &= o \odot \tanh(c')
+    \end{aligned}
+
+Ops (schemas in csrc/schemas.cpp):
+
+* ``hotkernels::lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> (hy, cy, gates)``: the gate
+  pre-activations by two GEMMs, then one fused pass for the biases, the gates, ``c'`` and ``h'``.
+  ``gates`` holds the activations ``[B, 4H]``; backward saves them, ``cx`` and ``cy``, nothing else.
+* ``hotkernels::lstm_layer(input, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse) -> (output, cs, gates)``:
+  one direction of one layer over ``input`` ``[T, B, I]``: the input projection of every step in
+  one GEMM, then per step one GEMM for ``h·W_hhᵀ`` and the fused pass. ``output`` and ``cs`` hold
+  ``h`` and ``c`` of every step, ``gates`` ``[T, B, 4H]`` the activations.
+* ``lstm_cell_backward`` / ``lstm_layer_backward``: one fused pass for the gate gradients and ``dc``
+  (per step, backward through time, for the layer), then GEMMs for the gradients of the input, the
+  state and the weights (for the layer: one GEMM each over all steps) and a sum for the biases.
+
+Double backward is not supported (the backward ops have no autograd formula).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_ops = torch.ops.hotkernels
+
+
+def _empty_unless(needed: bool, like: Tensor, shape: Sequence[int]) -> Tensor:
+    return like.new_empty(shape if needed else (0,))
+
+
+@torch.library.register_fake("hotkernels::lstm_cell")
+def _lstm_cell_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+    batch, hidden = hx.shape
+    return input.new_empty(batch, hidden), input.new_empty(batch, hidden), input.new_empty(batch, 4 * hidden)
+
+
+@torch.library.register_fake("hotkernels::lstm_layer")
+def _lstm_layer_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse):
+    steps, batch = input.shape[:2]
+    hidden = hx.shape[1]
+    state = (steps, batch, hidden)
+    return input.new_empty(state), input.new_empty(state), input.new_empty(steps, batch, 4 * hidden)
+
+
+def _backward_fake(input, hx, cx, w_ih, w_hh, mask):
+    return (
+        _empty_unless(mask[0], input, input.shape),
+        _empty_unless(mask[1], input, hx.shape),
+        input.new_empty(cx.shape),
+        _empty_unless(mask[2], input, w_ih.shape),
+        _empty_unless(mask[3], input, w_hh.shape),
+        _empty_unless(mask[4], input, (w_hh.shape[0],)),
+    )
+
+
+@torch.library.register_fake("hotkernels::lstm_cell_backward")
+def _lstm_cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, output_mask):
+    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
+
+
+@torch.library.register_fake("hotkernels::lstm_layer_backward")
+def _lstm_layer_backward_fake(grad_output, grad_cs, input, hx, cx, w_ih, w_hh, output, cs, gates, reverse, output_mask):
+    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
+
+
+def _mask(ctx) -> list[bool]:
+    n = ctx.needs_input_grad
+    return [n[0], n[1], n[3], n[4], n[5] or n[6]]
+
+
+def _grads(ctx, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
+    """The op's gradients for (input, hx, cx, w_ih, w_hh, b_ih, b_hh), None where not needed."""
+    n = ctx.needs_input_grad
+    grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = grads
+    # b_ih and b_hh get the same gradient; give each its own tensor, as autograd may keep it as .grad.
+    grad_b_ih = grad_bias if n[5] else None
+    grad_b_hh = (grad_bias.clone() if n[5] else grad_bias) if n[6] else None
+    return tuple(g if need else None for g, need in zip((grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh), n)) + (
+        grad_b_ih,
+        grad_b_hh,
+    )
+
+
+def _cell_setup(ctx, inputs, output) -> None:
+    input, hx, cx, w_ih, w_hh = inputs[:5]
+    _, cy, gates = output
+    ctx.mark_non_differentiable(gates)
+    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, cy, gates)
+
+
+def _cell_grad(ctx, grad_hy: Tensor, grad_cy: Tensor, _grad_gates: Tensor):
+    grads = _ops.lstm_cell_backward(grad_hy, grad_cy, *ctx.saved_tensors, _mask(ctx))
+    return _grads(ctx, grads)
+
+
+def _layer_setup(ctx, inputs, output) -> None:
+    input, hx, cx, w_ih, w_hh = inputs[:5]
+    ctx.reverse = inputs[7]
+    out, cs, gates = output
+    ctx.mark_non_differentiable(gates)
+    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, out, cs, gates)
+
+
+def _layer_grad(ctx, grad_output: Tensor, grad_cs: Tensor, _grad_gates: Tensor):
+    grads = _ops.lstm_layer_backward(grad_output, grad_cs, *ctx.saved_tensors, ctx.reverse, _mask(ctx))
+    return _grads(ctx, grads) + (None,)
+
+
+torch.library.register_autograd("hotkernels::lstm_cell", _cell_grad, setup_context=_cell_setup)
+torch.library.register_autograd("hotkernels::lstm_layer", _layer_grad, setup_context=_layer_setup)
+
+
+def lstm_cell(
+    input: Tensor,
+    hx: tuple[Tensor, Tensor] | None,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""One LSTM step, like :class:`torch.nn.LSTMCell` (formulas in this module's docstring).
+
+    Args:
+        input: ``(batch, input_size)`` or ``(input_size)`` (unbatched).
+        hx: ``(h, c)``, each ``(batch, hidden_size)`` (``(hidden_size)`` unbatched); ``None`` for zeros.
+        w_ih: ``(4*hidden_size, input_size)``, the gates' input weights in the order i, f, g, o.
+        w_hh: ``(4*hidden_size, hidden_size)``.
+        b_ih, b_hh: ``(4*hidden_size)`` or ``None``.
+
+    Returns:
+        ``(h', c')``, shaped like ``h`` and ``c``. float32 and float64 on the CPU; CUDA also computes
+        float16 and bfloat16 (in float32).
+    """
+    if input.dim() not in (1, 2):
+        raise ValueError(
+            f"hotkernels.lstm_cell: expected 'input' to be 1-D (input_size) or 2-D (batch, input_size), "
+            f"but got {input.dim()}-D"
+        )
+    unbatched = input.dim() == 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    if hx is None:
+        zeros = input.new_zeros(input.shape[0], w_hh.shape[-1])
+        h, c = zeros, zeros
+    else:
+        h, c = hx
+        if unbatched:
+            h, c = h.unsqueeze(0), c.unsqueeze(0)
+    hy, cy, _ = _ops.lstm_cell(input, h, c, w_ih, w_hh, b_ih, b_hh)
+    return (hy.squeeze(0), cy.squeeze(0)) if unbatched else (hy, cy)
+
+
+def lstm(
+    input: Tensor,
+    hx: tuple[Tensor, Tensor],
+    params: Sequence[Tensor],
+    has_biases: bool,
+    num_layers: int,
+    dropout: float,
+    train: bool,
+    bidirectional: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""A multi-layer LSTM over a time-major sequence, like ``torch._VF.lstm`` (unpacked input).
+
+    Args:
+        input: ``(seq_len, batch, input_size)``.
+        hx: ``(h_0, c_0)``, each ``(num_layers * num_directions, batch, hidden_size)``.
+        params: per layer and direction (the reverse one second), ``w_ih, w_hh[, b_ih, b_hh]``, as
+            :attr:`torch.nn.LSTM._flat_weights`.
+        has_biases: whether ``params`` hold biases.
+        num_layers, dropout, train, bidirectional: as :class:`torch.nn.LSTM`; dropout applies to
+            every layer's output but the last, when ``train``.
+
+    Returns:
+        ``(output, h_n, c_n)``: ``output`` ``(seq_len, batch, num_directions * hidden_size)``.
+    """
+    h0, c0 = hx
+    per_direction = 4 if has_biases else 2
+    directions = 2 if bidirectional else 1
+    layer_input = input
+    h_n: list[Tensor] = []
+    c_n: list[Tensor] = []
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(directions):
+            k = layer * directions + direction
+            w = params[k * per_direction : (k + 1) * per_direction]
+            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+            reverse = direction == 1
+            out, cs, _ = _ops.lstm_layer(layer_input, h0[k], c0[k], w[0], w[1], b_ih, b_hh, reverse)
+            last = 0 if reverse else -1
+            h_n.append(out[last])
+            c_n.append(cs[last])
+            outputs.append(out)
+        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
+        if dropout > 0 and train and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training=True)
+    return layer_input, torch.stack(h_n), torch.stack(c_n)

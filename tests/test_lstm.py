@@ -1,0 +1,344 @@
+"""LSTM: the fused cell and the C++ layer loop against nn.LSTMCell / nn.LSTM (same state_dict),
+gradients of everything, registration (opcheck, torch.compile), drop-in modules, bad input."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import hotkernels
+import hotkernels.functional as HF
+import hotkernels.nn as hnn
+
+# Stated tolerances, for values and gradients of order one. The GEMMs are torch's, but we add the
+# biases after the two products (torch adds each to its own product) and sum the gradients of
+# all time steps in one GEMM (autograd sums per step), so sums round in another order; our
+# exponential is within 2 ulp. float64: a few ulp of the largest term. float32: a few float32 ulp
+# of the sums, which grow with the reduction lengths (inputs, hidden, steps) used here.
+TOL = {
+    torch.float64: dict(rtol=1e-12, atol=1e-13),
+    torch.float32: dict(rtol=2e-5, atol=2e-5),
+}
+
+
+def _state(*shape, dtype, device, requires_grad=True):
+    return torch.randn(*shape, dtype=dtype, device=device).requires_grad_(requires_grad)
+
+
+def _pair(ref: torch.nn.Module, ours_cls, dtype, device, *args, **kwargs):
+    ours = ours_cls(*args, **kwargs).to(device=device, dtype=dtype)
+    ref = ref.to(device=device, dtype=dtype)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def _assert_same_grads(loss_ref, loss_ours, ref_inputs, ours_inputs, ref, ours, tol):
+    g_ref = torch.autograd.grad(loss_ref, [*ref_inputs, *ref.parameters()])
+    g_ours = torch.autograd.grad(loss_ours, [*ours_inputs, *ours.parameters()])
+    names = [f"input{k}" for k in range(len(ref_inputs))] + [n for n, _ in ref.named_parameters()]
+    for name, a, b in zip(names, g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"gradient of {name}: {m}")
+
+
+# ---- LSTMCell ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", list(TOL))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("size", [(5, 7, 13), (33, 40, 24)], ids=["B5-I7-H13", "B33-I40-H24"])
+def test_cell_matches_torch(device, dtype, bias, size):
+    B, I, H = size
+    ref, ours = _pair(torch.nn.LSTMCell(I, H, bias=bias), hnn.LSTMCell, dtype, device, I, H, bias=bias)
+    x, h, c = (_state(B, n, dtype=dtype, device=device) for n in (I, H, H))
+    hr, cr = ref(x, (h, c))
+    ho, co = ours(x, (h, c))
+    torch.testing.assert_close(ho, hr, **TOL[dtype])
+    torch.testing.assert_close(co, cr, **TOL[dtype])
+    gh, gc = torch.randn_like(hr), torch.randn_like(cr)
+    loss_ref = (hr * gh).sum() + (cr * gc).sum()
+    loss_ours = (ho * gh).sum() + (co * gc).sum()
+    _assert_same_grads(loss_ref, loss_ours, (x, h, c), (x, h, c), ref, ours, TOL[dtype])
+
+
+def test_cell_unbatched_and_default_state(device):
+    ref, ours = _pair(torch.nn.LSTMCell(6, 9), hnn.LSTMCell, torch.float64, device, 6, 9)
+    x = torch.randn(6, dtype=torch.float64, device=device)
+    for hx in (None, (torch.randn(9, dtype=torch.float64, device=device), torch.randn(9, dtype=torch.float64, device=device))):
+        for got, want in zip(ours(x, hx), ref(x, hx)):
+            assert got.shape == want.shape == (9,)
+            torch.testing.assert_close(got, want, **TOL[torch.float64])
+    xb = torch.randn(4, 6, dtype=torch.float64, device=device)
+    for got, want in zip(ours(xb), ref(xb)):
+        torch.testing.assert_close(got, want, **TOL[torch.float64])
+
+
+def test_cell_only_some_gradients(device):
+    """Gradients asked of only some arguments (the backward op's output_mask) are still right."""
+    ref, ours = _pair(torch.nn.LSTMCell(5, 6), hnn.LSTMCell, torch.float64, device, 5, 6)
+    for module in (ref, ours):
+        module.weight_ih.requires_grad_(False)
+        module.bias_hh.requires_grad_(False)
+    x = torch.randn(3, 5, dtype=torch.float64, device=device)
+    h = torch.randn(3, 6, dtype=torch.float64, device=device, requires_grad=True)
+    c = torch.randn(3, 6, dtype=torch.float64, device=device)
+    ours(x, (h, c))[0].sum().backward()
+    h_grad = h.grad
+    h.grad = None
+    ref(x, (h, c))[0].sum().backward()
+    torch.testing.assert_close(h_grad, h.grad, **TOL[torch.float64])
+    assert ours.weight_ih.grad is None and ours.bias_hh.grad is None
+    torch.testing.assert_close(ours.weight_hh.grad, ref.weight_hh.grad, **TOL[torch.float64])
+    torch.testing.assert_close(ours.bias_ih.grad, ref.bias_ih.grad, **TOL[torch.float64])
+
+
+def test_cell_module_is_drop_in():
+    torch.manual_seed(3)
+    theirs = torch.nn.LSTMCell(10, 20)
+    torch.manual_seed(3)
+    ours = hnn.LSTMCell(10, 20)
+    assert repr(ours) == repr(theirs) and isinstance(ours, torch.nn.LSTMCell)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    for k, v in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[k], v), f"{k} initialised differently"
+    theirs.load_state_dict(hnn.LSTMCell(10, 20).state_dict())  # and back
+    assert list(hnn.LSTMCell(10, 20, bias=False).state_dict()) == ["weight_ih", "weight_hh"]
+
+
+# ---- LSTM --------------------------------------------------------------------------------------
+
+LSTM_CONFIGS = [
+    dict(num_layers=1),
+    dict(num_layers=2, bias=False),
+    dict(num_layers=2, bidirectional=True),
+    dict(num_layers=3, batch_first=True, bidirectional=True),
+]
+
+
+@pytest.mark.parametrize("dtype", list(TOL))
+@pytest.mark.parametrize("config", LSTM_CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("with_state", [True, False], ids=["hx", "no-hx"])
+def test_lstm_matches_torch(device, dtype, config, with_state):
+    T, B, I, H = 6, 3, 5, 7
+    ref, ours = _pair(torch.nn.LSTM(I, H, **config), hnn.LSTM, dtype, device, I, H, **config)
+    x = _state(*((B, T, I) if config.get("batch_first") else (T, B, I)), dtype=dtype, device=device)
+    L = config["num_layers"] * (2 if config.get("bidirectional") else 1)
+    state = (_state(L, B, H, dtype=dtype, device=device), _state(L, B, H, dtype=dtype, device=device))
+    inputs = (x, *state) if with_state else (x,)
+    hx = state if with_state else None
+    yr, (hr, cr) = ref(x, hx)
+    yo, (ho, co) = ours(x, hx)
+    for got, want in ((yo, yr), (ho, hr), (co, cr)):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, **TOL[dtype])
+    gy, gh, gc = torch.randn_like(yr), torch.randn_like(hr), torch.randn_like(cr)
+    loss_ref = (yr * gy).sum() + (hr * gh).sum() + (cr * gc).sum()
+    loss_ours = (yo * gy).sum() + (ho * gh).sum() + (co * gc).sum()
+    _assert_same_grads(loss_ref, loss_ours, inputs, inputs, ref, ours, TOL[dtype])
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_lstm_unbatched(device, batch_first):
+    ref, ours = _pair(torch.nn.LSTM(4, 5, 2, batch_first=batch_first), hnn.LSTM, torch.float64, device, 4, 5, 2,
+                      batch_first=batch_first)
+    x = torch.randn(7, 4, dtype=torch.float64, device=device)
+    hx = (torch.randn(2, 5, dtype=torch.float64, device=device), torch.randn(2, 5, dtype=torch.float64, device=device))
+    for state in (None, hx):
+        yr, (hr, cr) = ref(x, state)
+        yo, (ho, co) = ours(x, state)
+        for got, want in ((yo, yr), (ho, hr), (co, cr)):
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, **TOL[torch.float64])
+
+
+def test_lstm_dropout_between_layers(device):
+    ref, ours = _pair(torch.nn.LSTM(4, 6, 2, dropout=1.0), hnn.LSTM, torch.float64, device, 4, 6, 2, dropout=1.0)
+    x = torch.randn(5, 2, 4, dtype=torch.float64, device=device)
+    # p = 1 zeroes the first layer's output in training (deterministically), in both.
+    torch.testing.assert_close(ours.train()(x)[0], ref.train()(x)[0], **TOL[torch.float64])
+    torch.testing.assert_close(ours.eval()(x)[0], ref.eval()(x)[0], **TOL[torch.float64])
+    assert not torch.allclose(ours.train()(x)[0], ours.eval()(x)[0])
+    half = hnn.LSTM(4, 6, 2, dropout=0.5).double().to(device)
+    torch.manual_seed(1)
+    a = half(x)[0]
+    torch.manual_seed(1)
+    assert torch.equal(a, half(x)[0]) and not torch.allclose(a, half.eval()(x)[0])
+
+
+def test_lstm_module_is_drop_in():
+    config = dict(input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    torch.manual_seed(5)
+    theirs = torch.nn.LSTM(**config)
+    torch.manual_seed(5)
+    ours = hnn.LSTM(**config)
+    assert repr(ours) == repr(theirs) and isinstance(ours, torch.nn.RNNBase) and ours.mode == "LSTM"
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert "weight_hh_l1_reverse" in ours.state_dict()
+    for k, v in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[k], v), f"{k} initialised differently"
+    theirs.load_state_dict(hnn.LSTM(**config).state_dict())
+
+
+# ---- gradcheck, opcheck, torch.compile ----------------------------------------------------------
+
+
+def _params(device, I, H, requires_grad=True):
+    return [torch.randn(*s, dtype=torch.float64, device=device, requires_grad=requires_grad)
+            for s in ((4 * H, I), (4 * H, H), (4 * H,), (4 * H,))]
+
+
+def test_gradcheck_cell(device):
+    B, I, H = 2, 3, 5
+    x, h, c = (torch.randn(B, n, dtype=torch.float64, device=device, requires_grad=True) for n in (I, H, H))
+    args = (x, h, c, *_params(device, I, H))
+    assert torch.autograd.gradcheck(lambda x, h, c, *w: HF.lstm_cell(x, (h, c), *w), args)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck_layer(device, reverse):
+    T, B, I, H = 3, 2, 3, 2
+    x = torch.randn(T, B, I, dtype=torch.float64, device=device, requires_grad=True)
+    h, c = (torch.randn(B, H, dtype=torch.float64, device=device, requires_grad=True) for _ in range(2))
+    args = (x, h, c, *_params(device, I, H))
+
+    def layer(x, h, c, *w):
+        out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h, c, *w, reverse)
+        return out, cs
+
+    assert torch.autograd.gradcheck(layer, args)
+
+
+def test_opcheck(device):
+    B, I, H, T = 3, 4, 5, 4
+    x, h, c = (torch.randn(B, n, device=device, requires_grad=True) for n in (I, H, H))
+    w = [t.float().detach().requires_grad_() for t in _params(device, I, H)]
+    xs = torch.randn(T, B, I, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.hotkernels.lstm_cell.default, (x, h, c, *w))
+    torch.library.opcheck(torch.ops.hotkernels.lstm_cell.default, (x.detach(), h, c, w[0], w[1], None, None))
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default, (xs, h, c, *w, True))
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default, (xs.detach(), h, c, w[0], w[1], None, w[3], False))
+    x, h, c, xs = (t.detach() for t in (x, h, c, xs))
+    w = [t.detach() for t in w]
+    hy, cy, gates = torch.ops.hotkernels.lstm_cell(x, h, c, *w)
+    mask = [False, True, False, True, False]
+    torch.library.opcheck(torch.ops.hotkernels.lstm_cell_backward.default,
+                          (torch.randn_like(hy), torch.randn_like(cy), x, h, c, w[0], w[1], cy, gates, mask))
+    out, cs, gates = torch.ops.hotkernels.lstm_layer(xs, h, c, *w, True)
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer_backward.default,
+                          (torch.randn_like(out), torch.randn_like(cs), xs, h, c, w[0], w[1], out, cs, gates, True,
+                           [True] * 5))
+
+
+def test_torch_compile_fullgraph(device):
+    cell = hnn.LSTMCell(4, 6).to(device)
+    rnn = hnn.LSTM(4, 6, 2, bidirectional=True, batch_first=True).to(device)
+
+    def f(x):
+        h, c = cell(x[:, 0])
+        y, (hn, cn) = rnn(x)
+        return (h * c).sum() + y.pow(2).sum() + hn.sum() + cn.sum()
+
+    x = torch.randn(3, 5, 4, device=device, requires_grad=True)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in (*cell.parameters(), *rnn.parameters())]
+    for t in (x, *cell.parameters(), *rnn.parameters()):
+        t.grad = None
+    expected = f(x)
+    expected.backward()
+    torch.testing.assert_close(out, expected)
+    for got, t in zip(grads, (x, *cell.parameters(), *rnn.parameters())):
+        torch.testing.assert_close(got, t.grad)
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_every_cpu_instruction_set(isa):
+    """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) matches torch."""
+    order = ["base", "avx2", "avx512"]
+    if "HOTKERNELS_CPU_ISA" not in os.environ and order.index(isa) > order.index(hotkernels._C.cpu_isa()):
+        pytest.skip(f"this CPU lacks {isa}")
+    code = (
+        "import torch, hotkernels\n"
+        "ref = torch.nn.LSTM(9, 21, 2); ours = hotkernels.nn.LSTM(9, 21, 2); ours.load_state_dict(ref.state_dict())\n"
+        "x = torch.randn(4, 5, 9, requires_grad=True)\n"
+        "a, b = ref(x)[0], ours(x)[0]\n"
+        "torch.testing.assert_close(b, a, rtol=2e-5, atol=2e-5)\n"
+        "ga = torch.autograd.grad(a.sum(), [x, *ref.parameters()]); gb = torch.autograd.grad(b.sum(), [x, *ours.parameters()])\n"
+        "for p, q in zip(gb, ga): torch.testing.assert_close(p, q, rtol=2e-5, atol=2e-5)\n"
+        "print(hotkernels._C.cpu_isa())\n"
+    )
+    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    used = out.stdout.strip()
+    if used != isa:
+        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+
+
+def test_half_types_on_cuda(device):
+    if device == "cpu":
+        pytest.skip("float16/bfloat16 are computed on CUDA only")
+    B, I, H = 16, 24, 40
+    ref = torch.nn.LSTMCell(I, H).to(device)
+    x, h, c = (torch.randn(B, n, device=device) for n in (I, H, H))
+    want = ref(x, (h, c))
+    for dtype, tol in ((torch.float16, 2e-3), (torch.bfloat16, 2e-2)):
+        w = [p.detach().to(dtype) for p in ref.parameters()]
+        got = HF.lstm_cell(x.to(dtype), (h.to(dtype), c.to(dtype)), *w)
+        for g, r in zip(got, want):
+            torch.testing.assert_close(g.float(), r, rtol=tol, atol=tol)
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+def test_cell_rejects_bad_input(device):
+    x, h, c = torch.randn(3, 4, device=device), torch.randn(3, 5, device=device), torch.randn(3, 5, device=device)
+    w_ih, w_hh = torch.randn(20, 4, device=device), torch.randn(20, 5, device=device)
+    op = torch.ops.hotkernels.lstm_cell
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_cell: expected 'w_ih' of shape \[20, 4\]"):
+        op(x, h, c, torch.randn(20, 3, device=device), w_hh, None, None)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_cell: expected 'w_hh' of shape \[20, 5\]"):
+        op(x, h, c, w_ih, torch.randn(16, 5, device=device), None, None)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_cell: expected 'cx' of shape \[3, 5\]"):
+        op(x, h, c[:2], w_ih, w_hh, None, None)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_cell: expected 'b_hh' of shape \[20\]"):
+        op(x, h, c, w_ih, w_hh, torch.randn(20, device=device), torch.randn(21, device=device))
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_cell: expected 'hx' to have dtype"):
+        op(x, h.double(), c, w_ih, w_hh, None, None)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_cell: expected 'input' to be a float32"):
+        op(x.int(), h, c, w_ih, w_hh, None, None)
+    with pytest.raises(ValueError, match=r"hotkernels.lstm_cell: expected 'input' to be 1-D .* or 2-D"):
+        HF.lstm_cell(x[None], (h, c), w_ih, w_hh)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_cell: expected 'w_ih' to have dtype Double like 'input'"):
+        hnn.LSTMCell(4, 5).to(device)(x.double(), (h.double(), c.double()))
+
+
+def test_half_types_refused_on_cpu():
+    x = torch.randn(2, 3, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_cell: float16 and bfloat16 are computed on CUDA only"):
+        HF.lstm_cell(x, None, torch.randn(8, 3, dtype=torch.bfloat16), torch.randn(8, 2, dtype=torch.bfloat16))
+
+
+def test_lstm_rejects_bad_input(device):
+    with pytest.raises(ValueError, match=r"hotkernels.nn.LSTM: proj_size must be 0"):
+        hnn.LSTM(4, 6, proj_size=3)
+    rnn = hnn.LSTM(4, 6, 2).to(device)
+    x = torch.randn(5, 2, 4, device=device)
+    packed = pack_padded_sequence(x, torch.tensor([5, 3]))
+    with pytest.raises(NotImplementedError, match=r"hotkernels.nn.LSTM: packed sequences are not supported"):
+        rnn(packed)
+    with pytest.raises(RuntimeError, match=r"input.size\(-1\) must be equal to input_size"):
+        rnn(torch.randn(5, 2, 3, device=device))
+    with pytest.raises(RuntimeError, match=r"Expected hidden\[0\] size \(2, 2, 6\)"):
+        rnn(x, (torch.zeros(1, 2, 6, device=device), torch.zeros(2, 2, 6, device=device)))
+    with pytest.raises(ValueError, match=r"hotkernels.nn.LSTM: expected 'input' to be 2-D or 3-D"):
+        rnn(x[None])
+    h = torch.zeros(2, 6, device=device)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'input' to have at least one time step"):
+        torch.ops.hotkernels.lstm_layer(x[:0], h, h, *rnn._flat_weights[:4], False)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'input' to be 3-D"):
+        torch.ops.hotkernels.lstm_layer(x[0], h, h, *rnn._flat_weights[:4], False)
