@@ -1,5 +1,6 @@
 """Drop-in replacements for functions of :mod:`torch.nn.functional`, backed by hotkernels ops."""
 
 from .ops.mish import mish
+from .ops.pool import avg_pool2d, max_pool2d
 
-__all__ = ["mish"]
+__all__ = ["avg_pool2d", "max_pool2d", "mish"]

@@ -1,5 +1,6 @@
 """Drop-in replacements for :mod:`torch.nn` modules, backed by hotkernels ops."""
 
 from .mish import Mish
+from .pool import AvgPool2d, MaxPool2d
 
-__all__ = ["Mish"]
+__all__ = ["AvgPool2d", "MaxPool2d", "Mish"]
