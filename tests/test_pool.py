@@ -28,7 +28,8 @@ AVG_TOL = {
 
 KERNELS = [1, 2, 3, (2, 3), (3, 1)]
 STRIDES = [None, 1, 2, (1, 3)]
-SIZES = [(7, 9), (12, 13)]
+# One odd plane size per dtype (the grid is what matters; sizes cover borders, tails and ceil_mode).
+SIZES = {torch.float32: (12, 13), torch.float64: (7, 9)}
 
 
 def layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -54,22 +55,22 @@ def torch_raises(fn, *args, **kwargs) -> bool:
 
 
 def max_grid():
-    for (H, W), k, s, p, d, ceil in itertools.product(SIZES, KERNELS, STRIDES, [0, 1], [1, 2], [False, True]):
-        yield (H, W), dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+    for k, s, p, d, ceil in itertools.product(KERNELS, STRIDES, [0, 1], [1, 2], [False, True]):
+        yield dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
 
 
 def avg_grid():
-    modes = [(True, None), (False, None), (True, 5), (False, -2)]
-    for (H, W), k, s, p, ceil, (cip, div) in itertools.product(SIZES, KERNELS, STRIDES, [0, 1], [False, True], modes):
-        yield (H, W), dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil, count_include_pad=cip, divisor_override=div)
+    modes = [(True, None), (False, None), (False, -3)]
+    for k, s, p, ceil, (cip, div) in itertools.product(KERNELS, STRIDES, [0, 1], [False, True], modes):
+        yield dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil, count_include_pad=cip, divisor_override=div)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_max_pool_grid_matches_torch_exactly(device, dtype, channels_last):
     checked = 0
-    for (H, W), kw in max_grid():
-        x = layout(with_ties_and_nans((2, 3, H, W), dtype, device), channels_last)
+    for kw in max_grid():
+        x = layout(with_ties_and_nans((2, 3, *SIZES[dtype]), dtype, device), channels_last)
         if torch_raises(F.max_pool2d, x, **kw):
             assert torch_raises(HF.max_pool2d, x, **kw), kw
             continue
@@ -87,15 +88,15 @@ def test_max_pool_grid_matches_torch_exactly(device, dtype, channels_last):
         torch.testing.assert_close(got_grad, ref, rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=1e-6)
         assert got_grad.stride() == x.stride()
         checked += 1
-    assert checked > 200
+    assert checked > 100
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_avg_pool_grid_matches_torch(device, dtype, channels_last):
     checked = 0
-    for (H, W), kw in avg_grid():
-        x = layout(torch.randn(2, 3, H, W, dtype=dtype, device=device), channels_last)
+    for kw in avg_grid():
+        x = layout(torch.randn(2, 3, *SIZES[dtype], dtype=dtype, device=device), channels_last)
         if torch_raises(F.avg_pool2d, x, **kw):
             assert torch_raises(HF.avg_pool2d, x, **kw), kw
             continue
@@ -110,7 +111,7 @@ def test_avg_pool_grid_matches_torch(device, dtype, channels_last):
         torch.testing.assert_close(got_grad, xr.grad, **AVG_TOL[dtype], msg=lambda m: f"{kw}: {m}")
         assert got_grad.stride() == x.stride()
         checked += 1
-    assert checked > 200
+    assert checked > 100
 
 
 def _avg_args(x, kw):
@@ -181,8 +182,8 @@ def test_every_cpu_instruction_set(isa):
         "import torch, hotkernels, itertools, torch.nn.functional as F\n"
         "from hotkernels.functional import max_pool2d, avg_pool2d\n"
         "torch.manual_seed(0)\n"
-        "for W, s, cl in itertools.product([13, 40], [1, 2, 3], [False, True]):\n"
-        "    x = torch.randn(2, 19, 11, W)\n"
+        "for W, s, cl in itertools.product([37], [1, 2, 3], [False, True]):\n"
+        "    x = torch.randn(2, 19, 9, W)\n"
         "    x = x.contiguous(memory_format=torch.channels_last) if cl else x\n"
         "    for dt in (torch.float32, torch.float64):\n"
         "        xd = x.to(dt)\n"
@@ -207,8 +208,8 @@ def distinct(shape, device) -> torch.Tensor:
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_gradcheck_and_gradgradcheck(device, channels_last):
-    x = layout(distinct((2, 3, 7, 8), device), channels_last).requires_grad_()
-    x3 = distinct((3, 7, 8), device).requires_grad_()
+    x = layout(distinct((1, 2, 6, 7), device), channels_last).requires_grad_()
+    x3 = distinct((2, 6, 7), device).requires_grad_()
     for inp in (x, x3):
         for fn in (lambda t: HF.max_pool2d(t, 3, 2, 1), lambda t: HF.max_pool2d(t, (2, 3), 1, (1, 0), (2, 1), True),
                    lambda t: HF.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False),
@@ -235,8 +236,7 @@ def test_backward_ops_gradcheck(device):
 
 def test_opcheck(device):
     samples = [
-        torch.randn(2, 3, 9, 8, device=device, requires_grad=True),
-        torch.randn(2, 5, 9, 8, device=device).to(memory_format=torch.channels_last),
+        torch.randn(2, 5, 9, 8, device=device).to(memory_format=torch.channels_last).requires_grad_(),
         torch.randn(3, 9, 8, device=device, dtype=torch.float64),
     ]
     max_args = ([3, 3], [2, 2], [1, 1], [1, 1], True)
