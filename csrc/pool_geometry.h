@@ -69,6 +69,12 @@ inline PoolProblem pool2d_geometry(const char* op, const at::Tensor& input, at::
   return out;
 }
 
+// A backward op's grad_output must have the forward's output size.
+inline void check_output_size(const char* op, const at::Tensor& grad_output, const math::Pool2d& p) {
+  TORCH_CHECK(grad_output.size(-2) == p.OH && grad_output.size(-1) == p.OW, "hotkernels.", op,
+              ": expected 'grad_output' to have the output size ", p.OH, "x", p.OW, ", but got ", grad_output.sizes());
+}
+
 inline math::AvgMode avg_mode(bool count_include_pad, std::optional<int64_t> divisor_override) {
   TORCH_CHECK(divisor_override.value_or(1) != 0, "divisor must be not zero");
   return {count_include_pad, divisor_override.has_value(), divisor_override.value_or(0)};

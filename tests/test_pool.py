@@ -84,7 +84,7 @@ def test_max_pool_grid_matches_torch_exactly(device, dtype, channels_last):
         # backward: the scatter of grad_output by the indices, summing where windows overlap
         g = torch.randn_like(want)
         ref = torch.zeros_like(x).flatten(-2).scatter_add_(-1, want_idx.flatten(-2), g.flatten(-2)).view_as(x)
-        got_grad = ops.max_pool2d_backward(g, x, got_idx)
+        got_grad = ops.max_pool2d_backward(g, x, got_idx, *_max_args(x, kw))
         torch.testing.assert_close(got_grad, ref, rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=1e-6)
         assert got_grad.stride() == x.stride()
         checked += 1
@@ -112,6 +112,12 @@ def test_avg_pool_grid_matches_torch(device, dtype, channels_last):
         assert got_grad.stride() == x.stride()
         checked += 1
     assert checked > 100
+
+
+def _max_args(x, kw):
+    g = hotkernels.ops.pool.pool2d_geometry("max_pool2d", x.shape, kw["kernel_size"], kw["stride"], kw["padding"],
+                                            kw["dilation"], kw["ceil_mode"])
+    return g.kernel_size, g.stride, g.padding, g.dilation, kw["ceil_mode"]
 
 
 def _avg_args(x, kw):
@@ -220,9 +226,10 @@ def test_gradcheck_and_gradgradcheck(device, channels_last):
 
 def test_backward_ops_gradcheck(device):
     x = distinct((2, 3, 7, 8), device)
-    out, idx = ops.max_pool2d_with_indices(x, [3, 3], [2, 2], [1, 1], [1, 1], False)
+    max_args = ([3, 3], [2, 2], [1, 1], [1, 1], False)
+    out, idx = ops.max_pool2d_with_indices(x, *max_args)
     g = torch.randn_like(out).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: ops.max_pool2d_backward(t, x, idx), (g,))
+    assert torch.autograd.gradcheck(lambda t: ops.max_pool2d_backward(t, x, idx, *max_args), (g,))
     args = ([3, 3], [2, 2], [1, 1], True, False, None)
     g = torch.randn_like(ops.avg_pool2d(x, *args)).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: ops.avg_pool2d_backward(t, x, *args), (g,))
@@ -245,7 +252,7 @@ def test_opcheck(device):
         torch.library.opcheck(ops.max_pool2d.default, (x,) + max_args)
         torch.library.opcheck(ops.max_pool2d_with_indices.default, (x,) + max_args)
         out, idx = ops.max_pool2d_with_indices(x.detach(), *max_args)
-        torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), x.detach(), idx))
+        torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), x.detach(), idx) + max_args)
         torch.library.opcheck(ops.avg_pool2d.default, (x,) + avg_args)
         out = ops.avg_pool2d(x.detach(), *avg_args)
         torch.library.opcheck(ops.avg_pool2d_backward.default, (torch.randn_like(out), x.detach()) + avg_args)
@@ -333,11 +340,15 @@ def test_ops_check_their_arguments(device):
         ops.avg_pool2d(x, [7, 7], [7, 7], [0, 0], False, True, None)
     with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_with_indices: expected 'kernel_size' to have 2"):
         ops.max_pool2d_with_indices(x, [2], [2, 2], [0, 0], [1, 1], False)
-    out, idx = ops.max_pool2d_with_indices(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    max_args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    out, idx = ops.max_pool2d_with_indices(x, *max_args)
     with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_backward: expected 'indices' to be int64"):
-        ops.max_pool2d_backward(out, x, idx.int())
-    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_backward: index 99 in 'indices' is outside"):
-        ops.max_pool2d_backward(out, x, torch.full_like(idx, 99))
+        ops.max_pool2d_backward(out, x, idx.int(), *max_args)
+    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_backward: expected 'grad_output' to have the output"):
+        ops.max_pool2d_backward(out, x, idx, [1, 1], [1, 1], [0, 0], [1, 1], False)
+    if device == "cpu":  # CUDA gathers over the covering windows, where an index out of the window never matches
+        with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_backward: 'indices' holds an index outside"):
+            ops.max_pool2d_backward(out, x, torch.full_like(idx, 99), *max_args)
     with pytest.raises(RuntimeError, match=r"hotkernels.avg_pool2d_backward: expected 'grad_output' to have the output size"):
         ops.avg_pool2d_backward(out[..., :1], x, [2, 2], [2, 2], [0, 0], False, True, None)
     with pytest.raises(RuntimeError, match=r"hotkernels.avg_pool2d_backward: expected 'grad_output' to have dtype"):

@@ -127,15 +127,20 @@ void check_backward(const char* op, const at::Tensor& grad_output, const at::Ten
 
 // grad_input[n, c, indices[o]] += grad_output[o]: a scatter, each plane (NCHW) or image
 // (channels_last) by one thread in output order, so overlapping windows sum deterministically.
-at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices) {
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
+                               at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, bool ceil_mode) {
   constexpr const char* op = "max_pool2d_backward";
   check_backward(op, grad_output, input);
+  check_output_size(op, grad_output, pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode).p);
   check_same_device(op, "indices", indices, "input", input);
   TORCH_CHECK(indices.scalar_type() == at::kLong, "hotkernels.", op, ": expected 'indices' to be int64, but got ",
               indices.scalar_type());
   check_same_shape(op, "indices", indices, "grad_output", grad_output);
   if (is_reduced_float(grad_output)) {
-    return max_pool2d_backward(grad_output.to(at::kFloat), input.to(at::kFloat), indices).to(input.scalar_type());
+    return max_pool2d_backward(grad_output.to(at::kFloat), input.to(at::kFloat), indices, kernel_size, stride, padding,
+                               dilation, ceil_mode)
+        .to(input.scalar_type());
   }
   const bool cl = is_channels_last(input);
   const auto fmt = format_of(cl);
@@ -150,9 +155,9 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
     const scalar_t* g = go.const_data_ptr<scalar_t>();
     const int64_t* idx = ix.const_data_ptr<int64_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-    auto check_index = [&](int64_t i) {
-      TORCH_CHECK(i >= 0 && i < plane, "hotkernels.", op, ": index ", i, " in 'indices' is outside the ", H, "x", W,
-                  " input plane");
+    // An index outside the plane would write out of bounds: flag it in the loop, raise after.
+    auto check_indices = [&](bool bad) {
+      TORCH_CHECK(!bad, "hotkernels.", op, ": 'indices' holds an index outside the ", H, "x", W, " input plane");
     };
     if (!cl) {
       for_each_unit(planes, plane + out_plane, 0, [&](int64_t q, void*) {
@@ -160,10 +165,13 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
         std::fill(dst, dst + plane, scalar_t(0));
         const int64_t* iq = idx + q * out_plane;
         const scalar_t* gq = g + q * out_plane;
+        bool bad = false;
         for (int64_t o = 0; o < out_plane; ++o) {
-          check_index(iq[o]);
-          dst[iq[o]] += gq[o];
+          const int64_t i = iq[o];
+          bad |= static_cast<uint64_t>(i) >= static_cast<uint64_t>(plane);
+          dst[bad ? 0 : i] += gq[o];
         }
+        check_indices(bad);
       });
     } else {
       for_each_unit(planes / C, (plane + out_plane) * C, 0, [&](int64_t n, void*) {
@@ -171,13 +179,15 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
         std::fill(dst, dst + plane * C, scalar_t(0));
         const int64_t* in_ = idx + n * out_plane * C;
         const scalar_t* gn = g + n * out_plane * C;
-        for (int64_t o = 0; o < out_plane; ++o) {
+        bool bad = false;
+        for (int64_t o = 0; o < out_plane * C; o += C) {
           for (int64_t c = 0; c < C; ++c) {
-            const int64_t i = in_[o * C + c];
-            check_index(i);
-            dst[i * C + c] += gn[o * C + c];
+            const int64_t i = in_[o + c];
+            bad |= static_cast<uint64_t>(i) >= static_cast<uint64_t>(plane);
+            dst[(bad ? 0 : i) * C + c] += gn[o + c];
           }
         }
+        check_indices(bad);
       });
     }
   });
@@ -228,8 +238,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
   const math::AvgMode mode = avg_mode(count_include_pad, divisor_override);
   const math::Pool2d& p = g.p;
-  TORCH_CHECK(grad_output.size(-2) == p.OH && grad_output.size(-1) == p.OW, "hotkernels.", op,
-              ": expected 'grad_output' to have the output size ", p.OH, "x", p.OW, ", but got ", grad_output.sizes());
+  check_output_size(op, grad_output, p);
   if (is_reduced_float(grad_output)) {
     return avg_pool2d_backward(grad_output.to(at::kFloat), input.to(at::kFloat), kernel_size, stride, padding,
                                ceil_mode, count_include_pad, divisor_override)

@@ -1,8 +1,9 @@
 // 2-D max and average pooling on SIMD vectors; window geometry in csrc/math/pool.h.
 //
 // NCHW planes are pooled separably: each input row is first reduced horizontally (vectors along the
-// output width; a window column of stride 1 is a plain load, of stride 2 the even lanes of two loads)
-// into a scratch row, then output rows reduce kH scratch rows vertically. Each input row is reduced
+// output width; a window column of stride 1 is a plain load, of stride 2 the even lanes of two loads,
+// of other strides a lane-by-lane gather) into a scratch row, then output rows reduce kH scratch rows
+// vertically. Each input row is reduced
 // once even when overlapping windows (kH > sH) share it.
 //
 // Max follows torch's scan exactly: taps in row-major order, `v > m || isnan(v)` replaces (value,
@@ -79,56 +80,60 @@ inline Vec<T> load_strided(const T* p, int64_t s) {
   }
 }
 
-// Elements a load_strided<S> touches from p (the even-lane load reads one past its last lane).
-template <class T, int S>
-inline int64_t strided_span(int64_t s) {
-  return S == 2 ? 2 * L<T> : (L<T> - 1) * s + 1;
-}
-
-// Output columns whose whole window lies inside the row: [begin, end) (begin may exceed end).
-struct Interior {
-  int64_t begin, end;
-};
-inline Interior interior(int64_t size, int64_t out, int64_t k, int64_t s, int64_t p, int64_t d) {
-  const int64_t begin = std::min((p + s - 1) / s, out);
-  const int64_t room = size - 1 + p - (k - 1) * d;  // o·s <= room
-  const int64_t end = room < 0 ? 0 : std::min(room / s + 1, out);
-  return {begin, std::max(begin, end)};
-}
-
 // ---------------------------------------------------------------------------------------------------
-// Max, NCHW.
+// NCHW planes. Each input row needed is copied into a buffer whose element j is input column j − pW,
+// with the padding value (`pad`, set once per plane) around it, so every output column — border or
+// not, up to the vector-padded width — is reduced by the same vector code.
 
-// Horizontal max of one input row: hv[ow] and its column hc[ow] (if kIdx) for every output column.
+template <class T>
+T* init_row_buffer(T* buf, const Pool2d& p, T pad) {
+  std::fill(buf, buf + pool_row_buffer(p), pad);
+  return buf;
+}
+
+template <class T>
+const T* load_row(T* buf, const T* row, const Pool2d& p) {
+  std::memcpy(buf + p.pW, row, p.W * sizeof(T));
+  return buf;
+}
+
+template <class T>
+void store_values(T* dst, Vec<T> v, int64_t n) {
+  if (n >= L<T>) {
+    simd::store(dst, v);
+  } else {
+    simd::store_partial(dst, v, n);
+  }
+}
+
+template <class T>
+void store_index_values(int64_t* dst, IxVec<T> v, int64_t n) {
+  const I64Vec<T> w = __builtin_convertvector(v, I64Vec<T>);
+  std::memcpy(dst, &w, std::min(n, L<T>) * sizeof(int64_t));
+}
+
+// Max, NCHW. Padding is −inf, which `takes` never picks, so it cannot change a value; the index
+// starts at each lane's first tap inside the row, as torch's scan does.
+
+// Horizontal max of one buffered row: hv[ow] and its input column hc[ow] (if kIdx), whole vectors up to
+// the padded output width.
 template <class T, bool kIdx, int S>
-void max_row(const T* row, T* hv, Ix<T>* hc, const Pool2d& p) {
-  const Interior in = interior(p.W, p.OW, p.kW, p.sW, p.pW, p.dW);
-  auto scalar = [&](int64_t ow) {
+void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
+  const IxVec<T> lane_col = iota<T>() * static_cast<Ix<T>>(p.sW);
+  for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
+    const T* base = buf + ow * p.sW;
     const int64_t start = ow * p.sW - p.pW;
-    const math::Taps t = math::window_taps(start, p.kW, p.dW, p.W);
-    T m = -std::numeric_limits<T>::infinity();
-    int64_t col = start + t.k0 * p.dW;
-    for (int64_t k = t.k0; k < t.k1; ++k) {
-      const int64_t iw = start + k * p.dW;
-      if (takes(row[iw], m)) {
-        m = row[iw];
-        col = iw;
+    const IxVec<T> col0 = lane_col + static_cast<Ix<T>>(start);
+    IxVec<T> col = col0;
+    if constexpr (kIdx) {
+      if (start < 0) {
+        for (int64_t j = 0; j < L<T>; ++j) {
+          if (col[j] < 0) col[j] += (-col[j] + p.dW - 1) / p.dW * p.dW;
+        }
       }
     }
-    hv[ow] = m;
-    if constexpr (kIdx) hc[ow] = static_cast<Ix<T>>(col);
-  };
-  int64_t ow = 0;
-  for (; ow < in.begin; ++ow) scalar(ow);
-  const int64_t span = strided_span<T, S>(p.sW);
-  const IxVec<T> lane_col = iota<T>() * static_cast<Ix<T>>(p.sW);
-  for (; ow + L<T> <= in.end && ow * p.sW - p.pW + (p.kW - 1) * p.dW + span <= p.W; ow += L<T>) {
-    const int64_t start = ow * p.sW - p.pW;
-    const T* base = row + start;
-    Vec<T> m = load_strided<T, S>(base, p.sW);
-    IxVec<T> col = lane_col + static_cast<Ix<T>>(start);
-    const IxVec<T> col0 = col;
-    for (int64_t k = 1; k < p.kW; ++k) {
+    Vec<T> m = simd::broadcast(-std::numeric_limits<T>::infinity());
+    for (int64_t k = 0; k < p.kW; ++k) {
       const Vec<T> v = load_strided<T, S>(base + k * p.dW, p.sW);
       const auto take = takes_mask(v, m);
       m = take ? v : m;
@@ -137,14 +142,15 @@ void max_row(const T* row, T* hv, Ix<T>* hc, const Pool2d& p) {
     simd::store(hv + ow, m);
     if constexpr (kIdx) std::memcpy(hc + ow, &col, sizeof(col));
   }
-  for (; ow < p.OW; ++ow) scalar(ow);
 }
 
 template <class T, bool kIdx, int S>
 void max_plane_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, void* scratch) {
+  const int64_t OWp = pool_padded_width(p);
   T* hv = static_cast<T*>(scratch);
-  Ix<T>* hc = reinterpret_cast<Ix<T>*>(hv + p.H * p.OW);
-  uint8_t* done = reinterpret_cast<uint8_t*>(hc + p.H * p.OW);
+  Ix<T>* hc = reinterpret_cast<Ix<T>*>(hv + p.H * OWp);
+  T* buf = init_row_buffer(reinterpret_cast<T*>(hc + p.H * OWp), p, -std::numeric_limits<T>::infinity());
+  uint8_t* done = reinterpret_cast<uint8_t*>(buf + pool_row_buffer(p));
   std::memset(done, 0, p.H);
   for (int64_t oh = 0; oh < p.OH; ++oh) {
     const int64_t start = oh * p.sH - p.pH;
@@ -152,41 +158,24 @@ void max_plane_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, void
     for (int64_t k = t.k0; k < t.k1; ++k) {
       const int64_t ih = start + k * p.dH;
       if (!done[ih]) {
-        max_row<T, kIdx, S>(in + ih * p.W, hv + ih * p.OW, hc + ih * p.OW, p);
+        max_row<T, kIdx, S>(load_row(buf, in + ih * p.W, p), hv + ih * OWp, hc + ih * OWp, p);
         done[ih] = 1;
       }
     }
-    T* o = out + oh * p.OW;
-    int64_t* oi = kIdx ? indices + oh * p.OW : nullptr;
     const int64_t ih0 = start + t.k0 * p.dH;
-    int64_t ow = 0;
-    for (; ow + L<T> <= p.OW; ow += L<T>) {
-      Vec<T> m = simd::load(hv + ih0 * p.OW + ow);
+    for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
+      Vec<T> m = simd::load(hv + ih0 * OWp + ow);
       IxVec<T> idx{};
-      if constexpr (kIdx) idx = load_ix<T>(hc + ih0 * p.OW + ow) + static_cast<Ix<T>>(ih0 * p.W);
+      if constexpr (kIdx) idx = load_ix<T>(hc + ih0 * OWp + ow) + static_cast<Ix<T>>(ih0 * p.W);
       for (int64_t k = t.k0 + 1; k < t.k1; ++k) {
         const int64_t ih = start + k * p.dH;
-        const Vec<T> v = simd::load(hv + ih * p.OW + ow);
+        const Vec<T> v = simd::load(hv + ih * OWp + ow);
         const auto take = takes_mask(v, m);
         m = take ? v : m;
-        if constexpr (kIdx) idx = take ? load_ix<T>(hc + ih * p.OW + ow) + static_cast<Ix<T>>(ih * p.W) : idx;
+        if constexpr (kIdx) idx = take ? load_ix<T>(hc + ih * OWp + ow) + static_cast<Ix<T>>(ih * p.W) : idx;
       }
-      simd::store(o + ow, m);
-      if constexpr (kIdx) store_indices<T>(oi + ow, idx);
-    }
-    for (; ow < p.OW; ++ow) {
-      T m = hv[ih0 * p.OW + ow];
-      int64_t idx = 0;
-      if constexpr (kIdx) idx = ih0 * p.W + hc[ih0 * p.OW + ow];
-      for (int64_t k = t.k0 + 1; k < t.k1; ++k) {
-        const int64_t ih = start + k * p.dH;
-        if (takes(hv[ih * p.OW + ow], m)) {
-          m = hv[ih * p.OW + ow];
-          if constexpr (kIdx) idx = ih * p.W + hc[ih * p.OW + ow];
-        }
-      }
-      o[ow] = m;
-      if constexpr (kIdx) oi[ow] = idx;
+      store_values<T>(out + oh * p.OW + ow, m, p.OW - ow);
+      if constexpr (kIdx) store_index_values<T>(indices + oh * p.OW + ow, idx, p.OW - ow);
     }
   }
 }
@@ -209,37 +198,28 @@ void max_plane(const T* in, T* out, int64_t* indices, const Pool2d& p, void* scr
   }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Average, NCHW (no dilation: p.dH == p.dW == 1). Sums over the taps inside; the divisor is
-// math::avg_divisor, a product of a row and a column factor unless overridden.
+// Average, NCHW (no dilation: p.dH == p.dW == 1). Padding is 0, so adding it changes nothing; the
+// divisor is math::avg_divisor, a product of a row and a column factor unless overridden.
 
 template <class T, int S>
-void sum_row(const T* row, T* hv, const Pool2d& p) {
-  const Interior in = interior(p.W, p.OW, p.kW, p.sW, p.pW, 1);
-  auto scalar = [&](int64_t ow) {
-    const math::AvgSpan w = math::avg_span(ow, p.kW, p.sW, p.pW, p.W);
-    T s = 0;
-    for (int64_t iw = w.lo; iw < w.hi; ++iw) s += row[iw];
-    hv[ow] = s;
-  };
-  int64_t ow = 0;
-  for (; ow < in.begin; ++ow) scalar(ow);
-  const int64_t span = strided_span<T, S>(p.sW);
-  for (; ow + L<T> <= in.end && ow * p.sW - p.pW + (p.kW - 1) + span <= p.W; ow += L<T>) {
-    const T* base = row + ow * p.sW - p.pW;
+void sum_row(const T* buf, T* hv, const Pool2d& p) {
+  for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
+    const T* base = buf + ow * p.sW;
     Vec<T> s = load_strided<T, S>(base, p.sW);
     for (int64_t k = 1; k < p.kW; ++k) s += load_strided<T, S>(base + k, p.sW);
     simd::store(hv + ow, s);
   }
-  for (; ow < p.OW; ++ow) scalar(ow);
 }
 
-// The column factor of the divisor for every output column (1 under divisor_override).
+// The column factor of the divisor for every output column (1 under divisor_override, and for the
+// vector padding past OW).
 template <class T>
 void column_divisors(T* cw, const Pool2d& p, const AvgMode& mode) {
-  for (int64_t ow = 0; ow < p.OW; ++ow) {
+  const int64_t OWp = pool_padded_width(p);
+  for (int64_t ow = 0; ow < OWp; ++ow) {
     const math::AvgSpan w = math::avg_span(ow, p.kW, p.sW, p.pW, p.W);
-    cw[ow] = mode.has_divisor_override ? T(1) : mode.count_include_pad ? T(w.padded) : T(w.hi - w.lo);
+    const bool one = mode.has_divisor_override || ow >= p.OW;
+    cw[ow] = one ? T(1) : mode.count_include_pad ? T(w.padded) : T(w.hi - w.lo);
   }
 }
 
@@ -252,32 +232,27 @@ T row_divisor(int64_t oh, const Pool2d& p, const AvgMode& mode) {
 
 template <class T, int S>
 void avg_plane_impl(const T* in, T* out, const Pool2d& p, const AvgMode& mode, void* scratch) {
+  const int64_t OWp = pool_padded_width(p);
   T* hv = static_cast<T*>(scratch);
-  T* cw = hv + p.H * p.OW;
-  uint8_t* done = reinterpret_cast<uint8_t*>(cw + p.OW);
+  T* cw = hv + p.H * OWp;
+  T* buf = init_row_buffer(cw + OWp, p, T(0));
+  uint8_t* done = reinterpret_cast<uint8_t*>(buf + pool_row_buffer(p));
   std::memset(done, 0, p.H);
   column_divisors(cw, p, mode);
   for (int64_t oh = 0; oh < p.OH; ++oh) {
     const math::AvgSpan h = math::avg_span(oh, p.kH, p.sH, p.pH, p.H);
     for (int64_t ih = h.lo; ih < h.hi; ++ih) {
       if (!done[ih]) {
-        sum_row<T, S>(in + ih * p.W, hv + ih * p.OW, p);
+        sum_row<T, S>(load_row(buf, in + ih * p.W, p), hv + ih * OWp, p);
         done[ih] = 1;
       }
     }
     const T dh = row_divisor<T>(oh, p, mode);
-    T* o = out + oh * p.OW;
-    int64_t ow = 0;
     // torch divides the sum by the integer divisor (exact in T for any realistic window).
-    for (; ow + L<T> <= p.OW; ow += L<T>) {
-      Vec<T> s = simd::load(hv + h.lo * p.OW + ow);
-      for (int64_t ih = h.lo + 1; ih < h.hi; ++ih) s += simd::load(hv + ih * p.OW + ow);
-      simd::store(o + ow, s / (simd::load(cw + ow) * dh));
-    }
-    for (; ow < p.OW; ++ow) {
-      T s = hv[h.lo * p.OW + ow];
-      for (int64_t ih = h.lo + 1; ih < h.hi; ++ih) s += hv[ih * p.OW + ow];
-      o[ow] = s / (cw[ow] * dh);
+    for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
+      Vec<T> s = simd::load(hv + h.lo * OWp + ow);
+      for (int64_t ih = h.lo + 1; ih < h.hi; ++ih) s += simd::load(hv + ih * OWp + ow);
+      store_values<T>(out + oh * p.OW + ow, s / (simd::load(cw + ow) * dh), p.OW - ow);
     }
   }
 }
@@ -297,7 +272,7 @@ void avg_plane(const T* in, T* out, const Pool2d& p, const AvgMode& mode, void* 
 template <class T>
 void avg_backward_plane(const T* grad_out, T* grad_in, const Pool2d& p, const AvgMode& mode, void* scratch) {
   T* cw = static_cast<T*>(scratch);
-  T* r = cw + p.OW;
+  T* r = cw + pool_padded_width(p);
   column_divisors(cw, p, mode);
   std::fill(grad_in, grad_in + p.H * p.W, T(0));
   for (int64_t oh = 0; oh < p.OH; ++oh) {

@@ -4,6 +4,7 @@
 // each output element is written by exactly one thread, in a fixed order (deterministic).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -34,11 +35,24 @@ struct PoolKernels {
   PoolKernelsOf<double> f64;
 };
 
-// Scratch of the plane kernels: per input row its horizontal reduction (OW values and OW column
-// indices) and a computed-flag; one spare row for the backward.
+// The plane kernels work on whole vectors: rows of output width are padded to a multiple of
+// kPoolMaxLanes (the most lanes of any instruction set: 16 floats), and each input row is copied into
+// a buffer with the padding filled in (−inf for max, 0 for average) and room for the last vector's taps.
+constexpr int64_t kPoolMaxLanes = 16;
+
+inline int64_t pool_padded_width(const math::Pool2d& p) {
+  return (p.OW + kPoolMaxLanes - 1) / kPoolMaxLanes * kPoolMaxLanes;
+}
+
+inline int64_t pool_row_buffer(const math::Pool2d& p) {
+  return pool_padded_width(p) * p.sW + (p.kW - 1) * p.dW + 2 * kPoolMaxLanes;
+}
+
+// Scratch of the plane kernels: per input row its horizontal reduction (values and column indices),
+// the row buffer, per-row flags.
 inline size_t pool_plane_scratch_bytes(const math::Pool2d& p) {
-  const size_t row = static_cast<size_t>(p.OW > p.W ? p.OW : p.W);
-  return static_cast<size_t>(p.H + 1) * row * (sizeof(double) + sizeof(int64_t)) + static_cast<size_t>(p.H) + 64;
+  const int64_t row = std::max(pool_padded_width(p), p.W);
+  return static_cast<size_t>((p.H + 1) * row * 16 + pool_row_buffer(p) * 8 + p.H + 64);
 }
 
 }  // namespace hotkernels::cpu

@@ -14,8 +14,8 @@ taps as zeros; :math:`D` is ``divisor_override``, else the window size over the 
 (``count_include_pad``) or over the input only.
 
 Ops (schemas in csrc/schemas.cpp): ``max_pool2d`` (values only, for inference),
-``max_pool2d_with_indices``, ``max_pool2d_backward(grad_output, input, indices)`` (a scatter by
-indices; its own backward is a gather by indices), ``avg_pool2d`` and ``avg_pool2d_backward`` (the
+``max_pool2d_with_indices``, ``max_pool2d_backward(grad_output, input, indices, ...)`` (grad_output
+routed by indices; its own backward is a gather by indices), ``avg_pool2d`` and ``avg_pool2d_backward`` (the
 adjoint of average pooling; its own backward is average pooling). All take kernel_size, stride,
 padding and dilation as two ints each: :func:`pool2d_geometry`, the one place that expands and checks
 torch's arguments and computes the output size, serves the functional API, the modules and the fake
@@ -150,7 +150,8 @@ def _max_pool2d_with_indices_fake(input, kernel_size, stride, padding, dilation,
 
 
 @torch.library.register_fake("hotkernels::max_pool2d_backward")
-def _max_pool2d_backward_fake(grad_output, input, indices) -> Tensor:
+def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode) -> Tensor:
+    pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     return _empty(input, input.shape, grad_output.dtype)
 
 
@@ -182,18 +183,18 @@ def _max_pool2d_grad(ctx, grad_output: Tensor):
     # max_pool2d_with_indices whenever a gradient will be needed, so this is a fallback for direct calls).
     (input,) = ctx.saved_tensors
     _, indices = _ops.max_pool2d_with_indices(input, *ctx.args)
-    return (_ops.max_pool2d_backward(grad_output, input, indices),) + (None,) * len(ctx.args)
+    return (_ops.max_pool2d_backward(grad_output, input, indices, *ctx.args),) + (None,) * len(ctx.args)
 
 
 def _save_max_with_indices(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(inputs[0], output[1])
-    ctx.nargs = len(inputs) - 1
+    ctx.args = inputs[1:]
 
 
 def _max_pool2d_with_indices_grad(ctx, grad_output: Tensor, grad_indices: Tensor | None):
     input, indices = ctx.saved_tensors
-    return (_ops.max_pool2d_backward(grad_output, input, indices),) + (None,) * ctx.nargs
+    return (_ops.max_pool2d_backward(grad_output, input, indices, *ctx.args),) + (None,) * len(ctx.args)
 
 
 def _gather_by_indices(grad: Tensor, indices: Tensor) -> Tensor:
@@ -204,13 +205,14 @@ def _gather_by_indices(grad: Tensor, indices: Tensor) -> Tensor:
 
 def _save_max_backward(ctx, inputs, output) -> None:
     ctx.save_for_backward(inputs[2])
+    ctx.nargs = len(inputs) - 3
 
 
 def _max_pool2d_backward_grad(ctx, grad: Tensor):
     # Linear in grad_output; piecewise constant (zero derivative) in input; indices are integers.
     (indices,) = ctx.saved_tensors
     d_grad_output = _gather_by_indices(grad, indices) if ctx.needs_input_grad[0] else None
-    return d_grad_output, None, None
+    return (d_grad_output, None, None) + (None,) * ctx.nargs
 
 
 def _avg_pool2d_grad(ctx, grad_output: Tensor):
