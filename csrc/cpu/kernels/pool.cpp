@@ -108,8 +108,12 @@ void store_values(T* dst, Vec<T> v, int64_t n) {
 
 template <class T>
 void store_index_values(int64_t* dst, IxVec<T> v, int64_t n) {
-  const I64Vec<T> w = __builtin_convertvector(v, I64Vec<T>);
-  std::memcpy(dst, &w, std::min(n, L<T>) * sizeof(int64_t));
+  if (n >= L<T>) {
+    store_indices<T>(dst, v);
+  } else {
+    const I64Vec<T> w = __builtin_convertvector(v, I64Vec<T>);
+    std::memcpy(dst, &w, n * sizeof(int64_t));
+  }
 }
 
 // Max, NCHW. Padding is −inf, which `takes` never picks, so it cannot change a value; the index
