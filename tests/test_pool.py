@@ -145,6 +145,21 @@ def test_half_types(device, dtype):
                                                            True, None), xr.grad, **AVG_TOL[dtype])
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_max_backward_scatters_any_index_in_the_plane(device, channels_last):
+    """max_pool2d_backward is a scatter by indices: indices that no forward pass would produce (outside
+    their window, repeated) still land where they point, as with torch's CPU kernel."""
+    if device != "cpu":
+        pytest.skip("the CUDA backward gathers over each input's covering windows: it expects forward-pass indices")
+    x = layout(torch.randn(2, 5, 8, 9, device=device), channels_last)
+    args = ([3, 3], [2, 2], [1, 1], [1, 1], False)
+    out, _ = ops.max_pool2d_with_indices(x, *args)
+    indices = layout(torch.randint(0, 8 * 9, out.shape, device=device), channels_last)
+    g = torch.randn_like(out)
+    want = torch.zeros(2, 5, 8 * 9, device=device).scatter_add_(-1, indices.flatten(-2), g.flatten(-2)).view(x.shape)
+    torch.testing.assert_close(ops.max_pool2d_backward(g, x, indices, *args), want)
+
+
 def test_nan_and_infinity_semantics(device):
     x = torch.tensor([[[[1.0, float("nan"), 3.0, float("nan")],
                         [float("-inf"), float("-inf"), 2.0, 2.0],

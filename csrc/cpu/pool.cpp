@@ -132,7 +132,8 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
                                at::IntArrayRef dilation, bool ceil_mode) {
   constexpr const char* op = "max_pool2d_backward";
   check_backward(op, grad_output, input);
-  check_output_size(op, grad_output, pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode).p);
+  const PoolProblem geometry = pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  check_output_size(op, grad_output, geometry.p);
   check_same_device(op, "indices", indices, "input", input);
   TORCH_CHECK(indices.scalar_type() == at::kLong, "hotkernels.", op, ": expected 'indices' to be int64, but got ",
               indices.scalar_type());
@@ -174,11 +175,35 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
         check_indices(bad);
       });
     } else {
+      // An image is larger than the caches: zero its rows just ahead of the output rows that scatter
+      // into them (rows up to the window's reach), so they are still cached when the scatter comes.
+      // An index beyond the rows zeroed so far (not one a forward pass makes) redoes the image plainly.
+      const math::Pool2d& p = geometry.p;
+      const int64_t row = W * C;
       for_each_unit(planes / C, (plane + out_plane) * C, 0, [&](int64_t n, void*) {
         scalar_t* dst = gi + n * plane * C;
-        std::fill(dst, dst + plane * C, scalar_t(0));
         const int64_t* in_ = idx + n * out_plane * C;
         const scalar_t* gn = g + n * out_plane * C;
+        int64_t zeroed = 0;
+        bool outside = false;
+        for (int64_t oh = 0; oh < p.OH && !outside; ++oh) {
+          const int64_t reach = std::min(H, oh * p.sH - p.pH + (p.kH - 1) * p.dH + 1);
+          if (reach > zeroed) {
+            std::fill(dst + zeroed * row, dst + reach * row, scalar_t(0));
+            zeroed = reach;
+          }
+          const int64_t limit = zeroed * W;
+          for (int64_t o = oh * p.OW * C; o < (oh + 1) * p.OW * C; o += C) {
+            for (int64_t c = 0; c < C; ++c) {
+              const int64_t i = in_[o + c];
+              outside |= static_cast<uint64_t>(i) >= static_cast<uint64_t>(limit);
+              dst[(outside ? 0 : i) * C + c] += gn[o + c];
+            }
+          }
+        }
+        std::fill(dst + zeroed * row, dst + plane * C, scalar_t(0));
+        if (!outside) return;
+        std::fill(dst, dst + plane * C, scalar_t(0));
         bool bad = false;
         for (int64_t o = 0; o < out_plane * C; o += C) {
           for (int64_t c = 0; c < C; ++c) {

@@ -298,6 +298,17 @@ void avg_backward_plane(const T* grad_out, T* grad_in, const Pool2d& p, const Av
 // ---------------------------------------------------------------------------------------------------
 // channels_last: vectors along C, one output row (oh) of one image per call.
 
+// Runs block(c, std::integral_constant<int, U>) over the channels in blocks of U vectors — four at a
+// time (independent accumulators, so the taps' dependent chains overlap), then one — and returns
+// where the scalar tail starts.
+template <class T, class Block>
+inline int64_t for_channel_blocks(int64_t C, const Block& block) {
+  int64_t c = 0;
+  for (; c + 4 * L<T> <= C; c += 4 * L<T>) block(c, std::integral_constant<int, 4>{});
+  for (; c + L<T> <= C; c += L<T>) block(c, std::integral_constant<int, 1>{});
+  return c;
+}
+
 template <class T, bool kIdx>
 void max_row_cl_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, int64_t C, int64_t oh) {
   const int64_t hs = oh * p.sH - p.pH;
@@ -308,24 +319,34 @@ void max_row_cl_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, int
     const int64_t first = (hs + th.k0 * p.dH) * p.W + ws + tw.k0 * p.dW;
     T* o = out + ow * C;
     int64_t* oi = kIdx ? indices + ow * C : nullptr;
-    int64_t c = 0;
-    for (; c + L<T> <= C; c += L<T>) {
-      Vec<T> m = simd::broadcast(-std::numeric_limits<T>::infinity());
-      IxVec<T> idx = IxVec<T>{} + static_cast<Ix<T>>(first);
+    const int64_t c = for_channel_blocks<T>(C, [&](int64_t c, auto unroll) {
+      constexpr int U = decltype(unroll)::value;
+      Vec<T> m[U];
+      IxVec<T> idx[U];
+      for (int j = 0; j < U; ++j) {
+        m[j] = simd::broadcast(-std::numeric_limits<T>::infinity());
+        idx[j] = IxVec<T>{} + static_cast<Ix<T>>(first);
+      }
       for (int64_t kh = th.k0; kh < th.k1; ++kh) {
         const int64_t ih = hs + kh * p.dH;
         for (int64_t kw = tw.k0; kw < tw.k1; ++kw) {
           const int64_t pos = ih * p.W + ws + kw * p.dW;
-          const Vec<T> v = simd::load(in + pos * C + c);
-          const auto take = takes_mask(v, m);
-          m = take ? v : m;
-          if constexpr (kIdx) idx = take ? IxVec<T>{} + static_cast<Ix<T>>(pos) : idx;
+          const T* src = in + pos * C + c;
+          for (int j = 0; j < U; ++j) {
+            const Vec<T> v = simd::load(src + j * L<T>);
+            const auto take = takes_mask(v, m[j]);
+            m[j] = take ? v : m[j];
+            if constexpr (kIdx) idx[j] = take ? IxVec<T>{} + static_cast<Ix<T>>(pos) : idx[j];
+          }
         }
       }
-      simd::store(o + c, m);
-      if constexpr (kIdx) store_indices<T>(oi + c, idx);
-    }
-    for (; c < C; ++c) {
+      for (int j = 0; j < U; ++j) {
+        simd::store(o + c + j * L<T>, m[j]);
+        if constexpr (kIdx) store_indices<T>(oi + c + j * L<T>, idx[j]);
+      }
+    });
+    for (int64_t c1 = c; c1 < C; ++c1) {
+      const int64_t c = c1;
       T m = -std::numeric_limits<T>::infinity();
       int64_t idx = first;
       for (int64_t kh = th.k0; kh < th.k1; ++kh) {
@@ -360,15 +381,19 @@ void avg_row_cl(const T* in, T* out, const Pool2d& p, const AvgMode& mode, int64
     const math::AvgSpan w = math::avg_span(ow, p.kW, p.sW, p.pW, p.W);
     const T div = T(math::avg_divisor(mode, h, w));
     T* o = out + ow * C;
-    int64_t c = 0;
-    for (; c + L<T> <= C; c += L<T>) {
-      Vec<T> s{};
+    const int64_t c = for_channel_blocks<T>(C, [&](int64_t c, auto unroll) {
+      constexpr int U = decltype(unroll)::value;
+      Vec<T> s[U] = {};
       for (int64_t ih = h.lo; ih < h.hi; ++ih) {
-        for (int64_t iw = w.lo; iw < w.hi; ++iw) s += simd::load(in + (ih * p.W + iw) * C + c);
+        for (int64_t iw = w.lo; iw < w.hi; ++iw) {
+          const T* src = in + (ih * p.W + iw) * C + c;
+          for (int j = 0; j < U; ++j) s[j] += simd::load(src + j * L<T>);
+        }
       }
-      simd::store(o + c, s / div);
-    }
-    for (; c < C; ++c) {
+      for (int j = 0; j < U; ++j) simd::store(o + c + j * L<T>, s[j] / div);
+    });
+    for (int64_t c1 = c; c1 < C; ++c1) {
+      const int64_t c = c1;
       T s = 0;
       for (int64_t ih = h.lo; ih < h.hi; ++ih) {
         for (int64_t iw = w.lo; iw < w.hi; ++iw) s += in[(ih * p.W + iw) * C + c];
