@@ -3,8 +3,7 @@
 // NCHW planes are pooled separably: each input row is first reduced horizontally (vectors along the
 // output width; a window column of stride 1 is a plain load, of stride 2 the even lanes of two loads,
 // of other strides a lane-by-lane gather) into a scratch row, then output rows reduce kH scratch rows
-// vertically. Each input row is reduced
-// once even when overlapping windows (kH > sH) share it.
+// vertically. Each input row is reduced once even when overlapping windows (kH > sH) share it.
 //
 // Max follows torch's scan exactly: taps in row-major order, `v > m || isnan(v)` replaces (value,
 // index), starting from (−inf, first tap inside). So a NaN wins (the last one scanned), else the first
