@@ -24,4 +24,19 @@ TORCH_LIBRARY(hotkernels, m) {
   m.def("lstm_layer_backward(Tensor grad_output, Tensor grad_cs, Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
         "Tensor w_hh, Tensor output, Tensor cs, Tensor gates, bool reverse, bool[5] output_mask) -> (Tensor grad_input, "
         "Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)", pt2);
+
+  // pool: python/hotkernels/ops/pool.py. kernel_size, stride, padding, dilation as two ints each
+  // (the Python wrappers expand torch's shorthand); max_pool2d returns values only (no indices to
+  // write: the inference path), max_pool2d_with_indices what backward needs. The backward ops take
+  // the forward's arguments: CUDA gathers over the windows that cover each input element.
+  m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+        "bool ceil_mode) -> Tensor", pt2);
+  m.def("max_pool2d_with_indices(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+        "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)", pt2);
+  m.def("max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, int[2] stride, "
+        "int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor", pt2);
+  m.def("avg_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, "
+        "bool count_include_pad, int? divisor_override) -> Tensor", pt2);
+  m.def("avg_pool2d_backward(Tensor grad_output, Tensor input, int[2] kernel_size, int[2] stride, "
+        "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor", pt2);
 }

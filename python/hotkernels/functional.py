@@ -2,5 +2,6 @@
 
 from .ops.lstm import lstm, lstm_cell
 from .ops.mish import mish
+from .ops.pool import avg_pool2d, max_pool2d
 
-__all__ = ["lstm", "lstm_cell", "mish"]
+__all__ = ["avg_pool2d", "lstm", "lstm_cell", "max_pool2d", "mish"]

@@ -2,5 +2,6 @@
 
 from .lstm import LSTM, LSTMCell
 from .mish import Mish
+from .pool import AvgPool2d, MaxPool2d
 
-__all__ = ["LSTM", "LSTMCell", "Mish"]
+__all__ = ["AvgPool2d", "LSTM", "LSTMCell", "MaxPool2d", "Mish"]

@@ -1,0 +1,60 @@
+// Vectorised 2-D pooling kernels (csrc/cpu/kernels/pool.cpp), one table per instruction set.
+// Window geometry and conventions: csrc/math/pool.h. Every kernel handles one independent unit of
+// work (an NCHW plane, or a channels_last row), so the op splits work across threads by units and
+// each output element is written by exactly one thread, in a fixed order (deterministic).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "cpu/isa.h"
+#include "math/pool.h"
+
+namespace hotkernels::cpu {
+
+template <class T>
+struct PoolKernelsOf {
+  // NCHW plane: in (H×W), out (OH×OW), contiguous; indices (OH×OW flat h·W + w indices, as torch's)
+  // or null for values only. scratch: pool_plane_scratch_bytes(p) bytes.
+  void (*max_plane)(const T* in, T* out, int64_t* indices, const math::Pool2d& p, void* scratch);
+  void (*avg_plane)(const T* in, T* out, const math::Pool2d& p, const math::AvgMode& mode, void* scratch);
+  // grad_in (H×W) from grad_out (OH×OW).
+  void (*avg_backward_plane)(const T* grad_out, T* grad_in, const math::Pool2d& p, const math::AvgMode& mode,
+                             void* scratch);
+  // channels_last, one image: in (H×W×C), out / indices the output row oh (OW×C).
+  void (*max_row_cl)(const T* in, T* out, int64_t* indices, const math::Pool2d& p, int64_t C, int64_t oh);
+  void (*avg_row_cl)(const T* in, T* out, const math::Pool2d& p, const math::AvgMode& mode, int64_t C, int64_t oh);
+  // channels_last, one image: grad_in's row ih (W×C) from grad_out (OH×OW×C).
+  void (*avg_backward_row_cl)(const T* grad_out, T* grad_in, const math::Pool2d& p, const math::AvgMode& mode,
+                              int64_t C, int64_t ih);
+};
+
+struct PoolKernels {
+  PoolKernelsOf<float> f32;
+  PoolKernelsOf<double> f64;
+};
+
+// The plane kernels work on whole vectors: rows of output width are padded to a multiple of
+// kPoolMaxLanes (the most lanes of any instruction set: 16 floats), and each input row is copied into
+// a buffer with the padding filled in (−inf for max, 0 for average) and room for the last vector's taps.
+constexpr int64_t kPoolMaxLanes = 16;
+
+inline int64_t pool_padded_width(const math::Pool2d& p) {
+  return (p.OW + kPoolMaxLanes - 1) / kPoolMaxLanes * kPoolMaxLanes;
+}
+
+inline int64_t pool_row_buffer(const math::Pool2d& p) {
+  return pool_padded_width(p) * p.sW + (p.kW - 1) * p.dW + 2 * kPoolMaxLanes;
+}
+
+// Scratch of the plane kernels: per input row its horizontal reduction (values and column indices),
+// the row buffer, per-row flags.
+inline size_t pool_plane_scratch_bytes(const math::Pool2d& p) {
+  const int64_t row = std::max(pool_padded_width(p), p.W);
+  return static_cast<size_t>((p.H + 1) * row * 16 + pool_row_buffer(p) * 8 + p.H + 64);
+}
+
+}  // namespace hotkernels::cpu
+
+HK_DECLARE_ISA_TABLE(PoolKernels, pool_kernels)

@@ -1,0 +1,310 @@
+r"""2-D max and average pooling, drop-in for :func:`torch.nn.functional.max_pool2d` and
+:func:`torch.nn.functional.avg_pool2d`.
+
+For output :math:`(o_h, o_w)` the window starts at :math:`(o_h s_H - p_H,\ o_w s_W - p_W)` and takes
+:math:`k_H \times k_W` taps, :math:`d_H` rows and :math:`d_W` columns apart (max only):
+
+.. math::
+    \text{max}: y_{o_h o_w} = \max_{i, j} x_{o_h s_H - p_H + i d_H,\ o_w s_W - p_W + j d_W} \qquad
+    \text{avg}: y_{o_h o_w} = \frac{1}{D} \sum_{i, j} x_{o_h s_H - p_H + i,\ o_w s_W - p_W + j}
+
+Max skips padded taps and propagates NaN; its indices are flat ``h * W + w`` positions in the input
+plane, exactly torch's (the first maximum in row-major order, or the last NaN). Average counts padded
+taps as zeros; :math:`D` is ``divisor_override``, else the window size over the padded input
+(``count_include_pad``) or over the input only.
+
+Ops (schemas in csrc/schemas.cpp): ``max_pool2d`` (values only, for inference),
+``max_pool2d_with_indices``, ``max_pool2d_backward(grad_output, input, indices, ...)`` (grad_output
+routed by indices; its own backward is a gather by indices), ``avg_pool2d`` and ``avg_pool2d_backward`` (the
+adjoint of average pooling; its own backward is average pooling). All take kernel_size, stride,
+padding and dilation as two ints each: :func:`pool2d_geometry`, the one place that expands and checks
+torch's arguments and computes the output size, serves the functional API, the modules and the fake
+kernels (csrc/pool_geometry.h repeats it check for check, with the same messages, in the C++ ops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+from torch._prims_common import suggest_memory_format
+
+_ops = torch.ops.hotkernels
+
+IntPair = Union[int, Sequence[int]]
+
+
+def _pair(op: str, name: str, value: IntPair | None, usage: str) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, torch.SymInt)):
+        return [value, value]
+    value = list(value)
+    if name == "stride" and not value:
+        return None
+    if len(value) == 1:
+        return [value[0], value[0]]
+    if len(value) != 2:
+        raise RuntimeError(f"{op}: {name} {usage}")
+    return value
+
+
+def _output_size(size, k, pad, s, d, ceil_mode: bool):
+    """torch's pooling_output_shape: the window count along one dimension (floor, or ceil with the
+    last window starting inside the input or its left padding)."""
+    if s == 0:
+        raise RuntimeError("stride should not be zero")
+    if pad < 0:
+        raise RuntimeError(f"pad must be non-negative, but got pad: {pad}")
+    if pad > ((k - 1) * d + 1) // 2:
+        raise RuntimeError(
+            f"pad should be at most half of effective kernel size, but got pad={pad}, kernel_size={k} and dilation={d}"
+        )
+    out = (size + 2 * pad - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + pad:
+        out = out - 1
+    return out
+
+
+@dataclass(frozen=True)
+class Pool2dGeometry:
+    kernel_size: list[int]
+    stride: list[int]
+    padding: list[int]
+    dilation: list[int]
+    output_shape: list[int]
+
+
+def pool2d_geometry(
+    op: str,
+    shape: Sequence[int],
+    kernel_size: IntPair,
+    stride: IntPair | None,
+    padding: IntPair,
+    dilation: IntPair,
+    ceil_mode: bool,
+) -> Pool2dGeometry:
+    """Expands torch's pooling arguments to two ints each (``stride`` defaults to ``kernel_size``),
+    checks them and the input shape like torch does (same order, same messages) and computes the
+    output shape. ``op`` is ``"max_pool2d"`` or ``"avg_pool2d"`` (whose dilation is 1)."""
+    k = _pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints")
+    s = _pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints") or k
+    p = _pair(op, "padding", padding, "must either be a single int, or a tuple of two ints")
+    d = _pair(op, "dilation", dilation, "must be either a single int, or a tuple of two ints")
+    if len(shape) not in (3, 4):
+        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
+    C, H, W = shape[-3], shape[-2], shape[-1]
+    OH = _output_size(H, k[0], p[0], s[0], d[0], ceil_mode)
+    OW = _output_size(W, k[1], p[1], s[1], d[1], ceil_mode)
+    if k[0] <= 0 or k[1] <= 0:
+        raise RuntimeError(f"kernel size should be greater than zero, but got kH: {k[0]} kW: {k[1]}")
+    if s[0] <= 0 or s[1] <= 0:
+        raise RuntimeError(f"stride should be greater than zero, but got dH: {s[0]} dW: {s[1]}")
+    if d[0] <= 0 or d[1] <= 0:
+        raise RuntimeError(f"dilation should be greater than zero, but got dilationH: {d[0]} dilationW: {d[1]}")
+    if C == 0 or H == 0 or W == 0:
+        raise RuntimeError(
+            f"Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:{list(shape)}"
+        )
+    if k[1] // 2 < p[1] or k[0] // 2 < p[0]:
+        raise RuntimeError(
+            "pad should be smaller than or equal to half of kernel size, but got "
+            f"padW = {p[1]}, padH = {p[0]}, kW = {k[1]}, kH = {k[0]}"
+        )
+    if OH < 1 or OW < 1:
+        raise RuntimeError(
+            f"Given input size: ({C}x{H}x{W}). Calculated output size: ({C}x{OH}x{OW}). Output size is too small"
+        )
+    return Pool2dGeometry(k, s, p, d, [*shape[:-2], OH, OW])
+
+
+def _check_divisor(divisor_override: int | None) -> None:
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("divisor must be not zero")
+
+
+def _memory_format(input: Tensor) -> torch.memory_format:
+    """The layout pooling keeps: channels_last for a 4-D input that suggests it (as torch's kernels)."""
+    return suggest_memory_format(input) if input.dim() == 4 else torch.contiguous_format
+
+
+def _empty(input: Tensor, shape: Sequence[int], dtype: torch.dtype | None = None) -> Tensor:
+    return torch.empty(shape, dtype=dtype or input.dtype, device=input.device, memory_format=_memory_format(input))
+
+
+# --- fake kernels -------------------------------------------------------------------------------------
+
+
+@torch.library.register_fake("hotkernels::max_pool2d")
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode) -> Tensor:
+    g = pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return _empty(input, g.output_shape)
+
+
+@torch.library.register_fake("hotkernels::max_pool2d_with_indices")
+def _max_pool2d_with_indices_fake(input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[Tensor, Tensor]:
+    g = pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return _empty(input, g.output_shape), _empty(input, g.output_shape, torch.int64)
+
+
+@torch.library.register_fake("hotkernels::max_pool2d_backward")
+def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode) -> Tensor:
+    pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return _empty(input, input.shape, grad_output.dtype)
+
+
+@torch.library.register_fake("hotkernels::avg_pool2d")
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override) -> Tensor:
+    g = pool2d_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
+    _check_divisor(divisor_override)
+    return _empty(input, g.output_shape)
+
+
+@torch.library.register_fake("hotkernels::avg_pool2d_backward")
+def _avg_pool2d_backward_fake(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override) -> Tensor:
+    pool2d_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
+    _check_divisor(divisor_override)
+    return _empty(input, input.shape, grad_output.dtype)
+
+
+# --- autograd -----------------------------------------------------------------------------------------
+
+
+def _save_input_and_args(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0])
+    ctx.args = inputs[1:]
+
+
+def _max_pool2d_grad(ctx, grad_output: Tensor):
+    # The values-only op has no indices: recompute them (the functional API uses
+    # max_pool2d_with_indices whenever a gradient will be needed, so this is a fallback for direct calls).
+    (input,) = ctx.saved_tensors
+    _, indices = _ops.max_pool2d_with_indices(input, *ctx.args)
+    return (_ops.max_pool2d_backward(grad_output, input, indices, *ctx.args),) + (None,) * len(ctx.args)
+
+
+def _save_max_with_indices(ctx, inputs, output) -> None:
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(inputs[0], output[1])
+    ctx.args = inputs[1:]
+
+
+def _max_pool2d_with_indices_grad(ctx, grad_output: Tensor, grad_indices: Tensor | None):
+    input, indices = ctx.saved_tensors
+    return (_ops.max_pool2d_backward(grad_output, input, indices, *ctx.args),) + (None,) * len(ctx.args)
+
+
+def _gather_by_indices(grad: Tensor, indices: Tensor) -> Tensor:
+    """out[..., o] = grad[..., indices[..., o]] per plane: the adjoint of max_pool2d_backward's scatter."""
+    flat = torch.gather(grad.flatten(-2), -1, indices.flatten(-2))
+    return flat.view(indices.shape).contiguous(memory_format=_memory_format(indices))
+
+
+def _save_max_backward(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[2])
+    ctx.nargs = len(inputs) - 3
+
+
+def _max_pool2d_backward_grad(ctx, grad: Tensor):
+    # Linear in grad_output; piecewise constant (zero derivative) in input; indices are integers.
+    (indices,) = ctx.saved_tensors
+    d_grad_output = _gather_by_indices(grad, indices) if ctx.needs_input_grad[0] else None
+    return (d_grad_output, None, None) + (None,) * ctx.nargs
+
+
+def _avg_pool2d_grad(ctx, grad_output: Tensor):
+    (input,) = ctx.saved_tensors
+    return (_ops.avg_pool2d_backward(grad_output, input, *ctx.args),) + (None,) * len(ctx.args)
+
+
+def _save_avg_backward(ctx, inputs, output) -> None:
+    ctx.args = inputs[2:]
+
+
+def _avg_pool2d_backward_grad(ctx, grad: Tensor):
+    # avg_pool2d_backward is linear in grad_output, and its adjoint is average pooling itself.
+    d_grad_output = _ops.avg_pool2d(grad, *ctx.args) if ctx.needs_input_grad[0] else None
+    return (d_grad_output, None) + (None,) * len(ctx.args)
+
+
+torch.library.register_autograd("hotkernels::max_pool2d", _max_pool2d_grad, setup_context=_save_input_and_args)
+torch.library.register_autograd(
+    "hotkernels::max_pool2d_with_indices", _max_pool2d_with_indices_grad, setup_context=_save_max_with_indices
+)
+torch.library.register_autograd(
+    "hotkernels::max_pool2d_backward", _max_pool2d_backward_grad, setup_context=_save_max_backward
+)
+torch.library.register_autograd("hotkernels::avg_pool2d", _avg_pool2d_grad, setup_context=_save_input_and_args)
+torch.library.register_autograd(
+    "hotkernels::avg_pool2d_backward", _avg_pool2d_backward_grad, setup_context=_save_avg_backward
+)
+
+
+# --- functional API -------------------------------------------------------------------------------------
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""2-D max pooling over a (N, C, H, W) or (C, H, W) input, like :func:`torch.nn.functional.max_pool2d`.
+
+    .. math:: y_{n c o_h o_w} = \max_{i < k_H,\ j < k_W} x_{n,\ c,\ o_h s_H - p_H + i d_H,\ o_w s_W - p_W + j d_W}
+
+    Args:
+        input: float32, float64, float16 or bfloat16; NCHW or channels_last (the output keeps it).
+        kernel_size: window size, an int or a pair (kH, kW).
+        stride: window step; default ``kernel_size``.
+        padding: implicit -inf padding on both sides, at most half the kernel size.
+        dilation: spacing of the window's taps.
+        ceil_mode: round the output size up (the last window must start inside the input or its left
+            padding).
+        return_indices: also return the flat ``h * W + w`` index of every maximum in its input plane
+            (torch's indices, for :func:`torch.nn.functional.max_unpool2d`).
+
+    NaN propagates: a window holding a NaN yields NaN (and the index of its last NaN); otherwise ties
+    go to the first maximum in row-major order, as in torch.
+    """
+    g = pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    args = (g.kernel_size, g.stride, g.padding, g.dilation, ceil_mode)
+    if return_indices or (torch.is_grad_enabled() and input.requires_grad):
+        out, indices = _ops.max_pool2d_with_indices(input, *args)
+        return (out, indices) if return_indices else out
+    return _ops.max_pool2d(input, *args)
+
+
+def avg_pool2d(
+    input: Tensor,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    r"""2-D average pooling over a (N, C, H, W) or (C, H, W) input, like
+    :func:`torch.nn.functional.avg_pool2d`.
+
+    .. math:: y_{n c o_h o_w} = \frac{1}{D} \sum_{i < k_H,\ j < k_W} x_{n,\ c,\ o_h s_H - p_H + i,\ o_w s_W - p_W + j}
+
+    Padded taps count as zeros. :math:`D` is ``divisor_override`` when given, else the number of taps
+    inside the padded input (``count_include_pad=True``) or inside the input. float16/bfloat16 sum
+    in float32.
+
+    Args:
+        input: float32, float64, float16 or bfloat16; NCHW or channels_last (the output keeps it).
+        kernel_size, stride, padding, ceil_mode: as in :func:`max_pool2d` (no dilation).
+        count_include_pad: count padded taps in the divisor.
+        divisor_override: a fixed non-zero divisor.
+    """
+    g = pool2d_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
+    _check_divisor(divisor_override)
+    return _ops.avg_pool2d(input, g.kernel_size, g.stride, g.padding, ceil_mode, count_include_pad, divisor_override)

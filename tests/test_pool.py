@@ -1,0 +1,370 @@
+"""max_pool2d / avg_pool2d: grid parity with torch (max: exact values and indices; avg: tight
+tolerance), gradients, double backward, torch.library registration, torch.compile, layouts, modules,
+bad input."""
+
+import itertools
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hotkernels
+import hotkernels.functional as HF
+
+ops = torch.ops.hotkernels
+
+# Average pooling sums its window in another order than torch (rows first, then columns): a few ulp
+# of the window sum apart. Half types sum in float32 like torch and round once: one unit apart at most.
+AVG_TOL = {
+    torch.float64: dict(rtol=1e-13, atol=1e-14),
+    torch.float32: dict(rtol=2e-6, atol=2e-6),
+    torch.float16: dict(rtol=1e-3, atol=1e-3),
+    torch.bfloat16: dict(rtol=8e-3, atol=8e-3),
+}
+
+KERNELS = [1, 2, 3, (2, 3), (3, 1)]
+STRIDES = [None, 1, 2, (1, 3)]
+# One odd plane size per dtype (the grid is what matters; sizes cover borders, tails and ceil_mode).
+SIZES = {torch.float32: (12, 13), torch.float64: (7, 9)}
+
+
+def layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def with_ties_and_nans(shape, dtype, device) -> torch.Tensor:
+    """Values on a coarse grid (many ties), with a few NaNs and infinities."""
+    x = (torch.randn(shape, dtype=torch.float64) * 4).round() / 4
+    flat = x.view(-1)
+    flat[torch.randperm(flat.numel())[:3]] = float("nan")
+    flat[torch.randperm(flat.numel())[:3]] = float("-inf")
+    flat[torch.randperm(flat.numel())[:2]] = float("inf")
+    return x.to(dtype=dtype, device=device)
+
+
+def torch_raises(fn, *args, **kwargs) -> bool:
+    try:
+        fn(*args, **kwargs)
+    except RuntimeError:
+        return True
+    return False
+
+
+def max_grid():
+    for k, s, p, d, ceil in itertools.product(KERNELS, STRIDES, [0, 1], [1, 2], [False, True]):
+        yield dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+
+
+def avg_grid():
+    modes = [(True, None), (False, None), (False, -3)]
+    for k, s, p, ceil, (cip, div) in itertools.product(KERNELS, STRIDES, [0, 1], [False, True], modes):
+        yield dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil, count_include_pad=cip, divisor_override=div)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_pool_grid_matches_torch_exactly(device, dtype, channels_last):
+    checked = 0
+    for kw in max_grid():
+        x = layout(with_ties_and_nans((2, 3, *SIZES[dtype]), dtype, device), channels_last)
+        if torch_raises(F.max_pool2d, x, **kw):
+            assert torch_raises(HF.max_pool2d, x, **kw), kw
+            continue
+        want, want_idx = F.max_pool2d(x, **kw, return_indices=True)
+        got, got_idx = HF.max_pool2d(x, **kw, return_indices=True)
+        assert torch.equal(got, want) or torch.equal(got.nan_to_num(7), want.nan_to_num(7)), kw
+        assert torch.equal(got_idx, want_idx), kw
+        assert got.stride() == want.stride() and got_idx.stride() == want_idx.stride(), kw
+        values_only = HF.max_pool2d(x, **kw)
+        assert torch.equal(values_only.nan_to_num(7), want.nan_to_num(7)), kw
+        # backward: the scatter of grad_output by the indices, summing where windows overlap
+        g = torch.randn_like(want)
+        ref = torch.zeros_like(x).flatten(-2).scatter_add_(-1, want_idx.flatten(-2), g.flatten(-2)).view_as(x)
+        got_grad = ops.max_pool2d_backward(g, x, got_idx, *_max_args(x, kw))
+        torch.testing.assert_close(got_grad, ref, rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=1e-6)
+        assert got_grad.stride() == x.stride()
+        checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_avg_pool_grid_matches_torch(device, dtype, channels_last):
+    checked = 0
+    for kw in avg_grid():
+        x = layout(torch.randn(2, 3, *SIZES[dtype], dtype=dtype, device=device), channels_last)
+        if torch_raises(F.avg_pool2d, x, **kw):
+            assert torch_raises(HF.avg_pool2d, x, **kw), kw
+            continue
+        xr = x.clone().requires_grad_()
+        want = F.avg_pool2d(xr, **kw)
+        got = HF.avg_pool2d(x, **kw)
+        torch.testing.assert_close(got, want, **AVG_TOL[dtype], msg=lambda m: f"{kw}: {m}")
+        assert got.stride() == want.stride()
+        g = torch.randn_like(want)
+        want.backward(g)
+        got_grad = ops.avg_pool2d_backward(g, x, *_avg_args(x, kw))
+        torch.testing.assert_close(got_grad, xr.grad, **AVG_TOL[dtype], msg=lambda m: f"{kw}: {m}")
+        assert got_grad.stride() == x.stride()
+        checked += 1
+    assert checked > 100
+
+
+def _max_args(x, kw):
+    g = hotkernels.ops.pool.pool2d_geometry("max_pool2d", x.shape, kw["kernel_size"], kw["stride"], kw["padding"],
+                                            kw["dilation"], kw["ceil_mode"])
+    return g.kernel_size, g.stride, g.padding, g.dilation, kw["ceil_mode"]
+
+
+def _avg_args(x, kw):
+    g = hotkernels.ops.pool.pool2d_geometry("avg_pool2d", x.shape, kw["kernel_size"], kw["stride"], kw["padding"], 1,
+                                            kw["ceil_mode"])
+    return g.kernel_size, g.stride, g.padding, kw["ceil_mode"], kw["count_include_pad"], kw["divisor_override"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types(device, dtype):
+    for channels_last in (False, True):
+        x = layout(with_ties_and_nans((2, 5, 11, 10), dtype, device), channels_last)
+        want, want_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+        got, got_idx = HF.max_pool2d(x, 3, 2, 1, return_indices=True)
+        assert got.dtype == dtype and torch.equal(got.nan_to_num(7), want.nan_to_num(7))
+        assert torch.equal(got_idx, want_idx)
+        x = x.nan_to_num(0, 0, 0)
+        want = F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+        got = HF.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+        assert got.dtype == dtype and got.stride() == want.stride()
+        torch.testing.assert_close(got, want, **AVG_TOL[dtype])
+        xr = x.clone().requires_grad_()
+        F.avg_pool2d(xr, 3, 2, 1).backward(torch.ones_like(want))
+        torch.testing.assert_close(ops.avg_pool2d_backward(torch.ones_like(want), x, [3, 3], [2, 2], [1, 1], False,
+                                                           True, None), xr.grad, **AVG_TOL[dtype])
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_max_backward_scatters_any_index_in_the_plane(device, channels_last):
+    """max_pool2d_backward is a scatter by indices: indices that no forward pass would produce (outside
+    their window, repeated) still land where they point, as with torch's CPU kernel."""
+    if device != "cpu":
+        pytest.skip("the CUDA backward gathers over each input's covering windows: it expects forward-pass indices")
+    x = layout(torch.randn(2, 5, 8, 9, device=device), channels_last)
+    args = ([3, 3], [2, 2], [1, 1], [1, 1], False)
+    out, _ = ops.max_pool2d_with_indices(x, *args)
+    indices = layout(torch.randint(0, 8 * 9, out.shape, device=device), channels_last)
+    g = torch.randn_like(out)
+    want = torch.zeros(2, 5, 8 * 9, device=device).scatter_add_(-1, indices.flatten(-2), g.flatten(-2)).view(x.shape)
+    torch.testing.assert_close(ops.max_pool2d_backward(g, x, indices, *args), want)
+
+
+def test_nan_and_infinity_semantics(device):
+    x = torch.tensor([[[[1.0, float("nan"), 3.0, float("nan")],
+                        [float("-inf"), float("-inf"), 2.0, 2.0],
+                        [5.0, 5.0, float("nan"), 0.0],
+                        [float("-inf"), float("-inf"), float("-inf"), float("-inf")]]]], device=device)
+    for channels_last in (False, True):
+        xx = layout(x, channels_last)
+        for kw in [dict(kernel_size=2), dict(kernel_size=2, stride=1), dict(kernel_size=3, stride=1, padding=1)]:
+            want, want_idx = F.max_pool2d(xx, **kw, return_indices=True)
+            got, got_idx = HF.max_pool2d(xx, **kw, return_indices=True)
+            assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(7), want.nan_to_num(7))
+            assert torch.equal(got_idx, want_idx), (kw, got_idx, want_idx)
+
+
+def test_three_dimensional_input(device):
+    x = torch.randn(4, 9, 8, device=device)
+    torch.testing.assert_close(HF.max_pool2d(x, 3, 2, 1, return_indices=True), F.max_pool2d(x, 3, 2, 1, return_indices=True))
+    torch.testing.assert_close(HF.avg_pool2d(x, (2, 3), 1, (1, 1)), F.avg_pool2d(x, (2, 3), 1, (1, 1)))
+
+
+def test_non_contiguous_and_empty_batch(device):
+    x = torch.randn(3, 2, 20, 18, device=device)[:, :, ::2, 1::2]
+    torch.testing.assert_close(HF.max_pool2d(x, 2, return_indices=True), F.max_pool2d(x, 2, return_indices=True))
+    torch.testing.assert_close(HF.avg_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2, 1))
+    e = torch.randn(0, 3, 8, 8, device=device)
+    assert HF.max_pool2d(e, 2).shape == F.max_pool2d(e, 2).shape
+    assert HF.avg_pool2d(e, 2).shape == F.avg_pool2d(e, 2).shape
+
+
+def test_indices_work_with_max_unpool2d(device):
+    x = torch.randn(2, 3, 10, 11, device=device)
+    out, idx = HF.max_pool2d(x, 2, return_indices=True)
+    torch.testing.assert_close(F.max_unpool2d(out, idx, 2, output_size=x.shape[-2:]),
+                               F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2, output_size=x.shape[-2:]))
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_every_cpu_instruction_set(isa):
+    """Each SIMD path this CPU can run (vector widths differ, so do the tails) matches torch."""
+    code = (
+        "import torch, hotkernels, itertools, torch.nn.functional as F\n"
+        "from hotkernels.functional import max_pool2d, avg_pool2d\n"
+        "torch.manual_seed(0)\n"
+        "for W, s, cl in itertools.product([37], [1, 2, 3], [False, True]):\n"
+        "    x = torch.randn(2, 19, 9, W)\n"
+        "    x = x.contiguous(memory_format=torch.channels_last) if cl else x\n"
+        "    for dt in (torch.float32, torch.float64):\n"
+        "        xd = x.to(dt)\n"
+        "        assert all(torch.equal(a, b) for a, b in zip(max_pool2d(xd, 3, s, 1, return_indices=True),\n"
+        "                                                     F.max_pool2d(xd, 3, s, 1, return_indices=True)))\n"
+        "        torch.testing.assert_close(avg_pool2d(xd, 3, s, 1), F.avg_pool2d(xd, 3, s, 1))\n"
+        "print(hotkernels._C.cpu_isa())\n"
+    )
+    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    used = out.stdout.strip()
+    if used != isa:
+        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+
+
+def distinct(shape, device) -> torch.Tensor:
+    """float64 values with gaps (no ties), so max pooling is differentiable for gradcheck."""
+    n = torch.Size(shape).numel()
+    return (torch.randperm(n, dtype=torch.float64) / n + 0.01 * torch.rand(n, dtype=torch.float64)).view(shape).to(device)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_gradcheck_and_gradgradcheck(device, channels_last):
+    x = layout(distinct((1, 2, 6, 7), device), channels_last).requires_grad_()
+    x3 = distinct((2, 6, 7), device).requires_grad_()
+    for inp in (x, x3):
+        for fn in (lambda t: HF.max_pool2d(t, 3, 2, 1), lambda t: HF.max_pool2d(t, (2, 3), 1, (1, 0), (2, 1), True),
+                   lambda t: HF.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+                   lambda t: HF.avg_pool2d(t, 2, 1, divisor_override=3)):
+            assert torch.autograd.gradcheck(fn, (inp,))
+            assert torch.autograd.gradgradcheck(fn, (inp,))
+
+
+def test_backward_ops_gradcheck(device):
+    x = distinct((2, 3, 7, 8), device)
+    max_args = ([3, 3], [2, 2], [1, 1], [1, 1], False)
+    out, idx = ops.max_pool2d_with_indices(x, *max_args)
+    g = torch.randn_like(out).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ops.max_pool2d_backward(t, x, idx, *max_args), (g,))
+    args = ([3, 3], [2, 2], [1, 1], True, False, None)
+    g = torch.randn_like(ops.avg_pool2d(x, *args)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ops.avg_pool2d_backward(t, x, *args), (g,))
+    # the values-only op recomputes its indices in backward
+    xr = x.clone().requires_grad_()
+    ops.max_pool2d(xr, [3, 3], [2, 2], [1, 1], [1, 1], False).sum().backward()
+    xt = x.clone().requires_grad_()
+    F.max_pool2d(xt, 3, 2, 1).sum().backward()
+    torch.testing.assert_close(xr.grad, xt.grad)
+
+
+def test_opcheck(device):
+    samples = [
+        torch.randn(2, 5, 9, 8, device=device).to(memory_format=torch.channels_last).requires_grad_(),
+        torch.randn(3, 9, 8, device=device, dtype=torch.float64),
+    ]
+    max_args = ([3, 3], [2, 2], [1, 1], [1, 1], True)
+    avg_args = ([3, 2], [2, 1], [1, 0], True, False, None)
+    for x in samples:
+        torch.library.opcheck(ops.max_pool2d.default, (x,) + max_args)
+        torch.library.opcheck(ops.max_pool2d_with_indices.default, (x,) + max_args)
+        out, idx = ops.max_pool2d_with_indices(x.detach(), *max_args)
+        torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), x.detach(), idx) + max_args)
+        torch.library.opcheck(ops.avg_pool2d.default, (x,) + avg_args)
+        out = ops.avg_pool2d(x.detach(), *avg_args)
+        torch.library.opcheck(ops.avg_pool2d_backward.default, (torch.randn_like(out), x.detach()) + avg_args)
+
+
+def test_torch_compile_fullgraph(device):
+    def f(x):
+        y, idx = HF.max_pool2d(x, 3, 2, 1, return_indices=True)
+        return y.sum() + HF.avg_pool2d(x, 2, ceil_mode=True).square().sum() + idx.sum() * 0
+
+    x = torch.randn(2, 4, 11, 12, device=device, requires_grad=True)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.backward()
+    grad = x.grad.clone()
+    x.grad = None
+    f(x).backward()
+    torch.testing.assert_close(out, f(x))
+    torch.testing.assert_close(grad, x.grad)
+
+
+def test_modules_are_drop_in(device):
+    pairs = [
+        (hotkernels.nn.MaxPool2d(3, 2, 1), torch.nn.MaxPool2d(3, 2, 1)),
+        (hotkernels.nn.MaxPool2d((2, 3), dilation=2, ceil_mode=True, return_indices=True),
+         torch.nn.MaxPool2d((2, 3), dilation=2, ceil_mode=True, return_indices=True)),
+        (hotkernels.nn.AvgPool2d(3, 2, 1, count_include_pad=False), torch.nn.AvgPool2d(3, 2, 1, count_include_pad=False)),
+        (hotkernels.nn.AvgPool2d(2, divisor_override=3, ceil_mode=True),
+         torch.nn.AvgPool2d(2, divisor_override=3, ceil_mode=True)),
+    ]
+    x = torch.randn(2, 3, 11, 10, device=device).to(memory_format=torch.channels_last)
+    for ours, theirs in pairs:
+        assert repr(ours) == repr(theirs) and ours.state_dict() == theirs.state_dict() == {}
+        torch.testing.assert_close(ours(x), theirs(x))
+
+
+BAD_ARGS = [
+    dict(kernel_size=2, padding=2),
+    dict(kernel_size=3, stride=0),
+    dict(kernel_size=7),
+    dict(kernel_size=0),
+    dict(kernel_size=3, stride=-1),
+    dict(kernel_size=(1, 2, 3)),
+    dict(kernel_size=2, stride=(1, 2, 3)),
+    dict(kernel_size=2, padding=(1, 1, 1)),
+    dict(kernel_size=3, padding=-1),
+    dict(kernel_size=3, dilation=2, padding=2),
+    dict(kernel_size=3, dilation=0),
+    dict(kernel_size=3, dilation=(1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("kw", BAD_ARGS, ids=str)
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
+def test_bad_arguments_raise_torch_errors(device, name, kw):
+    if name == "avg_pool2d" and "dilation" in kw:
+        pytest.skip("avg_pool2d has no dilation")
+    x = torch.randn(1, 2, 5, 5, device=device)
+    with pytest.raises(RuntimeError) as theirs:
+        getattr(F, name)(x, **kw)
+    with pytest.raises(RuntimeError, match=re.escape(str(theirs.value).splitlines()[0])):
+        getattr(HF, name)(x, **kw)
+
+
+def test_bad_input_raises(device):
+    for shape in [(5, 5), (2, 3, 4, 5, 6)]:
+        with pytest.raises(RuntimeError, match="3D or 4D"):
+            HF.max_pool2d(torch.randn(shape, device=device), 2)
+        with pytest.raises(RuntimeError, match="3D or 4D"):
+            ops.avg_pool2d(torch.randn(shape, device=device), [2, 2], [2, 2], [0, 0], False, True, None)
+    with pytest.raises(RuntimeError, match=re.escape("Expected 3D or 4D (batch mode) tensor with optional 0 dim")):
+        HF.avg_pool2d(torch.randn(2, 0, 4, 4, device=device), 2)
+    with pytest.raises(RuntimeError, match="divisor must be not zero"):
+        HF.avg_pool2d(torch.randn(1, 1, 4, 4, device=device), 2, divisor_override=0)
+    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d: expected 'input' to be a float32"):
+        HF.max_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.int64, device=device), 2)
+
+
+def test_ops_check_their_arguments(device):
+    """Direct calls of the ops (no Python wrapper in between) fail with the same messages."""
+    x = torch.randn(1, 2, 5, 5, device=device)
+    with pytest.raises(RuntimeError, match="pad should be at most half of effective kernel size"):
+        ops.max_pool2d(x, [2, 2], [2, 2], [2, 2], [1, 1], False)
+    with pytest.raises(RuntimeError, match="Output size is too small"):
+        ops.avg_pool2d(x, [7, 7], [7, 7], [0, 0], False, True, None)
+    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_with_indices: expected 'kernel_size' to have 2"):
+        ops.max_pool2d_with_indices(x, [2], [2, 2], [0, 0], [1, 1], False)
+    max_args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    out, idx = ops.max_pool2d_with_indices(x, *max_args)
+    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_backward: expected 'indices' to be int64"):
+        ops.max_pool2d_backward(out, x, idx.int(), *max_args)
+    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_backward: expected 'grad_output' to have the output"):
+        ops.max_pool2d_backward(out, x, idx, [1, 1], [1, 1], [0, 0], [1, 1], False)
+    if device == "cpu":  # CUDA gathers over the covering windows, where an index out of the window never matches
+        with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_backward: 'indices' holds an index outside"):
+            ops.max_pool2d_backward(out, x, torch.full_like(idx, 99), *max_args)
+    with pytest.raises(RuntimeError, match=r"hotkernels.avg_pool2d_backward: expected 'grad_output' to have the output size"):
+        ops.avg_pool2d_backward(out[..., :1], x, [2, 2], [2, 2], [0, 0], False, True, None)
+    with pytest.raises(RuntimeError, match=r"hotkernels.avg_pool2d_backward: expected 'grad_output' to have dtype"):
+        ops.avg_pool2d_backward(out.double(), x, [2, 2], [2, 2], [0, 0], False, True, None)
