@@ -43,3 +43,51 @@ def assert_same_function(ours, theirs, x: torch.Tensor) -> None:
 @given(strided_tensors())
 def test_mish(x):
     assert_same_function(HF.mish, F.mish, x)
+
+
+@st.composite
+def pool_args(draw, with_dilation: bool):
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if with_dilation else (1, 1)
+    # an input large enough for at least one window: (k - 1) * d + 1 <= size + 2 * padding
+    hw = [draw(st.integers(max(1, (k[i] - 1) * d[i] + 1 - 2 * p[i]), 13)) for i in range(2)]
+    shape = [draw(st.integers(1, 3)), draw(st.integers(1, 4)), *hw]
+    x = torch.randn(shape, dtype=torch.float64)
+    if draw(st.booleans()):
+        x = x.to(memory_format=torch.channels_last)
+    if draw(st.booleans()):
+        x = x[0]  # unbatched (C, H, W)
+    return x, dict(kernel_size=k, stride=s, padding=p, ceil_mode=draw(st.booleans()), **({"dilation": d} if with_dilation else {}))
+
+
+@given(pool_args(with_dilation=True))
+def test_max_pool2d(args):
+    x, kw = args
+    got, got_idx = HF.max_pool2d(x, return_indices=True, **kw)
+    want, want_idx = F.max_pool2d(x, return_indices=True, **kw)
+    assert torch.equal(got, want) and torch.equal(got_idx, want_idx)
+    assert_same_function(lambda t: HF.max_pool2d(t, **kw), lambda t: F.max_pool2d(t, **kw), x)
+
+
+@given(pool_args(with_dilation=False), st.booleans(), st.sampled_from([None, 1, 3]))
+def test_avg_pool2d(args, count_include_pad, divisor_override):
+    x, kw = args
+    kw.update(count_include_pad=count_include_pad, divisor_override=divisor_override)
+    assert_same_function(lambda t: HF.avg_pool2d(t, **kw), lambda t: F.avg_pool2d(t, **kw), x)
+
+
+@given(st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.booleans(), st.booleans())
+def test_lstm_cell(batch, input_size, hidden, bias, unbatched):
+    cell = torch.nn.LSTMCell(input_size, hidden, bias=bias).double()
+    x = torch.randn(batch, input_size, dtype=torch.float64)
+    hx = (torch.randn(batch, hidden, dtype=torch.float64), torch.randn(batch, hidden, dtype=torch.float64))
+    if unbatched:
+        x, hx = x[0], (hx[0][0], hx[1][0])
+    params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+
+    def ours(t):
+        return torch.cat(HF.lstm_cell(t, hx, *params), -1)
+
+    assert_same_function(ours, lambda t: torch.cat(cell(t, hx), -1), x)

@@ -56,3 +56,50 @@ case("mish", "inplace on an overlapping view", "equal",
      "    except RuntimeError as e:\n        return 'error'\n"
      "def expected():\n    x = torch.zeros(1).expand(4)\n    try:\n        return F.mish(x, inplace=True)\n"
      "    except RuntimeError as e:\n        return 'error'")
+
+# --- pool
+for fn in ("max_pool2d", "avg_pool2d"):
+    x4 = "torch.randn(2, 3, 9, 9)"
+    case("pool", f"{fn} integer input", "raises", f"def run(): return HF.{fn}(torch.ones(1, 1, 4, 4, dtype=torch.int64), 2)")
+    case("pool", f"{fn} 2-D input", "raises", f"def run(): return HF.{fn}(torch.randn(4, 4), 2)")
+    case("pool", f"{fn} 5-D input", "raises", f"def run(): return HF.{fn}(torch.randn(1, 1, 1, 4, 4), 2)")
+    case("pool", f"{fn} zero stride", "raises", f"def run(): return HF.{fn}({x4}, 2, stride=0)")
+    case("pool", f"{fn} negative stride", "raises", f"def run(): return HF.{fn}({x4}, 2, stride=-1)")
+    case("pool", f"{fn} zero kernel", "raises", f"def run(): return HF.{fn}({x4}, 0)")
+    case("pool", f"{fn} padding over half the kernel", "raises", f"def run(): return HF.{fn}({x4}, 3, padding=2)")
+    case("pool", f"{fn} kernel larger than input", "raises", f"def run(): return HF.{fn}(torch.randn(1, 1, 3, 3), 5)")
+    case("pool", f"{fn} empty batch", "equal",
+         f"x = torch.randn(0, 3, 8, 8)\ndef run(): return HF.{fn}(x, 2)\ndef expected(): return F.{fn}(x, 2)")
+    case("pool", f"{fn} nan and inf data", "equal",
+         f"x = torch.tensor([[[[float('nan'), 1., -float('inf'), 2.], [float('inf'), 0., 3., -1.]]]])\n"
+         f"def run(): return HF.{fn}(x, 2)\ndef expected(): return F.{fn}(x, 2)")
+    case("pool", f"{fn} expanded (stride-0) input", "equal",
+         f"x = torch.randn(1, 3, 1, 16).expand(2, 3, 16, 16)\ndef run(): return HF.{fn}(x, 3, 2, 1)\n"
+         f"def expected(): return F.{fn}(x, 3, 2, 1)")
+case("pool", "max_pool2d dilation 0", "raises", "def run(): return HF.max_pool2d(torch.randn(1, 1, 8, 8), 2, dilation=0)")
+case("pool", "avg_pool2d divisor_override 0", "raises",
+     "def run(): return HF.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)")
+
+# --- lstm
+LSTM_ARGS = "torch.randn(4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16)"
+case("lstm", "cell integer input", "raises",
+     "def run(): return HF.lstm_cell(torch.ones(4, 8, dtype=torch.int64), (torch.randn(4, 16), torch.randn(4, 16)), "
+     "torch.randn(64, 8), torch.randn(64, 16))")
+case("lstm", "cell w_ih of the wrong shape", "raises",
+     "def run(): return HF.lstm_cell(torch.randn(4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(60, 8), torch.randn(64, 16))")
+case("lstm", "cell hx batch mismatch", "raises",
+     "def run(): return HF.lstm_cell(torch.randn(4, 8), (torch.randn(3, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16))")
+case("lstm", "cell 3-D input", "raises",
+     "def run(): return HF.lstm_cell(torch.randn(2, 4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16))")
+case("lstm", "cell dtype mismatch", "raises",
+     "def run(): return HF.lstm_cell(torch.randn(4, 8, dtype=torch.float64), (torch.randn(4, 16), torch.randn(4, 16)), "
+     "torch.randn(64, 8), torch.randn(64, 16))")
+case("lstm", "cell nan data", "equal",
+     "torch.manual_seed(0)\nc = torch.nn.LSTMCell(8, 16)\nx = torch.randn(4, 8); x[0, 0] = float('nan'); x[1, 1] = float('inf')\n"
+     "def run():\n    return HF.lstm_cell(x, None, c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)\n"
+     "def expected(): return c(x)")
+case("lstm", "LSTM input of the wrong size", "raises",
+     "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(5, 3, 7))")
+case("lstm", "LSTM proj_size", "raises", "def run(): return hotkernels.nn.LSTM(8, 16, proj_size=4)")
+case("lstm", "LSTM empty sequence", "raises",
+     "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(0, 3, 8))")
