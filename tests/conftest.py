@@ -1,5 +1,10 @@
 """Shared pytest fixtures: every op test runs on the CPU and, when a GPU is present, on CUDA."""
 
+import functools
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -21,3 +26,32 @@ def device(request) -> str:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+ISAS = ["base", "avx2", "avx512"]
+
+
+@functools.cache
+def _best_isa() -> str:
+    """The best CPU instruction set hotkernels runs here, whatever cap our own environment sets."""
+    env = {k: v for k, v in os.environ.items() if k != "HOTKERNELS_CPU_ISA"}
+    code = "import hotkernels; print(hotkernels._C.cpu_isa())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(params=ISAS)
+def cpu_isa(request) -> str:
+    """Each CPU instruction set this machine can run (the others skip)."""
+    if ISAS.index(request.param) > ISAS.index(_best_isa()):
+        pytest.skip(f"this CPU lacks {request.param}")
+    return request.param
+
+
+def run_with_isa(isa: str, code: str) -> None:
+    """Runs `code` (which asserts what it checks) in a fresh process capped at `isa` with
+    HOTKERNELS_CPU_ISA, and checks that the kernels did run at that level."""
+    code += "\nimport hotkernels; print(hotkernels._C.cpu_isa())\n"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, HOTKERNELS_CPU_ISA=isa),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == isa

@@ -1,16 +1,13 @@
 """LSTM: the fused cell and the C++ layer loop against nn.LSTMCell / nn.LSTM (same state_dict),
 gradients of everything, registration (opcheck, torch.compile), drop-in modules, bad input."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-import hotkernels
 import hotkernels.functional as HF
+from tests.conftest import run_with_isa
 import hotkernels.nn as hnn
 
 # Stated tolerances, for values and gradients of order one. The GEMMs are torch's, but we add the
@@ -254,12 +251,8 @@ def test_torch_compile_fullgraph(device):
         torch.testing.assert_close(got, t.grad)
 
 
-@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
-def test_every_cpu_instruction_set(isa):
+def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) matches torch."""
-    order = ["base", "avx2", "avx512"]
-    if "HOTKERNELS_CPU_ISA" not in os.environ and order.index(isa) > order.index(hotkernels._C.cpu_isa()):
-        pytest.skip(f"this CPU lacks {isa}")
     code = (
         "import torch, hotkernels\n"
         "ref = torch.nn.LSTM(9, 21, 2); ours = hotkernels.nn.LSTM(9, 21, 2); ours.load_state_dict(ref.state_dict())\n"
@@ -268,14 +261,8 @@ def test_every_cpu_instruction_set(isa):
         "torch.testing.assert_close(b, a, rtol=2e-5, atol=2e-5)\n"
         "ga = torch.autograd.grad(a.sum(), [x, *ref.parameters()]); gb = torch.autograd.grad(b.sum(), [x, *ours.parameters()])\n"
         "for p, q in zip(gb, ga): torch.testing.assert_close(p, q, rtol=2e-5, atol=2e-5)\n"
-        "print(hotkernels._C.cpu_isa())\n"
     )
-    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    used = out.stdout.strip()
-    if used != isa:
-        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+    run_with_isa(cpu_isa, code)
 
 
 def test_half_types_on_cuda(device):

@@ -1,8 +1,5 @@
 """Mish: parity with F.mish, gradients, torch.library registration, torch.compile, layouts, bad input."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,6 +7,7 @@ import torch.nn.functional as F
 
 import hotkernels
 import hotkernels.functional as HF
+from tests.conftest import run_with_isa
 
 # Stated tolerances. float64: a few ulp apart from torch's x·tanh(log1p(eˣ)) (our n/(n+2) form).
 # float32: our vector exp is within 2 ulp, so a few float32 ulp. Half types compute in float and round
@@ -73,8 +71,7 @@ def test_backward_half_types(device):
         torch.testing.assert_close(got, xf.grad.to(dtype), **TOL_GRAD[dtype])
 
 
-@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
-def test_every_cpu_instruction_set(isa):
+def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) gives the same numbers."""
     code = (
         "import torch, hotkernels, torch.nn.functional as F\n"
@@ -83,14 +80,8 @@ def test_every_cpu_instruction_set(isa):
         "torch.testing.assert_close(hotkernels.functional.mish(x), F.mish(x), rtol=4e-6, atol=1e-37)\n"
         "xr = x.clone().requires_grad_(); F.mish(xr).backward(g)\n"
         "torch.testing.assert_close(torch.ops.hotkernels.mish_backward(g, x), xr.grad, rtol=4e-6, atol=2e-7)\n"
-        "print(hotkernels._C.cpu_isa())\n"
     )
-    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    used = out.stdout.strip()
-    if used != isa:
-        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+    run_with_isa(cpu_isa, code)
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,7 @@ tolerance), gradients, double backward, torch.library registration, torch.compil
 bad input."""
 
 import itertools
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,6 +11,7 @@ import torch.nn.functional as F
 
 import hotkernels
 import hotkernels.functional as HF
+from tests.conftest import run_with_isa
 
 ops = torch.ops.hotkernels
 
@@ -196,8 +194,7 @@ def test_indices_work_with_max_unpool2d(device):
                                F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2, output_size=x.shape[-2:]))
 
 
-@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
-def test_every_cpu_instruction_set(isa):
+def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (vector widths differ, so do the tails) matches torch."""
     code = (
         "import torch, hotkernels, itertools, torch.nn.functional as F\n"
@@ -211,14 +208,8 @@ def test_every_cpu_instruction_set(isa):
         "        assert all(torch.equal(a, b) for a, b in zip(max_pool2d(xd, 3, s, 1, return_indices=True),\n"
         "                                                     F.max_pool2d(xd, 3, s, 1, return_indices=True)))\n"
         "        torch.testing.assert_close(avg_pool2d(xd, 3, s, 1), F.avg_pool2d(xd, 3, s, 1))\n"
-        "print(hotkernels._C.cpu_isa())\n"
     )
-    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    used = out.stdout.strip()
-    if used != isa:
-        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+    run_with_isa(cpu_isa, code)
 
 
 def distinct(shape, device) -> torch.Tensor:
