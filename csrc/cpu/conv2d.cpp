@@ -1,0 +1,416 @@
+// conv2d on the CPU: forward, input gradient, weight gradient and bias gradient.
+//
+// General path: an implicit GEMM without an im2col matrix. The input is copied once, zero-padded
+// and split by stride phase: xs[n][c][a][b][y][x] = x[n][c][y·sh + a − pt][x·sw + b − pl] (zero
+// outside x), each phase plane Hs × Ws. Output pixel (oy, ox) then reads, for tap (i, j) with
+// i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for
+// the "virtual" pixel index v = oy·Ws + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive
+// virtual pixels read consecutive memory for every (channel, tap), and the micro-kernel
+// (csrc/cpu/kernels/conv2d.cpp) streams B straight from xs. Virtual pixels with ox ≥ OW are
+// computed and thrown away (Ws − OW of every Ws: a few percent on ResNet shapes).
+// The workspace is that padded copy (about the input's size) plus per-thread tiles.
+//
+// Input gradient: the transposed convolution, i.e. a stride-1 convolution of grad_output upsampled
+// by the stride (zeros between), padded by d·(k − 1) − p, with the kernel flipped and its channel
+// axes swapped; it goes through the same path.
+// Weight gradient: correlation of grad_output with the same phase-split input, reducing over
+// virtual pixels (grad_output is laid out with zeros at ox ≥ OW so the extra pixels add nothing).
+// Depthwise convolution (one input and one output channel per group) has its own direct kernels.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "conv2d.h"
+#include "cpu/kernels/conv2d.h"
+
+namespace hotkernels::cpu {
+namespace {
+
+using math::Conv2dGeometry;
+
+constexpr int64_t kTileBlocks = 8;  // column blocks of the micro-kernel per task tile
+constexpr int64_t kChunk = 256;     // reduction steps per GEMM call: B runs and A block stay in cache
+constexpr int64_t kCorrChunk = 1024;  // virtual pixels per weight-gradient call
+constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <class T> const GemmKernel<T>& gemm_kernel();
+template <> const GemmKernel<float>& gemm_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f32; }
+template <> const GemmKernel<double>& gemm_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f64; }
+template <class T> const CorrelateKernel<T>& correlate_kernel();
+template <> const CorrelateKernel<float>& correlate_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f32; }
+template <> const CorrelateKernel<double>& correlate_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f64; }
+template <class T> const DepthwiseKernel<T>& depthwise_kernel();
+template <> const DepthwiseKernel<float>& depthwise_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).depthwise_f32; }
+template <> const DepthwiseKernel<double>& depthwise_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).depthwise_f64; }
+
+// A source of planes [planes][sh_src][sw_src], read as if upsampled by (uh, uw) (zeros between
+// samples; 1 for plain input) and shifted by the leading pads (pt, pl, negative to crop).
+template <class T>
+struct Source {
+  const T* data;
+  int64_t planes, h, w;
+  int64_t uh, uw;
+  int64_t pt, pl;
+};
+
+// The phase-split padded copy described at the top. Layout [planes][sh][sw][hs][ws], then `slack`
+// zeros so that the micro-kernel's partial column blocks read initialised memory.
+struct PhaseLayout {
+  int64_t sh, sw, hs, ws;
+  int64_t plane() const { return sh * sw * hs * ws; }
+};
+
+template <class T>
+void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
+  at::parallel_for(0, src.planes * p.sh * p.sw * p.hs, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t y = row % p.hs, b = row / p.hs % p.sw, a = row / p.hs / p.sw % p.sh, c = row / (p.hs * p.sw * p.sh);
+      T* out = dst + row * p.ws;
+      const int64_t yy = y * p.sh + a - src.pt;  // row in upsampled source coordinates
+      if (yy < 0 || yy % src.uh != 0 || yy / src.uh >= src.h) {
+        std::fill(out, out + p.ws, T(0));
+        continue;
+      }
+      const T* in = src.data + (c * src.h + yy / src.uh) * src.w;
+      const int64_t step = p.sw, off = b - src.pl;  // column x reads upsampled column x·step + off
+      if (src.uw == 1 && step == 1) {
+        const int64_t lo = std::clamp<int64_t>(-off, 0, p.ws), hi = std::clamp<int64_t>(src.w - off, lo, p.ws);
+        std::fill(out, out + lo, T(0));
+        std::memcpy(out + lo, in + lo + off, (hi - lo) * sizeof(T));
+        std::fill(out + hi, out + p.ws, T(0));
+        continue;
+      }
+      for (int64_t x = 0; x < p.ws; ++x) {
+        const int64_t xx = x * step + off;
+        out[x] = (xx >= 0 && xx % src.uw == 0 && xx / src.uw < src.w) ? in[xx / src.uw] : T(0);
+      }
+    }
+  });
+}
+
+// Packs A(g, row, t) for rows < m, t < kd into [groups][ceil(m / MR)][kd][MR], zero-padded rows.
+template <class T, class F>
+std::vector<T> pack_a(int64_t groups, int64_t m, int64_t kd, F at) {
+  const int64_t blocks = ceil_div(m, kConvMR);
+  std::vector<T> out(groups * blocks * kd * kConvMR);
+  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t gb = begin; gb < end; ++gb) {
+      const int64_t g = gb / blocks, r0 = gb % blocks * kConvMR;
+      T* dst = out.data() + gb * kd * kConvMR;
+      for (int64_t t = 0; t < kd; ++t) {
+        for (int64_t u = 0; u < kConvMR; ++u) dst[t * kConvMR + u] = r0 + u < m ? at(g, r0 + u, t) : T(0);
+      }
+    }
+  });
+  return out;
+}
+
+// Offset of (channel, tap) inside a group's phase-split planes, for the reduction index
+// t = (channel · kh + i) · kw + j.
+std::vector<int64_t> tap_offsets(const Conv2dGeometry& g, int64_t channels, const PhaseLayout& p) {
+  std::vector<int64_t> off(channels * g.kh * g.kw);
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t i = 0; i < g.kh; ++i) {
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t ai = i * g.dh % g.sh, qi = i * g.dh / g.sh, bj = j * g.dw % g.sw, qj = j * g.dw / g.sw;
+        off[(c * g.kh + i) * g.kw + j] = ((c * g.sh + ai) * g.sw + bj) * p.hs * p.ws + qi * p.ws + qj;
+      }
+    }
+  }
+  return off;
+}
+
+PhaseLayout phase_layout(const Conv2dGeometry& g) {
+  return {g.sh, g.sw, g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw};
+}
+
+// out[n][k][oh][ow] (+ bias) of the convolution described by g, reading `src` (g.c planes per image)
+// and the packed weights `a` (pack_a over rows = output channels of a group, t = (c, i, j)).
+template <class T>
+void implicit_gemm(const Source<T>& src, const Conv2dGeometry& g, const T* a, const T* bias, T* out) {
+  const GemmKernel<T>& kern = gemm_kernel<T>();
+  const PhaseLayout p = phase_layout(g);
+  const int64_t slack = 2 * kern.nr;
+  std::vector<T> xs(g.n * g.c * p.plane() + slack, T(0));
+  phase_split(src, p, xs.data());
+  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+
+  const int64_t m = g.cout_g(), kd = g.kdim(), a_group = ceil_div(m, kConvMR) * kd * kConvMR;
+  const int64_t virt = (g.oh - 1) * p.ws + g.ow;  // virtual pixels up to the last real one
+  const int64_t tile = kern.nr * kTileBlocks, tiles = ceil_div(virt, tile);
+  at::parallel_for(0, g.n * g.groups * tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> ct(m * tile);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t ti = task % tiles, gi = task / tiles % g.groups, n = task / tiles / g.groups;
+      const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
+      const T* xb = xs.data() + (n * g.c + gi * g.cin_g()) * p.plane() + v0;
+      for (int64_t k0 = 0; k0 < kd; k0 += kChunk) {
+        kern.run(a + gi * a_group + k0 * kConvMR, kd * kConvMR, xb, off.data() + k0, ct.data(), tile, m, vn,
+                 std::min(kChunk, kd - k0), k0 > 0);
+      }
+      // Scatter the real pixels of the tile, row segment by row segment.
+      for (int64_t v = v0; v < v0 + vn;) {
+        const int64_t oy = v / p.ws, ox = v % p.ws, len = std::min(v0 + vn, (oy + 1) * p.ws) - v;
+        const int64_t real = std::max<int64_t>(0, std::min(len, g.ow - ox));
+        for (int64_t r = 0; r < m && real > 0; ++r) {
+          const T* s = ct.data() + r * tile + (v - v0);
+          T* d = out + ((n * g.k + gi * m + r) * g.oh + oy) * g.ow + ox;
+          const T b = bias ? bias[gi * m + r] : T(0);
+          for (int64_t q = 0; q < real; ++q) d[q] = s[q] + b;
+        }
+        v += len;
+      }
+    }
+  });
+}
+
+bool is_depthwise(const Conv2dGeometry& g) { return g.cin_g() == 1 && g.cout_g() == 1; }
+
+// Rows and columns of a zero-padded plane holding every tap of every output pixel and the input.
+std::pair<int64_t, int64_t> padded_plane(const Conv2dGeometry& g) {
+  const int64_t hp = std::max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, g.pt + g.h);
+  const int64_t wp = std::max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1, g.pl + g.w);
+  return {hp, wp};
+}
+
+template <class T>
+void pad_plane(const T* x, const Conv2dGeometry& g, int64_t wp, T* xp) {
+  for (int64_t y = 0; y < g.h; ++y) std::memcpy(xp + (y + g.pt) * wp + g.pl, x + y * g.w, g.w * sizeof(T));
+}
+
+template <class T>
+void depthwise_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
+  const auto [hp, wp] = padded_plane(g);
+  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> xp(hp * wp, T(0));
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t c = nc % g.c;
+      pad_plane(x + nc * g.h * g.w, g, wp, xp.data());
+      T* out = y + nc * g.oh * g.ow;
+      depthwise_kernel<T>().forward(xp.data(), wp, w + c * g.taps(), out, g);
+      if (bias) {
+        for (int64_t q = 0; q < g.oh * g.ow; ++q) out[q] += bias[c];
+      }
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_input(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
+  const auto [hp, wp] = padded_plane(g);
+  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> gxp(hp * wp);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      std::fill(gxp.begin(), gxp.end(), T(0));
+      depthwise_kernel<T>().backward_input(gy + nc * g.oh * g.ow, w + nc % g.c * g.taps(), gxp.data(), wp, g);
+      for (int64_t y = 0; y < g.h; ++y) {
+        std::memcpy(gx + (nc * g.h + y) * g.w, gxp.data() + (y + g.pt) * wp + g.pl, g.w * sizeof(T));
+      }
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_weight(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
+  const auto [hp, wp] = padded_plane(g);
+  at::parallel_for(0, g.c, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> xp(hp * wp, T(0));
+    for (int64_t c = begin; c < end; ++c) {
+      std::fill(gw + c * g.taps(), gw + (c + 1) * g.taps(), T(0));
+      for (int64_t n = 0; n < g.n; ++n) {
+        pad_plane(x + (n * g.c + c) * g.h * g.w, g, wp, xp.data());
+        depthwise_kernel<T>().backward_weight(gy + (n * g.c + c) * g.oh * g.ow, xp.data(), wp, gw + c * g.taps(), g);
+      }
+    }
+  });
+}
+
+// ---- ops ------------------------------------------------------------------------------------
+
+// Runs f.template operator()<T>() with T = float or double, the type the kernels compute in
+// (float16/bfloat16 tensors are widened to float by the callers).
+template <class F>
+void dispatch_compute(at::ScalarType t, F&& f) {
+  if (t == at::kDouble) {
+    f.template operator()<double>();
+  } else {
+    f.template operator()<float>();
+  }
+}
+
+at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+at::Tensor as_compute(const at::Tensor& t) { return t.to(compute_type(t.scalar_type())).contiguous(); }
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_conv2d_tensors("conv2d", input, "input", weight, "weight");
+  check_conv2d_bias("conv2d", bias, input, weight);
+  const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  const at::Tensor x = as_compute(input), w = as_compute(weight);
+  const at::Tensor b = bias.has_value() ? as_compute(*bias) : at::Tensor();
+  at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, x.options());
+  if (y.numel() == 0) return y.to(input.scalar_type());
+  dispatch_compute(x.scalar_type(), [&]<class T>() {
+    const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
+    if (is_depthwise(g)) {
+      depthwise_forward(x.const_data_ptr<T>(), w.const_data_ptr<T>(), bp, y.mutable_data_ptr<T>(), g);
+      return;
+    }
+    const T* wp = w.const_data_ptr<T>();
+    const int64_t kd = g.kdim(), m = g.cout_g();
+    const std::vector<T> a = pack_a<T>(g.groups, m, kd, [&](int64_t gi, int64_t r, int64_t t) { return wp[(gi * m + r) * kd + t]; });
+    const Source<T> src{x.const_data_ptr<T>(), g.n * g.c, g.h, g.w, 1, 1, g.pt, g.pl};
+    implicit_gemm(src, g, a.data(), bp, y.mutable_data_ptr<T>());
+  });
+  return y.to(input.scalar_type());
+}
+
+at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
+                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                 int64_t groups) {
+  const char* op = "conv2d_backward_input";
+  check_conv2d_tensors(op, grad_output, "grad_output", weight, "weight");
+  const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
+  check_conv2d_grad_output(op, grad_output, g);
+  const at::Tensor gy = as_compute(grad_output), w = as_compute(weight);
+  at::Tensor gx = at::zeros({g.n, g.c, g.h, g.w}, gy.options());
+  if (gx.numel() == 0 || gy.numel() == 0) return gx.to(grad_output.scalar_type());
+  dispatch_compute(gy.scalar_type(), [&]<class T>() {
+    if (is_depthwise(g)) {
+      depthwise_backward_input(gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), g);
+      return;
+    }
+    // The transposed problem: grad_output (k planes) upsampled by the stride is the input, the
+    // kernel is flipped with channel axes swapped, the output is the input's size.
+    Conv2dGeometry t = g;
+    t.c = g.k;
+    t.k = g.c;
+    t.h = (g.oh - 1) * g.sh + 1;
+    t.w = (g.ow - 1) * g.sw + 1;
+    t.oh = g.h;
+    t.ow = g.w;
+    t.sh = t.sw = 1;
+    t.pt = g.dh * (g.kh - 1) - g.pt;
+    t.pl = g.dw * (g.kw - 1) - g.pl;
+    const T* wp = w.const_data_ptr<T>();
+    const int64_t cin = g.cin_g(), cout = g.cout_g();
+    const std::vector<T> a = pack_a<T>(g.groups, cin, t.kdim(), [&](int64_t gi, int64_t ci, int64_t s) {
+      const int64_t j = s % g.kw, i = s / g.kw % g.kh, co = s / g.taps();
+      return wp[(((gi * cout + co) * cin + ci) * g.kh + (g.kh - 1 - i)) * g.kw + (g.kw - 1 - j)];
+    });
+    const Source<T> src{gy.const_data_ptr<T>(), g.n * g.k, g.oh, g.ow, g.sh, g.sw, t.pt, t.pl};
+    implicit_gemm(src, t, a.data(), static_cast<const T*>(nullptr), gx.mutable_data_ptr<T>());
+  });
+  return gx.to(grad_output.scalar_type());
+}
+
+template <class T>
+void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
+  const CorrelateKernel<T>& kern = correlate_kernel<T>();
+  const PhaseLayout p = phase_layout(g);
+  const int64_t slack = 2 * kern.lanes + 2 * gemm_kernel<T>().nr;
+  std::vector<T> xs(g.n * g.c * p.plane() + slack, T(0));
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, 1, 1, g.pt, g.pl}, p, xs.data());
+  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+
+  // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.
+  const int64_t virt = ceil_div((g.oh - 1) * p.ws + g.ow, kern.lanes) * kern.lanes;
+  std::vector<T> gv(g.n * g.k * virt, T(0));
+  at::parallel_for(0, g.n * g.k, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      for (int64_t oy = 0; oy < g.oh; ++oy) {
+        std::memcpy(gv.data() + plane * virt + oy * p.ws, gy + (plane * g.oh + oy) * g.ow, g.ow * sizeof(T));
+      }
+    }
+  });
+
+  const int64_t m = g.cout_g(), kd = g.kdim(), col_tiles = ceil_div(kd, kCorrCols);
+  // Split the output channels too when there are fewer column tiles than threads to keep busy.
+  const int64_t want = 4 * at::get_num_threads();
+  const int64_t row_tiles = std::min(ceil_div(m, 3), std::max<int64_t>(1, ceil_div(want, g.groups * col_tiles)));
+  const int64_t rows = ceil_div(ceil_div(m, row_tiles), 3) * 3;
+  at::parallel_for(0, g.groups * ceil_div(m, rows) * col_tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t ct = task % col_tiles, rt = task / col_tiles % ceil_div(m, rows), gi = task / col_tiles / ceil_div(m, rows);
+      const int64_t k0 = ct * kCorrCols, nk = std::min(kCorrCols, kd - k0);
+      const int64_t r0 = rt * rows, nr = std::min(rows, m - r0);
+      T* out = gw + (gi * m + r0) * kd + k0;
+      for (int64_t r = 0; r < nr; ++r) std::fill(out + r * kd, out + r * kd + nk, T(0));
+      for (int64_t n = 0; n < g.n; ++n) {
+        const T* d = gv.data() + (n * g.k + gi * m + r0) * virt;
+        const T* xb = xs.data() + (n * g.c + gi * g.cin_g()) * p.plane();
+        for (int64_t v0 = 0; v0 < virt; v0 += kCorrChunk) {
+          kern.run(d + v0, virt, nr, xb + v0, off.data() + k0, nk, std::min(kCorrChunk, virt - v0), out, kd);
+        }
+      }
+    }
+  });
+}
+
+at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
+                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                  int64_t groups) {
+  const char* op = "conv2d_backward_weight";
+  check_conv2d_tensors(op, grad_output, "grad_output", input, "input");
+  const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
+  check_conv2d_grad_output(op, grad_output, g);
+  const at::Tensor gy = as_compute(grad_output), x = as_compute(input);
+  at::Tensor gw = at::zeros(weight_size, gy.options());
+  if (gy.numel() == 0) return gw.to(grad_output.scalar_type());
+  dispatch_compute(gy.scalar_type(), [&]<class T>() {
+    if (is_depthwise(g)) {
+      depthwise_backward_weight(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);
+    } else {
+      weight_gradient(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);
+    }
+  });
+  return gw.to(grad_output.scalar_type());
+}
+
+at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
+  check_floating("conv2d_backward_bias", "grad_output", grad_output);
+  TORCH_CHECK(grad_output.dim() == 4, "hotkernels.conv2d_backward_bias: expected 'grad_output' to be 4-D, but got ",
+              grad_output.sizes());
+  const at::Tensor gy = as_compute(grad_output);
+  const int64_t n = gy.size(0), k = gy.size(1), hw = gy.size(2) * gy.size(3);
+  at::Tensor gb = at::empty({k}, gy.options());
+  dispatch_compute(gy.scalar_type(), [&]<class T>() {
+    const T* src = gy.const_data_ptr<T>();
+    T* out = gb.mutable_data_ptr<T>();
+    at::parallel_for(0, k, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        double s = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          if constexpr (std::is_same_v<T, float>) {
+            s += HK_ISA_TABLE(conv2d_kernels).sum_f32(src + (i * k + c) * hw, hw);
+          } else {
+            s += HK_ISA_TABLE(conv2d_kernels).sum_f64(src + (i * k + c) * hw, hw);
+          }
+        }
+        out[c] = static_cast<T>(s);
+      }
+    });
+  });
+  return gb.to(grad_output.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hotkernels, CPU, m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_backward_input", &conv2d_backward_input);
+  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
+  m.impl("conv2d_backward_bias", &conv2d_backward_bias);
+}
+
+}  // namespace hotkernels::cpu
