@@ -10,9 +10,8 @@
 // computed and thrown away (Ws − OW of every Ws: a few percent on ResNet shapes).
 // The workspace is that padded copy (about the input's size) plus per-thread tiles.
 //
-// Input gradient: the transposed convolution, i.e. a stride-1 convolution of grad_output upsampled
-// by the stride (zeros between), padded by d·(k − 1) − p, with the kernel flipped and its channel
-// axes swapped; it goes through the same path.
+// Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
+// grad_output (backward_input_gemm); each goes through the same micro-kernel.
 // Weight gradient: correlation of grad_output with the same phase-split input, reducing over
 // virtual pixels (grad_output is laid out with zeros at ox ≥ OW so the extra pixels add nothing).
 // Depthwise convolution (one input and one output channel per group) has its own direct kernels.
@@ -52,13 +51,11 @@ template <class T> const DepthwiseKernel<T>& depthwise_kernel();
 template <> const DepthwiseKernel<float>& depthwise_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).depthwise_f32; }
 template <> const DepthwiseKernel<double>& depthwise_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).depthwise_f64; }
 
-// A source of planes [planes][sh_src][sw_src], read as if upsampled by (uh, uw) (zeros between
-// samples; 1 for plain input) and shifted by the leading pads (pt, pl, negative to crop).
+// Planes [planes][h][w], placed at (pt, pl) in the padded frame (negative to crop).
 template <class T>
 struct Source {
   const T* data;
   int64_t planes, h, w;
-  int64_t uh, uw;
   int64_t pt, pl;
 };
 
@@ -75,14 +72,14 @@ void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t y = row % p.hs, b = row / p.hs % p.sw, a = row / p.hs / p.sw % p.sh, c = row / (p.hs * p.sw * p.sh);
       T* out = dst + row * p.ws;
-      const int64_t yy = y * p.sh + a - src.pt;  // row in upsampled source coordinates
-      if (yy < 0 || yy % src.uh != 0 || yy / src.uh >= src.h) {
+      const int64_t yy = y * p.sh + a - src.pt;  // source row
+      if (yy < 0 || yy >= src.h) {
         std::fill(out, out + p.ws, T(0));
         continue;
       }
-      const T* in = src.data + (c * src.h + yy / src.uh) * src.w;
-      const int64_t step = p.sw, off = b - src.pl;  // column x reads upsampled column x·step + off
-      if (src.uw == 1 && step == 1) {
+      const T* in = src.data + (c * src.h + yy) * src.w;
+      const int64_t step = p.sw, off = b - src.pl;  // column x reads source column x·step + off
+      if (step == 1) {
         const int64_t lo = std::clamp<int64_t>(-off, 0, p.ws), hi = std::clamp<int64_t>(src.w - off, lo, p.ws);
         std::fill(out, out + lo, T(0));
         std::memcpy(out + lo, in + lo + off, (hi - lo) * sizeof(T));
@@ -91,7 +88,7 @@ void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
       }
       for (int64_t x = 0; x < p.ws; ++x) {
         const int64_t xx = x * step + off;
-        out[x] = (xx >= 0 && xx % src.uw == 0 && xx / src.uw < src.w) ? in[xx / src.uw] : T(0);
+        out[x] = (xx >= 0 && xx < src.w) ? in[xx] : T(0);
       }
     }
   });
@@ -133,44 +130,124 @@ PhaseLayout phase_layout(const Conv2dGeometry& g) {
   return {g.sh, g.sw, g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw};
 }
 
-// out[n][k][oh][ow] (+ bias) of the convolution described by g, reading `src` (g.c planes per image)
-// and the packed weights `a` (pack_a over rows = output channels of a group, t = (c, i, j)).
+// One implicit-GEMM pass: for every image n and group gi, output rows r < m (channels gi·m + r) at
+// the virtual pixels v = Y·ws + X (Y < rows, X < cols) are Σ_t A[r][t] · src[v + offsets[t]], with
+// src = xs + n·img_stride + gi·group_stride. Real pixels (X < cols) land at output pixel
+// (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given.
 template <class T>
-void implicit_gemm(const Source<T>& src, const Conv2dGeometry& g, const T* a, const T* bias, T* out) {
-  const GemmKernel<T>& kern = gemm_kernel<T>();
-  const PhaseLayout p = phase_layout(g);
-  const int64_t slack = 2 * kern.nr;
-  std::vector<T> xs(g.n * g.c * p.plane() + slack, T(0));
-  phase_split(src, p, xs.data());
-  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+struct GemmPass {
+  const T* xs;
+  int64_t img_stride, group_stride;
+  const int64_t* offsets;
+  int64_t kd;
+  const T* a;  // pack_a layout, a_group values per group
+  int64_t a_group, m;
+  int64_t ws, rows, cols;
+  T* out;
+  int64_t out_h, out_w, y0, ystep, x0, xstep;
+  const T* bias;
+};
 
-  const int64_t m = g.cout_g(), kd = g.kdim(), a_group = ceil_div(m, kConvMR) * kd * kConvMR;
-  const int64_t virt = (g.oh - 1) * p.ws + g.ow;  // virtual pixels up to the last real one
-  const int64_t tile = kern.nr * kTileBlocks, tiles = ceil_div(virt, tile);
-  at::parallel_for(0, g.n * g.groups * tiles, 1, [&](int64_t begin, int64_t end) {
+template <class T>
+void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+  const GemmKernel<T>& kern = gemm_kernel<T>();
+  const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
+  const int64_t tile = kern.nr * kTileBlocks, tiles = ceil_div(virt, tile), m = p.m;
+  const int64_t channels = groups * m, plane = p.out_h * p.out_w;
+  at::parallel_for(0, batch * groups * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> ct(m * tile);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t ti = task % tiles, gi = task / tiles % g.groups, n = task / tiles / g.groups;
+      const int64_t ti = task % tiles, gi = task / tiles % groups, n = task / tiles / groups;
       const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
-      const T* xb = xs.data() + (n * g.c + gi * g.cin_g()) * p.plane() + v0;
-      for (int64_t k0 = 0; k0 < kd; k0 += kChunk) {
-        kern.run(a + gi * a_group + k0 * kConvMR, kd * kConvMR, xb, off.data() + k0, ct.data(), tile, m, vn,
-                 std::min(kChunk, kd - k0), k0 > 0);
+      const T* xb = p.xs + n * p.img_stride + gi * p.group_stride + v0;
+      for (int64_t k0 = 0; k0 < p.kd; k0 += kChunk) {
+        kern.run(p.a + gi * p.a_group + k0 * kConvMR, p.kd * kConvMR, xb, p.offsets + k0, ct.data(), tile, m, vn,
+                 std::min(kChunk, p.kd - k0), k0 > 0);
       }
       // Scatter the real pixels of the tile, row segment by row segment.
       for (int64_t v = v0; v < v0 + vn;) {
-        const int64_t oy = v / p.ws, ox = v % p.ws, len = std::min(v0 + vn, (oy + 1) * p.ws) - v;
-        const int64_t real = std::max<int64_t>(0, std::min(len, g.ow - ox));
+        const int64_t y = v / p.ws, x = v % p.ws, len = std::min(v0 + vn, (y + 1) * p.ws) - v;
+        const int64_t real = std::max<int64_t>(0, std::min(len, p.cols - x));
         for (int64_t r = 0; r < m && real > 0; ++r) {
-          const T* s = ct.data() + r * tile + (v - v0);
-          T* d = out + ((n * g.k + gi * m + r) * g.oh + oy) * g.ow + ox;
-          const T b = bias ? bias[gi * m + r] : T(0);
-          for (int64_t q = 0; q < real; ++q) d[q] = s[q] + b;
+          const T* src = ct.data() + r * tile + (v - v0);
+          T* dst = p.out + (n * channels + gi * m + r) * plane + (p.y0 + y * p.ystep) * p.out_w + p.x0 + x * p.xstep;
+          const T b = p.bias ? p.bias[gi * m + r] : T(0);
+          for (int64_t q = 0; q < real; ++q) dst[q * p.xstep] = src[q] + b;
         }
         v += len;
       }
     }
   });
+}
+
+template <class T>
+void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
+  const PhaseLayout p = phase_layout(g);
+  std::vector<T> xs(g.n * g.c * p.plane() + 2 * gemm_kernel<T>().nr, T(0));
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.data());
+  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+  const int64_t kd = g.kdim(), m = g.cout_g();
+  const std::vector<T> a = pack_a<T>(g.groups, m, kd, [&](int64_t gi, int64_t r, int64_t t) { return w[(gi * m + r) * kd + t]; });
+  const GemmPass<T> pass{xs.data(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.data(),
+                         ceil_div(m, kConvMR) * kd * kConvMR, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
+  run_pass(pass, g.n, g.groups);
+}
+
+// Input gradient, split by output phase: input pixel (a + sh·Y, b + sw·X) receives tap i only when
+// sh divides e = a + pt − i·dh, and then reads grad_output row Y + e/sh (columns alike). So each of
+// the sh·sw phases is a stride-1 correlation of grad_output (padded once, for all phases) with its
+// own subset of taps, flipped and channel-transposed weights: no multiplications by inserted zeros.
+template <class T>
+void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
+  // Per phase, the quotients e/sh of its taps; over all phases, their range [lo, hi].
+  auto taps = [](int64_t phase, int64_t pad, int64_t k, int64_t d, int64_t s) {
+    std::vector<std::pair<int64_t, int64_t>> out;  // (tap, quotient)
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t e = phase + pad - i * d;
+      if (e % s == 0) out.emplace_back(i, e / s);  // exact division, negative e too
+    }
+    return out;
+  };
+  int64_t ylo = 0, yhi = 0, xlo = 0, xhi = 0;
+  for (int64_t a = 0; a < g.sh; ++a) {
+    for (auto [i, e] : taps(a, g.pt, g.kh, g.dh, g.sh)) ylo = std::min(ylo, e), yhi = std::max(yhi, e);
+  }
+  for (int64_t b = 0; b < g.sw; ++b) {
+    for (auto [j, e] : taps(b, g.pl, g.kw, g.dw, g.sw)) xlo = std::min(xlo, e), xhi = std::max(xhi, e);
+  }
+  // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
+  const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
+  const PhaseLayout p{1, 1, hq, wq};
+  std::vector<T> gp(g.n * g.k * p.plane() + 2 * gemm_kernel<T>().nr, T(0));
+  phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.data());
+
+  const int64_t cin = g.cin_g(), cout = g.cout_g();
+  for (int64_t a = 0; a < g.sh && a < g.h; ++a) {
+    for (int64_t b = 0; b < g.sw && b < g.w; ++b) {
+      const auto ti = taps(a, g.pt, g.kh, g.dh, g.sh), tj = taps(b, g.pl, g.kw, g.dw, g.sw);
+      if (ti.empty() || tj.empty()) continue;  // no tap reaches these pixels: their gradient stays 0
+      const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
+      std::vector<int64_t> off(kd);
+      std::vector<std::pair<int64_t, int64_t>> tap(kd);  // (i, j) of reduction step t
+      for (int64_t co = 0; co < cout; ++co) {
+        for (size_t u = 0; u < ti.size(); ++u) {
+          for (size_t v = 0; v < tj.size(); ++v) {
+            const int64_t t = co * nt + u * tj.size() + v;
+            off[t] = co * p.plane() + (ti[u].second - ylo) * wq + (tj[v].second - xlo);
+            tap[t] = {ti[u].first, tj[v].first};
+          }
+        }
+      }
+      const std::vector<T> pa = pack_a<T>(g.groups, cin, kd, [&](int64_t gi, int64_t ci, int64_t t) {
+        const auto [i, j] = tap[t];
+        return w[(((gi * cout + t / nt) * cin + ci) * g.kh + i) * g.kw + j];
+      });
+      const GemmPass<T> pass{gp.data(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.data(),
+                             ceil_div(cin, kConvMR) * kd * kConvMR, cin, wq, ceil_div(g.h - a, g.sh),
+                             ceil_div(g.w - b, g.sw), gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr)};
+      run_pass(pass, g.n, g.groups);
+    }
+  }
 }
 
 bool is_depthwise(const Conv2dGeometry& g) { return g.cin_g() == 1 && g.cout_g() == 1; }
@@ -266,11 +343,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
       depthwise_forward(x.const_data_ptr<T>(), w.const_data_ptr<T>(), bp, y.mutable_data_ptr<T>(), g);
       return;
     }
-    const T* wp = w.const_data_ptr<T>();
-    const int64_t kd = g.kdim(), m = g.cout_g();
-    const std::vector<T> a = pack_a<T>(g.groups, m, kd, [&](int64_t gi, int64_t r, int64_t t) { return wp[(gi * m + r) * kd + t]; });
-    const Source<T> src{x.const_data_ptr<T>(), g.n * g.c, g.h, g.w, 1, 1, g.pt, g.pl};
-    implicit_gemm(src, g, a.data(), bp, y.mutable_data_ptr<T>());
+    forward_gemm(x.const_data_ptr<T>(), w.const_data_ptr<T>(), bp, y.mutable_data_ptr<T>(), g);
   });
   return y.to(input.scalar_type());
 }
@@ -290,26 +363,7 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
       depthwise_backward_input(gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), g);
       return;
     }
-    // The transposed problem: grad_output (k planes) upsampled by the stride is the input, the
-    // kernel is flipped with channel axes swapped, the output is the input's size.
-    Conv2dGeometry t = g;
-    t.c = g.k;
-    t.k = g.c;
-    t.h = (g.oh - 1) * g.sh + 1;
-    t.w = (g.ow - 1) * g.sw + 1;
-    t.oh = g.h;
-    t.ow = g.w;
-    t.sh = t.sw = 1;
-    t.pt = g.dh * (g.kh - 1) - g.pt;
-    t.pl = g.dw * (g.kw - 1) - g.pl;
-    const T* wp = w.const_data_ptr<T>();
-    const int64_t cin = g.cin_g(), cout = g.cout_g();
-    const std::vector<T> a = pack_a<T>(g.groups, cin, t.kdim(), [&](int64_t gi, int64_t ci, int64_t s) {
-      const int64_t j = s % g.kw, i = s / g.kw % g.kh, co = s / g.taps();
-      return wp[(((gi * cout + co) * cin + ci) * g.kh + (g.kh - 1 - i)) * g.kw + (g.kw - 1 - j)];
-    });
-    const Source<T> src{gy.const_data_ptr<T>(), g.n * g.k, g.oh, g.ow, g.sh, g.sw, t.pt, t.pl};
-    implicit_gemm(src, t, a.data(), static_cast<const T*>(nullptr), gx.mutable_data_ptr<T>());
+    backward_input_gemm(gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), g);
   });
   return gx.to(grad_output.scalar_type());
 }
@@ -320,7 +374,7 @@ void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
   const PhaseLayout p = phase_layout(g);
   const int64_t slack = 2 * kern.lanes + 2 * gemm_kernel<T>().nr;
   std::vector<T> xs(g.n * g.c * p.plane() + slack, T(0));
-  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, 1, 1, g.pt, g.pl}, p, xs.data());
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.data());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
 
   // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.

@@ -2,6 +2,7 @@
 #include "cpu/kernels/conv2d.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "cpu/kernels/simd.h"
 
@@ -9,6 +10,18 @@ namespace hotkernels::cpu::HK_ISA {
 namespace {
 
 using math::Conv2dGeometry;
+
+// All lanes = *x, as one vbroadcastss from memory (simd::broadcast's `V{} + x` costs an extra add:
+// the compiler may not drop the + 0 because of signed zeros).
+template <class T, size_t... I>
+inline simd::Vec<T> splat(const T* x, std::index_sequence<I...>) {
+  const T v = *x;
+  return simd::Vec<T>{((void)I, v)...};
+}
+template <class T>
+inline simd::Vec<T> splat(const T* x) {
+  return splat(x, std::make_index_sequence<simd::kLanes<T>>{});
+}
 
 // One kConvMR × 2L block of C in 2·kConvMR vector registers (12 on AVX2, out of 16): per step t,
 // two vector loads of B and kConvMR broadcasts of A feed 2·kConvMR FMAs.
@@ -27,7 +40,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
     const V b1 = simd::load(bt + L);
 #pragma GCC unroll 6
     for (int64_t u = 0; u < MR; ++u) {
-      const V av = simd::broadcast(a[t * MR + u]);
+      const V av = splat(a + t * MR + u);
       acc0[u] += av * b0;
       acc1[u] += av * b1;
     }
@@ -54,17 +67,17 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
   }
 }
 
-// Column blocks outside, row blocks inside: the B values of one column block (r runs of 2L) stay in
-// L1 while every A block streams past them.
+// Row blocks outside, column blocks inside: one A block (r · kConvMR values, 6 KiB) stays in L1
+// while the B runs of the tile (a few hundred KiB at most) come from L2; A as a whole (up to
+// C_out · r values) is read once per call, not once per column block.
 template <class T>
 void gemm(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m, int64_t n,
           int64_t r, bool accumulate) {
   constexpr int64_t NR = 2 * simd::kLanes<T>;
-  for (int64_t j = 0; j < n; j += NR) {
-    const int64_t nc = std::min(NR, n - j);
-    for (int64_t i = 0; i < m; i += kConvMR) {
-      micro_kernel(a + (i / kConvMR) * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(kConvMR, m - i), nc,
-                   r, accumulate);
+  for (int64_t i = 0; i < m; i += kConvMR) {
+    for (int64_t j = 0; j < n; j += NR) {
+      micro_kernel(a + (i / kConvMR) * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(kConvMR, m - i),
+                   std::min(NR, n - j), r, accumulate);
     }
   }
 }
