@@ -24,6 +24,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "conv2d.h"
@@ -59,18 +61,33 @@ struct Source {
   int64_t pt, pl;
 };
 
-// The phase-split padded copy described at the top. Layout [planes][sh][sw][hs][ws], then `slack`
-// zeros so that the micro-kernel's partial column blocks read initialised memory.
+// The phase-split padded copy described at the top, keeping only the phases that some tap reads
+// (a 1×1 stride-2 convolution needs one of four). Layout [planes][phase][hs][ws], phases in the
+// order of `phases`; `slot` maps phase a·sw + b to its place there (−1: not stored).
 struct PhaseLayout {
   int64_t sh, sw, hs, ws;
-  int64_t plane() const { return sh * sw * hs * ws; }
+  std::vector<std::pair<int64_t, int64_t>> phases;
+  std::vector<int64_t> slot;
+  int64_t plane() const { return static_cast<int64_t>(phases.size()) * hs * ws; }
 };
+
+// Uninitialised storage for n values plus `slack` zeros behind them (the micro-kernels' partial
+// column blocks read up to a block past the last real value); every value before is written by
+// its producer.
+template <class T>
+std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
+  std::unique_ptr<T[]> buf(new T[n + slack]);
+  std::fill(buf.get() + n, buf.get() + n + slack, T(0));
+  return buf;
+}
 
 template <class T>
 void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
-  at::parallel_for(0, src.planes * p.sh * p.sw * p.hs, 64, [&](int64_t begin, int64_t end) {
+  const int64_t np = static_cast<int64_t>(p.phases.size());
+  at::parallel_for(0, src.planes * np * p.hs, 64, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t y = row % p.hs, b = row / p.hs % p.sw, a = row / p.hs / p.sw % p.sh, c = row / (p.hs * p.sw * p.sh);
+      const int64_t y = row % p.hs, c = row / p.hs / np;
+      const auto [a, b] = p.phases[row / p.hs % np];
       T* out = dst + row * p.ws;
       const int64_t yy = y * p.sh + a - src.pt;  // source row
       if (yy < 0 || yy >= src.h) {
@@ -115,11 +132,12 @@ std::vector<T> pack_a(int64_t groups, int64_t m, int64_t kd, F at) {
 // t = (channel · kh + i) · kw + j.
 std::vector<int64_t> tap_offsets(const Conv2dGeometry& g, int64_t channels, const PhaseLayout& p) {
   std::vector<int64_t> off(channels * g.kh * g.kw);
+  const int64_t np = static_cast<int64_t>(p.phases.size());
   for (int64_t c = 0; c < channels; ++c) {
     for (int64_t i = 0; i < g.kh; ++i) {
       for (int64_t j = 0; j < g.kw; ++j) {
         const int64_t ai = i * g.dh % g.sh, qi = i * g.dh / g.sh, bj = j * g.dw % g.sw, qj = j * g.dw / g.sw;
-        off[(c * g.kh + i) * g.kw + j] = ((c * g.sh + ai) * g.sw + bj) * p.hs * p.ws + qi * p.ws + qj;
+        off[(c * g.kh + i) * g.kw + j] = ((c * np + p.slot[ai * g.sw + bj]) * p.hs + qi) * p.ws + qj;
       }
     }
   }
@@ -127,7 +145,18 @@ std::vector<int64_t> tap_offsets(const Conv2dGeometry& g, int64_t channels, cons
 }
 
 PhaseLayout phase_layout(const Conv2dGeometry& g) {
-  return {g.sh, g.sw, g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw};
+  PhaseLayout p{g.sh, g.sw, g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw, {},
+                std::vector<int64_t>(g.sh * g.sw, -1)};
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t a = i * g.dh % g.sh, b = j * g.dw % g.sw;
+      if (p.slot[a * g.sw + b] < 0) {
+        p.slot[a * g.sw + b] = static_cast<int64_t>(p.phases.size());
+        p.phases.emplace_back(a, b);
+      }
+    }
+  }
+  return p;
 }
 
 // One implicit-GEMM pass: for every image n and group gi, output rows r < m (channels gi·m + r) at
@@ -183,12 +212,12 @@ void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
 template <class T>
 void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
   const PhaseLayout p = phase_layout(g);
-  std::vector<T> xs(g.n * g.c * p.plane() + 2 * gemm_kernel<T>().nr, T(0));
-  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.data());
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), 2 * gemm_kernel<T>().nr);
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
   const std::vector<T> a = pack_a<T>(g.groups, m, kd, [&](int64_t gi, int64_t r, int64_t t) { return w[(gi * m + r) * kd + t]; });
-  const GemmPass<T> pass{xs.data(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.data(),
+  const GemmPass<T> pass{xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.data(),
                          ceil_div(m, kConvMR) * kd * kConvMR, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
   run_pass(pass, g.n, g.groups);
 }
@@ -217,9 +246,9 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
   }
   // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
   const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
-  const PhaseLayout p{1, 1, hq, wq};
-  std::vector<T> gp(g.n * g.k * p.plane() + 2 * gemm_kernel<T>().nr, T(0));
-  phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.data());
+  const PhaseLayout p{1, 1, hq, wq, {{0, 0}}, {0}};
+  const auto gp = workspace<T>(g.n * g.k * p.plane(), 2 * gemm_kernel<T>().nr);
+  phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.get());
 
   const int64_t cin = g.cin_g(), cout = g.cout_g();
   for (int64_t a = 0; a < g.sh && a < g.h; ++a) {
@@ -242,7 +271,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
         const auto [i, j] = tap[t];
         return w[(((gi * cout + t / nt) * cin + ci) * g.kh + i) * g.kw + j];
       });
-      const GemmPass<T> pass{gp.data(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.data(),
+      const GemmPass<T> pass{gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.data(),
                              ceil_div(cin, kConvMR) * kd * kConvMR, cin, wq, ceil_div(g.h - a, g.sh),
                              ceil_div(g.w - b, g.sw), gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr)};
       run_pass(pass, g.n, g.groups);
@@ -373,8 +402,8 @@ void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
   const CorrelateKernel<T>& kern = correlate_kernel<T>();
   const PhaseLayout p = phase_layout(g);
   const int64_t slack = 2 * kern.lanes + 2 * gemm_kernel<T>().nr;
-  std::vector<T> xs(g.n * g.c * p.plane() + slack, T(0));
-  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.data());
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), slack);
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
 
   // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.
@@ -400,12 +429,14 @@ void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
       const int64_t r0 = rt * rows, nr = std::min(rows, m - r0);
       T* out = gw + (gi * m + r0) * kd + k0;
       for (int64_t r = 0; r < nr; ++r) std::fill(out + r * kd, out + r * kd + nk, T(0));
-      for (int64_t n = 0; n < g.n; ++n) {
-        const T* d = gv.data() + (n * g.k + gi * m + r0) * virt;
-        const T* xb = xs.data() + (n * g.c + gi * g.cin_g()) * p.plane();
-        for (int64_t v0 = 0; v0 < virt; v0 += kCorrChunk) {
-          kern.run(d + v0, virt, nr, xb + v0, off.data() + k0, nk, std::min(kCorrChunk, virt - v0), out, kd);
-        }
+      // Chunks of virtual pixels, each over the whole batch: long reductions even for small images,
+      // while a chunk's rows of x and grad_output stay in cache.
+      const T* d = gv.data() + (gi * m + r0) * virt;
+      const T* xb = xs.get() + gi * g.cin_g() * p.plane();
+      const int64_t chunk = std::max<int64_t>(kern.lanes, kCorrChunk / g.n / kern.lanes * kern.lanes);
+      for (int64_t v0 = 0; v0 < virt; v0 += chunk) {
+        kern.run(d + v0, virt, g.k * virt, nr, xb + v0, g.c * p.plane(), off.data() + k0, nk, g.n,
+                 std::min(chunk, virt - v0), out, kd);
       }
     }
   });

@@ -88,8 +88,9 @@ constexpr int64_t kCorrRows = 3;  // rows of d
 constexpr int64_t kCorrCols = 4;  // rows of x (columns of g)
 
 template <class T, int64_t R, int64_t K>
-inline void correlate_block(const T* __restrict__ d, int64_t d_stride, const T* __restrict__ x,
-                            const int64_t* __restrict__ offsets, int64_t len, T* __restrict__ g, int64_t ldg) {
+inline void correlate_block(const T* __restrict__ d, int64_t d_stride, int64_t d_batch, const T* __restrict__ x,
+                            int64_t x_batch, const int64_t* __restrict__ offsets, int64_t batch, int64_t len,
+                            T* __restrict__ g, int64_t ldg) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
   V acc[R][K];
@@ -97,18 +98,21 @@ inline void correlate_block(const T* __restrict__ d, int64_t d_stride, const T* 
   for (int64_t i = 0; i < R; ++i)
 #pragma GCC unroll 4
     for (int64_t k = 0; k < K; ++k) acc[i][k] = V{};
-  const T* xk[K];
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* db = d + b * d_batch;
+    const T* xk[K];
 #pragma GCC unroll 4
-  for (int64_t k = 0; k < K; ++k) xk[k] = x + offsets[k];
-  for (int64_t v = 0; v < len; v += L) {
-    V dv[R];
+    for (int64_t k = 0; k < K; ++k) xk[k] = x + b * x_batch + offsets[k];
+    for (int64_t v = 0; v < len; v += L) {
+      V dv[R];
 #pragma GCC unroll 4
-    for (int64_t i = 0; i < R; ++i) dv[i] = simd::load(d + i * d_stride + v);
+      for (int64_t i = 0; i < R; ++i) dv[i] = simd::load(db + i * d_stride + v);
 #pragma GCC unroll 4
-    for (int64_t k = 0; k < K; ++k) {
-      const V xv = simd::load(xk[k] + v);
+      for (int64_t k = 0; k < K; ++k) {
+        const V xv = simd::load(xk[k] + v);
 #pragma GCC unroll 4
-      for (int64_t i = 0; i < R; ++i) acc[i][k] += dv[i] * xv;
+        for (int64_t i = 0; i < R; ++i) acc[i][k] += dv[i] * xv;
+      }
     }
   }
   for (int64_t i = 0; i < R; ++i) {
@@ -121,23 +125,26 @@ inline void correlate_block(const T* __restrict__ d, int64_t d_stride, const T* 
 }
 
 template <class T, int64_t R>
-inline void correlate_rows(const T* d, int64_t d_stride, const T* x, const int64_t* offsets, int64_t nk,
-                           int64_t len, T* g, int64_t ldg) {
+inline void correlate_rows(const T* d, int64_t d_stride, int64_t d_batch, const T* x, int64_t x_batch,
+                           const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg) {
   int64_t k = 0;
   for (; k + kCorrCols <= nk; k += kCorrCols) {
-    correlate_block<T, R, kCorrCols>(d, d_stride, x, offsets + k, len, g + k, ldg);
+    correlate_block<T, R, kCorrCols>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
   }
-  for (; k < nk; ++k) correlate_block<T, R, 1>(d, d_stride, x, offsets + k, len, g + k, ldg);
+  for (; k < nk; ++k) correlate_block<T, R, 1>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
 }
 
 template <class T>
-void correlate(const T* d, int64_t d_stride, int64_t m, const T* x, const int64_t* offsets, int64_t nk, int64_t len,
-               T* g, int64_t ldg) {
+void correlate(const T* d, int64_t d_stride, int64_t d_batch, int64_t m, const T* x, int64_t x_batch,
+               const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg) {
   int64_t i = 0;
   for (; i + kCorrRows <= m; i += kCorrRows) {
-    correlate_rows<T, kCorrRows>(d + i * d_stride, d_stride, x, offsets, nk, len, g + i * ldg, ldg);
+    correlate_rows<T, kCorrRows>(d + i * d_stride, d_stride, d_batch, x, x_batch, offsets, nk, batch, len,
+                                 g + i * ldg, ldg);
   }
-  for (; i < m; ++i) correlate_rows<T, 1>(d + i * d_stride, d_stride, x, offsets, nk, len, g + i * ldg, ldg);
+  for (; i < m; ++i) {
+    correlate_rows<T, 1>(d + i * d_stride, d_stride, d_batch, x, x_batch, offsets, nk, batch, len, g + i * ldg, ldg);
+  }
 }
 
 // out[ox] = Σ_j w[j] · row[ox·sw + j·dw] for one output row and one kernel row, added into out.

@@ -30,12 +30,13 @@ struct GemmKernel {
   int64_t nr;
 };
 
-// Weight-gradient block: g[i·ldg + k] += Σ_{v < len} d[i·d_stride + v] · x[offsets[k] + v] for i < m,
-// k < nk; len is a multiple of `lanes` (the caller zero-pads d).
+// Weight-gradient block: g[i·ldg + k] += Σ_{b < batch} Σ_{v < len} d[b·d_batch + i·d_stride + v] ·
+// x[b·x_batch + offsets[k] + v] for i < m, k < nk; len is a multiple of `lanes` (the caller zero-pads
+// d). The batch loop is inside so that small images still make long reductions.
 template <class T>
 struct CorrelateKernel {
-  void (*run)(const T* d, int64_t d_stride, int64_t m, const T* x, const int64_t* offsets, int64_t nk, int64_t len,
-              T* g, int64_t ldg);
+  void (*run)(const T* d, int64_t d_stride, int64_t d_batch, int64_t m, const T* x, int64_t x_batch,
+              const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg);
   int64_t lanes;
 };
 
