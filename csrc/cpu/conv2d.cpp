@@ -43,6 +43,10 @@ constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per wei
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// at::parallel_for grain for items of `work` operations each: a thread gets at least ~64k operations
+// (tens of microseconds), so small convolutions run inline instead of paying for a parallel region.
+int64_t grain(int64_t work) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, work)); }
+
 template <class T> const GemmKernel<T>& gemm_kernel();
 template <> const GemmKernel<float>& gemm_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f32; }
 template <> const GemmKernel<double>& gemm_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f64; }
@@ -84,7 +88,7 @@ std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
 template <class T>
 void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
   const int64_t np = static_cast<int64_t>(p.phases.size());
-  at::parallel_for(0, src.planes * np * p.hs, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, src.planes * np * p.hs, grain(p.ws), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t y = row % p.hs, c = row / p.hs / np;
       const auto [a, b] = p.phases[row / p.hs % np];
@@ -116,7 +120,7 @@ template <class T, class F>
 std::vector<T> pack_a(int64_t groups, int64_t m, int64_t kd, F at) {
   const int64_t blocks = ceil_div(m, kConvMR);
   std::vector<T> out(groups * blocks * kd * kConvMR);
-  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, groups * blocks, grain(kd * kConvMR), [&](int64_t begin, int64_t end) {
     for (int64_t gb = begin; gb < end; ++gb) {
       const int64_t g = gb / blocks, r0 = gb % blocks * kConvMR;
       T* dst = out.data() + gb * kd * kConvMR;
@@ -181,29 +185,45 @@ template <class T>
 void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = gemm_kernel<T>();
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
-  const int64_t tile = kern.nr * kTileBlocks, tiles = ceil_div(virt, tile), m = p.m;
-  const int64_t channels = groups * m, plane = p.out_h * p.out_w;
-  at::parallel_for(0, batch * groups * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> ct(m * tile);
+  const int64_t tile = std::min(kern.nr * kTileBlocks, ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
+  const int64_t m = p.m, channels = groups * m, plane = p.out_h * p.out_w;
+  // Small images give few tiles: then a task takes several images, so that each block of weights
+  // (kConvMR rows × kChunk steps, in L1) serves all of them before the next is loaded — the weights
+  // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
+  const int64_t batches = ceil_div(batch, per_task);
+  at::parallel_for(0, batches * groups * tiles, grain(per_task * m * tile * p.kd), [&](int64_t begin, int64_t end) {
+    std::vector<T> ct(per_task * m * tile);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t ti = task % tiles, gi = task / tiles % groups, n = task / tiles / groups;
+      const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
+      const int64_t nn = std::min(per_task, batch - n0);
       const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
-      const T* xb = p.xs + n * p.img_stride + gi * p.group_stride + v0;
       for (int64_t k0 = 0; k0 < p.kd; k0 += kChunk) {
-        kern.run(p.a + gi * p.a_group + k0 * kConvMR, p.kd * kConvMR, xb, p.offsets + k0, ct.data(), tile, m, vn,
-                 std::min(kChunk, p.kd - k0), k0 > 0);
+        const int64_t r = std::min(kChunk, p.kd - k0);
+        for (int64_t i = 0; i < m; i += kConvMR) {
+          const T* a = p.a + gi * p.a_group + (i / kConvMR) * p.kd * kConvMR + k0 * kConvMR;
+          for (int64_t b = 0; b < nn; ++b) {
+            const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
+            kern.run(a, p.kd * kConvMR, xb, p.offsets + k0, ct.data() + (b * m + i) * tile, tile,
+                     std::min(kConvMR, m - i), vn, r, k0 > 0);
+          }
+        }
       }
       // Scatter the real pixels of the tile, row segment by row segment.
-      for (int64_t v = v0; v < v0 + vn;) {
-        const int64_t y = v / p.ws, x = v % p.ws, len = std::min(v0 + vn, (y + 1) * p.ws) - v;
-        const int64_t real = std::max<int64_t>(0, std::min(len, p.cols - x));
-        for (int64_t r = 0; r < m && real > 0; ++r) {
-          const T* src = ct.data() + r * tile + (v - v0);
-          T* dst = p.out + (n * channels + gi * m + r) * plane + (p.y0 + y * p.ystep) * p.out_w + p.x0 + x * p.xstep;
-          const T b = p.bias ? p.bias[gi * m + r] : T(0);
-          for (int64_t q = 0; q < real; ++q) dst[q * p.xstep] = src[q] + b;
+      for (int64_t b = 0; b < nn; ++b) {
+        for (int64_t v = v0; v < v0 + vn;) {
+          const int64_t y = v / p.ws, x = v % p.ws, len = std::min(v0 + vn, (y + 1) * p.ws) - v;
+          const int64_t real = std::max<int64_t>(0, std::min(len, p.cols - x));
+          for (int64_t r = 0; r < m && real > 0; ++r) {
+            const T* src = ct.data() + (b * m + r) * tile + (v - v0);
+            T* dst = p.out + ((n0 + b) * channels + gi * m + r) * plane + (p.y0 + y * p.ystep) * p.out_w + p.x0 +
+                     x * p.xstep;
+            const T bias = p.bias ? p.bias[gi * m + r] : T(0);
+            for (int64_t q = 0; q < real; ++q) dst[q * p.xstep] = src[q] + bias;
+          }
+          v += len;
         }
-        v += len;
       }
     }
   });
@@ -296,7 +316,7 @@ void pad_plane(const T* x, const Conv2dGeometry& g, int64_t wp, T* xp) {
 template <class T>
 void depthwise_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
   const auto [hp, wp] = padded_plane(g);
-  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.c, grain(g.oh * g.ow * g.taps()), [&](int64_t begin, int64_t end) {
     std::vector<T> xp(hp * wp, T(0));
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t c = nc % g.c;
@@ -313,7 +333,7 @@ void depthwise_forward(const T* x, const T* w, const T* bias, T* y, const Conv2d
 template <class T>
 void depthwise_backward_input(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
   const auto [hp, wp] = padded_plane(g);
-  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.c, grain(g.oh * g.ow * g.taps()), [&](int64_t begin, int64_t end) {
     std::vector<T> gxp(hp * wp);
     for (int64_t nc = begin; nc < end; ++nc) {
       std::fill(gxp.begin(), gxp.end(), T(0));
@@ -328,7 +348,7 @@ void depthwise_backward_input(const T* gy, const T* w, T* gx, const Conv2dGeomet
 template <class T>
 void depthwise_backward_weight(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
   const auto [hp, wp] = padded_plane(g);
-  at::parallel_for(0, g.c, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.c, grain(g.n * g.oh * g.ow * g.taps()), [&](int64_t begin, int64_t end) {
     std::vector<T> xp(hp * wp, T(0));
     for (int64_t c = begin; c < end; ++c) {
       std::fill(gw + c * g.taps(), gw + (c + 1) * g.taps(), T(0));
@@ -409,7 +429,7 @@ void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
   // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.
   const int64_t virt = ceil_div((g.oh - 1) * p.ws + g.ow, kern.lanes) * kern.lanes;
   std::vector<T> gv(g.n * g.k * virt, T(0));
-  at::parallel_for(0, g.n * g.k, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.k, grain(g.oh * g.ow), [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       for (int64_t oy = 0; oy < g.oh; ++oy) {
         std::memcpy(gv.data() + plane * virt + oy * p.ws, gy + (plane * g.oh + oy) * g.ow, g.ow * sizeof(T));
@@ -422,7 +442,7 @@ void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
   const int64_t want = 4 * at::get_num_threads();
   const int64_t row_tiles = std::min(ceil_div(m, 3), std::max<int64_t>(1, ceil_div(want, g.groups * col_tiles)));
   const int64_t rows = ceil_div(ceil_div(m, row_tiles), 3) * 3;
-  at::parallel_for(0, g.groups * ceil_div(m, rows) * col_tiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.groups * ceil_div(m, rows) * col_tiles, grain(rows * kCorrCols * g.n * virt), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ct = task % col_tiles, rt = task / col_tiles % ceil_div(m, rows), gi = task / col_tiles / ceil_div(m, rows);
       const int64_t k0 = ct * kCorrCols, nk = std::min(kCorrCols, kd - k0);
@@ -472,7 +492,7 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
     const T* src = gy.const_data_ptr<T>();
     T* out = gb.mutable_data_ptr<T>();
-    at::parallel_for(0, k, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, k, grain(n * hw), [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         double s = 0;
         for (int64_t i = 0; i < n; ++i) {
