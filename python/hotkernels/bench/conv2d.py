@@ -5,6 +5,9 @@ half resolution). Each case times forward and forward+backward; backward compute
 weight and bias gradients, except for ResNet's conv1, whose input (the image) needs no gradient in
 a network, so neither implementation computes it there. GFLOP/s count 2·MACs of the forward
 convolution (three times that for forward+backward, two for conv1 without the input gradient).
+
+Targets (issue 5): CPU geometric mean of forward+backward >= 1.0x torch, no case below 0.7x; GPU
+geometric mean >= 0.8x cuDNN with the same TF32 setting, no case below 0.5x.
 """
 
 from __future__ import annotations
@@ -35,12 +38,11 @@ def _setup(n, c, h, k, ks, s, p, d, g, device, backward):
         w = (torch.randn(k, c // g, ks, ks, device=device) / (c // g * ks * ks) ** 0.5).requires_grad_(backward)
         b = torch.randn(k, device=device, requires_grad=backward)
         params = [t for t in (x, w, b) if t.requires_grad]
+        gy = torch.randn_like(F.conv2d(x.detach(), w.detach(), None, s, p, d, g)) if backward else None
 
         def step(fn):
             if not backward:
                 return lambda: fn(x, w, b, s, p, d, g)
-
-            gy = torch.randn_like(F.conv2d(x.detach(), w.detach(), None, s, p, d, g))
 
             def run():
                 return torch.autograd.grad(fn(x, w, b, s, p, d, g), params, gy)
