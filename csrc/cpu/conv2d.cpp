@@ -115,17 +115,23 @@ void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
   });
 }
 
-// Packs A(g, row, t) for rows < m, t < kd into [groups][ceil(m / MR)][kd][MR], zero-padded rows.
-template <class T, class F>
-std::vector<T> pack_a(int64_t groups, int64_t m, int64_t kd, F at) {
-  const int64_t blocks = ceil_div(m, kConvMR);
+// Packs A(g, row, t) = w[g·group_stride + row·row_stride + t_offset[t]] for rows < m, t < kd into
+// [groups][ceil(m / MR)][kd][MR], zero-padded rows. Offsets precomputed per t keep the gather a
+// plain load, whatever order the reduction walks the weight's axes in.
+template <class T>
+std::vector<T> pack_a(int64_t groups, int64_t m, const T* w, int64_t group_stride, int64_t row_stride,
+                      const std::vector<int64_t>& t_offset) {
+  const int64_t kd = static_cast<int64_t>(t_offset.size()), blocks = ceil_div(m, kConvMR);
   std::vector<T> out(groups * blocks * kd * kConvMR);
   at::parallel_for(0, groups * blocks, grain(kd * kConvMR), [&](int64_t begin, int64_t end) {
     for (int64_t gb = begin; gb < end; ++gb) {
-      const int64_t g = gb / blocks, r0 = gb % blocks * kConvMR;
+      const int64_t g = gb / blocks, r0 = gb % blocks * kConvMR, rows = std::min(kConvMR, m - r0);
+      const T* src = w + g * group_stride + r0 * row_stride;
       T* dst = out.data() + gb * kd * kConvMR;
       for (int64_t t = 0; t < kd; ++t) {
-        for (int64_t u = 0; u < kConvMR; ++u) dst[t * kConvMR + u] = r0 + u < m ? at(g, r0 + u, t) : T(0);
+        int64_t u = 0;
+        for (; u < rows; ++u) dst[t * kConvMR + u] = src[u * row_stride + t_offset[t]];
+        for (; u < kConvMR; ++u) dst[t * kConvMR + u] = T(0);
       }
     }
   });
@@ -236,7 +242,9 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
-  const std::vector<T> a = pack_a<T>(g.groups, m, kd, [&](int64_t gi, int64_t r, int64_t t) { return w[(gi * m + r) * kd + t]; });
+  std::vector<int64_t> identity(kd);
+  for (int64_t t = 0; t < kd; ++t) identity[t] = t;
+  const std::vector<T> a = pack_a(g.groups, m, w, m * kd, kd, identity);
   const GemmPass<T> pass{xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.data(),
                          ceil_div(m, kConvMR) * kd * kConvMR, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
   run_pass(pass, g.n, g.groups);
@@ -277,20 +285,17 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
       if (ti.empty() || tj.empty()) continue;  // no tap reaches these pixels: their gradient stays 0
       const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
       std::vector<int64_t> off(kd);
-      std::vector<std::pair<int64_t, int64_t>> tap(kd);  // (i, j) of reduction step t
+      std::vector<int64_t> w_off(kd);  // weight[co][ci][i][j] of step t, relative to ci's row
       for (int64_t co = 0; co < cout; ++co) {
         for (size_t u = 0; u < ti.size(); ++u) {
           for (size_t v = 0; v < tj.size(); ++v) {
             const int64_t t = co * nt + u * tj.size() + v;
             off[t] = co * p.plane() + (ti[u].second - ylo) * wq + (tj[v].second - xlo);
-            tap[t] = {ti[u].first, tj[v].first};
+            w_off[t] = co * cin * g.taps() + ti[u].first * g.kw + tj[v].first;
           }
         }
       }
-      const std::vector<T> pa = pack_a<T>(g.groups, cin, kd, [&](int64_t gi, int64_t ci, int64_t t) {
-        const auto [i, j] = tap[t];
-        return w[(((gi * cout + t / nt) * cin + ci) * g.kh + i) * g.kw + j];
-      });
+      const std::vector<T> pa = pack_a(g.groups, cin, w, cout * cin * g.taps(), g.taps(), w_off);
       const GemmPass<T> pass{gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.data(),
                              ceil_div(cin, kConvMR) * kd * kConvMR, cin, wq, ceil_div(g.h - a, g.sh),
                              ceil_div(g.w - b, g.sw), gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr)};
