@@ -444,7 +444,7 @@ void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
 
   const int64_t m = g.cout_g(), kd = g.kdim(), col_tiles = ceil_div(kd, kCorrCols);
   // Split the output channels too when there are fewer column tiles than threads to keep busy.
-  const int64_t want = 4 * at::get_num_threads();
+  const int64_t want = 8 * at::get_num_threads();  // tasks differ in size: enough of them to balance
   const int64_t row_tiles = std::min(ceil_div(m, 3), std::max<int64_t>(1, ceil_div(want, g.groups * col_tiles)));
   const int64_t rows = ceil_div(ceil_div(m, row_tiles), 3) * 3;
   at::parallel_for(0, g.groups * ceil_div(m, rows) * col_tiles, grain(rows * kCorrCols * g.n * virt), [&](int64_t begin, int64_t end) {

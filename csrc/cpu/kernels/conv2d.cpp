@@ -131,7 +131,11 @@ inline void correlate_rows(const T* d, int64_t d_stride, int64_t d_batch, const 
   for (; k + kCorrCols <= nk; k += kCorrCols) {
     correlate_block<T, R, kCorrCols>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
   }
-  for (; k < nk; ++k) correlate_block<T, R, 1>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
+  if (k + 2 <= nk) {
+    correlate_block<T, R, 2>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
+    k += 2;
+  }
+  if (k < nk) correlate_block<T, R, 1>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
 }
 
 template <class T>
