@@ -39,4 +39,14 @@ TORCH_LIBRARY(hotkernels, m) {
         "bool count_include_pad, int? divisor_override) -> Tensor", pt2);
   m.def("avg_pool2d_backward(Tensor grad_output, Tensor input, int[2] kernel_size, int[2] stride, "
         "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor", pt2);
+
+  // conv2d: python/hotkernels/ops/conv2d.py. padding = [top, left, bottom, right] (asymmetric for
+  // padding='same' with an even kernel extent); input and output are NCHW, 4-D.
+  m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "
+        "int groups) -> Tensor", pt2);
+  m.def("conv2d_backward_input(Tensor grad_output, Tensor weight, int[4] input_size, int[2] stride, "
+        "int[4] padding, int[2] dilation, int groups) -> Tensor", pt2);
+  m.def("conv2d_backward_weight(Tensor grad_output, Tensor input, int[4] weight_size, int[2] stride, "
+        "int[4] padding, int[2] dilation, int groups) -> Tensor", pt2);
+  m.def("conv2d_backward_bias(Tensor grad_output) -> Tensor", pt2);
 }

@@ -1,0 +1,526 @@
+// conv2d on the CPU: forward, input gradient, weight gradient and bias gradient.
+//
+// General path: an implicit GEMM without an im2col matrix. The input is copied once, zero-padded
+// and split by stride phase: xs[n][c][a][b][y][x] = x[n][c][y·sh + a − pt][x·sw + b − pl] (zero
+// outside x), each phase plane Hs × Ws. Output pixel (oy, ox) then reads, for tap (i, j) with
+// i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for
+// the "virtual" pixel index v = oy·Ws + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive
+// virtual pixels read consecutive memory for every (channel, tap), and the micro-kernel
+// (csrc/cpu/kernels/conv2d.cpp) streams B straight from xs. Virtual pixels with ox ≥ OW are
+// computed and thrown away (Ws − OW of every Ws: a few percent on ResNet shapes).
+// The workspace is that padded copy (about the input's size) plus per-thread tiles.
+//
+// Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
+// grad_output (backward_input_gemm); each goes through the same micro-kernel.
+// Weight gradient: correlation of grad_output with the same phase-split input, reducing over
+// virtual pixels (grad_output is laid out with zeros at ox ≥ OW so the extra pixels add nothing).
+// Depthwise convolution (one input and one output channel per group) has its own direct kernels.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "conv2d.h"
+#include "cpu/kernels/conv2d.h"
+
+namespace hotkernels::cpu {
+namespace {
+
+using math::Conv2dGeometry;
+
+constexpr int64_t kTileBlocks = 8;  // column blocks of the micro-kernel per task tile
+constexpr int64_t kChunk = 256;     // reduction steps per GEMM call: B runs and A block stay in cache
+constexpr int64_t kCorrChunk = 1024;  // virtual pixels (summed over the batch) per weight-gradient call
+constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// at::parallel_for grain for items of `work` operations each: a thread gets at least ~64k operations
+// (tens of microseconds), so small convolutions run inline instead of paying for a parallel region.
+int64_t grain(int64_t work) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, work)); }
+
+template <class T> const GemmKernel<T>& gemm_kernel();
+template <> const GemmKernel<float>& gemm_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f32; }
+template <> const GemmKernel<double>& gemm_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f64; }
+template <class T> const CorrelateKernel<T>& correlate_kernel();
+template <> const CorrelateKernel<float>& correlate_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f32; }
+template <> const CorrelateKernel<double>& correlate_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f64; }
+template <class T> const DepthwiseKernel<T>& depthwise_kernel();
+template <> const DepthwiseKernel<float>& depthwise_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).depthwise_f32; }
+template <> const DepthwiseKernel<double>& depthwise_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).depthwise_f64; }
+
+// Planes [planes][h][w], placed at (pt, pl) in the padded frame (negative to crop).
+template <class T>
+struct Source {
+  const T* data;
+  int64_t planes, h, w;
+  int64_t pt, pl;
+};
+
+// The phase-split padded copy described at the top, keeping only the phases that some tap reads
+// (a 1×1 stride-2 convolution needs one of four). Layout [planes][phase][hs][ws], phases in the
+// order of `phases`; `slot` maps phase a·sw + b to its place there (−1: not stored).
+struct PhaseLayout {
+  int64_t sh, sw, hs, ws;
+  std::vector<std::pair<int64_t, int64_t>> phases;
+  std::vector<int64_t> slot;
+  int64_t plane() const { return static_cast<int64_t>(phases.size()) * hs * ws; }
+};
+
+// Uninitialised storage for n values plus `slack` zeros behind them (the micro-kernels' partial
+// column blocks read up to a block past the last real value); every value before is written by
+// its producer.
+template <class T>
+std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
+  std::unique_ptr<T[]> buf(new T[n + slack]);
+  std::fill(buf.get() + n, buf.get() + n + slack, T(0));
+  return buf;
+}
+
+template <class T>
+void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
+  const int64_t np = static_cast<int64_t>(p.phases.size());
+  at::parallel_for(0, src.planes * np * p.hs, grain(p.ws), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t y = row % p.hs, c = row / p.hs / np;
+      const auto [a, b] = p.phases[row / p.hs % np];
+      T* out = dst + row * p.ws;
+      const int64_t yy = y * p.sh + a - src.pt;  // source row
+      if (yy < 0 || yy >= src.h) {
+        std::fill(out, out + p.ws, T(0));
+        continue;
+      }
+      const T* in = src.data + (c * src.h + yy) * src.w;
+      const int64_t step = p.sw, off = b - src.pl;  // column x reads source column x·step + off
+      if (step == 1) {
+        const int64_t lo = std::clamp<int64_t>(-off, 0, p.ws), hi = std::clamp<int64_t>(src.w - off, lo, p.ws);
+        std::fill(out, out + lo, T(0));
+        std::memcpy(out + lo, in + lo + off, (hi - lo) * sizeof(T));
+        std::fill(out + hi, out + p.ws, T(0));
+        continue;
+      }
+      for (int64_t x = 0; x < p.ws; ++x) {
+        const int64_t xx = x * step + off;
+        out[x] = (xx >= 0 && xx < src.w) ? in[xx] : T(0);
+      }
+    }
+  });
+}
+
+// Packs A(g, row, t) = w[g·group_stride + row·row_stride + t_offset[t]] for rows < m, t < kd into
+// [groups][ceil(m / MR)][kd][MR], zero-padded rows. Offsets precomputed per t keep the gather a
+// plain load, whatever order the reduction walks the weight's axes in.
+template <class T>
+std::vector<T> pack_a(int64_t groups, int64_t m, const T* w, int64_t group_stride, int64_t row_stride,
+                      const std::vector<int64_t>& t_offset) {
+  const int64_t kd = static_cast<int64_t>(t_offset.size()), blocks = ceil_div(m, kConvMR);
+  std::vector<T> out(groups * blocks * kd * kConvMR);
+  at::parallel_for(0, groups * blocks, grain(kd * kConvMR), [&](int64_t begin, int64_t end) {
+    for (int64_t gb = begin; gb < end; ++gb) {
+      const int64_t g = gb / blocks, r0 = gb % blocks * kConvMR, rows = std::min(kConvMR, m - r0);
+      const T* src = w + g * group_stride + r0 * row_stride;
+      T* dst = out.data() + gb * kd * kConvMR;
+      for (int64_t t = 0; t < kd; ++t) {
+        int64_t u = 0;
+        for (; u < rows; ++u) dst[t * kConvMR + u] = src[u * row_stride + t_offset[t]];
+        for (; u < kConvMR; ++u) dst[t * kConvMR + u] = T(0);
+      }
+    }
+  });
+  return out;
+}
+
+// Offset of (channel, tap) inside a group's phase-split planes, for the reduction index
+// t = (channel · kh + i) · kw + j.
+std::vector<int64_t> tap_offsets(const Conv2dGeometry& g, int64_t channels, const PhaseLayout& p) {
+  std::vector<int64_t> off(channels * g.kh * g.kw);
+  const int64_t np = static_cast<int64_t>(p.phases.size());
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t i = 0; i < g.kh; ++i) {
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t ai = i * g.dh % g.sh, qi = i * g.dh / g.sh, bj = j * g.dw % g.sw, qj = j * g.dw / g.sw;
+        off[(c * g.kh + i) * g.kw + j] = ((c * np + p.slot[ai * g.sw + bj]) * p.hs + qi) * p.ws + qj;
+      }
+    }
+  }
+  return off;
+}
+
+PhaseLayout phase_layout(const Conv2dGeometry& g) {
+  PhaseLayout p{g.sh, g.sw, g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw, {},
+                std::vector<int64_t>(g.sh * g.sw, -1)};
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t a = i * g.dh % g.sh, b = j * g.dw % g.sw;
+      if (p.slot[a * g.sw + b] < 0) {
+        p.slot[a * g.sw + b] = static_cast<int64_t>(p.phases.size());
+        p.phases.emplace_back(a, b);
+      }
+    }
+  }
+  return p;
+}
+
+// One implicit-GEMM pass: for every image n and group gi, output rows r < m (channels gi·m + r) at
+// the virtual pixels v = Y·ws + X (Y < rows, X < cols) are Σ_t A[r][t] · src[v + offsets[t]], with
+// src = xs + n·img_stride + gi·group_stride. Real pixels (X < cols) land at output pixel
+// (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given.
+template <class T>
+struct GemmPass {
+  const T* xs;
+  int64_t img_stride, group_stride;
+  const int64_t* offsets;
+  int64_t kd;
+  const T* a;  // pack_a layout, a_group values per group
+  int64_t a_group, m;
+  int64_t ws, rows, cols;
+  T* out;
+  int64_t out_h, out_w, y0, ystep, x0, xstep;
+  const T* bias;
+};
+
+template <class T>
+void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+  const GemmKernel<T>& kern = gemm_kernel<T>();
+  const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
+  const int64_t tile = std::min(kern.nr * kTileBlocks, ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
+  const int64_t m = p.m, channels = groups * m, plane = p.out_h * p.out_w;
+  // Small images give few tiles: then a task takes several images, so that each block of weights
+  // (kConvMR rows × kChunk steps, in L1) serves all of them before the next is loaded — the weights
+  // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
+  const int64_t batches = ceil_div(batch, per_task);
+  at::parallel_for(0, batches * groups * tiles, grain(per_task * m * tile * p.kd), [&](int64_t begin, int64_t end) {
+    std::vector<T> ct(per_task * m * tile);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
+      const int64_t nn = std::min(per_task, batch - n0);
+      const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
+      for (int64_t k0 = 0; k0 < p.kd; k0 += kChunk) {
+        const int64_t r = std::min(kChunk, p.kd - k0);
+        for (int64_t i = 0; i < m; i += kConvMR) {
+          const T* a = p.a + gi * p.a_group + (i / kConvMR) * p.kd * kConvMR + k0 * kConvMR;
+          for (int64_t b = 0; b < nn; ++b) {
+            const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
+            kern.run(a, p.kd * kConvMR, xb, p.offsets + k0, ct.data() + (b * m + i) * tile, tile,
+                     std::min(kConvMR, m - i), vn, r, k0 > 0);
+          }
+        }
+      }
+      // Scatter the real pixels of the tile, row segment by row segment.
+      for (int64_t b = 0; b < nn; ++b) {
+        for (int64_t v = v0; v < v0 + vn;) {
+          const int64_t y = v / p.ws, x = v % p.ws, len = std::min(v0 + vn, (y + 1) * p.ws) - v;
+          const int64_t real = std::max<int64_t>(0, std::min(len, p.cols - x));
+          for (int64_t r = 0; r < m && real > 0; ++r) {
+            const T* src = ct.data() + (b * m + r) * tile + (v - v0);
+            T* dst = p.out + ((n0 + b) * channels + gi * m + r) * plane + (p.y0 + y * p.ystep) * p.out_w + p.x0 +
+                     x * p.xstep;
+            const T bias = p.bias ? p.bias[gi * m + r] : T(0);
+            for (int64_t q = 0; q < real; ++q) dst[q * p.xstep] = src[q] + bias;
+          }
+          v += len;
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
+  const PhaseLayout p = phase_layout(g);
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), 2 * gemm_kernel<T>().nr);
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
+  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+  const int64_t kd = g.kdim(), m = g.cout_g();
+  std::vector<int64_t> identity(kd);
+  for (int64_t t = 0; t < kd; ++t) identity[t] = t;
+  const std::vector<T> a = pack_a(g.groups, m, w, m * kd, kd, identity);
+  const GemmPass<T> pass{xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.data(),
+                         ceil_div(m, kConvMR) * kd * kConvMR, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
+  run_pass(pass, g.n, g.groups);
+}
+
+// Input gradient, split by output phase: input pixel (a + sh·Y, b + sw·X) receives tap i only when
+// sh divides e = a + pt − i·dh, and then reads grad_output row Y + e/sh (columns alike). So each of
+// the sh·sw phases is a stride-1 correlation of grad_output (padded once, for all phases) with its
+// own subset of taps, flipped and channel-transposed weights: no multiplications by inserted zeros.
+template <class T>
+void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
+  // Per phase, the quotients e/sh of its taps; over all phases, their range [lo, hi].
+  auto taps = [](int64_t phase, int64_t pad, int64_t k, int64_t d, int64_t s) {
+    std::vector<std::pair<int64_t, int64_t>> out;  // (tap, quotient)
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t e = phase + pad - i * d;
+      if (e % s == 0) out.emplace_back(i, e / s);  // exact division, negative e too
+    }
+    return out;
+  };
+  int64_t ylo = 0, yhi = 0, xlo = 0, xhi = 0;
+  for (int64_t a = 0; a < g.sh; ++a) {
+    for (auto [i, e] : taps(a, g.pt, g.kh, g.dh, g.sh)) ylo = std::min(ylo, e), yhi = std::max(yhi, e);
+  }
+  for (int64_t b = 0; b < g.sw; ++b) {
+    for (auto [j, e] : taps(b, g.pl, g.kw, g.dw, g.sw)) xlo = std::min(xlo, e), xhi = std::max(xhi, e);
+  }
+  // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
+  const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
+  const PhaseLayout p{1, 1, hq, wq, {{0, 0}}, {0}};
+  const auto gp = workspace<T>(g.n * g.k * p.plane(), 2 * gemm_kernel<T>().nr);
+  phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.get());
+
+  const int64_t cin = g.cin_g(), cout = g.cout_g();
+  for (int64_t a = 0; a < g.sh && a < g.h; ++a) {
+    for (int64_t b = 0; b < g.sw && b < g.w; ++b) {
+      const auto ti = taps(a, g.pt, g.kh, g.dh, g.sh), tj = taps(b, g.pl, g.kw, g.dw, g.sw);
+      if (ti.empty() || tj.empty()) continue;  // no tap reaches these pixels: their gradient stays 0
+      const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
+      std::vector<int64_t> off(kd);
+      std::vector<int64_t> w_off(kd);  // weight[co][ci][i][j] of step t, relative to ci's row
+      for (int64_t co = 0; co < cout; ++co) {
+        for (size_t u = 0; u < ti.size(); ++u) {
+          for (size_t v = 0; v < tj.size(); ++v) {
+            const int64_t t = co * nt + u * tj.size() + v;
+            off[t] = co * p.plane() + (ti[u].second - ylo) * wq + (tj[v].second - xlo);
+            w_off[t] = co * cin * g.taps() + ti[u].first * g.kw + tj[v].first;
+          }
+        }
+      }
+      const std::vector<T> pa = pack_a(g.groups, cin, w, cout * cin * g.taps(), g.taps(), w_off);
+      const GemmPass<T> pass{gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.data(),
+                             ceil_div(cin, kConvMR) * kd * kConvMR, cin, wq, ceil_div(g.h - a, g.sh),
+                             ceil_div(g.w - b, g.sw), gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr)};
+      run_pass(pass, g.n, g.groups);
+    }
+  }
+}
+
+bool is_depthwise(const Conv2dGeometry& g) { return g.cin_g() == 1 && g.cout_g() == 1; }
+
+// Rows and columns of a zero-padded plane holding every tap of every output pixel and the input.
+std::pair<int64_t, int64_t> padded_plane(const Conv2dGeometry& g) {
+  const int64_t hp = std::max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, g.pt + g.h);
+  const int64_t wp = std::max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1, g.pl + g.w);
+  return {hp, wp};
+}
+
+template <class T>
+void pad_plane(const T* x, const Conv2dGeometry& g, int64_t wp, T* xp) {
+  for (int64_t y = 0; y < g.h; ++y) std::memcpy(xp + (y + g.pt) * wp + g.pl, x + y * g.w, g.w * sizeof(T));
+}
+
+template <class T>
+void depthwise_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
+  const auto [hp, wp] = padded_plane(g);
+  at::parallel_for(0, g.n * g.c, grain(g.oh * g.ow * g.taps()), [&](int64_t begin, int64_t end) {
+    std::vector<T> xp(hp * wp, T(0));
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t c = nc % g.c;
+      pad_plane(x + nc * g.h * g.w, g, wp, xp.data());
+      T* out = y + nc * g.oh * g.ow;
+      depthwise_kernel<T>().forward(xp.data(), wp, w + c * g.taps(), out, g);
+      if (bias) {
+        for (int64_t q = 0; q < g.oh * g.ow; ++q) out[q] += bias[c];
+      }
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_input(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
+  const auto [hp, wp] = padded_plane(g);
+  at::parallel_for(0, g.n * g.c, grain(g.oh * g.ow * g.taps()), [&](int64_t begin, int64_t end) {
+    std::vector<T> gxp(hp * wp);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      std::fill(gxp.begin(), gxp.end(), T(0));
+      depthwise_kernel<T>().backward_input(gy + nc * g.oh * g.ow, w + nc % g.c * g.taps(), gxp.data(), wp, g);
+      for (int64_t y = 0; y < g.h; ++y) {
+        std::memcpy(gx + (nc * g.h + y) * g.w, gxp.data() + (y + g.pt) * wp + g.pl, g.w * sizeof(T));
+      }
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_weight(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
+  const auto [hp, wp] = padded_plane(g);
+  at::parallel_for(0, g.c, grain(g.n * g.oh * g.ow * g.taps()), [&](int64_t begin, int64_t end) {
+    std::vector<T> xp(hp * wp, T(0));
+    for (int64_t c = begin; c < end; ++c) {
+      std::fill(gw + c * g.taps(), gw + (c + 1) * g.taps(), T(0));
+      for (int64_t n = 0; n < g.n; ++n) {
+        pad_plane(x + (n * g.c + c) * g.h * g.w, g, wp, xp.data());
+        depthwise_kernel<T>().backward_weight(gy + (n * g.c + c) * g.oh * g.ow, xp.data(), wp, gw + c * g.taps(), g);
+      }
+    }
+  });
+}
+
+// ---- ops ------------------------------------------------------------------------------------
+
+// Runs f.template operator()<T>() with T = float or double, the type the kernels compute in
+// (float16/bfloat16 tensors are widened to float by the callers).
+template <class F>
+void dispatch_compute(at::ScalarType t, F&& f) {
+  if (t == at::kDouble) {
+    f.template operator()<double>();
+  } else {
+    f.template operator()<float>();
+  }
+}
+
+at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+at::Tensor as_compute(const at::Tensor& t) { return t.to(compute_type(t.scalar_type())).contiguous(); }
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_conv2d_tensors("conv2d", input, "input", weight, "weight");
+  check_conv2d_bias("conv2d", bias, input, weight);
+  const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  const at::Tensor x = as_compute(input), w = as_compute(weight);
+  const at::Tensor b = bias.has_value() ? as_compute(*bias) : at::Tensor();
+  at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, x.options());
+  if (y.numel() == 0) return y.to(input.scalar_type());
+  dispatch_compute(x.scalar_type(), [&]<class T>() {
+    const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
+    if (is_depthwise(g)) {
+      depthwise_forward(x.const_data_ptr<T>(), w.const_data_ptr<T>(), bp, y.mutable_data_ptr<T>(), g);
+      return;
+    }
+    forward_gemm(x.const_data_ptr<T>(), w.const_data_ptr<T>(), bp, y.mutable_data_ptr<T>(), g);
+  });
+  return y.to(input.scalar_type());
+}
+
+at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
+                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                 int64_t groups) {
+  const char* op = "conv2d_backward_input";
+  check_conv2d_tensors(op, grad_output, "grad_output", weight, "weight");
+  const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
+  check_conv2d_grad_output(op, grad_output, g);
+  const at::Tensor gy = as_compute(grad_output), w = as_compute(weight);
+  at::Tensor gx = at::zeros({g.n, g.c, g.h, g.w}, gy.options());
+  if (gx.numel() == 0 || gy.numel() == 0) return gx.to(grad_output.scalar_type());
+  dispatch_compute(gy.scalar_type(), [&]<class T>() {
+    if (is_depthwise(g)) {
+      depthwise_backward_input(gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), g);
+      return;
+    }
+    backward_input_gemm(gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), g);
+  });
+  return gx.to(grad_output.scalar_type());
+}
+
+template <class T>
+void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
+  const CorrelateKernel<T>& kern = correlate_kernel<T>();
+  const PhaseLayout p = phase_layout(g);
+  const int64_t slack = 2 * kern.lanes + 2 * gemm_kernel<T>().nr;
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), slack);
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
+  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+
+  // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.
+  const int64_t virt = ceil_div((g.oh - 1) * p.ws + g.ow, kern.lanes) * kern.lanes;
+  std::vector<T> gv(g.n * g.k * virt, T(0));
+  at::parallel_for(0, g.n * g.k, grain(g.oh * g.ow), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      for (int64_t oy = 0; oy < g.oh; ++oy) {
+        std::memcpy(gv.data() + plane * virt + oy * p.ws, gy + (plane * g.oh + oy) * g.ow, g.ow * sizeof(T));
+      }
+    }
+  });
+
+  const int64_t m = g.cout_g(), kd = g.kdim(), col_tiles = ceil_div(kd, kCorrCols);
+  // Split the output channels too when there are fewer column tiles than threads to keep busy.
+  const int64_t want = 8 * at::get_num_threads();  // tasks differ in size: enough of them to balance
+  const int64_t row_tiles = std::min(ceil_div(m, 3), std::max<int64_t>(1, ceil_div(want, g.groups * col_tiles)));
+  const int64_t rows = ceil_div(ceil_div(m, row_tiles), 3) * 3;
+  at::parallel_for(0, g.groups * ceil_div(m, rows) * col_tiles, grain(rows * kCorrCols * g.n * virt), [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t ct = task % col_tiles, rt = task / col_tiles % ceil_div(m, rows), gi = task / col_tiles / ceil_div(m, rows);
+      const int64_t k0 = ct * kCorrCols, nk = std::min(kCorrCols, kd - k0);
+      const int64_t r0 = rt * rows, nr = std::min(rows, m - r0);
+      T* out = gw + (gi * m + r0) * kd + k0;
+      for (int64_t r = 0; r < nr; ++r) std::fill(out + r * kd, out + r * kd + nk, T(0));
+      // Chunks of virtual pixels, each over the whole batch: long reductions even for small images,
+      // while a chunk's rows of x and grad_output stay in cache.
+      const T* d = gv.data() + (gi * m + r0) * virt;
+      const T* xb = xs.get() + gi * g.cin_g() * p.plane();
+      const int64_t chunk = std::max<int64_t>(kern.lanes, kCorrChunk / g.n / kern.lanes * kern.lanes);
+      for (int64_t v0 = 0; v0 < virt; v0 += chunk) {
+        kern.run(d + v0, virt, g.k * virt, nr, xb + v0, g.c * p.plane(), off.data() + k0, nk, g.n,
+                 std::min(chunk, virt - v0), out, kd);
+      }
+    }
+  });
+}
+
+at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
+                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                  int64_t groups) {
+  const char* op = "conv2d_backward_weight";
+  check_conv2d_tensors(op, grad_output, "grad_output", input, "input");
+  const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
+  check_conv2d_grad_output(op, grad_output, g);
+  const at::Tensor gy = as_compute(grad_output), x = as_compute(input);
+  at::Tensor gw = at::zeros(weight_size, gy.options());
+  if (gy.numel() == 0) return gw.to(grad_output.scalar_type());
+  dispatch_compute(gy.scalar_type(), [&]<class T>() {
+    if (is_depthwise(g)) {
+      depthwise_backward_weight(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);
+    } else {
+      weight_gradient(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);
+    }
+  });
+  return gw.to(grad_output.scalar_type());
+}
+
+at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
+  check_floating("conv2d_backward_bias", "grad_output", grad_output);
+  TORCH_CHECK(grad_output.dim() == 4, "hotkernels.conv2d_backward_bias: expected 'grad_output' to be 4-D, but got ",
+              grad_output.sizes());
+  const at::Tensor gy = as_compute(grad_output);
+  const int64_t n = gy.size(0), k = gy.size(1), hw = gy.size(2) * gy.size(3);
+  at::Tensor gb = at::empty({k}, gy.options());
+  dispatch_compute(gy.scalar_type(), [&]<class T>() {
+    const T* src = gy.const_data_ptr<T>();
+    T* out = gb.mutable_data_ptr<T>();
+    at::parallel_for(0, k, grain(n * hw), [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        double s = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          if constexpr (std::is_same_v<T, float>) {
+            s += HK_ISA_TABLE(conv2d_kernels).sum_f32(src + (i * k + c) * hw, hw);
+          } else {
+            s += HK_ISA_TABLE(conv2d_kernels).sum_f64(src + (i * k + c) * hw, hw);
+          }
+        }
+        out[c] = static_cast<T>(s);
+      }
+    });
+  });
+  return gb.to(grad_output.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hotkernels, CPU, m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_backward_input", &conv2d_backward_input);
+  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
+  m.impl("conv2d_backward_bias", &conv2d_backward_bias);
+}
+
+}  // namespace hotkernels::cpu

@@ -1,0 +1,265 @@
+// Convolution inner loops on SIMD vectors: the implicit-GEMM micro-kernel and the depthwise kernels.
+#include "cpu/kernels/conv2d.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "cpu/kernels/simd.h"
+
+namespace hotkernels::cpu::HK_ISA {
+namespace {
+
+using math::Conv2dGeometry;
+
+// All lanes = *x, as one vbroadcastss from memory (simd::broadcast's `V{} + x` costs an extra add:
+// the compiler may not drop the + 0 because of signed zeros).
+template <class T, size_t... I>
+inline simd::Vec<T> splat(const T* x, std::index_sequence<I...>) {
+  const T v = *x;
+  return simd::Vec<T>{((void)I, v)...};
+}
+template <class T>
+inline simd::Vec<T> splat(const T* x) {
+  return splat(x, std::make_index_sequence<simd::kLanes<T>>{});
+}
+
+// One kConvMR × 2L block of C in 2·kConvMR vector registers (12 on AVX2, out of 16): per step t,
+// two vector loads of B and kConvMR broadcasts of A feed 2·kConvMR FMAs.
+template <class T>
+inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const int64_t* __restrict__ offsets,
+                         T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc, int64_t r, bool accumulate) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  constexpr int64_t MR = kConvMR;
+  V acc0[MR], acc1[MR];
+#pragma GCC unroll 6
+  for (int64_t u = 0; u < MR; ++u) acc0[u] = acc1[u] = V{};
+  for (int64_t t = 0; t < r; ++t) {
+    const T* bt = b + offsets[t];
+    const V b0 = simd::load(bt);
+    const V b1 = simd::load(bt + L);
+#pragma GCC unroll 6
+    for (int64_t u = 0; u < MR; ++u) {
+      const V av = splat(a + t * MR + u);
+      acc0[u] += av * b0;
+      acc1[u] += av * b1;
+    }
+  }
+  if (nc == 2 * L) {
+    for (int64_t u = 0; u < mc; ++u) {
+      T* cu = c + u * ldc;
+      if (accumulate) {
+        simd::store(cu, simd::load(cu) + acc0[u]);
+        simd::store(cu + L, simd::load(cu + L) + acc1[u]);
+      } else {
+        simd::store(cu, acc0[u]);
+        simd::store(cu + L, acc1[u]);
+      }
+    }
+    return;
+  }
+  for (int64_t u = 0; u < mc; ++u) {  // a partial block of columns: through a buffer
+    T row[2 * L];
+    simd::store(row, acc0[u]);
+    simd::store(row + L, acc1[u]);
+    T* cu = c + u * ldc;
+    for (int64_t v = 0; v < nc; ++v) cu[v] = accumulate ? cu[v] + row[v] : row[v];
+  }
+}
+
+// Row blocks outside, column blocks inside: one A block (r · kConvMR values, 6 KiB) stays in L1
+// while the B runs of the tile (a few hundred KiB at most) come from L2; A as a whole (up to
+// C_out · r values) is read once per call, not once per column block.
+template <class T>
+void gemm(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m, int64_t n,
+          int64_t r, bool accumulate) {
+  constexpr int64_t NR = 2 * simd::kLanes<T>;
+  for (int64_t i = 0; i < m; i += kConvMR) {
+    for (int64_t j = 0; j < n; j += NR) {
+      micro_kernel(a + (i / kConvMR) * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(kConvMR, m - i),
+                   std::min(NR, n - j), r, accumulate);
+    }
+  }
+}
+
+// Up to kRows × kCols dot products of length len at once (12 accumulators on AVX2): the kCols rows
+// of d stay in registers, the x rows are loaded one at a time.
+constexpr int64_t kCorrRows = 3;  // rows of d
+constexpr int64_t kCorrCols = 4;  // rows of x (columns of g)
+
+template <class T, int64_t R, int64_t K>
+inline void correlate_block(const T* __restrict__ d, int64_t d_stride, int64_t d_batch, const T* __restrict__ x,
+                            int64_t x_batch, const int64_t* __restrict__ offsets, int64_t batch, int64_t len,
+                            T* __restrict__ g, int64_t ldg) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  V acc[R][K];
+#pragma GCC unroll 4
+  for (int64_t i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < K; ++k) acc[i][k] = V{};
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* db = d + b * d_batch;
+    const T* xk[K];
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < K; ++k) xk[k] = x + b * x_batch + offsets[k];
+    for (int64_t v = 0; v < len; v += L) {
+      V dv[R];
+#pragma GCC unroll 4
+      for (int64_t i = 0; i < R; ++i) dv[i] = simd::load(db + i * d_stride + v);
+#pragma GCC unroll 4
+      for (int64_t k = 0; k < K; ++k) {
+        const V xv = simd::load(xk[k] + v);
+#pragma GCC unroll 4
+        for (int64_t i = 0; i < R; ++i) acc[i][k] += dv[i] * xv;
+      }
+    }
+  }
+  for (int64_t i = 0; i < R; ++i) {
+    for (int64_t k = 0; k < K; ++k) {
+      T s = 0;
+      for (int64_t l = 0; l < L; ++l) s += acc[i][k][l];
+      g[i * ldg + k] += s;
+    }
+  }
+}
+
+template <class T, int64_t R>
+inline void correlate_rows(const T* d, int64_t d_stride, int64_t d_batch, const T* x, int64_t x_batch,
+                           const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg) {
+  int64_t k = 0;
+  for (; k + kCorrCols <= nk; k += kCorrCols) {
+    correlate_block<T, R, kCorrCols>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
+  }
+  if (k + 2 <= nk) {
+    correlate_block<T, R, 2>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
+    k += 2;
+  }
+  if (k < nk) correlate_block<T, R, 1>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
+}
+
+template <class T>
+void correlate(const T* d, int64_t d_stride, int64_t d_batch, int64_t m, const T* x, int64_t x_batch,
+               const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg) {
+  int64_t i = 0;
+  for (; i + kCorrRows <= m; i += kCorrRows) {
+    correlate_rows<T, kCorrRows>(d + i * d_stride, d_stride, d_batch, x, x_batch, offsets, nk, batch, len,
+                                 g + i * ldg, ldg);
+  }
+  for (; i < m; ++i) {
+    correlate_rows<T, 1>(d + i * d_stride, d_stride, d_batch, x, x_batch, offsets, nk, batch, len, g + i * ldg, ldg);
+  }
+}
+
+// out[ox] = Σ_j w[j] · row[ox·sw + j·dw] for one output row and one kernel row, added into out.
+template <class T>
+inline void depthwise_row(const T* __restrict__ row, const T* __restrict__ w, T* __restrict__ out,
+                          const Conv2dGeometry& g) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  for (int64_t j = 0; j < g.kw; ++j) {
+    const T wj = w[j];
+    const T* src = row + j * g.dw;
+    int64_t ox = 0;
+    if (g.sw == 1) {
+      const V wv = simd::broadcast(wj);
+      for (; ox + L <= g.ow; ox += L) simd::store(out + ox, simd::load(out + ox) + wv * simd::load(src + ox));
+    }
+    for (; ox < g.ow; ++ox) out[ox] += wj * src[ox * g.sw];
+  }
+}
+
+template <class T>
+void depthwise_forward(const T* xp, int64_t xp_w, const T* w, T* out, const Conv2dGeometry& g) {
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    T* o = out + oy * g.ow;
+    std::fill(o, o + g.ow, T(0));
+    for (int64_t i = 0; i < g.kh; ++i) depthwise_row(xp + (oy * g.sh + i * g.dh) * xp_w, w + i * g.kw, o, g);
+  }
+}
+
+template <class T>
+void depthwise_backward_input(const T* gy, const T* w, T* gxp, int64_t xp_w, const Conv2dGeometry& g) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    const T* src = gy + oy * g.ow;
+    for (int64_t i = 0; i < g.kh; ++i) {
+      T* row = gxp + (oy * g.sh + i * g.dh) * xp_w;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const T wij = w[i * g.kw + j];
+        T* dst = row + j * g.dw;
+        int64_t ox = 0;
+        if (g.sw == 1) {
+          const V wv = simd::broadcast(wij);
+          for (; ox + L <= g.ow; ox += L) simd::store(dst + ox, simd::load(dst + ox) + wv * simd::load(src + ox));
+        }
+        for (; ox < g.ow; ++ox) dst[ox * g.sw] += wij * src[ox];
+      }
+    }
+  }
+}
+
+template <class T>
+void depthwise_backward_weight(const T* gy, const T* xp, int64_t xp_w, T* gw, const Conv2dGeometry& g) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      V acc{};
+      T tail = 0;
+      for (int64_t oy = 0; oy < g.oh; ++oy) {
+        const T* src = xp + (oy * g.sh + i * g.dh) * xp_w + j * g.dw;
+        const T* d = gy + oy * g.ow;
+        int64_t ox = 0;
+        if (g.sw == 1) {
+          for (; ox + L <= g.ow; ox += L) acc += simd::load(d + ox) * simd::load(src + ox);
+        }
+        for (; ox < g.ow; ++ox) tail += d[ox] * src[ox * g.sw];
+      }
+      for (int64_t l = 0; l < L; ++l) tail += acc[l];
+      gw[i * g.kw + j] += tail;
+    }
+  }
+}
+
+// Vector partial sums over blocks of 4096 values, blocks added in double: float rounding grows with
+// the block, not with n.
+template <class T>
+double sum(const T* x, int64_t n) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  constexpr int64_t kBlock = 4096;
+  double total = 0;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    V acc{};
+    int64_t i = b;
+    for (; i + L <= e; i += L) acc += simd::load(x + i);
+    double part = 0;
+    for (int64_t l = 0; l < L; ++l) part += acc[l];
+    for (; i < e; ++i) part += x[i];
+    total += part;
+  }
+  return total;
+}
+
+template <class T>
+constexpr DepthwiseKernel<T> depthwise() {
+  return {&depthwise_forward<T>, &depthwise_backward_input<T>, &depthwise_backward_weight<T>};
+}
+
+}  // namespace
+
+extern const Conv2dKernels conv2d_kernels = {
+    {&gemm<float>, 2 * simd::kLanes<float>},
+    {&gemm<double>, 2 * simd::kLanes<double>},
+    {&correlate<float>, simd::kLanes<float>},
+    {&correlate<double>, simd::kLanes<double>},
+    depthwise<float>(),
+    depthwise<double>(),
+    &sum<float>,
+    &sum<double>,
+};
+
+}  // namespace hotkernels::cpu::HK_ISA

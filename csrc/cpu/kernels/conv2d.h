@@ -1,0 +1,69 @@
+// Vectorised convolution kernels (csrc/cpu/kernels/conv2d.cpp), one table per instruction set.
+//
+// The general convolution is an implicit GEMM (csrc/cpu/conv2d.cpp packs small tiles of its
+// operands); its register-blocked micro-kernel lives here. Depthwise convolution (one input and one
+// output channel per group) has direct kernels over one zero-padded channel plane.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/isa.h"
+#include "math/conv2d.h"
+
+namespace hotkernels::cpu {
+
+// Rows of C that one micro-kernel call computes (broadcast operand A); the columns (vector operand
+// B) are GemmKernel::nr = two vectors' worth.
+constexpr int64_t kConvMR = 6;
+
+// C[m × n] (row stride ldc) = A·B, or += when `accumulate`, reducing over t < r.
+// A is packed in blocks of kConvMR rows, zero-padded: block i starts at a + i·a_stride and holds
+// element (row, t) at [t·kConvMR + row].
+// B is read in place through per-step offsets: element (t, col) = b[offsets[t] + col]. For the
+// convolution, col runs over consecutive "virtual" output pixels of a phase-split padded input
+// (csrc/cpu/conv2d.cpp), so every step reads one contiguous run. The last, partial block of columns
+// reads up to nr − 1 values past column n: the caller keeps that much readable slack.
+template <class T>
+struct GemmKernel {
+  void (*run)(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
+              int64_t n, int64_t r, bool accumulate);
+  int64_t nr;
+};
+
+// Weight-gradient block: g[i·ldg + k] += Σ_{b < batch} Σ_{v < len} d[b·d_batch + i·d_stride + v] ·
+// x[b·x_batch + offsets[k] + v] for i < m, k < nk; len is a multiple of `lanes` (the caller zero-pads
+// d). The batch loop is inside so that small images still make long reductions.
+template <class T>
+struct CorrelateKernel {
+  void (*run)(const T* d, int64_t d_stride, int64_t d_batch, int64_t m, const T* x, int64_t x_batch,
+              const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg);
+  int64_t lanes;
+};
+
+// Depthwise kernels over one channel plane. `xp` is the input plane zero-padded by (pt, pl) in front
+// and enough behind that every tap of every output pixel is inside it; its row stride is xp_w.
+template <class T>
+struct DepthwiseKernel {
+  // out[oy][ox] = Σ_ij w[i][j] · xp[oy·sh + i·dh][ox·sw + j·dw]
+  void (*forward)(const T* xp, int64_t xp_w, const T* w, T* out, const math::Conv2dGeometry& g);
+  // gxp[oy·sh + i·dh][ox·sw + j·dw] += w[i][j] · gy[oy][ox]   (the transpose of forward)
+  void (*backward_input)(const T* gy, const T* w, T* gxp, int64_t xp_w, const math::Conv2dGeometry& g);
+  // gw[i][j] += Σ_{oy,ox} gy[oy][ox] · xp[oy·sh + i·dh][ox·sw + j·dw]
+  void (*backward_weight)(const T* gy, const T* xp, int64_t xp_w, T* gw, const math::Conv2dGeometry& g);
+};
+
+struct Conv2dKernels {
+  GemmKernel<float> gemm_f32;
+  GemmKernel<double> gemm_f64;
+  CorrelateKernel<float> correlate_f32;
+  CorrelateKernel<double> correlate_f64;
+  DepthwiseKernel<float> depthwise_f32;
+  DepthwiseKernel<double> depthwise_f64;
+  // Σ x[0..n) (for the bias gradient)
+  double (*sum_f32)(const float* x, int64_t n);
+  double (*sum_f64)(const double* x, int64_t n);
+};
+
+}  // namespace hotkernels::cpu
+
+HK_DECLARE_ISA_TABLE(Conv2dKernels, conv2d_kernels)

@@ -1,0 +1,190 @@
+r"""2-D convolution, like :func:`torch.nn.functional.conv2d` (a cross-correlation):
+
+.. math::
+    y[n, k, o_y, o_x] = b[k] + \sum_{c \in \text{group}(k)} \sum_{i, j}
+        w[k, c, i, j] \; x[n, c,\; o_y s_h - p_t + i d_h,\; o_x s_w - p_l + j d_w]
+
+with zero outside the input. Ops (schemas in csrc/schemas.cpp; ``padding`` there is
+``[top, left, bottom, right]``):
+
+- ``hotkernels::conv2d(input, weight, bias, stride, padding, dilation, groups)``
+- ``hotkernels::conv2d_backward_input(grad_output, weight, input_size, ...)``: the transposed
+  convolution of ``grad_output`` with ``weight``;
+- ``hotkernels::conv2d_backward_weight(grad_output, input, weight_size, ...)``: the correlation of
+  ``input`` with ``grad_output``;
+- ``hotkernels::conv2d_backward_bias(grad_output)``: its sum over batch and pixels.
+
+All three gradients are linear in each argument and are themselves expressed through these ops, so
+double backward works through ops.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+
+_ops = torch.ops.hotkernels
+
+_Size2 = Union[int, Sequence[int]]
+
+
+def _pair(value: _Size2, name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value, value]
+    value = list(value)
+    if len(value) == 1:
+        return value * 2
+    if len(value) != 2:
+        raise ValueError(f"hotkernels.conv2d: expected '{name}' to be an int or a pair of ints, but got {value}")
+    return [int(v) for v in value]
+
+
+def _conv_out(size: int, begin: int, end: int, k: int, s: int, d: int) -> int:
+    return (size + begin + end - d * (k - 1) - 1) // s + 1
+
+
+@torch.library.register_fake("hotkernels::conv2d")
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    torch._check(input.dim() == 4, lambda: "hotkernels.conv2d: expected 'input' to be 4-D")
+    torch._check(weight.dim() == 4, lambda: "hotkernels.conv2d: expected 'weight' to be 4-D")
+    oh = _conv_out(input.shape[2], padding[0], padding[2], weight.shape[2], stride[0], dilation[0])
+    ow = _conv_out(input.shape[3], padding[1], padding[3], weight.shape[3], stride[1], dilation[1])
+    return input.new_empty((input.shape[0], weight.shape[0], oh, ow))
+
+
+@torch.library.register_fake("hotkernels::conv2d_backward_input")
+def _conv2d_backward_input_fake(grad_output, weight, input_size, stride, padding, dilation, groups):
+    return grad_output.new_empty(input_size)
+
+
+@torch.library.register_fake("hotkernels::conv2d_backward_weight")
+def _conv2d_backward_weight_fake(grad_output, input, weight_size, stride, padding, dilation, groups):
+    return grad_output.new_empty(weight_size)
+
+
+@torch.library.register_fake("hotkernels::conv2d_backward_bias")
+def _conv2d_backward_bias_fake(grad_output):
+    return grad_output.new_empty((grad_output.shape[1],))
+
+
+def _conv_args(ctx) -> tuple:
+    return ctx.stride, ctx.padding, ctx.dilation, ctx.groups
+
+
+def _save_conv(ctx, inputs, output) -> None:
+    ctx.stride, ctx.padding, ctx.dilation, ctx.groups = inputs[-4:]
+
+
+def _setup_conv2d(ctx, inputs, output) -> None:
+    input, weight, bias = inputs[:3]
+    _save_conv(ctx, inputs, output)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight)
+
+
+def _conv2d_grad(ctx, grad_output: Tensor):
+    input, weight = ctx.saved_tensors
+    args = _conv_args(ctx)
+    gx = _ops.conv2d_backward_input(grad_output, weight, list(input.shape), *args) if ctx.needs_input_grad[0] else None
+    gw = _ops.conv2d_backward_weight(grad_output, input, list(weight.shape), *args) if ctx.needs_input_grad[1] else None
+    gb = _ops.conv2d_backward_bias(grad_output) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return gx, gw, gb, None, None, None, None
+
+
+def _setup_backward_input(ctx, inputs, output) -> None:
+    grad_output, weight, input_size = inputs[:3]
+    _save_conv(ctx, inputs, output)
+    ctx.input_size = list(input_size)
+    ctx.save_for_backward(grad_output, weight)
+
+
+def _backward_input_grad(ctx, grad: Tensor):
+    # gx = convT(gy, w) is bilinear: <grad, gx> = <conv(grad, w), gy> = <grad_weight(gy, grad), w>.
+    grad_output, weight = ctx.saved_tensors
+    args = _conv_args(ctx)
+    d_gy = _ops.conv2d(grad, weight, None, *args) if ctx.needs_input_grad[0] else None
+    d_w = _ops.conv2d_backward_weight(grad_output, grad, list(weight.shape), *args) if ctx.needs_input_grad[1] else None
+    return d_gy, d_w, None, None, None, None, None
+
+
+def _setup_backward_weight(ctx, inputs, output) -> None:
+    grad_output, input, weight_size = inputs[:3]
+    _save_conv(ctx, inputs, output)
+    ctx.save_for_backward(grad_output, input)
+
+
+def _backward_weight_grad(ctx, grad: Tensor):
+    # gw = corr(x, gy): <grad, gw> = <conv(x, grad), gy> = <convT(gy, grad), x>.
+    grad_output, input = ctx.saved_tensors
+    args = _conv_args(ctx)
+    d_gy = _ops.conv2d(input, grad, None, *args) if ctx.needs_input_grad[0] else None
+    d_x = _ops.conv2d_backward_input(grad_output, grad, list(input.shape), *args) if ctx.needs_input_grad[1] else None
+    return d_gy, d_x, None, None, None, None, None
+
+
+def _setup_backward_bias(ctx, inputs, output) -> None:
+    ctx.shape = inputs[0].shape
+
+
+def _backward_bias_grad(ctx, grad: Tensor):
+    return grad.view(1, -1, 1, 1).expand(ctx.shape)
+
+
+torch.library.register_autograd("hotkernels::conv2d", _conv2d_grad, setup_context=_setup_conv2d)
+torch.library.register_autograd("hotkernels::conv2d_backward_input", _backward_input_grad,
+                                setup_context=_setup_backward_input)
+torch.library.register_autograd("hotkernels::conv2d_backward_weight", _backward_weight_grad,
+                                setup_context=_setup_backward_weight)
+torch.library.register_autograd("hotkernels::conv2d_backward_bias", _backward_bias_grad,
+                                setup_context=_setup_backward_bias)
+
+
+def conv2d_padding(padding: Union[str, _Size2], weight_shape: Sequence[int], stride: list[int],
+                   dilation: list[int]) -> list[int]:
+    """``[top, left, bottom, right]`` for an int, a pair, ``'valid'`` or ``'same'`` (as F.conv2d: the
+    odd one out of an even total padding goes at the end)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0, 0, 0, 0]
+        if padding != "same":
+            raise ValueError(f"Invalid padding string '{padding}', should be one of ['valid', 'same']")
+        if any(s != 1 for s in stride):
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        total = [d * (k - 1) for d, k in zip(dilation, weight_shape[2:])]
+        begin = [t // 2 for t in total]
+        return [begin[0], begin[1], total[0] - begin[0], total[1] - begin[1]]
+    ph, pw = _pair(padding, "padding")
+    return [ph, pw, ph, pw]
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _Size2 = 1,
+           padding: Union[str, _Size2] = 0, dilation: _Size2 = 1, groups: int = 1) -> Tensor:
+    r"""Applies a 2-D convolution over an input of shape ``(N, C_in, H, W)`` or ``(C_in, H, W)``,
+    like :func:`torch.nn.functional.conv2d`.
+
+    .. math:: y[n, k] = b[k] + \sum_{c \in \text{group}(k)} w[k, c] \star x[n, c]
+
+    Args:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``; any strides (channels_last is
+            accepted). float32, float64, float16 or bfloat16 (half types accumulate in float32).
+        weight: ``(C_out, C_in / groups, kH, kW)``.
+        bias: optional ``(C_out,)``.
+        stride, dilation: an int or a pair.
+        padding: an int, a pair, ``'valid'`` (none) or ``'same'`` (output size = input size;
+            stride 1 only).
+        groups: splits input and output channels into that many independent convolutions.
+    """
+    stride_ = _pair(stride, "stride")
+    dilation_ = _pair(dilation, "dilation")
+    if input.dim() not in (3, 4):
+        raise RuntimeError(
+            f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
+        )
+    if weight.dim() != 4:
+        raise RuntimeError(f"hotkernels.conv2d: expected 'weight' to be 4-D, but got weight of size: {list(weight.shape)}")
+    pad = conv2d_padding(padding, weight.shape, stride_, dilation_)
+    if input.dim() == 3:
+        return _ops.conv2d(input.unsqueeze(0), weight, bias, stride_, pad, dilation_, groups).squeeze(0)
+    return _ops.conv2d(input, weight, bias, stride_, pad, dilation_, groups)
