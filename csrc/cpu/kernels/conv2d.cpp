@@ -11,18 +11,6 @@ namespace {
 
 using math::Conv2dGeometry;
 
-// All lanes = *x, as one vbroadcastss from memory (simd::broadcast's `V{} + x` costs an extra add:
-// the compiler may not drop the + 0 because of signed zeros).
-template <class T, size_t... I>
-inline simd::Vec<T> splat(const T* x, std::index_sequence<I...>) {
-  const T v = *x;
-  return simd::Vec<T>{((void)I, v)...};
-}
-template <class T>
-inline simd::Vec<T> splat(const T* x) {
-  return splat(x, std::make_index_sequence<simd::kLanes<T>>{});
-}
-
 // One kConvMR × 2L block of C in 2·kConvMR vector registers (12 on AVX2, out of 16): per step t,
 // two vector loads of B and kConvMR broadcasts of A feed 2·kConvMR FMAs.
 template <class T>
@@ -40,7 +28,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
     const V b1 = simd::load(bt + L);
 #pragma GCC unroll 6
     for (int64_t u = 0; u < MR; ++u) {
-      const V av = splat(a + t * MR + u);
+      const V av = simd::broadcast(a[t * MR + u]);
       acc0[u] += av * b0;
       acc1[u] += av * b1;
     }

@@ -40,7 +40,12 @@ template <class T> inline Vec<T> load(const T* p) {
   return v;
 }
 template <class T> inline void store(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof(v)); }
-template <class T> inline Vec<T> broadcast(T x) { return Vec<T>{} + x; }
+// All lanes x, written as a braced list of kLanes copies: a single vbroadcastss/sd (a `Vec<T>{} + x`
+// costs an extra add).
+template <class T, size_t... I> inline Vec<T> broadcast(T x, std::index_sequence<I...>) {
+  return Vec<T>{((void)I, x)...};
+}
+template <class T> inline Vec<T> broadcast(T x) { return broadcast(x, std::make_index_sequence<kLanes<T>>{}); }
 
 // Loads the first `n` (< kLanes) elements of p, zero-filling the rest; stores the first n lanes.
 template <class T> inline Vec<T> load_partial(const T* p, int64_t n) {
