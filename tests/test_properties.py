@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 import hotkernels.functional as HF
 
-settings.register_profile("ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CI: a fixed, bounded sample (derandomized: the same examples every run, so CI cannot flake).
+settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HOTKERNELS_HYPOTHESIS", "ci"))
 
@@ -68,7 +70,21 @@ def test_max_pool2d(args):
     got, got_idx = HF.max_pool2d(x, return_indices=True, **kw)
     want, want_idx = F.max_pool2d(x, return_indices=True, **kw)
     assert torch.equal(got, want) and torch.equal(got_idx, want_idx)
-    assert_same_function(lambda t: HF.max_pool2d(t, **kw), lambda t: F.max_pool2d(t, **kw), x)
+    if not got.isinf().any():
+        assert_same_function(lambda t: HF.max_pool2d(t, **kw), lambda t: F.max_pool2d(t, **kw), x)
+        return
+    # Some window lies wholly in the padding (finite data, so -inf marks it). torch's own backward
+    # corrupts memory there (its index for such a window may point past the plane), so compare with
+    # the definition instead: each other window passes its gradient to the element it picked.
+    xr = x.detach().clone().requires_grad_()
+    g = torch.randn_like(got)
+    HF.max_pool2d(xr, **kw).backward(g)
+    planes = x.numel() // (x.shape[-2] * x.shape[-1])
+    idx, grad, keep = got_idx.reshape(planes, -1), g.reshape(planes, -1), ~got.isinf().reshape(planes, -1)
+    rows = torch.arange(planes).unsqueeze(1).expand_as(idx)
+    expected = torch.zeros(planes, x.shape[-2] * x.shape[-1], dtype=x.dtype)
+    expected.index_put_((rows[keep], idx[keep]), grad[keep], accumulate=True)
+    torch.testing.assert_close(xr.grad, expected.reshape(x.shape), rtol=1e-12, atol=1e-14)
 
 
 @given(pool_args(with_dilation=False), st.booleans(), st.sampled_from([None, 1, 3]))
@@ -91,3 +107,31 @@ def test_lstm_cell(batch, input_size, hidden, bias, unbatched):
         return torch.cat(HF.lstm_cell(t, hx, *params), -1)
 
     assert_same_function(ours, lambda t: torch.cat(cell(t, hx), -1), x)
+
+
+@st.composite
+def conv_args(draw):
+    groups = draw(st.integers(1, 3))
+    cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(st.one_of(st.just("valid"), st.tuples(st.integers(0, 3), st.integers(0, 3)),
+                             st.just("same") if s == (1, 1) else st.just("valid")))
+    pad = (0, 0) if isinstance(padding, str) else padding
+    extent = [(k[i] - 1) * d[i] + 1 for i in range(2)]
+    hw = [draw(st.integers(max(1, extent[i] - (2 * pad[i] if padding != "same" else extent[i])), 11)) for i in range(2)]
+    x = torch.randn(draw(st.integers(1, 3)), cin, *hw, dtype=torch.float64)
+    if draw(st.booleans()):
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.randn(cout, cin // groups, *k, dtype=torch.float64)
+    b = torch.randn(cout, dtype=torch.float64) if draw(st.booleans()) else None
+    return x, w, b, dict(stride=s, padding=padding, dilation=d, groups=groups)
+
+
+@given(conv_args())
+def test_conv2d(args):
+    x, w, b, kw = args
+    torch.testing.assert_close(HF.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw), rtol=1e-12, atol=1e-12)
+    assert_same_function(lambda t: HF.conv2d(t, w, b, **kw), lambda t: F.conv2d(t, w, b, **kw), x)
+    assert_same_function(lambda t: HF.conv2d(x, t, b, **kw), lambda t: F.conv2d(x, t, b, **kw), w)

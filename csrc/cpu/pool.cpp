@@ -160,6 +160,21 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
     auto check_indices = [&](bool bad) {
       TORCH_CHECK(!bad, "hotkernels.", op, ": 'indices' holds an index outside the ", H, "x", W, " input plane");
     };
+    // A window made only of padding (dilation allows it) holds no input element and passes no
+    // gradient, whatever its index says (the forward gives it its first tap's position, as torch
+    // does, which may lie outside the plane or alias another element).
+    const math::Pool2d& p = geometry.p;
+    std::vector<uint8_t> empty_row(p.OH), empty_col(p.OW);
+    bool any_empty = false;
+    for (int64_t oh = 0; oh < p.OH; ++oh) {
+      const math::Taps t = math::window_taps(oh * p.sH - p.pH, p.kH, p.dH, H);
+      any_empty |= empty_row[oh] = t.k0 == t.k1;
+    }
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      const math::Taps t = math::window_taps(ow * p.sW - p.pW, p.kW, p.dW, W);
+      any_empty |= empty_col[ow] = t.k0 == t.k1;
+    }
+    const auto skip = [&](int64_t o) { return any_empty && (empty_row[o / p.OW] || empty_col[o % p.OW]); };
     if (!cl) {
       for_each_unit(planes, plane + out_plane, 0, [&](int64_t q, void*) {
         scalar_t* dst = gi + q * plane;
@@ -168,6 +183,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
         const scalar_t* gq = g + q * out_plane;
         bool bad = false;
         for (int64_t o = 0; o < out_plane; ++o) {
+          if (skip(o)) continue;
           const int64_t i = iq[o];
           bad |= static_cast<uint64_t>(i) >= static_cast<uint64_t>(plane);
           dst[bad ? 0 : i] += gq[o];
@@ -178,7 +194,6 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
       // An image is larger than the caches: zero its rows just ahead of the output rows that scatter
       // into them (rows up to the window's reach), so they are still cached when the scatter comes.
       // An index beyond the rows zeroed so far (not one a forward pass makes) redoes the image plainly.
-      const math::Pool2d& p = geometry.p;
       const int64_t row = W * C;
       for_each_unit(planes / C, (plane + out_plane) * C, 0, [&](int64_t n, void*) {
         scalar_t* dst = gi + n * plane * C;
@@ -194,6 +209,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
           }
           const int64_t limit = zeroed * W;
           for (int64_t o = oh * p.OW * C; o < (oh + 1) * p.OW * C; o += C) {
+            if (skip(o / C)) continue;
             for (int64_t c = 0; c < C; ++c) {
               const int64_t i = in_[o + c];
               outside |= static_cast<uint64_t>(i) >= static_cast<uint64_t>(limit);
@@ -206,6 +222,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
         std::fill(dst, dst + plane * C, scalar_t(0));
         bool bad = false;
         for (int64_t o = 0; o < out_plane * C; o += C) {
+          if (skip(o / C)) continue;
           for (int64_t c = 0; c < C; ++c) {
             const int64_t i = in_[o + c];
             bad |= static_cast<uint64_t>(i) >= static_cast<uint64_t>(plane);

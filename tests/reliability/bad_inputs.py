@@ -103,3 +103,32 @@ case("lstm", "LSTM input of the wrong size", "raises",
 case("lstm", "LSTM proj_size", "raises", "def run(): return hotkernels.nn.LSTM(8, 16, proj_size=4)")
 case("lstm", "LSTM empty sequence", "raises",
      "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(0, 3, 8))")
+
+# --- conv2d
+X, W = "torch.randn(2, 4, 9, 9)", "torch.randn(6, 4, 3, 3)"
+for name, call in [
+    ("channel mismatch", f"HF.conv2d({X}, torch.randn(6, 3, 3, 3))"),
+    ("groups not dividing in_channels", f"HF.conv2d(torch.randn(2, 5, 9, 9), torch.randn(6, 1, 3, 3), groups=2)"),
+    ("groups not dividing out_channels", f"HF.conv2d({X}, torch.randn(5, 2, 3, 3), groups=2)"),
+    ("kernel larger than padded input", f"HF.conv2d(torch.randn(1, 4, 3, 3), torch.randn(2, 4, 5, 5))"),
+    ("2-D input", f"HF.conv2d(torch.randn(4, 9), {W})"),
+    ("5-D input", f"HF.conv2d(torch.randn(1, 2, 4, 9, 9), {W})"),
+    ("3-D weight", f"HF.conv2d({X}, torch.randn(6, 4, 3))"),
+    ("zero stride", f"HF.conv2d({X}, {W}, stride=0)"),
+    ("negative padding", f"HF.conv2d({X}, {W}, padding=-1)"),
+    ("zero dilation", f"HF.conv2d({X}, {W}, dilation=0)"),
+    ("zero groups", f"HF.conv2d({X}, {W}, groups=0)"),
+    ("integer input", f"HF.conv2d(torch.ones(2, 4, 9, 9, dtype=torch.int64), torch.ones(6, 4, 3, 3, dtype=torch.int64))"),
+    ("weight dtype mismatch", f"HF.conv2d({X}, torch.randn(6, 4, 3, 3, dtype=torch.float64))"),
+    ("bias of the wrong size", f"HF.conv2d({X}, {W}, torch.randn(5))"),
+    ("padding='same' with stride 2", f"HF.conv2d({X}, {W}, stride=2, padding='same')"),
+    ("unknown padding string", f"HF.conv2d({X}, {W}, padding='full')"),
+    ("zero output channels (torch refuses them too)", f"HF.conv2d({X}, torch.randn(0, 4, 3, 3))"),
+]:
+    case("conv2d", name, "raises", f"def run(): return {call}")
+for name, args in [
+    ("empty batch", "torch.randn(0, 4, 9, 9), torch.randn(6, 4, 3, 3)"),
+    ("nan and inf data", "torch.tensor([[[[float('nan'), 1., 2.], [float('inf'), -float('inf'), 0.], [1., 2., 3.]]]]), torch.randn(2, 1, 2, 2)"),
+    ("expanded (stride-0) input", "torch.randn(1, 4, 1, 9).expand(2, 4, 9, 9), torch.randn(6, 4, 3, 3)"),
+]:
+    case("conv2d", name, "equal", f"args = ({args})\ndef run(): return HF.conv2d(*args)\ndef expected(): return F.conv2d(*args)")

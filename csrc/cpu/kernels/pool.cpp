@@ -166,6 +166,16 @@ void max_plane_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, void
       }
     }
     const int64_t ih0 = start + t.k0 * p.dH;
+    if (t.k0 == t.k1) {
+      // Every tap of this output row lies in the padding (dilation can do that): −inf, at torch's
+      // starting index, its first tap at or past row and column 0.
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const int64_t ws = ow * p.sW - p.pW;
+        out[oh * p.OW + ow] = -std::numeric_limits<T>::infinity();
+        if constexpr (kIdx) indices[oh * p.OW + ow] = ih0 * p.W + ws + math::window_taps(ws, p.kW, p.dW, p.W).k0 * p.dW;
+      }
+      continue;
+    }
     for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
       Vec<T> m = simd::load(hv + ih0 * OWp + ow);
       IxVec<T> idx{};
