@@ -5,6 +5,6 @@ Each module registers, for the ops of its family (schemas in csrc/schemas.cpp): 
 gradients are themselves ops, and it holds the family's functional entry point.
 """
 
-from . import mish
+from . import mish, optim
 
-__all__ = ["mish"]
+__all__ = ["mish", "optim"]
