@@ -133,6 +133,44 @@ def test_adam_large_tensor_spans_threads():
     assert_params_close(r, o, torch.float64)
 
 
+# ---------------------------------------------------------------------------------------------- RAdam
+
+RADAM_CASES = {
+    # ρ_t first exceeds 5 at step 6 for β₂ = 0.999, 0.99 and 0.9: the 12 steps cover both regimes.
+    "plain": ({}, {"lr": 3e-3, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+    "decoupled": ({"decoupled_weight_decay": True, "weight_decay": 0.05}, {"lr": 1e-2, "betas": (0.5, 0.9)}),
+    "maximize": ({"maximize": True, "eps": 1e-3}, {"lr": 1e-2, "weight_decay": 0.02}),
+    "tensor_lr": ({"lr": "tensor"}, {"lr": 5e-3}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(RADAM_CASES))
+def test_radam_matches_torch(device, dtype, case):
+    kw, group_b = RADAM_CASES[case]
+    if kw.get("lr") == "tensor":
+        kw = {"lr": tensor_lr(dtype)}
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = torch.optim.RAdam(groups(ra, rb, group_b), **kw)
+    ours = HO.RAdam(groups(oa, ob, group_b), **kw)
+
+    def on_step(t):  # every step, so the steps around the rectification threshold are each checked
+        assert_params_close(ra + rb, oa + ob, dtype)
+
+    run_pair(ref, ours, ra + rb, oa + ob, on_step=on_step)
+    assert_state_close(ref, ours, ra + rb, oa + ob, dtype)
+
+
+@pytest.mark.parametrize("beta2", [0.999, 0.99, 0.9])
+def test_radam_threshold_steps(beta2):
+    """The first steps one by one, where ρ_t crosses 5 (between steps 5 and 6 for these β₂)."""
+    p = [torch.randn(257, dtype=torch.float64)]
+    r, o = clone(p), clone(p)
+    ref, ours = torch.optim.RAdam(r, lr=0.1, betas=(0.9, beta2)), HO.RAdam(o, lr=0.1, betas=(0.9, beta2))
+    run_pair(ref, ours, r, o, steps=10, skip=None, on_step=lambda t: assert_params_close(r, o, torch.float64))
+
+
 # ------------------------------------------------------------------------- state_dict, schedulers, closure
 
 def interop_roundtrip(ref_cls, our_cls, kw, device, first_ours: bool):

@@ -5,5 +5,6 @@ update pass), through the ``torch.ops.hotkernels`` optimizer ops.
 """
 
 from .adam import Adam, AdamW
+from .radam import RAdam
 
-__all__ = ["Adam", "AdamW"]
+__all__ = ["Adam", "AdamW", "RAdam"]
