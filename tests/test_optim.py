@@ -171,6 +171,299 @@ def test_radam_threshold_steps(beta2):
     run_pair(ref, ours, r, o, steps=10, skip=None, on_step=lambda t: assert_params_close(r, o, torch.float64))
 
 
+# --------------------------------------------------- references from the papers' formulas (plain PyTorch)
+
+
+class RefLamb(torch.optim.Optimizer):
+    """LAMB, NVLAMB variant (You et al. 2020; apex FusedLAMB, timm Lamb), one tensor at a time."""
+
+    def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                 grad_averaging=True, max_grad_norm=1.0, trust_clip=False, always_adapt=False):
+        super().__init__(params, dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps,
+                                      weight_decay=weight_decay, grad_averaging=grad_averaging,
+                                      trust_clip=trust_clip, always_adapt=always_adapt))
+        self.max_grad_norm = max_grad_norm
+
+    @torch.no_grad()
+    def step(self):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+        clip = norm / self.max_grad_norm if self.max_grad_norm is not None and norm > self.max_grad_norm else 1.0
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            b3 = 1 - b1 if group["grad_averaging"] else 1.0
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                st["step"] += 1
+                t = st["step"]
+                g = p.grad / clip
+                st["m"] = b1 * st["m"] + b3 * g
+                st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                bc1, bc2 = (1 - b1**t, 1 - b2**t) if group["bias_correction"] else (1.0, 1.0)
+                u = (st["m"] / bc1) / (st["v"].sqrt() / math.sqrt(bc2) + group["eps"]) + group["weight_decay"] * p
+                trust = 1.0
+                if group["weight_decay"] != 0 or group["always_adapt"]:
+                    w_norm, u_norm = p.norm().item(), u.norm().item()
+                    trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+                    if group["trust_clip"]:
+                        trust = min(trust, 1.0)
+                p.sub_(group["lr"] * trust * u)
+
+
+def radam_rect(beta2, t):
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+    if rho_t <= 5:
+        return None
+    return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+
+
+class RefRalamb(torch.optim.Optimizer):
+    """RAdam's step u (Liu et al. 2020), plus decoupled λθ, scaled by LAMB's trust ratio ‖θ‖/‖u‖."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                st["step"] += 1
+                t, g = st["step"], p.grad
+                st["m"] = b1 * st["m"] + (1 - b1) * g
+                st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                m_hat = st["m"] / (1 - b1**t)
+                rect = radam_rect(b2, t)
+                u = m_hat if rect is None else rect * m_hat * math.sqrt(1 - b2**t) / (st["v"].sqrt() + group["eps"])
+                u = u + group["weight_decay"] * p
+                w_norm, u_norm = p.norm().item(), u.norm().item()
+                trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+                p.sub_(group["lr"] * trust * u)
+
+
+class RefNovoGrad(torch.optim.Optimizer):
+    """NovoGrad (Ginsburg et al. 2019) as torch_optimizer.NovoGrad: a per-layer second moment."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.95, 0), eps=1e-8, weight_decay=0, grad_averaging=False,
+                 amsgrad=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      grad_averaging=grad_averaging, amsgrad=amsgrad))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st.update(m=torch.zeros_like(p), v=0.0, vmax=0.0)
+                norm = (p.grad.double() ** 2).sum().item()
+                st["v"] = norm if st["v"] == 0 else b2 * st["v"] + (1 - b2) * norm
+                st["vmax"] = max(st["vmax"], st["v"])
+                v = st["vmax"] if group["amsgrad"] else st["v"]
+                g = p.grad / (math.sqrt(v) + group["eps"]) + group["weight_decay"] * p
+                if group["grad_averaging"]:
+                    g = g * (1 - b1)
+                st["m"] = b1 * st["m"] + g
+                p.sub_(group["lr"] * st["m"])
+
+
+class RefLookahead:
+    """Lookahead (Zhang et al. 2019): slow weights start as the params; every k steps
+    slow += α(fast − slow), fast = slow."""
+
+    def __init__(self, inner, k, alpha):
+        self.inner, self.k, self.alpha, self.t = inner, k, alpha, 0
+        self.slow = [p.detach().clone() for g in inner.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def step(self):
+        self.inner.step()
+        self.t += 1
+        if self.t % self.k == 0:
+            fast = [p for g in self.inner.param_groups for p in g["params"]]
+            for f, s in zip(fast, self.slow):
+                s.add_(self.alpha * (f - s))
+                f.copy_(s)
+
+
+LAMB_CASES = {
+    "defaults": ({}, {"lr": 3e-3, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+    "no_clip_trust_clip": ({"max_grad_norm": None, "trust_clip": True, "lr": 0.05}, {"weight_decay": 0.0}),
+    "always_adapt": ({"always_adapt": True, "weight_decay": 0.0, "grad_averaging": False},
+                     {"lr": 1e-2, "weight_decay": 0.02}),
+    "no_bias_correction": ({"bias_correction": False, "max_grad_norm": 100.0}, {"eps": 1e-3}),
+}
+
+
+def compare_with_reference(ref_cls, our_cls, kw, group_b, device, dtype, skip=1):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = ref_cls(groups(ra, rb, group_b), **kw)
+    ours = our_cls(groups(oa, ob, group_b), **kw)
+    run_pair(ref, ours, ra + rb, oa + ob, skip=skip,
+             on_step=lambda t: assert_params_close(ra + rb, oa + ob, dtype))
+    return ref, ours
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(LAMB_CASES))
+def test_lamb_matches_reference(device, dtype, case):
+    kw, group_b = LAMB_CASES[case]
+    # skip=None: the reference keeps one step count per param like ours; no param misses a step here
+    # so that the global gradient norm covers the same set in both.
+    compare_with_reference(RefLamb, HO.Lamb, kw, group_b, device, dtype, skip=None)
+
+
+def test_lamb_clipping_active(device):
+    """Gradients large enough that the global norm clip (max_grad_norm=1) applies at every step."""
+    dtype = torch.float64
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref, ours = RefLamb(groups(ra, rb, {}), lr=0.01), HO.Lamb(groups(oa, ob, {}), lr=0.01)
+    for _ in range(5):
+        for r, o in zip(ra + rb, oa + ob):
+            g = 50 * torch.randn_like(r)
+            r.grad, o.grad = g.clone(), g.clone()
+        ref.step()
+        ours.step()
+    assert_params_close(ra + rb, oa + ob, dtype)
+    assert float(ours.state[oa[0]]["step"]) == 5
+
+
+def test_lamb_zero_param_trust_ratio_is_one(device):
+    """‖p‖ = 0 gives trust ratio 1 (the plain Adam-like step), not 0 or NaN."""
+    p = torch.zeros(10, dtype=torch.float64, device=device, requires_grad=True)
+    r = p.detach().clone().requires_grad_()
+    ours, ref = HO.Lamb([p], lr=0.1), RefLamb([r], lr=0.1)
+    g = torch.randn(10, dtype=torch.float64, device=device) * 0.01
+    p.grad, r.grad = g.clone(), g.clone()
+    ours.step()
+    ref.step()
+    assert p.abs().sum() > 0
+    torch.testing.assert_close(p, r, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kw,group_b", [({}, {"lr": 3e-3, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+                                        ({"weight_decay": 0.01, "eps": 1e-5}, {"lr": 2e-2})])
+def test_ralamb_matches_reference(device, dtype, kw, group_b):
+    compare_with_reference(RefRalamb, HO.Ralamb, kw, group_b, device, dtype)
+
+
+NOVOGRAD_CASES = {
+    "defaults": ({}, {"lr": 3e-3, "betas": (0.8, 0.5), "weight_decay": 0.1}),
+    "averaging_amsgrad": ({"grad_averaging": True, "amsgrad": True, "betas": (0.9, 0.7)}, {"lr": 2e-2}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(NOVOGRAD_CASES))
+def test_novograd_matches_reference(device, dtype, case):
+    kw, group_b = NOVOGRAD_CASES[case]
+    compare_with_reference(RefNovoGrad, HO.NovoGrad, kw, group_b, device, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lookahead_over_adam_matches_reference(device, dtype):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    group_b = {"lr": 3e-2, "weight_decay": 0.1}
+    ref = RefLookahead(torch.optim.Adam(groups(ra, rb, group_b), lr=0.01), k=3, alpha=0.4)
+    ours = HO.Lookahead(HO.Adam(groups(oa, ob, group_b), lr=0.01), k=3, alpha=0.4)
+    run_pair(ref, ours, ra + rb, oa + ob, on_step=lambda t: assert_params_close(ra + rb, oa + ob, dtype))
+    for s_ref, s_ours in zip(ref.slow, ours.slow):
+        torch.testing.assert_close(s_ours, s_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ranger_is_lookahead_over_radam(device, dtype):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = RefLookahead(torch.optim.RAdam(groups(ra, rb, {"lr": 0.02}), lr=1e-3, betas=(0.95, 0.999), eps=1e-5),
+                       k=6, alpha=0.5)
+    ours = HO.Ranger(groups(oa, ob, {"lr": 0.02}))
+    run_pair(ref, ours, ra + rb, oa + ob, steps=13)
+    assert_params_close(ra + rb, oa + ob, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rangerlars_is_lookahead_over_ralamb(device, dtype):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = RefLookahead(RefRalamb(groups(ra, rb, {"lr": 0.02}), lr=1e-3, betas=(0.95, 0.999), eps=1e-5),
+                       k=6, alpha=0.5)
+    ours = HO.RangerLars(groups(oa, ob, {"lr": 0.02}))
+    run_pair(ref, ours, ra + rb, oa + ob, steps=13)
+    assert_params_close(ra + rb, oa + ob, dtype)
+
+
+@pytest.mark.parametrize("name", ["Lamb", "Ralamb", "NovoGrad", "Ranger", "RangerLars"])
+def test_state_dict_round_trip(device, name):
+    """Save after 4 steps (mid Lookahead cycle for the Rangers), load into a fresh optimizer over
+    cloned params, and continue: the same trajectory as without the reload."""
+    dtype = torch.float64
+    a, b = make_params(dtype, device)
+    pa = clone(a + b)
+    first = getattr(HO, name)(groups(pa[:2], pa[2:], {"lr": 0.02}))
+    for _ in range(4):
+        for p in pa:
+            p.grad = torch.randn_like(p)
+        first.step()
+    pb = clone(pa)
+    second = getattr(HO, name)(groups(pb[:2], pb[2:], {}))
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    assert second.param_groups[1]["lr"] == 0.02
+    run_pair(first, second, pa, pb, steps=6)
+    assert_params_close(pa, pb, dtype)
+
+
+def test_lookahead_lr_scheduler_and_zero_grad(device):
+    p = [torch.randn(3, device=device, requires_grad=True)]
+    opt = HO.Ranger(p, lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    p[0].grad = torch.ones(3, device=device)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == opt.optimizer.param_groups[0]["lr"] == 0.05
+    opt.zero_grad()
+    assert p[0].grad is None
+
+
+@pytest.mark.parametrize("cls", ["Lamb", "Ralamb", "NovoGrad", "Ranger", "RangerLars"])
+@pytest.mark.parametrize("kw,msg", BAD_HYPER_BASE := [
+    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+    (dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+    (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
+    (dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+])
+def test_bad_hyperparameters_other_optimizers(cls, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        getattr(HO, cls)([torch.zeros(3, requires_grad=True)], **kw)
+
+
+def test_bad_lookahead_arguments():
+    opt = HO.Adam([torch.zeros(3, requires_grad=True)])
+    with pytest.raises(ValueError, match="Invalid lookahead steps: 0"):
+        HO.Lookahead(opt, k=0)
+    with pytest.raises(ValueError, match="Invalid slow update rate: 1.5"):
+        HO.Lookahead(opt, alpha=1.5)
+    with pytest.raises(ValueError, match="Invalid max_grad_norm value: 0"):
+        HO.Lamb([torch.zeros(3, requires_grad=True)], max_grad_norm=0)
+
+
 # ------------------------------------------------------------------------- state_dict, schedulers, closure
 
 def interop_roundtrip(ref_cls, our_cls, kw, device, first_ours: bool):
