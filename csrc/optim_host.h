@@ -114,17 +114,4 @@ math::LambConsts<S> lamb_consts(const LambHyper& h, double t) {
   return c;
 }
 
-// LAMB's trust ratio ‖p‖/‖u‖ from the squared norms; 1 where either norm is 0 (or not adapting).
-inline double trust_ratio(double p_sq, double u_sq, bool adapt, bool trust_clip) {
-  if (!adapt || !(p_sq > 0) || !(u_sq > 0)) return 1.0;
-  const double r = std::sqrt(p_sq) / std::sqrt(u_sq);
-  return trust_clip && r > 1.0 ? 1.0 : r;
-}
-
-// NVLAMB's global clipping divisor: ‖g‖/max_grad_norm where that exceeds 1, else 1 (also when off).
-inline double clip_divisor(double grad_sq_norm, double max_grad_norm) {
-  const double norm = std::sqrt(grad_sq_norm);
-  return max_grad_norm > 0 && norm > max_grad_norm ? norm / max_grad_norm : 1.0;
-}
-
 }  // namespace hotkernels

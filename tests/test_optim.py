@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+import hotkernels
 import hotkernels.optim as HO
 
 # float64: the same formulas in another association order, a few ulp apart per step. float32: a few
@@ -443,7 +444,7 @@ def test_lookahead_lr_scheduler_and_zero_grad(device):
 
 
 @pytest.mark.parametrize("cls", ["Lamb", "Ralamb", "NovoGrad", "Ranger", "RangerLars"])
-@pytest.mark.parametrize("kw,msg", BAD_HYPER_BASE := [
+@pytest.mark.parametrize("kw,msg", [
     (dict(lr=-1.0), "Invalid learning rate: -1.0"),
     (dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
     (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
@@ -620,3 +621,20 @@ def test_opcheck_adam_step():
             0.1, 0.9, 0.999, 1e-8, 0.01, True, False, False)
     torch.library.opcheck(torch.ops.hotkernels.adam_step_.default, args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+HAS_CUDA = torch.cuda.is_available() and hotkernels._C.with_cuda
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and hotkernels built with CUDA")
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, dict(rtol=2e-3, atol=2e-3)),
+                                       (torch.bfloat16, dict(rtol=1.6e-2, atol=1.6e-2))])
+def test_half_params_compute_in_float_cuda(dtype, tol):
+    """float16/bfloat16 params and state, float math: against torch's fused Adam (also float math),
+    at most a couple of units of the half type apart after 5 steps."""
+    ps = [torch.randn(1000, 33, device="cuda").to(dtype), torch.randn(77, device="cuda").to(dtype)]
+    r, o = clone(ps), clone(ps)
+    ref, ours = torch.optim.Adam(r, lr=1e-2, fused=True), HO.Adam(o, lr=1e-2)
+    run_pair(ref, ours, r, o, steps=5, skip=None)
+    for a, b in zip(r, o):
+        torch.testing.assert_close(b.float(), a.float(), **tol)

@@ -147,7 +147,7 @@ void lamb_moments_(at::TensorList params, at::TensorList grads, at::TensorList e
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   check_norms(op, norms, params.size());
   const double inv_clip =
-      grad_sq_norm.has_value() ? 1.0 / clip_divisor(grad_sq_norm->item<double>(), max_grad_norm) : 1.0;
+      grad_sq_norm.has_value() ? 1.0 / math::clip_divisor(grad_sq_norm->item<double>(), max_grad_norm) : 1.0;
   const LambHyper h = lamb_hyper(beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify);
   std::vector<Both<math::LambConsts>> consts(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
@@ -188,7 +188,7 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
   for (size_t i = 0; i < params.size(); ++i) {
     const double t = read_step(state_steps[i]);
     consts[i] = {lamb_consts<float>(h, t), lamb_consts<double>(h, t)};
-    steps[i] = lr * trust_ratio(sq[2 * i], sq[2 * i + 1], adapt, trust_clip);
+    steps[i] = lr * math::trust_ratio(sq[2 * i], sq[2 * i + 1], adapt, trust_clip);
   }
   parallel_typed(params, [&]<class T>(const Span& s) {
     const auto i = s.tensor;

@@ -19,6 +19,8 @@
 //   apply: p ← p − lr·τ·u with τ the per-tensor trust ratio ‖p‖/‖u‖.
 #pragma once
 
+#include <cmath>
+
 #include "math/common.h"
 
 namespace hotkernels::math {
@@ -88,6 +90,19 @@ HK_HOST_DEVICE V lamb_direction(V p, V m, V v, const LambConsts<S>& c, Sqrt sqrt
   V u = c.m_scale * m;
   if (c.adaptive) u = u / adaptive_denominator(v, c.denom, sqrt);
   return u + c.weight_decay * p;
+}
+
+// LAMB's trust ratio ‖p‖/‖u‖ from the squared norms; 1 where either norm is 0 (or not adapting).
+HK_HOST_DEVICE double trust_ratio(double p_sq, double u_sq, bool adapt, bool trust_clip) {
+  if (!adapt || !(p_sq > 0) || !(u_sq > 0)) return 1.0;
+  const double r = sqrt(p_sq) / sqrt(u_sq);
+  return trust_clip && r > 1.0 ? 1.0 : r;
+}
+
+// NVLAMB's global clipping divisor: ‖g‖/max_grad_norm where that exceeds 1, else 1 (also when off).
+HK_HOST_DEVICE double clip_divisor(double grad_sq_norm, double max_grad_norm) {
+  const double norm = sqrt(grad_sq_norm);
+  return max_grad_norm > 0 && norm > max_grad_norm ? norm / max_grad_norm : 1.0;
 }
 
 // NovoGrad (Ginsburg et al. 2019, as torch_optimizer.NovoGrad) with the layer's denominator

@@ -111,9 +111,9 @@ def run(case: Case, rounds: int) -> Result:
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     """Every op family's case list, by name."""
-    from . import mish
+    from . import mish, optim
 
-    return {"mish": mish.cases}
+    return {"mish": mish.cases, "optim": optim.cases}
 
 
 def copy_bandwidth(device: str, nbytes: int = 1 << 28) -> float:
