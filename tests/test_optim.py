@@ -614,12 +614,32 @@ def test_mixed_devices_rejected():
         HO.Adam(p).step()
 
 
-def test_opcheck_adam_step():
-    p = [torch.randn(5, 3), torch.randn(7)]
-    args = ([x.clone() for x in p], [torch.randn_like(x) for x in p], [torch.zeros_like(x) for x in p],
-            [torch.zeros_like(x) for x in p], [torch.zeros_like(x) for x in p], [torch.tensor(0.0) for _ in p],
-            0.1, 0.9, 0.999, 1e-8, 0.01, True, False, False)
-    torch.library.opcheck(torch.ops.hotkernels.adam_step_.default, args,
+def _opcheck_args(name):
+    shapes = [(5, 3), (7,)]
+    lists = lambda: [torch.randn(s, dtype=torch.float64) for s in shapes]  # noqa: E731
+    zeros = lambda: [torch.zeros(s, dtype=torch.float64) for s in shapes]  # noqa: E731
+    steps = lambda: [torch.tensor(0.0) for _ in shapes]  # noqa: E731
+    scalars = lambda: [torch.zeros((), dtype=torch.float64) for _ in shapes]  # noqa: E731
+    norms = torch.zeros(len(shapes), 2, dtype=torch.float64)
+    return {
+        "adam_step_": (lists(), lists(), zeros(), zeros(), zeros(), steps(), 0.1, 0.9, 0.999, 1e-8, 0.01, True, False,
+                       False),
+        "radam_step_": (lists(), lists(), zeros(), zeros(), steps(), 0.1, 0.9, 0.999, 1e-8, 0.01, True, False),
+        "multi_tensor_sq_norms": (lists(),),
+        "lamb_moments_": (lists(), lists(), zeros(), zeros(), steps(), norms, torch.tensor(4.0, dtype=torch.float64),
+                          1.0, 0.9, 0.999, 1e-6, 0.01, True, True, False),
+        "lamb_apply_": (lists(), zeros(), zeros(), [torch.tensor(1.0) for _ in shapes], norms.clone() + 1, 0.1, 0.9,
+                        0.999, 1e-6, 0.01, True, True, False, True, False),
+        "novograd_step_": (lists(), lists(), zeros(), scalars(), scalars(), steps(),
+                           torch.ones(len(shapes), dtype=torch.float64), 0.1, 0.95, 0.5, 1e-8, 0.0, False, True),
+        "lookahead_sync_": (lists(), lists(), 0.5),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["adam_step_", "radam_step_", "multi_tensor_sq_norms", "lamb_moments_", "lamb_apply_",
+                                  "novograd_step_", "lookahead_sync_"])
+def test_opcheck(name):
+    torch.library.opcheck(getattr(torch.ops.hotkernels, name).default, _opcheck_args(name),
                           test_utils=("test_schema", "test_faketensor"))
 
 
