@@ -1,6 +1,8 @@
 // Host side of the optimizer ops, shared by CPU and CUDA: the per-tensor scalars of one step
 // (bias corrections, RAdam's rectification) from the step count, with torch.optim's formulas, and the
-// optimizer state step counters (0-dim float tensors on the CPU, as torch.optim keeps them).
+// optimizer state step counters (0-dim float tensors on the CPU, as torch.optim keeps them). The
+// Adam-family scalars are host-device functions: CUDA's capturable steps (counters on the device)
+// compute them per block from the device counter.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -37,16 +39,16 @@ struct AdamHyper {
 
 // torch.optim.Adam (decoupled_weight_decay: AdamW) at step t.
 template <class S>
-math::AdamConsts<S> adam_consts(const AdamHyper& h, double t) {
-  const double bias_correction1 = 1 - std::pow(h.beta1, t);
-  const double bias_correction2 = 1 - std::pow(h.beta2, t);
+HK_HOST_DEVICE math::AdamConsts<S> adam_consts(const AdamHyper& h, double t) {
+  const double bias_correction1 = 1 - pow(h.beta1, t);
+  const double bias_correction2 = 1 - pow(h.beta2, t);
   return {S(h.decoupled_weight_decay ? 0.0 : h.weight_decay),
           S(h.decoupled_weight_decay ? 1 - h.lr * h.weight_decay : 1.0),
           S(1 - h.beta1),
           S(h.beta2),
           S(1 - h.beta2),
           S(h.lr / bias_correction1),
-          {S(0), S(std::sqrt(bias_correction2)), S(h.eps)},
+          {S(0), S(sqrt(bias_correction2)), S(h.eps)},
           S(h.maximize ? -1 : 1)};
 }
 
@@ -58,20 +60,20 @@ struct Rectification {
   double rect;  // r_t when adaptive
 };
 
-inline Rectification radam_rectification(double beta2, double t) {
-  const double bias_correction2 = 1 - std::pow(beta2, t);
+HK_HOST_DEVICE Rectification radam_rectification(double beta2, double t) {
+  const double bias_correction2 = 1 - pow(beta2, t);
   const double rho_inf = 2 / (1 - beta2) - 1;
-  const double rho_t = rho_inf - 2 * t * std::pow(beta2, t) / bias_correction2;
+  const double rho_t = rho_inf - 2 * t * pow(beta2, t) / bias_correction2;
   if (!(rho_t > 5.0)) return {false, 0.0};
-  return {true, std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))};
+  return {true, sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))};
 }
 
 template <class S>
-math::AdamConsts<S> radam_consts(const AdamHyper& h, double t, bool* adaptive) {
+HK_HOST_DEVICE math::AdamConsts<S> radam_consts(const AdamHyper& h, double t, bool* adaptive) {
   math::AdamConsts<S> c = adam_consts<S>(h, t);
   const Rectification r = radam_rectification(h.beta2, t);
   *adaptive = r.adaptive;
-  const double bias_correction1 = 1 - std::pow(h.beta1, t);
+  const double bias_correction1 = 1 - pow(h.beta1, t);
   c.step_size = S(h.lr * (r.adaptive ? r.rect : 1.0) / bias_correction1);
   c.denom.eps_in = S(h.eps);
   c.denom.eps_out = S(0);

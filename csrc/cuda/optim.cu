@@ -100,6 +100,79 @@ std::vector<double> increment_steps(const char* op, at::TensorList state_steps, 
 
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
 
+// Capturable steps (torch.optim's capturable=True): the step counters are float32 tensors on the
+// device, incremented by a kernel, and every block derives its tensor's step scalars from its
+// counter, so a step neither reads anything on the host nor depends on host values that change
+// from step to step: it can be captured in a CUDA graph and replayed.
+struct StepCounters {
+  float* step[kMaxTensors];
+  int n;
+};
+
+__global__ void increment_steps_kernel(StepCounters sc) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t < sc.n) *sc.step[t] += 1.0f;
+}
+
+template <class T, bool kAmsgrad>
+__global__ void __launch_bounds__(kThreads) adam_capturable_kernel(TensorChunks<6> tc, AdamHyper h, bool rectified) {
+  using Op = at::opmath_type<T>;
+  const BlockWork w = block_work(tc);
+  const double t = *at_<float>(tc.ptr[5][w.t]);
+  bool adaptive = true;
+  const math::AdamConsts<Op> c = rectified ? radam_consts<Op>(h, t, &adaptive) : adam_consts<Op>(h, t);
+  T* p = at_<T>(tc.ptr[0][w.t]);
+  const T* g = at_<T>(tc.ptr[1][w.t]);
+  T* m = at_<T>(tc.ptr[2][w.t]);
+  T* v = at_<T>(tc.ptr[3][w.t]);
+  T* vmax = at_<T>(tc.ptr[4][w.t]);
+  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
+    Op pv = p[i], mv = m[i], vv = v[i];
+    Op xv = kAmsgrad ? Op(vmax[i]) : Op(0);
+    if (adaptive) {
+      math::adam_step<kAmsgrad, true>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
+    } else {
+      math::adam_step<false, false>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
+    }
+    p[i] = T(pv);
+    m[i] = T(mv);
+    v[i] = T(vv);
+    if constexpr (kAmsgrad) vmax[i] = T(xv);
+  }
+}
+
+void adam_family_capturable(const char* op, bool rectified, at::TensorList params, at::TensorList grads,
+                            at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList fifth,
+                            at::TensorList state_steps, const AdamHyper& h) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& s = state_steps[i];
+    TORCH_CHECK(s.device() == params[i].device() && s.numel() == 1 && s.scalar_type() == at::kFloat, "hotkernels.", op,
+                ": with state steps on the GPU (capturable), expected each to be a one-element float32 tensor on its "
+                "param's device, but 'state_steps[", i, "]' is ", s.scalar_type(), " of shape ", s.sizes(), " on ",
+                s.device());
+  }
+  for (size_t k0 = 0; k0 < params.size(); k0 += kMaxTensors) {
+    StepCounters sc;
+    sc.n = static_cast<int>(std::min<size_t>(kMaxTensors, params.size() - k0));
+    for (int k = 0; k < sc.n; ++k) sc.step[k] = state_steps[k0 + k].mutable_data_ptr<float>();
+    increment_steps_kernel<<<1, kMaxTensors, 0, stream()>>>(sc);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  for (const Bucket& b : buckets(params, {})) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_capturable_cuda", [&] {
+      for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps}, b.index,
+                         [&](const TensorChunks<6>& tc, int n) {
+                           if (h.amsgrad) {
+                             adam_capturable_kernel<scalar_t, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified);
+                           } else {
+                             adam_capturable_kernel<scalar_t, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified);
+                           }
+                           C10_CUDA_KERNEL_LAUNCH_CHECK();
+                         });
+    });
+  }
+}
+
 void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                  at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
                  const AdamHyper& h) {
@@ -109,9 +182,13 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
                     /*allow_half=*/true);
   if (params.empty()) return;
   const c10::cuda::CUDAGuard guard(params[0].device());
-  const std::vector<double> steps = increment_steps(op, state_steps, params.size());
+  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   // Without amsgrad the fifth pointer is never read: exp_avg_sqs stands in for it.
   const at::TensorList fifth = h.amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
+  if (state_steps[0].is_cuda()) {
+    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps, h);
+  }
+  const std::vector<double> steps = increment_steps(op, state_steps, params.size());
   for (const Bucket& b : buckets(params, steps)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_cuda", [&] {
       using Op = at::opmath_type<scalar_t>;

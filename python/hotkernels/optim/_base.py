@@ -40,6 +40,11 @@ def new_step() -> Tensor:
     return torch.tensor(0.0, dtype=dtype)
 
 
+def new_device_step(p: Tensor) -> Tensor:
+    """A capturable step counter (torch.optim's capturable=True): float32 on the param's device."""
+    return torch.zeros((), dtype=torch.float32, device=p.device)
+
+
 def zeros_like(p: Tensor) -> Tensor:
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 

@@ -39,7 +39,9 @@ class Adam(Optimizer):
               \frac{m}{\sqrt{\hat v}/\sqrt{1 - \beta_2^t} + \epsilon}
 
     All params of a group run in one call of ``hotkernels::adam_step_`` (one parallel region on the
-    CPU), which also increments the ``step`` counters. Params must be float32 or float64 on the CPU.
+    CPU, a multi-tensor apply of a few launches on CUDA), which also increments the ``step`` counters.
+    Params must be float32 or float64 on the CPU; on CUDA also float16 and bfloat16 (state in the
+    param's dtype, math in float32).
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
@@ -50,6 +52,10 @@ class Adam(Optimizer):
         amsgrad: use the maximum of past second moments (AMSGrad).
         maximize: maximize the objective instead of minimizing.
         decoupled_weight_decay: decay the weights directly (AdamW) instead of adding L2 to the gradient.
+        capturable: keep the step counters on the params' device (float32, as torch.optim's
+            capturable); on CUDA the kernels then derive the bias corrections from them on the
+            device, so the step never syncs with the host and can be captured in a CUDA graph (with a
+            float lr: a tensor lr is read on the host).
     """
 
     def __init__(
@@ -63,10 +69,11 @@ class Adam(Optimizer):
         *,
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
+        capturable: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay)
+                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict) -> None:
@@ -75,6 +82,12 @@ class Adam(Optimizer):
             group.setdefault("amsgrad", False)
             group.setdefault("maximize", False)
             group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("capturable", False)
+
+    @staticmethod
+    def _init(group: dict) -> dict:
+        # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
+        return dict(_INIT, step=_base.new_device_step) if group["capturable"] else _INIT
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -92,7 +105,7 @@ class Adam(Optimizer):
             if not params:
                 continue
             keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-            lists = _base.state_lists(self.state, params, _INIT, keys)
+            lists = _base.state_lists(self.state, params, self._init(group), keys)
             steps, exp_avgs, exp_avg_sqs = lists[:3]
             max_exp_avg_sqs = lists[3] if group["amsgrad"] else []
             beta1, beta2 = group["betas"]
@@ -119,8 +132,10 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        capturable: bool = False,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True,
+                         capturable=capturable)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)

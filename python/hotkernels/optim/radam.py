@@ -43,6 +43,7 @@ class RAdam(Optimizer):
         weight_decay: :math:`\lambda`.
         decoupled_weight_decay: decay the weights directly (as AdamW) instead of L2 on the gradient.
         maximize: maximize the objective instead of minimizing.
+        capturable: keep the step counters on the params' device (see :class:`Adam`).
     """
 
     def __init__(
@@ -55,10 +56,11 @@ class RAdam(Optimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
+        capturable: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay)
+                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict) -> None:
@@ -66,6 +68,12 @@ class RAdam(Optimizer):
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("capturable", False)
+
+    @staticmethod
+    def _init(group: dict) -> dict:
+        # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
+        return dict(_INIT, step=_base.new_device_step) if group["capturable"] else _INIT
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -82,7 +90,7 @@ class RAdam(Optimizer):
             params, grads = _base.params_with_grad(group, "RAdam")
             if not params:
                 continue
-            steps, exp_avgs, exp_avg_sqs = _base.state_lists(self.state, params, _INIT,
+            steps, exp_avgs, exp_avg_sqs = _base.state_lists(self.state, params, self._init(group),
                                                              ["step", "exp_avg", "exp_avg_sq"])
             beta1, beta2 = group["betas"]
             _ops.radam_step_(
