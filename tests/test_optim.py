@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -695,3 +698,53 @@ def test_capturable_matches_torch_and_replays_in_cuda_graph(cls, kw):
     for r, e, g in zip(ref_p, eager_p, graph_p):
         torch.testing.assert_close(e, r, **TOL[dtype])
         torch.testing.assert_close(g, e, **TOL[dtype])
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_every_cpu_instruction_set(isa):
+    """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA): Adam (amsgrad), RAdam (across
+    its threshold), the norm reduction and the Lookahead sync, on sizes with vector tails."""
+    code = (
+        "import torch, hotkernels, hotkernels.optim as HO\n"
+        "for dt, tol in [(torch.float64, dict(rtol=1e-12, atol=1e-14)), (torch.float32, dict(rtol=2e-5, atol=2e-6))]:\n"
+        "    ps = [torch.randn(40_007, dtype=dt), torch.randn(13, dtype=dt)]\n"
+        "    for ref_cls, our_cls, kw in [(torch.optim.Adam, HO.Adam, dict(amsgrad=True, weight_decay=0.1)),\n"
+        "                                 (torch.optim.RAdam, HO.RAdam, dict(weight_decay=0.1))]:\n"
+        "        r = [p.clone().requires_grad_() for p in ps]; o = [p.clone().requires_grad_() for p in ps]\n"
+        "        ro, oo = ref_cls(r, lr=0.01, **kw), our_cls(o, lr=0.01, **kw)\n"
+        "        for _ in range(8):\n"
+        "            for a, b in zip(r, o):\n"
+        "                a.grad = torch.randn_like(a); b.grad = a.grad.clone()\n"
+        "            ro.step(); oo.step()\n"
+        "        for a, b in zip(r, o):\n"
+        "            torch.testing.assert_close(b, a, **tol)\n"
+        "    sq = torch.ops.hotkernels.multi_tensor_sq_norms(ps)\n"
+        "    torch.testing.assert_close(sq, torch.stack([(p.double() ** 2).sum() for p in ps]).to(sq.dtype), rtol=1e-5, atol=0)\n"
+        "    fast = [p.clone() for p in ps]; slow = [torch.randn_like(p) for p in ps]\n"
+        "    want = [s + 0.3 * (f - s) for f, s in zip(fast, slow)]\n"
+        "    torch.ops.hotkernels.lookahead_sync_(fast, slow, 0.3)\n"
+        "    for f, s, w in zip(fast, slow, want):\n"
+        "        torch.testing.assert_close(s, w, **tol); assert torch.equal(f, s)\n"
+        "print(hotkernels._C.cpu_isa())\n"
+    )
+    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    used = out.stdout.strip()
+    if used != isa:
+        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+
+
+def test_channels_last_params(device):
+    """Dense params in any memory format (here a channels_last conv weight): the state and the grad
+    share its strides, and the step walks them as one flat array."""
+    w = torch.randn(8, 3, 5, 5, dtype=torch.float64, device=device).to(memory_format=torch.channels_last)
+    r, o = clone([w]), clone([w])
+    ref, ours = torch.optim.Adam(r, lr=0.01), HO.Adam(o, lr=0.01)
+    for _ in range(5):
+        g = torch.randn_like(w)  # randn_like keeps channels_last
+        r[0].grad, o[0].grad = g.clone(), g.clone()
+        ref.step()
+        ours.step()
+    assert ours.state[o[0]]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(o[0], r[0], **TOL[torch.float64])
