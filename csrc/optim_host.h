@@ -32,6 +32,15 @@ inline double read_step(const at::Tensor& step) {
   return step.scalar_type() == at::kFloat ? double(*step.const_data_ptr<float>()) : *step.const_data_ptr<double>();
 }
 
+// LAMB's per-tensor squared norms (‖p‖², ‖u‖²), written by the moments pass, read by the update pass.
+inline void check_norms(const char* op, const at::Tensor& norms, const at::Tensor& p0, size_t n) {
+  TORCH_CHECK(norms.device() == p0.device() && norms.dim() == 2 && norms.size(0) == int64_t(n) &&
+                  norms.size(1) == 2 && norms.scalar_type() == at::kDouble && norms.is_contiguous(),
+              "hotkernels.", op, ": expected 'norms' to be a contiguous float64 tensor of shape [", n,
+              ", 2] on the params' device, but got ", norms.scalar_type(), " of shape ", norms.sizes(), " on ",
+              norms.device());
+}
+
 struct AdamHyper {
   double lr, beta1, beta2, eps, weight_decay;
   bool amsgrad, maximize, decoupled_weight_decay;

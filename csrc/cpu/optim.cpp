@@ -129,14 +129,6 @@ LambHyper lamb_hyper(double beta1, double beta2, double eps, double weight_decay
   return {beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
 }
 
-void check_norms(const char* op, const at::Tensor& norms, size_t n) {
-  TORCH_CHECK(norms.device().is_cpu() && norms.dim() == 2 && norms.size(0) == int64_t(n) && norms.size(1) == 2 &&
-                  norms.scalar_type() == at::kDouble && norms.is_contiguous(),
-              "hotkernels.", op, ": expected 'norms' to be a contiguous float64 tensor of shape [", n,
-              ", 2] on the params' device, but got ", norms.scalar_type(), " of shape ", norms.sizes(), " on ",
-              norms.device());
-}
-
 // Pass 1 of LAMB/Ralamb: clip and fold the gradient into m and v, and write ‖p‖², ‖u‖² per tensor.
 void lamb_moments_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                    at::TensorList state_steps, at::Tensor& norms, const std::optional<at::Tensor>& grad_sq_norm,
@@ -144,8 +136,9 @@ void lamb_moments_(at::TensorList params, at::TensorList grads, at::TensorList e
                    bool grad_averaging, bool bias_correction, bool rectify) {
   const char* op = "lamb_moments_";
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, false);
+  if (params.empty()) return;
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
-  check_norms(op, norms, params.size());
+  check_norms(op, norms, params[0], params.size());
   const double inv_clip =
       grad_sq_norm.has_value() ? 1.0 / math::clip_divisor(grad_sq_norm->item<double>(), max_grad_norm) : 1.0;
   const LambHyper h = lamb_hyper(beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify);
@@ -179,8 +172,9 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
                  bool adapt, bool trust_clip) {
   const char* op = "lamb_apply_";
   check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, false);
+  if (params.empty()) return;
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
-  check_norms(op, norms, params.size());
+  check_norms(op, norms, params[0], params.size());
   const LambHyper h = lamb_hyper(beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify);
   const double* sq = norms.const_data_ptr<double>();
   std::vector<Both<math::LambConsts>> consts(params.size());

@@ -300,14 +300,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void check_norms(const char* op, const at::Tensor& norms, const at::Tensor& p0, size_t n) {
-  TORCH_CHECK(norms.device() == p0.device() && norms.dim() == 2 && norms.size(0) == int64_t(n) &&
-                  norms.size(1) == 2 && norms.scalar_type() == at::kDouble && norms.is_contiguous(),
-              "hotkernels.", op, ": expected 'norms' to be a contiguous float64 tensor of shape [", n,
-              ", 2] on the params' device, but got ", norms.scalar_type(), " of shape ", norms.sizes(), " on ",
-              norms.device());
-}
-
 void lamb_moments_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                    at::TensorList state_steps, at::Tensor& norms, const std::optional<at::Tensor>& grad_sq_norm,
                    double max_grad_norm, double beta1, double beta2, double eps, double weight_decay,
