@@ -49,4 +49,25 @@ TORCH_LIBRARY(hotkernels, m) {
   m.def("conv2d_backward_weight(Tensor grad_output, Tensor input, int[4] weight_size, int[2] stride, "
         "int[4] padding, int[2] dilation, int groups) -> Tensor", pt2);
   m.def("conv2d_backward_bias(Tensor grad_output) -> Tensor", pt2);
+
+  // optimizers: python/hotkernels/optim/. One call updates a whole param group in place (lists of
+  // tensors, one per param); per-step scalars come from the state steps, which the ops increment.
+  m.def("adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+        "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, float lr, float beta1, float beta2, float eps, "
+        "float weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) -> ()", pt2);
+  m.def("radam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+        "Tensor(e!)[] state_steps, float lr, float beta1, float beta2, float eps, float weight_decay, "
+        "bool decoupled_weight_decay, bool maximize) -> ()", pt2);
+  m.def("multi_tensor_sq_norms(Tensor[] tensors) -> Tensor", pt2);
+  m.def("lamb_moments_(Tensor[] params, Tensor[] grads, Tensor(a!)[] exp_avgs, Tensor(b!)[] exp_avg_sqs, "
+        "Tensor(e!)[] state_steps, Tensor(n!) norms, Tensor? grad_sq_norm, float max_grad_norm, float beta1, "
+        "float beta2, float eps, float weight_decay, bool grad_averaging, bool bias_correction, bool rectify) -> ()",
+        pt2);
+  m.def("lamb_apply_(Tensor(a!)[] params, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, Tensor[] state_steps, "
+        "Tensor norms, float lr, float beta1, float beta2, float eps, float weight_decay, bool grad_averaging, "
+        "bool bias_correction, bool rectify, bool adapt, bool trust_clip) -> ()", pt2);
+  m.def("novograd_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+        "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, Tensor grad_sq_norms, float lr, float beta1, "
+        "float beta2, float eps, float weight_decay, bool grad_averaging, bool amsgrad) -> ()", pt2);
+  m.def("lookahead_sync_(Tensor(a!)[] fast, Tensor(b!)[] slow, float alpha) -> ()", pt2);
 }

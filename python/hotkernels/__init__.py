@@ -18,7 +18,7 @@ if _BUILT_AGAINST != torch.__version__:
 
 from . import _C  # noqa: E402  (loads the library: registers every op with the dispatcher)
 from . import ops  # noqa: E402  (fake kernels and autograd for those ops)
-from . import functional, nn  # noqa: E402
+from . import functional, nn, optim  # noqa: E402
 from .convert import Conversion, convert  # noqa: E402
 
 __version__ = "0.1.0"
@@ -39,4 +39,4 @@ def build_info() -> dict:
     }
 
 
-__all__ = ["Conversion", "build_info", "convert", "functional", "nn", "ops"]
+__all__ = ["Conversion", "build_info", "convert", "functional", "nn", "ops", "optim"]

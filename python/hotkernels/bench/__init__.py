@@ -115,9 +115,9 @@ def run(case: Case, rounds: int) -> Result:
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     """Every op family's case list, by name."""
-    from . import conv2d, lstm, mish, pool
+    from . import conv2d, lstm, mish, optim, pool
 
-    return {"conv2d": conv2d.cases, "lstm": lstm.cases, "mish": mish.cases, "pool": pool.cases}
+    return {"conv2d": conv2d.cases, "lstm": lstm.cases, "mish": mish.cases, "optim": optim.cases, "pool": pool.cases}
 
 
 @dataclass(frozen=True)

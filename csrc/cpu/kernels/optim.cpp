@@ -1,0 +1,137 @@
+// Optimizer steps on SIMD vectors over one contiguous span; the formulas are csrc/math/optim.h,
+// shared with CUDA. Full vectors first, then the tail element by element through the same
+// formulas on scalars (a zero-padded vector tail could divide 0 by 0 and poison the norms).
+#include "cpu/kernels/optim.h"
+
+#include "cpu/kernels/simd.h"
+#include "cpu/kernels/vmath.h"
+
+namespace hotkernels::cpu::HK_ISA {
+namespace {
+
+using simd::load;
+using simd::store;
+
+template <class T, bool kAmsgrad, bool kAdaptive>
+void adam_span(const math::AdamConsts<T>& c, T* p, const T* g, T* m, T* v, T* vmax, int64_t n) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V pv = load(p + i), mv = load(m + i), vv = load(v + i);
+    V xv = kAmsgrad ? load(vmax + i) : V{};
+    math::adam_step<kAmsgrad, kAdaptive>(pv, load(g + i), mv, vv, xv, c, simd::Sqrt{});
+    store(p + i, pv);
+    store(m + i, mv);
+    store(v + i, vv);
+    if constexpr (kAmsgrad) store(vmax + i, xv);
+  }
+  for (; i < n; ++i) {
+    T x = kAmsgrad ? vmax[i] : T{};
+    math::adam_step<kAmsgrad, kAdaptive>(p[i], g[i], m[i], v[i], x, c, simd::Sqrt{});
+    if constexpr (kAmsgrad) vmax[i] = x;
+  }
+}
+
+template <class T>
+void adam(const math::AdamConsts<T>& c, AdamMode mode, T* p, const T* g, T* m, T* v, T* vmax, int64_t n) {
+  switch (mode) {
+    case AdamMode::adam: return adam_span<T, false, true>(c, p, g, m, v, vmax, n);
+    case AdamMode::amsgrad: return adam_span<T, true, true>(c, p, g, m, v, vmax, n);
+    case AdamMode::momentum_only: return adam_span<T, false, false>(c, p, g, m, v, vmax, n);
+  }
+}
+
+template <class T>
+double sq_norm(const T* x, int64_t n) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  V acc0{}, acc1{};  // two accumulators: the adds need not wait on each other
+  int64_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const V a = load(x + i), b = load(x + i + L);
+    acc0 += a * a;
+    acc1 += b * b;
+  }
+  double s = simd::reduce_add(acc0 + acc1);
+  for (; i < n; ++i) s += double(x[i]) * double(x[i]);
+  return s;
+}
+
+template <class T>
+void lamb_moments(const math::LambConsts<T>& c, const T* p, const T* g, T* m, T* v, int64_t n, double* out) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  V p_sq{}, u_sq{};
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V mv = load(m + i), vv = load(v + i);
+    const V pv = load(p + i);
+    math::lamb_moments(load(g + i), mv, vv, c);
+    store(m + i, mv);
+    store(v + i, vv);
+    const V u = math::lamb_direction(pv, mv, vv, c, simd::Sqrt{});
+    p_sq += pv * pv;
+    u_sq += u * u;
+  }
+  double ps = simd::reduce_add(p_sq), us = simd::reduce_add(u_sq);
+  for (; i < n; ++i) {
+    math::lamb_moments(g[i], m[i], v[i], c);
+    const T u = math::lamb_direction(p[i], m[i], v[i], c, simd::Sqrt{});
+    ps += double(p[i]) * double(p[i]);
+    us += double(u) * double(u);
+  }
+  out[0] = ps;
+  out[1] = us;
+}
+
+template <class T>
+void lamb_apply(const math::LambConsts<T>& c, T step, T* p, const T* m, const T* v, int64_t n) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const V pv = load(p + i);
+    store(p + i, pv - step * math::lamb_direction(pv, load(m + i), load(v + i), c, simd::Sqrt{}));
+  }
+  for (; i < n; ++i) p[i] = p[i] - step * math::lamb_direction(p[i], m[i], v[i], c, simd::Sqrt{});
+}
+
+template <class T>
+void novograd(const math::NovoGradConsts<T>& c, T* p, const T* g, T* m, int64_t n) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V pv = load(p + i), mv = load(m + i);
+    math::novograd_step(pv, load(g + i), mv, c);
+    store(p + i, pv);
+    store(m + i, mv);
+  }
+  for (; i < n; ++i) math::novograd_step(p[i], g[i], m[i], c);
+}
+
+template <class T>
+void lookahead(T alpha, T* fast, T* slow, int64_t n) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V f = load(fast + i), s = load(slow + i);
+    math::lookahead_sync(f, s, alpha);
+    store(fast + i, f);
+    store(slow + i, s);
+  }
+  for (; i < n; ++i) math::lookahead_sync(fast[i], slow[i], alpha);
+}
+
+template <class T>
+constexpr OptimKernelsOf<T> table() {
+  return {&adam<T>, &sq_norm<T>, &lamb_moments<T>, &lamb_apply<T>, &novograd<T>, &lookahead<T>};
+}
+
+}  // namespace
+
+extern const OptimKernels optim_kernels = {table<float>(), table<double>()};
+
+}  // namespace hotkernels::cpu::HK_ISA

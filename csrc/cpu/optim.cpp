@@ -1,0 +1,266 @@
+// Optimizer steps on the CPU: checks, per-tensor step scalars, and one parallel region per call
+// over every span of every tensor of the param group; the SIMD loops are csrc/cpu/kernels/optim.cpp.
+// A group may mix float32 and float64 params: each span runs the kernel of its tensor's dtype.
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <vector>
+
+#include "checks.h"
+#include "cpu/kernels/optim.h"
+#include "cpu/multi_tensor.h"
+#include "optim_host.h"
+
+namespace hotkernels::cpu {
+namespace {
+
+const OptimKernels& kernels() { return HK_ISA_TABLE(optim_kernels); }
+
+template <class T>
+T* ptr(const at::Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+
+// Per-tensor constants in both compute types, so a span picks its own.
+template <template <class> class C>
+struct Both {
+  C<float> f32;
+  C<double> f64;
+  template <class T> const C<T>& of() const {
+    if constexpr (sizeof(T) == 4) {
+      return f32;
+    } else {
+      return f64;
+    }
+  }
+};
+
+// Runs f.template operator()<T>(span) with T the span tensor's compute type.
+template <class F>
+void parallel_typed(at::TensorList params, const F& f) {
+  parallel_spans(split_spans(params), [&](const Span& s) {
+    if (params[s.tensor].scalar_type() == at::kFloat) {
+      f.template operator()<float>(s);
+    } else {
+      f.template operator()<double>(s);
+    }
+  });
+}
+
+void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads,
+                 at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                 at::TensorList state_steps, const AdamHyper& h) {
+  check_param_group(op, params,
+                    {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
+                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}},
+                    /*allow_half=*/false);
+  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
+  std::vector<Both<math::AdamConsts>> consts(params.size());
+  std::vector<AdamMode> modes(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const double t = increment_step(op, state_steps[i]);
+    bool adaptive = true;
+    if (rectified) {
+      consts[i] = {radam_consts<float>(h, t, &adaptive), radam_consts<double>(h, t, &adaptive)};
+    } else {
+      consts[i] = {adam_consts<float>(h, t), adam_consts<double>(h, t)};
+    }
+    modes[i] = !adaptive ? AdamMode::momentum_only : (h.amsgrad ? AdamMode::amsgrad : AdamMode::adam);
+  }
+  parallel_typed(params, [&]<class T>(const Span& s) {
+    const auto i = s.tensor;
+    T* vmax = h.amsgrad ? ptr<T>(max_exp_avg_sqs[i]) + s.begin : nullptr;
+    kernels().of<T>().adam(consts[i].template of<T>(), modes[i], ptr<T>(params[i]) + s.begin,
+                           ptr<T>(grads[i]) + s.begin, ptr<T>(exp_avgs[i]) + s.begin,
+                           ptr<T>(exp_avg_sqs[i]) + s.begin, vmax, s.size);
+  });
+}
+
+void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, double lr, double beta1, double beta2,
+                double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+  adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
+              {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay});
+}
+
+void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                 at::TensorList state_steps, double lr, double beta1, double beta2, double eps, double weight_decay,
+                 bool decoupled_weight_decay, bool maximize) {
+  adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
+              {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay});
+}
+
+// Σ x² per tensor, summed over spans in span order (deterministic for any thread count).
+std::vector<double> span_sums_to_tensors(at::TensorList tensors, const std::vector<Span>& spans,
+                                         const std::vector<double>& per_span, int width) {
+  std::vector<double> out(tensors.size() * width, 0.0);
+  for (size_t k = 0; k < spans.size(); ++k) {
+    for (int j = 0; j < width; ++j) out[spans[k].tensor * width + j] += per_span[k * width + j];
+  }
+  return out;
+}
+
+at::ScalarType norms_dtype(at::TensorList tensors) {
+  for (const auto& t : tensors) {
+    if (t.scalar_type() == at::kDouble) return at::kDouble;
+  }
+  return at::kFloat;
+}
+
+at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
+  check_param_group("multi_tensor_sq_norms", tensors, {}, /*allow_half=*/false);
+  const std::vector<Span> spans = split_spans(tensors);
+  std::vector<double> per_span(spans.size());
+  parallel_spans(spans, [&](const Span& s) {
+    const at::Tensor& t = tensors[s.tensor];
+    const size_t k = &s - spans.data();
+    per_span[k] = t.scalar_type() == at::kFloat ? kernels().f32.sq_norm(ptr<float>(t) + s.begin, s.size)
+                                                : kernels().f64.sq_norm(ptr<double>(t) + s.begin, s.size);
+  });
+  const std::vector<double> sums = span_sums_to_tensors(tensors, spans, per_span, 1);
+  at::Tensor out = at::empty({int64_t(tensors.size())}, at::TensorOptions().dtype(at::kDouble));
+  std::copy(sums.begin(), sums.end(), out.mutable_data_ptr<double>());
+  return out.to(norms_dtype(tensors));
+}
+
+LambHyper lamb_hyper(double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
+                     bool bias_correction, bool rectify) {
+  return {beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
+}
+
+// Pass 1 of LAMB/Ralamb: clip and fold the gradient into m and v, and write ‖p‖², ‖u‖² per tensor.
+void lamb_moments_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                   at::TensorList state_steps, at::Tensor& norms, const std::optional<at::Tensor>& grad_sq_norm,
+                   double max_grad_norm, double beta1, double beta2, double eps, double weight_decay,
+                   bool grad_averaging, bool bias_correction, bool rectify) {
+  const char* op = "lamb_moments_";
+  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, false);
+  if (params.empty()) return;
+  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
+  check_norms(op, norms, params[0], params.size());
+  const double inv_clip =
+      grad_sq_norm.has_value() ? 1.0 / math::clip_divisor(grad_sq_norm->item<double>(), max_grad_norm) : 1.0;
+  const LambHyper h = lamb_hyper(beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify);
+  std::vector<Both<math::LambConsts>> consts(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const double t = increment_step(op, state_steps[i]);
+    consts[i] = {lamb_consts<float>(h, t), lamb_consts<double>(h, t)};
+    consts[i].f32.inv_clip = float(inv_clip);
+    consts[i].f64.inv_clip = inv_clip;
+  }
+  const std::vector<Span> spans = split_spans(params);
+  std::vector<double> per_span(2 * spans.size());
+  parallel_spans(spans, [&](const Span& s) {
+    const auto i = s.tensor;
+    double* out = per_span.data() + 2 * (&s - spans.data());
+    auto run = [&]<class T>() {
+      kernels().of<T>().lamb_moments(consts[i].template of<T>(), ptr<T>(params[i]) + s.begin,
+                                     ptr<T>(grads[i]) + s.begin, ptr<T>(exp_avgs[i]) + s.begin,
+                                     ptr<T>(exp_avg_sqs[i]) + s.begin, s.size, out);
+    };
+    params[i].scalar_type() == at::kFloat ? run.template operator()<float>() : run.template operator()<double>();
+  });
+  const std::vector<double> sums = span_sums_to_tensors(params, spans, per_span, 2);
+  std::copy(sums.begin(), sums.end(), norms.mutable_data_ptr<double>());
+}
+
+// Pass 2: p ← p − lr·τ·u with the trust ratio τ of each tensor from pass 1's norms.
+void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                 at::TensorList state_steps, const at::Tensor& norms, double lr, double beta1, double beta2,
+                 double eps, double weight_decay, bool grad_averaging, bool bias_correction, bool rectify,
+                 bool adapt, bool trust_clip) {
+  const char* op = "lamb_apply_";
+  check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, false);
+  if (params.empty()) return;
+  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
+  check_norms(op, norms, params[0], params.size());
+  const LambHyper h = lamb_hyper(beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify);
+  const double* sq = norms.const_data_ptr<double>();
+  std::vector<Both<math::LambConsts>> consts(params.size());
+  std::vector<double> steps(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const double t = read_step(state_steps[i]);
+    consts[i] = {lamb_consts<float>(h, t), lamb_consts<double>(h, t)};
+    steps[i] = lr * math::trust_ratio(sq[2 * i], sq[2 * i + 1], adapt, trust_clip);
+  }
+  parallel_typed(params, [&]<class T>(const Span& s) {
+    const auto i = s.tensor;
+    kernels().of<T>().lamb_apply(consts[i].template of<T>(), T(steps[i]), ptr<T>(params[i]) + s.begin,
+                                 ptr<T>(exp_avgs[i]) + s.begin, ptr<T>(exp_avg_sqs[i]) + s.begin, s.size);
+  });
+}
+
+// NovoGrad: the layer's second moment v (a 0-dim tensor per param) is updated here on the host from
+// ‖g‖² (multi_tensor_sq_norms): v ← ‖g‖² on the first step (v = 0), else β₂·v + (1 − β₂)·‖g‖².
+void novograd_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& grad_sq_norms,
+                    double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
+                    bool amsgrad) {
+  const char* op = "novograd_step_";
+  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}}, false);
+  TORCH_CHECK(state_steps.size() == params.size() && exp_avg_sqs.size() == params.size() &&
+                  (!amsgrad || max_exp_avg_sqs.size() == params.size()),
+              "hotkernels.", op, ": expected one state step, exp_avg_sq (and max_exp_avg_sq) per param");
+  TORCH_CHECK(grad_sq_norms.device().is_cpu() && grad_sq_norms.numel() == int64_t(params.size()), "hotkernels.", op,
+              ": expected 'grad_sq_norms' to hold one value per param");
+  const at::Tensor norms = grad_sq_norms.to(at::kDouble).contiguous();
+  const double* sq = norms.const_data_ptr<double>();
+  std::vector<Both<math::NovoGradConsts>> consts(params.size());
+  auto scalar = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.device().is_cpu() && t.numel() == 1 && (t.scalar_type() == at::kDouble ||
+                    t.scalar_type() == at::kFloat),
+                "hotkernels.", op, ": expected each '", name, "' to be a one-element float tensor on the CPU");
+    return t;
+  };
+  auto get = [](const at::Tensor& t) { return read_step(t); };
+  auto set = [](const at::Tensor& t, double x) {
+    if (t.scalar_type() == at::kFloat) {
+      *t.mutable_data_ptr<float>() = float(x);
+    } else {
+      *t.mutable_data_ptr<double>() = x;
+    }
+  };
+  for (size_t i = 0; i < params.size(); ++i) {
+    increment_step(op, state_steps[i]);
+    const at::Tensor& v = scalar(exp_avg_sqs[i], "exp_avg_sqs");
+    set(v, get(v) == 0 ? sq[i] : beta2 * get(v) + (1 - beta2) * sq[i]);
+    double second = get(v);
+    if (amsgrad) {
+      const at::Tensor& vmax = scalar(max_exp_avg_sqs[i], "max_exp_avg_sqs");
+      set(vmax, std::max(get(vmax), second));
+      second = get(vmax);
+    }
+    const double denom = std::sqrt(second) + eps;
+    const double grad_scale = grad_averaging ? 1 - beta1 : 1.0;
+    consts[i] = {{float(denom), float(weight_decay), float(grad_scale), float(beta1), float(lr)},
+                 {denom, weight_decay, grad_scale, beta1, lr}};
+  }
+  parallel_typed(params, [&]<class T>(const Span& s) {
+    const auto i = s.tensor;
+    kernels().of<T>().novograd(consts[i].template of<T>(), ptr<T>(params[i]) + s.begin, ptr<T>(grads[i]) + s.begin,
+                               ptr<T>(exp_avgs[i]) + s.begin, s.size);
+  });
+}
+
+void lookahead_sync_(at::TensorList fast, at::TensorList slow, double alpha) {
+  check_param_group("lookahead_sync_", fast, {{"slow", slow}}, false);
+  parallel_typed(fast, [&]<class T>(const Span& s) {
+    kernels().of<T>().lookahead(T(alpha), ptr<T>(fast[s.tensor]) + s.begin, ptr<T>(slow[s.tensor]) + s.begin,
+                                s.size);
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hotkernels, CPU, m) {
+  m.impl("adam_step_", &adam_step_);
+  m.impl("radam_step_", &radam_step_);
+  m.impl("multi_tensor_sq_norms", &multi_tensor_sq_norms);
+  m.impl("lamb_moments_", &lamb_moments_);
+  m.impl("lamb_apply_", &lamb_apply_);
+  m.impl("novograd_step_", &novograd_step_);
+  m.impl("lookahead_sync_", &lookahead_sync_);
+}
+
+}  // namespace hotkernels::cpu

@@ -1,0 +1,488 @@
+// Optimizer steps on CUDA: multi-tensor apply (csrc/cuda/multi_tensor.cuh) of the formulas in
+// csrc/math/optim.h, computing in at::opmath_type (float for float16/bfloat16 params and state).
+// The host part (checks, step counters on the CPU, per-step scalars) is csrc/optim_host.h, as on the
+// CPU; tensors are bucketed by (dtype, step) so that each launch takes its scalars by value.
+// Reductions (norms) go through a block reduction and one double atomicAdd per block and tensor;
+// LAMB's clipping factor and trust ratios are read on the device, so a step never syncs the host.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cub/block/block_reduce.cuh>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "checks.h"
+#include "cuda/multi_tensor.cuh"
+#include "math/optim.h"
+#include "optim_host.h"
+
+namespace hotkernels::cuda {
+namespace {
+
+struct DeviceSqrt {
+  __device__ __forceinline__ float operator()(float x) const { return sqrtf(x); }
+  __device__ __forceinline__ double operator()(double x) const { return ::sqrt(x); }
+};
+
+template <class T>
+__device__ __forceinline__ T* at_(void* p) {
+  return static_cast<T*>(p);
+}
+
+// Sum over the block of (a, b), added into out[0], out[1] by thread 0.
+template <class Acc>
+__device__ __forceinline__ void block_add2(Acc a, Acc b, double* out) {
+  using Reduce = cub::BlockReduce<Acc, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const Acc sa = Reduce(tmp).Sum(a);
+  __syncthreads();
+  const Acc sb = Reduce(tmp).Sum(b);
+  if (threadIdx.x == 0) {
+    atomicAdd(out, double(sa));
+    atomicAdd(out + 1, double(sb));
+  }
+}
+
+template <class T, bool kAmsgrad, bool kAdaptive>
+__global__ void __launch_bounds__(kThreads) adam_kernel(TensorChunks<5> tc, math::AdamConsts<at::opmath_type<T>> c) {
+  using Op = at::opmath_type<T>;
+  const BlockWork w = block_work(tc);
+  T* p = at_<T>(tc.ptr[0][w.t]);
+  const T* g = at_<T>(tc.ptr[1][w.t]);
+  T* m = at_<T>(tc.ptr[2][w.t]);
+  T* v = at_<T>(tc.ptr[3][w.t]);
+  T* vmax = at_<T>(tc.ptr[4][w.t]);
+  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
+    Op pv = p[i], mv = m[i], vv = v[i];
+    Op xv = kAmsgrad ? Op(vmax[i]) : Op(0);
+    math::adam_step<kAmsgrad, kAdaptive>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
+    p[i] = T(pv);
+    m[i] = T(mv);
+    v[i] = T(vv);
+    if constexpr (kAmsgrad) vmax[i] = T(xv);
+  }
+}
+
+struct Bucket {
+  at::ScalarType dtype;
+  double step;
+  std::vector<int64_t> index;
+};
+
+// Tensors grouped by (dtype, step), in first-seen order.
+std::vector<Bucket> buckets(at::TensorList params, const std::vector<double>& steps) {
+  std::vector<Bucket> out;
+  std::map<std::pair<int, double>, size_t> where;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto key = std::make_pair(int(params[i].scalar_type()), steps.empty() ? 0.0 : steps[i]);
+    auto it = where.find(key);
+    if (it == where.end()) {
+      it = where.emplace(key, out.size()).first;
+      out.push_back({params[i].scalar_type(), key.second, {}});
+    }
+    out[it->second].index.push_back(int64_t(i));
+  }
+  return out;
+}
+
+std::vector<double> increment_steps(const char* op, at::TensorList state_steps, size_t n) {
+  TORCH_CHECK(state_steps.size() == n, "hotkernels.", op, ": expected one state step per param");
+  std::vector<double> t(n);
+  for (size_t i = 0; i < n; ++i) t[i] = increment_step(op, state_steps[i]);
+  return t;
+}
+
+cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
+
+// Capturable steps (torch.optim's capturable=True): the step counters are float32 tensors on the
+// device, incremented by a kernel, and every block derives its tensor's step scalars from its
+// counter, so a step neither reads anything on the host nor depends on host values that change
+// from step to step: it can be captured in a CUDA graph and replayed.
+struct StepCounters {
+  float* step[kMaxTensors];
+  int n;
+};
+
+__global__ void increment_steps_kernel(StepCounters sc) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t < sc.n) *sc.step[t] += 1.0f;
+}
+
+template <class T, bool kAmsgrad>
+__global__ void __launch_bounds__(kThreads) adam_capturable_kernel(TensorChunks<6> tc, AdamHyper h, bool rectified) {
+  using Op = at::opmath_type<T>;
+  const BlockWork w = block_work(tc);
+  const double t = *at_<float>(tc.ptr[5][w.t]);
+  bool adaptive = true;
+  const math::AdamConsts<Op> c = rectified ? radam_consts<Op>(h, t, &adaptive) : adam_consts<Op>(h, t);
+  T* p = at_<T>(tc.ptr[0][w.t]);
+  const T* g = at_<T>(tc.ptr[1][w.t]);
+  T* m = at_<T>(tc.ptr[2][w.t]);
+  T* v = at_<T>(tc.ptr[3][w.t]);
+  T* vmax = at_<T>(tc.ptr[4][w.t]);
+  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
+    Op pv = p[i], mv = m[i], vv = v[i];
+    Op xv = kAmsgrad ? Op(vmax[i]) : Op(0);
+    if (adaptive) {
+      math::adam_step<kAmsgrad, true>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
+    } else {
+      math::adam_step<false, false>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
+    }
+    p[i] = T(pv);
+    m[i] = T(mv);
+    v[i] = T(vv);
+    if constexpr (kAmsgrad) vmax[i] = T(xv);
+  }
+}
+
+void adam_family_capturable(const char* op, bool rectified, at::TensorList params, at::TensorList grads,
+                            at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList fifth,
+                            at::TensorList state_steps, const AdamHyper& h) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& s = state_steps[i];
+    TORCH_CHECK(s.device() == params[i].device() && s.numel() == 1 && s.scalar_type() == at::kFloat, "hotkernels.", op,
+                ": with state steps on the GPU (capturable), expected each to be a one-element float32 tensor on its "
+                "param's device, but 'state_steps[", i, "]' is ", s.scalar_type(), " of shape ", s.sizes(), " on ",
+                s.device());
+  }
+  for (size_t k0 = 0; k0 < params.size(); k0 += kMaxTensors) {
+    StepCounters sc;
+    sc.n = static_cast<int>(std::min<size_t>(kMaxTensors, params.size() - k0));
+    for (int k = 0; k < sc.n; ++k) sc.step[k] = state_steps[k0 + k].mutable_data_ptr<float>();
+    increment_steps_kernel<<<1, kMaxTensors, 0, stream()>>>(sc);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  for (const Bucket& b : buckets(params, {})) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_capturable_cuda", [&] {
+      for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps}, b.index,
+                         [&](const TensorChunks<6>& tc, int n) {
+                           if (h.amsgrad) {
+                             adam_capturable_kernel<scalar_t, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified);
+                           } else {
+                             adam_capturable_kernel<scalar_t, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified);
+                           }
+                           C10_CUDA_KERNEL_LAUNCH_CHECK();
+                         });
+    });
+  }
+}
+
+void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                 at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
+                 const AdamHyper& h) {
+  check_param_group(op, params,
+                    {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
+                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}},
+                    /*allow_half=*/true);
+  if (params.empty()) return;
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
+  // Without amsgrad the fifth pointer is never read: exp_avg_sqs stands in for it.
+  const at::TensorList fifth = h.amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
+  if (state_steps[0].is_cuda()) {
+    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps, h);
+  }
+  const std::vector<double> steps = increment_steps(op, state_steps, params.size());
+  for (const Bucket& b : buckets(params, steps)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_cuda", [&] {
+      using Op = at::opmath_type<scalar_t>;
+      bool adaptive = true;
+      const math::AdamConsts<Op> c =
+          rectified ? radam_consts<Op>(h, b.step, &adaptive) : adam_consts<Op>(h, b.step);
+      for_each_launch<5>({params, grads, exp_avgs, exp_avg_sqs, fifth}, b.index, [&](const TensorChunks<5>& tc, int n) {
+        if (!adaptive) {
+          adam_kernel<scalar_t, false, false><<<n, kThreads, 0, stream()>>>(tc, c);
+        } else if (h.amsgrad) {
+          adam_kernel<scalar_t, true, true><<<n, kThreads, 0, stream()>>>(tc, c);
+        } else {
+          adam_kernel<scalar_t, false, true><<<n, kThreads, 0, stream()>>>(tc, c);
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+}
+
+void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, double lr, double beta1, double beta2,
+                double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+  adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
+              {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay});
+}
+
+void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                 at::TensorList state_steps, double lr, double beta1, double beta2, double eps, double weight_decay,
+                 bool decoupled_weight_decay, bool maximize) {
+  adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
+              {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay});
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) sq_norm_kernel(TensorChunks<1> tc, double* out) {
+  using Op = at::opmath_type<T>;
+  const BlockWork w = block_work(tc);
+  const T* x = at_<T>(tc.ptr[0][w.t]);
+  Op s = 0;
+  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
+    const Op a = x[i];
+    s += a * a;
+  }
+  using Reduce = cub::BlockReduce<Op, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const Op total = Reduce(tmp).Sum(s);
+  if (threadIdx.x == 0) atomicAdd(out + tc.index[w.t], double(total));
+}
+
+at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
+  check_param_group("multi_tensor_sq_norms", tensors, {}, /*allow_half=*/true);
+  TORCH_CHECK(!tensors.empty(), "hotkernels.multi_tensor_sq_norms: expected at least one tensor");
+  const c10::cuda::CUDAGuard guard(tensors[0].device());
+  at::Tensor out = at::zeros({int64_t(tensors.size())}, tensors[0].options().dtype(at::kDouble));
+  bool any_double = false;
+  for (const Bucket& b : buckets(tensors, {})) {
+    any_double = any_double || b.dtype == at::kDouble;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_sq_norms_cuda", [&] {
+      for_each_launch<1>({tensors}, b.index, [&](const TensorChunks<1>& tc, int n) {
+        sq_norm_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, out.mutable_data_ptr<double>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+  return any_double ? out : out.to(at::kFloat);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    lamb_moments_kernel(TensorChunks<4> tc, math::LambConsts<at::opmath_type<T>> c, const double* grad_sq_norm,
+                        double max_grad_norm, double* norms) {
+  using Op = at::opmath_type<T>;
+  if (grad_sq_norm != nullptr) c.inv_clip = Op(1.0 / math::clip_divisor(*grad_sq_norm, max_grad_norm));
+  const BlockWork w = block_work(tc);
+  const T* p = at_<T>(tc.ptr[0][w.t]);
+  const T* g = at_<T>(tc.ptr[1][w.t]);
+  T* m = at_<T>(tc.ptr[2][w.t]);
+  T* v = at_<T>(tc.ptr[3][w.t]);
+  Op p_sq = 0, u_sq = 0;
+  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
+    Op mv = m[i], vv = v[i];
+    const Op pv = p[i];
+    math::lamb_moments(Op(g[i]), mv, vv, c);
+    m[i] = T(mv);
+    v[i] = T(vv);
+    // The direction from the stored (rounded) moments, exactly as the apply pass will see them.
+    const Op u = math::lamb_direction(pv, Op(T(mv)), Op(T(vv)), c, DeviceSqrt{});
+    p_sq += pv * pv;
+    u_sq += u * u;
+  }
+  block_add2(p_sq, u_sq, norms + 2 * tc.index[w.t]);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    lamb_apply_kernel(TensorChunks<3> tc, math::LambConsts<at::opmath_type<T>> c, const double* norms, double lr,
+                      bool adapt, bool trust_clip) {
+  using Op = at::opmath_type<T>;
+  const BlockWork w = block_work(tc);
+  const double* sq = norms + 2 * tc.index[w.t];
+  const Op step = Op(lr * math::trust_ratio(sq[0], sq[1], adapt, trust_clip));
+  T* p = at_<T>(tc.ptr[0][w.t]);
+  const T* m = at_<T>(tc.ptr[1][w.t]);
+  const T* v = at_<T>(tc.ptr[2][w.t]);
+  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
+    const Op pv = p[i];
+    p[i] = T(pv - step * math::lamb_direction(pv, Op(m[i]), Op(v[i]), c, DeviceSqrt{}));
+  }
+}
+
+void lamb_moments_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                   at::TensorList state_steps, at::Tensor& norms, const std::optional<at::Tensor>& grad_sq_norm,
+                   double max_grad_norm, double beta1, double beta2, double eps, double weight_decay,
+                   bool grad_averaging, bool bias_correction, bool rectify) {
+  const char* op = "lamb_moments_";
+  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, true);
+  if (params.empty()) return;
+  check_norms(op, norms, params[0], params.size());
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  const std::vector<double> steps = increment_steps(op, state_steps, params.size());
+  at::Tensor gsq;
+  if (grad_sq_norm.has_value()) {
+    check_same_device(op, "grad_sq_norm", *grad_sq_norm, "params[0]", params[0]);
+    gsq = grad_sq_norm->to(at::kDouble).contiguous();
+  }
+  norms.zero_();
+  const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
+  for (const Bucket& b : buckets(params, steps)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lamb_moments_cuda", [&] {
+      const auto c = lamb_consts<at::opmath_type<scalar_t>>(h, b.step);
+      for_each_launch<4>({params, grads, exp_avgs, exp_avg_sqs}, b.index, [&](const TensorChunks<4>& tc, int n) {
+        lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(
+            tc, c, gsq.defined() ? gsq.const_data_ptr<double>() : nullptr, max_grad_norm,
+            norms.mutable_data_ptr<double>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+}
+
+void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                 at::TensorList state_steps, const at::Tensor& norms, double lr, double beta1, double beta2,
+                 double eps, double weight_decay, bool grad_averaging, bool bias_correction, bool rectify,
+                 bool adapt, bool trust_clip) {
+  const char* op = "lamb_apply_";
+  check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, true);
+  if (params.empty()) return;
+  check_norms(op, norms, params[0], params.size());
+  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  std::vector<double> steps(params.size());
+  for (size_t i = 0; i < params.size(); ++i) steps[i] = read_step(state_steps[i]);
+  const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
+  for (const Bucket& b : buckets(params, steps)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lamb_apply_cuda", [&] {
+      const auto c = lamb_consts<at::opmath_type<scalar_t>>(h, b.step);
+      for_each_launch<3>({params, exp_avgs, exp_avg_sqs}, b.index, [&](const TensorChunks<3>& tc, int n) {
+        lamb_apply_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, norms.const_data_ptr<double>(), lr, adapt,
+                                                                  trust_clip);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) lookahead_kernel(TensorChunks<2> tc, at::opmath_type<T> alpha) {
+  using Op = at::opmath_type<T>;
+  const BlockWork w = block_work(tc);
+  T* fast = at_<T>(tc.ptr[0][w.t]);
+  T* slow = at_<T>(tc.ptr[1][w.t]);
+  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
+    Op f = fast[i], s = slow[i];
+    math::lookahead_sync(f, s, alpha);
+    fast[i] = T(f);
+    slow[i] = T(s);
+  }
+}
+
+void lookahead_sync_(at::TensorList fast, at::TensorList slow, double alpha) {
+  check_param_group("lookahead_sync_", fast, {{"slow", slow}}, true);
+  if (fast.empty()) return;
+  const c10::cuda::CUDAGuard guard(fast[0].device());
+  for (const Bucket& b : buckets(fast, {})) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lookahead_cuda", [&] {
+      for_each_launch<2>({fast, slow}, b.index, [&](const TensorChunks<2>& tc, int n) {
+        lookahead_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, at::opmath_type<scalar_t>(alpha));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+}
+
+// NovoGrad's layer moments, one thread per tensor: v ← ‖g‖² on the first step (v = 0), else
+// β₂·v + (1 − β₂)·‖g‖²; with amsgrad v̂ ← max(v̂, v).
+struct LayerMoments {
+  void* v[kMaxTensors];
+  void* vmax[kMaxTensors];
+  int32_t index[kMaxTensors];
+  int n;
+};
+
+template <class T>
+__global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double beta2, bool amsgrad) {
+  using Op = at::opmath_type<T>;
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= lm.n) return;
+  T* v = at_<T>(lm.v[t]);
+  const Op norm = Op(sq[lm.index[t]]);
+  const Op cur = *v;
+  const Op next = cur == Op(0) ? norm : Op(beta2) * cur + Op(1 - beta2) * norm;
+  *v = T(next);
+  if (amsgrad) {
+    T* vmax = at_<T>(lm.vmax[t]);
+    *vmax = Op(*vmax) > Op(*v) ? *vmax : *v;
+  }
+}
+
+// The elementwise pass; the fourth pointer is the tensor's (max_)exp_avg_sq, read for its denominator.
+template <class T>
+__global__ void __launch_bounds__(kThreads) novograd_kernel(TensorChunks<4> tc, math::NovoGradConsts<at::opmath_type<T>> c,
+                                                              double eps) {
+  using Op = at::opmath_type<T>;
+  const BlockWork w = block_work(tc);
+  c.denom = DeviceSqrt{}(Op(*at_<T>(tc.ptr[3][w.t]))) + Op(eps);
+  T* p = at_<T>(tc.ptr[0][w.t]);
+  const T* g = at_<T>(tc.ptr[1][w.t]);
+  T* m = at_<T>(tc.ptr[2][w.t]);
+  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
+    Op pv = p[i], mv = m[i];
+    math::novograd_step(pv, Op(g[i]), mv, c);
+    p[i] = T(pv);
+    m[i] = T(mv);
+  }
+}
+
+void novograd_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& grad_sq_norms,
+                    double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
+                    bool amsgrad) {
+  const char* op = "novograd_step_";
+  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}}, true);
+  if (params.empty()) return;
+  TORCH_CHECK(exp_avg_sqs.size() == params.size() && (!amsgrad || max_exp_avg_sqs.size() == params.size()),
+              "hotkernels.", op, ": expected one exp_avg_sq (and max_exp_avg_sq) per param");
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (const at::Tensor& s : {exp_avg_sqs[i], amsgrad ? max_exp_avg_sqs[i] : exp_avg_sqs[i]}) {
+      TORCH_CHECK(s.numel() == 1 && s.scalar_type() == params[i].scalar_type() && s.device() == params[i].device(),
+                  "hotkernels.", op, ": expected each layer moment to be a one-element tensor of its param's dtype "
+                  "and device");
+    }
+  }
+  check_same_device(op, "grad_sq_norms", grad_sq_norms, "params[0]", params[0]);
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  increment_steps(op, state_steps, params.size());
+  const at::Tensor sq = grad_sq_norms.to(at::kDouble).contiguous();
+  const at::TensorList second = amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
+  const double grad_scale = grad_averaging ? 1 - beta1 : 1.0;
+  for (const Bucket& b : buckets(params, {})) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_novograd_cuda", [&] {
+      using Op = at::opmath_type<scalar_t>;
+      for (size_t k0 = 0; k0 < b.index.size(); k0 += kMaxTensors) {
+        LayerMoments lm;
+        lm.n = static_cast<int>(std::min<size_t>(kMaxTensors, b.index.size() - k0));
+        for (int k = 0; k < lm.n; ++k) {
+          const int64_t i = b.index[k0 + k];
+          lm.v[k] = exp_avg_sqs[i].data_ptr();
+          lm.vmax[k] = amsgrad ? max_exp_avg_sqs[i].data_ptr() : nullptr;
+          lm.index[k] = static_cast<int32_t>(i);
+        }
+        novograd_layer_kernel<scalar_t><<<1, kMaxTensors, 0, stream()>>>(lm, sq.const_data_ptr<double>(), beta2,
+                                                                         amsgrad);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      const math::NovoGradConsts<Op> c{Op(1), Op(weight_decay), Op(grad_scale), Op(beta1), Op(lr)};
+      for_each_launch<4>({params, grads, exp_avgs, second}, b.index, [&](const TensorChunks<4>& tc, int n) {
+        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, eps);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hotkernels, CUDA, m) {
+  m.impl("adam_step_", &adam_step_);
+  m.impl("radam_step_", &radam_step_);
+  m.impl("multi_tensor_sq_norms", &multi_tensor_sq_norms);
+  m.impl("lamb_moments_", &lamb_moments_);
+  m.impl("lamb_apply_", &lamb_apply_);
+  m.impl("novograd_step_", &novograd_step_);
+  m.impl("lookahead_sync_", &lookahead_sync_);
+}
+
+}  // namespace hotkernels::cuda

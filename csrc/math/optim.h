@@ -1,0 +1,130 @@
+// Optimizer update formulas, shared by the CPU kernels (GCC vectors) and the CUDA kernels (scalars).
+// Per-step scalars (bias corrections, rectification, trust ratio) are computed once per tensor on
+// the host or per block on the device and arrive here as plain numbers of the compute type S.
+//
+// Adam family (torch.optim.Adam/AdamW/RAdam), with g negated first when maximizing:
+//   g ← g + λ·p                       (L2 weight decay, Adam/RAdam; λ = 0 when decoupled)
+//   p ← p·(1 − lr·λ)                  (decoupled weight decay, AdamW; factor 1 otherwise)
+//   m ← m + (1 − β₁)(g − m)           (torch's lerp_)
+//   v ← β₂·v + (1 − β₂)·g²
+//   v̂ ← max(v̂, v)                     (amsgrad; else v̂ = v)
+//   p ← p − step_size · (m / ((√v̂ + ε_in)/s + ε_out))   (adaptive; torch's addcdiv order)
+//   p ← p − step_size · m                              (RAdam before rectification, ρ_t ≤ 5)
+// Adam:  step_size = lr/(1 − β₁ᵗ), s = √(1 − β₂ᵗ), ε_in = 0, ε_out = ε.
+// RAdam: step_size = lr·r_t/(1 − β₁ᵗ), s = √(1 − β₂ᵗ), ε_in = ε, ε_out = 0 (torch adds ε to √v).
+//
+// LAMB family (NVLAMB, Ralamb), two passes:
+//   moments: g ← g/c (global clip c ≥ 1), m ← β₁·m + β₃·g, v ← β₂·v + (1 − β₂)·g²
+//   direction: u = a·m / ((√v + ε_in)/s + ε_out) (adaptive) or a·m, then u ← u + λ·p
+//   apply: p ← p − lr·τ·u with τ the per-tensor trust ratio ‖p‖/‖u‖.
+#pragma once
+
+#include <cmath>
+
+#include "math/common.h"
+
+namespace hotkernels::math {
+
+// The adaptive denominator (√v + ε_in)/s + ε_out of both families (a division, as torch divides).
+template <class S>
+struct Denominator {
+  S eps_in, divisor, eps_out;
+};
+
+template <class V, class S, class Sqrt>
+HK_HOST_DEVICE V adaptive_denominator(V v, const Denominator<S>& d, Sqrt sqrt) {
+  return (sqrt(v) + d.eps_in) / d.divisor + d.eps_out;
+}
+
+template <class S>
+struct AdamConsts {
+  S l2;               // λ for L2 weight decay (0 when decoupled or without weight decay)
+  S decay;            // 1 − lr·λ for decoupled weight decay (1 otherwise)
+  S one_minus_beta1;  // 1 − β₁
+  S beta2, one_minus_beta2;
+  S step_size;
+  Denominator<S> denom;
+  S sign;             // −1 when maximizing, else 1
+};
+
+// One Adam-family step on p, m, v (and v̂ when kAmsgrad); kAdaptive false is RAdam's un-rectified
+// step (momentum only).
+template <bool kAmsgrad, bool kAdaptive, class V, class S, class Sqrt>
+HK_HOST_DEVICE void adam_step(V& p, V g, V& m, V& v, V& vmax, const AdamConsts<S>& c, Sqrt sqrt) {
+  g = g * c.sign + c.l2 * p;
+  p = p * c.decay;
+  m = m + c.one_minus_beta1 * (g - m);
+  v = c.beta2 * v + c.one_minus_beta2 * (g * g);
+  if constexpr (kAdaptive) {
+    V vhat = v;
+    if constexpr (kAmsgrad) {
+      vmax = vmax > v ? vmax : v;
+      vhat = vmax;
+    }
+    p = p - c.step_size * (m / adaptive_denominator(vhat, c.denom, sqrt));
+  } else {
+    p = p - c.step_size * m;
+  }
+}
+
+template <class S>
+struct LambConsts {
+  S inv_clip;         // 1/c, the global gradient clipping factor
+  S beta1, beta3;     // β₃ = 1 − β₁ with grad averaging, else 1
+  S beta2, one_minus_beta2;
+  S m_scale;          // a
+  Denominator<S> denom;
+  S weight_decay;     // λ, added to the direction (decoupled)
+  bool adaptive;
+};
+
+template <class V, class S>
+HK_HOST_DEVICE void lamb_moments(V g, V& m, V& v, const LambConsts<S>& c) {
+  g = g * c.inv_clip;
+  m = c.beta1 * m + c.beta3 * g;
+  v = c.beta2 * v + c.one_minus_beta2 * (g * g);
+}
+
+template <class V, class S, class Sqrt>
+HK_HOST_DEVICE V lamb_direction(V p, V m, V v, const LambConsts<S>& c, Sqrt sqrt) {
+  V u = c.m_scale * m;
+  if (c.adaptive) u = u / adaptive_denominator(v, c.denom, sqrt);
+  return u + c.weight_decay * p;
+}
+
+// LAMB's trust ratio ‖p‖/‖u‖ from the squared norms; 1 where either norm is 0 (or not adapting).
+HK_HOST_DEVICE double trust_ratio(double p_sq, double u_sq, bool adapt, bool trust_clip) {
+  if (!adapt || !(p_sq > 0) || !(u_sq > 0)) return 1.0;
+  const double r = sqrt(p_sq) / sqrt(u_sq);
+  return trust_clip && r > 1.0 ? 1.0 : r;
+}
+
+// NVLAMB's global clipping divisor: ‖g‖/max_grad_norm where that exceeds 1, else 1 (also when off).
+HK_HOST_DEVICE double clip_divisor(double grad_sq_norm, double max_grad_norm) {
+  const double norm = sqrt(grad_sq_norm);
+  return max_grad_norm > 0 && norm > max_grad_norm ? norm / max_grad_norm : 1.0;
+}
+
+// NovoGrad (Ginsburg et al. 2019, as torch_optimizer.NovoGrad) with the layer's denominator
+// d = √v_layer + ε computed per tensor:
+//   g' ← g/d + λ·p, g' ← (1 − β₁)·g' (grad averaging), m ← β₁·m + g', p ← p − lr·m
+template <class S>
+struct NovoGradConsts {
+  S denom, weight_decay, grad_scale, beta1, lr;
+};
+
+template <class V, class S>
+HK_HOST_DEVICE void novograd_step(V& p, V g, V& m, const NovoGradConsts<S>& c) {
+  g = (g / c.denom + c.weight_decay * p) * c.grad_scale;
+  m = c.beta1 * m + g;
+  p = p - c.lr * m;
+}
+
+// Lookahead sync (Zhang et al. 2019): slow ← slow + α(fast − slow), fast ← slow.
+template <class V, class S>
+HK_HOST_DEVICE void lookahead_sync(V& fast, V& slow, S alpha) {
+  slow = slow + alpha * (fast - slow);
+  fast = slow;
+}
+
+}  // namespace hotkernels::math

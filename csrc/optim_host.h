@@ -1,0 +1,128 @@
+// Host side of the optimizer ops, shared by CPU and CUDA: the per-tensor scalars of one step
+// (bias corrections, RAdam's rectification) from the step count, with torch.optim's formulas, and the
+// optimizer state step counters (0-dim float tensors on the CPU, as torch.optim keeps them). The
+// Adam-family scalars are host-device functions: CUDA's capturable steps (counters on the device)
+// compute them per block from the device counter.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+#include "math/optim.h"
+
+namespace hotkernels {
+
+// Adds 1 to a CPU step counter (float32 or float64, one element) and returns the new count.
+inline double increment_step(const char* op, const at::Tensor& step) {
+  TORCH_CHECK(step.device().is_cpu() && step.numel() == 1 &&
+                  (step.scalar_type() == at::kFloat || step.scalar_type() == at::kDouble),
+              "hotkernels.", op, ": expected each state step to be a one-element float32 or float64 CPU tensor, but got ",
+              step.scalar_type(), " of shape ", step.sizes(), " on ", step.device());
+  if (step.scalar_type() == at::kFloat) {
+    float* s = step.mutable_data_ptr<float>();
+    return *s += 1.0f;
+  }
+  double* s = step.mutable_data_ptr<double>();
+  return *s += 1.0;
+}
+
+inline double read_step(const at::Tensor& step) {
+  return step.scalar_type() == at::kFloat ? double(*step.const_data_ptr<float>()) : *step.const_data_ptr<double>();
+}
+
+// LAMB's per-tensor squared norms (‖p‖², ‖u‖²), written by the moments pass, read by the update pass.
+inline void check_norms(const char* op, const at::Tensor& norms, const at::Tensor& p0, size_t n) {
+  TORCH_CHECK(norms.device() == p0.device() && norms.dim() == 2 && norms.size(0) == int64_t(n) &&
+                  norms.size(1) == 2 && norms.scalar_type() == at::kDouble && norms.is_contiguous(),
+              "hotkernels.", op, ": expected 'norms' to be a contiguous float64 tensor of shape [", n,
+              ", 2] on the params' device, but got ", norms.scalar_type(), " of shape ", norms.sizes(), " on ",
+              norms.device());
+}
+
+struct AdamHyper {
+  double lr, beta1, beta2, eps, weight_decay;
+  bool amsgrad, maximize, decoupled_weight_decay;
+};
+
+// torch.optim.Adam (decoupled_weight_decay: AdamW) at step t.
+template <class S>
+HK_HOST_DEVICE math::AdamConsts<S> adam_consts(const AdamHyper& h, double t) {
+  const double bias_correction1 = 1 - pow(h.beta1, t);
+  const double bias_correction2 = 1 - pow(h.beta2, t);
+  return {S(h.decoupled_weight_decay ? 0.0 : h.weight_decay),
+          S(h.decoupled_weight_decay ? 1 - h.lr * h.weight_decay : 1.0),
+          S(1 - h.beta1),
+          S(h.beta2),
+          S(1 - h.beta2),
+          S(h.lr / bias_correction1),
+          {S(0), S(sqrt(bias_correction2)), S(h.eps)},
+          S(h.maximize ? -1 : 1)};
+}
+
+// RAdam (Liu et al. 2020) at step t, as torch.optim.RAdam: ρ∞ = 2/(1 − β₂) − 1,
+// ρ_t = ρ∞ − 2t·β₂ᵗ/(1 − β₂ᵗ); above ρ_t > 5 the adaptive step is scaled by
+// r_t = √((ρ_t − 4)(ρ_t − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρ_t)), else the step is momentum only.
+struct Rectification {
+  bool adaptive;
+  double rect;  // r_t when adaptive
+};
+
+HK_HOST_DEVICE Rectification radam_rectification(double beta2, double t) {
+  const double bias_correction2 = 1 - pow(beta2, t);
+  const double rho_inf = 2 / (1 - beta2) - 1;
+  const double rho_t = rho_inf - 2 * t * pow(beta2, t) / bias_correction2;
+  if (!(rho_t > 5.0)) return {false, 0.0};
+  return {true, sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))};
+}
+
+template <class S>
+HK_HOST_DEVICE math::AdamConsts<S> radam_consts(const AdamHyper& h, double t, bool* adaptive) {
+  math::AdamConsts<S> c = adam_consts<S>(h, t);
+  const Rectification r = radam_rectification(h.beta2, t);
+  *adaptive = r.adaptive;
+  const double bias_correction1 = 1 - pow(h.beta1, t);
+  c.step_size = S(h.lr * (r.adaptive ? r.rect : 1.0) / bias_correction1);
+  c.denom.eps_in = S(h.eps);
+  c.denom.eps_out = S(0);
+  return c;
+}
+
+struct LambHyper {
+  double beta1, beta2, eps, weight_decay;
+  bool grad_averaging, bias_correction;
+  bool rectify;  // Ralamb: RAdam's rectified direction instead of Adam's
+};
+
+// LAMB direction constants at step t (math::lamb_direction); inv_clip is set by the caller.
+// LAMB (NVLAMB): u = (m/(1 − β₁ᵗ)) / (√v/√(1 − β₂ᵗ) + ε) + λp.
+// Ralamb: u = r_t·(m/(1 − β₁ᵗ)) / ((√v + ε)/√(1 − β₂ᵗ)) + λp above the threshold, m/(1 − β₁ᵗ) + λp below.
+template <class S>
+math::LambConsts<S> lamb_consts(const LambHyper& h, double t) {
+  const double bias_correction1 = h.bias_correction ? 1 - std::pow(h.beta1, t) : 1.0;
+  const double bias_correction2 = h.bias_correction ? 1 - std::pow(h.beta2, t) : 1.0;
+  math::LambConsts<S> c{};
+  c.inv_clip = S(1);
+  c.beta1 = S(h.beta1);
+  c.beta3 = S(h.grad_averaging ? 1 - h.beta1 : 1.0);
+  c.beta2 = S(h.beta2);
+  c.one_minus_beta2 = S(1 - h.beta2);
+  c.weight_decay = S(h.weight_decay);
+  c.denom.divisor = S(std::sqrt(bias_correction2));
+  if (h.rectify) {
+    const Rectification r = radam_rectification(h.beta2, t);
+    c.adaptive = r.adaptive;
+    c.m_scale = S((r.adaptive ? r.rect : 1.0) / bias_correction1);
+    c.denom.eps_in = S(h.eps);
+    c.denom.eps_out = S(0);
+  } else {
+    c.adaptive = true;
+    c.m_scale = S(1 / bias_correction1);
+    c.denom.eps_in = S(0);
+    c.denom.eps_out = S(h.eps);
+  }
+  return c;
+}
+
+}  // namespace hotkernels

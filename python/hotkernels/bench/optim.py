@@ -1,0 +1,164 @@
+"""Optimizer step benchmark cases: hotkernels.optim against torch.optim and plain-PyTorch loops.
+
+Parameter sets: ResNet-18-sized (11.7M params in 62 tensors, its real shapes) and many-small
+(1000 tensors of 4096). Baselines: ``torch`` is torch.optim.Adam(fused=True) for Adam and
+RAdam(foreach=True) for RAdam; LAMB, NovoGrad and Ranger have no torch.optim counterpart, and
+torch_optimizer (what users pick today) is not installed here, so their ``torch`` baseline is the
+same algorithm as a plain-PyTorch per-tensor loop in the style of timm's Lamb and torch_optimizer.
+
+Each call of an implementation is one optimizer step (Ranger: k = 6 steps, so that the Lookahead
+sync is counted once per cycle). Memory floors (bytes per param, float32): Adam/RAdam read p, g,
+m, v and write p, m, v: 28. LAMB without param-sized temporaries: the global gradient norm reads g
+(4), the moments pass reads p, g, m, v and writes m, v (24), the update pass reads p, m, v and
+writes p (16): 44. NovoGrad: the gradient norm (4), then p, g, m read and p, m written (20): 24.
+Ranger: 6 RAdam steps and one sync (fast and slow read and written, 16).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from . import Case
+from .. import optim as HO
+
+
+def resnet18_shapes(width: float = 1.0) -> list[tuple[int, ...]]:
+    """The parameter shapes of torchvision's resnet18 (62 tensors, 11.7M params); `width` scales
+    the channel counts (quick mode)."""
+    c = [max(1, int(w * width)) for w in (64, 128, 256, 512)]
+    shapes: list[tuple[int, ...]] = [(c[0], 3, 7, 7), (c[0],), (c[0],)]
+    cin = c[0]
+    for i, cout in enumerate(c):
+        for block in range(2):
+            first = block == 0
+            shapes += [(cout, cin if first else cout, 3, 3), (cout,), (cout,), (cout, cout, 3, 3), (cout,), (cout,)]
+            if first and i > 0:
+                shapes += [(cout, cin, 1, 1), (cout,), (cout,)]
+        cin = cout
+    return shapes + [(1000, c[3]), (1000,)]
+
+
+def _param_sets(quick: bool) -> dict[str, list[tuple[int, ...]]]:
+    if quick:
+        return {"resnet18/4": resnet18_shapes(0.25), "250x4k": [(4096,)] * 250}
+    return {"resnet18": resnet18_shapes(), "1000x4k": [(4096,)] * 1000}
+
+
+# --- plain-PyTorch baselines (per-tensor loops, as timm's Lamb and torch_optimizer's optimizers)
+
+
+class LoopLamb(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, max_grad_norm=1.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.max_grad_norm = max_grad_norm
+
+    @torch.no_grad()
+    def step(self):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        clip = torch.where(norm > self.max_grad_norm, norm / self.max_grad_norm, torch.ones_like(norm))
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                st = self.state[p]
+                if not st:
+                    st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                st["step"] += 1
+                grad = p.grad / clip
+                st["exp_avg"].mul_(b1).add_(grad, alpha=1 - b1)
+                st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - b2 ** st["step"])).add_(group["eps"])
+                update = (st["exp_avg"] / (1 - b1 ** st["step"])).div_(denom).add_(p, alpha=group["weight_decay"])
+                w, u = p.norm(), update.norm()
+                one = torch.ones_like(w)
+                trust = torch.where(w > 0, torch.where(u > 0, w / u, one), one)
+                p.add_(update * trust, alpha=-group["lr"])
+
+
+class LoopNovoGrad(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.95, 0), eps=1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                st = self.state[p]
+                if not st:
+                    st.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros([]))
+                norm = torch.sum(torch.pow(p.grad, 2))
+                if st["exp_avg_sq"] == 0:
+                    st["exp_avg_sq"].copy_(norm)
+                else:
+                    st["exp_avg_sq"].mul_(b2).add_(norm, alpha=1 - b2)
+                grad = p.grad / st["exp_avg_sq"].sqrt().add_(group["eps"])
+                st["exp_avg"].mul_(b1).add_(grad)
+                p.add_(st["exp_avg"], alpha=-group["lr"])
+
+
+class ForeachLookahead:
+    """Lookahead over a torch optimizer with a foreach sync (as users write it)."""
+
+    def __init__(self, inner, k=6, alpha=0.5):
+        self.inner, self.k, self.alpha, self.t = inner, k, alpha, 0
+        self.fast = [p for g in inner.param_groups for p in g["params"]]
+        self.slow = [p.detach().clone() for p in self.fast]
+
+    @torch.no_grad()
+    def step(self):
+        self.inner.step()
+        self.t += 1
+        if self.t % self.k == 0:
+            torch._foreach_lerp_(self.slow, self.fast, self.alpha)
+            torch._foreach_copy_(self.fast, self.slow)
+
+
+def _setup(shapes, device: str, makers: dict[str, Callable], steps_per_call: int = 1):
+    def setup():
+        torch.manual_seed(0)
+        init = [torch.randn(s, device=device) for s in shapes]
+        grads = [torch.randn(s, device=device) * 1e-2 for s in shapes]
+        impls = {}
+        for name, make in makers.items():
+            params = [p.clone().requires_grad_() for p in init]
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt = make(params)
+
+            def run(opt=opt, params=params):
+                for _ in range(steps_per_call):
+                    opt.step()
+                return params
+
+            impls[name] = run
+        return impls
+
+    return setup
+
+
+def cases(device: str, quick: bool = False) -> list[Case]:
+    out = []
+    for set_name, shapes in _param_sets(quick).items():
+        n = sum(math.prod(s) for s in shapes)
+        size = f"{set_name} {n / 1e6:.1f}M"
+
+        def add(name, makers, bytes_per_param, steps=1):
+            out.append(Case("optim", f"{name} {size}", device, _setup(shapes, device, makers, steps),
+                            bytes=int(bytes_per_param * n)))
+
+        add("adam", {"torch": lambda p: torch.optim.Adam(p, fused=True),
+                     "hotkernels": lambda p: HO.Adam(p),
+                     "torch foreach": lambda p: torch.optim.Adam(p, foreach=True)}, 28)
+        add("radam", {"torch": lambda p: torch.optim.RAdam(p, foreach=True),
+                      "hotkernels": lambda p: HO.RAdam(p),
+                      "torch for-loop": lambda p: torch.optim.RAdam(p, foreach=False)}, 28)
+        add("lamb", {"torch": lambda p: LoopLamb(p), "hotkernels": lambda p: HO.Lamb(p)}, 44)
+        add("novograd", {"torch": lambda p: LoopNovoGrad(p), "hotkernels": lambda p: HO.NovoGrad(p)}, 24)
+        add("ranger x6", {"torch": lambda p: ForeachLookahead(torch.optim.RAdam(p, betas=(0.95, 0.999), eps=1e-5,
+                                                                                foreach=True)),
+                          "hotkernels": lambda p: HO.Ranger(p)}, 6 * 28 + 16, steps=6)
+    return out

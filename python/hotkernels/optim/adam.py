@@ -1,0 +1,143 @@
+r"""Adam and AdamW with one fused kernel call per param group and step.
+
+Drop-in for :class:`torch.optim.Adam` and :class:`torch.optim.AdamW`: the same constructor,
+``param_groups`` keys and state (``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``), so a
+``state_dict`` saved by either loads into the other.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from . import _base
+
+_ops = torch.ops.hotkernels
+
+_INIT = {
+    "step": lambda p: _base.new_step(),
+    "exp_avg": _base.zeros_like,
+    "exp_avg_sq": _base.zeros_like,
+    "max_exp_avg_sq": _base.zeros_like,
+}
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba 2015), as :class:`torch.optim.Adam`, fused.
+
+    For each param, with :math:`g` the gradient (negated when ``maximize``) and step :math:`t`:
+
+    .. math::
+        g &\leftarrow g + \lambda\theta \quad\text{(L2; or } \theta \leftarrow \theta(1 - \gamma\lambda)
+              \text{ with decoupled\_weight\_decay)} \\
+        m &\leftarrow m + (1 - \beta_1)(g - m), \qquad v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
+        \hat v &\leftarrow \max(\hat v, v) \text{ (amsgrad; else } \hat v = v) \\
+        \theta &\leftarrow \theta - \frac{\gamma}{1 - \beta_1^t} \cdot
+              \frac{m}{\sqrt{\hat v}/\sqrt{1 - \beta_2^t} + \epsilon}
+
+    All params of a group run in one call of ``hotkernels::adam_step_`` (one parallel region on the
+    CPU, a multi-tensor apply of a few launches on CUDA), which also increments the ``step`` counters.
+    Params must be float32 or float64 on the CPU; on CUDA also float16 and bfloat16 (state in the
+    param's dtype, math in float32).
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate :math:`\gamma` (a float, or a 1-element tensor read once per step).
+        betas: :math:`(\beta_1, \beta_2)`.
+        eps: :math:`\epsilon`, added to the denominator.
+        weight_decay: :math:`\lambda`.
+        amsgrad: use the maximum of past second moments (AMSGrad).
+        maximize: maximize the objective instead of minimizing.
+        decoupled_weight_decay: decay the weights directly (AdamW) instead of adding L2 to the gradient.
+        capturable: keep the step counters on the params' device (float32, as torch.optim's
+            capturable); on CUDA the kernels then derive the bias corrections from them on the
+            device, so the step never syncs with the host and can be captured in a CUDA graph (with a
+            float lr: a tensor lr is read on the host).
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        _base.check_hyper(lr, betas, eps, weight_decay)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("capturable", False)
+
+    @staticmethod
+    def _init(group: dict) -> dict:
+        # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
+        return dict(_INIT, step=_base.new_device_step) if group["capturable"] else _INIT
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Performs a single optimization step.
+
+        Args:
+            closure: a closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = _base.params_with_grad(group, "Adam", ", please consider SparseAdam instead")
+            if not params:
+                continue
+            keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
+            lists = _base.state_lists(self.state, params, self._init(group), keys)
+            steps, exp_avgs, exp_avg_sqs = lists[:3]
+            max_exp_avg_sqs = lists[3] if group["amsgrad"] else []
+            beta1, beta2 = group["betas"]
+            _ops.adam_step_(
+                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
+                group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
+            )  # fmt: skip
+        return loss
+
+
+class AdamW(Adam):
+    r"""AdamW (Loshchilov & Hutter 2019), as :class:`torch.optim.AdamW`: :class:`Adam` with
+    decoupled weight decay :math:`\theta \leftarrow \theta(1 - \gamma\lambda)` (default
+    :math:`\lambda = 10^{-2}`), fused."""
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True,
+                         capturable=capturable)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True

@@ -1,0 +1,168 @@
+r"""LAMB (You et al. 2020, NVLAMB variant as apex FusedLAMB and timm Lamb) and Ralamb (RAdam with
+LAMB's layer-wise trust ratio), fused: per param group a moments pass (which also reduces ‖p‖² and
+‖u‖² per tensor), then one update pass; LAMB's global gradient norm is one more reduction pass over
+all gradients of the optimizer."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from . import _base
+
+_ops = torch.ops.hotkernels
+
+_INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
+
+
+class _TrustRatioOptimizer(Optimizer):
+    """The two-pass step shared by Lamb and Ralamb."""
+
+    _name = ""
+    _rectify = False
+
+    def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _grad_sq_norm(self, grads: list[Tensor]) -> Tensor | None:
+        return None
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Performs a single optimization step.
+
+        Args:
+            closure: a closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = [(group, *_base.params_with_grad(group, self._name)) for group in self.param_groups]
+        work = [w for w in work if w[1]]
+        grad_sq_norm = self._grad_sq_norm([g for _, _, grads in work for g in grads])
+        for group, params, grads in work:
+            steps, exp_avgs, exp_avg_sqs = _base.state_lists(self.state, params, _INIT,
+                                                             ["step", "exp_avg", "exp_avg_sq"])
+            f = self._group_flags(group)
+            beta1, beta2 = group["betas"]
+            shared = (beta1, beta2, group["eps"], group["weight_decay"], f["grad_averaging"], f["bias_correction"],
+                      self._rectify)
+            norms = torch.empty((len(params), 2), dtype=torch.float64, device=params[0].device)
+            _ops.lamb_moments_(params, grads, exp_avgs, exp_avg_sqs, steps, norms, grad_sq_norm,
+                               f["max_grad_norm"], *shared)
+            _ops.lamb_apply_(params, exp_avgs, exp_avg_sqs, steps, norms, _base.as_float(group["lr"]), *shared,
+                             f["adapt"], f["trust_clip"])
+        return loss
+
+
+class Lamb(_TrustRatioOptimizer):
+    r"""LAMB with NVLAMB semantics (apex ``FusedLAMB``, timm ``Lamb``), fused.
+
+    With :math:`c = \max(1, \lVert g_{\text{all}} \rVert / \text{max\_grad\_norm})` the global
+    gradient-norm clipping divisor over every param of the optimizer (off when
+    ``max_grad_norm`` is None), and per param at its step :math:`t`:
+
+    .. math::
+        g &\leftarrow g / c \\
+        m &\leftarrow \beta_1 m + \beta_3 g \quad (\beta_3 = 1 - \beta_1 \text{ with grad\_averaging, else } 1), \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
+        u &= \frac{m / (1 - \beta_1^t)}{\sqrt{v} / \sqrt{1 - \beta_2^t} + \epsilon} + \lambda\theta
+            \quad\text{(no bias correction without bias\_correction)} \\
+        \tau &= \lVert\theta\rVert / \lVert u\rVert \quad (1 \text{ where either norm is } 0;
+            \min(\tau, 1) \text{ with trust\_clip}) \\
+        \theta &\leftarrow \theta - \gamma\,\tau\,u
+
+    :math:`\tau` is applied when :math:`\lambda \ne 0` or ``always_adapt``, else :math:`\tau = 1`.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate :math:`\gamma`.
+        bias_correction: divide the moments by :math:`1 - \beta^t`.
+        betas: :math:`(\beta_1, \beta_2)`.
+        eps: :math:`\epsilon`.
+        weight_decay: :math:`\lambda` (decoupled: part of the update direction).
+        grad_averaging: :math:`\beta_3 = 1 - \beta_1` (else 1).
+        max_grad_norm: global gradient-norm clipping threshold (None: off).
+        trust_clip: clip the trust ratio to at most 1.
+        always_adapt: apply the trust ratio even without weight decay.
+    """
+
+    _name = "Lamb"
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        bias_correction: bool = True,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.01,
+        grad_averaging: bool = True,
+        max_grad_norm: float | None = 1.0,
+        trust_clip: bool = False,
+        always_adapt: bool = False,
+    ) -> None:
+        _base.check_hyper(lr, betas, eps, weight_decay)
+        if max_grad_norm is not None and not 0.0 < max_grad_norm:
+            raise ValueError(f"Invalid max_grad_norm value: {max_grad_norm}")
+        defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps, weight_decay=weight_decay,
+                        grad_averaging=grad_averaging, max_grad_norm=max_grad_norm, trust_clip=trust_clip,
+                        always_adapt=always_adapt)
+        super().__init__(params, defaults)
+
+    def _grad_sq_norm(self, grads: list[Tensor]) -> Tensor | None:
+        # Global over the optimizer (as apex and timm): the optimizer-wide max_grad_norm decides.
+        if self.defaults["max_grad_norm"] is None or not grads:
+            return None
+        return _ops.multi_tensor_sq_norms(grads).sum()
+
+    def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
+        max_grad_norm = self.defaults["max_grad_norm"]
+        return dict(grad_averaging=group["grad_averaging"], bias_correction=group["bias_correction"],
+                    max_grad_norm=0.0 if max_grad_norm is None else max_grad_norm,
+                    adapt=group["weight_decay"] != 0 or group["always_adapt"], trust_clip=group["trust_clip"])
+
+
+class Ralamb(_TrustRatioOptimizer):
+    r"""Ralamb: the RAdam step scaled by LAMB's trust ratio of that step, fused.
+
+    Per param at step :math:`t`, with RAdam's :math:`\rho_t` and :math:`r_t` (:class:`RAdam`):
+
+    .. math::
+        m &\leftarrow \beta_1 m + (1 - \beta_1) g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
+        u &= \frac{m}{1 - \beta_1^t} \cdot \begin{cases} r_t \dfrac{\sqrt{1 - \beta_2^t}}{\sqrt v + \epsilon}
+            & \rho_t > 5 \\ 1 & \text{otherwise} \end{cases} \; + \lambda\theta \\
+        \theta &\leftarrow \theta - \gamma\,\frac{\lVert\theta\rVert}{\lVert u\rVert}\,u
+            \quad (\text{ratio } 1 \text{ where either norm is } 0)
+
+    The trust ratio is that of the step :math:`u` itself (not of :math:`\theta - u`, a known slip in
+    some implementations); weight decay is decoupled, inside :math:`u` as in LAMB.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate :math:`\gamma`.
+        betas: :math:`(\beta_1, \beta_2)`.
+        eps: :math:`\epsilon`.
+        weight_decay: :math:`\lambda`.
+    """
+
+    _name = "Ralamb"
+    _rectify = True
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+    ) -> None:
+        _base.check_hyper(lr, betas, eps, weight_decay)
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
+        return dict(grad_averaging=True, bias_correction=True, max_grad_norm=0.0, adapt=True, trust_clip=False)

@@ -1,0 +1,154 @@
+r"""Lookahead (Zhang et al. 2019, "Lookahead Optimizer: k steps forward, 1 step back") over any
+optimizer, and the over9000 combinations Ranger (Lookahead over RAdam) and RangerLars (Lookahead
+over Ralamb)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from .lamb import Ralamb
+from .radam import RAdam
+
+_ops = torch.ops.hotkernels
+
+
+class Lookahead(Optimizer):
+    r"""Lookahead over ``optimizer`` (the fast weights are its params).
+
+    Slow weights :math:`\phi` start as the initial params; after every ``k`` steps of the inner
+    optimizer, :math:`\phi \leftarrow \phi + \alpha(\theta - \phi)` and :math:`\theta \leftarrow \phi`.
+    The sync is one fused pass per param group (``hotkernels::lookahead_sync_``), separate from the
+    inner step (it runs once in k steps).
+
+    ``param_groups`` and ``state`` are the inner optimizer's, so LR schedulers and ``zero_grad`` act
+    on it. ``state_dict()`` holds the inner optimizer's state dict, the slow weights by parameter
+    position (over the groups, in order) and the step count, so it reloads into a fresh Lookahead
+    over the same parameter layout.
+
+    Args:
+        optimizer: the inner (fast) optimizer.
+        k: inner steps between syncs.
+        alpha: slow weights step size :math:`\alpha \in [0, 1]`.
+    """
+
+    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+        if not 1 <= k:
+            raise ValueError(f"Invalid lookahead steps: {k}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"Invalid slow update rate: {alpha}")
+        # Not Optimizer.__init__: the groups and state are the inner optimizer's (properties below:
+        # its load_state_dict replaces its lists), not copies.
+        self.optimizer = optimizer
+        self.k = k
+        self.alpha = alpha
+        self.lookahead_step = 0
+        self.slow = [p.detach().clone() for group in self.param_groups for p in group["params"]]
+        for name in ("step_pre", "step_post", "state_dict_pre", "state_dict_post", "load_state_dict_pre",
+                     "load_state_dict_post"):
+            setattr(self, f"_optimizer_{name}_hooks", OrderedDict())
+        self._patch_step_function()
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.optimizer.state
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.optimizer.defaults
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+        self.slow.extend(p.detach().clone() for p in self.param_groups[-1]["params"])
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """slow ← slow + α(fast − slow), fast ← slow, for every param."""
+        i = 0
+        for group in self.param_groups:
+            fast = group["params"]
+            if fast:
+                _ops.lookahead_sync_(fast, self.slow[i : i + len(fast)], self.alpha)
+            i += len(fast)
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One inner step; every k-th also syncs the slow and fast weights.
+
+        Args:
+            closure: a closure that reevaluates the model and returns the loss.
+        """
+        loss = self.optimizer.step(closure)
+        self.lookahead_step += 1
+        if self.lookahead_step % self.k == 0:
+            self.sync()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "slow": list(self.slow), "lookahead_step": self.lookahead_step,
+                "k": self.k, "alpha": self.alpha}
+
+    @torch.no_grad()
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        slow = state_dict["slow"]
+        if len(slow) != len(self.slow):
+            raise ValueError(f"loaded state dict has {len(slow)} slow weights, but this Lookahead has {len(self.slow)} params")
+        for mine, theirs in zip(self.slow, slow):
+            if mine.shape != theirs.shape:
+                raise ValueError(f"loaded slow weight of shape {tuple(theirs.shape)} for a param of shape {tuple(mine.shape)}")
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+        for mine, theirs in zip(self.slow, slow):
+            mine.copy_(theirs)
+        self.lookahead_step = state_dict["lookahead_step"]
+        self.k = state_dict["k"]
+        self.alpha = state_dict["alpha"]
+
+    def __repr__(self) -> str:
+        return f"Lookahead(k={self.k}, alpha={self.alpha}, optimizer={self.optimizer!r})"
+
+
+class Ranger(Lookahead):
+    r"""Ranger: :class:`Lookahead` over :class:`RAdam` (defaults lr=1e-3, betas=(0.95, 0.999),
+    eps=1e-5, k=6, alpha=0.5)."""
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.95, 0.999),
+        eps: float = 1e-5,
+        weight_decay: float = 0,
+        k: int = 6,
+        alpha: float = 0.5,
+    ) -> None:
+        super().__init__(RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), k=k, alpha=alpha)
+
+
+class RangerLars(Lookahead):
+    r"""RangerLars: :class:`Lookahead` over :class:`Ralamb` (defaults lr=1e-3, betas=(0.95, 0.999),
+    eps=1e-5, k=6, alpha=0.5)."""
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.95, 0.999),
+        eps: float = 1e-5,
+        weight_decay: float = 0,
+        k: int = 6,
+        alpha: float = 0.5,
+    ) -> None:
+        super().__init__(Ralamb(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), k=k, alpha=alpha)

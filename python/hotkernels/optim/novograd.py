@@ -1,0 +1,96 @@
+r"""NovoGrad (Ginsburg et al. 2019, "Stochastic Gradient Methods with Layer-wise Adaptive Moments"),
+fused; the semantics, defaults and state of ``torch_optimizer.NovoGrad``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from . import _base
+
+_ops = torch.ops.hotkernels
+
+
+def _layer_scalar(p: Tensor) -> Tensor:
+    return torch.zeros((), dtype=p.dtype, device=p.device)
+
+
+_INIT = {
+    "step": lambda p: _base.new_step(),
+    "exp_avg": _base.zeros_like,
+    "exp_avg_sq": _layer_scalar,
+    "max_exp_avg_sq": _layer_scalar,
+}
+
+
+class NovoGrad(Optimizer):
+    r"""NovoGrad: Adam's second moment kept per layer (one scalar per param tensor), fused.
+
+    Per param, with :math:`\lVert g\rVert^2` the squared norm of its gradient:
+
+    .. math::
+        v &\leftarrow \lVert g\rVert^2 \text{ at the first step (} v = 0 \text{), else }
+             \beta_2 v + (1 - \beta_2)\lVert g\rVert^2 \qquad
+             (\hat v = \max(\hat v, v) \text{ with amsgrad, else } \hat v = v) \\
+        g' &= \frac{g}{\sqrt{\hat v} + \epsilon} + \lambda\theta, \qquad
+             g' \leftarrow (1 - \beta_1) g' \text{ with grad\_averaging} \\
+        m &\leftarrow \beta_1 m + g', \qquad \theta \leftarrow \theta - \gamma m
+
+    A step is two passes per group: ``hotkernels::multi_tensor_sq_norms`` over the gradients, then
+    ``hotkernels::novograd_step_``. ``exp_avg_sq`` is a 0-dim tensor per param.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate :math:`\gamma`.
+        betas: :math:`(\beta_1, \beta_2)`.
+        eps: :math:`\epsilon`.
+        weight_decay: :math:`\lambda`.
+        grad_averaging: scale the normalized gradient by :math:`1 - \beta_1`.
+        amsgrad: use the maximum of past layer second moments.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.95, 0),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        grad_averaging: bool = False,
+        amsgrad: bool = False,
+    ) -> None:
+        _base.check_hyper(lr, betas, eps, weight_decay)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging,
+                        amsgrad=amsgrad)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Performs a single optimization step.
+
+        Args:
+            closure: a closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = _base.params_with_grad(group, "NovoGrad")
+            if not params:
+                continue
+            keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
+            lists = _base.state_lists(self.state, params, _INIT, keys)
+            steps, exp_avgs, exp_avg_sqs = lists[:3]
+            max_exp_avg_sqs = lists[3] if group["amsgrad"] else []
+            beta1, beta2 = group["betas"]
+            grad_sq_norms = _ops.multi_tensor_sq_norms(grads)
+            _ops.novograd_step_(
+                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_sq_norms,
+                _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
+                group["grad_averaging"], group["amsgrad"],
+            )  # fmt: skip
+        return loss

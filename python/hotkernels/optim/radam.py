@@ -1,0 +1,101 @@
+r"""RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond"), fused;
+drop-in for :class:`torch.optim.RAdam` (same constructor, groups and state keys)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from . import _base
+
+_ops = torch.ops.hotkernels
+
+_INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
+
+
+class RAdam(Optimizer):
+    r"""RAdam, as :class:`torch.optim.RAdam`, fused.
+
+    For each param at step :math:`t`, with :math:`g` the gradient (negated when ``maximize``):
+
+    .. math::
+        g &\leftarrow g + \lambda\theta \quad\text{(or } \theta \leftarrow \theta(1 - \gamma\lambda)
+              \text{ with decoupled\_weight\_decay)} \\
+        m &\leftarrow m + (1 - \beta_1)(g - m), \qquad v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
+        \rho_\infty &= \frac{2}{1 - \beta_2} - 1, \qquad
+        \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1 - \beta_2^t} \\
+        \theta &\leftarrow \theta - \frac{\gamma}{1 - \beta_1^t}\, m \cdot
+            \begin{cases} r_t \dfrac{\sqrt{1 - \beta_2^t}}{\sqrt v + \epsilon} & \rho_t > 5 \\
+                          1 & \text{otherwise} \end{cases}, \qquad
+        r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}{(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}}
+
+    All params of a group run in one call of ``hotkernels::radam_step_`` (one parallel region on the
+    CPU); the step scalars are computed per tensor from its step count.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate :math:`\gamma` (a float or a 1-element tensor).
+        betas: :math:`(\beta_1, \beta_2)`.
+        eps: :math:`\epsilon`.
+        weight_decay: :math:`\lambda`.
+        decoupled_weight_decay: decay the weights directly (as AdamW) instead of L2 on the gradient.
+        maximize: maximize the objective instead of minimizing.
+        capturable: keep the step counters on the params' device (see :class:`Adam`).
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        _base.check_hyper(lr, betas, eps, weight_decay)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("capturable", False)
+
+    @staticmethod
+    def _init(group: dict) -> dict:
+        # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
+        return dict(_INIT, step=_base.new_device_step) if group["capturable"] else _INIT
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Performs a single optimization step.
+
+        Args:
+            closure: a closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = _base.params_with_grad(group, "RAdam")
+            if not params:
+                continue
+            steps, exp_avgs, exp_avg_sqs = _base.state_lists(self.state, params, self._init(group),
+                                                             ["step", "exp_avg", "exp_avg_sq"])
+            beta1, beta2 = group["betas"]
+            _ops.radam_step_(
+                params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]), _base.as_float(beta1),
+                _base.as_float(beta2), group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
+                group["maximize"],
+            )  # fmt: skip
+        return loss

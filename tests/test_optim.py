@@ -1,0 +1,750 @@
+"""Fused optimizers: multi-step trajectories against torch.optim (Adam, AdamW, RAdam) and against
+plain-PyTorch references written here from the papers' formulas (LAMB, Ralamb, NovoGrad,
+Lookahead); state_dict round trips and torch.optim interop; LR schedulers; closures; bad input."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import hotkernels
+import hotkernels.optim as HO
+
+# float64: the same formulas in another association order, a few ulp apart per step. float32: a few
+# float32 ulp per step, compounded over the trajectory's steps.
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-14), torch.float32: dict(rtol=2e-5, atol=2e-6)}
+STEPS = 12
+SHAPES_A = [(33, 17), (100,)]
+SHAPES_B = [(7, 5, 3), ()]  # a 0-dim param too
+
+
+def make_params(dtype, device):
+    a = [torch.randn(s, dtype=dtype, device=device) for s in SHAPES_A]
+    b = [torch.randn(s, dtype=dtype, device=device) for s in SHAPES_B]
+    return a, b
+
+
+def clone(ps):
+    return [p.detach().clone().requires_grad_() for p in ps]
+
+
+def groups(a, b, group_b):
+    return [{"params": a}, {"params": b, **group_b}]
+
+
+def set_grads(ref_params, our_params, step, skip=None):
+    """Fresh gradients, the same values in separate tensors for the reference and for ours. The
+    param at index `skip` gets none at step 3 (so its step count falls behind the others)."""
+    for i, (r, o) in enumerate(zip(ref_params, our_params)):
+        if skip == i and step == 3:
+            r.grad = o.grad = None
+            continue
+        g = torch.randn_like(r)
+        r.grad = g.clone()
+        o.grad = g.clone()
+
+
+def run_pair(ref_opt, our_opt, ref_params, our_params, steps=STEPS, skip=1, check_grads=True, on_step=None):
+    for t in range(steps):
+        set_grads(ref_params, our_params, t, skip)
+        before = [None if p.grad is None else p.grad.clone() for p in our_params]
+        ref_opt.step()
+        our_opt.step()
+        if check_grads:  # never written into p.grad
+            for p, g in zip(our_params, before):
+                assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+        if on_step is not None:
+            on_step(t)
+
+
+def assert_params_close(ref_params, our_params, dtype):
+    for r, o in zip(ref_params, our_params):
+        torch.testing.assert_close(o, r, **TOL[dtype])
+
+
+def assert_state_close(ref_opt, our_opt, ref_params, our_params, dtype):
+    for r, o in zip(ref_params, our_params):
+        rs, os_ = ref_opt.state[r], our_opt.state[o]
+        assert set(rs) == set(os_), (set(rs), set(os_))
+        for key in rs:
+            if key == "step":
+                assert float(rs[key]) == float(os_[key])
+            else:
+                torch.testing.assert_close(os_[key], rs[key], **TOL[dtype])
+
+
+DTYPES = [torch.float64, torch.float32]
+
+# ---------------------------------------------------------------------------------------- Adam / AdamW
+
+ADAM_CASES = {
+    "plain": ({}, {"lr": 3e-3, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+    "amsgrad": ({"amsgrad": True}, {"lr": 2e-2, "betas": (0.5, 0.9)}),
+    "maximize_wd": ({"maximize": True, "weight_decay": 0.05}, {"lr": 1e-2, "weight_decay": 0.0}),
+    "eps": ({"eps": 1e-3, "lr": 0.1}, {"eps": 0.0, "lr": 1e-3}),
+}
+
+
+def tensor_lr(dtype):
+    return torch.tensor(0.02, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(ADAM_CASES))
+@pytest.mark.parametrize("cls", ["Adam", "AdamW"])
+def test_adam_matches_torch(device, dtype, case, cls):
+    kw, group_b = ADAM_CASES[case]
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = getattr(torch.optim, cls)(groups(ra, rb, group_b), **kw)
+    ours = getattr(HO, cls)(groups(oa, ob, group_b), **kw)
+    run_pair(ref, ours, ra + rb, oa + ob)
+    assert_params_close(ra + rb, oa + ob, dtype)
+    assert_state_close(ref, ours, ra + rb, oa + ob, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_tensor_lr(device, dtype):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = torch.optim.Adam(groups(ra, rb, {"lr": tensor_lr(dtype) / 4}), lr=tensor_lr(dtype), amsgrad=True)
+    ours = HO.Adam(groups(oa, ob, {"lr": tensor_lr(dtype) / 4}), lr=tensor_lr(dtype), amsgrad=True)
+    run_pair(ref, ours, ra + rb, oa + ob)
+    assert_params_close(ra + rb, oa + ob, dtype)
+
+
+def test_adam_mixed_dtypes_in_one_group(device):
+    ps = [torch.randn(40, 3, dtype=torch.float32, device=device), torch.randn(77, dtype=torch.float64, device=device)]
+    r, o = clone(ps), clone(ps)
+    ref, ours = torch.optim.AdamW(r, lr=0.01), HO.AdamW(o, lr=0.01)
+    run_pair(ref, ours, r, o, skip=None)
+    torch.testing.assert_close(o[0], r[0], **TOL[torch.float32])
+    torch.testing.assert_close(o[1], r[1], **TOL[torch.float64])
+
+
+def test_adam_large_tensor_spans_threads():
+    """Tensors bigger than one span (16k elements), with a tail that is not a whole vector."""
+    ps = [torch.randn(100_003, dtype=torch.float64), torch.randn(16384 * 3 + 5, dtype=torch.float64)]
+    r, o = clone(ps), clone(ps)
+    ref, ours = torch.optim.Adam(r, lr=0.01, amsgrad=True), HO.Adam(o, lr=0.01, amsgrad=True)
+    run_pair(ref, ours, r, o, steps=3, skip=None)
+    assert_params_close(r, o, torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------- RAdam
+
+RADAM_CASES = {
+    # ρ_t first exceeds 5 at step 6 for β₂ = 0.999, 0.99 and 0.9: the 12 steps cover both regimes.
+    "plain": ({}, {"lr": 3e-3, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+    "decoupled": ({"decoupled_weight_decay": True, "weight_decay": 0.05}, {"lr": 1e-2, "betas": (0.5, 0.9)}),
+    "maximize": ({"maximize": True, "eps": 1e-3}, {"lr": 1e-2, "weight_decay": 0.02}),
+    "tensor_lr": ({"lr": "tensor"}, {"lr": 5e-3}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(RADAM_CASES))
+def test_radam_matches_torch(device, dtype, case):
+    kw, group_b = RADAM_CASES[case]
+    if kw.get("lr") == "tensor":
+        kw = {"lr": tensor_lr(dtype)}
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = torch.optim.RAdam(groups(ra, rb, group_b), **kw)
+    ours = HO.RAdam(groups(oa, ob, group_b), **kw)
+
+    def on_step(t):  # every step, so the steps around the rectification threshold are each checked
+        assert_params_close(ra + rb, oa + ob, dtype)
+
+    run_pair(ref, ours, ra + rb, oa + ob, on_step=on_step)
+    assert_state_close(ref, ours, ra + rb, oa + ob, dtype)
+
+
+@pytest.mark.parametrize("beta2", [0.999, 0.99, 0.9])
+def test_radam_threshold_steps(beta2):
+    """The first steps one by one, where ρ_t crosses 5 (between steps 5 and 6 for these β₂)."""
+    p = [torch.randn(257, dtype=torch.float64)]
+    r, o = clone(p), clone(p)
+    ref, ours = torch.optim.RAdam(r, lr=0.1, betas=(0.9, beta2)), HO.RAdam(o, lr=0.1, betas=(0.9, beta2))
+    run_pair(ref, ours, r, o, steps=10, skip=None, on_step=lambda t: assert_params_close(r, o, torch.float64))
+
+
+# --------------------------------------------------- references from the papers' formulas (plain PyTorch)
+
+
+class RefLamb(torch.optim.Optimizer):
+    """LAMB, NVLAMB variant (You et al. 2020; apex FusedLAMB, timm Lamb), one tensor at a time."""
+
+    def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                 grad_averaging=True, max_grad_norm=1.0, trust_clip=False, always_adapt=False):
+        super().__init__(params, dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps,
+                                      weight_decay=weight_decay, grad_averaging=grad_averaging,
+                                      trust_clip=trust_clip, always_adapt=always_adapt))
+        self.max_grad_norm = max_grad_norm
+
+    @torch.no_grad()
+    def step(self):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+        clip = norm / self.max_grad_norm if self.max_grad_norm is not None and norm > self.max_grad_norm else 1.0
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            b3 = 1 - b1 if group["grad_averaging"] else 1.0
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                st["step"] += 1
+                t = st["step"]
+                g = p.grad / clip
+                st["m"] = b1 * st["m"] + b3 * g
+                st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                bc1, bc2 = (1 - b1**t, 1 - b2**t) if group["bias_correction"] else (1.0, 1.0)
+                u = (st["m"] / bc1) / (st["v"].sqrt() / math.sqrt(bc2) + group["eps"]) + group["weight_decay"] * p
+                trust = 1.0
+                if group["weight_decay"] != 0 or group["always_adapt"]:
+                    w_norm, u_norm = p.norm().item(), u.norm().item()
+                    trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+                    if group["trust_clip"]:
+                        trust = min(trust, 1.0)
+                p.sub_(group["lr"] * trust * u)
+
+
+def radam_rect(beta2, t):
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+    if rho_t <= 5:
+        return None
+    return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+
+
+class RefRalamb(torch.optim.Optimizer):
+    """RAdam's step u (Liu et al. 2020), plus decoupled λθ, scaled by LAMB's trust ratio ‖θ‖/‖u‖."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                st["step"] += 1
+                t, g = st["step"], p.grad
+                st["m"] = b1 * st["m"] + (1 - b1) * g
+                st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                m_hat = st["m"] / (1 - b1**t)
+                rect = radam_rect(b2, t)
+                u = m_hat if rect is None else rect * m_hat * math.sqrt(1 - b2**t) / (st["v"].sqrt() + group["eps"])
+                u = u + group["weight_decay"] * p
+                w_norm, u_norm = p.norm().item(), u.norm().item()
+                trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+                p.sub_(group["lr"] * trust * u)
+
+
+class RefNovoGrad(torch.optim.Optimizer):
+    """NovoGrad (Ginsburg et al. 2019) as torch_optimizer.NovoGrad: a per-layer second moment."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.95, 0), eps=1e-8, weight_decay=0, grad_averaging=False,
+                 amsgrad=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      grad_averaging=grad_averaging, amsgrad=amsgrad))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st.update(m=torch.zeros_like(p), v=0.0, vmax=0.0)
+                norm = (p.grad.double() ** 2).sum().item()
+                st["v"] = norm if st["v"] == 0 else b2 * st["v"] + (1 - b2) * norm
+                st["vmax"] = max(st["vmax"], st["v"])
+                v = st["vmax"] if group["amsgrad"] else st["v"]
+                g = p.grad / (math.sqrt(v) + group["eps"]) + group["weight_decay"] * p
+                if group["grad_averaging"]:
+                    g = g * (1 - b1)
+                st["m"] = b1 * st["m"] + g
+                p.sub_(group["lr"] * st["m"])
+
+
+class RefLookahead:
+    """Lookahead (Zhang et al. 2019): slow weights start as the params; every k steps
+    slow += α(fast − slow), fast = slow."""
+
+    def __init__(self, inner, k, alpha):
+        self.inner, self.k, self.alpha, self.t = inner, k, alpha, 0
+        self.slow = [p.detach().clone() for g in inner.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def step(self):
+        self.inner.step()
+        self.t += 1
+        if self.t % self.k == 0:
+            fast = [p for g in self.inner.param_groups for p in g["params"]]
+            for f, s in zip(fast, self.slow):
+                s.add_(self.alpha * (f - s))
+                f.copy_(s)
+
+
+LAMB_CASES = {
+    "defaults": ({}, {"lr": 3e-3, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+    "no_clip_trust_clip": ({"max_grad_norm": None, "trust_clip": True, "lr": 0.05}, {"weight_decay": 0.0}),
+    "always_adapt": ({"always_adapt": True, "weight_decay": 0.0, "grad_averaging": False},
+                     {"lr": 1e-2, "weight_decay": 0.02}),
+    "no_bias_correction": ({"bias_correction": False, "max_grad_norm": 100.0}, {"eps": 1e-3}),
+}
+
+
+def compare_with_reference(ref_cls, our_cls, kw, group_b, device, dtype, skip=1):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = ref_cls(groups(ra, rb, group_b), **kw)
+    ours = our_cls(groups(oa, ob, group_b), **kw)
+    run_pair(ref, ours, ra + rb, oa + ob, skip=skip,
+             on_step=lambda t: assert_params_close(ra + rb, oa + ob, dtype))
+    return ref, ours
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(LAMB_CASES))
+def test_lamb_matches_reference(device, dtype, case):
+    kw, group_b = LAMB_CASES[case]
+    # skip=None: the reference keeps one step count per param like ours; no param misses a step here
+    # so that the global gradient norm covers the same set in both.
+    compare_with_reference(RefLamb, HO.Lamb, kw, group_b, device, dtype, skip=None)
+
+
+def test_lamb_clipping_active(device):
+    """Gradients large enough that the global norm clip (max_grad_norm=1) applies at every step."""
+    dtype = torch.float64
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref, ours = RefLamb(groups(ra, rb, {}), lr=0.01), HO.Lamb(groups(oa, ob, {}), lr=0.01)
+    for _ in range(5):
+        for r, o in zip(ra + rb, oa + ob):
+            g = 50 * torch.randn_like(r)
+            r.grad, o.grad = g.clone(), g.clone()
+        ref.step()
+        ours.step()
+    assert_params_close(ra + rb, oa + ob, dtype)
+    assert float(ours.state[oa[0]]["step"]) == 5
+
+
+def test_lamb_zero_param_trust_ratio_is_one(device):
+    """‖p‖ = 0 gives trust ratio 1 (the plain Adam-like step), not 0 or NaN."""
+    p = torch.zeros(10, dtype=torch.float64, device=device, requires_grad=True)
+    r = p.detach().clone().requires_grad_()
+    ours, ref = HO.Lamb([p], lr=0.1), RefLamb([r], lr=0.1)
+    g = torch.randn(10, dtype=torch.float64, device=device) * 0.01
+    p.grad, r.grad = g.clone(), g.clone()
+    ours.step()
+    ref.step()
+    assert p.abs().sum() > 0
+    torch.testing.assert_close(p, r, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kw,group_b", [({}, {"lr": 3e-3, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+                                        ({"weight_decay": 0.01, "eps": 1e-5}, {"lr": 2e-2})])
+def test_ralamb_matches_reference(device, dtype, kw, group_b):
+    compare_with_reference(RefRalamb, HO.Ralamb, kw, group_b, device, dtype)
+
+
+NOVOGRAD_CASES = {
+    "defaults": ({}, {"lr": 3e-3, "betas": (0.8, 0.5), "weight_decay": 0.1}),
+    "averaging_amsgrad": ({"grad_averaging": True, "amsgrad": True, "betas": (0.9, 0.7)}, {"lr": 2e-2}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(NOVOGRAD_CASES))
+def test_novograd_matches_reference(device, dtype, case):
+    kw, group_b = NOVOGRAD_CASES[case]
+    compare_with_reference(RefNovoGrad, HO.NovoGrad, kw, group_b, device, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lookahead_over_adam_matches_reference(device, dtype):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    group_b = {"lr": 3e-2, "weight_decay": 0.1}
+    ref = RefLookahead(torch.optim.Adam(groups(ra, rb, group_b), lr=0.01), k=3, alpha=0.4)
+    ours = HO.Lookahead(HO.Adam(groups(oa, ob, group_b), lr=0.01), k=3, alpha=0.4)
+    run_pair(ref, ours, ra + rb, oa + ob, on_step=lambda t: assert_params_close(ra + rb, oa + ob, dtype))
+    for s_ref, s_ours in zip(ref.slow, ours.slow):
+        torch.testing.assert_close(s_ours, s_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ranger_is_lookahead_over_radam(device, dtype):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = RefLookahead(torch.optim.RAdam(groups(ra, rb, {"lr": 0.02}), lr=1e-3, betas=(0.95, 0.999), eps=1e-5),
+                       k=6, alpha=0.5)
+    ours = HO.Ranger(groups(oa, ob, {"lr": 0.02}))
+    run_pair(ref, ours, ra + rb, oa + ob, steps=13)
+    assert_params_close(ra + rb, oa + ob, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rangerlars_is_lookahead_over_ralamb(device, dtype):
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = RefLookahead(RefRalamb(groups(ra, rb, {"lr": 0.02}), lr=1e-3, betas=(0.95, 0.999), eps=1e-5),
+                       k=6, alpha=0.5)
+    ours = HO.RangerLars(groups(oa, ob, {"lr": 0.02}))
+    run_pair(ref, ours, ra + rb, oa + ob, steps=13)
+    assert_params_close(ra + rb, oa + ob, dtype)
+
+
+@pytest.mark.parametrize("name", ["Lamb", "Ralamb", "NovoGrad", "Ranger", "RangerLars"])
+def test_state_dict_round_trip(device, name):
+    """Save after 4 steps (mid Lookahead cycle for the Rangers), load into a fresh optimizer over
+    cloned params, and continue: the same trajectory as without the reload."""
+    dtype = torch.float64
+    a, b = make_params(dtype, device)
+    pa = clone(a + b)
+    first = getattr(HO, name)(groups(pa[:2], pa[2:], {"lr": 0.02}))
+    for _ in range(4):
+        for p in pa:
+            p.grad = torch.randn_like(p)
+        first.step()
+    pb = clone(pa)
+    second = getattr(HO, name)(groups(pb[:2], pb[2:], {}))
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    assert second.param_groups[1]["lr"] == 0.02
+    run_pair(first, second, pa, pb, steps=6)
+    assert_params_close(pa, pb, dtype)
+
+
+def test_lookahead_lr_scheduler_and_zero_grad(device):
+    p = [torch.randn(3, device=device, requires_grad=True)]
+    opt = HO.Ranger(p, lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    p[0].grad = torch.ones(3, device=device)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == opt.optimizer.param_groups[0]["lr"] == 0.05
+    opt.zero_grad()
+    assert p[0].grad is None
+
+
+@pytest.mark.parametrize("cls", ["Lamb", "Ralamb", "NovoGrad", "Ranger", "RangerLars"])
+@pytest.mark.parametrize("kw,msg", [
+    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+    (dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+    (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
+    (dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+])
+def test_bad_hyperparameters_other_optimizers(cls, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        getattr(HO, cls)([torch.zeros(3, requires_grad=True)], **kw)
+
+
+def test_bad_lookahead_arguments():
+    opt = HO.Adam([torch.zeros(3, requires_grad=True)])
+    with pytest.raises(ValueError, match="Invalid lookahead steps: 0"):
+        HO.Lookahead(opt, k=0)
+    with pytest.raises(ValueError, match="Invalid slow update rate: 1.5"):
+        HO.Lookahead(opt, alpha=1.5)
+    with pytest.raises(ValueError, match="Invalid max_grad_norm value: 0"):
+        HO.Lamb([torch.zeros(3, requires_grad=True)], max_grad_norm=0)
+
+
+# ------------------------------------------------------------------------- state_dict, schedulers, closure
+
+def interop_roundtrip(ref_cls, our_cls, kw, device, first_ours: bool):
+    """Run `first` for 5 steps, load its state_dict into a fresh `second` (on cloned params), and
+    continue both copies for 5 steps against a reference that never switched."""
+    dtype = torch.float64
+    a, b = make_params(dtype, device)
+    group_b = {"lr": 3e-3, "weight_decay": 0.01}
+    base = clone(a + b)
+    ref = ref_cls(groups(base[:2], base[2:], group_b), **kw)
+    first_cls, second_cls = (our_cls, ref_cls) if first_ours else (ref_cls, our_cls)
+    p1 = clone(a + b)
+    first = first_cls(groups(p1[:2], p1[2:], group_b), **kw)
+    run_pair(ref, first, base, p1, steps=5)
+    p2 = clone(p1)
+    second = second_cls(groups(p2[:2], p2[2:], {}), **kw)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    assert second.param_groups[1]["lr"] == 3e-3
+    run_pair(ref, second, base, p2, steps=5)
+    assert_params_close(base, p2, dtype)
+
+
+@pytest.mark.parametrize("first_ours", [True, False], ids=["ours_to_torch", "torch_to_ours"])
+@pytest.mark.parametrize("name,kw", [("Adam", {"amsgrad": True}), ("AdamW", {}), ("RAdam", {})])
+def test_state_dict_interop_with_torch(device, name, kw, first_ours):
+    if not hasattr(HO, name):
+        pytest.skip(f"hotkernels.optim.{name} not built yet")
+    interop_roundtrip(getattr(torch.optim, name), getattr(HO, name), kw, device, first_ours)
+
+
+def test_state_dict_keys_match_torch(device):
+    p = [torch.randn(4, 3, device=device, requires_grad=True)]
+    ref, ours = torch.optim.Adam(clone(p), amsgrad=True), HO.Adam(clone(p), amsgrad=True)
+    for opt in (ref, ours):
+        opt.param_groups[0]["params"][0].grad = torch.ones(4, 3, device=device)
+        opt.step()
+    rs, os_ = ref.state_dict()["state"][0], ours.state_dict()["state"][0]
+    assert set(rs) == set(os_) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    assert os_["step"].dtype == rs["step"].dtype and os_["step"].device == rs["step"].device
+
+
+@pytest.mark.parametrize("cls", ["Adam", "RAdam"])
+def test_lr_scheduler(device, cls):
+    if not hasattr(HO, cls):
+        pytest.skip(f"hotkernels.optim.{cls} not built yet")
+    dtype = torch.float64
+    a, b = make_params(dtype, device)
+    ra, rb, oa, ob = clone(a), clone(b), clone(a), clone(b)
+    ref = getattr(torch.optim, cls)(groups(ra, rb, {"lr": 0.05}), lr=0.1)
+    ours = getattr(HO, cls)(groups(oa, ob, {"lr": 0.05}), lr=0.1)
+    scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (ref, ours)]
+
+    def on_step(t):
+        for s in scheds:
+            s.step()
+        assert ours.param_groups[1]["lr"] == ref.param_groups[1]["lr"]
+
+    run_pair(ref, ours, ra + rb, oa + ob, on_step=on_step)
+    assert ours.param_groups[0]["lr"] == 0.1 * 0.5**4
+    assert_params_close(ra + rb, oa + ob, dtype)
+
+
+def test_closure_and_zero_grad(device):
+    w = torch.randn(5, dtype=torch.float64, device=device, requires_grad=True)
+    ref_w = w.detach().clone().requires_grad_()
+    target = torch.randn(5, dtype=torch.float64, device=device)
+    ours, ref = HO.Adam([w], lr=0.1), torch.optim.Adam([ref_w], lr=0.1)
+
+    def closure_for(x, opt):
+        def closure():
+            opt.zero_grad()
+            loss = ((x - target) ** 2).sum()
+            loss.backward()
+            return loss
+
+        return closure
+
+    for _ in range(10):
+        l_ours = ours.step(closure_for(w, ours))
+        l_ref = ref.step(closure_for(ref_w, ref))
+        torch.testing.assert_close(l_ours, l_ref, **TOL[torch.float64])
+    torch.testing.assert_close(w, ref_w, **TOL[torch.float64])
+    ours.zero_grad(set_to_none=True)
+    assert w.grad is None
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+BAD_HYPER = [
+    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+    (dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+    (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
+    (dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
+    (dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+    (dict(lr=torch.tensor([0.1, 0.2])), "Tensor lr must be 1-element"),
+]
+
+
+@pytest.mark.parametrize("cls", ["Adam", "AdamW", "RAdam"])
+@pytest.mark.parametrize("kw,msg", BAD_HYPER)
+def test_bad_hyperparameters_match_torch(cls, kw, msg):
+    if not hasattr(HO, cls):
+        pytest.skip(f"hotkernels.optim.{cls} not built yet")
+    p = [torch.zeros(3, requires_grad=True)]
+    with pytest.raises(ValueError, match=msg) as ours:
+        getattr(HO, cls)(p, **kw)
+    with pytest.raises(ValueError) as ref:
+        getattr(torch.optim, cls)(p, **kw)
+    assert str(ours.value) == str(ref.value)
+
+
+def test_sparse_grad_rejected():
+    p = torch.zeros(4, 2, requires_grad=True)
+    p.grad = torch.zeros(4, 2).to_sparse()
+    with pytest.raises(RuntimeError, match="Adam does not support sparse gradients"):
+        HO.Adam([p]).step()
+
+
+def test_op_rejects_bad_tensors():
+    p, g = torch.zeros(3), torch.zeros(3)
+    m, v, s = torch.zeros(3), torch.zeros(3), torch.tensor(0.0)
+    step = torch.ops.hotkernels.adam_step_
+    args = (0.1, 0.9, 0.999, 1e-8, 0.0, False, False, False)
+    with pytest.raises(RuntimeError, match=r"hotkernels.adam_step_: expected 'params\[0\]' to be a float32, float64"):
+        step([p.long()], [g.long()], [m.long()], [v.long()], [], [s], *args)
+    with pytest.raises(RuntimeError, match=r"hotkernels.adam_step_: expected 'params\[0\]' to be a float32 or float64"):
+        step([p.half()], [g.half()], [m.half()], [v.half()], [], [s], *args)
+    with pytest.raises(RuntimeError, match=r"expected 'grads\[0\]' to have dtype"):
+        step([p], [g.double()], [m], [v], [], [s], *args)
+    with pytest.raises(RuntimeError, match=r"expected 'exp_avgs\[0\]' to have the shape"):
+        step([p], [g], [torch.zeros(4)], [v], [], [s], *args)
+    with pytest.raises(RuntimeError, match=r"expected 'exp_avg_sqs' to hold one tensor per param"):
+        step([p], [g], [m], [], [], [s], *args)
+    with pytest.raises(RuntimeError, match=r"expected 'grads\[0\]' to have the strides"):
+        step([torch.zeros(3, 4)], [torch.zeros(4, 3).t()], [torch.zeros(3, 4)], [torch.zeros(3, 4)], [], [s], *args)
+    with pytest.raises(RuntimeError, match="state step"):
+        step([p], [g], [m], [v], [], [torch.tensor(0)], *args)
+
+
+def test_mixed_devices_rejected():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    p = [torch.zeros(3, requires_grad=True), torch.zeros(3, device="cuda", requires_grad=True)]
+    for x in p:
+        x.grad = torch.ones_like(x)
+    with pytest.raises(RuntimeError, match="expected all tensors to be on the same device"):
+        HO.Adam(p).step()
+
+
+def _opcheck_args(name):
+    shapes = [(5, 3), (7,)]
+    lists = lambda: [torch.randn(s, dtype=torch.float64) for s in shapes]  # noqa: E731
+    zeros = lambda: [torch.zeros(s, dtype=torch.float64) for s in shapes]  # noqa: E731
+    steps = lambda: [torch.tensor(0.0) for _ in shapes]  # noqa: E731
+    scalars = lambda: [torch.zeros((), dtype=torch.float64) for _ in shapes]  # noqa: E731
+    norms = torch.zeros(len(shapes), 2, dtype=torch.float64)
+    return {
+        "adam_step_": (lists(), lists(), zeros(), zeros(), zeros(), steps(), 0.1, 0.9, 0.999, 1e-8, 0.01, True, False,
+                       False),
+        "radam_step_": (lists(), lists(), zeros(), zeros(), steps(), 0.1, 0.9, 0.999, 1e-8, 0.01, True, False),
+        "multi_tensor_sq_norms": (lists(),),
+        "lamb_moments_": (lists(), lists(), zeros(), zeros(), steps(), norms, torch.tensor(4.0, dtype=torch.float64),
+                          1.0, 0.9, 0.999, 1e-6, 0.01, True, True, False),
+        "lamb_apply_": (lists(), zeros(), zeros(), [torch.tensor(1.0) for _ in shapes], norms.clone() + 1, 0.1, 0.9,
+                        0.999, 1e-6, 0.01, True, True, False, True, False),
+        "novograd_step_": (lists(), lists(), zeros(), scalars(), scalars(), steps(),
+                           torch.ones(len(shapes), dtype=torch.float64), 0.1, 0.95, 0.5, 1e-8, 0.0, False, True),
+        "lookahead_sync_": (lists(), lists(), 0.5),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["adam_step_", "radam_step_", "multi_tensor_sq_norms", "lamb_moments_", "lamb_apply_",
+                                  "novograd_step_", "lookahead_sync_"])
+def test_opcheck(name):
+    torch.library.opcheck(getattr(torch.ops.hotkernels, name).default, _opcheck_args(name),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+HAS_CUDA = torch.cuda.is_available() and hotkernels._C.with_cuda
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and hotkernels built with CUDA")
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, dict(rtol=2e-3, atol=2e-3)),
+                                       (torch.bfloat16, dict(rtol=1.6e-2, atol=1.6e-2))])
+def test_half_params_compute_in_float_cuda(dtype, tol):
+    """float16/bfloat16 params and state, float math: against torch's fused Adam (also float math),
+    at most a couple of units of the half type apart after 5 steps."""
+    ps = [torch.randn(1000, 33, device="cuda").to(dtype), torch.randn(77, device="cuda").to(dtype)]
+    r, o = clone(ps), clone(ps)
+    ref, ours = torch.optim.Adam(r, lr=1e-2, fused=True), HO.Adam(o, lr=1e-2)
+    run_pair(ref, ours, r, o, steps=5, skip=None)
+    for a, b in zip(r, o):
+        torch.testing.assert_close(b.float(), a.float(), **tol)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and hotkernels built with CUDA")
+@pytest.mark.parametrize("cls,kw", [("Adam", {"amsgrad": True}), ("RAdam", {})])
+def test_capturable_matches_torch_and_replays_in_cuda_graph(cls, kw):
+    """capturable=True: the step counters on the GPU; eager steps match torch's capturable optimizer,
+    and a step captured in a CUDA graph and replayed gives the same trajectory as eager steps."""
+    dtype = torch.float32
+    ps = [torch.randn(300, 7, device="cuda"), torch.randn(5, device="cuda")]
+    grads = [torch.randn_like(p) for p in ps]
+    ref_p, eager_p, graph_p = clone(ps), clone(ps), clone(ps)
+    ref = getattr(torch.optim, cls)(ref_p, lr=0.01, capturable=True, **kw)
+    eager = getattr(HO, cls)(eager_p, lr=0.01, capturable=True, **kw)
+    graphed = getattr(HO, cls)(graph_p, lr=0.01, capturable=True, **kw)
+    for group in (ref_p, eager_p, graph_p):
+        for p, g in zip(group, grads):
+            p.grad = g.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        graphed.step()  # warm-up outside the graph: creates the state
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        graphed.step()
+    for opt in (ref, eager):
+        opt.step()
+    for _ in range(8):  # capturing does not run the step; each replay does
+        graph.replay()
+        ref.step()
+        eager.step()
+    # graphed: warm-up + 8 replays = 9 steps, like ref and eager.
+    assert eager.state[eager_p[0]]["step"].device.type == "cuda"
+    assert float(graphed.state[graph_p[0]]["step"]) == float(eager.state[eager_p[0]]["step"]) == 9
+    for r, e, g in zip(ref_p, eager_p, graph_p):
+        torch.testing.assert_close(e, r, **TOL[dtype])
+        torch.testing.assert_close(g, e, **TOL[dtype])
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_every_cpu_instruction_set(isa):
+    """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA): Adam (amsgrad), RAdam (across
+    its threshold), the norm reduction and the Lookahead sync, on sizes with vector tails."""
+    code = (
+        "import torch, hotkernels, hotkernels.optim as HO\n"
+        "for dt, tol in [(torch.float64, dict(rtol=1e-12, atol=1e-14)), (torch.float32, dict(rtol=2e-5, atol=2e-6))]:\n"
+        "    ps = [torch.randn(40_007, dtype=dt), torch.randn(13, dtype=dt)]\n"
+        "    for ref_cls, our_cls, kw in [(torch.optim.Adam, HO.Adam, dict(amsgrad=True, weight_decay=0.1)),\n"
+        "                                 (torch.optim.RAdam, HO.RAdam, dict(weight_decay=0.1))]:\n"
+        "        r = [p.clone().requires_grad_() for p in ps]; o = [p.clone().requires_grad_() for p in ps]\n"
+        "        ro, oo = ref_cls(r, lr=0.01, **kw), our_cls(o, lr=0.01, **kw)\n"
+        "        for _ in range(8):\n"
+        "            for a, b in zip(r, o):\n"
+        "                a.grad = torch.randn_like(a); b.grad = a.grad.clone()\n"
+        "            ro.step(); oo.step()\n"
+        "        for a, b in zip(r, o):\n"
+        "            torch.testing.assert_close(b, a, **tol)\n"
+        "    sq = torch.ops.hotkernels.multi_tensor_sq_norms(ps)\n"
+        "    torch.testing.assert_close(sq, torch.stack([(p.double() ** 2).sum() for p in ps]).to(sq.dtype), rtol=1e-5, atol=0)\n"
+        "    fast = [p.clone() for p in ps]; slow = [torch.randn_like(p) for p in ps]\n"
+        "    want = [s + 0.3 * (f - s) for f, s in zip(fast, slow)]\n"
+        "    torch.ops.hotkernels.lookahead_sync_(fast, slow, 0.3)\n"
+        "    for f, s, w in zip(fast, slow, want):\n"
+        "        torch.testing.assert_close(s, w, **tol); assert torch.equal(f, s)\n"
+        "print(hotkernels._C.cpu_isa())\n"
+    )
+    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    used = out.stdout.strip()
+    if used != isa:
+        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+
+
+def test_channels_last_params(device):
+    """Dense params in any memory format (here a channels_last conv weight): the state and the grad
+    share its strides, and the step walks them as one flat array."""
+    w = torch.randn(8, 3, 5, 5, dtype=torch.float64, device=device).to(memory_format=torch.channels_last)
+    r, o = clone([w]), clone([w])
+    ref, ours = torch.optim.Adam(r, lr=0.01), HO.Adam(o, lr=0.01)
+    for _ in range(5):
+        g = torch.randn_like(w)  # randn_like keeps channels_last
+        r[0].grad, o[0].grad = g.clone(), g.clone()
+        ref.step()
+        ours.step()
+    assert ours.state[o[0]]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(o[0], r[0], **TOL[torch.float64])
