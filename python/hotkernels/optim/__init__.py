@@ -11,4 +11,6 @@ from .lookahead import Lookahead, Ranger, RangerLars
 from .novograd import NovoGrad
 from .radam import RAdam
 
-__all__ = ["Adam", "AdamW", "Lamb", "Lookahead", "NovoGrad", "RAdam", "Ralamb", "Ranger", "RangerLars"]
+LAMB = Lamb  # the paper's name; Lamb is timm's and torch_optimizer's spelling
+
+__all__ = ["LAMB", "Adam", "AdamW", "Lamb", "Lookahead", "NovoGrad", "RAdam", "Ralamb", "Ranger", "RangerLars"]
