@@ -42,4 +42,5 @@ def test_every_case_agrees_with_torch(family):
         impls = case.setup()
         expected = impls["torch"]()
         for name, fn in impls.items():
-            assert bench.max_error(fn(), expected) < 1e-3, (case.id, name)
+            if name != "torch":  # each call is one more step of a stateful case (optimizers)
+                assert bench.max_error(fn(), expected) < 1e-3, (case.id, name)
