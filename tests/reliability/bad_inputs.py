@@ -132,3 +132,27 @@ for name, args in [
     ("expanded (stride-0) input", "torch.randn(1, 4, 1, 9).expand(2, 4, 9, 9), torch.randn(6, 4, 3, 3)"),
 ]:
     case("conv2d", name, "equal", f"args = ({args})\ndef run(): return HF.conv2d(*args)\ndef expected(): return F.conv2d(*args)")
+
+# --- optim
+P = "[torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]"
+for opt in ("Adam", "AdamW", "RAdam", "LAMB", "NovoGrad", "Ranger", "Ralamb", "RangerLars"):
+    case("optim", f"{opt} negative lr", "raises", f"def run(): return hotkernels.optim.{opt}({P}, lr=-1.0)")
+    case("optim", f"{opt} beta of 1", "raises", f"def run(): return hotkernels.optim.{opt}({P}, betas=(1.0, 0.999))")
+    case("optim", f"{opt} negative eps", "raises", f"def run(): return hotkernels.optim.{opt}({P}, eps=-1e-8)")
+    case("optim", f"{opt} integer param with a gradient", "raises",
+         f"def run():\n    p = torch.zeros(3, dtype=torch.int64)\n    p.grad = torch.ones(3, dtype=torch.int64)\n"
+         f"    return hotkernels.optim.{opt}([p]).step()")
+    case("optim", f"{opt} sparse grad", "raises",
+         f"def run():\n    p = torch.nn.Parameter(torch.randn(4, 3))\n    o = hotkernels.optim.{opt}([p])\n"
+         f"    p.grad = torch.eye(4, 3).to_sparse()\n    return o.step()")
+    case("optim", f"{opt} no gradients: a no-op", "equal",
+         f"def run():\n    p = torch.nn.Parameter(torch.ones(4))\n    hotkernels.optim.{opt}([p]).step()\n    return p.detach()\n"
+         f"def expected(): return torch.ones(4)")
+for opt in ("Adam", "AdamW", "RAdam"):
+    case("optim", f"{opt} NaN and inf gradients as torch.optim", "equal",
+         f"def step(cls):\n    p = torch.nn.Parameter(torch.ones(4))\n    o = cls([p], weight_decay=0.1)\n"
+         f"    for _ in range(3):\n        p.grad = torch.tensor([float('nan'), float('inf'), 0.0, -1.0])\n        o.step()\n"
+         f"    return p.detach()\n"
+         f"def run(): return step(hotkernels.optim.{opt})\ndef expected(): return step(torch.optim.{opt})")
+case("optim", "Lookahead k=0", "raises", f"def run(): return hotkernels.optim.Lookahead(hotkernels.optim.Adam({P}), k=0)")
+case("optim", "Lookahead alpha > 1", "raises", f"def run(): return hotkernels.optim.Lookahead(hotkernels.optim.Adam({P}), alpha=1.5)")
