@@ -3,10 +3,32 @@ collection of a param group's tensors and lazy state, and the scalar conversions
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import Optimizer
+
+
+class FusedOptimizer(Optimizer):
+    """torch.optim.Optimizer whose step runs the closure, then `_update()`: the fused kernels."""
+
+    def _update(self) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Performs a single optimization step.
+
+        Args:
+            closure: a closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._update()
+        return loss
 
 
 def check_lr(lr: float | Tensor) -> None:

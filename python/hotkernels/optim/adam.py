@@ -7,11 +7,9 @@ Drop-in for :class:`torch.optim.Adam` and :class:`torch.optim.AdamW`: the same c
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
 from . import _base
 
@@ -25,7 +23,7 @@ _INIT = {
 }
 
 
-class Adam(Optimizer):
+class Adam(_base.FusedOptimizer):
     r"""Adam (Kingma & Ba 2015), as :class:`torch.optim.Adam`, fused.
 
     For each param, with :math:`g` the gradient (negated when ``maximize``) and step :math:`t`:
@@ -89,17 +87,7 @@ class Adam(Optimizer):
         # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
         return dict(_INIT, step=_base.new_device_step) if group["capturable"] else _INIT
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Performs a single optimization step.
-
-        Args:
-            closure: a closure that reevaluates the model and returns the loss.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _update(self) -> None:
         for group in self.param_groups:
             params, grads = _base.params_with_grad(group, "Adam", ", please consider SparseAdam instead")
             if not params:
@@ -114,7 +102,6 @@ class Adam(Optimizer):
                 _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
                 group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
             )  # fmt: skip
-        return loss
 
 
 class AdamW(Adam):

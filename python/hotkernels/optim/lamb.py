@@ -5,11 +5,11 @@ all gradients of the optimizer."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
 from . import _base
 
@@ -18,7 +18,7 @@ _ops = torch.ops.hotkernels
 _INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
 
 
-class _TrustRatioOptimizer(Optimizer):
+class _TrustRatioOptimizer(_base.FusedOptimizer):
     """The two-pass step shared by Lamb and Ralamb."""
 
     _name = ""
@@ -30,17 +30,7 @@ class _TrustRatioOptimizer(Optimizer):
     def _grad_sq_norm(self, grads: list[Tensor]) -> Tensor | None:
         return None
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Performs a single optimization step.
-
-        Args:
-            closure: a closure that reevaluates the model and returns the loss.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _update(self) -> None:
         work = [(group, *_base.params_with_grad(group, self._name)) for group in self.param_groups]
         work = [w for w in work if w[1]]
         grad_sq_norm = self._grad_sq_norm([g for _, _, grads in work for g in grads])
@@ -56,7 +46,6 @@ class _TrustRatioOptimizer(Optimizer):
                                f["max_grad_norm"], *shared)
             _ops.lamb_apply_(params, exp_avgs, exp_avg_sqs, steps, norms, _base.as_float(group["lr"]), *shared,
                              f["adapt"], f["trust_clip"])
-        return loss
 
 
 class Lamb(_TrustRatioOptimizer):

@@ -3,11 +3,9 @@ fused; the semantics, defaults and state of ``torch_optimizer.NovoGrad``."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
 from . import _base
 
@@ -26,7 +24,7 @@ _INIT = {
 }
 
 
-class NovoGrad(Optimizer):
+class NovoGrad(_base.FusedOptimizer):
     r"""NovoGrad: Adam's second moment kept per layer (one scalar per param tensor), fused.
 
     Per param, with :math:`\lVert g\rVert^2` the squared norm of its gradient:
@@ -67,17 +65,7 @@ class NovoGrad(Optimizer):
                         amsgrad=amsgrad)
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Performs a single optimization step.
-
-        Args:
-            closure: a closure that reevaluates the model and returns the loss.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _update(self) -> None:
         for group in self.param_groups:
             params, grads = _base.params_with_grad(group, "NovoGrad")
             if not params:
@@ -93,4 +81,3 @@ class NovoGrad(Optimizer):
                 _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
                 group["grad_averaging"], group["amsgrad"],
             )  # fmt: skip
-        return loss

@@ -3,11 +3,9 @@ drop-in for :class:`torch.optim.RAdam` (same constructor, groups and state keys)
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
 from . import _base
 
@@ -16,7 +14,7 @@ _ops = torch.ops.hotkernels
 _INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
 
 
-class RAdam(Optimizer):
+class RAdam(_base.FusedOptimizer):
     r"""RAdam, as :class:`torch.optim.RAdam`, fused.
 
     For each param at step :math:`t`, with :math:`g` the gradient (negated when ``maximize``):
@@ -75,17 +73,7 @@ class RAdam(Optimizer):
         # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
         return dict(_INIT, step=_base.new_device_step) if group["capturable"] else _INIT
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Performs a single optimization step.
-
-        Args:
-            closure: a closure that reevaluates the model and returns the loss.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _update(self) -> None:
         for group in self.param_groups:
             params, grads = _base.params_with_grad(group, "RAdam")
             if not params:
@@ -98,4 +86,3 @@ class RAdam(Optimizer):
                 _base.as_float(beta2), group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
                 group["maximize"],
             )  # fmt: skip
-        return loss
