@@ -106,8 +106,9 @@ def measure(impls: Impls, device: str, rounds: int, warmup: int = 2) -> dict[str
 
 def run(case: Case, rounds: int) -> Result:
     impls = case.setup()
-    expected = impls["torch"]()
-    error = max(max_error(fn(), expected) for name, fn in impls.items() if name != "torch")
+    # hotkernels against the baseline; other implementations (composed ops, third-party variants)
+    # are there for their times only.
+    error = max_error(impls["hotkernels"](), impls["torch"]())
     ms = measure(impls, case.device, rounds)
     del impls
     return Result(case, ms, error)
@@ -133,7 +134,7 @@ class Ceilings:
         src = torch.ones(n, device=device)
         dst = torch.empty_like(src)
         copy_ms = measure({"copy": lambda: dst.copy_(src)}, device, rounds=5 if quick else 10)["copy"]
-        m = 1024 if quick or device == "cpu" else 8192
+        m = 1024 if quick else (2048 if device == "cpu" else 8192)
         a = torch.randn(m, m, device=device)
         b = torch.randn(m, m, device=device)
         mm_ms = measure({"mm": lambda: a @ b}, device, rounds=3 if quick else 5)["mm"]

@@ -2,9 +2,11 @@
 
 Parameter sets: ResNet-18-sized (11.7M params in 62 tensors, its real shapes) and many-small
 (1000 tensors of 4096). Baselines: ``torch`` is torch.optim.Adam(fused=True) for Adam and
-RAdam(foreach=True) for RAdam; LAMB, NovoGrad and Ranger have no torch.optim counterpart, and
-torch_optimizer (what users pick today) is not installed here, so their ``torch`` baseline is the
-same algorithm as a plain-PyTorch per-tensor loop in the style of timm's Lamb and torch_optimizer.
+RAdam(foreach=True) for RAdam; LAMB, NovoGrad and Ranger have no torch.optim counterpart, so their
+``torch`` baseline is the same algorithm as a plain-PyTorch per-tensor loop in the style of timm's
+Lamb and torch_optimizer. Where torch_optimizer is installed (the ``bench`` extra: what users pick
+today), its Lamb, RAdam, Ranger and NovoGrad are timed beside them as ``torch_optimizer``; note that
+its Lamb is not NVLAMB (no bias correction, no gradient clipping), so only its time compares.
 
 Each call of an implementation is one optimizer step (Ranger: k = 6 steps, so that the Lookahead
 sync is counted once per cycle). Memory floors (bytes per param, float32): Adam/RAdam read p, g,
@@ -140,6 +142,15 @@ def _setup(shapes, device: str, makers: dict[str, Callable], steps_per_call: int
     return setup
 
 
+def _torch_optimizer(name: str, **kwargs) -> dict[str, Callable]:
+    """{"torch_optimizer": maker} when the package is installed, else {}."""
+    try:
+        import torch_optimizer
+    except ImportError:
+        return {}
+    return {"torch_optimizer": lambda p: getattr(torch_optimizer, name)(p, **kwargs)}
+
+
 def cases(device: str, quick: bool = False) -> list[Case]:
     out = []
     for set_name, shapes in _param_sets(quick).items():
@@ -155,10 +166,13 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                      "torch foreach": lambda p: torch.optim.Adam(p, foreach=True)}, 28)
         add("radam", {"torch": lambda p: torch.optim.RAdam(p, foreach=True),
                       "hotkernels": lambda p: HO.RAdam(p),
-                      "torch for-loop": lambda p: torch.optim.RAdam(p, foreach=False)}, 28)
-        add("lamb", {"torch": lambda p: LoopLamb(p), "hotkernels": lambda p: HO.Lamb(p)}, 44)
-        add("novograd", {"torch": lambda p: LoopNovoGrad(p), "hotkernels": lambda p: HO.NovoGrad(p)}, 24)
+                      "torch for-loop": lambda p: torch.optim.RAdam(p, foreach=False),
+                      **_torch_optimizer("RAdam")}, 28)
+        add("lamb", {"torch": lambda p: LoopLamb(p), "hotkernels": lambda p: HO.Lamb(p), **_torch_optimizer("Lamb")}, 44)
+        add("novograd", {"torch": lambda p: LoopNovoGrad(p), "hotkernels": lambda p: HO.NovoGrad(p),
+                         **_torch_optimizer("NovoGrad")}, 24)
         add("ranger x6", {"torch": lambda p: ForeachLookahead(torch.optim.RAdam(p, betas=(0.95, 0.999), eps=1e-5,
                                                                                 foreach=True)),
-                          "hotkernels": lambda p: HO.Ranger(p)}, 6 * 28 + 16, steps=6)
+                          "hotkernels": lambda p: HO.Ranger(p),
+                          **_torch_optimizer("Ranger", betas=(0.95, 0.999), eps=1e-5, k=6)}, 6 * 28 + 16, steps=6)
     return out
