@@ -44,3 +44,10 @@ def test_every_case_agrees_with_torch(family):
         for name, fn in impls.items():
             if name != "torch":  # each call is one more step of a stateful case (optimizers)
                 assert bench.max_error(fn(), expected) < 1e-3, (case.id, name)
+
+
+def test_train_smoke():
+    out = run_cli("train", "--epochs", "1", "--seeds", "1", "--optimizers", "Adam,Ranger")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| cnn") or line.startswith("| lstm")]
+    assert len(rows) == 4 and all("x |" in r for r in rows)

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--plot", metavar="PATH", help="also draw the speedups as a PNG chart (needs matplotlib)")
     b.set_defaults(func=_bench)
     t = sub.add_parser("train", help="the optimizer shoot-out on scikit-learn's digits, hotkernels beside torch")
-    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--seeds", type=int, default=2)
     t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     t.add_argument("--models", default="cnn,lstm", help="comma-separated: cnn, lstm")

@@ -22,7 +22,7 @@ from . import optim as hoptim
 from ._progress import progress
 
 OPTIMIZERS = ["Adam", "RAdam", "LAMB", "Lookahead", "Ranger", "Ralamb", "RangerLars", "NovoGrad"]
-LR = 3e-3  # one learning rate for every optimizer, as in the over9000 comparison
+LR = 1e-2  # one learning rate for every optimizer, as in the over9000 comparison
 
 
 def load_digits(device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
