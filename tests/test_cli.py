@@ -37,13 +37,11 @@ def test_bench_rejects_unknown_family():
 
 @pytest.mark.parametrize("family", sorted(bench.families()))
 def test_every_case_agrees_with_torch(family):
-    """Each bench case's implementations compute the same thing as its torch baseline."""
+    """Each bench case's hotkernels implementation computes what its torch baseline does (the
+    other implementations, composed ops or third-party variants, are there for their times)."""
     for case in bench.families()[family]("cpu", True):
         impls = case.setup()
-        expected = impls["torch"]()
-        for name, fn in impls.items():
-            if name != "torch":  # each call is one more step of a stateful case (optimizers)
-                assert bench.max_error(fn(), expected) < 1e-3, (case.id, name)
+        assert bench.max_error(impls["hotkernels"](), impls["torch"]()) < 1e-3, case.id
 
 
 def test_train_smoke():
