@@ -76,6 +76,10 @@ for fn in ("max_pool2d", "avg_pool2d"):
     case("pool", f"{fn} expanded (stride-0) input", "equal",
          f"x = torch.randn(1, 3, 1, 16).expand(2, 3, 16, 16)\ndef run(): return HF.{fn}(x, 3, 2, 1)\n"
          f"def expected(): return F.{fn}(x, 3, 2, 1)")
+case("pool", "max_pool2d windows wholly in the padding (dilation)", "equal",
+     "x = torch.randn(2, 3, 1, 5)\nkw = dict(kernel_size=(2, 1), stride=1, padding=(1, 0), dilation=(2, 1))\n"
+     "def run(): return HF.max_pool2d(x, return_indices=True, **kw)\n"
+     "def expected(): return F.max_pool2d(x, return_indices=True, **kw)")
 case("pool", "max_pool2d dilation 0", "raises", "def run(): return HF.max_pool2d(torch.randn(1, 1, 8, 8), 2, dilation=0)")
 case("pool", "avg_pool2d divisor_override 0", "raises",
      "def run(): return HF.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)")
