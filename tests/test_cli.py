@@ -25,7 +25,8 @@ def test_bench_quick_writes_table_json_and_markdown(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "| mish/cpu/forward float32 1M |" in out.stdout
     rows = json.loads(js.read_text())["results"]
-    assert {r["case"] for r in rows} == {"mish/cpu/forward float32 1M", "mish/cpu/forward+backward float32 1M"}
+    assert {r["case"] for r in rows} == {"mish/cpu/forward float32 1M", "mish/cpu/forward in place float32 1M",
+                                         "mish/cpu/forward+backward float32 1M"}
     assert all(r["max_error"] < 1e-5 and r["ms"]["hotkernels"] > 0 for r in rows)
     assert "| case | torch ms |" in md.read_text()
 

@@ -21,6 +21,25 @@ def _forward(n: int, dtype: torch.dtype, device: str):
     return setup
 
 
+def _forward_inplace(n: int, dtype: torch.dtype, device: str):
+    """In place on both sides: the kernels without the output's allocation and first touch."""
+
+    def setup():
+        x = torch.randn(n, dtype=dtype, device=device).clamp_(-5, 5)
+        a, b = x.clone(), x.clone()
+
+        def run(fn, y):
+            def go():
+                y.copy_(x)  # mish of mish of ... would drift into subnormals
+                return fn(y, inplace=True)
+
+            return go
+
+        return {"torch": run(F.mish, a), "hotkernels": run(mish, b)}
+
+    return setup
+
+
 def _forward_backward(n: int, dtype: torch.dtype, device: str):
     def setup():
         x = torch.randn(n, dtype=dtype, device=device, requires_grad=True)
@@ -49,5 +68,8 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         name = str(dtype).removeprefix("torch.")
         # Memory floors: forward reads x and writes y; forward+backward also reads x and g and writes dx.
         out.append(Case("mish", f"forward {name} {size}", device, _forward(n, dtype, device), bytes=2 * n * b))
+        # (+ the copy that restores the input each round: 2 more passes, the same on both sides)
+        out.append(Case("mish", f"forward in place {name} {size}", device, _forward_inplace(n, dtype, device),
+                        bytes=4 * n * b))
         out.append(Case("mish", f"forward+backward {name} {size}", device, _forward_backward(n, dtype, device), bytes=5 * n * b))
     return out
