@@ -186,15 +186,17 @@ def _params(device, I, H, requires_grad=True):
             for s in ((4 * H, I), (4 * H, H), (4 * H,), (4 * H,))]
 
 
-def test_gradcheck_cell(device):
-    B, I, H = 2, 3, 5
+def test_gradcheck_and_gradgradcheck_cell(device):
+    B, I, H = 2, 3, 3
     x, h, c = (torch.randn(B, n, dtype=torch.float64, device=device, requires_grad=True) for n in (I, H, H))
     args = (x, h, c, *_params(device, I, H))
-    assert torch.autograd.gradcheck(lambda x, h, c, *w: HF.lstm_cell(x, (h, c), *w), args)
+    cell = lambda x, h, c, *w: HF.lstm_cell(x, (h, c), *w)  # noqa: E731
+    assert torch.autograd.gradcheck(cell, args)
+    assert torch.autograd.gradgradcheck(cell, args)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_gradcheck_layer(device, reverse):
+def test_gradcheck_and_gradgradcheck_layer(device, reverse):
     T, B, I, H = 3, 2, 3, 2
     x = torch.randn(T, B, I, dtype=torch.float64, device=device, requires_grad=True)
     h, c = (torch.randn(B, H, dtype=torch.float64, device=device, requires_grad=True) for _ in range(2))
@@ -205,6 +207,20 @@ def test_gradcheck_layer(device, reverse):
         return out, cs
 
     assert torch.autograd.gradcheck(layer, args)
+    assert torch.autograd.gradgradcheck(layer, args)
+
+
+def test_backward_ops_refuse_to_be_differentiated(device):
+    # The backward ops have no derivative: a gradient through them must raise, not pass silently.
+    B, I, H = 2, 3, 4
+    x, h, c = (torch.randn(B, n, dtype=torch.float64, device=device) for n in (I, H, H))
+    w = _params(device, I, H, requires_grad=False)
+    hy, cy, gates = torch.ops.hotkernels.lstm_cell(x, h, c, *w)
+    grad_hy = torch.randn_like(hy, requires_grad=True)
+    grads = torch.ops.hotkernels.lstm_cell_backward(grad_hy, torch.zeros_like(cy), x, h, c, w[0], w[1], cy, gates,
+                                                    [True] * 5)
+    with pytest.raises(RuntimeError, match="derivative for hotkernels::lstm_cell_backward is not implemented"):
+        grads[0].sum().backward()
 
 
 def test_opcheck(device):

@@ -138,6 +138,21 @@ def test_gradcheck_and_gradgradcheck(device):
     assert torch.autograd.gradcheck(torch.ops.hotkernels.mish_backward, (g, x))
 
 
+def test_inplace_op_refuses_grad_and_bumps_versions(device):
+    # hotkernels.mish(inplace=True) only calls mish_ without autograd; called directly on a tensor
+    # that needs a gradient, the op must refuse rather than let backward pass a wrong gradient.
+    x = torch.randn(5, dtype=torch.float64, device=device, requires_grad=True)
+    with pytest.raises(RuntimeError, match="hotkernels::mish_: 'input' requires grad"):
+        torch.ops.hotkernels.mish_(x * 1)
+    # Overwriting a tensor that another backward saved must be caught there, as with torch's ops.
+    y = x * 1
+    z = y.sin()
+    with torch.no_grad():
+        torch.ops.hotkernels.mish_(y)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.sum().backward()
+
+
 def test_opcheck(device):
     samples = [
         torch.randn(3, 5, device=device, requires_grad=True),

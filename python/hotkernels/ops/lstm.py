@@ -22,7 +22,10 @@ Ops (schemas in csrc/schemas.cpp):
   (per step, backward through time, for the layer), then GEMMs for the gradients of the input, the
   state and the weights (for the layer: one GEMM each over all steps) and a sum for the biases.
 
-Double backward is not supported (the backward ops have no autograd formula).
+Double backward (``create_graph=True``) takes a separate, explicit path, ``_double_backward``: the
+gradient is then computed from the formulas above written in differentiable torch ops, so autograd
+can differentiate it again. A plain forward and backward never take it. The backward ops themselves
+have no derivative and raise if a gradient would flow through them.
 """
 
 from __future__ import annotations
@@ -93,28 +96,71 @@ def _grads(ctx, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
     )
 
 
+def _cell_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor]:
+    """``(h', c')`` by the formulas above in differentiable torch ops: for ``_double_backward`` only."""
+    pre = input @ w_ih.T + hx @ w_hh.T
+    for b in (b_ih, b_hh):
+        if b is not None:
+            pre = pre + b
+    i, f, g, o = pre.chunk(4, dim=1)
+    cy = f.sigmoid() * cx + i.sigmoid() * g.tanh()
+    return o.sigmoid() * cy.tanh(), cy
+
+
+def _layer_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse) -> tuple[Tensor, Tensor]:
+    """``(output, cs)`` of ``lstm_layer`` by ``_cell_reference`` step by step: for ``_double_backward``."""
+    hs, cs = [], []
+    h, c = hx, cx
+    for t in reversed(range(input.shape[0])) if reverse else range(input.shape[0]):
+        h, c = _cell_reference(input[t], h, c, w_ih, w_hh, b_ih, b_hh)
+        hs.append(h)
+        cs.append(c)
+    if reverse:
+        hs.reverse()
+        cs.reverse()
+    return torch.stack(hs), torch.stack(cs)
+
+
+def _double_backward(ctx, reference, inputs: tuple, grads: tuple[Tensor, Tensor]) -> tuple[Tensor | None, ...]:
+    """The gradients of ``inputs`` (the op's arguments) as a differentiable function of them and of
+    ``grads``, for backward with ``create_graph=True``. The backward ops are not differentiable (the
+    saved gate activations hide their dependence on the weights and biases), so this recomputes the
+    step(s) with ``reference`` in torch ops and differentiates that."""
+    need = ctx.needs_input_grad
+    wanted = [t for t, n in zip(inputs, need) if n]
+    with torch.enable_grad():
+        found = iter(torch.autograd.grad(reference(*inputs), wanted, grads, create_graph=True, allow_unused=True))
+    return tuple(next(found) if n else None for n in need)
+
+
 def _cell_setup(ctx, inputs, output) -> None:
-    input, hx, cx, w_ih, w_hh = inputs[:5]
     _, cy, gates = output
     ctx.mark_non_differentiable(gates)
-    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, cy, gates)
+    ctx.save_for_backward(*inputs, cy, gates)  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, cy, gates
 
 
 def _cell_grad(ctx, grad_hy: Tensor, grad_cy: Tensor, _grad_gates: Tensor):
-    grads = _ops.lstm_cell_backward(grad_hy, grad_cy, *ctx.saved_tensors, _mask(ctx))
+    input, hx, cx, w_ih, w_hh, b_ih, b_hh, cy, gates = ctx.saved_tensors
+    if torch.is_grad_enabled():  # backward(create_graph=True)
+        return _double_backward(ctx, _cell_reference, (input, hx, cx, w_ih, w_hh, b_ih, b_hh), (grad_hy, grad_cy))
+    grads = _ops.lstm_cell_backward(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, _mask(ctx))
     return _grads(ctx, grads)
 
 
 def _layer_setup(ctx, inputs, output) -> None:
-    input, hx, cx, w_ih, w_hh = inputs[:5]
     ctx.reverse = inputs[7]
     out, cs, gates = output
     ctx.mark_non_differentiable(gates)
-    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, out, cs, gates)
+    ctx.save_for_backward(*inputs[:7], out, cs, gates)  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, ...
 
 
 def _layer_grad(ctx, grad_output: Tensor, grad_cs: Tensor, _grad_gates: Tensor):
-    grads = _ops.lstm_layer_backward(grad_output, grad_cs, *ctx.saved_tensors, ctx.reverse, _mask(ctx))
+    input, hx, cx, w_ih, w_hh, b_ih, b_hh, out, cs, gates = ctx.saved_tensors
+    if torch.is_grad_enabled():  # backward(create_graph=True)
+        args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, ctx.reverse)
+        return _double_backward(ctx, _layer_reference, args, (grad_output, grad_cs))
+    grads = _ops.lstm_layer_backward(grad_output, grad_cs, input, hx, cx, w_ih, w_hh, out, cs, gates, ctx.reverse,
+                                     _mask(ctx))
     return _grads(ctx, grads) + (None,)
 
 
