@@ -223,3 +223,20 @@ def test_empty_batch(device):
     x = torch.randn(0, 4, 8, 8, device=device)
     w = torch.randn(6, 4, 3, 3, device=device)
     assert HF.conv2d(x, w).shape == F.conv2d(x, w).shape
+
+
+def test_more_groups_than_a_grid_dimension(device):
+    # 70000 groups of 2 input channels (not depthwise: the implicit GEMM): CUDA launches its group
+    # tiles along gridDim.z, which stops at 65535, so the kernel walks them grid-stride.
+    g = 70000
+    x = torch.randn(1, 2 * g, 2, 2, device=device, requires_grad=True)
+    w = torch.randn(g, 2, 1, 1, device=device, requires_grad=True)
+    y = HF.conv2d(x, w, groups=g)
+    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
+    ref = F.conv2d(xr, wr, groups=g)
+    torch.testing.assert_close(y, ref, **TOL[torch.float32])
+    gy = torch.randn_like(y)
+    torch.autograd.backward(y, gy)
+    torch.autograd.backward(ref, gy)
+    torch.testing.assert_close(x.grad, xr.grad, **TOL[torch.float32])
+    torch.testing.assert_close(w.grad, wr.grad, **TOL[torch.float32])

@@ -67,14 +67,17 @@ std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& in
                                             at::IntArrayRef stride, at::IntArrayRef padding,
                                             at::IntArrayRef dilation, bool ceil_mode, bool with_indices) {
   const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  const math::Pool2d& p = g.p;
+  // The float32 kernels keep plane indices in int32 lanes (csrc/cpu/kernels/pool.cpp). float16 and
+  // bfloat16 compute in float32: refuse them here, before their float32 copy is made.
+  TORCH_CHECK(input.scalar_type() == at::kDouble || p.H * p.W <= INT32_MAX, "hotkernels.", op,
+              ": float32, float16 and bfloat16 planes of 2^31 or more elements are not supported (float64 is), got ",
+              p.H, "x", p.W);
   if (is_reduced_float(input)) {
     auto [out, indices] =
         max_pool(op, input.to(at::kFloat), kernel_size, stride, padding, dilation, ceil_mode, with_indices);
     return {out.to(input.scalar_type()), indices};
   }
-  const math::Pool2d& p = g.p;
-  TORCH_CHECK(input.scalar_type() == at::kDouble || p.H * p.W <= INT32_MAX, "hotkernels.", op,
-              ": float32 planes of 2^31 or more elements are not supported, got ", p.H, "x", p.W);
   const auto fmt = format_of(g.channels_last);
   const at::Tensor x = input.contiguous(fmt);
   const auto shape = output_shape(input, p);

@@ -3,7 +3,8 @@
 // where C goes), plus a direct depthwise forward kernel. Half types load as float and accumulate
 // in float; double in double. Tensors are made NCHW-contiguous first.
 //
-// Tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K split);
+// Tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K split,
+// each walked grid-stride past CUDA's grid limits);
 // 256 threads stage 16-deep slices of A and B in shared memory and each accumulates a 4 × 4 block.
 // The weight gradient reduces over every output pixel of the batch, so it splits that reduction
 // across blocks (grid z) and adds the partial tiles atomically into a float/double buffer.
@@ -122,15 +123,12 @@ template <class P> struct Transposed : P {
   __device__ auto b(int64_t gi, int64_t d, int64_t col) const { return P::b(gi, col, d); }
 };
 
+// One 64 × 64 tile of C: rows [m0, m0 + kBM), columns [n0, n0 + kBN) of group gi, reducing over
+// depth [k_begin, k_end). Ends with a barrier, so the caller may stage the next tile right away.
 template <class Acc, class P>
-__global__ void __launch_bounds__(kThreads) igemm_kernel(P prob, int64_t splits) {
-  __shared__ Acc as[kBK][kBM];
-  __shared__ Acc bs[kBK][kBN];
-  const int64_t gi = blockIdx.z / splits, split = blockIdx.z % splits;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kBM, n0 = static_cast<int64_t>(blockIdx.x) * kBN;
-  const int64_t rows = prob.rows(), cols = prob.cols(), depth = prob.depth();
-  const int64_t per = (depth + splits - 1) / splits;
-  const int64_t k_begin = split * per, k_end = min(depth, k_begin + per);
+__device__ __forceinline__ void igemm_tile(const P& prob, Acc (&as)[kBK][kBM], Acc (&bs)[kBK][kBN], int64_t gi,
+                                           int64_t m0, int64_t n0, int64_t k_begin, int64_t k_end) {
+  const int64_t rows = prob.rows(), cols = prob.cols();
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   Acc acc[4][4] = {};
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
@@ -169,11 +167,33 @@ __global__ void __launch_bounds__(kThreads) igemm_kernel(P prob, int64_t splits)
   }
 }
 
+// Tiles (column tile, row tile, group × K split) are walked grid-stride in all three grid dimensions:
+// gridDim.y and gridDim.z stop at 65535 (a grouped convolution may have more groups than that), so
+// the launch caps the grid and each block takes every gridDim-th tile.
+template <class Acc, class P>
+__global__ void __launch_bounds__(kThreads) igemm_kernel(P prob, int64_t groups, int64_t splits) {
+  __shared__ Acc as[kBK][kBM];
+  __shared__ Acc bs[kBK][kBN];
+  const int64_t rows = prob.rows(), cols = prob.cols(), depth = prob.depth();
+  const int64_t per = (depth + splits - 1) / splits;
+  const int64_t row_tiles = (rows + kBM - 1) / kBM, col_tiles = (cols + kBN - 1) / kBN;
+  for (int64_t z = blockIdx.z; z < groups * splits; z += gridDim.z) {
+    const int64_t gi = z / splits, k_begin = z % splits * per, k_end = min(depth, k_begin + per);
+    for (int64_t ry = blockIdx.y; ry < row_tiles; ry += gridDim.y) {
+      for (int64_t cx = blockIdx.x; cx < col_tiles; cx += gridDim.x) {
+        igemm_tile<Acc>(prob, as, bs, gi, ry * kBM, cx * kBN, k_begin, k_end);
+      }
+    }
+  }
+}
+
 template <class Acc, class P>
 void launch(const P& prob, int64_t rows, int64_t cols, int64_t groups, int64_t splits) {
-  const dim3 grid(static_cast<unsigned>((cols + kBN - 1) / kBN), static_cast<unsigned>((rows + kBM - 1) / kBM),
-                  static_cast<unsigned>(groups * splits));
-  igemm_kernel<Acc><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(prob, splits);
+  constexpr int64_t kMaxX = 0x7fffffff, kMaxYZ = 65535;  // CUDA's grid limits
+  const dim3 grid(static_cast<unsigned>(std::min((cols + kBN - 1) / kBN, kMaxX)),
+                  static_cast<unsigned>(std::min((rows + kBM - 1) / kBM, kMaxYZ)),
+                  static_cast<unsigned>(std::min(groups * splits, kMaxYZ)));
+  igemm_kernel<Acc><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(prob, groups, splits);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -20,6 +20,12 @@ class BadInput:
     name: str
     source: str  # defines run() (and expected() for "equal")
     outcome: str  # "raises": a Python exception (RuntimeError, ValueError, TypeError, IndexError); "equal": same as torch
+    # Peak memory in GB of a large case (index math past 2^31, below); 0 for the small ones. A large
+    # case runs alone in its own subprocess and is skipped, with the reason, when /proc/meminfo's
+    # MemAvailable is smaller or it needs more than the bound (tests/reliability/runner.py).
+    mem_gb: float = 0.0
+    rtol: float = 1e-5  # "equal": torch.allclose tolerances (a case states its dtype's own)
+    atol: float = 1e-6
 
 
 PRELUDE = "import torch, torch.nn.functional as F, hotkernels, hotkernels.functional as HF\n"
@@ -27,8 +33,8 @@ PRELUDE = "import torch, torch.nn.functional as F, hotkernels, hotkernels.functi
 CASES: list[BadInput] = []
 
 
-def case(op: str, name: str, outcome: str, source: str) -> None:
-    CASES.append(BadInput(op, name, source, outcome))
+def case(op: str, name: str, outcome: str, source: str, **kw) -> None:
+    CASES.append(BadInput(op, name, source, outcome, **kw))
 
 
 # --- mish
@@ -83,6 +89,11 @@ case("pool", "max_pool2d windows wholly in the padding (dilation)", "equal",
 case("pool", "max_pool2d dilation 0", "raises", "def run(): return HF.max_pool2d(torch.randn(1, 1, 8, 8), 2, dilation=0)")
 case("pool", "avg_pool2d divisor_override 0", "raises",
      "def run(): return HF.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)")
+# The float32 max-pool kernels keep plane indices in int32 lanes: planes of 2^31 elements are
+# refused, the half types before their float32 copy (8 GiB here) is made.
+for dt in ("torch.float32", "torch.float16", "torch.bfloat16"):
+    case("pool", f"max_pool2d {dt} plane of 2^31 elements (expanded view)", "raises",
+         f"def run(): return HF.max_pool2d(torch.zeros(1, 1, 1, 1, dtype={dt}).expand(1, 1, 1 << 16, 1 << 15), 2)")
 
 # --- lstm
 LSTM_ARGS = "torch.randn(4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16)"
@@ -160,3 +171,171 @@ for opt in ("Adam", "AdamW", "RAdam"):
          f"def run(): return step(hotkernels.optim.{opt})\ndef expected(): return step(torch.optim.{opt})")
 case("optim", "Lookahead k=0", "raises", f"def run(): return hotkernels.optim.Lookahead(hotkernels.optim.Adam({P}), k=0)")
 case("optim", "Lookahead alpha > 1", "raises", f"def run(): return hotkernels.optim.Lookahead(hotkernels.optim.Adam({P}), alpha=1.5)")
+
+# --- index math past 32 bits
+# Each case builds a tensor of more than 2^31 elements (a plane, image or element offset passes 2^31)
+# and checks chosen results around element 2^31 and at the end against torch's op on the small
+# slice that produces them. Planes (images) differ by a constant (plane_of), so an index that
+# wrapped to another plane would show. float32 needs 8 GiB for 2^31 elements: a case's peak (mem_gb,
+# measured) is that plus small outputs and workspaces; cases above ~10 GB run only on request
+# (runner.py), the others alone in their own subprocess, skipped when memory is short.
+BIG_PRELUDE = """
+import math
+BIG = 1 << 31
+def planes(n_planes, plane):
+    q = BIG // plane  # the plane (image) that holds element 2^31
+    return sorted({q - 1, q, q + 1, n_planes - 1})
+def plane_of(base, q):
+    return base + (q % 251) / 8
+def fill(shape, base, memory_format=torch.contiguous_format):
+    # plane_of(base, q) for every plane q of shape's leading dimensions, in one pass
+    lead = shape[: len(shape) - base.dim()]
+    off = (torch.arange(math.prod(lead)) % 251).to(base.dtype).div_(8).view(*lead, *[1] * base.dim())
+    return torch.add(base, off, out=torch.empty(shape, dtype=base.dtype, memory_format=memory_format))
+"""
+
+BF16 = dict(rtol=8e-3, atol=1e-37)  # tests/test_mish.py's stated bfloat16 tolerance
+case("mish", "expanded view of 2^31 + 69k bfloat16 elements (copied by the op), then in place on the result", "equal",
+     BIG_PRELUDE + """
+P = 4099  # the pattern's period: odd, so an index off by 2^31 or 2^32 reads another value
+R = BIG // P + 17
+base = torch.randn(P, generator=torch.Generator().manual_seed(0)).mul_(4).to(torch.bfloat16)
+picks = torch.tensor(sorted({BIG - 2, BIG - 1, BIG, BIG + 1, R * P - 1}))
+def run():
+    y = HF.mish(base.expand(R, P))
+    once = y.view(-1)[picks]
+    HF.mish(y, inplace=True)
+    return once, y.view(-1)[picks]
+def expected():  # in float, rounded once, as ours
+    once = F.mish(base[picks % P].float()).to(torch.bfloat16)
+    return once, F.mish(once.float()).to(torch.bfloat16)
+""", mem_gb=8.9, **BF16)
+# Not covered: mish_backward past 2^31 needs grad, input and result (12 GiB in a half type).
+
+POOL_BIG = BIG_PRELUDE + """
+H, W, C = 60, 61, 7  # NCHW planes of 3660 elements: element 2^31 falls inside one
+N = BIG // (C * H * W) + 2
+Q = N * C
+K = [3, 3]; S = [6, 6]; PAD = [1, 1]
+kw = dict(kernel_size=K, stride=S, padding=PAD)
+OH, OW = (H + 2 - 3) // 6 + 1, (W + 2 - 3) // 6 + 1
+g = torch.Generator().manual_seed(0)
+base = torch.randn(H, W, generator=g)
+gbase = torch.randn(OH, OW, generator=g)
+qs = planes(Q, H * W)
+"""
+case("pool", "max_pool2d with indices over 2^31 + 36k float32 elements (NCHW)", "equal", POOL_BIG + """
+def run():
+    y, i = HF.max_pool2d(fill((N, C, H, W), base), return_indices=True, **kw)
+    return y.view(Q, OH, OW)[qs], i.view(Q, OH, OW)[qs]
+def expected():
+    ys, ix = zip(*(F.max_pool2d(plane_of(base, q)[None, None], return_indices=True, **kw) for q in qs))
+    return torch.cat(ys).flatten(0, 1), torch.cat(ix).flatten(0, 1)
+""", mem_gb=9.7)
+case("pool", "max_pool2d_backward into 2^31 + 36k float32 elements (NCHW, expanded input)", "equal", POOL_BIG + """
+_, ib = F.max_pool2d(base[None, None], return_indices=True, **kw)
+def run():
+    gi = torch.ops.hotkernels.max_pool2d_backward(fill((N, C, OH, OW), gbase), torch.zeros(1, 1, H, W).expand(N, C, H, W),
+                                                  ib.expand(N, C, OH, OW), K, S, PAD, [1, 1], False)
+    return gi.view(Q, H, W)[qs]
+def expected():
+    return torch.cat([torch.ops.aten.max_pool2d_with_indices_backward(plane_of(gbase, q)[None, None], torch.zeros(1, 1, H, W),
+                                                                      K, S, PAD, [1, 1], False, ib) for q in qs]).flatten(0, 1)
+""", mem_gb=9.7)
+case("pool", "avg_pool2d_backward into 2^31 + 36k float32 elements (NCHW, expanded input)", "equal", POOL_BIG + """
+def run():
+    gi = torch.ops.hotkernels.avg_pool2d_backward(fill((N, C, OH, OW), gbase), torch.zeros(1, 1, H, W).expand(N, C, H, W),
+                                                  K, S, PAD, False, True, None)
+    return gi.view(Q, H, W)[qs]
+def expected():
+    out = []
+    for q in qs:
+        x = torch.zeros(1, 1, H, W, requires_grad=True)
+        F.avg_pool2d(x, **kw).backward(plane_of(gbase, q)[None, None])
+        out.append(x.grad[0, 0])
+    return torch.stack(out)
+""", mem_gb=9.2)
+case("pool", "avg_pool2d over 2^31 + 14k float32 elements (channels_last images)", "equal", BIG_PRELUDE + """
+H, W, C = 24, 24, 19  # channels_last images of 10944 elements: element 2^31 falls inside one
+N = BIG // (C * H * W) + 2
+kw = dict(kernel_size=3, stride=4, padding=1, count_include_pad=False)
+base = torch.randn(C, H, W, generator=torch.Generator().manual_seed(0))
+ns = planes(N, C * H * W)
+def run():
+    y = HF.avg_pool2d(fill((N, C, H, W), base, torch.channels_last), **kw)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    return y[ns]
+def expected(): return torch.cat([F.avg_pool2d(plane_of(base, n)[None], **kw) for n in ns])
+""", mem_gb=9.4)
+
+CONV_BIG = BIG_PRELUDE + """
+C, H, W, K = 3, 50, 53, 4  # images of 7950 elements: element 2^31 falls inside one
+N = BIG // (C * H * W) + 2
+g = torch.Generator().manual_seed(0)
+base = torch.randn(C, H, W, generator=g)
+w = torch.randn(K, C, 2, 2, generator=g)
+b = torch.randn(K, generator=g)
+gbase = torch.randn(K, 7, 7, generator=g)
+# stride 8: 7 x 7 outputs, and the phase-split copy of the input keeps 4 of 64 phases (1/16 of it)
+kw = dict(stride=8, padding=1)
+ns = planes(N, C * H * W)
+"""
+CONV_TOL = dict(rtol=1e-4, atol=1e-4)  # tests/test_conv2d.py's stated float32 tolerance
+case("conv2d", "forward over 2^31 + 10k float32 input elements", "equal", CONV_BIG + """
+def run(): return HF.conv2d(fill((N, C, H, W), base), w, b, **kw)[ns]
+def expected(): return torch.cat([F.conv2d(plane_of(base, n)[None], w, b, **kw) for n in ns])
+""", mem_gb=10.0, **CONV_TOL)
+case("conv2d", "input gradient of 2^31 + 10k float32 elements", "equal", CONV_BIG + """
+def run():
+    gx = torch.ops.hotkernels.conv2d_backward_input(fill((N, K, 7, 7), gbase), w, [N, C, H, W], [8, 8], [1, 1, 1, 1], [1, 1], 1)
+    return gx[ns]
+def expected():
+    out = []
+    for n in ns:
+        x = torch.zeros(1, C, H, W, requires_grad=True)
+        F.conv2d(x, w, **kw).backward(plane_of(gbase, n)[None])
+        out.append(x.grad)
+    return torch.cat(out)
+""", mem_gb=9.6, **CONV_TOL)
+
+# LSTM: the CPU computes float32/float64 only, and 2^31 gate elements (8 GiB) come with input,
+# hx, cx, h and c of a quarter of that each: ~16 GB, above the bound; run on request.
+case("lstm", "cell with 2^31 + 8k gate elements (float32, ~16 GB: on request)", "equal", BIG_PRELUDE + """
+Hd = 1024
+B = BIG // (4 * Hd) + 2  # gate row B - 2 starts at element 2^31
+g = torch.Generator().manual_seed(0)
+w_ih, w_hh = torch.randn(4 * Hd, 1, generator=g) / 4, torch.randn(4 * Hd, Hd, generator=g) / 32
+b_ih, b_hh = torch.randn(4 * Hd, generator=g), torch.randn(4 * Hd, generator=g)
+xb, hb, cb = torch.randn(1, generator=g), torch.randn(Hd, generator=g), torch.randn(Hd, generator=g)
+rows = [B - 3, B - 2, B - 1]
+def run():
+    x, hx, cx = fill((B, 1), xb), fill((B, Hd), hb), fill((B, Hd), cb)  # rows differ by a constant, like planes
+    h, c = HF.lstm_cell(x, (hx, cx), w_ih, w_hh, b_ih, b_hh)
+    return h[rows], c[rows]
+def expected():
+    hs, cs = zip(*(torch.lstm_cell(plane_of(xb, r)[None], (plane_of(hb, r)[None], plane_of(cb, r)[None]),
+                                   w_ih, w_hh, b_ih, b_hh) for r in rows))
+    return torch.cat(hs), torch.cat(cs)
+""", mem_gb=16.5, rtol=1e-4, atol=1e-5)
+
+case("optim", "multi_tensor_sq_norms (LAMB's and NovoGrad's norm pass) of 2^31 + 2^20 float32 elements", "equal",
+     BIG_PRELUDE + """
+M = 1 << 20
+def run():
+    x = torch.ones(BIG + M)
+    x[BIG:] = 2.0  # the elements past 2^31 count 4 each: exact in float32 and float64
+    return torch.ops.hotkernels.multi_tensor_sq_norms([x])
+def expected(): return torch.tensor([float(BIG + 4 * M)])
+""", mem_gb=8.9)
+# Optimizer steps hold 2 (Lookahead) to 4 (Adam family) tensors of the param's size: 17 to 35 GB
+# past 2^31 float32 elements (the CPU steps take no half types). Lookahead's sync runs on request.
+case("optim", "Lookahead sync of 2^31 + 2^20 float32 elements (~17 GB: on request)", "equal", BIG_PRELUDE + """
+M = 1 << 20
+picks = torch.tensor([BIG - 1, BIG, BIG + M - 1])
+def run():
+    fast, slow = torch.ones(BIG + M), torch.zeros(BIG + M)
+    fast[BIG:] = 3.0
+    torch.ops.hotkernels.lookahead_sync_([fast], [slow], 0.5)
+    return fast[picks], slow[picks]
+def expected(): return torch.tensor([0.5, 1.5, 1.5]), torch.tensor([0.5, 1.5, 1.5])
+""", mem_gb=17.5)
