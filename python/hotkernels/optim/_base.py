@@ -110,11 +110,20 @@ def _dtensor_type() -> type | None:
     return getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
 
 
-def grad_like_param(g: Tensor, p: Tensor) -> Tensor:
-    """The kernels walk a param, its grad and its state as flat arrays of one layout. Autograd lays
-    a dense param's grad out like it; a grad set otherwise (by hand, or a DDP bucket view of a
-    channels_last param) is copied into the param's strides, as torch.optim accepts any layout."""
-    return g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
+def step_op(op: Callable[..., Any], params: list[Tensor], grads: list[Tensor], *args: Any) -> Any:
+    """``op(params, grads, *args)``, an optimizer op that takes each grad in its param's strides: the
+    kernels walk a param, its grad and its state as flat arrays of one layout, and the op checks the
+    strides before it writes anything. Autograd lays a dense param's grad out like the param; a grad
+    set otherwise (by hand, or a DDP bucket view of a channels_last param) fails that check, and the
+    op then runs again with the grads copied into their params' strides, as torch.optim takes any
+    layout. (A check of every grad up front would cost each step about a microsecond per param.)"""
+    try:
+        return op(params, grads, *args)
+    except RuntimeError as e:
+        if "to have the strides of" not in str(e):
+            raise
+    grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for g, p in zip(grads, params)]
+    return op(params, grads, *args)
 
 
 def local_shards(
@@ -122,17 +131,15 @@ def local_shards(
 ) -> tuple[list[Tensor], list[Tensor] | None, list[list[Tensor]]]:
     """The tensors the kernels update in place: a DTensor param (FSDP2, tensor parallel) becomes its
     local shard, with its grad's and its state's. The elementwise updates are then each rank's
-    update of its shard; a norm over a whole param needs `global_sq_norms` too. Each grad comes in
-    its param's layout (`grad_like_param`).
+    update of its shard; a norm over a whole param needs `global_sq_norms` too.
 
     A DTensor param needs a DTensor grad (redistributed to the param's placements where they differ,
     as torch's fused Adam does: it is only read) and DTensor state of the param's mesh and placements
     (updated in place: never redistributed). Partial params are refused."""
     dtensor = _dtensor_type()
-    if dtensor is not None and any(isinstance(p, dtensor) for p in params):
-        params, grads, states = _to_local(name, dtensor, params, grads, states)
-    if grads is not None:
-        grads = [grad_like_param(g, p) for g, p in zip(grads, params)]
+    # by the set of types: isinstance on each tensor costs more than the kernels of a small param
+    if dtensor is not None and any(issubclass(t, dtensor) for t in {type(p) for p in params}):
+        return _to_local(name, dtensor, params, grads, states)
     return params, grads, states
 
 
