@@ -22,8 +22,15 @@ DTENSOR_OPTIMIZERS = ["Adam", "AdamW", "RAdam", "LAMB", "Ralamb", "NovoGrad", "R
 # Shard(0) over two ranks: uneven shards (7 rows: 4 and 3), a shard empty on rank 1 (1 row), and a
 # 0-dim param (replicated: it cannot be sharded).
 SHAPES = [(7, 5), (3, 2, 2), (1,), ()]
-# The error each optimizer raises for a Partial DTensor param (names as the optimizers spell them).
-PARTIAL_REFUSALS = {"Adam": "Adam", "LAMB": "Lamb", "NovoGrad": "NovoGrad"}
+# DTensor cases refused (case: the start of the error; optimizer names as the optimizers spell them).
+REFUSALS = {
+    "partial Adam": "TypeError: Adam does not support Partial DTensor params",
+    "partial LAMB": "TypeError: Lamb does not support Partial DTensor params",
+    "partial NovoGrad": "TypeError: NovoGrad does not support Partial DTensor params",
+    "plain grad": "TypeError: RAdam: a DTensor param of shape (4, 3) and placements (Shard(dim=0),) has a plain tensor grad",
+    "state placements": "TypeError: Adam: a DTensor param of shape (4, 3) and placements (Shard(dim=0),) has state of "
+                        "placements (Replicate(),)",
+}
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or sys.platform != "linux", reason="needs torch.distributed on Linux")
@@ -112,20 +119,32 @@ def fsdp2_run(rank: int, world: int, mesh) -> list[torch.Tensor]:
     return [p.full_tensor() for p in model.parameters()]
 
 
-def partial_refusals(mesh) -> dict[str, str]:
-    """A Partial param (a pending sum over the ranks) has no elementwise local update: the error
-    each optimizer raises for one ("" if none)."""
-    from torch.distributed.tensor import DTensor, Partial
+def refusals(mesh) -> dict[str, str]:
+    """The error of each case of REFUSALS ("" if none): a Partial param (a pending sum over the
+    ranks: no elementwise local update), a plain tensor grad of a DTensor param, and state in other
+    placements than its param (updated in place: never redistributed)."""
+    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 
-    p = nn.Parameter(DTensor.from_local(torch.ones(3, dtype=torch.float64), mesh, [Partial()]))
-    p.grad = DTensor.from_local(torch.ones(3, dtype=torch.float64), mesh, [Partial()])
-    out = {}
-    for name in PARTIAL_REFUSALS:
+    def error(fn) -> str:
         try:
-            make_optimizer([p], name).step()
-            out[name] = ""
+            fn()
+            return ""
         except Exception as e:  # noqa: BLE001 (the test checks the type and message)
-            out[name] = f"{type(e).__name__}: {e}"
+            return f"{type(e).__name__}: {e}"
+
+    out = {}
+    partial = nn.Parameter(DTensor.from_local(torch.ones(3, dtype=torch.float64), mesh, [Partial()]))
+    partial.grad = DTensor.from_local(torch.ones(3, dtype=torch.float64), mesh, [Partial()])
+    for name in ["Adam", "LAMB", "NovoGrad"]:
+        out[f"partial {name}"] = error(lambda: make_optimizer([partial], name).step())
+    p = nn.Parameter(distribute_tensor(torch.ones(4, 3, dtype=torch.float64), mesh, [Shard(0)]))
+    p.grad = torch.ones(4, 3, dtype=torch.float64)  # the grad setter takes it
+    out["plain grad"] = error(lambda: make_optimizer([p], "RAdam").step())
+    p.grad = distribute_tensor(torch.ones(4, 3, dtype=torch.float64), mesh, [Shard(0)])
+    opt = make_optimizer([p], "Adam")
+    opt.step()
+    opt.state[p]["exp_avg"] = opt.state[p]["exp_avg"].redistribute(mesh, [Replicate()])
+    out["state placements"] = error(opt.step)
     return out
 
 
@@ -139,7 +158,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     results = {("ddp", name): ddp_run(rank, world, name) for name in DDP_OPTIMIZERS}
     results.update({("dtensor", name): dtensor_run(mesh, name) for name in DTENSOR_OPTIMIZERS})
     results["fsdp2"] = fsdp2_run(rank, world, mesh)
-    results["partial"] = partial_refusals(mesh)
+    results["refusals"] = refusals(mesh)
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()
@@ -162,7 +181,8 @@ def results(tmp_path_factory) -> dict:
     for p in hung:
         p.kill()
     assert not hung, "a worker hung"
-    assert all(p.exitcode == 0 for p in ctx.processes), [p.exitcode for p in ctx.processes]
+    if any(p.exitcode != 0 for p in ctx.processes):
+        ctx.join()  # raises with the failed worker's traceback
     return torch.load(out)
 
 
@@ -195,6 +215,6 @@ def test_fsdp2_matches_single_process(results):
         torch.testing.assert_close(ours, ref, **TOL)
 
 
-@pytest.mark.parametrize("name", list(PARTIAL_REFUSALS))
-def test_partial_dtensor_params_refused(results, name):
-    assert results["partial"][name].startswith(f"TypeError: {PARTIAL_REFUSALS[name]} does not support Partial DTensor")
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_dtensor_refusals(results, case):
+    assert results["refusals"][case].startswith(REFUSALS[case]), results["refusals"][case]
