@@ -137,7 +137,8 @@ def local_shards(
     as torch's fused Adam does: it is only read) and DTensor state of the param's mesh and placements
     (updated in place: never redistributed). Partial params are refused."""
     dtensor = _dtensor_type()
-    # by the set of types: isinstance on each tensor costs more than the kernels of a small param
+    # by the set of types (here and in global_sq_norms): isinstance on each of many small params
+    # would cost more than their kernels
     if dtensor is not None and any(issubclass(t, dtensor) for t in {type(p) for p in params}):
         return _to_local(name, dtensor, params, grads, states)
     return params, grads, states
@@ -182,7 +183,7 @@ def global_sq_norms(sq_norms: Tensor, params: list[Tensor]) -> Tensor:
     in place: a DTensor param's rows are summed over the mesh dims it is sharded on (a replicated
     dim holds copies: not summed). One all-reduce per mesh dim and set of params sharing it."""
     dtensor = _dtensor_type()
-    if dtensor is None:
+    if dtensor is None or not any(issubclass(t, dtensor) for t in {type(p) for p in params}):
         return sq_norms
     rows: dict[tuple[Any, tuple[int, ...]], list[int]] = {}
     for i, p in enumerate(params):

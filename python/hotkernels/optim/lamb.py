@@ -39,8 +39,10 @@ class _TrustRatioOptimizer(_base.FusedOptimizer):
             if not params:
                 continue
             steps, *moments = _base.state_lists(self.state, params, _INIT, ["step", "exp_avg", "exp_avg_sq"])
-            work.append((group, params, steps, *_base.local_shards(self._name, params, grads, moments)))
-        grad_sq_norm = self._grad_sq_norm([p for w in work for p in w[1]], [g for w in work for g in w[4]])
+            local_params, grads, moments = _base.local_shards(self._name, params, grads, moments)
+            work.append((group, params, steps, local_params, grads, moments))
+        grad_sq_norm = self._grad_sq_norm([p for _, params, *_ in work for p in params],
+                                          [g for *_, grads, _ in work for g in grads])
         for group, params, steps, local_params, grads, (exp_avgs, exp_avg_sqs) in work:
             f = self._group_flags(group)
             beta1, beta2 = group["betas"]
