@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 import hotkernels
 
@@ -16,6 +17,15 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="needs a GPU and hotkernels built with CUDA")),
 ]
+
+
+# Hypothesis (tests/test_properties.py, tests/test_optim_properties.py). CI: a fixed, bounded sample
+# (derandomized: the same examples every run, so CI cannot flake); HOTKERNELS_HYPOTHESIS=long: a
+# longer, random search.
+settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HOTKERNELS_HYPOTHESIS", "ci"))
 
 
 @pytest.fixture(params=DEVICES)

@@ -1,6 +1,9 @@
-"""hotkernels optimizers under DistributedDataParallel (CPU, gloo, two processes on localhost) end
-with the same parameters as one process on the full batch."""
+"""hotkernels optimizers across processes (CPU, gloo, two processes on localhost): under
+DistributedDataParallel, and over DTensor params (sharded by hand, and by FSDP2's fully_shard), they
+end with the same parameters as one process on plain tensors and the full batch. One pair of
+processes runs every case (starting them costs most of the time); the tests check its results."""
 
+import io
 import os
 import socket
 import sys
@@ -14,6 +17,22 @@ from torch import nn
 import hotkernels
 
 STEPS = 5
+DDP_OPTIMIZERS = ["Adam", "LAMB", "Ranger"]
+DTENSOR_OPTIMIZERS = ["Adam", "AdamW", "RAdam", "LAMB", "Ralamb", "NovoGrad", "Ranger", "RangerLars"]
+# Shard(0) over two ranks: uneven shards (7 rows: 4 and 3), a shard empty on rank 1 (1 row), and a
+# 0-dim param (replicated: it cannot be sharded).
+SHAPES = [(7, 5), (3, 2, 2), (1,), ()]
+# DTensor cases refused (case: the start of the error; optimizer names as the optimizers spell them).
+REFUSALS = {
+    "partial Adam": "TypeError: Adam does not support Partial DTensor params",
+    "partial LAMB": "TypeError: Lamb does not support Partial DTensor params",
+    "partial NovoGrad": "TypeError: NovoGrad does not support Partial DTensor params",
+    "plain grad": "TypeError: RAdam: a DTensor param of shape (4, 3) and placements (Shard(dim=0),) has a plain tensor grad",
+    "state placements": "TypeError: Adam: a DTensor param of shape (4, 3) and placements (Shard(dim=0),) has state of "
+                        "placements (Replicate(),)",
+}
+TOL = dict(rtol=1e-10, atol=1e-12)
+
 pytestmark = pytest.mark.skipif(not dist.is_available() or sys.platform != "linux", reason="needs torch.distributed on Linux")
 
 
@@ -29,8 +48,6 @@ def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def make_optimizer(params, name: str):
-    if name == "Ranger":
-        return hotkernels.optim.Ranger(params, lr=1e-2)
     return getattr(hotkernels.optim, name)(params, lr=1e-2)
 
 
@@ -41,16 +58,109 @@ def train(model: nn.Module, opt, data) -> None:
         opt.step()
 
 
-def worker(rank: int, world: int, port: int, name: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
+def full_params() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    return [torch.randn(s, generator=g, dtype=torch.float64) for s in SHAPES]
+
+
+def full_grads() -> list[list[torch.Tensor]]:
+    """Large enough that LAMB's global gradient-norm clipping (max_grad_norm=1) applies."""
+    g = torch.Generator().manual_seed(3)
+    return [[5 * torch.randn(s, generator=g, dtype=torch.float64) for s in SHAPES] for _ in range(STEPS + 2)]
+
+
+def reload(opt, params, name: str):
+    """A fresh optimizer over the same params, loaded from `opt`'s state_dict through bytes."""
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    fresh = make_optimizer(params, name)
+    fresh.load_state_dict(torch.load(buf, weights_only=False))
+    return fresh
+
+
+def ddp_run(rank: int, world: int, name: str) -> list[torch.Tensor]:
     model = nn.parallel.DistributedDataParallel(make_model())
     opt = make_optimizer(model.parameters(), name)
     shard = [(x[rank::world], y[rank::world]) for x, y in batches()]  # mse's mean: DDP averages the halves
     train(model, opt, shard)
+    return [p.detach() for p in model.module.parameters()]
+
+
+def dtensor_run(mesh, name: str) -> list[torch.Tensor]:
+    """Shard(0) params, grads given as DTensors (replicated at one step: the optimizer redistributes
+    them to the params' shards), a state_dict round trip through bytes mid-run (mid Lookahead cycle
+    for the Rangers); the state is DTensors like the params, as torch's."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+    params = [nn.Parameter(distribute_tensor(t, mesh, [Shard(0)] if t.dim() else [Replicate()])) for t in full_params()]
+    opt = make_optimizer(params, name)
+    for t, grads in enumerate(full_grads()):
+        for p, g in zip(params, grads):
+            p.grad = distribute_tensor(g, mesh, [Replicate()] if t == 1 else p.placements)
+        opt.step()
+        if t == 3:
+            opt = reload(opt, params, name)
+    exp_avg = opt.state[params[0]]["exp_avg"]
+    assert isinstance(exp_avg, DTensor) and exp_avg.placements == (Shard(0),), exp_avg
+    return [p.full_tensor() for p in params]
+
+
+def fsdp2_run(rank: int, world: int, mesh) -> list[torch.Tensor]:
+    """Adam over a model sharded by fully_shard (each Linear and the root); FSDP2 reduce-scatters the
+    grads (averaged, as DDP), so each rank trains on its half of each batch."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = make_model()
+    for m in [model[0], model[2], model]:
+        fully_shard(m, mesh=mesh)
+    opt = make_optimizer(model.parameters(), "Adam")
+    train(model, opt, [(x[rank::world], y[rank::world]) for x, y in batches()])
+    return [p.full_tensor() for p in model.parameters()]
+
+
+def refusals(mesh) -> dict[str, str]:
+    """The error of each case of REFUSALS ("" if none): a Partial param (a pending sum over the
+    ranks: no elementwise local update), a plain tensor grad of a DTensor param, and state in other
+    placements than its param (updated in place: never redistributed)."""
+    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+
+    def error(fn) -> str:
+        try:
+            fn()
+            return ""
+        except Exception as e:  # noqa: BLE001 (the test checks the type and message)
+            return f"{type(e).__name__}: {e}"
+
+    out = {}
+    partial = nn.Parameter(DTensor.from_local(torch.ones(3, dtype=torch.float64), mesh, [Partial()]))
+    partial.grad = DTensor.from_local(torch.ones(3, dtype=torch.float64), mesh, [Partial()])
+    for name in ["Adam", "LAMB", "NovoGrad"]:
+        out[f"partial {name}"] = error(lambda: make_optimizer([partial], name).step())
+    p = nn.Parameter(distribute_tensor(torch.ones(4, 3, dtype=torch.float64), mesh, [Shard(0)]))
+    p.grad = torch.ones(4, 3, dtype=torch.float64)  # the grad setter takes it
+    out["plain grad"] = error(lambda: make_optimizer([p], "RAdam").step())
+    p.grad = distribute_tensor(torch.ones(4, 3, dtype=torch.float64), mesh, [Shard(0)])
+    opt = make_optimizer([p], "Adam")
+    opt.step()
+    opt.state[p]["exp_avg"] = opt.state[p]["exp_avg"].redistribute(mesh, [Replicate()])
+    out["state placements"] = error(opt.step)
+    return out
+
+
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    from torch.distributed.tensor import init_device_mesh
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    mesh = init_device_mesh("cpu", (world,))
+    results = {("ddp", name): ddp_run(rank, world, name) for name in DDP_OPTIMIZERS}
+    results.update({("dtensor", name): dtensor_run(mesh, name) for name in DTENSOR_OPTIMIZERS})
+    results["fsdp2"] = fsdp2_run(rank, world, mesh)
+    results["refusals"] = refusals(mesh)
     if rank == 0:
-        torch.save([p.detach() for p in model.module.parameters()], out)
+        torch.save(results, out)
     dist.destroy_process_group()
 
 
@@ -60,18 +170,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", ["Adam", "LAMB", "Ranger"])
-def test_ddp_matches_single_process(tmp_path, name):
-    out = str(tmp_path / "params.pt")
-    ctx = mp.spawn(worker, args=(2, free_port(), name, out), nprocs=2, join=False)
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    """Every case's end parameters from two processes (they fail the tests if one hangs or fails)."""
+    out = str(tmp_path_factory.mktemp("distributed") / "results.pt")
+    ctx = mp.spawn(worker, args=(2, free_port(), out), nprocs=2, join=False)
     for p in ctx.processes:
         p.join(timeout=240)
     hung = [p for p in ctx.processes if p.is_alive()]
     for p in hung:
         p.kill()
-    assert not hung, "a DDP worker hung"
-    assert all(p.exitcode == 0 for p in ctx.processes), [p.exitcode for p in ctx.processes]
+    assert not hung, "a worker hung"
+    if any(p.exitcode != 0 for p in ctx.processes):
+        ctx.join()  # raises with the failed worker's traceback
+    return torch.load(out)
+
+
+def single_process_model(name: str) -> list[torch.Tensor]:
     model = make_model()
     train(model, make_optimizer(model.parameters(), name), batches())
-    for ours, ref in zip(torch.load(out), model.parameters()):
-        torch.testing.assert_close(ours, ref.detach(), rtol=1e-10, atol=1e-12)
+    return [p.detach() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", DDP_OPTIMIZERS)
+def test_ddp_matches_single_process(results, name):
+    for ours, ref in zip(results[("ddp", name)], single_process_model(name)):
+        torch.testing.assert_close(ours, ref, **TOL)
+
+
+@pytest.mark.parametrize("name", DTENSOR_OPTIMIZERS)
+def test_dtensor_params_match_plain_tensors(results, name):
+    params = [p.requires_grad_() for p in full_params()]
+    opt = make_optimizer(params, name)
+    for grads in full_grads():
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+    for ours, ref in zip(results[("dtensor", name)], params):
+        torch.testing.assert_close(ours, ref.detach(), **TOL)
+
+
+def test_fsdp2_matches_single_process(results):
+    for ours, ref in zip(results["fsdp2"], single_process_model("Adam")):
+        torch.testing.assert_close(ours, ref, **TOL)
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_dtensor_refusals(results, case):
+    assert results["refusals"][case].startswith(REFUSALS[case]), results["refusals"][case]

@@ -191,7 +191,7 @@ class RefLamb(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+        norm = torch.sqrt(sum(((g.double() ** 2).sum() for g in grads), torch.tensor(0.0))).item()
         clip = norm / self.max_grad_norm if self.max_grad_norm is not None and norm > self.max_grad_norm else 1.0
         for group in self.param_groups:
             b1, b2 = group["betas"]

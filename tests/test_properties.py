@@ -1,21 +1,13 @@
 """Property-based parity with torch (hypothesis): random valid shapes, strides, memory formats and
-arguments, outputs and gradients compared in float64. The default profile is bounded for CI; set
-HOTKERNELS_HYPOTHESIS=long for a longer search."""
-
-import os
+arguments, outputs and gradients compared in float64. Hypothesis profiles: tests/conftest.py (bounded
+for CI; HOTKERNELS_HYPOTHESIS=long for a longer search)."""
 
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import hotkernels.functional as HF
-
-# CI: a fixed, bounded sample (derandomized: the same examples every run, so CI cannot flake).
-settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HOTKERNELS_HYPOTHESIS", "ci"))
 
 
 @st.composite

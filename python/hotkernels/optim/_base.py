@@ -1,8 +1,10 @@
 """Shared pieces of the fused optimizers: torch.optim's argument checks (same wording), the
-collection of a param group's tensors and lazy state, and the scalar conversions."""
+collection of a param group's tensors and lazy state, DTensor params (their local shards and global
+norms), and the scalar conversions."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import torch
@@ -29,6 +31,24 @@ class FusedOptimizer(Optimizer):
                 loss = closure()
         self._update()
         return loss
+
+
+class CapturableOptimizer(FusedOptimizer):
+    """Adam and RAdam: groups whose older state dicts may lack some flags (torch.optim's
+    ``__setstate__`` defaults), and step counters on the params' device with ``capturable``."""
+
+    _INIT: dict[str, Callable[[Tensor], Tensor]] = {}
+    _GROUP_DEFAULTS: dict[str, Any] = dict(maximize=False, decoupled_weight_decay=False, capturable=False)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self._GROUP_DEFAULTS.items():
+                group.setdefault(key, value)
+
+    def _init(self, group: dict) -> dict[str, Callable[[Tensor], Tensor]]:
+        # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
+        return dict(self._INIT, step=new_device_step) if group["capturable"] else self._INIT
 
 
 def check_lr(lr: float | Tensor) -> None:
@@ -82,6 +102,102 @@ def params_with_grad(group: dict[str, Any], name: str, sparse_hint: str = "") ->
         params.append(p)
         grads.append(p.grad)
     return params, grads
+
+
+def _dtensor_type() -> type | None:
+    """DTensor's class once torch.distributed.tensor is loaded (before that no DTensor exists, and
+    importing it here would cost every import of hotkernels seconds)."""
+    return getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+
+
+def step_op(op: Callable[..., Any], params: list[Tensor], grads: list[Tensor], *args: Any) -> Any:
+    """``op(params, grads, *args)``, an optimizer op that takes each grad in its param's strides: the
+    kernels walk a param, its grad and its state as flat arrays of one layout, and the op checks the
+    strides before it writes anything. Autograd lays a dense param's grad out like the param; a grad
+    set otherwise (by hand, or a DDP bucket view of a channels_last param) fails that check, and the
+    op then runs again with the grads copied into their params' strides, as torch.optim takes any
+    layout. (A check of every grad up front would cost each step about a microsecond per param.)"""
+    try:
+        return op(params, grads, *args)
+    except RuntimeError as e:
+        if "to have the strides of" not in str(e):
+            raise
+    grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for g, p in zip(grads, params)]
+    return op(params, grads, *args)
+
+
+def local_shards(
+    name: str, params: list[Tensor], grads: list[Tensor] | None, states: list[list[Tensor]]
+) -> tuple[list[Tensor], list[Tensor] | None, list[list[Tensor]]]:
+    """The tensors the kernels update in place: a DTensor param (FSDP2, tensor parallel) becomes its
+    local shard, with its grad's and its state's. The elementwise updates are then each rank's
+    update of its shard; a norm over a whole param needs `global_sq_norms` too.
+
+    A DTensor param needs a DTensor grad (redistributed to the param's placements where they differ,
+    as torch's fused Adam does: it is only read) and DTensor state of the param's mesh and placements
+    (updated in place: never redistributed). Partial params are refused."""
+    dtensor = _dtensor_type()
+    # by the set of types (here and in global_sq_norms): isinstance on each of many small params
+    # would cost more than their kernels
+    if dtensor is not None and any(issubclass(t, dtensor) for t in {type(p) for p in params}):
+        return _to_local(name, dtensor, params, grads, states)
+    return params, grads, states
+
+
+def _to_local(
+    name: str, dtensor: type, params: list[Tensor], grads: list[Tensor] | None, states: list[list[Tensor]]
+) -> tuple[list[Tensor], list[Tensor] | None, list[list[Tensor]]]:
+    local_p: list[Tensor] = []
+    local_g: list[Tensor] = []
+    local_s: list[list[Tensor]] = [[] for _ in states]
+    for i, p in enumerate(params):
+        g = grads[i] if grads is not None else None
+        st = [lst[i] for lst in states]
+        if not isinstance(p, dtensor):
+            if isinstance(g, dtensor) or any(isinstance(s, dtensor) for s in st):
+                raise TypeError(f"{name}: a plain tensor param of shape {tuple(p.shape)} has a DTensor grad or state")
+        else:
+            what = f"a DTensor param of shape {tuple(p.shape)} and placements {p.placements}"
+            if any(pl.is_partial() for pl in p.placements):
+                raise TypeError(f"{name} does not support Partial DTensor params: got {what}")
+            if g is not None:
+                if not isinstance(g, dtensor):
+                    raise TypeError(f"{name}: {what} has a plain tensor grad (expected a DTensor)")
+                if g.device_mesh != p.device_mesh or g.placements != p.placements:
+                    g = g.redistribute(p.device_mesh, p.placements)
+            for s in st:
+                if not isinstance(s, dtensor) or s.device_mesh != p.device_mesh or s.placements != p.placements:
+                    got = f"placements {s.placements}" if isinstance(s, dtensor) else "a plain tensor"
+                    raise TypeError(f"{name}: {what} has state of {got} (expected DTensors of its mesh and placements)")
+            p, g, st = p.to_local(), None if g is None else g.to_local(), [s.to_local() for s in st]
+        local_p.append(p)
+        if g is not None:
+            local_g.append(g)
+        for lst, s in zip(local_s, st):
+            lst.append(s)
+    return local_p, (local_g if grads is not None else None), local_s
+
+
+def global_sq_norms(sq_norms: Tensor, params: list[Tensor]) -> Tensor:
+    """Squared norms of the params' local shards (one row per param) made those of the whole params,
+    in place: a DTensor param's rows are summed over the mesh dims it is sharded on (a replicated
+    dim holds copies: not summed). One all-reduce per mesh dim and set of params sharing it."""
+    dtensor = _dtensor_type()
+    if dtensor is None or not any(issubclass(t, dtensor) for t in {type(p) for p in params}):
+        return sq_norms
+    rows: dict[tuple[Any, tuple[int, ...]], list[int]] = {}
+    for i, p in enumerate(params):
+        if isinstance(p, dtensor):
+            dims = tuple(d for d, pl in enumerate(p.placements) if pl.is_shard())
+            if dims:
+                rows.setdefault((p.device_mesh, dims), []).append(i)
+    for (mesh, dims), idx in rows.items():
+        index = torch.tensor(idx, device=sq_norms.device)
+        part = sq_norms.index_select(0, index)
+        for d in dims:
+            torch.distributed.all_reduce(part, group=mesh.get_group(d))
+        sq_norms.index_copy_(0, index, part)
+    return sq_norms
 
 
 def state_lists(state: Any, params: list[Tensor], init: dict[str, Any], keys: list[str]) -> list[list[Tensor]]:

@@ -15,15 +15,7 @@ from . import _base
 
 _ops = torch.ops.hotkernels
 
-_INIT = {
-    "step": lambda p: _base.new_step(),
-    "exp_avg": _base.zeros_like,
-    "exp_avg_sq": _base.zeros_like,
-    "max_exp_avg_sq": _base.zeros_like,
-}
-
-
-class Adam(_base.FusedOptimizer):
+class Adam(_base.CapturableOptimizer):
     r"""Adam (Kingma & Ba 2015), as :class:`torch.optim.Adam`, fused.
 
     For each param, with :math:`g` the gradient (negated when ``maximize``) and step :math:`t`:
@@ -56,6 +48,14 @@ class Adam(_base.FusedOptimizer):
             float lr: a tensor lr is read on the host).
     """
 
+    _INIT = {
+        "step": lambda p: _base.new_step(),
+        "exp_avg": _base.zeros_like,
+        "exp_avg_sq": _base.zeros_like,
+        "max_exp_avg_sq": _base.zeros_like,
+    }
+    _GROUP_DEFAULTS = dict(_base.CapturableOptimizer._GROUP_DEFAULTS, amsgrad=False)
+
     def __init__(
         self,
         params: ParamsT,
@@ -74,31 +74,19 @@ class Adam(_base.FusedOptimizer):
                         decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("capturable", False)
-
-    @staticmethod
-    def _init(group: dict) -> dict:
-        # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
-        return dict(_INIT, step=_base.new_device_step) if group["capturable"] else _INIT
-
     def _update(self) -> None:
         for group in self.param_groups:
             params, grads = _base.params_with_grad(group, "Adam", ", please consider SparseAdam instead")
             if not params:
                 continue
             keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-            lists = _base.state_lists(self.state, params, self._init(group), keys)
-            steps, exp_avgs, exp_avg_sqs = lists[:3]
-            max_exp_avg_sqs = lists[3] if group["amsgrad"] else []
+            steps, *moments = _base.state_lists(self.state, params, self._init(group), keys)
+            params, grads, moments = _base.local_shards("Adam", params, grads, moments)
+            exp_avgs, exp_avg_sqs = moments[:2]
+            max_exp_avg_sqs = moments[2] if group["amsgrad"] else []
             beta1, beta2 = group["betas"]
-            _ops.adam_step_(
-                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+            _base.step_op(
+                _ops.adam_step_, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                 _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
                 group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
             )  # fmt: skip

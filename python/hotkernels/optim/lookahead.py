@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from . import _base
 from .lamb import Ralamb
 from .radam import RAdam
 
@@ -82,7 +83,9 @@ class Lookahead(Optimizer):
         for group in self.param_groups:
             fast = group["params"]
             if fast:
-                _ops.lookahead_sync_(fast, self.slow[i : i + len(fast)], self.alpha)
+                # DTensor params: each rank syncs its shard (the slow weights are DTensors like them)
+                local_fast, _, (slow,) = _base.local_shards("Lookahead", fast, None, [self.slow[i : i + len(fast)]])
+                _ops.lookahead_sync_(local_fast, slow, self.alpha)
             i += len(fast)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

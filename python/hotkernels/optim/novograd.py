@@ -74,10 +74,13 @@ class NovoGrad(_base.FusedOptimizer):
             lists = _base.state_lists(self.state, params, _INIT, keys)
             steps, exp_avgs, exp_avg_sqs = lists[:3]
             max_exp_avg_sqs = lists[3] if group["amsgrad"] else []
+            # DTensor params: the local shards, and their layer norms summed over the shards (the
+            # per-layer second moments are plain scalars, the same on every rank).
+            local_params, grads, (exp_avgs,) = _base.local_shards("NovoGrad", params, grads, [exp_avgs])
+            grad_sq_norms = _base.global_sq_norms(_ops.multi_tensor_sq_norms(grads), params)
             beta1, beta2 = group["betas"]
-            grad_sq_norms = _ops.multi_tensor_sq_norms(grads)
-            _ops.novograd_step_(
-                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_sq_norms,
-                _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
+            _base.step_op(
+                _ops.novograd_step_, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
                 group["grad_averaging"], group["amsgrad"],
             )  # fmt: skip

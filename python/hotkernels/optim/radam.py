@@ -11,10 +11,7 @@ from . import _base
 
 _ops = torch.ops.hotkernels
 
-_INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
-
-
-class RAdam(_base.FusedOptimizer):
+class RAdam(_base.CapturableOptimizer):
     r"""RAdam, as :class:`torch.optim.RAdam`, fused.
 
     For each param at step :math:`t`, with :math:`g` the gradient (negated when ``maximize``):
@@ -44,6 +41,8 @@ class RAdam(_base.FusedOptimizer):
         capturable: keep the step counters on the params' device (see :class:`Adam`).
     """
 
+    _INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
+
     def __init__(
         self,
         params: ParamsT,
@@ -61,18 +60,6 @@ class RAdam(_base.FusedOptimizer):
                         decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("maximize", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("capturable", False)
-
-    @staticmethod
-    def _init(group: dict) -> dict:
-        # capturable: the step counter lives on the param's device (as torch.optim's capturable=True)
-        return dict(_INIT, step=_base.new_device_step) if group["capturable"] else _INIT
-
     def _update(self) -> None:
         for group in self.param_groups:
             params, grads = _base.params_with_grad(group, "RAdam")
@@ -80,9 +67,11 @@ class RAdam(_base.FusedOptimizer):
                 continue
             steps, exp_avgs, exp_avg_sqs = _base.state_lists(self.state, params, self._init(group),
                                                              ["step", "exp_avg", "exp_avg_sq"])
+            params, grads, (exp_avgs, exp_avg_sqs) = _base.local_shards("RAdam", params, grads,
+                                                                        [exp_avgs, exp_avg_sqs])
             beta1, beta2 = group["betas"]
-            _ops.radam_step_(
-                params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]), _base.as_float(beta1),
-                _base.as_float(beta2), group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
-                group["maximize"],
+            _base.step_op(
+                _ops.radam_step_, params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]),
+                _base.as_float(beta1), _base.as_float(beta2), group["eps"], group["weight_decay"],
+                group["decoupled_weight_decay"], group["maximize"],
             )  # fmt: skip
