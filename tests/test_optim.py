@@ -601,8 +601,9 @@ def test_op_rejects_bad_tensors():
         step([p], [g], [torch.zeros(4)], [v], [], [s], *args)
     with pytest.raises(RuntimeError, match=r"expected 'exp_avg_sqs' to hold one tensor per param"):
         step([p], [g], [m], [], [], [s], *args)
-    with pytest.raises(RuntimeError, match=r"expected 'grads\[0\]' to have the strides"):
-        step([torch.zeros(3, 4)], [torch.zeros(4, 3).t()], [torch.zeros(3, 4)], [torch.zeros(3, 4)], [], [s], *args)
+    # State is updated in place, so it must share its param's strides (a grad is copied when not).
+    with pytest.raises(RuntimeError, match=r"expected 'exp_avgs\[0\]' to have the strides"):
+        step([torch.zeros(3, 4)], [torch.zeros(3, 4)], [torch.zeros(4, 3).t()], [torch.zeros(3, 4)], [], [s], *args)
     with pytest.raises(RuntimeError, match="state step"):
         step([p], [g], [m], [v], [], [torch.tensor(0)], *args)
 

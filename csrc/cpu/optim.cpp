@@ -10,6 +10,7 @@
 #include "checks.h"
 #include "cpu/kernels/optim.h"
 #include "cpu/multi_tensor.h"
+#include "layout.h"
 #include "optim_host.h"
 
 namespace hotkernels::cpu {
@@ -48,9 +49,10 @@ void parallel_typed(at::TensorList params, const F& f) {
   });
 }
 
-void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads,
+void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in,
                  at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
                  at::TensorList state_steps, const AdamHyper& h) {
+  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   check_param_group(op, params,
                     {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
                      {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}},
@@ -130,10 +132,11 @@ LambHyper lamb_hyper(double beta1, double beta2, double eps, double weight_decay
 }
 
 // Pass 1 of LAMB/Ralamb: clip and fold the gradient into m and v, and write ‖p‖², ‖u‖² per tensor.
-void lamb_moments_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                    at::TensorList state_steps, at::Tensor& norms, const std::optional<at::Tensor>& grad_sq_norm,
                    double max_grad_norm, double beta1, double beta2, double eps, double weight_decay,
                    bool grad_averaging, bool bias_correction, bool rectify) {
+  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "lamb_moments_";
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, false);
   if (params.empty()) return;
@@ -193,10 +196,11 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
 
 // NovoGrad: the layer's second moment v (a 0-dim tensor per param) is updated here on the host from
 // ‖g‖² (multi_tensor_sq_norms): v ← ‖g‖² on the first step (v = 0), else β₂·v + (1 − β₂)·‖g‖².
-void novograd_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                     at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& grad_sq_norms,
                     double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
                     bool amsgrad) {
+  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "novograd_step_";
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}}, false);
   TORCH_CHECK(state_steps.size() == params.size() && exp_avg_sqs.size() == params.size() &&

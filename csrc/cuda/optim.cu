@@ -20,6 +20,7 @@
 #include "checks.h"
 #include "cuda/multi_tensor.cuh"
 #include "math/optim.h"
+#include "layout.h"
 #include "optim_host.h"
 
 namespace hotkernels::cuda {
@@ -173,9 +174,10 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
   }
 }
 
-void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs,
                  at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
                  const AdamHyper& h) {
+  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   check_param_group(op, params,
                     {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
                      {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}},
@@ -300,10 +302,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void lamb_moments_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                    at::TensorList state_steps, at::Tensor& norms, const std::optional<at::Tensor>& grad_sq_norm,
                    double max_grad_norm, double beta1, double beta2, double eps, double weight_decay,
                    bool grad_averaging, bool bias_correction, bool rectify) {
+  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "lamb_moments_";
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, true);
   if (params.empty()) return;
@@ -426,10 +429,11 @@ __global__ void __launch_bounds__(kThreads) novograd_kernel(TensorChunks<4> tc, 
   }
 }
 
-void novograd_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                     at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& grad_sq_norms,
                     double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
                     bool amsgrad) {
+  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "novograd_step_";
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}}, true);
   if (params.empty()) return;

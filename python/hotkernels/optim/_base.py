@@ -110,22 +110,6 @@ def _dtensor_type() -> type | None:
     return getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
 
 
-def step_op(op: Callable[..., Any], params: list[Tensor], grads: list[Tensor], *args: Any) -> Any:
-    """``op(params, grads, *args)``, an optimizer op that takes each grad in its param's strides: the
-    kernels walk a param, its grad and its state as flat arrays of one layout, and the op checks the
-    strides before it writes anything. Autograd lays a dense param's grad out like the param; a grad
-    set otherwise (by hand, or a DDP bucket view of a channels_last param) fails that check, and the
-    op then runs again with the grads copied into their params' strides, as torch.optim takes any
-    layout. (A check of every grad up front would cost each step about a microsecond per param.)"""
-    try:
-        return op(params, grads, *args)
-    except RuntimeError as e:
-        if "to have the strides of" not in str(e):
-            raise
-    grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for g, p in zip(grads, params)]
-    return op(params, grads, *args)
-
-
 def local_shards(
     name: str, params: list[Tensor], grads: list[Tensor] | None, states: list[list[Tensor]]
 ) -> tuple[list[Tensor], list[Tensor] | None, list[list[Tensor]]]:

@@ -85,8 +85,8 @@ class Adam(_base.CapturableOptimizer):
             exp_avgs, exp_avg_sqs = moments[:2]
             max_exp_avg_sqs = moments[2] if group["amsgrad"] else []
             beta1, beta2 = group["betas"]
-            _base.step_op(
-                _ops.adam_step_, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+            _ops.adam_step_(
+                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                 _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
                 group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
             )  # fmt: skip

@@ -49,8 +49,8 @@ class _TrustRatioOptimizer(_base.FusedOptimizer):
             shared = (beta1, beta2, group["eps"], group["weight_decay"], f["grad_averaging"], f["bias_correction"],
                       self._rectify)
             norms = torch.empty((len(params), 2), dtype=torch.float64, device=local_params[0].device)
-            _base.step_op(_ops.lamb_moments_, local_params, grads, exp_avgs, exp_avg_sqs, steps, norms,
-                          grad_sq_norm, f["max_grad_norm"], *shared)
+            _ops.lamb_moments_(local_params, grads, exp_avgs, exp_avg_sqs, steps, norms, grad_sq_norm,
+                               f["max_grad_norm"], *shared)
             _base.global_sq_norms(norms, params)
             _ops.lamb_apply_(local_params, exp_avgs, exp_avg_sqs, steps, norms, _base.as_float(group["lr"]), *shared,
                              f["adapt"], f["trust_clip"])

@@ -79,8 +79,8 @@ class NovoGrad(_base.FusedOptimizer):
             local_params, grads, (exp_avgs,) = _base.local_shards("NovoGrad", params, grads, [exp_avgs])
             grad_sq_norms = _base.global_sq_norms(_ops.multi_tensor_sq_norms(grads), params)
             beta1, beta2 = group["betas"]
-            _base.step_op(
-                _ops.novograd_step_, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+            _ops.novograd_step_(
+                local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                 grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
                 group["grad_averaging"], group["amsgrad"],
             )  # fmt: skip

@@ -70,8 +70,8 @@ class RAdam(_base.CapturableOptimizer):
             params, grads, (exp_avgs, exp_avg_sqs) = _base.local_shards("RAdam", params, grads,
                                                                         [exp_avgs, exp_avg_sqs])
             beta1, beta2 = group["betas"]
-            _base.step_op(
-                _ops.radam_step_, params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]),
+            _ops.radam_step_(
+                params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]),
                 _base.as_float(beta1), _base.as_float(beta2), group["eps"], group["weight_decay"],
                 group["decoupled_weight_decay"], group["maximize"],
             )  # fmt: skip
