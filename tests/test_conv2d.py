@@ -434,3 +434,32 @@ def test_cuda_backward_ops_directly():
     assert ops.conv2d_backward_input(empty, w, [0, 8, 10, 9], *args).shape == (0, 8, 10, 9)
     assert torch.equal(ops.conv2d_backward_weight(empty, x[:0], list(w.shape), *args), torch.zeros_like(w))
     assert torch.equal(ops.conv2d_backward_bias(empty), torch.zeros(12, device="cuda"))
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
+def test_cuda_unaligned_channels_last(dtype):
+    """channels_last activations whose data is not 16-byte aligned (views at an odd offset): the
+    tensor-core path must use element loads for them (vector_loads) and stay correct, where the
+    same shapes from fresh tensors take 16-byte loads (16 channels a group)."""
+
+    def unaligned(n, c, h, w):
+        flat = torch.randn(n * h * w * c + 1, device="cuda", dtype=dtype)[1:]
+        t = flat.view(n, h, w, c).permute(0, 3, 1, 2)
+        assert t.is_contiguous(memory_format=torch.channels_last) and t.data_ptr() % 16 != 0
+        return t
+
+    kind = "tf32" if dtype == torch.float32 else "float16"
+    x = unaligned(2, 16, 9, 10)
+    w = torch.randn(16, 16, 3, 3, device="cuda", dtype=dtype)
+    gy = unaligned(2, 16, 9, 10)
+    args = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    ref = F.conv2d(xd, wd, None, 1, 1)
+    rx, rw = torch.autograd.grad(ref, (xd, wd), gy.double())
+    with _Tf32(True):
+        fresh = (x.clone(memory_format=torch.channels_last), gy.clone(memory_format=torch.channels_last))
+        for got_x, got_gy in ((x, gy), fresh):
+            _assert_within(ops.conv2d(got_x, w, None, *args), ref, kind, 16 * 9, "forward")
+            _assert_within(ops.conv2d_backward_input(got_gy, w, list(x.shape), *args), rx, kind, 16 * 9, "grad input")
+            _assert_within(ops.conv2d_backward_weight(got_gy, got_x, list(w.shape), *args), rw, kind, 180, "grad weight")

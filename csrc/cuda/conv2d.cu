@@ -29,6 +29,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <numeric>
 #include <tuple>
@@ -288,36 +290,57 @@ Plan plan_gemm(int64_t m, int64_t n, int64_t k, int64_t groups, int bk, bool spl
   return {TileShape::k64x64, static_cast<int>(splits)};
 }
 
-template <class Cfg, bool kAtomic, class P, class Out>
+template <class Cfg, bool kAtomic, bool kVec, class P, class Out>
 void launch_tile(const P& p, int64_t groups, int splits, Out* out) {
   const dim3 grid(static_cast<unsigned>((p.M + Cfg::BM - 1) / Cfg::BM), static_cast<unsigned>((p.N + Cfg::BN - 1) / Cfg::BN),
                   static_cast<unsigned>(groups * splits));
-  mma::igemm_mma_kernel<Cfg, kAtomic><<<grid, Cfg::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(p, out, splits);
+  mma::igemm_mma_kernel<Cfg, kAtomic, kVec><<<grid, Cfg::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(p, out, splits);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <bool kAtomic, class P, class Out> void launch_shape(const P& p, int64_t groups, const Plan& plan, Out* out) {
+template <bool kAtomic, bool kVec, class P, class Out> void launch_shape(const P& p, int64_t groups, const Plan& plan, Out* out) {
   switch (plan.tile) {
-    case TileShape::k128x128: return launch_tile<mma::Tile128x128, kAtomic>(p, groups, plan.splits, out);
-    case TileShape::k128x64: return launch_tile<mma::Tile128x64, kAtomic>(p, groups, plan.splits, out);
-    case TileShape::k64x128: return launch_tile<mma::Tile64x128, kAtomic>(p, groups, plan.splits, out);
-    case TileShape::k64x64: return launch_tile<mma::Tile64x64, kAtomic>(p, groups, plan.splits, out);
+    case TileShape::k128x128: return launch_tile<mma::Tile128x128, kAtomic, kVec>(p, groups, plan.splits, out);
+    case TileShape::k128x64: return launch_tile<mma::Tile128x64, kAtomic, kVec>(p, groups, plan.splits, out);
+    case TileShape::k64x128: return launch_tile<mma::Tile64x128, kAtomic, kVec>(p, groups, plan.splits, out);
+    case TileShape::k64x64: return launch_tile<mma::Tile64x64, kAtomic, kVec>(p, groups, plan.splits, out);
+  }
+}
+
+template <bool kVec, class P> void launch_stores(const P& p, int64_t groups, const Plan& plan, const at::Tensor& out, const at::Tensor& acc) {
+  if (acc.defined()) {
+    TORCH_INTERNAL_ASSERT(plan.tile == TileShape::k64x64);
+    launch_tile<mma::Tile64x64, true, kVec>(p, groups, plan.splits, acc.mutable_data_ptr<float>());
+  } else {
+    launch_shape<false, kVec>(p, groups, plan, static_cast<typename P::T*>(out.mutable_data_ptr()));
   }
 }
 
 // Launches problem p for every group: into `out` (T), or, when `acc` is defined, adding into that
 // float buffer. Only the weight gradient (kAccumulates) adds with every tile shape; the other passes
-// add only when split, which plan_gemm does with 64 × 64 tiles (fewer kernels to compile).
-template <class P> void launch_mma(const P& p, int64_t groups, const Plan& plan, const at::Tensor& out, const at::Tensor& acc) {
-  using T = typename P::T;
+// add only when split, which plan_gemm does with 64 × 64 tiles (fewer kernels to compile). `vec`:
+// 16-byte operand loads (vector_loads).
+template <class P>
+void launch_mma(const P& p, int64_t groups, const Plan& plan, const at::Tensor& out, const at::Tensor& acc, bool vec) {
   if constexpr (P::kAccumulates) {
-    launch_shape<true>(p, groups, plan, acc.mutable_data_ptr<float>());
-  } else if (acc.defined()) {
-    TORCH_INTERNAL_ASSERT(plan.tile == TileShape::k64x64);
-    launch_tile<mma::Tile64x64, true>(p, groups, plan.splits, acc.mutable_data_ptr<float>());
+    TORCH_INTERNAL_ASSERT(!vec);
+    launch_shape<true, false>(p, groups, plan, acc.mutable_data_ptr<float>());
+  } else if (vec) {
+    launch_stores<true>(p, groups, plan, out, acc);
   } else {
-    launch_shape<false>(p, groups, plan, static_cast<T*>(out.mutable_data_ptr()));
+    launch_stores<false>(p, groups, plan, out, acc);
   }
+}
+
+// 16-byte operand loads need every chunk of 16 / sizeof(T) consecutive k to be one tap's consecutive
+// channels at an aligned address: the reduced channel count of a group (`channels`: C_in/groups
+// forward, C_out/groups for the input gradient) a multiple of the chunk (then so are every pixel
+// stride, group offset, weight row and K), and the operands' data 16-byte aligned.
+bool vector_loads(int64_t channels, int64_t elem_size, std::initializer_list<const at::Tensor*> operands) {
+  const int64_t chunk = 16 / elem_size;
+  return channels % chunk == 0 && std::all_of(operands.begin(), operands.end(), [](const at::Tensor* t) {
+           return reinterpret_cast<uintptr_t>(t->const_data_ptr()) % 16 == 0;
+         });
 }
 
 // Split-K destination: `out` itself (zeroed) for float32, else a zeroed float twin with its layout.
@@ -341,7 +364,7 @@ void forward_mma(const at::Tensor& input, const at::Tensor& weight, const at::Te
                                    bias.defined() ? dptr<S>(bias) : nullptr, conv_dims(g, nchw_out)};
     const Plan plan = plan_gemm(p.M, p.N, p.K, g.groups, mma::Traits<T>::kBK, true);
     const at::Tensor acc = plan.splits > 1 ? split_buffer(y) : at::Tensor();
-    launch_mma(p, g.groups, plan, y, acc);
+    launch_mma(p, g.groups, plan, y, acc, vector_loads(g.cin_g(), sizeof(T), {&x, &w}));
     finish_split(y, acc);
   });
 }
@@ -387,6 +410,7 @@ void backward_input_mma(const at::Tensor& grad_output, const at::Tensor& weight,
     const int64_t m_max = g.n * ((g.h + g.sh - 1) / g.sh) * ((g.w + g.sw - 1) / g.sw);
     const Plan plan = plan_gemm(m_max, g.cin_g(), g.taps() * g.cout_g(), g.groups, mma::Traits<T>::kBK, true);
     const at::Tensor acc = plan.splits > 1 ? split_buffer(gx) : at::Tensor();
+    const bool vec = vector_loads(g.cout_g(), sizeof(T), {&gy, &w});
     for (int64_t ry = 0; ry < std::min(g.sh, g.h); ++ry) {
       for (int64_t rx = 0; rx < std::min(g.sw, g.w); ++rx) {
         const mma::StrideClass s = stride_class(g, ry, rx);
@@ -394,7 +418,7 @@ void backward_input_mma(const at::Tensor& grad_output, const at::Tensor& weight,
                                              s.ti * s.tj * static_cast<int>(g.cout_g()), static_cast<int>(g.oh),
                                              static_cast<int>(g.ow), 1, 1, dptr<S>(gy), dptr<S>(w), nullptr,
                                              conv_dims(g, nchw_out), s};
-        launch_mma(p, g.groups, plan, gx, acc);
+        launch_mma(p, g.groups, plan, gx, acc, vec);
       }
     }
     finish_split(gx, acc);
@@ -414,7 +438,7 @@ at::Tensor backward_weight_mma(const at::Tensor& grad_output, const at::Tensor& 
                                           static_cast<int>(g.n * g.oh * g.ow), 1, 1, static_cast<int>(g.h),
                                           static_cast<int>(g.w), dptr<S>(gy), dptr<S>(x), nullptr,
                                           conv_dims(g, false)};
-    launch_mma(p, g.groups, plan_gemm(p.M, p.N, p.K, g.groups, mma::Traits<T>::kBK, true), acc, acc);
+    launch_mma(p, g.groups, plan_gemm(p.M, p.N, p.K, g.groups, mma::Traits<T>::kBK, true), acc, acc, false);
   });
   return acc;
 }

@@ -15,8 +15,9 @@
 // accumulators. Operands are staged global → registers → shared memory (two buffers: the loads of
 // slice t + 1 are in flight while slice t is multiplied), stored K-contiguous ([row][k], padded by
 // 4 words so the fragment reads are bank-conflict free). A thread loads either along k (lanes =
-// consecutive k: for NHWC channel runs) or along rows (lanes = consecutive rows: for the weight
-// gradient, whose rows are channels).
+// consecutive k: for NHWC channel runs; 16-byte chunks of 4 floats / 8 halves when the channels of a
+// group come in such chunks and the tensors are aligned, else single elements) or along rows
+// (lanes = consecutive rows: for the weight gradient, whose rows are channels).
 //
 // Epilogue: C(m, n) goes to out[out_row(m) + out_col(n)] (so NCHW and NHWC outputs are both one
 // addition), plus bias[col] when the problem has one; or, for split-K, is atomically added into a
@@ -134,38 +135,56 @@ using Tile128x64 = Tile<128, 64, 32, 32, 2>;
 using Tile64x128 = Tile<64, 128, 32, 32, 2>;
 using Tile64x64 = Tile<64, 64, 32, 32, 4>;
 
-// Where a thread's staged elements of one operand tile (ROWS × BK) come from: along k (thread's k
-// fixed, rows step by kThreads / BK) or along rows (row fixed, k steps by kThreads / ROWS).
-template <int ROWS, int BK, int THREADS, bool kAlongK> struct Stager {
-  static_assert(THREADS % (kAlongK ? BK : ROWS) == 0, "a thread's k or row must stay fixed");
-  static constexpr int kCount = ROWS * BK / THREADS;
-  static constexpr int kStep = THREADS / (kAlongK ? BK : ROWS);
-  __device__ static int row(int tid, int e) { return kAlongK ? tid / BK + kStep * e : tid % ROWS; }
-  __device__ static int k(int tid, int e) { return kAlongK ? tid % BK : tid / ROWS + kStep * e; }
+// Where a thread's staged chunks of one operand tile (ROWS × BK) come from. A chunk is VEC
+// consecutive k of one row (VEC > 1 only along k, for channel runs that allow 16-byte loads). Along
+// k: the thread's k is fixed and its rows step by kStep; along rows: its row is fixed and its k steps.
+template <int ROWS, int BK, int THREADS, bool kAlongK, int VEC> struct Stager {
+  static_assert(kAlongK || VEC == 1, "vector chunks run along k");
+  static constexpr int kLanes = kAlongK ? BK / VEC : ROWS;  // threads that share a row (k) step
+  static_assert(THREADS % kLanes == 0 && (ROWS * BK / VEC) % THREADS == 0, "a thread's k or row must stay fixed");
+  static constexpr int kCount = ROWS * BK / VEC / THREADS;
+  static constexpr int kStep = THREADS / kLanes;
+  __device__ static int row(int tid, int e) { return kAlongK ? tid / kLanes + kStep * e : tid % ROWS; }
+  __device__ static int k(int tid, int e) { return kAlongK ? tid % kLanes * VEC : tid / ROWS + kStep * e; }
 };
 
-// One operand element (see the top of the file); unsigned compares test 0 <= c < limit at once.
-template <class T>
-__device__ __forceinline__ T gather(const T* ptr, const Part& r, const Part& k, int h, int w) {
+template <class T, int VEC> struct alignas(sizeof(T) * VEC) Chunk {
+  T v[VEC];
+};
+
+// One operand chunk (see the top of the file); unsigned compares test 0 <= c < limit at once. With
+// VEC > 1 the host guarantees the VEC values share the coordinate (one tap) and are 16-byte aligned.
+template <class T, int VEC>
+__device__ __forceinline__ Chunk<T, VEC> gather(const T* ptr, const Part& r, const Part& k, int h, int w) {
   const int y = r.y + k.y, x = r.x + k.x;
-  return static_cast<unsigned>(y) < static_cast<unsigned>(h) && static_cast<unsigned>(x) < static_cast<unsigned>(w)
-             ? to_mma(ptr[r.off + k.off])
-             : zero<T>();
+  Chunk<T, VEC> c;
+  if (static_cast<unsigned>(y) < static_cast<unsigned>(h) && static_cast<unsigned>(x) < static_cast<unsigned>(w)) {
+    c = *reinterpret_cast<const Chunk<T, VEC>*>(ptr + r.off + k.off);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) c.v[e] = to_mma(c.v[e]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) c.v[e] = zero<T>();
+  }
+  return c;
 }
 
 // The GEMM. Problem P provides (all indices int32, within one group `gi`; see conv2d_mma_problems.cuh):
 //   using T;  static constexpr bool kAAlongK, kBAlongK;
 //   int M, N, K, a_h, a_w, b_h, b_w;  const T* a_ptr, b_ptr;  const T* bias (or nullptr);
 //   Part a_row(gi, m), a_k(gi, k), b_row(gi, n), b_k(gi, k);  int64_t out_row(gi, m), out_col(gi, n).
-// Out is T (store) or float (kAtomic: split-K partial sums added into a zeroed buffer).
-template <class Cfg, bool kAtomic, class P>
+// Out is T (store) or float (kAtomic: split-K partial sums added into a zeroed buffer). kVec: both
+// operands load 16-byte chunks along k (host rule: conv2d.cu, vector_loads).
+template <class Cfg, bool kAtomic, bool kVec, class P>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) igemm_mma_kernel(const P p, std::conditional_t<kAtomic, float, typename P::T>* out,
                                                                   int splits) {
   using T = typename P::T;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Traits<T>::kBK, LD = BK + Traits<T>::kPad;
   constexpr int kThreads = Cfg::kThreads;
-  using SA = Stager<BM, BK, kThreads, P::kAAlongK>;
-  using SB = Stager<BN, BK, kThreads, P::kBAlongK>;
+  constexpr int VEC = kVec ? 16 / static_cast<int>(sizeof(T)) : 1;
+  using SA = Stager<BM, BK, kThreads, P::kAAlongK, VEC>;
+  using SB = Stager<BN, BK, kThreads, P::kBAlongK, VEC>;
+  using C = Chunk<T, VEC>;
   static_assert(kThreads >= BM && kThreads >= BN && kThreads >= BK, "row and k parts are one per thread");
 
   __shared__ __align__(16) T as[2][BM * LD];
@@ -193,18 +212,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) igemm_mma_kern
   if (count > 1) k_parts(1, 1);
   __syncthreads();
 
-  T ra[SA::kCount], rb[SB::kCount];
+  C ra[SA::kCount], rb[SB::kCount];
   auto load = [&](int slot) {
 #pragma unroll
-    for (int e = 0; e < SA::kCount; ++e) ra[e] = gather(p.a_ptr, arow[SA::row(tid, e)], ak[slot][SA::k(tid, e)], p.a_h, p.a_w);
+    for (int e = 0; e < SA::kCount; ++e) ra[e] = gather<T, VEC>(p.a_ptr, arow[SA::row(tid, e)], ak[slot][SA::k(tid, e)], p.a_h, p.a_w);
 #pragma unroll
-    for (int e = 0; e < SB::kCount; ++e) rb[e] = gather(p.b_ptr, brow[SB::row(tid, e)], bk[slot][SB::k(tid, e)], p.b_h, p.b_w);
+    for (int e = 0; e < SB::kCount; ++e) rb[e] = gather<T, VEC>(p.b_ptr, brow[SB::row(tid, e)], bk[slot][SB::k(tid, e)], p.b_h, p.b_w);
   };
   auto store = [&](int buf) {
 #pragma unroll
-    for (int e = 0; e < SA::kCount; ++e) as[buf][SA::row(tid, e) * LD + SA::k(tid, e)] = ra[e];
+    for (int e = 0; e < SA::kCount; ++e) *reinterpret_cast<C*>(&as[buf][SA::row(tid, e) * LD + SA::k(tid, e)]) = ra[e];
 #pragma unroll
-    for (int e = 0; e < SB::kCount; ++e) bs[buf][SB::row(tid, e) * LD + SB::k(tid, e)] = rb[e];
+    for (int e = 0; e < SB::kCount; ++e) *reinterpret_cast<C*>(&bs[buf][SB::row(tid, e) * LD + SB::k(tid, e)]) = rb[e];
   };
 
   const int lane = tid % 32, warp = tid / 32, g = lane / 4, t4 = lane % 4;
