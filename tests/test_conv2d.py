@@ -250,6 +250,7 @@ CUDA_GRID = [
     (1, 1, 9, 10, 4, 3, 1, 1, 1, 1),  # one input channel (K = taps)
     (2, 3, 33, 31, 16, 7, 2, 3, 1, 1),  # conv1-like: 3 channels, 7x7/s2
     (2, 16, 14, 14, 32, 1, 2, 0, 1, 1),  # 1x1/s2: three of four input-gradient classes get no tap
+    (1, 8, 8, 8, 512, 1, 2, 0, 1, 1),  # the same with a long input-gradient reduction: split-K
     (2, 12, 15, 14, 10, 3, 2, 1, 1, 1),  # 3x3/s2, odd sizes
     (1, 8, 17, 16, 8, 3, 3, 2, 2, 1),  # stride 3, dilation 2: taps i ≡ i0 (mod 3)
     (2, 8, 13, 12, 8, 3, 2, 2, 2, 1),  # stride 2, dilation 2: a class gets all taps or none

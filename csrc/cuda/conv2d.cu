@@ -371,7 +371,7 @@ void forward_mma(const at::Tensor& input, const at::Tensor& weight, const at::Te
 
 // The stride classes of the input gradient (see BackwardInputProblem): for each residue (ry, rx), the
 // taps that reach it on a stride step. Classes without pixels are skipped; classes without taps
-// remain (their GEMM has K = 0 and writes zeros).
+// remain (their GEMM has K = 0 and writes zeros, unless split-K has zeroed the output already).
 mma::StrideClass stride_class(const Conv2dGeometry& g, int64_t ry, int64_t rx) {
   mma::StrideClass s{};
   auto axis = [](int64_t r, int64_t size, int64_t stride, int64_t pad, int64_t dil, int64_t taps, int& count, int& t0,
@@ -418,6 +418,7 @@ void backward_input_mma(const at::Tensor& grad_output, const at::Tensor& weight,
                                              s.ti * s.tj * static_cast<int>(g.cout_g()), static_cast<int>(g.oh),
                                              static_cast<int>(g.ow), 1, 1, dptr<S>(gy), dptr<S>(w), nullptr,
                                              conv_dims(g, nchw_out), s};
+        if (acc.defined() && p.K == 0) continue;  // no tap reaches this class: the zeroed buffer is its result
         launch_mma(p, g.groups, plan, gx, acc, vec);
       }
     }
