@@ -263,6 +263,11 @@ CUDA_GRID = [
     (3, 19, 37, 29, 33, 3, 1, 1, 1, 1),  # larger odd sizes
     (2, 256, 7, 7, 256, 3, 1, 1, 1, 1),  # small output, long reduction: K splits
     (4, 40, 56, 56, 200, 3, 1, 1, 1, 1),  # the 128 x 128 tile, with a partial column tile
+    # Tile shapes by the plan for 132 SMs (H100/H200): 128 x 64 (forward, input gradient); 64 x 128
+    # (forward) and 128 x 64 (weight gradient); 128 x 128 weight gradient with split forward/input.
+    (8, 16, 48, 48, 64, 3, 1, 1, 1, 1),
+    (1, 8, 4, 4, 17000, 1, 1, 0, 1, 1),
+    (1, 512, 4, 4, 512, 3, 1, 1, 1, 1),
 ]
 
 DEPTHWISE_GRID = [
