@@ -240,3 +240,249 @@ def test_more_groups_than_a_grid_dimension(device):
     torch.autograd.backward(ref, gy)
     torch.testing.assert_close(x.grad, xr.grad, **TOL[torch.float32])
     torch.testing.assert_close(w.grad, wr.grad, **TOL[torch.float32])
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA kernel paths (csrc/cuda/conv2d.cu): tensor cores (TF32 for float32 when
+# torch.backends.cudnn.allow_tf32 is on, f16/bf16), the exact FP32 kernel (allow_tf32 off) and the
+# direct depthwise kernels. Every result is compared with float64 F.conv2d of the same (rounded)
+# inputs, with a bound that scales with the reduction length R of the pass (unit-normal data: a
+# sum of R products has magnitude ~sqrt(R), and independent rounding errors grow like sqrt(R)):
+#   exact float32: |err| <= 2e-5·sqrt(R) + 1e-5·|ref|   (float32 rounding of running sums that
+#                  grow like sqrt(R): a few 1e-7·sqrt(R) to 1e-6·sqrt(R) for R up to ~10^4);
+#   TF32:          |err| <= 5e-3·sqrt(R)                (inputs rounded to 10-bit mantissas:
+#                  ~7e-4·sqrt(R) per output, so about 7 standard deviations);
+#   f16 / bf16:    |err| <= 1e-4·sqrt(R) + u·|ref|     (float accumulation, one rounding of the
+#                  result; u = 2^-10 for f16, 2^-7 for bf16: twice the unit roundoff).
+# Cases are chosen to reach every guard: GEMM extents that are not tile multiples, 1/3/5 channels,
+# K splits (small outputs, long reductions), both tile shapes, every input-gradient stride class
+# (incl. classes that no tap reaches), groups, dilation, asymmetric padding, N = 1.
+
+CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available() or not hotkernels._C.with_cuda,
+                               reason="needs a GPU and hotkernels built with CUDA")
+
+# (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups)
+CUDA_GRID = [
+    (2, 5, 11, 13, 7, 3, 1, 1, 1, 1),  # nothing a multiple of a tile
+    (1, 1, 9, 10, 4, 3, 1, 1, 1, 1),  # one input channel (K = taps)
+    (2, 3, 33, 31, 16, 7, 2, 3, 1, 1),  # conv1-like: 3 channels, 7x7/s2
+    (2, 16, 14, 14, 32, 1, 2, 0, 1, 1),  # 1x1/s2: three of four input-gradient classes get no tap
+    (1, 8, 8, 8, 512, 1, 2, 0, 1, 1),  # the same with a long input-gradient reduction: split-K
+    (2, 12, 15, 14, 10, 3, 2, 1, 1, 1),  # 3x3/s2, odd sizes
+    (1, 8, 17, 16, 8, 3, 3, 2, 2, 1),  # stride 3, dilation 2: taps i ≡ i0 (mod 3)
+    (2, 8, 13, 12, 8, 3, 2, 2, 2, 1),  # stride 2, dilation 2: a class gets all taps or none
+    (2, 6, 9, 20, 9, (2, 5), (2, 3), (0, 2), (2, 1), 3),  # non-square everything, groups 3
+    (2, 6, 12, 12, 6, 2, 4, 0, 1, 1),  # stride larger than the kernel: pixels no output reads
+    (1, 5, 1, 9, 4, (1, 3), 2, (0, 1), 1, 1),  # H = 1 < stride
+    (2, 16, 9, 9, 32, 3, 1, "same", 1, 4),  # groups 4, 4 channels a group in, 8 out
+    (1, 4, 8, 9, 8, (2, 4), 1, "same", (2, 1), 1),  # even extents: asymmetric 'same'
+    (2, 4, 10, 10, 8, 3, 1, 1, 1, 4),  # depth multiplier 2 (tensor cores, one channel a group)
+    (3, 19, 37, 29, 33, 3, 1, 1, 1, 1),  # larger odd sizes
+    (2, 256, 7, 7, 256, 3, 1, 1, 1, 1),  # small output, long reduction: K splits
+    (4, 40, 56, 56, 200, 3, 1, 1, 1, 1),  # the 128 x 128 tile, with a partial column tile
+    # Tile shapes by the plan for 132 SMs (H100/H200): 128 x 64 (forward, input gradient); 64 x 128
+    # (forward) and 128 x 64 (weight gradient); 128 x 128 weight gradient with split forward/input.
+    (8, 16, 48, 48, 64, 3, 1, 1, 1, 1),
+    (1, 8, 4, 4, 17000, 1, 1, 0, 1, 1),
+    (1, 512, 4, 4, 512, 3, 1, 1, 1, 1),
+]
+
+DEPTHWISE_GRID = [
+    (2, 8, 11, 9, 8, 3, 1, 1, 1, 8),
+    (2, 40, 13, 12, 40, 3, 2, 1, 1, 40),  # 40 channels: a partial 32-channel block when NHWC
+    (1, 3, 10, 11, 3, 5, 2, 4, 2, 3),  # 25 taps: three tap blocks in the weight gradient
+    (2, 6, 7, 8, 6, (1, 2), (1, 2), (0, 1), 1, 6),
+    (1, 16, 20, 20, 16, 3, 1, 2, 2, 16),
+]
+
+
+class _Tf32:
+    """Sets torch.backends.cudnn.allow_tf32 (read by our ops and cuDNN alike) for a block."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.saved = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = self.enabled
+
+    def __exit__(self, *exc):
+        torch.backends.cudnn.allow_tf32 = self.saved
+
+
+def _reductions(case):
+    """Reduction length of the forward, input-gradient and weight-gradient sums of a case."""
+    n, c, h, w, k, ks, s, p, d, g = case
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    x = torch.empty(n, c, h, w, device="meta")
+    oh, ow = F.conv2d(x, torch.empty(k, c // g, kh, kw, device="meta"), None, s, p, d, g).shape[2:]
+    return c // g * kh * kw, k // g * kh * kw, n * oh * ow
+
+
+def _bound(kind: str, r: int, ref: torch.Tensor) -> torch.Tensor:
+    root = r ** 0.5
+    if kind == "exact":
+        return 2e-5 * root + 1e-5 * ref.abs()
+    if kind == "tf32":
+        return torch.full_like(ref, 5e-3 * root)
+    u = 2.0 ** -10 if kind == "float16" else 2.0 ** -7
+    return 1e-4 * root + u * ref.abs()
+
+
+def _assert_within(got: torch.Tensor, ref: torch.Tensor, kind: str, r: int, what: str) -> float:
+    err = (got.double() - ref).abs()
+    bound = _bound(kind, r, ref)
+    worst = (err / bound).max().item() if err.numel() else 0.0
+    assert worst <= 1.0, f"{what}: max |err| {err.max().item():.3g} exceeds the {kind} bound (ratio {worst:.3g})"
+    return err.max().item() if err.numel() else 0.0
+
+
+def _cuda_case(case, dtype, memory_format, bias=True):
+    n, c, h, w, k, ks, s, p, d, g = case
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    x = torch.randn(n, c, h, w, device="cuda", dtype=dtype).to(memory_format=memory_format).requires_grad_()
+    wt = torch.randn(k, c // g, kh, kw, device="cuda", dtype=dtype).requires_grad_()
+    b = torch.randn(k, device="cuda", dtype=dtype).requires_grad_() if bias else None
+    return x, wt, b, dict(stride=s, padding=p, dilation=d, groups=g)
+
+
+def _check_cuda_case(case, dtype, kind, memory_format, tf32: bool) -> list[float]:
+    """Forward and all gradients against float64 F.conv2d; checks the layouts of the results too.
+    Returns the max errors (forward, input, weight)."""
+    x, w, b, kw = _cuda_case(case, dtype, memory_format)
+    r_fwd, r_in, r_w = _reductions(case)
+    with _Tf32(tf32):
+        y = HF.conv2d(x, w, b, **kw)
+        gy = torch.randn_like(y)
+        gx, gw, gb = torch.autograd.grad(y, (x, w, b), gy)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = F.conv2d(xd, wd, bd, **kw)
+    rx, rw, rb = torch.autograd.grad(ref, (xd, wd, bd), gy.double())
+    channels_last = memory_format == torch.channels_last
+    assert y.dtype == dtype and y.shape == ref.shape
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert gx.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert gw.is_contiguous() and gw.dtype == dtype
+    errs = [
+        _assert_within(y, ref, kind, r_fwd, "forward"),
+        _assert_within(gx, rx, kind, r_in, "grad input"),
+        _assert_within(gw, rw, kind, r_w, "grad weight"),
+    ]
+    # The bias gradient is a plain sum in the accumulation type: exact-float bound, or one rounding.
+    _assert_within(gb, rb, "exact" if dtype == torch.float32 else kind, case[0] * y.shape[2] * y.shape[3], "grad bias")
+    return errs
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CUDA_GRID, ids=_ids)
+def test_cuda_exact_float32(case, memory_format):
+    """allow_tf32 off: the exact FP32 kernel, to float32 accuracy (a TF32 result would fail)."""
+    _check_cuda_case(case, torch.float32, "exact", memory_format, tf32=False)
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CUDA_GRID, ids=_ids)
+def test_cuda_tf32(case, memory_format):
+    """allow_tf32 on (torch's default for convolutions): tensor cores, within the TF32 bound, and
+    visibly not exact float32 (the flag is honoured)."""
+    errs = _check_cuda_case(case, torch.float32, "tf32", memory_format, tf32=True)
+    r_fwd = _reductions(case)[0]
+    if r_fwd >= 9:  # enough products per output that rounding the inputs to TF32 shows
+        assert errs[0] > 2e-5 * r_fwd ** 0.5, f"forward error {errs[0]:.3g} is float32-exact: TF32 was not used"
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CUDA_GRID, ids=_ids)
+def test_cuda_half_types(case, memory_format, dtype):
+    _check_cuda_case(case, dtype, "float16" if dtype == torch.float16 else "bfloat16", memory_format, tf32=True)
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", DEPTHWISE_GRID, ids=_ids)
+def test_cuda_depthwise(case, memory_format, dtype):
+    """The direct depthwise kernels compute in float whatever the TF32 flag: exact-float32 bound."""
+    kind = {torch.float32: "exact", torch.float16: "float16", torch.bfloat16: "bfloat16"}[dtype]
+    _check_cuda_case(case, dtype, kind, memory_format, tf32=True)
+
+
+@CUDA_ONLY
+def test_cuda_float64_and_mixed_layouts():
+    """float64 (exact kernel) tight, with a contiguous grad_output against a channels_last input;
+    a strided (non-dense) input."""
+    case = (2, 6, 9, 11, 10, 3, 2, 1, 1, 2)
+    x, w, b, kw = _cuda_case(case, torch.float64, torch.channels_last)
+    y = HF.conv2d(x, w, b, **kw)
+    ref = F.conv2d(x, w, b, **kw)
+    torch.testing.assert_close(y, ref, **TOL[torch.float64])
+    gy = torch.randn(ref.shape, dtype=torch.float64, device="cuda")  # NCHW-contiguous
+    got = torch.autograd.grad(y, (x, w, b), gy)
+    want = torch.autograd.grad(ref, (x, w, b), gy)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, **TOL[torch.float64])
+    xs = torch.randn(2, 12, 9, 22, device="cuda")[:, ::2, :, ::2]
+    with _Tf32(False):
+        torch.testing.assert_close(HF.conv2d(xs, w.float(), None, **kw), F.conv2d(xs, w.float(), None, **kw),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@CUDA_ONLY
+def test_cuda_backward_ops_directly():
+    """The gradient ops on their own, with the layouts autograd would not produce: a channels_last
+    grad_output with a contiguous input, and zero-size batches."""
+    case = (2, 8, 10, 9, 12, 3, 2, 1, 1, 2)
+    x, w, _, _ = _cuda_case(case, torch.float32, torch.contiguous_format, bias=False)
+    args = ([2, 2], [1, 1, 1, 1], [1, 1], 2)
+    gy = torch.randn(2, 12, 5, 5, device="cuda").to(memory_format=torch.channels_last)
+    xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    ref = F.conv2d(xd, wd, None, 2, 1, 1, 2)
+    rx, rw = torch.autograd.grad(ref, (xd, wd), gy.double())
+    with _Tf32(False):
+        gx = ops.conv2d_backward_input(gy, w, list(x.shape), *args)
+        gw = ops.conv2d_backward_weight(gy, x, list(w.shape), *args)
+    assert gx.is_contiguous(memory_format=torch.channels_last) and gw.is_contiguous()
+    _assert_within(gx, rx, "exact", 6 * 9, "grad input")
+    _assert_within(gw, rw, "exact", 50, "grad weight")
+    with _Tf32(True):
+        gx = ops.conv2d_backward_input(gy, w, list(x.shape), *args)
+        gw = ops.conv2d_backward_weight(gy, x, list(w.shape), *args)
+    _assert_within(gx, rx, "tf32", 6 * 9, "grad input")
+    _assert_within(gw, rw, "tf32", 50, "grad weight")
+    empty = torch.randn(0, 12, 5, 5, device="cuda")
+    assert ops.conv2d_backward_input(empty, w, [0, 8, 10, 9], *args).shape == (0, 8, 10, 9)
+    assert torch.equal(ops.conv2d_backward_weight(empty, x[:0], list(w.shape), *args), torch.zeros_like(w))
+    assert torch.equal(ops.conv2d_backward_bias(empty), torch.zeros(12, device="cuda"))
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
+def test_cuda_unaligned_channels_last(dtype):
+    """channels_last activations whose data is not 16-byte aligned (views at an odd offset): the
+    tensor-core path must use element loads for them (vector_loads) and stay correct, where the
+    same shapes from fresh tensors take 16-byte loads (16 channels a group)."""
+
+    def unaligned(n, c, h, w):
+        flat = torch.randn(n * h * w * c + 1, device="cuda", dtype=dtype)[1:]
+        t = flat.view(n, h, w, c).permute(0, 3, 1, 2)
+        assert t.is_contiguous(memory_format=torch.channels_last) and t.data_ptr() % 16 != 0
+        return t
+
+    kind = "tf32" if dtype == torch.float32 else "float16"
+    x = unaligned(2, 16, 9, 10)
+    w = torch.randn(16, 16, 3, 3, device="cuda", dtype=dtype)
+    gy = unaligned(2, 16, 9, 10)
+    args = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    ref = F.conv2d(xd, wd, None, 1, 1)
+    rx, rw = torch.autograd.grad(ref, (xd, wd), gy.double())
+    with _Tf32(True):
+        fresh = (x.clone(memory_format=torch.channels_last), gy.clone(memory_format=torch.channels_last))
+        for got_x, got_gy in ((x, gy), fresh):
+            _assert_within(ops.conv2d(got_x, w, None, *args), ref, kind, 16 * 9, "forward")
+            _assert_within(ops.conv2d_backward_input(got_gy, w, list(x.shape), *args), rx, kind, 16 * 9, "grad input")
+            _assert_within(ops.conv2d_backward_weight(got_gy, got_x, list(w.shape), *args), rw, kind, 180, "grad weight")

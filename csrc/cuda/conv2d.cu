@@ -1,25 +1,44 @@
-// conv2d on CUDA: one shared-memory tiled implicit-GEMM kernel, instantiated for the forward pass,
-// the input gradient and the weight gradient (each a "problem" that says how to read A and B and
-// where C goes), plus a direct depthwise forward kernel. Half types load as float and accumulate
-// in float; double in double. Tensors are made NCHW-contiguous first.
+// conv2d on CUDA. Three kinds of kernel, chosen per call by named rules (select_path):
+//  - tensor cores (conv2d_mma.cuh, conv2d_mma_problems.cuh): implicit GEMMs on NHWC activations
+//    for float16/bfloat16 and for float32 when torch's cuDNN TF32 flag is on (TF32 inputs, float
+//    accumulation). NCHW inputs are converted to NHWC once (a copy of the tensor: the workspace is
+//    bounded by the activations, never an im2col); outputs are written directly in the requested
+//    layout. Split-K partial sums (when the output tile grid is too small to fill the GPU) go through
+//    a float buffer the size of the output.
+//  - depthwise (conv2d_depthwise.cuh): direct kernels for groups = C_in = C_out, any layout.
+//  - exact (below): a shared-memory tiled FMA implicit GEMM on NCHW tensors, for float64, for float32
+//    with TF32 off (exact FP32, like cuDNN then) and for shapes beyond the tensor-core kernels' int32
+//    index bounds (mma_fits).
+// Output layouts follow torch: the forward output is channels_last when the input suggests it, the
+// input gradient takes grad_output's suggested layout (that of the forward output, hence of the
+// input), the weight gradient is contiguous.
 //
-// Tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K split,
-// each walked grid-stride past CUDA's grid limits);
-// 256 threads stage 16-deep slices of A and B in shared memory and each accumulates a 4 × 4 block.
-// The weight gradient reduces over every output pixel of the batch, so it splits that reduction
-// across blocks (grid z) and adds the partial tiles atomically into a float/double buffer.
+// Exact path tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K
+// split, each walked grid-stride past CUDA's grid limits); 256 threads stage 16-deep slices of A and B in shared memory and each accumulates a 4 × 4
+// block. Its weight gradient splits the reduction over the batch's pixels across blocks (grid z) and
+// adds the partial tiles atomically into a float/double buffer.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <numeric>
+#include <tuple>
+#include <type_traits>
 
 #include "conv2d.h"
+#include "conv2d_depthwise.cuh"
+#include "conv2d_mma_problems.cuh"
 
 namespace hotkernels::cuda {
 namespace {
@@ -197,25 +216,338 @@ void launch(const P& prob, int64_t rows, int64_t cols, int64_t groups, int64_t s
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Depthwise forward: one thread per output value.
-template <class T, class Acc>
-__global__ void depthwise_forward_kernel(const T* x, const T* w, const T* bias, T* y, Conv2dGeometry g) {
-  const int64_t total = g.n * g.k * g.oh * g.ow;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t q = e % (g.oh * g.ow), c = e / (g.oh * g.ow) % g.k, n = e / (g.oh * g.ow * g.k);
-    Acc s = bias ? static_cast<Acc>(bias[c]) : Acc(0);
-    for (int64_t i = 0; i < g.kh; ++i) {
-      for (int64_t j = 0; j < g.kw; ++j) {
-        int64_t iy, ix;
-        if (input_pixel(g, q, i, j, iy, ix)) {
-          s += static_cast<Acc>(w[c * g.taps() + i * g.kw + j]) * static_cast<Acc>(x[((n * g.c + c) * g.h + iy) * g.w + ix]);
-        }
-      }
-    }
-    y[e] = static_cast<T>(s);
+// ---------------------------------------------------------------------------------------------
+// Path selection.
+
+enum class Path { kDepthwise, kTensorCore, kExact };
+
+bool is_depthwise(const Conv2dGeometry& g) { return g.cin_g() == 1 && g.cout_g() == 1; }
+
+// float32 runs as TF32 when torch's flag for cuDNN convolutions says so
+// (torch.backends.cudnn.allow_tf32, or torch.backends.cudnn.conv.fp32_precision = "tf32"); read on
+// every call, as torch's own cuDNN convolution does. Half types always use the tensor cores
+// (float accumulation); float64 never.
+bool tensor_core_dtype(at::ScalarType t) {
+  if (t == at::kHalf || t == at::kBFloat16) return true;
+  return t == at::kFloat && at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+}
+
+// The tensor-core problems index in int32 (GEMM extents, pixel coordinates) and the kernel marks
+// out-of-range rows with coordinates near -2^29: every coordinate must stay below 2^28 and every
+// GEMM extent a little below 2^31; the column-tile count is grid y (< 65536). Beyond that, exact.
+bool mma_fits(const Conv2dGeometry& g) {
+  constexpr int64_t kCoord = int64_t{1} << 28, kExtent = (int64_t{1} << 31) - 4096, kCols = int64_t{65535} * 64;
+  const int64_t coords[] = {g.h, g.w, g.oh * g.sh, g.ow * g.sw, g.pt, g.pl, g.dh * g.kh, g.dw * g.kw, g.sh, g.sw};
+  const int64_t extents[] = {g.n * g.oh * g.ow, g.n * g.h * g.w, g.c, g.k, g.kdim(), g.taps() * g.cout_g()};
+  return std::all_of(std::begin(coords), std::end(coords), [&](int64_t v) { return v < kCoord; }) &&
+         std::all_of(std::begin(extents), std::end(extents), [&](int64_t v) { return v <= kExtent; }) &&
+         std::max({g.kdim(), g.cin_g(), g.cout_g()}) <= kCols && g.groups <= 65535;
+}
+
+Path select_path(const Conv2dGeometry& g, at::ScalarType t) {
+  if (is_depthwise(g)) return Path::kDepthwise;
+  if (tensor_core_dtype(t) && mma_fits(g)) return Path::kTensorCore;
+  return Path::kExact;
+}
+
+at::MemoryFormat layout_of(const at::Tensor& t) { return t.suggest_memory_format(); }
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core path (host side).
+
+template <class S> struct DeviceType {
+  using type = S;
+};
+template <> struct DeviceType<at::Half> {
+  using type = __half;
+};
+template <> struct DeviceType<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+template <class F> void dispatch_mma(at::ScalarType t, F&& f) {
+  switch (t) {
+    case at::kFloat: return f(std::type_identity<float>{});
+    case at::kHalf: return f(std::type_identity<at::Half>{});
+    case at::kBFloat16: return f(std::type_identity<at::BFloat16>{});
+    default: TORCH_INTERNAL_ASSERT(false, "hotkernels.conv2d: no tensor-core kernel for ", t);
   }
 }
+
+template <class S> const typename DeviceType<S>::type* dptr(const at::Tensor& t) {
+  return reinterpret_cast<const typename DeviceType<S>::type*>(t.const_data_ptr<S>());
+}
+
+mma::ConvDims conv_dims(const Conv2dGeometry& g, bool nchw_out) {
+  auto i = [](int64_t v) { return static_cast<int>(v); };  // in range: mma_fits
+  return {i(g.n),  i(g.c),  i(g.h),  i(g.w),  i(g.k),  i(g.oh),       i(g.ow),        i(g.kh), i(g.kw),
+          i(g.sh), i(g.sw), i(g.pt), i(g.pl), i(g.dh), i(g.dw), i(g.cin_g()), i(g.cout_g()), nchw_out};
+}
+
+// Tile shape and K splits for an M × N × K GEMM per group: 128 rows and columns (64 on a side that
+// has no more) when that gives every SM a block; otherwise 64 × 64 and, when `split_ok`, enough K
+// splits for about two blocks per SM, each still at least 4 k-slices deep.
+enum class TileShape { k128x128, k128x64, k64x128, k64x64 };
+
+struct Plan {
+  TileShape tile;
+  int splits;
+};
+
+Plan plan_gemm(int64_t m, int64_t n, int64_t k, int64_t groups, int bk, bool split_ok) {
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t bm = m <= 64 ? 64 : 128, bn = n <= 64 ? 64 : 128;
+  auto blocks = [&](int64_t tm, int64_t tn) { return (m + tm - 1) / tm * ((n + tn - 1) / tn) * groups; };
+  if (blocks(bm, bn) >= sms || !split_ok) {
+    const TileShape tile = bm == 128 ? (bn == 128 ? TileShape::k128x128 : TileShape::k128x64)
+                                     : (bn == 128 ? TileShape::k64x128 : TileShape::k64x64);
+    return {tile, 1};
+  }
+  const int64_t slices = (k + bk - 1) / bk;
+  const int64_t want = (2 * sms + blocks(64, 64) - 1) / blocks(64, 64);
+  const int64_t splits = std::clamp<int64_t>(std::min(want, slices / 4), 1, 65535 / groups);
+  return {TileShape::k64x64, static_cast<int>(splits)};
+}
+
+template <class Cfg, bool kAtomic, bool kVec, class P, class Out>
+void launch_tile(const P& p, int64_t groups, int splits, Out* out) {
+  const dim3 grid(static_cast<unsigned>((p.M + Cfg::BM - 1) / Cfg::BM), static_cast<unsigned>((p.N + Cfg::BN - 1) / Cfg::BN),
+                  static_cast<unsigned>(groups * splits));
+  mma::igemm_mma_kernel<Cfg, kAtomic, kVec><<<grid, Cfg::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(p, out, splits);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <bool kAtomic, bool kVec, class P, class Out> void launch_shape(const P& p, int64_t groups, const Plan& plan, Out* out) {
+  switch (plan.tile) {
+    case TileShape::k128x128: return launch_tile<mma::Tile128x128, kAtomic, kVec>(p, groups, plan.splits, out);
+    case TileShape::k128x64: return launch_tile<mma::Tile128x64, kAtomic, kVec>(p, groups, plan.splits, out);
+    case TileShape::k64x128: return launch_tile<mma::Tile64x128, kAtomic, kVec>(p, groups, plan.splits, out);
+    case TileShape::k64x64: return launch_tile<mma::Tile64x64, kAtomic, kVec>(p, groups, plan.splits, out);
+  }
+}
+
+template <bool kVec, class P> void launch_stores(const P& p, int64_t groups, const Plan& plan, const at::Tensor& out, const at::Tensor& acc) {
+  if (acc.defined()) {
+    TORCH_INTERNAL_ASSERT(plan.tile == TileShape::k64x64);
+    launch_tile<mma::Tile64x64, true, kVec>(p, groups, plan.splits, acc.mutable_data_ptr<float>());
+  } else {
+    launch_shape<false, kVec>(p, groups, plan, static_cast<typename P::T*>(out.mutable_data_ptr()));
+  }
+}
+
+// Launches problem p for every group: into `out` (T), or, when `acc` is defined, adding into that
+// float buffer. Only the weight gradient (kAccumulates) adds with every tile shape; the other passes
+// add only when split, which plan_gemm does with 64 × 64 tiles (fewer kernels to compile). `vec`:
+// 16-byte operand loads (vector_loads).
+template <class P>
+void launch_mma(const P& p, int64_t groups, const Plan& plan, const at::Tensor& out, const at::Tensor& acc, bool vec) {
+  if constexpr (P::kAccumulates) {
+    TORCH_INTERNAL_ASSERT(!vec);
+    launch_shape<true, false>(p, groups, plan, acc.mutable_data_ptr<float>());
+  } else if (vec) {
+    launch_stores<true>(p, groups, plan, out, acc);
+  } else {
+    launch_stores<false>(p, groups, plan, out, acc);
+  }
+}
+
+// 16-byte operand loads need every chunk of 16 / sizeof(T) consecutive k to be one tap's consecutive
+// channels at an aligned address: the reduced channel count of a group (`channels`: C_in/groups
+// forward, C_out/groups for the input gradient) a multiple of the chunk (then so are every pixel
+// stride, group offset, weight row and K), and the operands' data 16-byte aligned.
+bool vector_loads(int64_t channels, int64_t elem_size, std::initializer_list<const at::Tensor*> operands) {
+  const int64_t chunk = 16 / elem_size;
+  return channels % chunk == 0 && std::all_of(operands.begin(), operands.end(), [](const at::Tensor* t) {
+           return reinterpret_cast<uintptr_t>(t->const_data_ptr()) % 16 == 0;
+         });
+}
+
+// Split-K destination: `out` itself (zeroed) for float32, else a zeroed float twin with its layout.
+at::Tensor split_buffer(const at::Tensor& out) {
+  return out.scalar_type() == at::kFloat ? out.zero_() : at::zeros_like(out, out.options().dtype(at::kFloat));
+}
+
+void finish_split(const at::Tensor& out, const at::Tensor& acc) {
+  if (acc.defined() && !acc.is_same(out)) out.copy_(acc);
+}
+
+void forward_mma(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, const Conv2dGeometry& g,
+                 const at::Tensor& y, bool nchw_out) {
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor w = weight.permute({0, 2, 3, 1}).contiguous();  // [C_out][kh][kw][C_in/groups]
+  dispatch_mma(x.scalar_type(), [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    using T = typename DeviceType<S>::type;
+    const mma::ForwardProblem<T> p{static_cast<int>(g.n * g.oh * g.ow), static_cast<int>(g.cout_g()), static_cast<int>(g.kdim()),
+                                   static_cast<int>(g.h), static_cast<int>(g.w), 1, 1, dptr<S>(x), dptr<S>(w),
+                                   bias.defined() ? dptr<S>(bias) : nullptr, conv_dims(g, nchw_out)};
+    const Plan plan = plan_gemm(p.M, p.N, p.K, g.groups, mma::Traits<T>::kBK, true);
+    const at::Tensor acc = plan.splits > 1 ? split_buffer(y) : at::Tensor();
+    launch_mma(p, g.groups, plan, y, acc, vector_loads(g.cin_g(), sizeof(T), {&x, &w}));
+    finish_split(y, acc);
+  });
+}
+
+// The stride classes of the input gradient (see BackwardInputProblem): for each residue (ry, rx), the
+// taps that reach it on a stride step. Classes without pixels are skipped; classes without taps
+// remain (their GEMM has K = 0 and writes zeros, unless split-K has zeroed the output already).
+mma::StrideClass stride_class(const Conv2dGeometry& g, int64_t ry, int64_t rx) {
+  mma::StrideClass s{};
+  auto axis = [](int64_t r, int64_t size, int64_t stride, int64_t pad, int64_t dil, int64_t taps, int& count, int& t0,
+                 int& step, int& nt, int& q0, int& e) {
+    count = static_cast<int>((size - r + stride - 1) / stride);
+    step = static_cast<int>(stride / std::gcd(stride, dil));
+    t0 = 0;
+    nt = 0;
+    for (int64_t t = 0; t < std::min<int64_t>(taps, step); ++t) {
+      if (((r + pad - t * dil) % stride + stride) % stride == 0) {
+        t0 = static_cast<int>(t);
+        nt = static_cast<int>((taps - 1 - t) / step + 1);
+        break;
+      }
+    }
+    q0 = static_cast<int>((r + pad - t0 * dil) / stride);  // exact when nt > 0
+    e = static_cast<int>(step * dil / stride);
+  };
+  s.ry = static_cast<int>(ry);
+  s.rx = static_cast<int>(rx);
+  axis(ry, g.h, g.sh, g.pt, g.dh, g.kh, s.cy, s.i0, s.si, s.ti, s.qy0, s.ey);
+  axis(rx, g.w, g.sw, g.pl, g.dw, g.kw, s.cx, s.j0, s.sj, s.tj, s.qx0, s.ex);
+  return s;
+}
+
+void backward_input_mma(const at::Tensor& grad_output, const at::Tensor& weight, const Conv2dGeometry& g,
+                        const at::Tensor& gx, bool nchw_out) {
+  const at::Tensor gy = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+  // [groups][C_in/groups][kh][kw][C_out/groups]: k = (tap, co) contiguous for each input channel.
+  const at::Tensor w = weight.reshape({g.groups, g.cout_g(), g.cin_g(), g.kh, g.kw}).permute({0, 2, 3, 4, 1}).contiguous();
+  dispatch_mma(gy.scalar_type(), [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    using T = typename DeviceType<S>::type;
+    // One plan for all classes, from the largest (class (0, 0) has the most pixels; K ≤ all taps):
+    // split-K then accumulates every class in one zeroed buffer.
+    const int64_t m_max = g.n * ((g.h + g.sh - 1) / g.sh) * ((g.w + g.sw - 1) / g.sw);
+    const Plan plan = plan_gemm(m_max, g.cin_g(), g.taps() * g.cout_g(), g.groups, mma::Traits<T>::kBK, true);
+    const at::Tensor acc = plan.splits > 1 ? split_buffer(gx) : at::Tensor();
+    const bool vec = vector_loads(g.cout_g(), sizeof(T), {&gy, &w});
+    for (int64_t ry = 0; ry < std::min(g.sh, g.h); ++ry) {
+      for (int64_t rx = 0; rx < std::min(g.sw, g.w); ++rx) {
+        const mma::StrideClass s = stride_class(g, ry, rx);
+        const mma::BackwardInputProblem<T> p{static_cast<int>(g.n) * s.cy * s.cx, static_cast<int>(g.cin_g()),
+                                             s.ti * s.tj * static_cast<int>(g.cout_g()), static_cast<int>(g.oh),
+                                             static_cast<int>(g.ow), 1, 1, dptr<S>(gy), dptr<S>(w), nullptr,
+                                             conv_dims(g, nchw_out), s};
+        if (acc.defined() && p.K == 0) continue;  // no tap reaches this class: the zeroed buffer is its result
+        launch_mma(p, g.groups, plan, gx, acc, vec);
+      }
+    }
+    finish_split(gx, acc);
+  });
+}
+
+// Returns the weight gradient as float32 (split-K sums; the caller converts).
+at::Tensor backward_weight_mma(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
+                               const Conv2dGeometry& g) {
+  const at::Tensor gy = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor acc = at::zeros(weight_size, gy.options().dtype(at::kFloat));
+  dispatch_mma(gy.scalar_type(), [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    using T = typename DeviceType<S>::type;
+    const mma::BackwardWeightProblem<T> p{static_cast<int>(g.cout_g()), static_cast<int>(g.kdim()),
+                                          static_cast<int>(g.n * g.oh * g.ow), 1, 1, static_cast<int>(g.h),
+                                          static_cast<int>(g.w), dptr<S>(gy), dptr<S>(x), nullptr,
+                                          conv_dims(g, false)};
+    launch_mma(p, g.groups, plan_gemm(p.M, p.N, p.K, g.groups, mma::Traits<T>::kBK, true), acc, acc, false);
+  });
+  return acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise path (host side).
+
+// Strides of a tensor that is dense in `layout`, computed from its sizes: the tensor's own strides
+// may be arbitrary along size-1 dimensions, and the kernels' flat indexing assumes the canonical ones.
+depthwise::Strides strides_of(const at::Tensor& t, at::MemoryFormat layout) {
+  const int64_t c = t.size(1), h = t.size(2), w = t.size(3);
+  if (layout == at::MemoryFormat::ChannelsLast) return {h * w * c, 1, w * c, c, true};
+  return {c * h * w, h * w, w, 1, false};
+}
+
+unsigned elementwise_blocks(int64_t total) {
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  return static_cast<unsigned>(std::clamp<int64_t>((total + 255) / 256, 1, 32 * sms));
+}
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+void forward_depthwise(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, const Conv2dGeometry& g,
+                       const at::Tensor& y, at::MemoryFormat layout) {
+  const at::Tensor x = input.contiguous(layout), w = weight.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_depthwise_cuda", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    const auto args = std::make_tuple(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp,
+                                      y.mutable_data_ptr<scalar_t>(), g, strides_of(x, layout), strides_of(y, layout));
+    const unsigned blocks = elementwise_blocks(y.numel());
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    if (std::max(x.numel(), y.numel()) <= kInt32Max) {
+      std::apply([&](auto... a) { depthwise::forward_kernel<scalar_t, Acc, int><<<blocks, 256, 0, stream>>>(a...); }, args);
+    } else {
+      std::apply([&](auto... a) { depthwise::forward_kernel<scalar_t, Acc, int64_t><<<blocks, 256, 0, stream>>>(a...); }, args);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void backward_input_depthwise(const at::Tensor& grad_output, const at::Tensor& weight, const Conv2dGeometry& g,
+                              const at::Tensor& gx, at::MemoryFormat layout) {
+  const at::Tensor gy = grad_output.contiguous(layout), w = weight.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_depthwise_backward_input_cuda", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const auto args = std::make_tuple(gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                      gx.mutable_data_ptr<scalar_t>(), g, strides_of(gy, layout), strides_of(gx, layout));
+    const unsigned blocks = elementwise_blocks(gx.numel());
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    if (std::max(gy.numel(), gx.numel()) <= kInt32Max) {
+      std::apply([&](auto... a) { depthwise::backward_input_kernel<scalar_t, Acc, int><<<blocks, 256, 0, stream>>>(a...); }, args);
+    } else {
+      std::apply([&](auto... a) { depthwise::backward_input_kernel<scalar_t, Acc, int64_t><<<blocks, 256, 0, stream>>>(a...); },
+                 args);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+// Returns the weight gradient in the accumulation type (float or double; the caller converts).
+at::Tensor backward_weight_depthwise(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
+                                     const Conv2dGeometry& g) {
+  const at::MemoryFormat layout = layout_of(input);
+  const at::Tensor x = input.contiguous(layout), gy = grad_output.contiguous(layout);
+  const at::ScalarType acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor gw = at::zeros(weight_size, x.options().dtype(acc_type));
+  const int cb = layout == at::MemoryFormat::ChannelsLast ? 32 : 1;
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t cblocks = (g.c + cb - 1) / cb, tblocks = (g.taps() + depthwise::kTapChunk - 1) / depthwise::kTapChunk;
+  const int64_t pixels = g.n * g.oh * g.ow, lanes = depthwise::kWeightThreads / cb;
+  // About four blocks per SM, each pixel lane still summing at least 8 pixels.
+  const int64_t splits = std::clamp<int64_t>(std::min((4 * sms + cblocks * tblocks - 1) / (cblocks * tblocks),
+                                                      (pixels + 8 * lanes - 1) / (8 * lanes)),
+                                             1, 65535);
+  const int64_t per_split = (pixels + splits - 1) / splits;
+  const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(tblocks), static_cast<unsigned>(splits));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_depthwise_backward_weight_cuda", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    depthwise::backward_weight_kernel<scalar_t, Acc><<<grid, depthwise::kWeightThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), gw.mutable_data_ptr<Acc>(), g, strides_of(gy, layout),
+        strides_of(x, layout), cb, per_split);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return gw;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ops.
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -223,25 +555,25 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   check_conv2d_bias("conv2d", bias, input, weight);
   const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  const at::MemoryFormat layout = layout_of(input);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, x.options());
+  at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, input.options().memory_format(layout));
   if (y.numel() == 0) return y;
+  switch (select_path(g, input.scalar_type())) {
+    case Path::kDepthwise: forward_depthwise(input, weight, b, g, y, layout); return y;
+    case Path::kTensorCore: forward_mma(input, weight, b, g, y, layout != at::MemoryFormat::ChannelsLast); return y;
+    case Path::kExact: break;
+  }
+  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  const at::Tensor yc = layout == at::MemoryFormat::Contiguous ? y : at::empty({g.n, g.k, g.oh, g.ow}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
-    if (g.cin_g() == 1 && g.cout_g() == 1) {
-      const int64_t total = y.numel();
-      const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 65535));
-      depthwise_forward_kernel<scalar_t, Acc><<<blocks, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
-          x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp, y.mutable_data_ptr<scalar_t>(), g);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      return;
-    }
     const Forward<scalar_t, Acc> prob{x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp,
-                                      y.mutable_data_ptr<scalar_t>(), g};
+                                      yc.mutable_data_ptr<scalar_t>(), g};
     launch<Acc>(prob, g.cout_g(), g.n * g.oh * g.ow, g.groups, 1);
   });
+  if (!yc.is_same(y)) y.copy_(yc);
   return y;
 }
 
@@ -253,15 +585,24 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const c10::cuda::CUDAGuard guard(grad_output.device());
+  const at::MemoryFormat layout = layout_of(grad_output);
+  if (grad_output.numel() == 0) return at::zeros({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
+  at::Tensor gx = at::empty({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
+  if (gx.numel() == 0) return gx;
+  switch (select_path(g, grad_output.scalar_type())) {
+    case Path::kDepthwise: backward_input_depthwise(grad_output, weight, g, gx, layout); return gx;
+    case Path::kTensorCore: backward_input_mma(grad_output, weight, g, gx, layout != at::MemoryFormat::ChannelsLast); return gx;
+    case Path::kExact: break;
+  }
   const at::Tensor gy = grad_output.contiguous(), w = weight.contiguous();
-  at::Tensor gx = at::zeros({g.n, g.c, g.h, g.w}, gy.options());
-  if (gx.numel() == 0 || gy.numel() == 0) return gx;
+  const at::Tensor gxc = layout == at::MemoryFormat::Contiguous ? gx : at::empty({g.n, g.c, g.h, g.w}, gy.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_input_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const BackwardInput<scalar_t, Acc> prob{gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                            gx.mutable_data_ptr<scalar_t>(), g};
+                                            gxc.mutable_data_ptr<scalar_t>(), g};
     launch<Acc>(prob, g.cin_g(), g.n * g.h * g.w, g.groups, 1);
   });
+  if (!gxc.is_same(gx)) gx.copy_(gxc);
   return gx;
 }
 
@@ -273,10 +614,15 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const c10::cuda::CUDAGuard guard(grad_output.device());
+  const at::ScalarType acc_type = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  if (grad_output.numel() == 0) return at::zeros(weight_size, grad_output.options());
+  switch (select_path(g, grad_output.scalar_type())) {
+    case Path::kDepthwise: return backward_weight_depthwise(grad_output, input, weight_size, g).to(grad_output.scalar_type());
+    case Path::kTensorCore: return backward_weight_mma(grad_output, input, weight_size, g).to(grad_output.scalar_type());
+    case Path::kExact: break;
+  }
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
-  const at::ScalarType acc_type = gy.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor acc = at::zeros(weight_size, gy.options().dtype(acc_type));
-  if (gy.numel() == 0) return acc.to(gy.scalar_type());
   // Enough K splits to give every SM a few blocks, each still reducing over ≥ 1024 pixels.
   const int64_t tiles = g.groups * ((g.cout_g() + kBM - 1) / kBM) * ((g.kdim() + kBN - 1) / kBN);
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
@@ -292,20 +638,27 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   return acc.to(gy.scalar_type());
 }
 
-// Σ over batch and pixels per channel: one block per channel, a tree reduction in shared memory.
+// Σ over batch and pixels per channel, in either layout: block = `cb` channels (grid x) × pixel lanes,
+// over one slice of the pixels (grid y); partial sums reduced over the lanes in shared memory and
+// added atomically into `out` (Acc, zeroed). For a dense tensor pixel q = y·W + x sits at q·stride_x.
 template <class T, class Acc>
-__global__ void channel_sum_kernel(const T* gy, T* out, int64_t n, int64_t k, int64_t hw) {
+__global__ void __launch_bounds__(256) channel_sum_kernel(const T* __restrict__ gy, Acc* __restrict__ out, int64_t n, int64_t k,
+                                                          int64_t hw, depthwise::Strides s, int cb, int64_t per_split) {
   __shared__ Acc part[256];
-  const int64_t c = blockIdx.x;
-  Acc s = 0;
-  for (int64_t e = threadIdx.x; e < n * hw; e += blockDim.x) s += static_cast<Acc>(gy[(e / hw * k + c) * hw + e % hw]);
-  part[threadIdx.x] = s;
+  const int lanes = 256 / cb, lane = threadIdx.x / cb;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * cb + threadIdx.x % cb;
+  const int64_t p_begin = blockIdx.y * per_split, p_end = std::min(n * hw, p_begin + per_split);
+  Acc sum = 0;
+  if (c < k) {
+    for (int64_t p = p_begin + lane; p < p_end; p += lanes) sum += static_cast<Acc>(gy[p / hw * s.n + c * s.c + p % hw * s.x]);
+  }
+  part[threadIdx.x] = sum;
   __syncthreads();
-  for (int width = blockDim.x / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) part[threadIdx.x] += part[threadIdx.x + width];
+  for (int width = lanes / 2; width > 0; width /= 2) {
+    if (lane < width) part[threadIdx.x] += part[threadIdx.x + width * cb];
     __syncthreads();
   }
-  if (threadIdx.x == 0) out[c] = static_cast<T>(part[0]);
+  if (lane == 0 && c < k) atomicAdd(out + c, part[threadIdx.x]);
 }
 
 at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
@@ -313,17 +666,27 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   TORCH_CHECK(grad_output.dim() == 4, "hotkernels.conv2d_backward_bias: expected 'grad_output' to be 4-D, but got ",
               grad_output.sizes());
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::Tensor gy = grad_output.contiguous();
+  const at::MemoryFormat layout = layout_of(grad_output);
+  const at::Tensor gy = grad_output.contiguous(layout);
   const int64_t n = gy.size(0), k = gy.size(1), hw = gy.size(2) * gy.size(3);
-  at::Tensor gb = at::empty({k}, gy.options());
-  if (k == 0) return gb;
+  const at::ScalarType acc_type = gy.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor acc = at::zeros({k}, gy.options().dtype(acc_type));
+  if (k == 0 || n * hw == 0) return acc.to(gy.scalar_type());
+  const int cb = layout == at::MemoryFormat::ChannelsLast ? 32 : 1;
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount, cblocks = (k + cb - 1) / cb;
+  // About four blocks per SM, each lane still summing at least 8 pixels.
+  const int64_t lanes = 256 / cb;
+  const int64_t splits = std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)),
+                                             1, 65535);
+  const int64_t per_split = (n * hw + splits - 1) / splits;
+  const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(splits));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_bias_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
-    channel_sum_kernel<scalar_t, Acc><<<static_cast<unsigned>(k), 256, 0, at::cuda::getCurrentCUDAStream()>>>(
-        gy.const_data_ptr<scalar_t>(), gb.mutable_data_ptr<scalar_t>(), n, k, hw);
+    channel_sum_kernel<scalar_t, Acc><<<grid, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
+        gy.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<Acc>(), n, k, hw, strides_of(gy, layout), cb, per_split);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return gb;
+  return acc.to(gy.scalar_type());
 }
 
 }  // namespace

@@ -166,6 +166,10 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _S
 
     .. math:: y[n, k] = b[k] + \sum_{c \in \text{group}(k)} w[k, c] \star x[n, c]
 
+    On CUDA, float32 runs on TF32 tensor cores when ``torch.backends.cudnn.allow_tf32`` is True
+    (torch's default for convolutions; read on every call, like cuDNN) and exactly in FP32 otherwise;
+    float16/bfloat16 use tensor cores with float32 accumulation, float64 and depthwise run exactly.
+
     Args:
         input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``; any strides (channels_last is
             accepted). float32, float64, float16 or bfloat16 (half types accumulate in float32).
