@@ -14,9 +14,10 @@
 // input), the weight gradient is contiguous.
 //
 // Exact path tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K
-// split, each walked grid-stride past CUDA's grid limits); 256 threads stage 16-deep slices of A and B in shared memory and each accumulates a 4 × 4
-// block. Its weight gradient splits the reduction over the batch's pixels across blocks (grid z) and
-// adds the partial tiles atomically into a float/double buffer.
+// split, each walked grid-stride past CUDA's grid limits); 256 threads stage 16-deep slices of A
+// and B in shared memory and each accumulates a 4 × 4 block. Its weight gradient splits the
+// reduction over the batch's pixels across blocks (grid z) and adds the partial tiles atomically
+// into a float/double buffer.
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
