@@ -486,3 +486,24 @@ def test_cuda_unaligned_channels_last(dtype):
             _assert_within(ops.conv2d(got_x, w, None, *args), ref, kind, 16 * 9, "forward")
             _assert_within(ops.conv2d_backward_input(got_gy, w, list(x.shape), *args), rx, kind, 16 * 9, "grad input")
             _assert_within(ops.conv2d_backward_weight(got_gy, got_x, list(w.shape), *args), rw, kind, 180, "grad weight")
+
+
+@CUDA_ONLY
+def test_cuda_deterministic_algorithms():
+    # Split-K and the weight/bias gradients add partial sums atomically: under
+    # torch.use_deterministic_algorithms the forward gives bit-identical results (no split) and the
+    # gradients that cannot raise, as torch's own non-deterministic CUDA kernels do.
+    x = torch.randn(1, 64, 8, 8, device="cuda")  # a small output grid over a long reduction: split-K
+    w = torch.randn(16, 64, 3, 3, device="cuda")
+    gy = torch.randn(1, 16, 8, 8, device="cuda")
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        with _Tf32(True):
+            assert torch.equal(HF.conv2d(x, w, padding=1), HF.conv2d(x, w, padding=1))
+        for call in (lambda: ops.conv2d_backward_weight(gy, x, list(w.shape), [1, 1], [1, 1, 1, 1], [1, 1], 1),
+                     lambda: ops.conv2d_backward_bias(gy)):
+            with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
+                call()
+    finally:
+        torch.use_deterministic_algorithms(was)

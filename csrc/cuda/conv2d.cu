@@ -299,7 +299,8 @@ Plan plan_gemm(int64_t m, int64_t n, int64_t k, int64_t groups, int bk, bool spl
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t bm = m <= 64 ? 64 : 128, bn = n <= 64 ? 64 : 128;
   auto blocks = [&](int64_t tm, int64_t tn) { return (m + tm - 1) / tm * ((n + tn - 1) / tn) * groups; };
-  if (blocks(bm, bn) >= sms || !split_ok) {
+  // Split-K adds partial sums atomically, in no fixed order: not under torch.use_deterministic_algorithms.
+  if (blocks(bm, bn) >= sms || !split_ok || at::globalContext().deterministicAlgorithms()) {
     const TileShape tile = bm == 128 ? (bn == 128 ? TileShape::k128x128 : TileShape::k128x64)
                                      : (bn == 128 ? TileShape::k64x128 : TileShape::k64x64);
     return {tile, 1};
@@ -614,6 +615,9 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   check_conv2d_tensors(op, grad_output, "grad_output", input, "input");
   const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
+  // Every path sums over pixels with atomics (split across blocks): torch raises (or warns) here
+  // under torch.use_deterministic_algorithms, as for its own non-deterministic CUDA kernels.
+  at::globalContext().alertNotDeterministic("hotkernels::conv2d_backward_weight (CUDA)");
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::ScalarType acc_type = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   if (grad_output.numel() == 0) return at::zeros(weight_size, grad_output.options());
@@ -666,6 +670,7 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   check_floating("conv2d_backward_bias", "grad_output", grad_output);
   TORCH_CHECK(grad_output.dim() == 4, "hotkernels.conv2d_backward_bias: expected 'grad_output' to be 4-D, but got ",
               grad_output.sizes());
+  at::globalContext().alertNotDeterministic("hotkernels::conv2d_backward_bias (CUDA)");  // atomic sums
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::MemoryFormat layout = layout_of(grad_output);
   const at::Tensor gy = grad_output.contiguous(layout);
