@@ -382,6 +382,14 @@ at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kD
 
 at::Tensor as_compute(const at::Tensor& t) { return t.to(compute_type(t.scalar_type())).contiguous(); }
 
+// The kernels compute in NCHW; results go out in the layout torch's ops would give (the rule the
+// CUDA op and the fake kernels in python/hotkernels/ops/conv2d.py keep too): the forward output in
+// the input's suggested memory format, the input gradient in grad_output's, the weight gradient
+// contiguous. One conversion at most (dtype and layout together).
+at::Tensor as_result(const at::Tensor& t, const at::Tensor& like, at::MemoryFormat format) {
+  return t.to(like.scalar_type(), false, false, format);
+}
+
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_conv2d_tensors("conv2d", input, "input", weight, "weight");
@@ -389,8 +397,9 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const at::Tensor x = as_compute(input), w = as_compute(weight);
   const at::Tensor b = bias.has_value() ? as_compute(*bias) : at::Tensor();
+  const at::MemoryFormat format = input.suggest_memory_format();
   at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, x.options());
-  if (y.numel() == 0) return y.to(input.scalar_type());
+  if (y.numel() == 0) return as_result(y, input, format);
   dispatch_compute(x.scalar_type(), [&]<class T>() {
     const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
     if (is_depthwise(g)) {
@@ -399,7 +408,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
     }
     forward_gemm(x.const_data_ptr<T>(), w.const_data_ptr<T>(), bp, y.mutable_data_ptr<T>(), g);
   });
-  return y.to(input.scalar_type());
+  return as_result(y, input, format);
 }
 
 at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
@@ -410,8 +419,9 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const at::Tensor gy = as_compute(grad_output), w = as_compute(weight);
+  const at::MemoryFormat format = grad_output.suggest_memory_format();
   at::Tensor gx = at::zeros({g.n, g.c, g.h, g.w}, gy.options());
-  if (gx.numel() == 0 || gy.numel() == 0) return gx.to(grad_output.scalar_type());
+  if (gx.numel() == 0 || gy.numel() == 0) return as_result(gx, grad_output, format);
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
     if (is_depthwise(g)) {
       depthwise_backward_input(gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), g);
@@ -419,7 +429,7 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
     }
     backward_input_gemm(gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), g);
   });
-  return gx.to(grad_output.scalar_type());
+  return as_result(gx, grad_output, format);
 }
 
 template <class T>
@@ -476,7 +486,7 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   check_conv2d_grad_output(op, grad_output, g);
   const at::Tensor gy = as_compute(grad_output), x = as_compute(input);
   at::Tensor gw = at::zeros(weight_size, gy.options());
-  if (gy.numel() == 0) return gw.to(grad_output.scalar_type());
+  if (gy.numel() == 0) return as_result(gw, grad_output, at::MemoryFormat::Contiguous);
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
     if (is_depthwise(g)) {
       depthwise_backward_weight(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);
@@ -484,7 +494,7 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
       weight_gradient(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);
     }
   });
-  return gw.to(grad_output.scalar_type());
+  return as_result(gw, grad_output, at::MemoryFormat::Contiguous);
 }
 
 at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
