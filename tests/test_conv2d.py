@@ -41,6 +41,8 @@ GRID = [
     (2, 8, 6, 6, 16, 3, 1, "same", 1, 2),
     (1, 4, 7, 8, 4, (2, 4), 1, "same", (2, 1), 1),  # even extents: asymmetric 'same'
     (1, 4, 7, 8, 4, 3, 2, "valid", 1, 1),
+    (2, 5, 5, 6, 67, 3, 1, 1, 1, 1),  # small map, many output channels: packed weight gradient
+    (2, 10, 5, 4, 134, 3, 1, 1, 1, 2),  # the same per group
 ]
 
 

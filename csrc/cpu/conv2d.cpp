@@ -40,6 +40,10 @@ constexpr int64_t kTileBlocks = 8;  // column blocks of the micro-kernel per tas
 constexpr int64_t kChunk = 256;     // reduction steps per GEMM call: B runs and A block stay in cache
 constexpr int64_t kCorrChunk = 1024;  // virtual pixels (summed over the batch) per weight-gradient call
 constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
+// The weight gradient goes through packed pixels (weight_gradient_packed) below this share of real
+// pixels on the virtual grid, given enough output channels to amortise gathering the taps.
+constexpr double kPackedGradientEfficiency = 0.9;
+constexpr int64_t kPackedGradientRows = 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -187,12 +191,40 @@ struct GemmPass {
   const T* bias;
 };
 
+// Real pixels of a rows × cols grid, numbered q = (n·rows + Y)·cols + X over the whole batch, walked in runs that
+// stay in one row of one image: f(q, len, n, Y, X) for each run of [q0, q0 + count).
+template <class F>
+void for_each_run(int64_t rows, int64_t cols, int64_t q0, int64_t count, F&& f) {
+  for (int64_t q = q0; q < q0 + count;) {
+    const int64_t n = q / (rows * cols), Y = q / cols % rows, X = q % cols;
+    const int64_t len = std::min(q0 + count - q, cols - X);
+    f(q, len, n, Y, X);
+    q += len;
+  }
+}
+
+// C[r][v] (row stride ldc) of group gi, pixel v of a tile (−> output pixel (Y, X) of image n),
+// written to the output with the bias.
 template <class T>
-void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+void scatter(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int64_t nr, const T* c, int64_t ldc,
+             int64_t n, int64_t Y, int64_t X, int64_t len) {
+  const int64_t plane = p.out_h * p.out_w;
+  for (int64_t r = r0; r < r0 + nr; ++r) {
+    const T* src = c + (r - r0) * ldc;
+    T* dst = p.out + (n * channels + gi * p.m + r) * plane + (p.y0 + Y * p.ystep) * p.out_w + p.x0 + X * p.xstep;
+    const T bias = p.bias ? p.bias[gi * p.m + r] : T(0);
+    for (int64_t q = 0; q < len; ++q) dst[q * p.xstep] = src[q] + bias;
+  }
+}
+
+// Virtual-pixel tiles: B read in place from the phase-split source. Pays for the Ws − OW columns
+// of every row and for rounding each image's virtual pixels up to whole tiles.
+template <class T>
+void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = gemm_kernel<T>();
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
   const int64_t tile = std::min(kern.nr * kTileBlocks, ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
-  const int64_t m = p.m, channels = groups * m, plane = p.out_h * p.out_w;
+  const int64_t m = p.m, channels = groups * m;
   // Small images give few tiles: then a task takes several images, so that each block of weights
   // (kConvMR rows × kChunk steps, in L1) serves all of them before the next is loaded — the weights
   // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
@@ -221,18 +253,98 @@ void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
         for (int64_t v = v0; v < v0 + vn;) {
           const int64_t y = v / p.ws, x = v % p.ws, len = std::min(v0 + vn, (y + 1) * p.ws) - v;
           const int64_t real = std::max<int64_t>(0, std::min(len, p.cols - x));
-          for (int64_t r = 0; r < m && real > 0; ++r) {
-            const T* src = ct.data() + (b * m + r) * tile + (v - v0);
-            T* dst = p.out + ((n0 + b) * channels + gi * m + r) * plane + (p.y0 + y * p.ystep) * p.out_w + p.x0 +
-                     x * p.xstep;
-            const T bias = p.bias ? p.bias[gi * m + r] : T(0);
-            for (int64_t q = 0; q < real; ++q) dst[q * p.xstep] = src[q] + bias;
-          }
+          if (real > 0) scatter(p, gi, channels, 0, m, ct.data() + b * m * tile + (v - v0), tile, n0 + b, y, x, real);
           v += len;
         }
       }
     }
   });
+}
+
+// A run of `len` consecutive real pixels: tile columns [col, col + len) read source [src, src + len).
+struct Run {
+  int64_t col, len, src;
+};
+
+// Values per 32-byte block copy.
+template <class T>
+constexpr int64_t kCopy = 32 / static_cast<int64_t>(sizeof(T));
+
+// dst[col + u] = src[run.src + u] for every run (in increasing column order), then zeros in
+// [count, width). Runs are copied in whole 32-byte blocks (runs of 7 or 14 pixels would otherwise
+// cost a library call each): a block may write up to kCopy − 1 values past its run, which the next
+// run or the zero fill overwrites, so dst needs kCopy values of slack past width and the source
+// kCopy past its last run (the workspaces' slack).
+template <class T>
+void gather_runs(const T* src, const std::vector<Run>& runs, T* dst, int64_t count, int64_t width) {
+  for (const Run& run : runs) {
+    const T* s = src + run.src;
+    T* d = dst + run.col;
+    for (int64_t u = 0; u < run.len; u += kCopy<T>) std::memcpy(d + u, s + u, 32);
+  }
+  std::fill(dst + count, dst + width, T(0));
+}
+
+// Packed tiles over the real pixels of the whole batch: per reduction chunk, B (kChunk steps × tile
+// pixels, ≤ 128 KiB: in L2) is gathered from the phase-split source into [step][pixel] rows, then
+// every row block of A runs over it. For small maps (7×7, 14×14) this wastes almost nothing where
+// the virtual grid wastes ~25%; the gather (one copy per B value) is amortised over the rows.
+template <class T>
+void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+  const GemmKernel<T>& kern = gemm_kernel<T>();
+  const int64_t threads = at::get_num_threads(), pixels = batch * p.rows * p.cols, channels = groups * p.m;
+  // Tiles in a multiple of the thread count, of near-equal width; when there are too few of them
+  // to balance, the rows (output channels) are split across threads as well, rows outermost so that
+  // each thread's contiguous range of tasks is one row slice.
+  const int64_t tiles = ceil_div(ceil_div(pixels, kern.nr * kTileBlocks), threads) * threads;
+  const int64_t tile = ceil_div(ceil_div(pixels, tiles), kern.nr) * kern.nr;
+  const int64_t splits = groups * tiles < 4 * threads && p.m >= 64 * threads ? threads : 1;
+  const int64_t rows = ceil_div(ceil_div(p.m, splits), kConvMR) * kConvMR;
+  const int64_t tasks = splits * groups * tiles;
+  at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
+    std::vector<T> bt(kChunk * tile + kCopy<T>), ct(rows * tile);
+    std::vector<int64_t> steps(kChunk);
+    for (int64_t t = 0; t < kChunk; ++t) steps[t] = t * tile;
+    std::vector<Run> runs;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
+      const int64_t q0 = ti * tile, qn = std::min(tile, pixels - q0), nr = std::min(rows, p.m - r0);
+      if (qn <= 0 || nr <= 0) continue;
+      runs.clear();
+      for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+        runs.push_back({q - q0, len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
+      });
+      for (int64_t k0 = 0; k0 < p.kd; k0 += kChunk) {
+        const int64_t r = std::min(kChunk, p.kd - k0);
+        for (int64_t t = 0; t < r; ++t) gather_runs(p.xs + p.offsets[k0 + t], runs, bt.data() + t * tile, qn, tile);
+        for (int64_t i = r0; i < r0 + nr; i += kConvMR) {
+          const T* a = p.a + gi * p.a_group + (i / kConvMR) * p.kd * kConvMR + k0 * kConvMR;
+          kern.run(a, p.kd * kConvMR, bt.data(), steps.data(), ct.data() + (i - r0) * tile, tile,
+                   std::min(kConvMR, r0 + nr - i), qn, r, k0 > 0);
+        }
+      }
+      for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+        scatter(p, gi, channels, r0, nr, ct.data() + (q - q0), tile, n, Y, X, len);
+      });
+    }
+  });
+}
+
+// Fraction of the virtual path's columns that are real pixels, per image.
+template <class T>
+double virtual_efficiency(const GemmPass<T>& p) {
+  const int64_t nr = gemm_kernel<T>().nr;
+  const int64_t virt = (p.rows - 1) * p.ws + p.cols, tile = std::min(nr * kTileBlocks, ceil_div(virt, nr) * nr);
+  return static_cast<double>(p.rows * p.cols) / static_cast<double>(ceil_div(virt, tile) * tile);
+}
+
+template <class T>
+void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+  if (virtual_efficiency(p) < 0.85) {
+    run_pass_packed(p, batch, groups);
+  } else {
+    run_pass_virtual(p, batch, groups);
+  }
 }
 
 template <class T>
@@ -432,15 +544,12 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   return as_result(gx, grad_output, format);
 }
 
+// Weight gradient on the virtual pixel grid: dot products of grad_output rows with shifted rows of
+// the phase-split input (the correlate kernel), for large maps where the grid wastes little.
 template <class T>
-void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
+void weight_gradient_virtual(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p,
+                             T* gw, const Conv2dGeometry& g) {
   const CorrelateKernel<T>& kern = correlate_kernel<T>();
-  const PhaseLayout p = phase_layout(g);
-  const int64_t slack = 2 * kern.lanes + 2 * gemm_kernel<T>().nr;
-  const auto xs = workspace<T>(g.n * g.c * p.plane(), slack);
-  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
-  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
-
   // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.
   const int64_t virt = ceil_div((g.oh - 1) * p.ws + g.ow, kern.lanes) * kern.lanes;
   std::vector<T> gv(g.n * g.k * virt, T(0));
@@ -467,7 +576,7 @@ void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
       // Chunks of virtual pixels, each over the whole batch: long reductions even for small images,
       // while a chunk's rows of x and grad_output stay in cache.
       const T* d = gv.data() + (gi * m + r0) * virt;
-      const T* xb = xs.get() + gi * g.cin_g() * p.plane();
+      const T* xb = xsp + gi * g.cin_g() * p.plane();
       const int64_t chunk = std::max<int64_t>(kern.lanes, kCorrChunk / g.n / kern.lanes * kern.lanes);
       for (int64_t v0 = 0; v0 < virt; v0 += chunk) {
         kern.run(d + v0, virt, g.k * virt, nr, xb + v0, g.c * p.plane(), off.data() + k0, nk, g.n,
@@ -475,6 +584,100 @@ void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
       }
     }
   });
+}
+
+// Weight gradient as a GEMM over the real pixels of the whole batch, for small maps (7×7, 14×14)
+// where the virtual grid wastes a quarter of the work: the transposed gradient gwᵀ[t][k] =
+// Σ_q x(q, t) · gy[k][q] runs on the forward's micro-kernel with the taps as its broadcast rows
+// (A: kConvMR taps × a chunk of pixels, gathered from the phase-split input) and the output
+// channels as its vector columns (B: grad_output transposed into panels [k / nr][q][nr], once).
+template <class T>
+void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p,
+                            T* gw, const Conv2dGeometry& g) {
+  const GemmKernel<T>& kern = gemm_kernel<T>();
+  const int64_t nr = kern.nr, m = g.cout_g(), kd = g.kdim(), plane = g.oh * g.ow, pixels = g.n * plane;
+  const int64_t panels = ceil_div(m, nr), blocks = ceil_div(kd, kConvMR);
+  constexpr int64_t kPixels = 256;  // reduction chunk: a B panel chunk (16 KiB for float) stays in L1
+  constexpr int64_t kBlocksPerTask = 8;  // tap blocks per task: A chunks (48 KiB) in L2, C in L2
+  const int64_t tasks_per_group = ceil_div(blocks, kBlocksPerTask);
+  std::vector<int64_t> steps(kPixels);
+  for (int64_t q = 0; q < kPixels; ++q) steps[q] = q * nr;
+  std::vector<T> gt(panels * pixels * nr);
+  for (int64_t gi = 0; gi < g.groups; ++gi) {
+    // B panels: gt[j][q][v] = gy[n][gi·m + j·nr + v][pixel q of image n], zero past m.
+    at::parallel_for(0, panels * g.n, grain(nr * plane), [&](int64_t begin, int64_t end) {
+      for (int64_t jn = begin; jn < end; ++jn) {
+        const int64_t j = jn / g.n, n = jn % g.n, cols = std::min(nr, m - j * nr);
+        T* dst = gt.data() + (j * pixels + n * plane) * nr;
+        for (int64_t v = 0; v < nr; ++v) {
+          const T* src = gy + (n * g.k + gi * m + j * nr + v) * plane;
+          for (int64_t q = 0; q < plane; ++q) dst[q * nr + v] = v < cols ? src[q] : T(0);
+        }
+      }
+    });
+    at::parallel_for(0, tasks_per_group, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> ab(kBlocksPerTask * kPixels * kConvMR), ct(kBlocksPerTask * kConvMR * panels * nr);
+      std::vector<Run> runs;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b0 = task * kBlocksPerTask, nb = std::min(kBlocksPerTask, blocks - b0);
+        for (int64_t q0 = 0; q0 < pixels; q0 += kPixels) {
+          const int64_t qn = std::min(kPixels, pixels - q0);
+          runs.clear();
+          for_each_run(g.oh, g.ow, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+            runs.push_back({q - q0, len, (n * g.c + gi * g.cin_g()) * p.plane() + Y * p.ws + X});
+          });
+          // A: ab[bb][q][u] = x(q0 + q, tap (b0 + bb)·kConvMR + u), zero for taps past kd.
+          for (int64_t bb = 0; bb < nb; ++bb) {
+            T* a = ab.data() + bb * kPixels * kConvMR;
+            for (int64_t u = 0; u < kConvMR; ++u) {
+              const int64_t t = (b0 + bb) * kConvMR + u;
+              if (t >= kd) {
+                for (int64_t q = 0; q < qn; ++q) a[q * kConvMR + u] = T(0);
+                continue;
+              }
+              const T* src = xsp + off[t];
+              for (const Run& run : runs) {
+                for (int64_t w = 0; w < run.len; ++w) a[(run.col + w) * kConvMR + u] = src[run.src + w];
+              }
+            }
+          }
+          for (int64_t j = 0; j < panels; ++j) {
+            const T* panel = gt.data() + (j * pixels + q0) * nr;
+            for (int64_t bb = 0; bb < nb; ++bb) {
+              kern.run(ab.data() + bb * kPixels * kConvMR, 0, panel, steps.data(),
+                       ct.data() + bb * kConvMR * panels * nr + j * nr, panels * nr, kConvMR, std::min(nr, m - j * nr),
+                       qn, q0 > 0);
+            }
+          }
+        }
+        // gw[gi·m + k][t] = ct[t − t0][k], row by row of gw: contiguous writes (the other order
+        // would touch a new cache line and page per value).
+        const int64_t t0 = b0 * kConvMR, nt = std::min(kd, (b0 + nb) * kConvMR) - t0;
+        for (int64_t k = 0; k < m; ++k) {
+          T* dst = gw + (gi * m + k) * kd + t0;
+          for (int64_t t = 0; t < nt; ++t) dst[t] = ct[t * panels * nr + k];
+        }
+      }
+    });
+  }
+}
+
+template <class T>
+void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
+  const PhaseLayout p = phase_layout(g);
+  const int64_t lanes = correlate_kernel<T>().lanes;
+  const int64_t slack = 2 * lanes + 2 * gemm_kernel<T>().nr;
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), slack);
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
+  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+  // The virtual grid's share of real pixels (per image, rounded to whole vectors).
+  const double efficiency = static_cast<double>(g.oh * g.ow) /
+                            static_cast<double>(ceil_div((g.oh - 1) * p.ws + g.ow, lanes) * lanes);
+  if (efficiency < kPackedGradientEfficiency && g.cout_g() >= kPackedGradientRows) {
+    weight_gradient_packed(gy, xs.get(), off, p, gw, g);
+  } else {
+    weight_gradient_virtual(gy, xs.get(), off, p, gw, g);
+  }
 }
 
 at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
