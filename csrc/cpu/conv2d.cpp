@@ -111,10 +111,13 @@ void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
         std::fill(out + hi, out + p.ws, T(0));
         continue;
       }
-      for (int64_t x = 0; x < p.ws; ++x) {
-        const int64_t xx = x * step + off;
-        out[x] = (xx >= 0 && xx < src.w) ? in[xx] : T(0);
-      }
+      // Columns [lo, hi) read inside the source row (x·step + off in [0, w)); zeros around them.
+      const int64_t lo = std::clamp<int64_t>(ceil_div(-off, step), 0, p.ws);
+      const int64_t hi = std::clamp<int64_t>(ceil_div(src.w - off, step), lo, p.ws);
+      std::fill(out, out + lo, T(0));
+      const T* s = in + off;
+      for (int64_t x = lo; x < hi; ++x) out[x] = s[x * step];
+      std::fill(out + hi, out + p.ws, T(0));
     }
   });
 }
@@ -123,19 +126,25 @@ void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
 // [groups][ceil(m / MR)][kd][MR], zero-padded rows. Offsets precomputed per t keep the gather a
 // plain load, whatever order the reduction walks the weight's axes in.
 template <class T>
-std::vector<T> pack_a(int64_t groups, int64_t m, const T* w, int64_t group_stride, int64_t row_stride,
+std::unique_ptr<T[]> pack_a(int64_t groups, int64_t m, const T* w, int64_t group_stride, int64_t row_stride,
                       const std::vector<int64_t>& t_offset) {
   const int64_t kd = static_cast<int64_t>(t_offset.size()), blocks = ceil_div(m, kConvMR);
-  std::vector<T> out(groups * blocks * kd * kConvMR);
+  auto out = workspace<T>(groups * blocks * kd * kConvMR, 0);
+  // Steps in chunks, blocks inside: the input-gradient offsets jump a whole output channel of
+  // weights (C_in · taps values) every few steps, and a chunk keeps those jumps to a few pages.
+  constexpr int64_t kSteps = 64;
   at::parallel_for(0, groups * blocks, grain(kd * kConvMR), [&](int64_t begin, int64_t end) {
-    for (int64_t gb = begin; gb < end; ++gb) {
-      const int64_t g = gb / blocks, r0 = gb % blocks * kConvMR, rows = std::min(kConvMR, m - r0);
-      const T* src = w + g * group_stride + r0 * row_stride;
-      T* dst = out.data() + gb * kd * kConvMR;
-      for (int64_t t = 0; t < kd; ++t) {
-        int64_t u = 0;
-        for (; u < rows; ++u) dst[t * kConvMR + u] = src[u * row_stride + t_offset[t]];
-        for (; u < kConvMR; ++u) dst[t * kConvMR + u] = T(0);
+    for (int64_t t0 = 0; t0 < kd; t0 += kSteps) {
+      const int64_t t1 = std::min(kd, t0 + kSteps);
+      for (int64_t gb = begin; gb < end; ++gb) {
+        const int64_t g = gb / blocks, r0 = gb % blocks * kConvMR, rows = std::min(kConvMR, m - r0);
+        const T* src = w + g * group_stride + r0 * row_stride;
+        T* dst = out.get() + gb * kd * kConvMR;
+        for (int64_t t = t0; t < t1; ++t) {
+          int64_t u = 0;
+          for (; u < rows; ++u) dst[t * kConvMR + u] = src[u * row_stride + t_offset[t]];
+          for (; u < kConvMR; ++u) dst[t * kConvMR + u] = T(0);
+        }
       }
     }
   });
@@ -356,8 +365,8 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   const int64_t kd = g.kdim(), m = g.cout_g();
   std::vector<int64_t> identity(kd);
   for (int64_t t = 0; t < kd; ++t) identity[t] = t;
-  const std::vector<T> a = pack_a(g.groups, m, w, m * kd, kd, identity);
-  const GemmPass<T> pass{xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.data(),
+  const auto a = pack_a(g.groups, m, w, m * kd, kd, identity);
+  const GemmPass<T> pass{xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
                          ceil_div(m, kConvMR) * kd * kConvMR, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
   run_pass(pass, g.n, g.groups);
 }
@@ -407,8 +416,8 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
           }
         }
       }
-      const std::vector<T> pa = pack_a(g.groups, cin, w, cout * cin * g.taps(), g.taps(), w_off);
-      const GemmPass<T> pass{gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.data(),
+      const auto pa = pack_a(g.groups, cin, w, cout * cin * g.taps(), g.taps(), w_off);
+      const GemmPass<T> pass{gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.get(),
                              ceil_div(cin, kConvMR) * kd * kConvMR, cin, wq, ceil_div(g.h - a, g.sh),
                              ceil_div(g.w - b, g.sw), gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr)};
       run_pass(pass, g.n, g.groups);
