@@ -43,6 +43,8 @@ GRID = [
     (1, 4, 7, 8, 4, 3, 2, "valid", 1, 1),
     (2, 5, 5, 6, 67, 3, 1, 1, 1, 1),  # small map, many output channels: packed weight gradient
     (2, 10, 5, 4, 134, 3, 1, 1, 1, 2),  # the same per group
+    (1, 4, 9, 8, 70, 3, 2, 1, 2, 1),  # >= 64 output channels: packed forward tiles, strided and dilated
+    (2, 66, 6, 5, 8, 3, 2, 1, 1, 1),  # >= 64 input channels: packed input-gradient tiles, strided
 ]
 
 
