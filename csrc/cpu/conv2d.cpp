@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -88,6 +89,23 @@ std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
   std::fill(buf.get() + n, buf.get() + n + slack, T(0));
   return buf;
 }
+
+// A buffer of n values starting on a 64-byte boundary (a cache line): the micro-kernel's vector
+// loads of packed operands then never straddle two lines.
+template <class T>
+class Aligned {
+ public:
+  explicit Aligned(int64_t n) : buf_(n + kPad) {
+    const auto addr = reinterpret_cast<std::uintptr_t>(buf_.data());
+    data_ = buf_.data() + (-addr % 64) / sizeof(T);
+  }
+  T* data() { return data_; }
+
+ private:
+  static constexpr int64_t kPad = 64 / sizeof(T);
+  std::vector<T> buf_;
+  T* data_;
+};
 
 template <class T>
 void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
@@ -311,7 +329,8 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const int64_t rows = ceil_div(ceil_div(p.m, splits), kConvMR) * kConvMR;
   const int64_t tasks = splits * groups * tiles;
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
-    std::vector<T> bt(kChunk * tile + kCopy<T>), ct(rows * tile);
+    Aligned<T> bt(kChunk * tile + kCopy<T>);
+    std::vector<T> ct(rows * tile);
     std::vector<int64_t> steps(kChunk);
     for (int64_t t = 0; t < kChunk; ++t) steps[t] = t * tile;
     std::vector<Run> runs;
@@ -347,13 +366,13 @@ double virtual_efficiency(const GemmPass<T>& p) {
   return static_cast<double>(p.rows * p.cols) / static_cast<double>(ceil_div(virt, tile) * tile);
 }
 
-// Packed tiles once there are enough rows to amortise the gather (measured on AVX2: even at 56×56,
-// where the virtual grid wastes only ~4%, packing wins on strided layers, whose B runs hop between
-// phase planes, and ties elsewhere; with 3 rows, the first layer's input gradient, it loses 30%),
-// or when the virtual grid wastes too much.
+// Packed tiles once there are enough rows to amortise the gather, or when the virtual grid wastes
+// too much. Measured on AVX2 (Zen 1): with 128 rows packing wins ~10% even at 56×56 on a strided
+// layer (whose virtual B runs hop between phase planes) and ties on a 1×1; with 64 rows and a short
+// reduction (ResNet's conv1, 147 steps) it loses ~10%, with 3 rows (conv1's input gradient) 30%.
 template <class T>
 void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
-  if (p.m >= 64 || virtual_efficiency(p) < 0.85) {
+  if (p.m >= 128 || virtual_efficiency(p) < 0.85) {
     run_pass_packed(p, batch, groups);
   } else {
     run_pass_virtual(p, batch, groups);
@@ -373,6 +392,20 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   const GemmPass<T> pass{xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
                          ceil_div(m, kConvMR) * kd * kConvMR, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
   run_pass(pass, g.n, g.groups);
+}
+
+// Whether each input row phase a < sh (and column phase) is reached by some tap: a + pt − i·dh ≡ 0
+// (mod sh) for some i < kh (columns alike).
+bool every_phase_has_taps(const Conv2dGeometry& g) {
+  auto covered = [](int64_t size, int64_t s, int64_t pad, int64_t k, int64_t d) {
+    for (int64_t a = 0; a < s && a < size; ++a) {
+      bool any = false;
+      for (int64_t i = 0; i < k && !any; ++i) any = (a + pad - i * d) % s == 0;
+      if (!any) return false;
+    }
+    return true;
+  };
+  return covered(g.h, g.sh, g.pt, g.kh, g.dh) && covered(g.w, g.sw, g.pl, g.kw, g.dw);
 }
 
 // Input gradient, split by output phase: input pixel (a + sh·Y, b + sw·X) receives tap i only when
@@ -545,7 +578,9 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   check_conv2d_grad_output(op, grad_output, g);
   const at::Tensor gy = as_compute(grad_output), w = as_compute(weight);
   const at::MemoryFormat format = grad_output.suggest_memory_format();
-  at::Tensor gx = at::zeros({g.n, g.c, g.h, g.w}, gy.options());
+  // Every input pixel is written unless some stride phase has no taps (stride > dilated kernel).
+  at::Tensor gx = is_depthwise(g) || !every_phase_has_taps(g) ? at::zeros({g.n, g.c, g.h, g.w}, gy.options())
+                                                              : at::empty({g.n, g.c, g.h, g.w}, gy.options());
   if (gx.numel() == 0 || gy.numel() == 0) return as_result(gx, grad_output, format);
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
     if (is_depthwise(g)) {
@@ -575,15 +610,21 @@ void weight_gradient_virtual(const T* gy, const T* xsp, const std::vector<int64_
   });
 
   const int64_t m = g.cout_g(), kd = g.kdim(), col_tiles = ceil_div(kd, kCorrCols);
-  // Split the output channels too when there are fewer column tiles than threads to keep busy.
-  const int64_t want = 8 * at::get_num_threads();  // tasks differ in size: enough of them to balance
-  const int64_t row_tiles = std::min(ceil_div(m, 3), std::max<int64_t>(1, ceil_div(want, g.groups * col_tiles)));
-  const int64_t rows = ceil_div(ceil_div(m, row_tiles), 3) * 3;
-  at::parallel_for(0, g.groups * ceil_div(m, rows) * col_tiles, grain(rows * kCorrCols * g.n * virt), [&](int64_t begin, int64_t end) {
+  // With few groups × column tiles (ResNet's conv1: 147 columns, 3 tiles of unequal width), split
+  // the output channels into a multiple of the thread count of near-equal row slices (multiples of
+  // 3, the kernel's row block), slices outermost: each thread's contiguous range of tasks then holds
+  // the same share of the work.
+  const int64_t threads = at::get_num_threads();
+  const int64_t row_tiles = g.groups * col_tiles >= 8 * threads
+                                ? 1
+                                : std::min(ceil_div(m, 3), threads * ceil_div(8, g.groups * col_tiles));
+  auto row_start = [&](int64_t rt) { return rt == row_tiles ? m : (rt * m + 3 * row_tiles / 2) / (3 * row_tiles) * 3; };
+  at::parallel_for(0, row_tiles * g.groups * col_tiles, grain(ceil_div(m, row_tiles) * kCorrCols * g.n * virt), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t ct = task % col_tiles, rt = task / col_tiles % ceil_div(m, rows), gi = task / col_tiles / ceil_div(m, rows);
+      const int64_t ct = task % col_tiles, gi = task / col_tiles % g.groups, rt = task / col_tiles / g.groups;
       const int64_t k0 = ct * kCorrCols, nk = std::min(kCorrCols, kd - k0);
-      const int64_t r0 = rt * rows, nr = std::min(rows, m - r0);
+      const int64_t r0 = row_start(rt), nr = row_start(rt + 1) - r0;
+      if (nr <= 0) continue;
       T* out = gw + (gi * m + r0) * kd + k0;
       for (int64_t r = 0; r < nr; ++r) std::fill(out + r * kd, out + r * kd + nk, T(0));
       // Chunks of virtual pixels, each over the whole batch: long reductions even for small images,
@@ -615,7 +656,7 @@ void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t
   const int64_t tasks_per_group = ceil_div(blocks, kBlocksPerTask);
   std::vector<int64_t> steps(kPixels);
   for (int64_t q = 0; q < kPixels; ++q) steps[q] = q * nr;
-  std::vector<T> gt(panels * pixels * nr);
+  Aligned<T> gt(panels * pixels * nr);
   for (int64_t gi = 0; gi < g.groups; ++gi) {
     // B panels: gt[j][q][v] = gy[n][gi·m + j·nr + v][pixel q of image n], zero past m.
     at::parallel_for(0, panels * g.n, grain(nr * plane), [&](int64_t begin, int64_t end) {
@@ -629,7 +670,8 @@ void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t
       }
     });
     at::parallel_for(0, tasks_per_group, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> ab(kBlocksPerTask * kPixels * kConvMR), ct(kBlocksPerTask * kConvMR * panels * nr);
+      Aligned<T> ab(kBlocksPerTask * kPixels * kConvMR);
+      std::vector<T> ct(kBlocksPerTask * kConvMR * panels * nr);
       std::vector<Run> runs;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b0 = task * kBlocksPerTask, nb = std::min(kBlocksPerTask, blocks - b0);
@@ -701,7 +743,7 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const at::Tensor gy = as_compute(grad_output), x = as_compute(input);
-  at::Tensor gw = at::zeros(weight_size, gy.options());
+  at::Tensor gw = at::empty(weight_size, gy.options());  // every path writes all of it
   if (gy.numel() == 0) return as_result(gw, grad_output, at::MemoryFormat::Contiguous);
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
     if (is_depthwise(g)) {
