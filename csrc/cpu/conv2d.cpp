@@ -600,12 +600,17 @@ void weight_gradient_virtual(const T* gy, const T* xsp, const std::vector<int64_
   const CorrelateKernel<T>& kern = correlate_kernel<T>();
   // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.
   const int64_t virt = ceil_div((g.oh - 1) * p.ws + g.ow, kern.lanes) * kern.lanes;
-  std::vector<T> gv(g.n * g.k * virt, T(0));
+  // Written (zeros included) by the threads that use it: no serial zero fill and first touch of a
+  // buffer as large as grad_output.
+  const auto gv = workspace<T>(g.n * g.k * virt, 0);
   at::parallel_for(0, g.n * g.k, grain(g.oh * g.ow), [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
+      T* dst = gv.get() + plane * virt;
       for (int64_t oy = 0; oy < g.oh; ++oy) {
-        std::memcpy(gv.data() + plane * virt + oy * p.ws, gy + (plane * g.oh + oy) * g.ow, g.ow * sizeof(T));
+        std::memcpy(dst + oy * p.ws, gy + (plane * g.oh + oy) * g.ow, g.ow * sizeof(T));
+        std::fill(dst + oy * p.ws + g.ow, dst + std::min(virt, (oy + 1) * p.ws), T(0));
       }
+      std::fill(dst + std::min(virt, g.oh * p.ws), dst + virt, T(0));
     }
   });
 
@@ -629,7 +634,7 @@ void weight_gradient_virtual(const T* gy, const T* xsp, const std::vector<int64_
       for (int64_t r = 0; r < nr; ++r) std::fill(out + r * kd, out + r * kd + nk, T(0));
       // Chunks of virtual pixels, each over the whole batch: long reductions even for small images,
       // while a chunk's rows of x and grad_output stay in cache.
-      const T* d = gv.data() + (gi * m + r0) * virt;
+      const T* d = gv.get() + (gi * m + r0) * virt;
       const T* xb = xsp + gi * g.cin_g() * p.plane();
       const int64_t chunk = std::max<int64_t>(kern.lanes, kCorrChunk / g.n / kern.lanes * kern.lanes);
       for (int64_t v0 = 0; v0 < virt; v0 += chunk) {
