@@ -246,9 +246,13 @@ void scatter(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int
 
 // Virtual-pixel tiles: B read in place from the phase-split source. Pays for the Ws − OW columns
 // of every row and for rounding each image's virtual pixels up to whole tiles.
+// Reduction chunks of equal length, at most kChunk (576 steps: 3 × 192, not 256 + 256 + 64).
+int64_t reduction_chunk(int64_t kd) { return ceil_div(kd, ceil_div(kd, kChunk)); }
+
 template <class T>
 void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = gemm_kernel<T>();
+  const int64_t chunk = reduction_chunk(p.kd);
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
   const int64_t tile = std::min(kern.nr * kTileBlocks, ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
   const int64_t m = p.m, channels = groups * m;
@@ -264,8 +268,8 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
       const int64_t nn = std::min(per_task, batch - n0);
       const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
-      for (int64_t k0 = 0; k0 < p.kd; k0 += kChunk) {
-        const int64_t r = std::min(kChunk, p.kd - k0);
+      for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
+        const int64_t r = std::min(chunk, p.kd - k0);
         for (int64_t i = 0; i < m; i += kConvMR) {
           const T* a = p.a + gi * p.a_group + (i / kConvMR) * p.kd * kConvMR + k0 * kConvMR;
           for (int64_t b = 0; b < nn; ++b) {
@@ -319,6 +323,7 @@ void gather_runs(const T* src, const std::vector<Run>& runs, T* dst, int64_t cou
 template <class T>
 void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = gemm_kernel<T>();
+  const int64_t chunk = reduction_chunk(p.kd);
   const int64_t threads = at::get_num_threads(), pixels = batch * p.rows * p.cols, channels = groups * p.m;
   // Tiles in a multiple of the thread count, of near-equal width; when there are too few of them
   // to balance, the rows (output channels) are split across threads as well, rows outermost so that
@@ -342,8 +347,8 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
         runs.push_back({q - q0, len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
       });
-      for (int64_t k0 = 0; k0 < p.kd; k0 += kChunk) {
-        const int64_t r = std::min(kChunk, p.kd - k0);
+      for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
+        const int64_t r = std::min(chunk, p.kd - k0);
         for (int64_t t = 0; t < r; ++t) gather_runs(p.xs + p.offsets[k0 + t], runs, bt.data() + t * tile, qn, tile);
         for (int64_t i = r0; i < r0 + nr; i += kConvMR) {
           const T* a = p.a + gi * p.a_group + (i / kConvMR) * p.kd * kConvMR + k0 * kConvMR;
