@@ -39,7 +39,7 @@ using math::Conv2dGeometry;
 
 constexpr int64_t kTileBlocks = 8;  // column blocks of the micro-kernel per task tile
 constexpr int64_t kChunk = 256;     // reduction steps per GEMM call: B runs and A block stay in cache
-constexpr int64_t kCorrChunk = 1024;  // virtual pixels (summed over the batch) per weight-gradient call
+constexpr int64_t kCorrChunk = 2048;  // virtual pixels (summed over the batch) per weight-gradient call
 constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
 // The weight gradient goes through packed pixels (weight_gradient_packed) below this share of real
 // pixels on the virtual grid, given enough output channels to amortise gathering the taps.
