@@ -6,15 +6,21 @@
 // i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for
 // the "virtual" pixel index v = oy·Ws + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive
 // virtual pixels read consecutive memory for every (channel, tap), and the micro-kernel
-// (csrc/cpu/kernels/conv2d.cpp) streams B straight from xs. Virtual pixels with ox ≥ OW are
-// computed and thrown away (Ws − OW of every Ws: a few percent on ResNet shapes).
-// The workspace is that padded copy (about the input's size) plus per-thread tiles.
+// (csrc/cpu/kernels/conv2d.cpp) can stream B straight from xs (run_pass_virtual). Virtual pixels
+// with ox ≥ OW are computed and thrown away: a few percent at 56×56, but a quarter of the work at
+// 7×7 and 14×14 once tiles are rounded. So passes with many output rows (≥ 128 channels) or a
+// wasteful grid gather B instead, per tile of real pixels of the whole batch and per reduction
+// chunk, into an aligned [step][pixel] buffer (run_pass_packed: an im2col of one tile, ≤ 128 KiB).
+// The workspace is the padded copy (about the input's size) plus per-thread tiles.
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
-// grad_output (backward_input_gemm); each goes through the same micro-kernel.
+// grad_output (backward_input_gemm); each goes through the same passes.
 // Weight gradient: correlation of grad_output with the same phase-split input, reducing over
-// virtual pixels (grad_output is laid out with zeros at ox ≥ OW so the extra pixels add nothing).
+// virtual pixels (grad_output is laid out with zeros at ox ≥ OW so the extra pixels add nothing);
+// for small maps with many output channels, a GEMM over real pixels on the forward micro-kernel
+// instead (weight_gradient_packed).
 // Depthwise convolution (one input and one output channel per group) has its own direct kernels.
+// Results are computed in NCHW and returned in torch's layout (as_result).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
