@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import hotkernels
 import hotkernels.functional as HF
+from hotkernels.ops.conv2d import _pair, conv2d_padding
 
 ops = torch.ops.hotkernels
 
@@ -40,6 +41,10 @@ GRID = [
     (2, 8, 6, 6, 16, 3, 1, "same", 1, 2),
     (1, 4, 7, 8, 4, (2, 4), 1, "same", (2, 1), 1),  # even extents: asymmetric 'same'
     (1, 4, 7, 8, 4, 3, 2, "valid", 1, 1),
+    (2, 5, 5, 6, 67, 3, 1, 1, 1, 1),  # small map, many output channels: packed weight gradient
+    (2, 10, 5, 4, 134, 3, 1, 1, 1, 2),  # the same per group
+    (1, 4, 9, 8, 70, 3, 2, 1, 2, 1),  # >= 64 output channels: packed forward tiles, strided and dilated
+    (2, 66, 6, 5, 8, 3, 2, 1, 1, 1),  # >= 64 input channels: packed input-gradient tiles, strided
 ]
 
 
@@ -113,6 +118,33 @@ def test_unbatched_and_channels_last(device):
     torch.testing.assert_close(HF.conv2d(xb, wb, stride=2), F.conv2d(xb, wb, stride=2), **TOL[torch.float32])
     xs = torch.randn(2, 8, 9, 20, device=device)[:, ::2, :, ::2]  # a strided view
     torch.testing.assert_close(HF.conv2d(xs, w), F.conv2d(xs, w), **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("case", [GRID[0], GRID[2], GRID[4], GRID[9]], ids=_ids)
+def test_output_layout_follows_input(device, case, fmt):
+    """Outputs in torch's layout for a contiguous or channels_last input (and contiguous weight):
+    the forward output and the input gradient in the input's memory format, the weight gradient
+    contiguous; eager and fake (meta) kernels agree."""
+    x, w, b, kw = _run(case, torch.float32, device, True)
+    x = x.detach().to(memory_format=fmt).requires_grad_()
+    y, ref = HF.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw)
+    assert y.stride() == ref.stride()
+    torch.testing.assert_close(y, ref, **TOL[torch.float32])
+    gy = torch.randn_like(ref)  # in ref's layout, as autograd hands it over
+    assert gy.stride() == ref.stride()
+    gx, gw = torch.autograd.grad(y, (x, w), gy)
+    ex, ew = torch.autograd.grad(ref, (x, w), gy)
+    assert gx.stride() == ex.stride()
+    assert gw.is_contiguous()
+    torch.testing.assert_close(gx, ex, **TOL[torch.float32])
+    torch.testing.assert_close(gw, ew, **TOL[torch.float32])
+    stride, dilation = _pair(kw["stride"], "stride"), _pair(kw["dilation"], "dilation")
+    conv_args = (stride, conv2d_padding(kw["padding"], w.shape, stride, dilation), dilation, kw["groups"])
+    mx, mw, mb, mgy = (t.to("meta") for t in (x, w, b, gy))
+    assert ops.conv2d(mx, mw, mb, *conv_args).stride() == y.stride()
+    assert ops.conv2d_backward_input(mgy, mw, list(x.shape), *conv_args).stride() == gx.stride()
+    assert ops.conv2d_backward_weight(mgy, mx, list(w.shape), *conv_args).stride() == gw.stride()
 
 
 def test_gradcheck_and_gradgradcheck(device):

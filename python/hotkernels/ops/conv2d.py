@@ -24,6 +24,7 @@ from typing import Sequence, Union
 
 import torch
 from torch import Tensor
+from torch._prims_common import suggest_memory_format
 
 _ops = torch.ops.hotkernels
 
@@ -45,18 +46,27 @@ def _conv_out(size: int, begin: int, end: int, k: int, s: int, d: int) -> int:
     return (size + begin + end - d * (k - 1) - 1) // s + 1
 
 
+# Output layouts, on every device: the forward output in the input's suggested memory format (as
+# F.conv2d gives it for a channels_last or contiguous input), the input gradient in grad_output's
+# (hence the input's, through autograd), the weight gradient contiguous. Unlike torch, a
+# channels_last weight alone does not make the output channels_last.
+def _empty_like_format(shape: Sequence[int], like: Tensor) -> Tensor:
+    """Uninitialised ``shape`` with ``like``'s dtype and device, in its suggested memory format."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=suggest_memory_format(like))
+
+
 @torch.library.register_fake("hotkernels::conv2d")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     torch._check(input.dim() == 4, lambda: "hotkernels.conv2d: expected 'input' to be 4-D")
     torch._check(weight.dim() == 4, lambda: "hotkernels.conv2d: expected 'weight' to be 4-D")
     oh = _conv_out(input.shape[2], padding[0], padding[2], weight.shape[2], stride[0], dilation[0])
     ow = _conv_out(input.shape[3], padding[1], padding[3], weight.shape[3], stride[1], dilation[1])
-    return input.new_empty((input.shape[0], weight.shape[0], oh, ow))
+    return _empty_like_format((input.shape[0], weight.shape[0], oh, ow), input)
 
 
 @torch.library.register_fake("hotkernels::conv2d_backward_input")
 def _conv2d_backward_input_fake(grad_output, weight, input_size, stride, padding, dilation, groups):
-    return grad_output.new_empty(input_size)
+    return _empty_like_format(input_size, grad_output)
 
 
 @torch.library.register_fake("hotkernels::conv2d_backward_weight")
