@@ -1,10 +1,6 @@
 """conv2d: parity with F.conv2d over a parameter grid, gradients (incl. double backward),
 torch.library registration, torch.compile, layouts, the nn.Conv2d drop-in, bad input."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +8,7 @@ import torch.nn.functional as F
 import hotkernels
 import hotkernels.functional as HF
 from hotkernels.ops.conv2d import _pair, conv2d_padding
+from tests.conftest import run_with_isa
 
 ops = torch.ops.hotkernels
 
@@ -87,8 +84,7 @@ def test_half_types(device, dtype):
     torch.testing.assert_close(y, ref, **tol)
 
 
-@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
-def test_every_cpu_instruction_set(isa):
+def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) matches F.conv2d."""
     code = (
         "import torch, hotkernels, torch.nn.functional as F\n"
@@ -99,14 +95,8 @@ def test_every_cpu_instruction_set(isa):
         "    gy = torch.randn_like(r)\n"
         "    for a, e in zip(torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(r, (x, w), gy)):\n"
         "        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)\n"
-        "print(hotkernels._C.cpu_isa())\n"
     )
-    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    used = out.stdout.strip()
-    if used != isa:
-        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+    run_with_isa(cpu_isa, code)
 
 
 def test_unbatched_and_channels_last(device):

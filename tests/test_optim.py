@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import hotkernels
 import hotkernels.optim as HO
+from tests.conftest import run_with_isa
 
 # float64: the same formulas in another association order, a few ulp apart per step. float32: a few
 # float32 ulp per step, compounded over the trajectory's steps.
@@ -701,8 +699,7 @@ def test_capturable_matches_torch_and_replays_in_cuda_graph(cls, kw):
         torch.testing.assert_close(g, e, **TOL[dtype])
 
 
-@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
-def test_every_cpu_instruction_set(isa):
+def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA): Adam (amsgrad), RAdam (across
     its threshold), the norm reduction and the Lookahead sync, on sizes with vector tails."""
     code = (
@@ -726,14 +723,8 @@ def test_every_cpu_instruction_set(isa):
         "    torch.ops.hotkernels.lookahead_sync_(fast, slow, 0.3)\n"
         "    for f, s, w in zip(fast, slow, want):\n"
         "        torch.testing.assert_close(s, w, **tol); assert torch.equal(f, s)\n"
-        "print(hotkernels._C.cpu_isa())\n"
     )
-    env = dict(os.environ, HOTKERNELS_CPU_ISA=isa)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    used = out.stdout.strip()
-    if used != isa:
-        pytest.skip(f"this CPU lacks {isa}; ran {used}")
+    run_with_isa(cpu_isa, code)
 
 
 def test_channels_last_params(device):
