@@ -19,10 +19,6 @@ inline at::Tensor match_layout(const at::Tensor& t, const at::Tensor& like) {
   return at::empty_like(like).copy_(t);
 }
 
-}  // namespace hotkernels
-
-namespace hotkernels {
-
 // An optimizer op walks a param, its grad and its state as flat arrays of one layout. Grads are
 // only read, and torch.optim takes them in any layout, so a grad laid out unlike its param (set by
 // hand, or a DDP bucket view of a channels_last param) is copied into the param's layout. Only then:

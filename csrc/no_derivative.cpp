@@ -1,4 +1,4 @@
-// Autograd kernels for the ops that have no derivative.
+// Autograd (and ADInplaceOrView) kernels for the ops that have no derivative.
 //
 // Without one, torch's default for an op with no Autograd kernel only warns and lets backward pass
 // through it with a wrong gradient, and an in-place op leaves the version counters of the tensors
@@ -7,9 +7,10 @@
 //   get torch's NotImplemented node: backward through them raises "derivative for ... is not
 //   implemented";
 // - the in-place ops (schemas "Tensor(a!)", returning nothing) refuse inputs that require grad
-//   while grad mode is on, and bump the version of every tensor they write, as torch's own
-//   in-place ops do. The hotkernels wrappers call them under no_grad (the optimizers) or only
-//   when no gradient is needed (mish(inplace=True)).
+//   while grad mode is on (Autograd key), and bump the version of every tensor they write, as
+//   torch's own in-place ops do (ADInplaceOrView key, so also in inference mode). The hotkernels
+//   wrappers call them under no_grad (the optimizers) or only when no gradient is needed
+//   (mish(inplace=True)).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
@@ -29,28 +30,43 @@ void for_each_tensor(const c10::IValue& value, const auto& fn) {
   }
 }
 
-void in_place_without_derivative(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+// Autograd key: refuse tensors that require grad (in grad mode), then go on to ADInplaceOrView.
+void refuse_grad(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
   const c10::FunctionSchema& schema = op.schema();
   const size_t n = schema.arguments().size();
-  const bool grad_mode = c10::GradMode::is_enabled();
+  if (c10::GradMode::is_enabled()) {
+    for (size_t i = 0; i < n; ++i) {
+      for_each_tensor((*stack)[stack->size() - n + i], [&](const at::Tensor& t) {
+        TORCH_CHECK(!(t.defined() && t.requires_grad()), schema.name(), ": '", schema.arguments()[i].name(),
+                    "' requires grad, but this in-place op has no derivative; call it under torch.no_grad()");
+      });
+    }
+  }
+  at::AutoDispatchBelowAutograd guard;
+  op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
+}
+
+// ADInplaceOrView key (also reached in inference mode, which skips Autograd): run the op, then bump
+// the version of every tensor it wrote.
+void bump_versions(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  const c10::FunctionSchema& schema = op.schema();
+  const size_t n = schema.arguments().size();
   std::vector<at::Tensor> written;
   for (size_t i = 0; i < n; ++i) {
-    const bool mutable_arg = schema.is_mutable({c10::SchemaArgType::input, i});
+    if (!schema.is_mutable({c10::SchemaArgType::input, i})) continue;
     for_each_tensor((*stack)[stack->size() - n + i], [&](const at::Tensor& t) {
-      if (!t.defined()) return;
-      TORCH_CHECK(!(grad_mode && t.requires_grad()), schema.name(), ": '", schema.arguments()[i].name(),
-                  "' requires grad, but this in-place op has no derivative; call it under torch.no_grad()");
-      if (mutable_arg) written.push_back(t);
+      if (t.defined() && !t.is_inference()) written.push_back(t);
     });
   }
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
   }
-  for (const at::Tensor& t : written) {
-    if (!t.is_inference()) torch::autograd::impl::bump_version(t);
-  }
+  for (const at::Tensor& t : written) torch::autograd::impl::bump_version(t);
 }
+
+constexpr const char* kInPlaceOps[] = {"mish_",         "adam_step_",     "radam_step_",    "lamb_moments_",
+                                       "lamb_apply_",   "novograd_step_", "lookahead_sync_"};
 
 }  // namespace
 
@@ -58,10 +74,11 @@ TORCH_LIBRARY_IMPL(hotkernels, Autograd, m) {
   for (const char* op : {"lstm_cell_backward", "lstm_layer_backward", "multi_tensor_sq_norms"}) {
     m.impl(op, torch::autograd::autogradNotImplementedFallback());
   }
-  for (const char* op : {"mish_", "adam_step_", "radam_step_", "lamb_moments_", "lamb_apply_", "novograd_step_",
-                         "lookahead_sync_"}) {
-    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&in_place_without_derivative>());
-  }
+  for (const char* op : kInPlaceOps) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&refuse_grad>());
+}
+
+TORCH_LIBRARY_IMPL(hotkernels, ADInplaceOrView, m) {
+  for (const char* op : kInPlaceOps) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_versions>());
 }
 
 }  // namespace hotkernels

@@ -40,8 +40,10 @@ GRID = [
     (1, 4, 7, 8, 4, 3, 2, "valid", 1, 1),
     (2, 5, 5, 6, 67, 3, 1, 1, 1, 1),  # small map, many output channels: packed weight gradient
     (2, 10, 5, 4, 134, 3, 1, 1, 1, 2),  # the same per group
-    (1, 4, 9, 8, 70, 3, 2, 1, 2, 1),  # >= 64 output channels: packed forward tiles, strided and dilated
-    (2, 66, 6, 5, 8, 3, 2, 1, 1, 1),  # >= 64 input channels: packed input-gradient tiles, strided
+    (1, 4, 9, 8, 70, 3, 2, 1, 2, 1),  # packed forward tiles (the virtual grid wastes > 15%), strided, dilated
+    (2, 66, 6, 5, 8, 3, 2, 1, 1, 1),  # packed input-gradient tiles (the same), strided
+    (1, 8, 4, 4, 256, 3, 1, 1, 1, 1),  # >= 128 output channels: packed forward, rows split across threads
+    (1, 130, 6, 6, 12, 3, 1, 1, 1, 1),  # >= 128 input channels: packed input gradient
 ]
 
 
@@ -242,9 +244,15 @@ def test_rejects_bad_input(device):
 
 
 def test_empty_batch(device):
-    x = torch.randn(0, 4, 8, 8, device=device)
-    w = torch.randn(6, 4, 3, 3, device=device)
-    assert HF.conv2d(x, w).shape == F.conv2d(x, w).shape
+    x = torch.randn(0, 4, 8, 8, device=device, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(6, device=device, requires_grad=True)
+    y = HF.conv2d(x, w, b)
+    assert y.shape == F.conv2d(x, w, b).shape
+    # Gradients of an empty sum are zeros (the weight gradient's buffer must not come back unwritten).
+    gx, gw, gb = torch.autograd.grad(y.sum(), (x, w, b))
+    assert gx.shape == x.shape
+    assert torch.equal(gw, torch.zeros_like(w)) and torch.equal(gb, torch.zeros_like(b))
 
 
 def test_more_groups_than_a_grid_dimension(device):
@@ -512,20 +520,29 @@ def test_cuda_unaligned_channels_last(dtype):
 
 @CUDA_ONLY
 def test_cuda_deterministic_algorithms():
-    # Split-K and the weight/bias gradients add partial sums atomically: under
-    # torch.use_deterministic_algorithms the forward gives bit-identical results (no split) and the
-    # gradients that cannot raise, as torch's own non-deterministic CUDA kernels do.
-    x = torch.randn(1, 64, 8, 8, device="cuda")  # a small output grid over a long reduction: split-K
+    # Split reductions add partial sums atomically in no fixed order; under
+    # torch.use_deterministic_algorithms every path runs one block per output value instead, so
+    # repeated calls give bit-identical results (shapes chosen to split: small outputs over long
+    # reductions, on the tensor-core, exact and depthwise paths, and the bias sum).
+    x = torch.randn(1, 64, 8, 8, device="cuda")
     w = torch.randn(16, 64, 3, 3, device="cuda")
     gy = torch.randn(1, 16, 8, 8, device="cuda")
+    xd, wd = torch.randn(4, 32, 64, 64, device="cuda"), torch.randn(32, 1, 3, 3, device="cuda")
+    gyd = torch.randn(4, 32, 64, 64, device="cuda")
+    args = ([1, 1], [1, 1, 1, 1], [1, 1])
+    calls = [
+        lambda: HF.conv2d(x, w, padding=1),
+        lambda: ops.conv2d_backward_input(gy, w, list(x.shape), *args, 1),
+        lambda: ops.conv2d_backward_weight(gy, x, list(w.shape), *args, 1),
+        lambda: ops.conv2d_backward_weight(gyd, xd, list(wd.shape), *args, 32),
+        lambda: ops.conv2d_backward_bias(gyd),
+    ]
     was = torch.are_deterministic_algorithms_enabled()
     try:
         torch.use_deterministic_algorithms(True)
-        with _Tf32(True):
-            assert torch.equal(HF.conv2d(x, w, padding=1), HF.conv2d(x, w, padding=1))
-        for call in (lambda: ops.conv2d_backward_weight(gy, x, list(w.shape), [1, 1], [1, 1, 1, 1], [1, 1], 1),
-                     lambda: ops.conv2d_backward_bias(gy)):
-            with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
-                call()
+        for tf32 in (True, False):
+            with _Tf32(tf32):
+                for call in calls:
+                    assert torch.equal(call(), call())
     finally:
         torch.use_deterministic_algorithms(was)

@@ -210,6 +210,30 @@ def test_gradcheck_and_gradgradcheck_layer(device, reverse):
     assert torch.autograd.gradgradcheck(layer, args)
 
 
+def test_double_backward_path_matches_the_fused_backward(device):
+    # gradgradcheck above checks the create_graph=True path against itself; here its first-order
+    # gradients must equal the fused backward ops' (gate order, biases, direction).
+    T, B, I, H = 4, 3, 5, 6
+    x = torch.randn(T, B, I, dtype=torch.float64, device=device, requires_grad=True)
+    h, c = (torch.randn(B, H, dtype=torch.float64, device=device, requires_grad=True) for _ in range(2))
+    args = (x, h, c, *_params(device, I, H))
+    for reverse in (False, True):
+        out, cs, _ = torch.ops.hotkernels.lstm_layer(*args, reverse)
+        grads = (torch.randn_like(out), torch.randn_like(cs))
+        fused = torch.autograd.grad((out, cs), args, grads, retain_graph=True)
+        composite = torch.autograd.grad((out, cs), args, grads, create_graph=True)
+        for a, b in zip(fused, composite):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    hy, cy = HF.lstm_cell(x[0], (h, c), *args[3:])
+    grads = (torch.randn_like(hy), torch.randn_like(cy))
+    fused = torch.autograd.grad((hy, cy), args, grads, retain_graph=True, allow_unused=True)
+    composite = torch.autograd.grad((hy, cy), args, grads, create_graph=True, allow_unused=True)
+    for a, b in zip(fused, composite):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_backward_ops_refuse_to_be_differentiated(device):
     # The backward ops have no derivative: a gradient through them must raise, not pass silently.
     B, I, H = 2, 3, 4

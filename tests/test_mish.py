@@ -151,6 +151,12 @@ def test_inplace_op_refuses_grad_and_bumps_versions(device):
         torch.ops.hotkernels.mish_(y)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         z.sum().backward()
+    y = x * 1
+    z = y.sin()
+    with torch.inference_mode():  # skips the Autograd key, not the version bump
+        torch.ops.hotkernels.mish_(y)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.sum().backward()
 
 
 def test_opcheck(device):

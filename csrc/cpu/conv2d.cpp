@@ -759,8 +759,8 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const at::Tensor gy = as_compute(grad_output), x = as_compute(input);
-  at::Tensor gw = at::empty(weight_size, gy.options());  // every path writes all of it
-  if (gy.numel() == 0) return as_result(gw, grad_output, at::MemoryFormat::Contiguous);
+  at::Tensor gw = at::empty(weight_size, gy.options());  // every path below writes all of it
+  if (gy.numel() == 0) return as_result(gw.zero_(), grad_output, at::MemoryFormat::Contiguous);  // empty sum
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
     if (is_depthwise(g)) {
       depthwise_backward_weight(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);

@@ -71,8 +71,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& in
   // The float32 kernels keep plane indices in int32 lanes (csrc/cpu/kernels/pool.cpp). float16 and
   // bfloat16 compute in float32: refuse them here, before their float32 copy is made.
   TORCH_CHECK(input.scalar_type() == at::kDouble || p.H * p.W <= INT32_MAX, "hotkernels.", op,
-              ": float32, float16 and bfloat16 planes of 2^31 or more elements are not supported (float64 is), got ",
-              p.H, "x", p.W);
+              ": float32, float16 and bfloat16 'input' planes of 2^31 or more elements are not supported "
+              "(float64 is), got ", p.H, "x", p.W);
   if (is_reduced_float(input)) {
     auto [out, indices] =
         max_pool(op, input.to(at::kFloat), kernel_size, stride, padding, dilation, ceil_mode, with_indices);

@@ -285,6 +285,12 @@ mma::ConvDims conv_dims(const Conv2dGeometry& g, bool nchw_out) {
           i(g.sh), i(g.sw), i(g.pt), i(g.pl), i(g.dh), i(g.dw), i(g.cin_g()), i(g.cout_g()), nchw_out};
 }
 
+// Blocks that split one reduction add their partial sums atomically, in no fixed order. Under
+// torch.use_deterministic_algorithms every path takes one block per output value instead (its one
+// atomic add into a zeroed buffer is exact): `wanted` splits become 1.
+bool deterministic() { return at::globalContext().deterministicAlgorithms(); }
+int64_t reduction_splits(int64_t wanted) { return deterministic() ? 1 : wanted; }
+
 // Tile shape and K splits for an M × N × K GEMM per group: 128 rows and columns (64 on a side that
 // has no more) when that gives every SM a block; otherwise 64 × 64 and, when `split_ok`, enough K
 // splits for about two blocks per SM, each still at least 4 k-slices deep.
@@ -296,11 +302,11 @@ struct Plan {
 };
 
 Plan plan_gemm(int64_t m, int64_t n, int64_t k, int64_t groups, int bk, bool split_ok) {
+  split_ok = split_ok && !deterministic();
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t bm = m <= 64 ? 64 : 128, bn = n <= 64 ? 64 : 128;
   auto blocks = [&](int64_t tm, int64_t tn) { return (m + tm - 1) / tm * ((n + tn - 1) / tn) * groups; };
-  // Split-K adds partial sums atomically, in no fixed order: not under torch.use_deterministic_algorithms.
-  if (blocks(bm, bn) >= sms || !split_ok || at::globalContext().deterministicAlgorithms()) {
+  if (blocks(bm, bn) >= sms || !split_ok) {
     const TileShape tile = bm == 128 ? (bn == 128 ? TileShape::k128x128 : TileShape::k128x64)
                                      : (bn == 128 ? TileShape::k64x128 : TileShape::k64x64);
     return {tile, 1};
@@ -483,6 +489,10 @@ unsigned elementwise_blocks(int64_t total) {
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
+// The largest element count the depthwise kernels may walk with int32 indices: the grid-stride loop's
+// last step (index + blocks · 256 threads) must not pass INT32_MAX either.
+int64_t int32_loop_bound(unsigned blocks) { return kInt32Max - int64_t{blocks} * 256; }
+
 void forward_depthwise(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, const Conv2dGeometry& g,
                        const at::Tensor& y, at::MemoryFormat layout) {
   const at::Tensor x = input.contiguous(layout), w = weight.contiguous();
@@ -493,7 +503,7 @@ void forward_depthwise(const at::Tensor& input, const at::Tensor& weight, const 
                                       y.mutable_data_ptr<scalar_t>(), g, strides_of(x, layout), strides_of(y, layout));
     const unsigned blocks = elementwise_blocks(y.numel());
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    if (std::max(x.numel(), y.numel()) <= kInt32Max) {
+    if (std::max(x.numel(), y.numel()) <= int32_loop_bound(blocks)) {
       std::apply([&](auto... a) { depthwise::forward_kernel<scalar_t, Acc, int><<<blocks, 256, 0, stream>>>(a...); }, args);
     } else {
       std::apply([&](auto... a) { depthwise::forward_kernel<scalar_t, Acc, int64_t><<<blocks, 256, 0, stream>>>(a...); }, args);
@@ -511,7 +521,7 @@ void backward_input_depthwise(const at::Tensor& grad_output, const at::Tensor& w
                                       gx.mutable_data_ptr<scalar_t>(), g, strides_of(gy, layout), strides_of(gx, layout));
     const unsigned blocks = elementwise_blocks(gx.numel());
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    if (std::max(gy.numel(), gx.numel()) <= kInt32Max) {
+    if (std::max(gy.numel(), gx.numel()) <= int32_loop_bound(blocks)) {
       std::apply([&](auto... a) { depthwise::backward_input_kernel<scalar_t, Acc, int><<<blocks, 256, 0, stream>>>(a...); }, args);
     } else {
       std::apply([&](auto... a) { depthwise::backward_input_kernel<scalar_t, Acc, int64_t><<<blocks, 256, 0, stream>>>(a...); },
@@ -533,9 +543,9 @@ at::Tensor backward_weight_depthwise(const at::Tensor& grad_output, const at::Te
   const int64_t cblocks = (g.c + cb - 1) / cb, tblocks = (g.taps() + depthwise::kTapChunk - 1) / depthwise::kTapChunk;
   const int64_t pixels = g.n * g.oh * g.ow, lanes = depthwise::kWeightThreads / cb;
   // About four blocks per SM, each pixel lane still summing at least 8 pixels.
-  const int64_t splits = std::clamp<int64_t>(std::min((4 * sms + cblocks * tblocks - 1) / (cblocks * tblocks),
-                                                      (pixels + 8 * lanes - 1) / (8 * lanes)),
-                                             1, 65535);
+  const int64_t splits = reduction_splits(std::clamp<int64_t>(
+      std::min((4 * sms + cblocks * tblocks - 1) / (cblocks * tblocks), (pixels + 8 * lanes - 1) / (8 * lanes)), 1,
+      65535));
   const int64_t per_split = (pixels + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(tblocks), static_cast<unsigned>(splits));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_depthwise_backward_weight_cuda", [&] {
@@ -615,9 +625,6 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   check_conv2d_tensors(op, grad_output, "grad_output", input, "input");
   const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
-  // Every path sums over pixels with atomics (split across blocks): torch raises (or warns) here
-  // under torch.use_deterministic_algorithms, as for its own non-deterministic CUDA kernels.
-  at::globalContext().alertNotDeterministic("hotkernels::conv2d_backward_weight (CUDA)");
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::ScalarType acc_type = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   if (grad_output.numel() == 0) return at::zeros(weight_size, grad_output.options());
@@ -632,7 +639,8 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   const int64_t tiles = g.groups * ((g.cout_g() + kBM - 1) / kBM) * ((g.kdim() + kBN - 1) / kBN);
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t depth = g.n * g.oh * g.ow;
-  const int64_t splits = std::max<int64_t>(1, std::min((4 * sms + tiles - 1) / tiles, (depth + 1023) / 1024));
+  const int64_t splits =
+      reduction_splits(std::max<int64_t>(1, std::min((4 * sms + tiles - 1) / tiles, (depth + 1023) / 1024)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_weight_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     Transposed<BackwardWeight<scalar_t, Acc>> prob;
@@ -670,7 +678,6 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   check_floating("conv2d_backward_bias", "grad_output", grad_output);
   TORCH_CHECK(grad_output.dim() == 4, "hotkernels.conv2d_backward_bias: expected 'grad_output' to be 4-D, but got ",
               grad_output.sizes());
-  at::globalContext().alertNotDeterministic("hotkernels::conv2d_backward_bias (CUDA)");  // atomic sums
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::MemoryFormat layout = layout_of(grad_output);
   const at::Tensor gy = grad_output.contiguous(layout);
@@ -682,8 +689,8 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount, cblocks = (k + cb - 1) / cb;
   // About four blocks per SM, each lane still summing at least 8 pixels.
   const int64_t lanes = 256 / cb;
-  const int64_t splits = std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)),
-                                             1, 65535);
+  const int64_t splits = reduction_splits(
+      std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)), 1, 65535));
   const int64_t per_split = (n * hw + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(splits));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_bias_cuda", [&] {

@@ -24,13 +24,14 @@ Ops (schemas in csrc/schemas.cpp):
 
 Double backward (``create_graph=True``) takes a separate, explicit path, ``_double_backward``: the
 gradient is then computed from the formulas above written in differentiable torch ops, so autograd
-can differentiate it again. A plain forward and backward never take it. The backward ops themselves
-have no derivative and raise if a gradient would flow through them.
+can differentiate it again. A plain forward and backward never take it (torch.compile's neither);
+``torch.func.grad``/``vjp`` do, as they always build a differentiable graph. The backward ops
+themselves have no derivative and raise if a gradient would flow through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,8 @@ def _grads(ctx, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
     )
 
 
-def _cell_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor]:
+def _cell_reference(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+                    b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(h', c')`` by the formulas above in differentiable torch ops: for ``_double_backward`` only."""
     pre = input @ w_ih.T + hx @ w_hh.T
     for b in (b_ih, b_hh):
@@ -107,7 +109,8 @@ def _cell_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tens
     return o.sigmoid() * cy.tanh(), cy
 
 
-def _layer_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse) -> tuple[Tensor, Tensor]:
+def _layer_reference(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+                     b_hh: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
     """``(output, cs)`` of ``lstm_layer`` by ``_cell_reference`` step by step: for ``_double_backward``."""
     hs, cs = [], []
     h, c = hx, cx
@@ -121,7 +124,8 @@ def _layer_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse) -> tuple[Te
     return torch.stack(hs), torch.stack(cs)
 
 
-def _double_backward(ctx, reference, inputs: tuple, grads: tuple[Tensor, Tensor]) -> tuple[Tensor | None, ...]:
+def _double_backward(ctx, reference: Callable[..., tuple[Tensor, Tensor]], inputs: tuple[Tensor | bool | None, ...],
+                     grads: tuple[Tensor, Tensor]) -> tuple[Tensor | None, ...]:
     """The gradients of ``inputs`` (the op's arguments) as a differentiable function of them and of
     ``grads``, for backward with ``create_graph=True``. The backward ops are not differentiable (the
     saved gate activations hide their dependence on the weights and biases), so this recomputes the
