@@ -58,6 +58,16 @@ inline math::Conv2dGeometry conv2d_geometry(const char* op, at::IntArrayRef inpu
   return g;
 }
 
+// The layout torch's convolutions (oneDNN, cuDNN) give their output: channels_last when the input
+// or the weight suggests it, else contiguous. The input gradient follows the same rule with
+// grad_output standing in for the input (python/hotkernels/ops/conv2d.py hands grad_output over in
+// the input's layout); the fake kernels there keep it too.
+inline at::MemoryFormat conv2d_output_format(const at::Tensor& input, const at::Tensor& weight) {
+  const bool cl = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                  weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 inline void check_conv2d_tensors(const char* op, const at::Tensor& input, const char* input_name,
                                  const at::Tensor& weight, const char* weight_name) {
   check_floating(op, input_name, input);

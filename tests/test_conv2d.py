@@ -112,30 +112,31 @@ def test_unbatched_and_channels_last(device):
     torch.testing.assert_close(HF.conv2d(xs, w), F.conv2d(xs, w), **TOL[torch.float32])
 
 
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("wfmt", [torch.contiguous_format, torch.channels_last], ids=["w_nchw", "w_nhwc"])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["x_nchw", "x_nhwc"])
 @pytest.mark.parametrize("case", [GRID[0], GRID[2], GRID[4], GRID[9]], ids=_ids)
-def test_output_layout_follows_input(device, case, fmt):
-    """Outputs in torch's layout for a contiguous or channels_last input (and contiguous weight):
-    the forward output and the input gradient in the input's memory format, the weight gradient
-    contiguous; eager and fake (meta) kernels agree."""
+def test_output_layout_follows_torch(device, case, fmt, wfmt):
+    """Outputs in torch's layout: the forward output and the input gradient channels_last when the
+    input or the weight is, the weight gradient contiguous (torch's may be channels_last; values
+    match); eager and fake (meta) kernels agree, also for an expanded grad_output (``.sum()``)."""
     x, w, b, kw = _run(case, torch.float32, device, True)
     x = x.detach().to(memory_format=fmt).requires_grad_()
+    w = w.detach().to(memory_format=wfmt).requires_grad_()
     y, ref = HF.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw)
     assert y.stride() == ref.stride()
     torch.testing.assert_close(y, ref, **TOL[torch.float32])
-    gy = torch.randn_like(ref)  # in ref's layout, as autograd hands it over
-    assert gy.stride() == ref.stride()
-    gx, gw = torch.autograd.grad(y, (x, w), gy)
-    ex, ew = torch.autograd.grad(ref, (x, w), gy)
-    assert gx.stride() == ex.stride()
-    assert gw.is_contiguous()
-    torch.testing.assert_close(gx, ex, **TOL[torch.float32])
-    torch.testing.assert_close(gw, ew, **TOL[torch.float32])
+    for gy in (torch.randn_like(ref), torch.ones(()).expand(ref.shape)):  # ref's layout; .sum()'s
+        gx, gw = torch.autograd.grad(y, (x, w), gy, retain_graph=True)
+        ex, ew = torch.autograd.grad(ref, (x, w), gy, retain_graph=True)
+        assert gx.stride() == ex.stride()
+        assert gw.is_contiguous()
+        torch.testing.assert_close(gx, ex, **TOL[torch.float32])
+        torch.testing.assert_close(gw, ew, **TOL[torch.float32])
     stride, dilation = _pair(kw["stride"], "stride"), _pair(kw["dilation"], "dilation")
     conv_args = (stride, conv2d_padding(kw["padding"], w.shape, stride, dilation), dilation, kw["groups"])
-    mx, mw, mb, mgy = (t.to("meta") for t in (x, w, b, gy))
+    mx, mw, mb, mgy = (t.to("meta") for t in (x, w, b, torch.randn_like(ref)))
     assert ops.conv2d(mx, mw, mb, *conv_args).stride() == y.stride()
-    assert ops.conv2d_backward_input(mgy, mw, list(x.shape), *conv_args).stride() == gx.stride()
+    assert ops.conv2d_backward_input(mgy, mw, list(x.shape), *conv_args).stride() == ex.stride()
     assert ops.conv2d_backward_weight(mgy, mx, list(w.shape), *conv_args).stride() == gw.stride()
 
 

@@ -551,10 +551,9 @@ at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kD
 
 at::Tensor as_compute(const at::Tensor& t) { return t.to(compute_type(t.scalar_type())).contiguous(); }
 
-// The kernels compute in NCHW; results go out in the layout torch's ops would give (the rule the
-// CUDA op and the fake kernels in python/hotkernels/ops/conv2d.py keep too): the forward output in
-// the input's suggested memory format, the input gradient in grad_output's, the weight gradient
-// contiguous. One conversion at most (dtype and layout together).
+// The kernels compute in NCHW; results go out in the layout torch's ops would give
+// (conv2d_output_format, csrc/conv2d.h), the weight gradient contiguous. One conversion at most
+// (dtype and layout together).
 at::Tensor as_result(const at::Tensor& t, const at::Tensor& like, at::MemoryFormat format) {
   return t.to(like.scalar_type(), false, false, format);
 }
@@ -566,7 +565,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const at::Tensor x = as_compute(input), w = as_compute(weight);
   const at::Tensor b = bias.has_value() ? as_compute(*bias) : at::Tensor();
-  const at::MemoryFormat format = input.suggest_memory_format();
+  const at::MemoryFormat format = conv2d_output_format(input, weight);
   at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, x.options());
   if (y.numel() == 0) return as_result(y, input, format);
   dispatch_compute(x.scalar_type(), [&]<class T>() {
@@ -588,7 +587,7 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const at::Tensor gy = as_compute(grad_output), w = as_compute(weight);
-  const at::MemoryFormat format = grad_output.suggest_memory_format();
+  const at::MemoryFormat format = conv2d_output_format(grad_output, weight);
   // Every input pixel is written unless some stride phase has no taps (stride > dilated kernel).
   at::Tensor gx = is_depthwise(g) || !every_phase_has_taps(g) ? at::zeros({g.n, g.c, g.h, g.w}, gy.options())
                                                               : at::empty({g.n, g.c, g.h, g.w}, gy.options());

@@ -9,9 +9,8 @@
 //  - exact (below): a shared-memory tiled FMA implicit GEMM on NCHW tensors, for float64, for float32
 //    with TF32 off (exact FP32, like cuDNN then) and for shapes beyond the tensor-core kernels' int32
 //    index bounds (mma_fits).
-// Output layouts follow torch: the forward output is channels_last when the input suggests it, the
-// input gradient takes grad_output's suggested layout (that of the forward output, hence of the
-// input), the weight gradient is contiguous.
+// Output layouts follow torch (conv2d_output_format in csrc/conv2d.h): channels_last when the input
+// (for the input gradient: grad_output) or the weight suggests it; the weight gradient is contiguous.
 //
 // Exact path tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K
 // split, each walked grid-stride past CUDA's grid limits); 256 threads stage 16-deep slices of A
@@ -567,7 +566,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   check_conv2d_bias("conv2d", bias, input, weight);
   const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::MemoryFormat layout = layout_of(input);
+  const at::MemoryFormat layout = conv2d_output_format(input, weight);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, input.options().memory_format(layout));
   if (y.numel() == 0) return y;
@@ -597,7 +596,7 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::MemoryFormat layout = layout_of(grad_output);
+  const at::MemoryFormat layout = conv2d_output_format(grad_output, weight);
   if (grad_output.numel() == 0) return at::zeros({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
   at::Tensor gx = at::empty({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
   if (gx.numel() == 0) return gx;

@@ -46,13 +46,18 @@ def _conv_out(size: int, begin: int, end: int, k: int, s: int, d: int) -> int:
     return (size + begin + end - d * (k - 1) - 1) // s + 1
 
 
-# Output layouts, on every device: the forward output in the input's suggested memory format (as
-# F.conv2d gives it for a channels_last or contiguous input), the input gradient in grad_output's
-# (hence the input's, through autograd), the weight gradient contiguous. Unlike torch, a
-# channels_last weight alone does not make the output channels_last.
-def _empty_like_format(shape: Sequence[int], like: Tensor) -> Tensor:
-    """Uninitialised ``shape`` with ``like``'s dtype and device, in its suggested memory format."""
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=suggest_memory_format(like))
+# Output layouts, on every device, as torch's convolutions give them (conv2d_output_format in
+# csrc/conv2d.h): channels_last when the input or the weight suggests it, else contiguous; the input
+# gradient by the same rule with grad_output standing in for the input (backward hands grad_output
+# over in that layout); the weight gradient contiguous (torch's may be channels_last).
+def _output_format(input: Tensor, weight: Tensor) -> torch.memory_format:
+    cl = torch.channels_last
+    return cl if cl in (suggest_memory_format(input), suggest_memory_format(weight)) else torch.contiguous_format
+
+
+def _empty_in_format(shape: Sequence[int], like: Tensor, weight: Tensor) -> Tensor:
+    """Uninitialised ``shape`` with ``like``'s dtype and device, in ``_output_format(like, weight)``."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_output_format(like, weight))
 
 
 @torch.library.register_fake("hotkernels::conv2d")
@@ -61,12 +66,12 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     torch._check(weight.dim() == 4, lambda: "hotkernels.conv2d: expected 'weight' to be 4-D")
     oh = _conv_out(input.shape[2], padding[0], padding[2], weight.shape[2], stride[0], dilation[0])
     ow = _conv_out(input.shape[3], padding[1], padding[3], weight.shape[3], stride[1], dilation[1])
-    return _empty_like_format((input.shape[0], weight.shape[0], oh, ow), input)
+    return _empty_in_format((input.shape[0], weight.shape[0], oh, ow), input, weight)
 
 
 @torch.library.register_fake("hotkernels::conv2d_backward_input")
 def _conv2d_backward_input_fake(grad_output, weight, input_size, stride, padding, dilation, groups):
-    return _empty_like_format(input_size, grad_output)
+    return _empty_in_format(input_size, grad_output, weight)
 
 
 @torch.library.register_fake("hotkernels::conv2d_backward_weight")
@@ -97,7 +102,12 @@ def _setup_conv2d(ctx, inputs, output) -> None:
 def _conv2d_grad(ctx, grad_output: Tensor):
     input, weight = ctx.saved_tensors
     args = _conv_args(ctx)
-    gx = _ops.conv2d_backward_input(grad_output, weight, list(input.shape), *args) if ctx.needs_input_grad[0] else None
+    gx = None
+    if ctx.needs_input_grad[0]:
+        # grad_output in the layout the input gradient should take (torch's, from input and weight);
+        # it may come in another (an expanded ones from .sum()); the kernels copy it to dense anyway.
+        gy = grad_output.contiguous(memory_format=_output_format(input, weight))
+        gx = _ops.conv2d_backward_input(gy, weight, list(input.shape), *args)
     gw = _ops.conv2d_backward_weight(grad_output, input, list(weight.shape), *args) if ctx.needs_input_grad[1] else None
     gb = _ops.conv2d_backward_bias(grad_output) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return gx, gw, gb, None, None, None, None
