@@ -39,6 +39,7 @@
 #include "conv2d.h"
 #include "conv2d_depthwise.cuh"
 #include "conv2d_mma_problems.cuh"
+#include "cuda/grid.cuh"
 
 namespace hotkernels::cuda {
 namespace {
@@ -481,11 +482,6 @@ depthwise::Strides strides_of(const at::Tensor& t, at::MemoryFormat layout) {
   return {c * h * w, h * w, w, 1, false};
 }
 
-unsigned elementwise_blocks(int64_t total) {
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  return static_cast<unsigned>(std::clamp<int64_t>((total + 255) / 256, 1, 32 * sms));
-}
-
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
 // The largest element count the depthwise kernels may walk with int32 indices: the grid-stride loop's
@@ -500,7 +496,7 @@ void forward_depthwise(const at::Tensor& input, const at::Tensor& weight, const 
     const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     const auto args = std::make_tuple(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp,
                                       y.mutable_data_ptr<scalar_t>(), g, strides_of(x, layout), strides_of(y, layout));
-    const unsigned blocks = elementwise_blocks(y.numel());
+    const unsigned blocks = grid_stride_blocks(y.numel(), 256, 32);
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
     if (std::max(x.numel(), y.numel()) <= int32_loop_bound(blocks)) {
       std::apply([&](auto... a) { depthwise::forward_kernel<scalar_t, Acc, int><<<blocks, 256, 0, stream>>>(a...); }, args);
@@ -518,7 +514,7 @@ void backward_input_depthwise(const at::Tensor& grad_output, const at::Tensor& w
     using Acc = at::opmath_type<scalar_t>;
     const auto args = std::make_tuple(gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                       gx.mutable_data_ptr<scalar_t>(), g, strides_of(gy, layout), strides_of(gx, layout));
-    const unsigned blocks = elementwise_blocks(gx.numel());
+    const unsigned blocks = grid_stride_blocks(gx.numel(), 256, 32);
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
     if (std::max(gy.numel(), gx.numel()) <= int32_loop_bound(blocks)) {
       std::apply([&](auto... a) { depthwise::backward_input_kernel<scalar_t, Acc, int><<<blocks, 256, 0, stream>>>(a...); }, args);

@@ -12,10 +12,11 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <utility>
+
+#include "cuda/grid.cuh"
 
 namespace hotkernels::cuda {
 
@@ -61,10 +62,7 @@ __global__ void map_kernel(int64_t n, F f, T* __restrict__ out, Inputs<T, N> in)
 template <int V, class T, int N, class F>
 void launch(int64_t n, const F& f, T* out, const Inputs<T, N>& in) {
   constexpr int kThreads = 256;
-  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  // Enough blocks to fill every SM several times over; the grid-stride loop covers the rest.
-  const int64_t want = (n + int64_t{kThreads} * V - 1) / (int64_t{kThreads} * V);
-  const int blocks = static_cast<int>(std::min<int64_t>(want, int64_t{sms} * 16));
+  const int blocks = grid_stride_blocks(n, int64_t{kThreads} * V, 16);
   map_kernel<V><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(n, f, out, in);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -10,9 +10,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <algorithm>
-
 #include "cuda/device_math.cuh"
+#include "cuda/grid.cuh"
 #include "lstm.h"
 #include "math/lstm.h"
 
@@ -72,11 +71,7 @@ __global__ void backward_kernel(int64_t n, int64_t H, const T* __restrict__ gate
 
 constexpr int kThreads = 256;
 
-// Enough blocks to fill every SM several times over; the grid-stride loop covers the rest.
-int blocks_for(int64_t n) {
-  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{sms} * 16));
-}
+int blocks_for(int64_t n) { return grid_stride_blocks(n, kThreads, 16); }
 
 template <class T>
 const T* ptr_or_null(const at::Tensor& t) {

@@ -15,12 +15,12 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <optional>
 #include <tuple>
 #include <vector>
 
 #include "checks.h"
+#include "cuda/grid.cuh"
 #include "math/pool.h"
 #include "pool_geometry.h"
 
@@ -58,10 +58,7 @@ __device__ __forceinline__ int64_t offset(const Pos& pos, int64_t C, int64_t H, 
   return ((pos.n * C + pos.c) * H + h) * W + w;
 }
 
-int blocks_for(int64_t n) {
-  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{sms} * 32));
-}
+int blocks_for(int64_t n) { return grid_stride_blocks(n, kThreads, 32); }
 
 #define HK_GRID_STRIDE_LOOP(i, n)                                                                  \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);          \
