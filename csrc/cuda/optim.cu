@@ -50,10 +50,12 @@ __device__ __forceinline__ void block_add2(Acc a, Acc b, double* out) {
   }
 }
 
-template <class T, bool kAmsgrad, bool kAdaptive>
-__global__ void __launch_bounds__(kThreads) adam_kernel(TensorChunks<5> tc, math::AdamConsts<at::opmath_type<T>> c) {
+// One Adam-family step on this block's range of one tensor: p, g, m, v (and v̂ with kAmsgrad) are
+// tc's first five lists.
+template <class T, bool kAmsgrad, bool kAdaptive, class Chunks>
+__device__ __forceinline__ void adam_range(const Chunks& tc, const BlockWork& w,
+                                           const math::AdamConsts<at::opmath_type<T>>& c) {
   using Op = at::opmath_type<T>;
-  const BlockWork w = block_work(tc);
   T* p = at_<T>(tc.ptr[0][w.t]);
   const T* g = at_<T>(tc.ptr[1][w.t]);
   T* m = at_<T>(tc.ptr[2][w.t]);
@@ -68,6 +70,11 @@ __global__ void __launch_bounds__(kThreads) adam_kernel(TensorChunks<5> tc, math
     v[i] = T(vv);
     if constexpr (kAmsgrad) vmax[i] = T(xv);
   }
+}
+
+template <class T, bool kAmsgrad, bool kAdaptive>
+__global__ void __launch_bounds__(kThreads) adam_kernel(TensorChunks<5> tc, math::AdamConsts<at::opmath_type<T>> c) {
+  adam_range<T, kAmsgrad, kAdaptive>(tc, block_work(tc), c);
 }
 
 struct Bucket {
@@ -122,23 +129,10 @@ __global__ void __launch_bounds__(kThreads) adam_capturable_kernel(TensorChunks<
   const double t = *at_<float>(tc.ptr[5][w.t]);
   bool adaptive = true;
   const math::AdamConsts<Op> c = rectified ? radam_consts<Op>(h, t, &adaptive) : adam_consts<Op>(h, t);
-  T* p = at_<T>(tc.ptr[0][w.t]);
-  const T* g = at_<T>(tc.ptr[1][w.t]);
-  T* m = at_<T>(tc.ptr[2][w.t]);
-  T* v = at_<T>(tc.ptr[3][w.t]);
-  T* vmax = at_<T>(tc.ptr[4][w.t]);
-  for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
-    Op pv = p[i], mv = m[i], vv = v[i];
-    Op xv = kAmsgrad ? Op(vmax[i]) : Op(0);
-    if (adaptive) {
-      math::adam_step<kAmsgrad, true>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
-    } else {
-      math::adam_step<false, false>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
-    }
-    p[i] = T(pv);
-    m[i] = T(mv);
-    v[i] = T(vv);
-    if constexpr (kAmsgrad) vmax[i] = T(xv);
+  if (adaptive) {
+    adam_range<T, kAmsgrad, true>(tc, w, c);
+  } else {
+    adam_range<T, false, false>(tc, w, c);  // RAdam before rectification (no amsgrad in RAdam)
   }
 }
 
