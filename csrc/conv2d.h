@@ -59,9 +59,10 @@ inline math::Conv2dGeometry conv2d_geometry(const char* op, at::IntArrayRef inpu
 }
 
 // The layout torch's convolutions (oneDNN, cuDNN) give their output: channels_last when the input
-// or the weight suggests it, else contiguous. The input gradient follows the same rule with
-// grad_output standing in for the input (python/hotkernels/ops/conv2d.py hands grad_output over in
-// the input's layout); the fake kernels there keep it too.
+// or the weight suggests it, else contiguous. The gradients follow the same rule with grad_output
+// standing in for the argument the op does not take (python/hotkernels/ops/conv2d.py hands
+// grad_output over in the output's layout): the input gradient from (grad_output, weight), the
+// weight gradient from (grad_output, input). The fake kernels there keep it too.
 inline at::MemoryFormat conv2d_output_format(const at::Tensor& input, const at::Tensor& weight) {
   const bool cl = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
                   weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;

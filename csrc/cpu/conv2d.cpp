@@ -552,7 +552,7 @@ at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kD
 at::Tensor as_compute(const at::Tensor& t) { return t.to(compute_type(t.scalar_type())).contiguous(); }
 
 // The kernels compute in NCHW; results go out in the layout torch's ops would give
-// (conv2d_output_format, csrc/conv2d.h), the weight gradient contiguous. One conversion at most
+// (conv2d_output_format, csrc/conv2d.h). One conversion at most
 // (dtype and layout together).
 at::Tensor as_result(const at::Tensor& t, const at::Tensor& like, at::MemoryFormat format) {
   return t.to(like.scalar_type(), false, false, format);
@@ -758,8 +758,9 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const at::Tensor gy = as_compute(grad_output), x = as_compute(input);
+  const at::MemoryFormat format = conv2d_output_format(grad_output, input);
   at::Tensor gw = at::empty(weight_size, gy.options());  // every path below writes all of it
-  if (gy.numel() == 0) return as_result(gw.zero_(), grad_output, at::MemoryFormat::Contiguous);  // empty sum
+  if (gy.numel() == 0) return as_result(gw.zero_(), grad_output, format);  // empty sum
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
     if (is_depthwise(g)) {
       depthwise_backward_weight(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);
@@ -767,7 +768,7 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
       weight_gradient(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gw.mutable_data_ptr<T>(), g);
     }
   });
-  return as_result(gw, grad_output, at::MemoryFormat::Contiguous);
+  return as_result(gw, grad_output, format);
 }
 
 at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {

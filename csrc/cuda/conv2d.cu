@@ -10,7 +10,7 @@
 //    with TF32 off (exact FP32, like cuDNN then) and for shapes beyond the tensor-core kernels' int32
 //    index bounds (mma_fits).
 // Output layouts follow torch (conv2d_output_format in csrc/conv2d.h): channels_last when the input
-// (for the input gradient: grad_output) or the weight suggests it; the weight gradient is contiguous.
+// or the weight suggests it, grad_output standing in for the argument a gradient op lacks.
 //
 // Exact path tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K
 // split, each walked grid-stride past CUDA's grid limits); 256 threads stage 16-deep slices of A
@@ -622,10 +622,13 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   check_conv2d_grad_output(op, grad_output, g);
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::ScalarType acc_type = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  if (grad_output.numel() == 0) return at::zeros(weight_size, grad_output.options());
+  // The kernels sum into a contiguous buffer (float or double); one conversion to torch's type and layout.
+  const at::MemoryFormat layout = conv2d_output_format(grad_output, input);
+  auto result = [&](const at::Tensor& acc) { return acc.to(grad_output.scalar_type(), false, false, layout); };
+  if (grad_output.numel() == 0) return result(at::zeros(weight_size, grad_output.options()));
   switch (select_path(g, grad_output.scalar_type())) {
-    case Path::kDepthwise: return backward_weight_depthwise(grad_output, input, weight_size, g).to(grad_output.scalar_type());
-    case Path::kTensorCore: return backward_weight_mma(grad_output, input, weight_size, g).to(grad_output.scalar_type());
+    case Path::kDepthwise: return result(backward_weight_depthwise(grad_output, input, weight_size, g));
+    case Path::kTensorCore: return result(backward_weight_mma(grad_output, input, weight_size, g));
     case Path::kExact: break;
   }
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
@@ -643,7 +646,7 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
                                                          acc.mutable_data_ptr<Acc>(), g};
     launch<Acc>(prob, g.cout_g(), g.kdim(), g.groups, splits);
   });
-  return acc.to(gy.scalar_type());
+  return result(acc);
 }
 
 // Σ over batch and pixels per channel, in either layout: block = `cb` channels (grid x) × pixel lanes,

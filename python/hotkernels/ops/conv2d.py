@@ -47,9 +47,10 @@ def _conv_out(size: int, begin: int, end: int, k: int, s: int, d: int) -> int:
 
 
 # Output layouts, on every device, as torch's convolutions give them (conv2d_output_format in
-# csrc/conv2d.h): channels_last when the input or the weight suggests it, else contiguous; the input
-# gradient by the same rule with grad_output standing in for the input (backward hands grad_output
-# over in that layout); the weight gradient contiguous (torch's may be channels_last).
+# csrc/conv2d.h): channels_last when the input or the weight suggests it, else contiguous; the
+# gradients by the same rule with grad_output standing in for the argument their op lacks (backward
+# hands grad_output over in the output's layout): (grad_output, weight) for the input gradient,
+# (grad_output, input) for the weight gradient.
 def _output_format(input: Tensor, weight: Tensor) -> torch.memory_format:
     cl = torch.channels_last
     return cl if cl in (suggest_memory_format(input), suggest_memory_format(weight)) else torch.contiguous_format
@@ -76,7 +77,7 @@ def _conv2d_backward_input_fake(grad_output, weight, input_size, stride, padding
 
 @torch.library.register_fake("hotkernels::conv2d_backward_weight")
 def _conv2d_backward_weight_fake(grad_output, input, weight_size, stride, padding, dilation, groups):
-    return grad_output.new_empty(weight_size)
+    return _empty_in_format(weight_size, grad_output, input)
 
 
 @torch.library.register_fake("hotkernels::conv2d_backward_bias")
@@ -102,13 +103,12 @@ def _setup_conv2d(ctx, inputs, output) -> None:
 def _conv2d_grad(ctx, grad_output: Tensor):
     input, weight = ctx.saved_tensors
     args = _conv_args(ctx)
-    gx = None
-    if ctx.needs_input_grad[0]:
-        # grad_output in the layout the input gradient should take (torch's, from input and weight);
-        # it may come in another (an expanded ones from .sum()); the kernels copy it to dense anyway.
-        gy = grad_output.contiguous(memory_format=_output_format(input, weight))
-        gx = _ops.conv2d_backward_input(gy, weight, list(input.shape), *args)
-    gw = _ops.conv2d_backward_weight(grad_output, input, list(weight.shape), *args) if ctx.needs_input_grad[1] else None
+    # grad_output in the layout the gradients should take (torch's, from input and weight), which the
+    # gradient ops read it from; it may come in another (an expanded ones from .sum()), and the
+    # kernels copy it to dense anyway.
+    gy = grad_output.contiguous(memory_format=_output_format(input, weight))
+    gx = _ops.conv2d_backward_input(gy, weight, list(input.shape), *args) if ctx.needs_input_grad[0] else None
+    gw = _ops.conv2d_backward_weight(gy, input, list(weight.shape), *args) if ctx.needs_input_grad[1] else None
     gb = _ops.conv2d_backward_bias(grad_output) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return gx, gw, gb, None, None, None, None
 
