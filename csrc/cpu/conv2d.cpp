@@ -43,7 +43,9 @@ namespace {
 
 using math::Conv2dGeometry;
 
-constexpr int64_t kTileBlocks = 8;  // column blocks of the micro-kernel per task tile
+// Columns per task tile (rounded up to whole blocks of the micro-kernel): with kChunk reduction
+// steps, a packed B tile of 128 KiB (float) stays in L2.
+constexpr int64_t kTileColumns = 128;
 constexpr int64_t kChunk = 256;     // reduction steps per GEMM call: B runs and A block stay in cache
 constexpr int64_t kCorrChunk = 2048;  // virtual pixels (summed over the batch) per weight-gradient call
 constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
@@ -58,9 +60,30 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // (tens of microseconds), so small convolutions run inline instead of paying for a parallel region.
 int64_t grain(int64_t work) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, work)); }
 
-template <class T> const GemmKernel<T>& gemm_kernel();
-template <> const GemmKernel<float>& gemm_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f32; }
-template <> const GemmKernel<double>& gemm_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f64; }
+template <class T> const GemmKernel<T>* gemm_shapes();
+template <> const GemmKernel<float>* gemm_shapes<float>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f32; }
+template <> const GemmKernel<double>* gemm_shapes<double>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f64; }
+
+// The micro-kernel shape that pads an m × n product least (rows to whole blocks of mr, columns of
+// nr); the first shape on a tie.
+template <class T>
+const GemmKernel<T>& gemm_kernel(int64_t m, int64_t n) {
+  const GemmKernel<T>* best = gemm_shapes<T>();
+  auto padded = [&](const GemmKernel<T>& k) { return ceil_div(m, k.mr) * k.mr * (ceil_div(n, k.nr) * k.nr); };
+  for (int64_t i = 1; i < kGemmShapes; ++i) {
+    if (padded(gemm_shapes<T>()[i]) < padded(*best)) best = gemm_shapes<T>() + i;
+  }
+  return *best;
+}
+
+// The widest block of columns of any shape: the micro-kernels read up to that many values past a
+// run's end, which the workspaces keep as readable slack.
+template <class T>
+int64_t max_nr() {
+  int64_t nr = 0;
+  for (int64_t i = 0; i < kGemmShapes; ++i) nr = std::max(nr, gemm_shapes<T>()[i].nr);
+  return nr;
+}
 template <class T> const CorrelateKernel<T>& correlate_kernel();
 template <> const CorrelateKernel<float>& correlate_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f32; }
 template <> const CorrelateKernel<double>& correlate_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f64; }
@@ -147,27 +170,27 @@ void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
 }
 
 // Packs A(g, row, t) = w[g·group_stride + row·row_stride + t_offset[t]] for rows < m, t < kd into
-// [groups][ceil(m / MR)][kd][MR], zero-padded rows. Offsets precomputed per t keep the gather a
+// [groups][ceil(m / mr)][kd][mr], zero-padded rows. Offsets precomputed per t keep the gather a
 // plain load, whatever order the reduction walks the weight's axes in.
 template <class T>
-std::unique_ptr<T[]> pack_a(int64_t groups, int64_t m, const T* w, int64_t group_stride, int64_t row_stride,
-                      const std::vector<int64_t>& t_offset) {
-  const int64_t kd = static_cast<int64_t>(t_offset.size()), blocks = ceil_div(m, kConvMR);
-  auto out = workspace<T>(groups * blocks * kd * kConvMR, 0);
+std::unique_ptr<T[]> pack_a(int64_t groups, int64_t m, int64_t mr, const T* w, int64_t group_stride,
+                            int64_t row_stride, const std::vector<int64_t>& t_offset) {
+  const int64_t kd = static_cast<int64_t>(t_offset.size()), blocks = ceil_div(m, mr);
+  auto out = workspace<T>(groups * blocks * kd * mr, 0);
   // Steps in chunks, blocks inside: the input-gradient offsets jump a whole output channel of
   // weights (C_in · taps values) every few steps, and a chunk keeps those jumps to a few pages.
   constexpr int64_t kSteps = 64;
-  at::parallel_for(0, groups * blocks, grain(kd * kConvMR), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, groups * blocks, grain(kd * mr), [&](int64_t begin, int64_t end) {
     for (int64_t t0 = 0; t0 < kd; t0 += kSteps) {
       const int64_t t1 = std::min(kd, t0 + kSteps);
       for (int64_t gb = begin; gb < end; ++gb) {
-        const int64_t g = gb / blocks, r0 = gb % blocks * kConvMR, rows = std::min(kConvMR, m - r0);
+        const int64_t g = gb / blocks, r0 = gb % blocks * mr, rows = std::min(mr, m - r0);
         const T* src = w + g * group_stride + r0 * row_stride;
-        T* dst = out.get() + gb * kd * kConvMR;
+        T* dst = out.get() + gb * kd * mr;
         for (int64_t t = t0; t < t1; ++t) {
           int64_t u = 0;
-          for (; u < rows; ++u) dst[t * kConvMR + u] = src[u * row_stride + t_offset[t]];
-          for (; u < kConvMR; ++u) dst[t * kConvMR + u] = T(0);
+          for (; u < rows; ++u) dst[t * mr + u] = src[u * row_stride + t_offset[t]];
+          for (; u < mr; ++u) dst[t * mr + u] = T(0);
         }
       }
     }
@@ -209,9 +232,11 @@ PhaseLayout phase_layout(const Conv2dGeometry& g) {
 // One implicit-GEMM pass: for every image n and group gi, output rows r < m (channels gi·m + r) at
 // the virtual pixels v = Y·ws + X (Y < rows, X < cols) are Σ_t A[r][t] · src[v + offsets[t]], with
 // src = xs + n·img_stride + gi·group_stride. Real pixels (X < cols) land at output pixel
-// (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given.
+// (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given. `kern` is
+// the micro-kernel shape A was packed for.
 template <class T>
 struct GemmPass {
+  const GemmKernel<T>* kern;
   const T* xs;
   int64_t img_stride, group_stride;
   const int64_t* offsets;
@@ -257,13 +282,13 @@ int64_t reduction_chunk(int64_t kd) { return ceil_div(kd, ceil_div(kd, kChunk));
 
 template <class T>
 void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
-  const GemmKernel<T>& kern = gemm_kernel<T>();
-  const int64_t chunk = reduction_chunk(p.kd);
+  const GemmKernel<T>& kern = *p.kern;
+  const int64_t chunk = reduction_chunk(p.kd), mr = kern.mr;
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
-  const int64_t tile = std::min(kern.nr * kTileBlocks, ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
+  const int64_t tile = std::min(ceil_div(kTileColumns, kern.nr) * kern.nr, ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
   const int64_t m = p.m, channels = groups * m;
   // Small images give few tiles: then a task takes several images, so that each block of weights
-  // (kConvMR rows × kChunk steps, in L1) serves all of them before the next is loaded — the weights
+  // (mr rows × kChunk steps, in L1) serves all of them before the next is loaded — the weights
   // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
   const int64_t threads = at::get_num_threads();
   const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
@@ -276,12 +301,12 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
       for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
         const int64_t r = std::min(chunk, p.kd - k0);
-        for (int64_t i = 0; i < m; i += kConvMR) {
-          const T* a = p.a + gi * p.a_group + (i / kConvMR) * p.kd * kConvMR + k0 * kConvMR;
+        for (int64_t i = 0; i < m; i += mr) {
+          const T* a = p.a + gi * p.a_group + (i / mr) * p.kd * mr + k0 * mr;
           for (int64_t b = 0; b < nn; ++b) {
             const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
-            kern.run(a, p.kd * kConvMR, xb, p.offsets + k0, ct.data() + (b * m + i) * tile, tile,
-                     std::min(kConvMR, m - i), vn, r, k0 > 0);
+            kern.run(a, p.kd * mr, xb, p.offsets + k0, ct.data() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
+                     r, k0 > 0);
           }
         }
       }
@@ -328,16 +353,16 @@ void gather_runs(const T* src, const std::vector<Run>& runs, T* dst, int64_t cou
 // the virtual grid wastes ~25%; the gather (one copy per B value) is amortised over the rows.
 template <class T>
 void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
-  const GemmKernel<T>& kern = gemm_kernel<T>();
-  const int64_t chunk = reduction_chunk(p.kd);
+  const GemmKernel<T>& kern = *p.kern;
+  const int64_t chunk = reduction_chunk(p.kd), mr = kern.mr;
   const int64_t threads = at::get_num_threads(), pixels = batch * p.rows * p.cols, channels = groups * p.m;
   // Tiles in a multiple of the thread count, of near-equal width; when there are too few of them
   // to balance, the rows (output channels) are split across threads as well, rows outermost so that
   // each thread's contiguous range of tasks is one row slice.
-  const int64_t tiles = ceil_div(ceil_div(pixels, kern.nr * kTileBlocks), threads) * threads;
+  const int64_t tiles = ceil_div(ceil_div(pixels, ceil_div(kTileColumns, kern.nr) * kern.nr), threads) * threads;
   const int64_t tile = ceil_div(ceil_div(pixels, tiles), kern.nr) * kern.nr;
   const int64_t splits = groups * tiles < 4 * threads && p.m >= 64 * threads ? threads : 1;
-  const int64_t rows = ceil_div(ceil_div(p.m, splits), kConvMR) * kConvMR;
+  const int64_t rows = ceil_div(ceil_div(p.m, splits), mr) * mr;
   const int64_t tasks = splits * groups * tiles;
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
     Aligned<T> bt(kChunk * tile + kCopy<T>);
@@ -356,10 +381,10 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
         const int64_t r = std::min(chunk, p.kd - k0);
         for (int64_t t = 0; t < r; ++t) gather_runs(p.xs + p.offsets[k0 + t], runs, bt.data() + t * tile, qn, tile);
-        for (int64_t i = r0; i < r0 + nr; i += kConvMR) {
-          const T* a = p.a + gi * p.a_group + (i / kConvMR) * p.kd * kConvMR + k0 * kConvMR;
-          kern.run(a, p.kd * kConvMR, bt.data(), steps.data(), ct.data() + (i - r0) * tile, tile,
-                   std::min(kConvMR, r0 + nr - i), qn, r, k0 > 0);
+        for (int64_t i = r0; i < r0 + nr; i += mr) {
+          const T* a = p.a + gi * p.a_group + (i / mr) * p.kd * mr + k0 * mr;
+          kern.run(a, p.kd * mr, bt.data(), steps.data(), ct.data() + (i - r0) * tile, tile, std::min(mr, r0 + nr - i),
+                   qn, r, k0 > 0);
         }
       }
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
@@ -372,8 +397,8 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
 // Fraction of the virtual path's columns that are real pixels, per image.
 template <class T>
 double virtual_efficiency(const GemmPass<T>& p) {
-  const int64_t nr = gemm_kernel<T>().nr;
-  const int64_t virt = (p.rows - 1) * p.ws + p.cols, tile = std::min(nr * kTileBlocks, ceil_div(virt, nr) * nr);
+  const int64_t nr = p.kern->nr;
+  const int64_t virt = (p.rows - 1) * p.ws + p.cols, tile = std::min(ceil_div(kTileColumns, nr) * nr, ceil_div(virt, nr) * nr);
   return static_cast<double>(p.rows * p.cols) / static_cast<double>(ceil_div(virt, tile) * tile);
 }
 
@@ -393,15 +418,16 @@ void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
 template <class T>
 void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
   const PhaseLayout p = phase_layout(g);
-  const auto xs = workspace<T>(g.n * g.c * p.plane(), 2 * gemm_kernel<T>().nr);
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), 2 * max_nr<T>());
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
   std::vector<int64_t> identity(kd);
   for (int64_t t = 0; t < kd; ++t) identity[t] = t;
-  const auto a = pack_a(g.groups, m, w, m * kd, kd, identity);
-  const GemmPass<T> pass{xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
-                         ceil_div(m, kConvMR) * kd * kConvMR, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
+  const GemmKernel<T>& kern = gemm_kernel<T>(m, g.oh * g.ow);
+  const auto a = pack_a(g.groups, m, kern.mr, w, m * kd, kd, identity);
+  const GemmPass<T> pass{&kern, xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
+                         ceil_div(m, kern.mr) * kd * kern.mr, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
   run_pass(pass, g.n, g.groups);
 }
 
@@ -444,7 +470,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
   // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
   const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
   const PhaseLayout p{1, 1, hq, wq, {{0, 0}}, {0}};
-  const auto gp = workspace<T>(g.n * g.k * p.plane(), 2 * gemm_kernel<T>().nr);
+  const auto gp = workspace<T>(g.n * g.k * p.plane(), 2 * max_nr<T>());
   phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.get());
 
   const int64_t cin = g.cin_g(), cout = g.cout_g();
@@ -464,10 +490,12 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
           }
         }
       }
-      const auto pa = pack_a(g.groups, cin, w, cout * cin * g.taps(), g.taps(), w_off);
-      const GemmPass<T> pass{gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.get(),
-                             ceil_div(cin, kConvMR) * kd * kConvMR, cin, wq, ceil_div(g.h - a, g.sh),
-                             ceil_div(g.w - b, g.sw), gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr)};
+      const int64_t rows = ceil_div(g.h - a, g.sh), cols = ceil_div(g.w - b, g.sw);
+      const GemmKernel<T>& kern = gemm_kernel<T>(cin, rows * cols);
+      const auto pa = pack_a(g.groups, cin, kern.mr, w, cout * cin * g.taps(), g.taps(), w_off);
+      const GemmPass<T> pass{&kern, gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.get(),
+                             ceil_div(cin, kern.mr) * kd * kern.mr, cin, wq, rows, cols, gx, g.h, g.w, a, g.sh, b,
+                             g.sw, static_cast<const T*>(nullptr)};
       run_pass(pass, g.n, g.groups);
     }
   }
@@ -658,14 +686,15 @@ void weight_gradient_virtual(const T* gy, const T* xsp, const std::vector<int64_
 // Weight gradient as a GEMM over the real pixels of the whole batch, for small maps (7×7, 14×14)
 // where the virtual grid wastes a quarter of the work: the transposed gradient gwᵀ[t][k] =
 // Σ_q x(q, t) · gy[k][q] runs on the forward's micro-kernel with the taps as its broadcast rows
-// (A: kConvMR taps × a chunk of pixels, gathered from the phase-split input) and the output
+// (A: mr taps × a chunk of pixels, gathered from the phase-split input) and the output
 // channels as its vector columns (B: grad_output transposed into panels [k / nr][q][nr], once).
 template <class T>
 void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p,
                             T* gw, const Conv2dGeometry& g) {
-  const GemmKernel<T>& kern = gemm_kernel<T>();
-  const int64_t nr = kern.nr, m = g.cout_g(), kd = g.kdim(), plane = g.oh * g.ow, pixels = g.n * plane;
-  const int64_t panels = ceil_div(m, nr), blocks = ceil_div(kd, kConvMR);
+  const int64_t m = g.cout_g(), kd = g.kdim(), plane = g.oh * g.ow, pixels = g.n * plane;
+  const GemmKernel<T>& kern = gemm_kernel<T>(kd, m);
+  const int64_t mr = kern.mr, nr = kern.nr;
+  const int64_t panels = ceil_div(m, nr), blocks = ceil_div(kd, mr);
   constexpr int64_t kPixels = 256;  // reduction chunk: a B panel chunk (16 KiB for float) stays in L1
   constexpr int64_t kBlocksPerTask = 8;  // tap blocks per task: A chunks (48 KiB) in L2, C in L2
   const int64_t tasks_per_group = ceil_div(blocks, kBlocksPerTask);
@@ -685,8 +714,8 @@ void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t
       }
     });
     at::parallel_for(0, tasks_per_group, 1, [&](int64_t begin, int64_t end) {
-      Aligned<T> ab(kBlocksPerTask * kPixels * kConvMR);
-      std::vector<T> ct(kBlocksPerTask * kConvMR * panels * nr);
+      Aligned<T> ab(kBlocksPerTask * kPixels * mr);
+      std::vector<T> ct(kBlocksPerTask * mr * panels * nr);
       std::vector<Run> runs;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b0 = task * kBlocksPerTask, nb = std::min(kBlocksPerTask, blocks - b0);
@@ -696,33 +725,33 @@ void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t
           for_each_run(g.oh, g.ow, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
             runs.push_back({q - q0, len, (n * g.c + gi * g.cin_g()) * p.plane() + Y * p.ws + X});
           });
-          // A: ab[bb][q][u] = x(q0 + q, tap (b0 + bb)·kConvMR + u), zero for taps past kd.
+          // A: ab[bb][q][u] = x(q0 + q, tap (b0 + bb)·mr + u), zero for taps past kd.
           for (int64_t bb = 0; bb < nb; ++bb) {
-            T* a = ab.data() + bb * kPixels * kConvMR;
-            for (int64_t u = 0; u < kConvMR; ++u) {
-              const int64_t t = (b0 + bb) * kConvMR + u;
+            T* a = ab.data() + bb * kPixels * mr;
+            for (int64_t u = 0; u < mr; ++u) {
+              const int64_t t = (b0 + bb) * mr + u;
               if (t >= kd) {
-                for (int64_t q = 0; q < qn; ++q) a[q * kConvMR + u] = T(0);
+                for (int64_t q = 0; q < qn; ++q) a[q * mr + u] = T(0);
                 continue;
               }
               const T* src = xsp + off[t];
               for (const Run& run : runs) {
-                for (int64_t w = 0; w < run.len; ++w) a[(run.col + w) * kConvMR + u] = src[run.src + w];
+                for (int64_t w = 0; w < run.len; ++w) a[(run.col + w) * mr + u] = src[run.src + w];
               }
             }
           }
           for (int64_t j = 0; j < panels; ++j) {
             const T* panel = gt.data() + (j * pixels + q0) * nr;
             for (int64_t bb = 0; bb < nb; ++bb) {
-              kern.run(ab.data() + bb * kPixels * kConvMR, 0, panel, steps.data(),
-                       ct.data() + bb * kConvMR * panels * nr + j * nr, panels * nr, kConvMR, std::min(nr, m - j * nr),
+              kern.run(ab.data() + bb * kPixels * mr, 0, panel, steps.data(),
+                       ct.data() + bb * mr * panels * nr + j * nr, panels * nr, mr, std::min(nr, m - j * nr),
                        qn, q0 > 0);
             }
           }
         }
         // gw[gi·m + k][t] = ct[t − t0][k], row by row of gw: contiguous writes (the other order
         // would touch a new cache line and page per value).
-        const int64_t t0 = b0 * kConvMR, nt = std::min(kd, (b0 + nb) * kConvMR) - t0;
+        const int64_t t0 = b0 * mr, nt = std::min(kd, (b0 + nb) * mr) - t0;
         for (int64_t k = 0; k < m; ++k) {
           T* dst = gw + (gi * m + k) * kd + t0;
           for (int64_t t = 0; t < nt; ++t) dst[t] = ct[t * panels * nr + k];
@@ -736,7 +765,7 @@ template <class T>
 void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
   const PhaseLayout p = phase_layout(g);
   const int64_t lanes = correlate_kernel<T>().lanes;
-  const int64_t slack = 2 * lanes + 2 * gemm_kernel<T>().nr;
+  const int64_t slack = 2 * lanes + 2 * max_nr<T>();
   const auto xs = workspace<T>(g.n * g.c * p.plane(), slack);
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);

@@ -12,13 +12,15 @@
 
 namespace hotkernels::cpu {
 
-// Rows of C that one micro-kernel call computes (broadcast operand A); the columns (vector operand
-// B) are GemmKernel::nr = two vectors' worth.
-constexpr int64_t kConvMR = 6;
+// Micro-kernel shapes: each call computes a block of C of mr rows (broadcast operand A) × nr
+// columns (nr / lanes vectors of B) in 12 vector accumulators (of AVX2's 16 registers). Two shapes,
+// 6 × 2 vectors and 4 × 3 vectors, so that a GEMM can take the one that pads it least: 64 or 128
+// rows are whole blocks of 4 but not of 6 (3% padding), 3 rows half a block of 6.
+constexpr int64_t kGemmShapes = 2;
 
 // C[m × n] (row stride ldc) = A·B, or += when `accumulate`, reducing over t < r.
-// A is packed in blocks of kConvMR rows, zero-padded: block i starts at a + i·a_stride and holds
-// element (row, t) at [t·kConvMR + row].
+// A is packed in blocks of mr rows, zero-padded: block i starts at a + i·a_stride and holds
+// element (row, t) at [t·mr + row].
 // B is read in place through per-step offsets: element (t, col) = b[offsets[t] + col]. For the
 // convolution, col runs over consecutive "virtual" output pixels of a phase-split padded input
 // (csrc/cpu/conv2d.cpp), so every step reads one contiguous run. The last, partial block of columns
@@ -27,7 +29,7 @@ template <class T>
 struct GemmKernel {
   void (*run)(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
               int64_t n, int64_t r, bool accumulate);
-  int64_t nr;
+  int64_t mr, nr;
 };
 
 // Weight-gradient block: g[i·ldg + k] += Σ_{b < batch} Σ_{v < len} d[b·d_batch + i·d_stride + v] ·
@@ -53,8 +55,8 @@ struct DepthwiseKernel {
 };
 
 struct Conv2dKernels {
-  GemmKernel<float> gemm_f32;
-  GemmKernel<double> gemm_f64;
+  GemmKernel<float> gemm_f32[kGemmShapes];
+  GemmKernel<double> gemm_f64[kGemmShapes];
   CorrelateKernel<float> correlate_f32;
   CorrelateKernel<double> correlate_f64;
   DepthwiseKernel<float> depthwise_f32;
