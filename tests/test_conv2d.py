@@ -28,6 +28,10 @@ GRID = [
     (2, 6, 10, 7, 9, (2, 3), (2, 1), 2, 1, 3),
     (1, 8, 10, 10, 8, 3, 1, 1, 1, 8),  # depthwise
     (2, 8, 11, 9, 8, 3, 2, 2, 2, 8),  # depthwise, strided and dilated
+    (2, 4, 9, 45, 4, 3, 1, 1, 1, 4),  # depthwise, 45 columns: 4-vector blocks, single vectors, a scalar tail
+    (1, 6, 13, 21, 6, (3, 5), (1, 2), (1, 2), (2, 1), 6),  # depthwise, column stride only, non-square kernel
+    (2, 5, 11, 40, 5, (3, 2), 1, (2, 1), (2, 3), 5),  # depthwise, dilated: input gradient as a flipped correlation
+    (1, 3, 7, 8, 3, 3, 1, 3, 1, 3),  # depthwise, padding beyond the kernel: input gradient by scattering
     (1, 4, 9, 9, 8, 5, 1, 2, 1, 4),  # depth multiplier 2 (general path)
     (2, 3, 15, 15, 13, 7, 2, 3, 1, 1),  # ResNet conv1 shape, small
     (2, 16, 7, 7, 20, 1, 2, 0, 1, 1),  # strided 1x1
@@ -90,8 +94,8 @@ def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) matches F.conv2d."""
     code = (
         "import torch, hotkernels, torch.nn.functional as F\n"
-        "for c, k, s, p, d, g in [(6, 7, 1, 1, 1, 1), (6, 6, 2, 1, 2, 6), (4, 9, 2, 0, 1, 1)]:\n"
-        "    x = torch.randn(2, c, 23, 19, requires_grad=True); w = torch.randn(k, c // g, 3, 3, requires_grad=True)\n"
+        "for c, k, s, p, d, g in [(6, 7, 1, 1, 1, 1), (6, 6, 2, 1, 2, 6), (5, 5, 1, 1, 1, 5), (4, 9, 2, 0, 1, 1)]:\n"
+        "    x = torch.randn(2, c, 23, 41, requires_grad=True); w = torch.randn(k, c // g, 3, 3, requires_grad=True)\n"
         "    y, r = hotkernels.functional.conv2d(x, w, None, s, p, d, g), F.conv2d(x, w, None, s, p, d, g)\n"
         "    torch.testing.assert_close(y, r, rtol=1e-4, atol=1e-4)\n"
         "    gy = torch.randn_like(r)\n"
@@ -114,7 +118,7 @@ def test_unbatched_and_channels_last(device):
 
 @pytest.mark.parametrize("wfmt", [torch.contiguous_format, torch.channels_last], ids=["w_nchw", "w_nhwc"])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["x_nchw", "x_nhwc"])
-@pytest.mark.parametrize("case", [GRID[0], GRID[2], GRID[4], GRID[9]], ids=_ids)
+@pytest.mark.parametrize("case", [GRID[0], GRID[2], GRID[4], GRID[13]], ids=_ids)
 def test_output_layout_follows_torch(device, case, fmt, wfmt):
     """Outputs in torch's layout: the forward output and both gradients channels_last when the
     input or the weight is; eager and fake (meta) kernels agree, also for an expanded grad_output

@@ -140,30 +140,40 @@ void correlate(const T* d, int64_t d_stride, int64_t d_batch, int64_t m, const T
   }
 }
 
-// out[ox] = Σ_j w[j] · row[ox·sw + j·dw] for one output row and one kernel row, added into out.
-template <class T>
-inline void depthwise_row(const T* __restrict__ row, const T* __restrict__ w, T* __restrict__ out,
-                          const Conv2dGeometry& g) {
+// NV vectors of output row oy from column ox: accumulated in registers over every tap, stored once.
+template <class T, int64_t NV>
+inline void depthwise_forward_block(const T* row, const int64_t* offsets, const T* w, T bias, T* out, int64_t ox,
+                                    const Conv2dGeometry& g) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
-  for (int64_t j = 0; j < g.kw; ++j) {
-    const T wj = w[j];
-    const T* src = row + j * g.dw;
-    int64_t ox = 0;
-    if (g.sw == 1) {
-      const V wv = simd::broadcast(wj);
-      for (; ox + L <= g.ow; ox += L) simd::store(out + ox, simd::load(out + ox) + wv * simd::load(src + ox));
-    }
-    for (; ox < g.ow; ++ox) out[ox] += wj * src[ox * g.sw];
+  V acc[NV];
+#pragma GCC unroll 4
+  for (int64_t v = 0; v < NV; ++v) acc[v] = simd::broadcast(bias);
+  for (int64_t t = 0; t < g.taps(); ++t) {
+    const T* src = row + offsets[t] + ox;
+    const V wv = simd::broadcast(w[t]);
+#pragma GCC unroll 4
+    for (int64_t v = 0; v < NV; ++v) acc[v] += wv * simd::load(src + v * L);
   }
+#pragma GCC unroll 4
+  for (int64_t v = 0; v < NV; ++v) simd::store(out + ox + v * L, acc[v]);
 }
 
 template <class T>
-void depthwise_forward(const T* xp, int64_t xp_w, const T* w, T* out, const Conv2dGeometry& g) {
+void depthwise_forward(const T* xp, int64_t xp_w, const int64_t* offsets, const T* w, T bias, T* out,
+                       const Conv2dGeometry& g) {
+  constexpr int64_t L = simd::kLanes<T>;
   for (int64_t oy = 0; oy < g.oh; ++oy) {
+    const T* row = xp + oy * g.sh * xp_w;
     T* o = out + oy * g.ow;
-    std::fill(o, o + g.ow, T(0));
-    for (int64_t i = 0; i < g.kh; ++i) depthwise_row(xp + (oy * g.sh + i * g.dh) * xp_w, w + i * g.kw, o, g);
+    int64_t ox = 0;
+    for (; ox + 4 * L <= g.ow; ox += 4 * L) depthwise_forward_block<T, 4>(row, offsets, w, bias, o, ox, g);
+    for (; ox + L <= g.ow; ox += L) depthwise_forward_block<T, 1>(row, offsets, w, bias, o, ox, g);
+    for (; ox < g.ow; ++ox) {
+      T acc = bias;
+      for (int64_t t = 0; t < g.taps(); ++t) acc += w[t] * row[offsets[t] + ox];
+      o[ox] = acc;
+    }
   }
 }
 
@@ -189,26 +199,30 @@ void depthwise_backward_input(const T* gy, const T* w, T* gxp, int64_t xp_w, con
   }
 }
 
+// One dot product per tap over the whole plane; four accumulators, so that consecutive FMAs do not
+// wait on each other.
 template <class T>
-void depthwise_backward_weight(const T* gy, const T* xp, int64_t xp_w, T* gw, const Conv2dGeometry& g) {
+void depthwise_backward_weight(const T* gy, const T* xp, int64_t xp_w, const int64_t* offsets, T* gw,
+                               const Conv2dGeometry& g) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
-  for (int64_t i = 0; i < g.kh; ++i) {
-    for (int64_t j = 0; j < g.kw; ++j) {
-      V acc{};
-      T tail = 0;
-      for (int64_t oy = 0; oy < g.oh; ++oy) {
-        const T* src = xp + (oy * g.sh + i * g.dh) * xp_w + j * g.dw;
-        const T* d = gy + oy * g.ow;
-        int64_t ox = 0;
-        if (g.sw == 1) {
-          for (; ox + L <= g.ow; ox += L) acc += simd::load(d + ox) * simd::load(src + ox);
-        }
-        for (; ox < g.ow; ++ox) tail += d[ox] * src[ox * g.sw];
+  for (int64_t t = 0; t < g.taps(); ++t) {
+    V acc[4] = {};
+    T tail = 0;
+    for (int64_t oy = 0; oy < g.oh; ++oy) {
+      const T* src = xp + oy * g.sh * xp_w + offsets[t];
+      const T* d = gy + oy * g.ow;
+      int64_t ox = 0;
+      for (; ox + 4 * L <= g.ow; ox += 4 * L) {
+#pragma GCC unroll 4
+        for (int64_t v = 0; v < 4; ++v) acc[v] += simd::load(d + ox + v * L) * simd::load(src + ox + v * L);
       }
-      for (int64_t l = 0; l < L; ++l) tail += acc[l];
-      gw[i * g.kw + j] += tail;
+      for (; ox + L <= g.ow; ox += L) acc[0] += simd::load(d + ox) * simd::load(src + ox);
+      for (; ox < g.ow; ++ox) tail += d[ox] * src[ox];
     }
+    const V total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (int64_t l = 0; l < L; ++l) tail += total[l];
+    gw[t] += tail;
   }
 }
 

@@ -43,15 +43,23 @@ struct CorrelateKernel {
 };
 
 // Depthwise kernels over one channel plane. `xp` is the input plane zero-padded by (pt, pl) in front
-// and enough behind that every tap of every output pixel is inside it; its row stride is xp_w.
+// and enough behind that every tap of every output pixel is inside it, written xp[y][x] below.
+// forward and backward_weight read it split by column phase: phase b < sw holds the padded columns
+// b, b + sw, b + 2·sw, … of every row (row stride xp_w). Tap (i, j) of output pixel (oy, ox) is then
+// at phase (j·dw) mod sw, row oy·sh + i·dh, column ox + (j·dw) div sw: consecutive output columns
+// read consecutive values, whatever the stride. offsets[i·kw + j] is the place of tap (i, j) for
+// output pixel (0, 0); row oy adds oy·sh·xp_w. backward_input writes a plain padded plane (row
+// stride xp_w).
 template <class T>
 struct DepthwiseKernel {
-  // out[oy][ox] = Σ_ij w[i][j] · xp[oy·sh + i·dh][ox·sw + j·dw]
-  void (*forward)(const T* xp, int64_t xp_w, const T* w, T* out, const math::Conv2dGeometry& g);
+  // out[oy][ox] = bias + Σ_ij w[i][j] · xp[oy·sh + i·dh][ox·sw + j·dw]
+  void (*forward)(const T* xp, int64_t xp_w, const int64_t* offsets, const T* w, T bias, T* out,
+                  const math::Conv2dGeometry& g);
   // gxp[oy·sh + i·dh][ox·sw + j·dw] += w[i][j] · gy[oy][ox]   (the transpose of forward)
   void (*backward_input)(const T* gy, const T* w, T* gxp, int64_t xp_w, const math::Conv2dGeometry& g);
   // gw[i][j] += Σ_{oy,ox} gy[oy][ox] · xp[oy·sh + i·dh][ox·sw + j·dw]
-  void (*backward_weight)(const T* gy, const T* xp, int64_t xp_w, T* gw, const math::Conv2dGeometry& g);
+  void (*backward_weight)(const T* gy, const T* xp, int64_t xp_w, const int64_t* offsets, T* gw,
+                          const math::Conv2dGeometry& g);
 };
 
 struct Conv2dKernels {
