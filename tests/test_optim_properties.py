@@ -98,6 +98,16 @@ def run(ref, ours, ref_params, our_params, schedule, seed):
         ours.step()
 
 
+def step_both(s, make_ref, make_ours):
+    """The reference and our optimizer, each built by its `make_*` from its own copy of the drawn
+    param groups, stepped through the drawn schedule; returns (ref params, our params, ref, ours)."""
+    groups, overrides, schedule, seed = s
+    ref_groups, our_groups = leaves(groups), leaves(groups)
+    ref, ours = make_ref(param_groups(ref_groups, overrides)), make_ours(param_groups(our_groups, overrides))
+    run(ref, ours, flat(ref_groups), flat(our_groups), schedule, seed)
+    return flat(ref_groups), flat(our_groups), ref, ours
+
+
 def close(ours, ref):
     torch.testing.assert_close(ours, ref, **F64, equal_nan=True)
 
@@ -138,30 +148,22 @@ def adam_hyper():
 @given(setup(adam_hyper(), max_steps=5), adam_hyper(), st.sampled_from(["Adam", "AdamW"]), st.booleans(),
        st.booleans(), st.booleans(), st.booleans())
 def test_adam(s, kw, cls, amsgrad, maximize, decoupled, tensor_lr):
-    groups, overrides, schedule, seed = s
     kw = dict(kw, amsgrad=amsgrad, maximize=maximize)
     if cls == "Adam":
         kw["decoupled_weight_decay"] = decoupled
     if tensor_lr:
         kw["lr"] = torch.tensor(kw["lr"], dtype=torch.float64)
-    ref_groups, our_groups = leaves(groups), leaves(groups)
-    ref = getattr(torch.optim, cls)(param_groups(ref_groups, overrides), **kw)
-    ours = getattr(HO, cls)(param_groups(our_groups, overrides), **kw)
-    run(ref, ours, flat(ref_groups), flat(our_groups), schedule, seed)
+    rp, op, ref, ours = step_both(s, lambda g: getattr(torch.optim, cls)(g, **kw), lambda g: getattr(HO, cls)(g, **kw))
     keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
-    assert_match(flat(ref_groups), flat(our_groups), ref.state, ours.state, same_keys(*keys))
+    assert_match(rp, op, ref.state, ours.state, same_keys(*keys))
 
 
 # RAdam's rectification first applies at step 6 for the usual β₂: up to 8 steps cover both regimes.
 @given(setup(adam_hyper(), max_steps=8), adam_hyper(), st.booleans(), st.booleans())
 def test_radam(s, kw, decoupled, maximize):
-    groups, overrides, schedule, seed = s
     kw = dict(kw, decoupled_weight_decay=decoupled, maximize=maximize)
-    ref_groups, our_groups = leaves(groups), leaves(groups)
-    ref = torch.optim.RAdam(param_groups(ref_groups, overrides), **kw)
-    ours = HO.RAdam(param_groups(our_groups, overrides), **kw)
-    run(ref, ours, flat(ref_groups), flat(our_groups), schedule, seed)
-    assert_match(flat(ref_groups), flat(our_groups), ref.state, ours.state, same_keys("step", "exp_avg", "exp_avg_sq"))
+    rp, op, ref, ours = step_both(s, lambda g: torch.optim.RAdam(g, **kw), lambda g: HO.RAdam(g, **kw))
+    assert_match(rp, op, ref.state, ours.state, same_keys("step", "exp_avg", "exp_avg_sq"))
 
 
 # --------------------------------------------------- against the references of tests/test_optim.py
@@ -177,22 +179,15 @@ def lamb_hyper():
 
 @given(setup(lamb_hyper(), max_steps=5), lamb_hyper(), st.one_of(st.none(), st.floats(0.1, 10.0)))
 def test_lamb(s, kw, max_grad_norm):
-    groups, overrides, schedule, seed = s
-    ref_groups, our_groups = leaves(groups), leaves(groups)
-    ref = RefLamb(param_groups(ref_groups, overrides), max_grad_norm=max_grad_norm, **kw)
-    ours = HO.Lamb(param_groups(our_groups, overrides), max_grad_norm=max_grad_norm, **kw)
-    run(ref, ours, flat(ref_groups), flat(our_groups), schedule, seed)
-    assert_match(flat(ref_groups), flat(our_groups), ref.state, ours.state, LAMB_KEYS)
+    rp, op, ref, ours = step_both(s, lambda g: RefLamb(g, max_grad_norm=max_grad_norm, **kw),
+                                  lambda g: HO.Lamb(g, max_grad_norm=max_grad_norm, **kw))
+    assert_match(rp, op, ref.state, ours.state, LAMB_KEYS)
 
 
 @given(setup(adam_hyper(), max_steps=8), adam_hyper())
 def test_ralamb(s, kw):
-    groups, overrides, schedule, seed = s
-    ref_groups, our_groups = leaves(groups), leaves(groups)
-    ref = RefRalamb(param_groups(ref_groups, overrides), **kw)
-    ours = HO.Ralamb(param_groups(our_groups, overrides), **kw)
-    run(ref, ours, flat(ref_groups), flat(our_groups), schedule, seed)
-    assert_match(flat(ref_groups), flat(our_groups), ref.state, ours.state, LAMB_KEYS)
+    rp, op, ref, ours = step_both(s, lambda g: RefRalamb(g, **kw), lambda g: HO.Ralamb(g, **kw))
+    assert_match(rp, op, ref.state, ours.state, LAMB_KEYS)
 
 
 def novograd_hyper():
@@ -202,17 +197,15 @@ def novograd_hyper():
 
 @given(setup(novograd_hyper(), max_steps=5), novograd_hyper(), st.booleans())
 def test_novograd(s, kw, amsgrad):
-    groups, overrides, schedule, seed = s
-    ref_groups, our_groups = leaves(groups), leaves(groups)
-    ref = RefNovoGrad(param_groups(ref_groups, overrides), amsgrad=amsgrad, **kw)
-    ours = HO.NovoGrad(param_groups(our_groups, overrides), amsgrad=amsgrad, **kw)
-    run(ref, ours, flat(ref_groups), flat(our_groups), schedule, seed)
+    rp, op, ref, ours = step_both(s, lambda g: RefNovoGrad(g, amsgrad=amsgrad, **kw),
+                                  lambda g: HO.NovoGrad(g, amsgrad=amsgrad, **kw))
     keys = {"exp_avg": "m", "exp_avg_sq": "v", **({"max_exp_avg_sq": "vmax"} if amsgrad else {})}
     # The reference keeps no step count: compare ours with the number of steps each param had a grad.
-    steps = [sum(kinds[i] != "none" for kinds in schedule) for i in range(len(flat(our_groups)))]
-    for p, n in zip(flat(our_groups), steps):
+    schedule = s[2]
+    steps = [sum(kinds[i] != "none" for kinds in schedule) for i in range(len(op))]
+    for p, n in zip(op, steps):
         assert float(ours.state[p].pop("step", 0)) == n
-    assert_match(flat(ref_groups), flat(our_groups), ref.state, ours.state, keys)
+    assert_match(rp, op, ref.state, ours.state, keys)
 
 
 def lookahead_args():
@@ -221,26 +214,19 @@ def lookahead_args():
 
 @given(setup(adam_hyper(), max_steps=9), adam_hyper(), lookahead_args(), st.sampled_from(["Adam", "RAdam"]))
 def test_lookahead(s, kw, la, inner):
-    groups, overrides, schedule, seed = s
-    ref_groups, our_groups = leaves(groups), leaves(groups)
-    ref = RefLookahead(getattr(torch.optim, inner)(param_groups(ref_groups, overrides), **kw), **la)
-    ours = HO.Lookahead(getattr(HO, inner)(param_groups(our_groups, overrides), **kw), **la)
-    run(ref, ours, flat(ref_groups), flat(our_groups), schedule, seed)
-    assert_match(flat(ref_groups), flat(our_groups), ref.inner.state, ours.state,
-                 same_keys("step", "exp_avg", "exp_avg_sq"))
+    rp, op, ref, ours = step_both(s, lambda g: RefLookahead(getattr(torch.optim, inner)(g, **kw), **la),
+                                  lambda g: HO.Lookahead(getattr(HO, inner)(g, **kw), **la))
+    assert_match(rp, op, ref.inner.state, ours.state, same_keys("step", "exp_avg", "exp_avg_sq"))
     for s_ours, s_ref in zip(ours.slow, ref.slow):
         close(s_ours, s_ref)
 
 
 @given(setup(adam_hyper(), max_steps=9), adam_hyper(), lookahead_args(), st.sampled_from(["Ranger", "RangerLars"]))
 def test_ranger(s, kw, la, cls):
-    groups, overrides, schedule, seed = s
-    ref_groups, our_groups = leaves(groups), leaves(groups)
     inner = torch.optim.RAdam if cls == "Ranger" else RefRalamb
-    ref = RefLookahead(inner(param_groups(ref_groups, overrides), **kw), **la)
-    ours = getattr(HO, cls)(param_groups(our_groups, overrides), **kw, **la)
-    run(ref, ours, flat(ref_groups), flat(our_groups), schedule, seed)
-    assert_match(flat(ref_groups), flat(our_groups), ref.inner.state, ours.state,
+    rp, op, ref, ours = step_both(s, lambda g: RefLookahead(inner(g, **kw), **la),
+                                  lambda g: getattr(HO, cls)(g, **kw, **la))
+    assert_match(rp, op, ref.inner.state, ours.state,
                  same_keys("step", "exp_avg", "exp_avg_sq") if cls == "Ranger" else LAMB_KEYS)
     for s_ours, s_ref in zip(ours.slow, ref.slow):
         close(s_ours, s_ref)

@@ -56,6 +56,9 @@ constexpr int64_t kPackedGradientRows = 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Columns of a task tile for a micro-kernel nr columns wide.
+int64_t tile_columns(int64_t nr) { return ceil_div(kTileColumns, nr) * nr; }
+
 // at::parallel_for grain for items of `work` operations each: a thread gets at least ~64k operations
 // (tens of microseconds), so small convolutions run inline instead of paying for a parallel region.
 int64_t grain(int64_t work) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, work)); }
@@ -285,7 +288,7 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = *p.kern;
   const int64_t chunk = reduction_chunk(p.kd), mr = kern.mr;
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
-  const int64_t tile = std::min(ceil_div(kTileColumns, kern.nr) * kern.nr, ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
+  const int64_t tile = std::min(tile_columns(kern.nr), ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
   const int64_t m = p.m, channels = groups * m;
   // Small images give few tiles: then a task takes several images, so that each block of weights
   // (mr rows × kChunk steps, in L1) serves all of them before the next is loaded — the weights
@@ -359,7 +362,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   // Tiles in a multiple of the thread count, of near-equal width; when there are too few of them
   // to balance, the rows (output channels) are split across threads as well, rows outermost so that
   // each thread's contiguous range of tasks is one row slice.
-  const int64_t tiles = ceil_div(ceil_div(pixels, ceil_div(kTileColumns, kern.nr) * kern.nr), threads) * threads;
+  const int64_t tiles = ceil_div(ceil_div(pixels, tile_columns(kern.nr)), threads) * threads;
   const int64_t tile = ceil_div(ceil_div(pixels, tiles), kern.nr) * kern.nr;
   const int64_t splits = groups * tiles < 4 * threads && p.m >= 64 * threads ? threads : 1;
   const int64_t rows = ceil_div(ceil_div(p.m, splits), mr) * mr;
@@ -398,7 +401,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
 template <class T>
 double virtual_efficiency(const GemmPass<T>& p) {
   const int64_t nr = p.kern->nr;
-  const int64_t virt = (p.rows - 1) * p.ws + p.cols, tile = std::min(ceil_div(kTileColumns, nr) * nr, ceil_div(virt, nr) * nr);
+  const int64_t virt = (p.rows - 1) * p.ws + p.cols, tile = std::min(tile_columns(nr), ceil_div(virt, nr) * nr);
   return static_cast<double>(p.rows * p.cols) / static_cast<double>(ceil_div(virt, tile) * tile);
 }
 
@@ -750,8 +753,8 @@ void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t
   const GemmKernel<T>& kern = gemm_kernel<T>(kd, m);
   const int64_t mr = kern.mr, nr = kern.nr;
   const int64_t panels = ceil_div(m, nr), blocks = ceil_div(kd, mr);
-  constexpr int64_t kPixels = 256;  // reduction chunk: a B panel chunk (16 KiB for float) stays in L1
-  constexpr int64_t kBlocksPerTask = 8;  // tap blocks per task: A chunks (48 KiB) in L2, C in L2
+  constexpr int64_t kPixels = 256;  // reduction chunk: a B panel chunk (≤ 24 KiB for float) stays in L1
+  constexpr int64_t kBlocksPerTask = 8;  // tap blocks per task: A chunks (≤ 48 KiB) in L2, C in L2
   const int64_t tasks_per_group = ceil_div(blocks, kBlocksPerTask);
   std::vector<int64_t> steps(kPixels);
   for (int64_t q = 0; q < kPixels; ++q) steps[q] = q * nr;

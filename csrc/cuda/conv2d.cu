@@ -33,7 +33,6 @@
 #include <initializer_list>
 #include <limits>
 #include <numeric>
-#include <tuple>
 #include <type_traits>
 
 #include "conv2d.h"
@@ -488,21 +487,29 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 // last step (index + blocks · 256 threads) must not pass INT32_MAX either.
 int64_t int32_loop_bound(unsigned blocks) { return kInt32Max - int64_t{blocks} * 256; }
 
+// Runs f.template operator()<I>() with the index type a depthwise grid of `blocks` needs for tensors
+// of up to `numel` elements: int where it is enough (fewer registers), else int64_t.
+template <class F>
+void with_index_type(int64_t numel, unsigned blocks, F&& f) {
+  if (numel <= int32_loop_bound(blocks)) {
+    f.template operator()<int>();
+  } else {
+    f.template operator()<int64_t>();
+  }
+}
+
 void forward_depthwise(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, const Conv2dGeometry& g,
                        const at::Tensor& y, at::MemoryFormat layout) {
   const at::Tensor x = input.contiguous(layout), w = weight.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_depthwise_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    const auto args = std::make_tuple(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp,
-                                      y.mutable_data_ptr<scalar_t>(), g, strides_of(x, layout), strides_of(y, layout));
     const unsigned blocks = grid_stride_blocks(y.numel(), 256, 32);
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    if (std::max(x.numel(), y.numel()) <= int32_loop_bound(blocks)) {
-      std::apply([&](auto... a) { depthwise::forward_kernel<scalar_t, Acc, int><<<blocks, 256, 0, stream>>>(a...); }, args);
-    } else {
-      std::apply([&](auto... a) { depthwise::forward_kernel<scalar_t, Acc, int64_t><<<blocks, 256, 0, stream>>>(a...); }, args);
-    }
+    with_index_type(std::max(x.numel(), y.numel()), blocks, [&]<class I>() {
+      depthwise::forward_kernel<scalar_t, Acc, I><<<blocks, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
+          x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp, y.mutable_data_ptr<scalar_t>(), g,
+          strides_of(x, layout), strides_of(y, layout));
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -512,16 +519,12 @@ void backward_input_depthwise(const at::Tensor& grad_output, const at::Tensor& w
   const at::Tensor gy = grad_output.contiguous(layout), w = weight.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_depthwise_backward_input_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
-    const auto args = std::make_tuple(gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                      gx.mutable_data_ptr<scalar_t>(), g, strides_of(gy, layout), strides_of(gx, layout));
     const unsigned blocks = grid_stride_blocks(gx.numel(), 256, 32);
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    if (std::max(gy.numel(), gx.numel()) <= int32_loop_bound(blocks)) {
-      std::apply([&](auto... a) { depthwise::backward_input_kernel<scalar_t, Acc, int><<<blocks, 256, 0, stream>>>(a...); }, args);
-    } else {
-      std::apply([&](auto... a) { depthwise::backward_input_kernel<scalar_t, Acc, int64_t><<<blocks, 256, 0, stream>>>(a...); },
-                 args);
-    }
+    with_index_type(std::max(gy.numel(), gx.numel()), blocks, [&]<class I>() {
+      depthwise::backward_input_kernel<scalar_t, Acc, I><<<blocks, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
+          gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g,
+          strides_of(gy, layout), strides_of(gx, layout));
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
