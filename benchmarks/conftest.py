@@ -8,7 +8,7 @@ import torch
 import hotkernels
 from hotkernels import bench
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and hotkernels._C.with_cuda else [])
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and hotkernels._library.with_cuda else [])
 
 
 def cases(family: str) -> list:

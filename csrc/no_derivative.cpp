@@ -11,6 +11,7 @@
 //   torch's own in-place ops do (ADInplaceOrView key, so also in inference mode). The hotkernels
 //   wrappers call them under no_grad (the optimizers) or only when no gradient is needed
 //   (mish(inplace=True)).
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 
 import hotkernels
 
-CUDA = torch.cuda.is_available() and hotkernels._C.with_cuda
+CUDA = torch.cuda.is_available() and hotkernels._library.with_cuda
 
 DEVICES = [
     "cpu",
@@ -45,7 +45,7 @@ ISAS = ["base", "avx2", "avx512"]
 def _best_isa() -> str:
     """The best CPU instruction set hotkernels runs here, whatever cap our own environment sets."""
     env = {k: v for k, v in os.environ.items() if k != "HOTKERNELS_CPU_ISA"}
-    code = "import hotkernels; print(hotkernels._C.cpu_isa())"
+    code = "import hotkernels; print(hotkernels._library.cpu_isa())"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -60,7 +60,7 @@ def cpu_isa(request) -> str:
 def run_with_isa(isa: str, code: str) -> None:
     """Runs `code` (which asserts what it checks) in a fresh process capped at `isa` with
     HOTKERNELS_CPU_ISA, and checks that the kernels did run at that level."""
-    code += "\nimport hotkernels; print(hotkernels._C.cpu_isa())\n"
+    code += "\nimport hotkernels; print(hotkernels._library.cpu_isa())\n"
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, HOTKERNELS_CPU_ISA=isa),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

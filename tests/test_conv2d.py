@@ -293,7 +293,7 @@ def test_more_groups_than_a_grid_dimension(device):
 # K splits (small outputs, long reductions), both tile shapes, every input-gradient stride class
 # (incl. classes that no tap reaches), groups, dilation, asymmetric padding, N = 1.
 
-CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available() or not hotkernels._C.with_cuda,
+CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available() or not hotkernels._library.with_cuda,
                                reason="needs a GPU and hotkernels built with CUDA")
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups)

@@ -645,7 +645,7 @@ def test_opcheck(name):
                           test_utils=("test_schema", "test_faketensor"))
 
 
-HAS_CUDA = torch.cuda.is_available() and hotkernels._C.with_cuda
+HAS_CUDA = torch.cuda.is_available() and hotkernels._library.with_cuda
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and hotkernels built with CUDA")

@@ -21,7 +21,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _devices(choice: str) -> list[str]:
-    cuda = torch.cuda.is_available() and hotkernels._C.with_cuda
+    cuda = torch.cuda.is_available() and hotkernels._library.with_cuda
     if choice == "all":
         return ["cpu"] + (["cuda"] if cuda else [])
     if choice == "cuda" and not cuda:
@@ -67,7 +67,7 @@ def _plot(results: list[bench.Result], path: str) -> None:
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {torch.get_num_threads()} threads, CPU ISA {hotkernels._C.cpu_isa()}{gpu}; "
+    return (f"{cpu}, {torch.get_num_threads()} threads, CPU ISA {hotkernels._library.cpu_isa()}{gpu}; "
             f"torch {torch.__version__}, hotkernels {hotkernels.__version__}")
 
 
