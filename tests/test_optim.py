@@ -606,6 +606,73 @@ def test_op_rejects_bad_tensors():
         step([p], [g], [m], [v], [], [torch.tensor(0)], *args)
 
 
+# A step op checks everything before it writes anything: a bad tensor at the end of the list must not
+# leave the counters of the params ahead of it incremented (nor any param, moment or layer moment
+# written), or the retried step would run those params at a step count one ahead of their moments.
+FAILED_STEP_CASES = [
+    ("adam_step_", "int64 step"),
+    ("radam_step_", "int64 step"),
+    ("lamb_moments_", "int64 step"),
+    ("novograd_step_", "int64 step"),
+    ("novograd_step_", "layer moment shape"),
+    ("adam_step_", "step on the device"),  # CUDA: counters on the CPU but the last on the GPU
+    ("lamb_moments_", "grad_sq_norm on the CPU"),  # CUDA: params on the GPU
+]
+
+
+def _step_op_args(name, bad, device):
+    shapes = [(4, 3), (5,), (2, 2)]
+    rand = lambda: [torch.rand(s, device=device) for s in shapes]  # noqa: E731
+    steps = [torch.tensor(2.0) for _ in shapes]  # counters on the CPU, as torch.optim keeps them
+    layer = lambda: [torch.rand((), device=device) for _ in shapes]  # noqa: E731  NovoGrad's per-param v
+    if bad == "int64 step":
+        steps[-1] = torch.tensor(2)
+    elif bad == "step on the device":
+        steps[-1] = torch.tensor(2.0, device=device)
+    v = layer()
+    if bad == "layer moment shape":
+        v[-1] = torch.rand(2, device=device)
+    norms = torch.zeros(len(shapes), 2, dtype=torch.float64, device=device)
+    grad_sq_norm = torch.tensor(4.0, device="cpu" if bad == "grad_sq_norm on the CPU" else device)
+    hyper = (0.1, 0.9, 0.999, 1e-8, 0.01)
+    return {
+        "adam_step_": (rand(), rand(), rand(), rand(), rand(), steps, *hyper, True, False, False),
+        "radam_step_": (rand(), rand(), rand(), rand(), steps, *hyper, False, False),
+        "lamb_moments_": (rand(), rand(), rand(), rand(), steps, norms, grad_sq_norm, 1.0, 0.9, 0.999, 1e-6, 0.01,
+                          True, True, False),
+        "novograd_step_": (rand(), rand(), rand(), v, layer(), steps, torch.rand(len(shapes), device=device), *hyper,
+                           False, True),
+    }[name]
+
+
+@pytest.mark.parametrize("name,bad", FAILED_STEP_CASES, ids=[f"{n}-{b}".replace(" ", "_") for n, b in FAILED_STEP_CASES])
+def test_failed_step_leaves_state_untouched(device, name, bad):
+    if device == "cpu" and bad in ("step on the device", "grad_sq_norm on the CPU"):
+        pytest.skip("a case of params on the GPU")
+    args = _step_op_args(name, bad, device)
+    tensors = [t for a in args for t in (a if isinstance(a, list) else [a]) if isinstance(t, torch.Tensor)]
+    before = [t.clone() for t in tensors]
+    with pytest.raises(RuntimeError, match=f"hotkernels.{name}: expected"):
+        getattr(torch.ops.hotkernels, name)(*args)
+    for k, (t, b) in enumerate(zip(tensors, before)):
+        assert torch.equal(t, b), f"tensor {k} of the arguments was written by a step that raised"
+
+
+def test_lamb_apply_checks_its_state_steps(device):
+    """lamb_apply_ reads the counters on the host: a counter of another dtype (read as garbage before)
+    or on the GPU (a device pointer dereferenced on the host before: a crash) is refused by name."""
+    shapes = [(4, 3), (5,)]
+    ps, ms, vs = ([torch.rand(s, device=device) for s in shapes] for _ in range(3))
+    norms = torch.ones(len(shapes), 2, dtype=torch.float64, device=device)
+    bad_steps = [torch.tensor(1)] + ([torch.tensor(1.0, device=device)] if device == "cuda" else [])
+    for bad in bad_steps:
+        steps = [torch.tensor(1.0), bad]
+        with pytest.raises(RuntimeError, match=r"hotkernels.lamb_apply_: expected each state step to be a one-element "
+                                               r"float32 or float64 CPU tensor, but 'state_steps\[1\]'"):
+            torch.ops.hotkernels.lamb_apply_(ps, ms, vs, steps, norms, 0.1, 0.9, 0.999, 1e-6, 0.01, True, True, False,
+                                             True, False)
+
+
 def test_mixed_devices_rejected():
     if not torch.cuda.is_available():
         pytest.skip("needs a GPU")
