@@ -1,6 +1,9 @@
 """conv2d: parity with F.conv2d over a parameter grid, gradients (incl. double backward),
 torch.library registration, torch.compile, layouts, the nn.Conv2d drop-in, bad input."""
 
+import pathlib
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -551,3 +554,31 @@ def test_cuda_deterministic_algorithms():
                     assert torch.equal(call(), call())
     finally:
         torch.use_deterministic_algorithms(was)
+
+
+def _source_constant(path: str, name: str) -> int:
+    """An integer constant `name = <digits>;` of a source file, so that the tests below cross the
+    limits the code sets, whatever they become."""
+    text = (pathlib.Path(__file__).parents[1] / path).read_text()
+    return int(re.search(rf"\b{name} = (\d+);", text).group(1))
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_cuda_depthwise_weight_gradient_past_the_grid_y_limit(memory_format):
+    """The depthwise weight gradient puts blocks of kTapChunk taps along grid y, which CUDA caps at
+    kMaxGridYZ (65535) blocks: a kernel of more taps than kMaxGridYZ·kTapChunk (1 × 589,834 here)
+    needs the capped grid and the kernel's grid-stride walk over tap blocks (an uncapped launch
+    fails). Two output pixels, so gw[c, 0, 0, j] = gy[c, 0]·x[c, j] + gy[c, 1]·x[c, j + 1]: two
+    products and one float32 addition, within a few float32 ulp."""
+    chunk = _source_constant("csrc/cuda/conv2d_depthwise.cuh", "kTapChunk")
+    limit = _source_constant("csrc/cuda/grid.cuh", "kMaxGridYZ")
+    taps = limit * chunk + 2 * chunk + 1  # two blocks past the limit, the last one partial
+    c = 3
+    x = torch.randn(1, c, 1, taps + 1, device="cuda").to(memory_format=memory_format)
+    gy = torch.randn(1, c, 1, 2, device="cuda").to(memory_format=memory_format)
+    gw = ops.conv2d_backward_weight(gy, x, [c, 1, 1, taps], [1, 1], [0, 0, 0, 0], [1, 1], c)
+    xd, gyd = x[0, :, 0].double(), gy[0, :, 0].double()  # [c, taps + 1], [c, 2]
+    want = (gyd[:, :1] * xd[:, :taps] + gyd[:, 1:] * xd[:, 1:]).view(c, 1, 1, taps)
+    torch.testing.assert_close(gw.double(), want, rtol=1e-6, atol=1e-6)
+

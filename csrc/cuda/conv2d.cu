@@ -208,10 +208,10 @@ __global__ void __launch_bounds__(kThreads) igemm_kernel(P prob, int64_t groups,
 
 template <class Acc, class P>
 void launch(const P& prob, int64_t rows, int64_t cols, int64_t groups, int64_t splits) {
-  constexpr int64_t kMaxX = 0x7fffffff, kMaxYZ = 65535;  // CUDA's grid limits
+  constexpr int64_t kMaxX = 0x7fffffff;  // CUDA's grid limit in x
   const dim3 grid(static_cast<unsigned>(std::min((cols + kBN - 1) / kBN, kMaxX)),
-                  static_cast<unsigned>(std::min((rows + kBM - 1) / kBM, kMaxYZ)),
-                  static_cast<unsigned>(std::min(groups * splits, kMaxYZ)));
+                  static_cast<unsigned>(std::min((rows + kBM - 1) / kBM, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min(groups * splits, kMaxGridYZ)));
   igemm_kernel<Acc><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(prob, groups, splits);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -236,12 +236,12 @@ bool tensor_core_dtype(at::ScalarType t) {
 // out-of-range rows with coordinates near -2^29: every coordinate must stay below 2^28 and every
 // GEMM extent a little below 2^31; the column-tile count is grid y (< 65536). Beyond that, exact.
 bool mma_fits(const Conv2dGeometry& g) {
-  constexpr int64_t kCoord = int64_t{1} << 28, kExtent = (int64_t{1} << 31) - 4096, kCols = int64_t{65535} * 64;
+  constexpr int64_t kCoord = int64_t{1} << 28, kExtent = (int64_t{1} << 31) - 4096, kCols = kMaxGridYZ * 64;
   const int64_t coords[] = {g.h, g.w, g.oh * g.sh, g.ow * g.sw, g.pt, g.pl, g.dh * g.kh, g.dw * g.kw, g.sh, g.sw};
   const int64_t extents[] = {g.n * g.oh * g.ow, g.n * g.h * g.w, g.c, g.k, g.kdim(), g.taps() * g.cout_g()};
   return std::all_of(std::begin(coords), std::end(coords), [&](int64_t v) { return v < kCoord; }) &&
          std::all_of(std::begin(extents), std::end(extents), [&](int64_t v) { return v <= kExtent; }) &&
-         std::max({g.kdim(), g.cin_g(), g.cout_g()}) <= kCols && g.groups <= 65535;
+         std::max({g.kdim(), g.cin_g(), g.cout_g()}) <= kCols && g.groups <= kMaxGridYZ;
 }
 
 Path select_path(const Conv2dGeometry& g, at::ScalarType t) {
@@ -312,7 +312,7 @@ Plan plan_gemm(int64_t m, int64_t n, int64_t k, int64_t groups, int bk, bool spl
   }
   const int64_t slices = (k + bk - 1) / bk;
   const int64_t want = (2 * sms + blocks(64, 64) - 1) / blocks(64, 64);
-  const int64_t splits = std::clamp<int64_t>(std::min(want, slices / 4), 1, 65535 / groups);
+  const int64_t splits = std::clamp<int64_t>(std::min(want, slices / 4), 1, kMaxGridYZ / groups);
   return {TileShape::k64x64, static_cast<int>(splits)};
 }
 
@@ -543,9 +543,12 @@ at::Tensor backward_weight_depthwise(const at::Tensor& grad_output, const at::Te
   // About four blocks per SM, each pixel lane still summing at least 8 pixels.
   const int64_t splits = reduction_splits(std::clamp<int64_t>(
       std::min((4 * sms + cblocks * tblocks - 1) / (cblocks * tblocks), (pixels + 8 * lanes - 1) / (8 * lanes)), 1,
-      65535));
+      kMaxGridYZ));
   const int64_t per_split = (pixels + splits - 1) / splits;
-  const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(tblocks), static_cast<unsigned>(splits));
+  // Tap blocks (grid y) pass 65535 for kernels of more than 65535 · kTapChunk taps: the kernel walks
+  // them grid-stride.
+  const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(std::min(tblocks, kMaxGridYZ)),
+                  static_cast<unsigned>(splits));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_depthwise_backward_weight_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     depthwise::backward_weight_kernel<scalar_t, Acc><<<grid, depthwise::kWeightThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
@@ -691,7 +694,7 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   // About four blocks per SM, each lane still summing at least 8 pixels.
   const int64_t lanes = 256 / cb;
   const int64_t splits = reduction_splits(
-      std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)), 1, 65535));
+      std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)), 1, kMaxGridYZ));
   const int64_t per_split = (n * hw + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(splits));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_bias_cuda", [&] {
