@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 import hotkernels
 import hotkernels.functional as HF
@@ -119,32 +120,69 @@ def test_unbatched_and_channels_last(device):
     torch.testing.assert_close(HF.conv2d(xs, w), F.conv2d(xs, w), **TOL[torch.float32])
 
 
+def _strides(t: torch.Tensor) -> tuple[int, ...]:
+    """The strides that place elements: those of dimensions of size > 1 (a size-1 dimension's stride
+    is arbitrary, e.g. a depthwise weight's channel stride)."""
+    return tuple(st for size, st in zip(t.shape, t.stride()) if size > 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("wfmt", [torch.contiguous_format, torch.channels_last], ids=["w_nchw", "w_nhwc"])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["x_nchw", "x_nhwc"])
 @pytest.mark.parametrize("case", [GRID[0], GRID[2], GRID[4], GRID[13]], ids=_ids)
-def test_output_layout_follows_torch(device, case, fmt, wfmt):
-    """Outputs in torch's layout: the forward output and both gradients channels_last when the
-    input or the weight is; eager and fake (meta) kernels agree, also for an expanded grad_output
-    (``.sum()``)."""
-    x, w, b, kw = _run(case, torch.float32, device, True)
+def test_output_layout_follows_torch(device, case, fmt, wfmt, dtype):
+    """Outputs in torch's layout: on the CPU, and on CUDA for float32, the forward output and both
+    gradients channels_last when the input or the weight is; on CUDA float64 always contiguous
+    (cuDNN and torch's depthwise kernel keep float64 in NCHW). Eager and fake kernels (on fake
+    tensors of the same device) agree, also for an expanded grad_output (``.sum()``)."""
+    x, w, b, kw = _run(case, dtype, device, True)
     x = x.detach().to(memory_format=fmt).requires_grad_()
     w = w.detach().to(memory_format=wfmt).requires_grad_()
     y, ref = HF.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw)
-    assert y.stride() == ref.stride()
-    torch.testing.assert_close(y, ref, **TOL[torch.float32])
-    for gy in (torch.randn_like(ref), torch.ones(()).expand(ref.shape)):  # ref's layout; .sum()'s
+    assert _strides(y) == _strides(ref)
+    torch.testing.assert_close(y, ref, **TOL[dtype])
+    for gy in (torch.randn_like(ref), torch.ones((), dtype=dtype, device=device).expand(ref.shape)):  # ref's; .sum()'s
         gx, gw = torch.autograd.grad(y, (x, w), gy, retain_graph=True)
         ex, ew = torch.autograd.grad(ref, (x, w), gy, retain_graph=True)
-        assert gx.stride() == ex.stride()
-        assert gw.stride() == ew.stride()
-        torch.testing.assert_close(gx, ex, **TOL[torch.float32])
-        torch.testing.assert_close(gw, ew, **TOL[torch.float32])
+        assert _strides(gx) == _strides(ex)
+        assert _strides(gw) == _strides(ew)
+        torch.testing.assert_close(gx, ex, **TOL[dtype])
+        torch.testing.assert_close(gw, ew, **TOL[dtype])
     stride, dilation = _pair(kw["stride"], "stride"), _pair(kw["dilation"], "dilation")
     conv_args = (stride, conv2d_padding(kw["padding"], w.shape, stride, dilation), dilation, kw["groups"])
-    mx, mw, mb, mgy = (t.to("meta") for t in (x, w, b, torch.randn_like(ref)))
-    assert ops.conv2d(mx, mw, mb, *conv_args).stride() == y.stride()
-    assert ops.conv2d_backward_input(mgy, mw, list(x.shape), *conv_args).stride() == ex.stride()
-    assert ops.conv2d_backward_weight(mgy, mx, list(w.shape), *conv_args).stride() == gw.stride()
+    gy = torch.randn_like(ref)
+    with FakeTensorMode() as mode:
+        fx, fw, fb, fgy = (mode.from_tensor(t) for t in (x, w, b, gy))
+        assert _strides(ops.conv2d(fx, fw, fb, *conv_args)) == _strides(y)
+        assert _strides(ops.conv2d_backward_input(fgy, fw, list(x.shape), *conv_args)) == _strides(ex)
+        assert _strides(ops.conv2d_backward_weight(fgy, fx, list(w.shape), *conv_args)) == _strides(gw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=["f64", "f32", "f16"])
+@pytest.mark.parametrize("groups", [1, 2, 4], ids=["dense", "grouped", "depthwise"])
+def test_fake_kernels_follow_torch_layouts_for_gpu_tensors(dtype, groups):
+    """Runs on the CPU: our fake kernels on fake CUDA tensors give the layouts torch's own fake
+    convolution gives them, which asks aten which CUDA backend the call takes and its memory format
+    (aten's _select_conv_backend, _conv_determine_backend_memory_format): channels_last when the
+    input or the weight is, except float64 (always contiguous on CUDA)."""
+    cl, cf = torch.channels_last, torch.contiguous_format
+    for fmt in (cf, cl):
+        for wfmt in (cf, cl):
+            with FakeTensorMode():
+                x = torch.empty(2, 4, 8, 8, dtype=dtype, device="cuda").to(memory_format=fmt)
+                w = torch.empty(4, 4 // groups, 3, 3, dtype=dtype, device="cuda").to(memory_format=wfmt)
+                args = ([1, 1], [1, 1], [1, 1], groups)
+                y = F.conv2d(x, w, None, *args)
+                gy = torch.empty_like(y)
+                ex, ew, _ = torch.ops.aten.convolution_backward(gy, x, w, None, *args[:3], False, [0, 0], groups,
+                                                                [True, True, False])
+                ours = ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], groups)
+                gx = ops.conv2d_backward_input(gy, w, list(x.shape), [1, 1], [1, 1, 1, 1], [1, 1], groups)
+                gw = ops.conv2d_backward_weight(gy, x, list(w.shape), [1, 1], [1, 1, 1, 1], [1, 1], groups)
+            what = f"x {fmt}, weight {wfmt}"
+            assert _strides(ours) == _strides(y), what
+            assert _strides(gx) == _strides(ex), what
+            assert _strides(gw) == _strides(ew), what
 
 
 def test_gradcheck_and_gradgradcheck(device):

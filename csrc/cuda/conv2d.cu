@@ -9,8 +9,9 @@
 //  - exact (below): a shared-memory tiled FMA implicit GEMM on NCHW tensors, for float64, for float32
 //    with TF32 off (exact FP32, like cuDNN then) and for shapes beyond the tensor-core kernels' int32
 //    index bounds (mma_fits).
-// Output layouts follow torch (conv2d_output_format in csrc/conv2d.h): channels_last when the input
-// or the weight suggests it, grad_output standing in for the argument a gradient op lacks.
+// Output layouts follow torch's CUDA convolutions (output_format below): channels_last when the input
+// or the weight suggests it (conv2d_output_format in csrc/conv2d.h), grad_output standing in for the
+// argument a gradient op lacks; float64 always contiguous.
 //
 // Exact path tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K
 // split, each walked grid-stride past CUDA's grid limits); 256 threads stage 16-deep slices of A
@@ -251,6 +252,15 @@ Path select_path(const Conv2dGeometry& g, at::ScalarType t) {
 }
 
 at::MemoryFormat layout_of(const at::Tensor& t) { return t.suggest_memory_format(); }
+
+// The layout torch's CUDA convolution gives its results: float64 runs on cuDNN (or, depthwise, on
+// torch's native kernel), which keep float64 in NCHW whatever the layouts of the arguments
+// (cudnn_conv_suggest_memory_format in aten/src/ATen/native/ConvUtils.h; the native depthwise
+// kernel is NCHW only); other dtypes by the rule shared with the CPU. The fake kernels
+// (python/hotkernels/ops/conv2d.py) apply the same rule to CUDA tensors.
+at::MemoryFormat output_format(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == at::kDouble ? at::MemoryFormat::Contiguous : conv2d_output_format(a, b);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Tensor-core path (host side).
@@ -568,7 +578,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   check_conv2d_bias("conv2d", bias, input, weight);
   const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::MemoryFormat layout = conv2d_output_format(input, weight);
+  const at::MemoryFormat layout = output_format(input, weight);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, input.options().memory_format(layout));
   if (y.numel() == 0) return y;
@@ -598,7 +608,7 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::MemoryFormat layout = conv2d_output_format(grad_output, weight);
+  const at::MemoryFormat layout = output_format(grad_output, weight);
   if (grad_output.numel() == 0) return at::zeros({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
   at::Tensor gx = at::empty({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
   if (gx.numel() == 0) return gx;
@@ -629,7 +639,7 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::ScalarType acc_type = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   // The kernels sum into a contiguous buffer (float or double); one conversion to torch's type and layout.
-  const at::MemoryFormat layout = conv2d_output_format(grad_output, input);
+  const at::MemoryFormat layout = output_format(grad_output, input);
   auto result = [&](const at::Tensor& acc) { return acc.to(grad_output.scalar_type(), false, false, layout); };
   if (grad_output.numel() == 0) return result(at::zeros(weight_size, grad_output.options()));
   switch (select_path(g, grad_output.scalar_type())) {
