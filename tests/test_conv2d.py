@@ -12,7 +12,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import hotkernels
 import hotkernels.functional as HF
 from hotkernels.ops.conv2d import _pair, conv2d_padding
-from tests.conftest import run_with_isa
+from tests.conftest import run_with_isa, allow_tf32
 
 ops = torch.ops.hotkernels
 
@@ -372,20 +372,6 @@ DEPTHWISE_GRID = [
 ]
 
 
-class _Tf32:
-    """Sets torch.backends.cudnn.allow_tf32 (read by our ops and cuDNN alike) for a block."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        self.saved = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = self.enabled
-
-    def __exit__(self, *exc):
-        torch.backends.cudnn.allow_tf32 = self.saved
-
-
 def _reductions(case):
     """Reduction length of the forward, input-gradient and weight-gradient sums of a case."""
     n, c, h, w, k, ks, s, p, d, g = case
@@ -427,18 +413,19 @@ def _check_cuda_case(case, dtype, kind, memory_format, tf32: bool) -> list[float
     Returns the max errors (forward, input, weight)."""
     x, w, b, kw = _cuda_case(case, dtype, memory_format)
     r_fwd, r_in, r_w = _reductions(case)
-    with _Tf32(tf32):
+    with allow_tf32(tf32):
         y = HF.conv2d(x, w, b, **kw)
         gy = torch.randn_like(y)
         gx, gw, gb = torch.autograd.grad(y, (x, w, b), gy)
     xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
     ref = F.conv2d(xd, wd, bd, **kw)
     rx, rw, rb = torch.autograd.grad(ref, (xd, wd, bd), gy.double())
-    channels_last = memory_format == torch.channels_last
+    # torch's layouts (cuDNN's, for these dtypes): all three channels_last when the input is, the
+    # weight gradient included.
     assert y.dtype == dtype and y.shape == ref.shape
-    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert gx.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert gw.is_contiguous() and gw.dtype == dtype
+    assert y.is_contiguous(memory_format=memory_format)
+    assert gx.is_contiguous(memory_format=memory_format)
+    assert gw.is_contiguous(memory_format=memory_format) and gw.dtype == dtype
     errs = [
         _assert_within(y, ref, kind, r_fwd, "forward"),
         _assert_within(gx, rx, kind, r_in, "grad input"),
@@ -502,7 +489,7 @@ def test_cuda_float64_and_mixed_layouts():
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e, **TOL[torch.float64])
     xs = torch.randn(2, 12, 9, 22, device="cuda")[:, ::2, :, ::2]
-    with _Tf32(False):
+    with allow_tf32(False):
         torch.testing.assert_close(HF.conv2d(xs, w.float(), None, **kw), F.conv2d(xs, w.float(), None, **kw),
                                    rtol=1e-5, atol=1e-5)
 
@@ -518,13 +505,13 @@ def test_cuda_backward_ops_directly():
     xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
     ref = F.conv2d(xd, wd, None, 2, 1, 1, 2)
     rx, rw = torch.autograd.grad(ref, (xd, wd), gy.double())
-    with _Tf32(False):
+    with allow_tf32(False):
         gx = ops.conv2d_backward_input(gy, w, list(x.shape), *args)
         gw = ops.conv2d_backward_weight(gy, x, list(w.shape), *args)
     assert gx.is_contiguous(memory_format=torch.channels_last) and gw.is_contiguous(memory_format=torch.channels_last)
     _assert_within(gx, rx, "exact", 6 * 9, "grad input")
     _assert_within(gw, rw, "exact", 50, "grad weight")
-    with _Tf32(True):
+    with allow_tf32(True):
         gx = ops.conv2d_backward_input(gy, w, list(x.shape), *args)
         gw = ops.conv2d_backward_weight(gy, x, list(w.shape), *args)
     _assert_within(gx, rx, "tf32", 6 * 9, "grad input")
@@ -556,7 +543,7 @@ def test_cuda_unaligned_channels_last(dtype):
     xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
     ref = F.conv2d(xd, wd, None, 1, 1)
     rx, rw = torch.autograd.grad(ref, (xd, wd), gy.double())
-    with _Tf32(True):
+    with allow_tf32(True):
         fresh = (x.clone(memory_format=torch.channels_last), gy.clone(memory_format=torch.channels_last))
         for got_x, got_gy in ((x, gy), fresh):
             _assert_within(ops.conv2d(got_x, w, None, *args), ref, kind, 16 * 9, "forward")
@@ -587,7 +574,7 @@ def test_cuda_deterministic_algorithms():
     try:
         torch.use_deterministic_algorithms(True)
         for tf32 in (True, False):
-            with _Tf32(tf32):
+            with allow_tf32(tf32):
                 for call in calls:
                     assert torch.equal(call(), call())
     finally:
