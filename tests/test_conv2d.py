@@ -607,3 +607,88 @@ def test_cuda_depthwise_weight_gradient_past_the_grid_y_limit(memory_format):
     want = (gyd[:, :1] * xd[:, :taps] + gyd[:, 1:] * xd[:, 1:]).view(c, 1, 1, taps)
     torch.testing.assert_close(gw.double(), want, rtol=1e-6, atol=1e-6)
 
+
+# Index math past 32 bits on CUDA. Each case holds a few tensors of just over 2^31 float16 elements
+# (4.3 GB each, 13 to 22 GB a case: an H200 has 141 GB) and is checked on the slices that hold
+# element 0, the elements around 2^31 and the last element, against float64 F.conv2d of those slices
+# (inputs exact in float16; float accumulation and one rounding: the float16 bound above).
+
+
+def _need_gpu_memory(gib: float) -> None:
+    if torch.cuda.mem_get_info()[0] < gib * 2**30:
+        pytest.skip(f"needs {gib} GiB of free GPU memory")
+
+
+@CUDA_ONLY
+def test_cuda_depthwise_past_int32_indices():
+    """The direct depthwise kernels index in int32 only up to INT32_MAX − blocks·256 elements
+    (with_index_type in csrc/cuda/conv2d.cu); 33 × 8 × 2896² = 2^31 + 66,790,784 elements take their
+    int64 kernels, forward and input gradient (checked on whole batch items)."""
+    _need_gpu_memory(16)
+    n, c, h, w = 33, 8, 2896, 2896
+    x = torch.randn(n, c, h, w, device="cuda", dtype=torch.float16)
+    wt = torch.randn(c, 1, 3, 3, device="cuda", dtype=torch.float16)
+    args = ([1, 1], [1, 1, 1, 1], [1, 1], c)
+    items = sorted({0, 2**31 // (c * h * w), n - 1})
+    y = ops.conv2d(x, wt, None, *args)
+    for i in items:
+        ref = F.conv2d(x[i:i + 1].double(), wt.double(), None, 1, 1, 1, c)
+        _assert_within(y[i:i + 1], ref, "float16", 9, f"forward, batch item {i}")
+    del y
+    gx = ops.conv2d_backward_input(x, wt, [n, c, h, w], *args)  # x stands in for grad_output (same shape)
+    for i in items:
+        ref = F.conv_transpose2d(x[i:i + 1].double(), wt.double(), None, 1, 1, 0, c)
+        _assert_within(gx[i:i + 1], ref, "float16", 9, f"grad input, batch item {i}")
+
+
+@CUDA_ONLY
+def test_cuda_exact_path_past_int32_extents():
+    """A GEMM extent past the tensor-core kernels' int32 bound (mma_fits: N·OH·OW <= 2^31 − 4096)
+    sends even float16 to the exact kernel, which indexes in int64: a 1 × 1 convolution over 46341²
+    = 2^31 + 4633 pixels, forward and input gradient, checked on whole rows."""
+    _need_gpu_memory(24)
+    h = w = 46341
+    x = torch.randn(1, 2, h, w, device="cuda", dtype=torch.float16)
+    wt = torch.randn(1, 2, 1, 1, device="cuda", dtype=torch.float16)
+    b = torch.randn(1, device="cuda", dtype=torch.float16)
+    args = ([1, 1], [0, 0, 0, 0], [1, 1], 1)
+    rows = sorted({0, (2**31 - 1) // w, 2**31 // w, h - 1})
+    y = ops.conv2d(x, wt, b, *args)
+    for r in rows:
+        ref = F.conv2d(x[:, :, r:r + 1].double(), wt.double(), b.double())
+        _assert_within(y[:, :, r:r + 1], ref, "float16", 2, f"forward, row {r}")
+    gx = ops.conv2d_backward_input(y, wt, [1, 2, h, w], *args)  # y stands in for grad_output
+    for r in rows:
+        ref = F.conv_transpose2d(y[:, :, r:r + 1].double(), wt.double())
+        _assert_within(gx[:, :, r:r + 1], ref, "float16", 1, f"grad input, row {r}")
+
+
+@CUDA_ONLY
+def test_cuda_tensor_cores_past_int32_offsets():
+    """The tensor-core kernels keep extents in int32 and form offsets in int64: an NHWC float16
+    3 × 3 convolution with 16 channels over 11586² pixels (input and output 2^31 + 282,688
+    elements each), forward and input gradient, checked on whole rows (each from the rows around
+    it)."""
+    _need_gpu_memory(16)
+    h = w = 11586
+    c = 16
+    x = torch.randn(1, h, w, c, device="cuda", dtype=torch.float16).permute(0, 3, 1, 2)  # channels_last
+    wt = torch.randn(c, c, 3, 3, device="cuda", dtype=torch.float16)
+    args = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    rows = sorted({0, 2**31 // (w * c), h - 1})
+
+    def band(t, r):  # the rows a 3 × 3, padding 1 result row r depends on, and r's row in that band
+        lo = max(r - 1, 0)
+        return t[:, :, lo:min(r + 2, h)].double(), r - lo
+
+    y = ops.conv2d(x, wt, None, *args)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    for r in rows:
+        xb, k = band(x, r)
+        _assert_within(y[:, :, r:r + 1], F.conv2d(xb, wt.double(), None, 1, 1)[:, :, k:k + 1], "float16", 9 * c,
+                       f"forward, row {r}")
+    gx = ops.conv2d_backward_input(y, wt, [1, c, h, w], *args)  # y stands in for grad_output
+    for r in rows:
+        yb, k = band(y, r)
+        ref = F.conv_transpose2d(yb, wt.double(), None, 1, 1)[:, :, k:k + 1]
+        _assert_within(gx[:, :, r:r + 1], ref, "float16", 9 * c, f"grad input, row {r}")
