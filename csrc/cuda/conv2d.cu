@@ -704,7 +704,8 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   // About four blocks per SM, each lane still summing at least 8 pixels.
   const int64_t lanes = 256 / cb;
   const int64_t splits = reduction_splits(
-      std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)), 1, kMaxGridYZ));
+      std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)), 1,
+                          kMaxGridYZ));
   const int64_t per_split = (n * hw + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(splits));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_bias_cuda", [&] {
