@@ -9,27 +9,46 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <vector>
 
 #include "math/optim.h"
 
 namespace hotkernels {
 
-// Adds 1 to a CPU step counter (float32 or float64, one element) and returns the new count.
-inline double increment_step(const char* op, const at::Tensor& step) {
+// A state step counter as torch.optim keeps it without capturable: a one-element float32 or
+// float64 tensor on the CPU (read and written on the host).
+inline void check_step(const char* op, at::TensorList state_steps, size_t i) {
+  const at::Tensor& step = state_steps[i];
   TORCH_CHECK(step.device().is_cpu() && step.numel() == 1 &&
                   (step.scalar_type() == at::kFloat || step.scalar_type() == at::kDouble),
-              "hotkernels.", op, ": expected each state step to be a one-element float32 or float64 CPU tensor, but got ",
-              step.scalar_type(), " of shape ", step.sizes(), " on ", step.device());
-  if (step.scalar_type() == at::kFloat) {
-    float* s = step.mutable_data_ptr<float>();
-    return *s += 1.0f;
-  }
-  double* s = step.mutable_data_ptr<double>();
-  return *s += 1.0;
+              "hotkernels.", op, ": expected each state step to be a one-element float32 or float64 CPU tensor, but ",
+              "'state_steps[", i, "]' is ", step.scalar_type(), " of shape ", step.sizes(), " on ", step.device());
 }
 
-inline double read_step(const at::Tensor& step) {
-  return step.scalar_type() == at::kFloat ? double(*step.const_data_ptr<float>()) : *step.const_data_ptr<double>();
+// The value of a one-element float32 or float64 CPU tensor (checked by the caller).
+inline double read_scalar(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat ? double(*t.const_data_ptr<float>()) : *t.const_data_ptr<double>();
+}
+
+inline double read_step(const char* op, at::TensorList state_steps, size_t i) {
+  check_step(op, state_steps, i);
+  return read_scalar(state_steps[i]);
+}
+
+// Checks all n counters, then adds 1 to each and returns the new counts. Every other check of the op
+// must come first: a step that raises then leaves every counter (and the params and moments, which
+// the kernels update only afterwards) as it was.
+inline std::vector<double> increment_steps(const char* op, at::TensorList state_steps, size_t n) {
+  TORCH_CHECK(state_steps.size() == n, "hotkernels.", op, ": expected 'state_steps' to hold one tensor per param (",
+              n, "), but got ", state_steps.size());
+  for (size_t i = 0; i < n; ++i) check_step(op, state_steps, i);
+  std::vector<double> t(n);
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& step = state_steps[i];
+    t[i] = step.scalar_type() == at::kFloat ? double(*step.mutable_data_ptr<float>() += 1.0f)
+                                            : *step.mutable_data_ptr<double>() += 1.0;
+  }
+  return t;
 }
 
 // LAMB's per-tensor squared norms (‖p‖², ‖u‖²), written by the moments pass, read by the update pass.

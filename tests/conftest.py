@@ -1,5 +1,6 @@
 """Shared pytest fixtures: every op test runs on the CPU and, when a GPU is present, on CUDA."""
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -28,9 +29,29 @@ settings.register_profile("long", max_examples=1000, deadline=None, suppress_hea
 settings.load_profile(os.environ.get("HOTKERNELS_HYPOTHESIS", "ci"))
 
 
+@contextlib.contextmanager
+def allow_tf32(enabled: bool):
+    """Sets TF32 for cuDNN (convolutions and RNNs; hotkernels' conv2d reads the same flag) and for
+    cuBLAS matmuls for a block, restoring both afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture(params=DEVICES)
-def device(request) -> str:
-    return request.param
+def device(request):
+    """The device of a parity test. On CUDA TF32 is off for the test: cuDNN takes TF32 for float32
+    convolutions and RNNs by default, ~5e-4·sqrt(R) off for a reduction of length R, which the
+    float32 tolerances (a few float32 ulp) do not allow for torch's reference, nor for ours. The
+    tests of the TF32 paths (tests/test_conv2d.py) set the flag themselves."""
+    if request.param == "cuda":
+        with allow_tf32(False):
+            yield request.param
+    else:
+        yield request.param
 
 
 @pytest.fixture(autouse=True)

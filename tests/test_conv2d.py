@@ -1,14 +1,18 @@
 """conv2d: parity with F.conv2d over a parameter grid, gradients (incl. double backward),
 torch.library registration, torch.compile, layouts, the nn.Conv2d drop-in, bad input."""
 
+import pathlib
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 import hotkernels
 import hotkernels.functional as HF
 from hotkernels.ops.conv2d import _pair, conv2d_padding
-from tests.conftest import run_with_isa
+from tests.conftest import run_with_isa, allow_tf32
 
 ops = torch.ops.hotkernels
 
@@ -116,32 +120,69 @@ def test_unbatched_and_channels_last(device):
     torch.testing.assert_close(HF.conv2d(xs, w), F.conv2d(xs, w), **TOL[torch.float32])
 
 
+def _strides(t: torch.Tensor) -> tuple[int, ...]:
+    """The strides that place elements: those of dimensions of size > 1 (a size-1 dimension's stride
+    is arbitrary, e.g. a depthwise weight's channel stride)."""
+    return tuple(st for size, st in zip(t.shape, t.stride()) if size > 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("wfmt", [torch.contiguous_format, torch.channels_last], ids=["w_nchw", "w_nhwc"])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["x_nchw", "x_nhwc"])
 @pytest.mark.parametrize("case", [GRID[0], GRID[2], GRID[4], GRID[13]], ids=_ids)
-def test_output_layout_follows_torch(device, case, fmt, wfmt):
-    """Outputs in torch's layout: the forward output and both gradients channels_last when the
-    input or the weight is; eager and fake (meta) kernels agree, also for an expanded grad_output
-    (``.sum()``)."""
-    x, w, b, kw = _run(case, torch.float32, device, True)
+def test_output_layout_follows_torch(device, case, fmt, wfmt, dtype):
+    """Outputs in torch's layout: on the CPU, and on CUDA for float32, the forward output and both
+    gradients channels_last when the input or the weight is; on CUDA float64 always contiguous
+    (cuDNN and torch's depthwise kernel keep float64 in NCHW). Eager and fake kernels (on fake
+    tensors of the same device) agree, also for an expanded grad_output (``.sum()``)."""
+    x, w, b, kw = _run(case, dtype, device, True)
     x = x.detach().to(memory_format=fmt).requires_grad_()
     w = w.detach().to(memory_format=wfmt).requires_grad_()
     y, ref = HF.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw)
-    assert y.stride() == ref.stride()
-    torch.testing.assert_close(y, ref, **TOL[torch.float32])
-    for gy in (torch.randn_like(ref), torch.ones(()).expand(ref.shape)):  # ref's layout; .sum()'s
+    assert _strides(y) == _strides(ref)
+    torch.testing.assert_close(y, ref, **TOL[dtype])
+    for gy in (torch.randn_like(ref), torch.ones((), dtype=dtype, device=device).expand(ref.shape)):  # ref's; .sum()'s
         gx, gw = torch.autograd.grad(y, (x, w), gy, retain_graph=True)
         ex, ew = torch.autograd.grad(ref, (x, w), gy, retain_graph=True)
-        assert gx.stride() == ex.stride()
-        assert gw.stride() == ew.stride()
-        torch.testing.assert_close(gx, ex, **TOL[torch.float32])
-        torch.testing.assert_close(gw, ew, **TOL[torch.float32])
+        assert _strides(gx) == _strides(ex)
+        assert _strides(gw) == _strides(ew)
+        torch.testing.assert_close(gx, ex, **TOL[dtype])
+        torch.testing.assert_close(gw, ew, **TOL[dtype])
     stride, dilation = _pair(kw["stride"], "stride"), _pair(kw["dilation"], "dilation")
     conv_args = (stride, conv2d_padding(kw["padding"], w.shape, stride, dilation), dilation, kw["groups"])
-    mx, mw, mb, mgy = (t.to("meta") for t in (x, w, b, torch.randn_like(ref)))
-    assert ops.conv2d(mx, mw, mb, *conv_args).stride() == y.stride()
-    assert ops.conv2d_backward_input(mgy, mw, list(x.shape), *conv_args).stride() == ex.stride()
-    assert ops.conv2d_backward_weight(mgy, mx, list(w.shape), *conv_args).stride() == gw.stride()
+    gy = torch.randn_like(ref)
+    with FakeTensorMode() as mode:
+        fx, fw, fb, fgy = (mode.from_tensor(t) for t in (x, w, b, gy))
+        assert _strides(ops.conv2d(fx, fw, fb, *conv_args)) == _strides(y)
+        assert _strides(ops.conv2d_backward_input(fgy, fw, list(x.shape), *conv_args)) == _strides(ex)
+        assert _strides(ops.conv2d_backward_weight(fgy, fx, list(w.shape), *conv_args)) == _strides(gw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=["f64", "f32", "f16"])
+@pytest.mark.parametrize("groups", [1, 2, 4], ids=["dense", "grouped", "depthwise"])
+def test_fake_kernels_follow_torch_layouts_for_gpu_tensors(dtype, groups):
+    """Runs on the CPU: our fake kernels on fake CUDA tensors give the layouts torch's own fake
+    convolution gives them, which asks aten which CUDA backend the call takes and its memory format
+    (aten's _select_conv_backend, _conv_determine_backend_memory_format): channels_last when the
+    input or the weight is, except float64 (always contiguous on CUDA)."""
+    cl, cf = torch.channels_last, torch.contiguous_format
+    for fmt in (cf, cl):
+        for wfmt in (cf, cl):
+            with FakeTensorMode():
+                x = torch.empty(2, 4, 8, 8, dtype=dtype, device="cuda").to(memory_format=fmt)
+                w = torch.empty(4, 4 // groups, 3, 3, dtype=dtype, device="cuda").to(memory_format=wfmt)
+                args = ([1, 1], [1, 1], [1, 1], groups)
+                y = F.conv2d(x, w, None, *args)
+                gy = torch.empty_like(y)
+                ex, ew, _ = torch.ops.aten.convolution_backward(gy, x, w, None, *args[:3], False, [0, 0], groups,
+                                                                [True, True, False])
+                ours = ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], groups)
+                gx = ops.conv2d_backward_input(gy, w, list(x.shape), [1, 1], [1, 1, 1, 1], [1, 1], groups)
+                gw = ops.conv2d_backward_weight(gy, x, list(w.shape), [1, 1], [1, 1, 1, 1], [1, 1], groups)
+            what = f"x {fmt}, weight {wfmt}"
+            assert _strides(ours) == _strides(y), what
+            assert _strides(gx) == _strides(ex), what
+            assert _strides(gw) == _strides(ew), what
 
 
 def test_gradcheck_and_gradgradcheck(device):
@@ -331,20 +372,6 @@ DEPTHWISE_GRID = [
 ]
 
 
-class _Tf32:
-    """Sets torch.backends.cudnn.allow_tf32 (read by our ops and cuDNN alike) for a block."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        self.saved = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = self.enabled
-
-    def __exit__(self, *exc):
-        torch.backends.cudnn.allow_tf32 = self.saved
-
-
 def _reductions(case):
     """Reduction length of the forward, input-gradient and weight-gradient sums of a case."""
     n, c, h, w, k, ks, s, p, d, g = case
@@ -386,18 +413,19 @@ def _check_cuda_case(case, dtype, kind, memory_format, tf32: bool) -> list[float
     Returns the max errors (forward, input, weight)."""
     x, w, b, kw = _cuda_case(case, dtype, memory_format)
     r_fwd, r_in, r_w = _reductions(case)
-    with _Tf32(tf32):
+    with allow_tf32(tf32):
         y = HF.conv2d(x, w, b, **kw)
         gy = torch.randn_like(y)
         gx, gw, gb = torch.autograd.grad(y, (x, w, b), gy)
     xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
     ref = F.conv2d(xd, wd, bd, **kw)
     rx, rw, rb = torch.autograd.grad(ref, (xd, wd, bd), gy.double())
-    channels_last = memory_format == torch.channels_last
+    # torch's layouts (cuDNN's, for these dtypes): all three channels_last when the input is, the
+    # weight gradient included.
     assert y.dtype == dtype and y.shape == ref.shape
-    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert gx.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert gw.is_contiguous() and gw.dtype == dtype
+    assert y.is_contiguous(memory_format=memory_format)
+    assert gx.is_contiguous(memory_format=memory_format)
+    assert gw.is_contiguous(memory_format=memory_format) and gw.dtype == dtype
     errs = [
         _assert_within(y, ref, kind, r_fwd, "forward"),
         _assert_within(gx, rx, kind, r_in, "grad input"),
@@ -461,7 +489,7 @@ def test_cuda_float64_and_mixed_layouts():
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e, **TOL[torch.float64])
     xs = torch.randn(2, 12, 9, 22, device="cuda")[:, ::2, :, ::2]
-    with _Tf32(False):
+    with allow_tf32(False):
         torch.testing.assert_close(HF.conv2d(xs, w.float(), None, **kw), F.conv2d(xs, w.float(), None, **kw),
                                    rtol=1e-5, atol=1e-5)
 
@@ -477,13 +505,13 @@ def test_cuda_backward_ops_directly():
     xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
     ref = F.conv2d(xd, wd, None, 2, 1, 1, 2)
     rx, rw = torch.autograd.grad(ref, (xd, wd), gy.double())
-    with _Tf32(False):
+    with allow_tf32(False):
         gx = ops.conv2d_backward_input(gy, w, list(x.shape), *args)
         gw = ops.conv2d_backward_weight(gy, x, list(w.shape), *args)
     assert gx.is_contiguous(memory_format=torch.channels_last) and gw.is_contiguous(memory_format=torch.channels_last)
     _assert_within(gx, rx, "exact", 6 * 9, "grad input")
     _assert_within(gw, rw, "exact", 50, "grad weight")
-    with _Tf32(True):
+    with allow_tf32(True):
         gx = ops.conv2d_backward_input(gy, w, list(x.shape), *args)
         gw = ops.conv2d_backward_weight(gy, x, list(w.shape), *args)
     _assert_within(gx, rx, "tf32", 6 * 9, "grad input")
@@ -515,7 +543,7 @@ def test_cuda_unaligned_channels_last(dtype):
     xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
     ref = F.conv2d(xd, wd, None, 1, 1)
     rx, rw = torch.autograd.grad(ref, (xd, wd), gy.double())
-    with _Tf32(True):
+    with allow_tf32(True):
         fresh = (x.clone(memory_format=torch.channels_last), gy.clone(memory_format=torch.channels_last))
         for got_x, got_gy in ((x, gy), fresh):
             _assert_within(ops.conv2d(got_x, w, None, *args), ref, kind, 16 * 9, "forward")
@@ -546,8 +574,121 @@ def test_cuda_deterministic_algorithms():
     try:
         torch.use_deterministic_algorithms(True)
         for tf32 in (True, False):
-            with _Tf32(tf32):
+            with allow_tf32(tf32):
                 for call in calls:
                     assert torch.equal(call(), call())
     finally:
         torch.use_deterministic_algorithms(was)
+
+
+def _source_constant(path: str, name: str) -> int:
+    """An integer constant `name = <digits>;` of a source file, so that the tests below cross the
+    limits the code sets, whatever they become."""
+    text = (pathlib.Path(__file__).parents[1] / path).read_text()
+    return int(re.search(rf"\b{name} = (\d+);", text).group(1))
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_cuda_depthwise_weight_gradient_past_the_grid_y_limit(memory_format):
+    """The depthwise weight gradient puts blocks of kTapChunk taps along grid y, which CUDA caps at
+    kMaxGridYZ (65535) blocks: a kernel of more taps than kMaxGridYZ·kTapChunk (1 × 589,834 here)
+    needs the capped grid and the kernel's grid-stride walk over tap blocks (an uncapped launch
+    fails). Two output pixels, so gw[c, 0, 0, j] = gy[c, 0]·x[c, j] + gy[c, 1]·x[c, j + 1]: two
+    products and one float32 addition, within a few float32 ulp."""
+    chunk = _source_constant("csrc/cuda/conv2d_depthwise.cuh", "kTapChunk")
+    limit = _source_constant("csrc/cuda/grid.cuh", "kMaxGridYZ")
+    taps = limit * chunk + 2 * chunk + 1  # two blocks past the limit, the last one partial
+    c = 3
+    x = torch.randn(1, c, 1, taps + 1, device="cuda").to(memory_format=memory_format)
+    gy = torch.randn(1, c, 1, 2, device="cuda").to(memory_format=memory_format)
+    gw = ops.conv2d_backward_weight(gy, x, [c, 1, 1, taps], [1, 1], [0, 0, 0, 0], [1, 1], c)
+    xd, gyd = x[0, :, 0].double(), gy[0, :, 0].double()  # [c, taps + 1], [c, 2]
+    want = (gyd[:, :1] * xd[:, :taps] + gyd[:, 1:] * xd[:, 1:]).view(c, 1, 1, taps)
+    torch.testing.assert_close(gw.double(), want, rtol=1e-6, atol=1e-6)
+
+
+# Index math past 32 bits on CUDA. Each case holds a few tensors of just over 2^31 float16 elements
+# (4.3 GB each, 13 to 22 GB a case: an H200 has 141 GB) and is checked on the slices that hold
+# element 0, the elements around 2^31 and the last element, against float64 F.conv2d of those slices
+# (inputs exact in float16; float accumulation and one rounding: the float16 bound above).
+
+
+def _need_gpu_memory(gib: float) -> None:
+    if torch.cuda.mem_get_info()[0] < gib * 2**30:
+        pytest.skip(f"needs {gib} GiB of free GPU memory")
+
+
+@CUDA_ONLY
+def test_cuda_depthwise_past_int32_indices():
+    """The direct depthwise kernels index in int32 only up to INT32_MAX − blocks·256 elements
+    (with_index_type in csrc/cuda/conv2d.cu); 33 × 8 × 2896² = 2^31 + 66,790,784 elements take their
+    int64 kernels, forward and input gradient (checked on whole batch items)."""
+    _need_gpu_memory(16)
+    n, c, h, w = 33, 8, 2896, 2896
+    x = torch.randn(n, c, h, w, device="cuda", dtype=torch.float16)
+    wt = torch.randn(c, 1, 3, 3, device="cuda", dtype=torch.float16)
+    args = ([1, 1], [1, 1, 1, 1], [1, 1], c)
+    items = sorted({0, 2**31 // (c * h * w), n - 1})
+    y = ops.conv2d(x, wt, None, *args)
+    for i in items:
+        ref = F.conv2d(x[i:i + 1].double(), wt.double(), None, 1, 1, 1, c)
+        _assert_within(y[i:i + 1], ref, "float16", 9, f"forward, batch item {i}")
+    del y
+    gx = ops.conv2d_backward_input(x, wt, [n, c, h, w], *args)  # x stands in for grad_output (same shape)
+    for i in items:
+        ref = F.conv_transpose2d(x[i:i + 1].double(), wt.double(), None, 1, 1, 0, c)
+        _assert_within(gx[i:i + 1], ref, "float16", 9, f"grad input, batch item {i}")
+
+
+@CUDA_ONLY
+def test_cuda_exact_path_past_int32_extents():
+    """A GEMM extent past the tensor-core kernels' int32 bound (mma_fits: N·OH·OW <= 2^31 − 4096)
+    sends even float16 to the exact kernel, which indexes in int64: a 1 × 1 convolution over 46341²
+    = 2^31 + 4633 pixels, forward and input gradient, checked on whole rows."""
+    _need_gpu_memory(24)
+    h = w = 46341
+    x = torch.randn(1, 2, h, w, device="cuda", dtype=torch.float16)
+    wt = torch.randn(1, 2, 1, 1, device="cuda", dtype=torch.float16)
+    b = torch.randn(1, device="cuda", dtype=torch.float16)
+    args = ([1, 1], [0, 0, 0, 0], [1, 1], 1)
+    rows = sorted({0, (2**31 - 1) // w, 2**31 // w, h - 1})
+    y = ops.conv2d(x, wt, b, *args)
+    for r in rows:
+        ref = F.conv2d(x[:, :, r:r + 1].double(), wt.double(), b.double())
+        _assert_within(y[:, :, r:r + 1], ref, "float16", 2, f"forward, row {r}")
+    gx = ops.conv2d_backward_input(y, wt, [1, 2, h, w], *args)  # y stands in for grad_output
+    for r in rows:
+        ref = F.conv_transpose2d(y[:, :, r:r + 1].double(), wt.double())
+        _assert_within(gx[:, :, r:r + 1], ref, "float16", 1, f"grad input, row {r}")
+
+
+@CUDA_ONLY
+def test_cuda_tensor_cores_past_int32_offsets():
+    """The tensor-core kernels keep extents in int32 and form offsets in int64: an NHWC float16
+    3 × 3 convolution with 16 channels over 11586² pixels (input and output 2^31 + 282,688
+    elements each), forward and input gradient, checked on whole rows (each from the rows around
+    it)."""
+    _need_gpu_memory(16)
+    h = w = 11586
+    c = 16
+    x = torch.randn(1, h, w, c, device="cuda", dtype=torch.float16).permute(0, 3, 1, 2)  # channels_last
+    wt = torch.randn(c, c, 3, 3, device="cuda", dtype=torch.float16)
+    args = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    rows = sorted({0, 2**31 // (w * c), h - 1})
+
+    def band(t, r):  # the rows a 3 × 3, padding 1 result row r depends on, and r's row in that band
+        lo = max(r - 1, 0)
+        return t[:, :, lo:min(r + 2, h)].double(), r - lo
+
+    y = ops.conv2d(x, wt, None, *args)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    for r in rows:
+        xb, k = band(x, r)
+        _assert_within(y[:, :, r:r + 1], F.conv2d(xb, wt.double(), None, 1, 1)[:, :, k:k + 1], "float16", 9 * c,
+                       f"forward, row {r}")
+    gx = ops.conv2d_backward_input(y, wt, [1, c, h, w], *args)  # y stands in for grad_output
+    for r in rows:
+        yb, k = band(y, r)
+        ref = F.conv_transpose2d(yb, wt.double(), None, 1, 1)[:, :, k:k + 1]
+        _assert_within(gx[:, :, r:r + 1], ref, "float16", 9 * c, f"grad input, row {r}")

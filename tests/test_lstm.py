@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import hotkernels.functional as HF
-from tests.conftest import run_with_isa
+from tests.conftest import CUDA, run_with_isa
 import hotkernels.nn as hnn
 
 # Stated tolerances, for values and gradients of order one. The GEMMs are torch's, but we add the
@@ -317,6 +317,44 @@ def test_half_types_on_cuda(device):
         got = HF.lstm_cell(x.to(dtype), (h.to(dtype), c.to(dtype)), *w)
         for g, r in zip(got, want):
             torch.testing.assert_close(g.float(), r, rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a GPU and hotkernels built with CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_lstm_layer_half_types_cuda(dtype):
+    """float16/bfloat16 nn.LSTM on CUDA (the lstm_layer op and its backward op: GEMMs in the half
+    type with float accumulation, gates and states stored in it, the pointwise math in float),
+    two bidirectional layers, against torch's float64 nn.LSTM with the same (rounded) weights,
+    inputs and output gradients. Every step rounds the gate pre-activations, c and h (relative u:
+    2^-11 for float16, 2^-8 for bfloat16) and W_hh carries a step's errors into the next damped
+    (weights within ±1/√H); emulating those roundings on the CPU (float64 otherwise, 20 seeds) gives
+    at most 1u on outputs and states, allowed 8u. Gradients (sums over steps and batch of products of
+    such values, dgates, dh and dc rounded to the half type at every step): at most 3u of each
+    gradient's largest magnitude in the same emulation with the gradients rounded where the
+    kernels store them (10 seeds), allowed 16u."""
+    u = 2.0**-11 if dtype == torch.float16 else 2.0**-8
+    T, B, I, H = 6, 4, 24, 32
+    ours = hnn.LSTM(I, H, num_layers=2, bidirectional=True).to("cuda", dtype)
+    ref = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True).to("cuda", torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    x = torch.randn(T, B, I, device="cuda").to(dtype).requires_grad_()
+    h0, c0 = (torch.randn(4, B, H, device="cuda").to(dtype).requires_grad_() for _ in range(2))
+    xr, h0r, c0r = (t.detach().double().requires_grad_() for t in (x, h0, c0))
+    yo, (ho, co) = ours(x, (h0, c0))
+    yr, (hr, cr) = ref(xr, (h0r, c0r))
+    for got, want in ((yo, yr), (ho, hr), (co, cr)):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), want, rtol=8 * u, atol=8 * u)
+    gy, gh, gc = (torch.randn_like(t) for t in (yo, ho, co))
+    loss_ours = (yo * gy).float().sum() + (ho * gh).float().sum() + (co * gc).float().sum()
+    loss_ref = (yr * gy.double()).sum() + (hr * gh.double()).sum() + (cr * gc.double()).sum()
+    names = ["input", "h0", "c0"] + [n for n, _ in ref.named_parameters()]
+    got = torch.autograd.grad(loss_ours, [x, h0, c0, *ours.parameters()])
+    want = torch.autograd.grad(loss_ref, [xr, h0r, c0r, *ref.parameters()])
+    for name, a, b in zip(names, got, want, strict=True):
+        assert a.dtype == dtype, name
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=16 * u * b.abs().max().item(),
+                                   msg=lambda m: f"gradient of {name}: {m}")
 
 
 # ---- bad input -----------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import math
+import pathlib
+import re
 
 import pytest
 import torch
@@ -606,7 +608,75 @@ def test_op_rejects_bad_tensors():
         step([p], [g], [m], [v], [], [torch.tensor(0)], *args)
 
 
-def test_mixed_devices_rejected():
+# A step op checks everything before it writes anything: a bad tensor at the end of the list must not
+# leave the counters of the params ahead of it incremented (nor any param, moment or layer moment
+# written), or the retried step would run those params at a step count one ahead of their moments.
+FAILED_STEP_CASES = [
+    ("adam_step_", "int64 step"),
+    ("radam_step_", "int64 step"),
+    ("lamb_moments_", "int64 step"),
+    ("novograd_step_", "int64 step"),
+    ("novograd_step_", "layer moment shape"),
+    ("adam_step_", "step on the device"),  # CUDA: counters on the CPU but the last on the GPU
+    ("lamb_moments_", "grad_sq_norm on the CPU"),  # CUDA: params on the GPU
+]
+
+
+def _step_op_args(name, bad, device):
+    shapes = [(4, 3), (5,), (2, 2)]
+    rand = lambda: [torch.rand(s, device=device) for s in shapes]  # noqa: E731
+    steps = [torch.tensor(2.0) for _ in shapes]  # counters on the CPU, as torch.optim keeps them
+    layer = lambda: [torch.rand((), device=device) for _ in shapes]  # noqa: E731  NovoGrad's per-param v
+    if bad == "int64 step":
+        steps[-1] = torch.tensor(2)
+    elif bad == "step on the device":
+        steps[-1] = torch.tensor(2.0, device=device)
+    v = layer()
+    if bad == "layer moment shape":
+        v[-1] = torch.rand(2, device=device)
+    norms = torch.zeros(len(shapes), 2, dtype=torch.float64, device=device)
+    grad_sq_norm = torch.tensor(4.0, device="cpu" if bad == "grad_sq_norm on the CPU" else device)
+    hyper = (0.1, 0.9, 0.999, 1e-8, 0.01)
+    return {
+        "adam_step_": (rand(), rand(), rand(), rand(), rand(), steps, *hyper, True, False, False),
+        "radam_step_": (rand(), rand(), rand(), rand(), steps, *hyper, False, False),
+        "lamb_moments_": (rand(), rand(), rand(), rand(), steps, norms, grad_sq_norm, 1.0, 0.9, 0.999, 1e-6, 0.01,
+                          True, True, False),
+        "novograd_step_": (rand(), rand(), rand(), v, layer(), steps, torch.rand(len(shapes), device=device), *hyper,
+                           False, True),
+    }[name]
+
+
+@pytest.mark.parametrize("name,bad", FAILED_STEP_CASES,
+                         ids=[f"{n}-{b}".replace(" ", "_") for n, b in FAILED_STEP_CASES])
+def test_failed_step_leaves_state_untouched(device, name, bad):
+    if device == "cpu" and bad in ("step on the device", "grad_sq_norm on the CPU"):
+        pytest.skip("a case of params on the GPU")
+    args = _step_op_args(name, bad, device)
+    tensors = [t for a in args for t in (a if isinstance(a, list) else [a]) if isinstance(t, torch.Tensor)]
+    before = [t.clone() for t in tensors]
+    with pytest.raises(RuntimeError, match=f"hotkernels.{name}: expected"):
+        getattr(torch.ops.hotkernels, name)(*args)
+    for k, (t, b) in enumerate(zip(tensors, before)):
+        assert torch.equal(t, b), f"tensor {k} of the arguments was written by a step that raised"
+
+
+def test_lamb_apply_checks_its_state_steps(device):
+    """lamb_apply_ reads the counters on the host: a counter of another dtype (read as garbage before)
+    or on the GPU (a device pointer dereferenced on the host before: a crash) is refused by name."""
+    shapes = [(4, 3), (5,)]
+    ps, ms, vs = ([torch.rand(s, device=device) for s in shapes] for _ in range(3))
+    norms = torch.ones(len(shapes), 2, dtype=torch.float64, device=device)
+    bad_steps = [torch.tensor(1)] + ([torch.tensor(1.0, device=device)] if device == "cuda" else [])
+    for bad in bad_steps:
+        steps = [torch.tensor(1.0), bad]
+        with pytest.raises(RuntimeError, match=r"hotkernels.lamb_apply_: expected each state step to be a one-element "
+                                               r"float32 or float64 CPU tensor, but 'state_steps\[1\]'"):
+            torch.ops.hotkernels.lamb_apply_(ps, ms, vs, steps, norms, 0.1, 0.9, 0.999, 1e-6, 0.01, True, True, False,
+                                             True, False)
+
+
+def test_mixed_devices_rejected_cuda():
     if not torch.cuda.is_available():
         pytest.skip("needs a GPU")
     p = [torch.zeros(3, requires_grad=True), torch.zeros(3, device="cuda", requires_grad=True)]
@@ -646,9 +716,19 @@ def test_opcheck(name):
 
 
 HAS_CUDA = torch.cuda.is_available() and hotkernels._library.with_cuda
+CUDA_ONLY = pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and hotkernels built with CUDA")
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and hotkernels built with CUDA")
+def _multi_tensor_limits() -> dict[str, int]:
+    """kMaxTensors, kMaxBlocks and kChunk of csrc/cuda/multi_tensor.cuh (one launch of the CUDA
+    multi-tensor apply takes at most kMaxTensors tensors and kMaxBlocks chunks of kChunk elements),
+    read from the source so that the tests below cross them whatever they become."""
+    text = (pathlib.Path(__file__).parents[1] / "csrc" / "cuda" / "multi_tensor.cuh").read_text()
+    return {name: int(re.search(rf"\b{name} = (\d+);", text).group(1))
+            for name in ("kMaxTensors", "kMaxBlocks", "kChunk")}
+
+
+@CUDA_ONLY
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, dict(rtol=2e-3, atol=2e-3)),
                                        (torch.bfloat16, dict(rtol=1.6e-2, atol=1.6e-2))])
 def test_half_params_compute_in_float_cuda(dtype, tol):
@@ -662,16 +742,67 @@ def test_half_params_compute_in_float_cuda(dtype, tol):
         torch.testing.assert_close(b.float(), a.float(), **tol)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and hotkernels built with CUDA")
+HALF_CASES = {
+    "Adam": lambda ps: HO.Adam(ps, lr=1e-2, amsgrad=True),
+    "AdamW": lambda ps: HO.AdamW(ps, lr=1e-2),
+    "RAdam": lambda ps: HO.RAdam(ps, lr=1e-2, betas=(0.9, 0.99)),
+    "Lamb": lambda ps: HO.Lamb(ps, lr=1e-2, max_grad_norm=100.0),  # the norm is computed, but ~45: no clipping
+    "Ralamb": lambda ps: HO.Ralamb(ps, lr=1e-2, weight_decay=0.01),
+    "NovoGrad": lambda ps: HO.NovoGrad(ps, lr=1e-2, betas=(0.9, 0.5), amsgrad=True, grad_averaging=True),
+    "Lookahead": lambda ps: HO.Lookahead(HO.Adam(ps, lr=1e-2), k=3, alpha=0.5),
+    "Ranger": lambda ps: HO.Ranger(ps, lr=1e-2),
+    "RangerLars": lambda ps: HO.RangerLars(ps, lr=1e-2),
+}
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("name", list(HALF_CASES))
+def test_half_params_match_float32_cuda(name, dtype):
+    """Every optimizer on float16/bfloat16 params and state (CUDA only) against itself on float32
+    copies of the same params and gradients (float32 is checked against torch and the references
+    above). The half kernels compute in float32 and round p and the state once per step, so after
+    `steps` steps |p_half − p_float| <= steps·u·|p| (the rounding of p) plus the rounded moments'
+    share of the updates (relative ~10u of updates of ~lr, lr = 1e-2): within (steps + 1)·u·(|p| + 1),
+    u the unit roundoff (2^-11 for float16, 2^-8 for bfloat16). (Emulated on the CPU, float32 steps
+    with p and the state rounded to the half type after each, 5 seeds: at most 0.45 of that bound.) Gradient magnitudes in [0.5, 2]
+    keep Adam's v = (1 − β₂)g² out of float16's subnormals (below 6.1e-5, where rounding is no
+    longer relative; hence no L2 weight decay, which adds λθ to g, and no LAMB clipping, which
+    scales g down by ‖g‖ ≈ 45); NovoGrad's layer v = ‖g‖² (at most ~4000 here) stays below
+    float16's 65504.
+    7 steps: past RAdam's rectification threshold (step 6) and Ranger's Lookahead sync (k = 6)."""
+    steps, u = 7, (2.0**-11 if dtype == torch.float16 else 2.0**-8)
+    shapes = [(40, 25), (77,), (3, 5, 7), ()]
+    half = [torch.randn(s, device="cuda").to(dtype) for s in shapes]
+    ph, pf = clone(half), clone([p.float() for p in half])
+    opt_h, opt_f = HALF_CASES[name](ph), HALF_CASES[name](pf)
+    for _ in range(steps):
+        for a, b in zip(ph, pf):
+            g = (torch.rand(a.shape, device="cuda") * 1.5 + 0.5) * (torch.randint(0, 2, a.shape, device="cuda") * 2 - 1)
+            a.grad, b.grad = g.to(dtype), g.to(dtype).float()
+        opt_h.step()
+        opt_f.step()
+    for a, b in zip(ph, pf):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b, rtol=(steps + 1) * u, atol=(steps + 1) * u)
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("many", [False, True], ids=["2_params", "past_kMaxTensors_params"])
 @pytest.mark.parametrize("cls,kw", [("Adam", {"amsgrad": True}), ("RAdam", {})])
-def test_capturable_matches_torch_and_replays_in_cuda_graph(cls, kw):
-    """capturable=True: the step counters on the GPU; eager steps match torch's capturable optimizer,
-    and a step captured in a CUDA graph and replayed gives the same trajectory as eager steps."""
+def test_capturable_matches_torch_and_replays_in_cuda_graph(cls, kw, many):
+    """capturable=True: the step counters on the GPU; eager steps match torch's optimizer, and a
+    step captured in a CUDA graph and replayed gives the same trajectory as eager steps. The
+    reference is torch's non-capturable optimizer, which computes the per-step scalars in double on
+    the host as our kernels do on the device (torch's capturable RAdam computes ρ_t in float32 on the
+    device, ~0.5% off around the rectification threshold). With more params than one launch takes
+    (kMaxTensors), the counters and the updates run in several launches."""
     dtype = torch.float32
-    ps = [torch.randn(300, 7, device="cuda"), torch.randn(5, device="cuda")]
+    n = _multi_tensor_limits()["kMaxTensors"] + 44 if many else 2
+    ps = [torch.randn(300, 7, device="cuda")] + [torch.randn(5 + i % 17, device="cuda") for i in range(n - 1)]
     grads = [torch.randn_like(p) for p in ps]
     ref_p, eager_p, graph_p = clone(ps), clone(ps), clone(ps)
-    ref = getattr(torch.optim, cls)(ref_p, lr=0.01, capturable=True, **kw)
+    ref = getattr(torch.optim, cls)(ref_p, lr=0.01, **kw)
     eager = getattr(HO, cls)(eager_p, lr=0.01, capturable=True, **kw)
     graphed = getattr(HO, cls)(graph_p, lr=0.01, capturable=True, **kw)
     for group in (ref_p, eager_p, graph_p):
@@ -691,12 +822,61 @@ def test_capturable_matches_torch_and_replays_in_cuda_graph(cls, kw):
         graph.replay()
         ref.step()
         eager.step()
-    # graphed: warm-up + 8 replays = 9 steps, like ref and eager.
+    # graphed: warm-up + 8 replays = 9 steps, like ref and eager (RAdam rectifies from step 6).
     assert eager.state[eager_p[0]]["step"].device.type == "cuda"
-    assert float(graphed.state[graph_p[0]]["step"]) == float(eager.state[eager_p[0]]["step"]) == 9
+    assert all(float(graphed.state[p]["step"]) == 9 for p in graph_p)
+    assert all(float(eager.state[p]["step"]) == 9 for p in eager_p)
     for r, e, g in zip(ref_p, eager_p, graph_p):
         torch.testing.assert_close(e, r, **TOL[dtype])
         torch.testing.assert_close(g, e, **TOL[dtype])
+
+
+def _launch_crossing_tensors() -> list[torch.Tensor]:
+    """float32 tensors on the GPU whose one bucket takes several launches through every branch of
+    for_each_launch (csrc/cuda/multi_tensor.cuh): four tensors that fill kMaxBlocks chunks exactly
+    and end with the launch; more than kMaxTensors small tensors; a tensor of kMaxBlocks chunks and
+    a partial one, which continues into the next launches (in slot 0); small tensors after it; an
+    empty tensor (skipped). ~34M elements."""
+    lim = _multi_tensor_limits()
+    quarter = lim["kMaxBlocks"] // 4 * lim["kChunk"]
+    sizes = [quarter] * 4 + [1 + 37 * i % 300 for i in range(lim["kMaxTensors"] + 44)]
+    sizes += [lim["kMaxBlocks"] * lim["kChunk"] + 5, 0, 3, lim["kChunk"] + 1]
+    return [torch.randn(n, device="cuda") for n in sizes]
+
+
+@CUDA_ONLY
+def test_multi_tensor_apply_past_one_launch_cuda():
+    """Adam (amsgrad: five operands), the squared norms and the Lookahead sync over a bucket that
+    takes several launches (_launch_crossing_tensors): every element of every tensor updated once,
+    as torch does."""
+    ps = _launch_crossing_tensors()
+    r, o = clone(ps), clone(ps)
+    ref, ours = torch.optim.Adam(r, lr=0.01, amsgrad=True), HO.Adam(o, lr=0.01, amsgrad=True)
+    run_pair(ref, ours, r, o, steps=2, skip=None, check_grads=False)
+    assert_params_close(r, o, torch.float32)
+    assert_state_close(ref, ours, r, o, torch.float32)
+    sq = torch.ops.hotkernels.multi_tensor_sq_norms(ps)
+    # float sums per 16k-element chunk, added in double: relative error ~ a few float32 ulp
+    torch.testing.assert_close(sq, torch.stack([(p.double() ** 2).sum() for p in ps]).float(), rtol=1e-5, atol=0)
+    fast, slow = [p.clone() for p in ps], [torch.randn_like(p) for p in ps]
+    want = [s + 0.3 * (f - s) for f, s in zip(fast, slow)]
+    torch.ops.hotkernels.lookahead_sync_(fast, slow, 0.3)
+    for f, s, w in zip(fast, slow, want):
+        torch.testing.assert_close(s, w, **TOL[torch.float32])
+        assert torch.equal(f, s)
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("name", ["Lamb", "NovoGrad"])
+def test_norm_optimizers_past_one_launch_cuda(name):
+    """LAMB's per-tensor norms and trust ratios and NovoGrad's layer moments (one thread per tensor,
+    kMaxTensors a launch) over a bucket that takes several launches, against the references."""
+    ps = _launch_crossing_tensors()
+    ref_cls, our_cls = {"Lamb": (RefLamb, HO.Lamb), "NovoGrad": (RefNovoGrad, HO.NovoGrad)}[name]
+    r, o = clone(ps), clone(ps)
+    ref, ours = ref_cls(r, lr=1e-2, weight_decay=0.01), our_cls(o, lr=1e-2, weight_decay=0.01)
+    run_pair(ref, ours, r, o, steps=2, skip=None, check_grads=False)
+    assert_params_close(r, o, torch.float32)
 
 
 def test_every_cpu_instruction_set(cpu_isa):

@@ -57,11 +57,11 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
                     {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
                      {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}},
                     /*allow_half=*/false);
-  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
+  const std::vector<double> steps = increment_steps(op, state_steps, params.size());
   std::vector<Both<math::AdamConsts>> consts(params.size());
   std::vector<AdamMode> modes(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    const double t = increment_step(op, state_steps[i]);
+    const double t = steps[i];
     bool adaptive = true;
     if (rectified) {
       consts[i] = {radam_consts<float>(h, t, &adaptive), radam_consts<double>(h, t, &adaptive)};
@@ -140,14 +140,14 @@ void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorLis
   const char* op = "lamb_moments_";
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, false);
   if (params.empty()) return;
-  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   check_norms(op, norms, params[0], params.size());
   const double inv_clip =
       grad_sq_norm.has_value() ? 1.0 / math::clip_divisor(grad_sq_norm->item<double>(), max_grad_norm) : 1.0;
   const LambHyper h = lamb_hyper(beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify);
+  const std::vector<double> steps = increment_steps(op, state_steps, params.size());
   std::vector<Both<math::LambConsts>> consts(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    const double t = increment_step(op, state_steps[i]);
+    const double t = steps[i];
     consts[i] = {lamb_consts<float>(h, t), lamb_consts<double>(h, t)};
     consts[i].f32.inv_clip = float(inv_clip);
     consts[i].f64.inv_clip = inv_clip;
@@ -183,7 +183,7 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
   std::vector<Both<math::LambConsts>> consts(params.size());
   std::vector<double> steps(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    const double t = read_step(state_steps[i]);
+    const double t = read_step(op, state_steps, i);
     consts[i] = {lamb_consts<float>(h, t), lamb_consts<double>(h, t)};
     steps[i] = lr * math::trust_ratio(sq[2 * i], sq[2 * i + 1], adapt, trust_clip);
   }
@@ -203,21 +203,24 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "novograd_step_";
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}}, false);
-  TORCH_CHECK(state_steps.size() == params.size() && exp_avg_sqs.size() == params.size() &&
-                  (!amsgrad || max_exp_avg_sqs.size() == params.size()),
-              "hotkernels.", op, ": expected one state step, exp_avg_sq (and max_exp_avg_sq) per param");
+  TORCH_CHECK(exp_avg_sqs.size() == params.size() && (!amsgrad || max_exp_avg_sqs.size() == params.size()),
+              "hotkernels.", op, ": expected one exp_avg_sq (and max_exp_avg_sq) per param");
   TORCH_CHECK(grad_sq_norms.device().is_cpu() && grad_sq_norms.numel() == int64_t(params.size()), "hotkernels.", op,
               ": expected 'grad_sq_norms' to hold one value per param");
+  auto check_scalar = [&](at::TensorList list, const char* name, size_t i) {
+    const at::Tensor& t = list[i];
+    TORCH_CHECK(t.device().is_cpu() && t.numel() == 1 &&
+                    (t.scalar_type() == at::kDouble || t.scalar_type() == at::kFloat),
+                "hotkernels.", op, ": expected each layer moment to be a one-element float tensor on the CPU, but '",
+                name, "[", i, "]' is ", t.scalar_type(), " of shape ", t.sizes(), " on ", t.device());
+  };
+  for (size_t i = 0; i < params.size(); ++i) {
+    check_scalar(exp_avg_sqs, "exp_avg_sqs", i);
+    if (amsgrad) check_scalar(max_exp_avg_sqs, "max_exp_avg_sqs", i);
+  }
+  increment_steps(op, state_steps, params.size());  // the last check: nothing is written before it
   const at::Tensor norms = grad_sq_norms.to(at::kDouble).contiguous();
   const double* sq = norms.const_data_ptr<double>();
-  std::vector<Both<math::NovoGradConsts>> consts(params.size());
-  auto scalar = [&](const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.device().is_cpu() && t.numel() == 1 && (t.scalar_type() == at::kDouble ||
-                    t.scalar_type() == at::kFloat),
-                "hotkernels.", op, ": expected each '", name, "' to be a one-element float tensor on the CPU");
-    return t;
-  };
-  auto get = [](const at::Tensor& t) { return read_step(t); };
   auto set = [](const at::Tensor& t, double x) {
     if (t.scalar_type() == at::kFloat) {
       *t.mutable_data_ptr<float>() = float(x);
@@ -225,15 +228,15 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
       *t.mutable_data_ptr<double>() = x;
     }
   };
+  std::vector<Both<math::NovoGradConsts>> consts(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    increment_step(op, state_steps[i]);
-    const at::Tensor& v = scalar(exp_avg_sqs[i], "exp_avg_sqs");
-    set(v, get(v) == 0 ? sq[i] : beta2 * get(v) + (1 - beta2) * sq[i]);
-    double second = get(v);
+    const at::Tensor& v = exp_avg_sqs[i];
+    set(v, read_scalar(v) == 0 ? sq[i] : beta2 * read_scalar(v) + (1 - beta2) * sq[i]);
+    double second = read_scalar(v);
     if (amsgrad) {
-      const at::Tensor& vmax = scalar(max_exp_avg_sqs[i], "max_exp_avg_sqs");
-      set(vmax, std::max(get(vmax), second));
-      second = get(vmax);
+      const at::Tensor& vmax = max_exp_avg_sqs[i];
+      set(vmax, std::max(read_scalar(vmax), second));
+      second = read_scalar(vmax);
     }
     const double denom = std::sqrt(second) + eps;
     const double grad_scale = grad_averaging ? 1 - beta1 : 1.0;

@@ -9,8 +9,9 @@
 //  - exact (below): a shared-memory tiled FMA implicit GEMM on NCHW tensors, for float64, for float32
 //    with TF32 off (exact FP32, like cuDNN then) and for shapes beyond the tensor-core kernels' int32
 //    index bounds (mma_fits).
-// Output layouts follow torch (conv2d_output_format in csrc/conv2d.h): channels_last when the input
-// or the weight suggests it, grad_output standing in for the argument a gradient op lacks.
+// Output layouts follow torch's CUDA convolutions (output_format below): channels_last when the input
+// or the weight suggests it (conv2d_output_format in csrc/conv2d.h), grad_output standing in for the
+// argument a gradient op lacks; float64 always contiguous.
 //
 // Exact path tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K
 // split, each walked grid-stride past CUDA's grid limits); 256 threads stage 16-deep slices of A
@@ -208,10 +209,10 @@ __global__ void __launch_bounds__(kThreads) igemm_kernel(P prob, int64_t groups,
 
 template <class Acc, class P>
 void launch(const P& prob, int64_t rows, int64_t cols, int64_t groups, int64_t splits) {
-  constexpr int64_t kMaxX = 0x7fffffff, kMaxYZ = 65535;  // CUDA's grid limits
+  constexpr int64_t kMaxX = 0x7fffffff;  // CUDA's grid limit in x
   const dim3 grid(static_cast<unsigned>(std::min((cols + kBN - 1) / kBN, kMaxX)),
-                  static_cast<unsigned>(std::min((rows + kBM - 1) / kBM, kMaxYZ)),
-                  static_cast<unsigned>(std::min(groups * splits, kMaxYZ)));
+                  static_cast<unsigned>(std::min((rows + kBM - 1) / kBM, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min(groups * splits, kMaxGridYZ)));
   igemm_kernel<Acc><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(prob, groups, splits);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -236,12 +237,12 @@ bool tensor_core_dtype(at::ScalarType t) {
 // out-of-range rows with coordinates near -2^29: every coordinate must stay below 2^28 and every
 // GEMM extent a little below 2^31; the column-tile count is grid y (< 65536). Beyond that, exact.
 bool mma_fits(const Conv2dGeometry& g) {
-  constexpr int64_t kCoord = int64_t{1} << 28, kExtent = (int64_t{1} << 31) - 4096, kCols = int64_t{65535} * 64;
+  constexpr int64_t kCoord = int64_t{1} << 28, kExtent = (int64_t{1} << 31) - 4096, kCols = kMaxGridYZ * 64;
   const int64_t coords[] = {g.h, g.w, g.oh * g.sh, g.ow * g.sw, g.pt, g.pl, g.dh * g.kh, g.dw * g.kw, g.sh, g.sw};
   const int64_t extents[] = {g.n * g.oh * g.ow, g.n * g.h * g.w, g.c, g.k, g.kdim(), g.taps() * g.cout_g()};
   return std::all_of(std::begin(coords), std::end(coords), [&](int64_t v) { return v < kCoord; }) &&
          std::all_of(std::begin(extents), std::end(extents), [&](int64_t v) { return v <= kExtent; }) &&
-         std::max({g.kdim(), g.cin_g(), g.cout_g()}) <= kCols && g.groups <= 65535;
+         std::max({g.kdim(), g.cin_g(), g.cout_g()}) <= kCols && g.groups <= kMaxGridYZ;
 }
 
 Path select_path(const Conv2dGeometry& g, at::ScalarType t) {
@@ -251,6 +252,15 @@ Path select_path(const Conv2dGeometry& g, at::ScalarType t) {
 }
 
 at::MemoryFormat layout_of(const at::Tensor& t) { return t.suggest_memory_format(); }
+
+// The layout torch's CUDA convolution gives its results: float64 runs on cuDNN (or, depthwise, on
+// torch's native kernel), which keep float64 in NCHW whatever the layouts of the arguments
+// (cudnn_conv_suggest_memory_format in aten/src/ATen/native/ConvUtils.h; the native depthwise
+// kernel is NCHW only); other dtypes by the rule shared with the CPU. The fake kernels
+// (python/hotkernels/ops/conv2d.py) apply the same rule to CUDA tensors.
+at::MemoryFormat output_format(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == at::kDouble ? at::MemoryFormat::Contiguous : conv2d_output_format(a, b);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Tensor-core path (host side).
@@ -312,7 +322,7 @@ Plan plan_gemm(int64_t m, int64_t n, int64_t k, int64_t groups, int bk, bool spl
   }
   const int64_t slices = (k + bk - 1) / bk;
   const int64_t want = (2 * sms + blocks(64, 64) - 1) / blocks(64, 64);
-  const int64_t splits = std::clamp<int64_t>(std::min(want, slices / 4), 1, 65535 / groups);
+  const int64_t splits = std::clamp<int64_t>(std::min(want, slices / 4), 1, kMaxGridYZ / groups);
   return {TileShape::k64x64, static_cast<int>(splits)};
 }
 
@@ -543,9 +553,12 @@ at::Tensor backward_weight_depthwise(const at::Tensor& grad_output, const at::Te
   // About four blocks per SM, each pixel lane still summing at least 8 pixels.
   const int64_t splits = reduction_splits(std::clamp<int64_t>(
       std::min((4 * sms + cblocks * tblocks - 1) / (cblocks * tblocks), (pixels + 8 * lanes - 1) / (8 * lanes)), 1,
-      65535));
+      kMaxGridYZ));
   const int64_t per_split = (pixels + splits - 1) / splits;
-  const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(tblocks), static_cast<unsigned>(splits));
+  // Tap blocks (grid y) pass 65535 for kernels of more than 65535 · kTapChunk taps: the kernel walks
+  // them grid-stride.
+  const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(std::min(tblocks, kMaxGridYZ)),
+                  static_cast<unsigned>(splits));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_depthwise_backward_weight_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     depthwise::backward_weight_kernel<scalar_t, Acc><<<grid, depthwise::kWeightThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
@@ -565,7 +578,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   check_conv2d_bias("conv2d", bias, input, weight);
   const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::MemoryFormat layout = conv2d_output_format(input, weight);
+  const at::MemoryFormat layout = output_format(input, weight);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, input.options().memory_format(layout));
   if (y.numel() == 0) return y;
@@ -595,7 +608,7 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
   check_conv2d_grad_output(op, grad_output, g);
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::MemoryFormat layout = conv2d_output_format(grad_output, weight);
+  const at::MemoryFormat layout = output_format(grad_output, weight);
   if (grad_output.numel() == 0) return at::zeros({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
   at::Tensor gx = at::empty({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
   if (gx.numel() == 0) return gx;
@@ -626,7 +639,7 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::ScalarType acc_type = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   // The kernels sum into a contiguous buffer (float or double); one conversion to torch's type and layout.
-  const at::MemoryFormat layout = conv2d_output_format(grad_output, input);
+  const at::MemoryFormat layout = output_format(grad_output, input);
   auto result = [&](const at::Tensor& acc) { return acc.to(grad_output.scalar_type(), false, false, layout); };
   if (grad_output.numel() == 0) return result(at::zeros(weight_size, grad_output.options()));
   switch (select_path(g, grad_output.scalar_type())) {
@@ -691,7 +704,8 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   // About four blocks per SM, each lane still summing at least 8 pixels.
   const int64_t lanes = 256 / cb;
   const int64_t splits = reduction_splits(
-      std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)), 1, 65535));
+      std::clamp<int64_t>(std::min((4 * sms + cblocks - 1) / cblocks, (n * hw + 8 * lanes - 1) / (8 * lanes)), 1,
+                          kMaxGridYZ));
   const int64_t per_split = (n * hw + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(splits));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_bias_cuda", [&] {

@@ -95,7 +95,8 @@ constexpr int kTapChunk = 9;
 constexpr int kWeightThreads = 256;
 
 // gw[c][i][j] += Σ_(n, oy, ox) gy[n][c][oy][ox] · x[n][c][iy][ix] over one slice of the output pixels
-// (grid z) for `cb` channels (grid x) and up to kTapChunk taps (grid y). Thread = (channel c0 + tid % cb,
+// (grid z) for `cb` channels (grid x) and blocks of up to kTapChunk taps (grid y, walked grid-stride:
+// a kernel may have more tap blocks than gridDim.y's 65535). Thread = (channel c0 + tid % cb,
 // pixel lane tid / cb): cb = 32 when channels are innermost (NHWC: lanes read consecutive channels),
 // 1 otherwise (lanes read consecutive pixels). Partial sums are reduced over the pixel lanes in
 // shared memory and added atomically into gw (Acc, zeroed).
@@ -106,37 +107,43 @@ __global__ void __launch_bounds__(kWeightThreads)
   __shared__ Acc part[kTapChunk][kWeightThreads];
   const int lanes = kWeightThreads / cb, lane = threadIdx.x / cb;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * cb + threadIdx.x % cb;
-  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTapChunk, taps = g.kh * g.kw;
-  const int nt = static_cast<int>(std::min<int64_t>(kTapChunk, taps - t0));
+  const int64_t taps = g.kh * g.kw, tap_blocks = (taps + kTapChunk - 1) / kTapChunk;
   const int64_t pixels = g.n * g.oh * g.ow, p_begin = blockIdx.z * per_split;
   const int64_t p_end = std::min(pixels, p_begin + per_split);
-  Acc acc[kTapChunk] = {};
-  if (c < g.c) {
-    for (int64_t p = p_begin + lane; p < p_end; p += lanes) {
-      const int64_t n = p / (g.oh * g.ow), q = p % (g.oh * g.ow), oy = q / g.ow, ox = q % g.ow;
-      const Acc d = static_cast<Acc>(gy[n * gys.n + c * gys.c + oy * gys.y + ox * gys.x]);
-      const T* xc = x + n * xs.n + c * xs.c;
+  // The loop condition is uniform over the block, so every thread reaches every barrier. A thread
+  // rewrites only its own part slots at the top of an iteration, and after the previous
+  // iteration's last barrier no thread reads another's: no barrier is needed between iterations.
+  for (int64_t tb = blockIdx.y; tb < tap_blocks; tb += gridDim.y) {
+    const int64_t t0 = tb * kTapChunk;
+    const int nt = static_cast<int>(std::min<int64_t>(kTapChunk, taps - t0));
+    Acc acc[kTapChunk] = {};
+    if (c < g.c) {
+      for (int64_t p = p_begin + lane; p < p_end; p += lanes) {
+        const int64_t n = p / (g.oh * g.ow), q = p % (g.oh * g.ow), oy = q / g.ow, ox = q % g.ow;
+        const Acc d = static_cast<Acc>(gy[n * gys.n + c * gys.c + oy * gys.y + ox * gys.x]);
+        const T* xc = x + n * xs.n + c * xs.c;
 #pragma unroll
-      for (int t = 0; t < kTapChunk; ++t) {
-        if (t >= nt) break;
-        const int64_t i = (t0 + t) / g.kw, j = (t0 + t) % g.kw;
-        const int64_t iy = oy * g.sh - g.pt + i * g.dh, ix = ox * g.sw - g.pl + j * g.dw;
-        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) acc[t] += d * static_cast<Acc>(xc[iy * xs.y + ix * xs.x]);
+        for (int t = 0; t < kTapChunk; ++t) {
+          if (t >= nt) break;
+          const int64_t i = (t0 + t) / g.kw, j = (t0 + t) % g.kw;
+          const int64_t iy = oy * g.sh - g.pt + i * g.dh, ix = ox * g.sw - g.pl + j * g.dw;
+          if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) acc[t] += d * static_cast<Acc>(xc[iy * xs.y + ix * xs.x]);
+        }
       }
     }
-  }
 #pragma unroll
-  for (int t = 0; t < kTapChunk; ++t) part[t][threadIdx.x] = acc[t];
-  __syncthreads();
-  // Tree over the pixel lanes: part[t][lane·cb + c_local]; lanes is a power of two.
-  for (int width = lanes / 2; width > 0; width /= 2) {
-    if (lane < width) {
-      for (int t = 0; t < nt; ++t) part[t][threadIdx.x] += part[t][threadIdx.x + width * cb];
-    }
+    for (int t = 0; t < kTapChunk; ++t) part[t][threadIdx.x] = acc[t];
     __syncthreads();
-  }
-  if (lane == 0 && c < g.c) {
-    for (int t = 0; t < nt; ++t) atomicAdd(gw + c * taps + t0 + t, part[t][threadIdx.x]);
+    // Tree over the pixel lanes: part[t][lane·cb + c_local]; lanes is a power of two.
+    for (int width = lanes / 2; width > 0; width /= 2) {
+      if (lane < width) {
+        for (int t = 0; t < nt; ++t) part[t][threadIdx.x] += part[t][threadIdx.x + width * cb];
+      }
+      __syncthreads();
+    }
+    if (lane == 0 && c < g.c) {
+      for (int t = 0; t < nt; ++t) atomicAdd(gw + c * taps + t0 + t, part[t][threadIdx.x]);
+    }
   }
 }
 

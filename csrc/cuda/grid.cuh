@@ -8,6 +8,10 @@
 
 namespace hotkernels::cuda {
 
+// CUDA's limit on gridDim.y and gridDim.z (x goes to 2^31 − 1): a launch whose y or z extent can
+// pass it caps the grid there and its kernel walks the rest grid-stride.
+constexpr int64_t kMaxGridYZ = 65535;
+
 // Blocks for `items` work items at `per_block` items a block, at most `per_sm` blocks per SM: enough
 // to fill every SM several times over; each kernel's grid-stride loop covers the rest. At least 1,
 // so a launch is always valid.

@@ -99,13 +99,6 @@ std::vector<Bucket> buckets(at::TensorList params, const std::vector<double>& st
   return out;
 }
 
-std::vector<double> increment_steps(const char* op, at::TensorList state_steps, size_t n) {
-  TORCH_CHECK(state_steps.size() == n, "hotkernels.", op, ": expected one state step per param");
-  std::vector<double> t(n);
-  for (size_t i = 0; i < n; ++i) t[i] = increment_step(op, state_steps[i]);
-  return t;
-}
-
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
 
 // Capturable steps (torch.optim's capturable=True): the step counters are float32 tensors on the
@@ -305,13 +298,10 @@ void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorLis
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, true);
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
+  if (grad_sq_norm.has_value()) check_same_device(op, "grad_sq_norm", *grad_sq_norm, "params[0]", params[0]);
   const c10::cuda::CUDAGuard guard(params[0].device());
   const std::vector<double> steps = increment_steps(op, state_steps, params.size());
-  at::Tensor gsq;
-  if (grad_sq_norm.has_value()) {
-    check_same_device(op, "grad_sq_norm", *grad_sq_norm, "params[0]", params[0]);
-    gsq = grad_sq_norm->to(at::kDouble).contiguous();
-  }
+  const at::Tensor gsq = grad_sq_norm.has_value() ? grad_sq_norm->to(at::kDouble).contiguous() : at::Tensor();
   norms.zero_();
   const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
   for (const Bucket& b : buckets(params, steps)) {
@@ -338,7 +328,7 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   const c10::cuda::CUDAGuard guard(params[0].device());
   std::vector<double> steps(params.size());
-  for (size_t i = 0; i < params.size(); ++i) steps[i] = read_step(state_steps[i]);
+  for (size_t i = 0; i < params.size(); ++i) steps[i] = read_step(op, state_steps, i);
   const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
   for (const Bucket& b : buckets(params, steps)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lamb_apply_cuda", [&] {
@@ -441,8 +431,10 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
     }
   }
   check_same_device(op, "grad_sq_norms", grad_sq_norms, "params[0]", params[0]);
+  TORCH_CHECK(grad_sq_norms.numel() == int64_t(params.size()), "hotkernels.", op,
+              ": expected 'grad_sq_norms' to hold one value per param");
   const c10::cuda::CUDAGuard guard(params[0].device());
-  increment_steps(op, state_steps, params.size());
+  increment_steps(op, state_steps, params.size());  // the last check: nothing is written before it
   const at::Tensor sq = grad_sq_norms.to(at::kDouble).contiguous();
   const at::TensorList second = amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
   const double grad_scale = grad_averaging ? 1 - beta1 : 1.0;

@@ -46,12 +46,15 @@ def _conv_out(size: int, begin: int, end: int, k: int, s: int, d: int) -> int:
     return (size + begin + end - d * (k - 1) - 1) // s + 1
 
 
-# Output layouts, on every device, as torch's convolutions give them (conv2d_output_format in
-# csrc/conv2d.h): channels_last when the input or the weight suggests it, else contiguous; the
-# gradients by the same rule with grad_output standing in for the argument their op lacks (backward
-# hands grad_output over in the output's layout): (grad_output, weight) for the input gradient,
-# (grad_output, input) for the weight gradient.
+# Output layouts as torch's convolutions give them (conv2d_output_format in csrc/conv2d.h):
+# channels_last when the input or the weight suggests it, else contiguous; the gradients by the same
+# rule with grad_output standing in for the argument their op lacks (backward hands grad_output over
+# in the output's layout): (grad_output, weight) for the input gradient, (grad_output, input) for the
+# weight gradient. On CUDA float64 is always contiguous: torch runs it on cuDNN (or its native
+# depthwise kernel), which keep float64 in NCHW (output_format in csrc/cuda/conv2d.cu).
 def _output_format(input: Tensor, weight: Tensor) -> torch.memory_format:
+    if input.device.type == "cuda" and input.dtype == torch.float64:
+        return torch.contiguous_format
     cl = torch.channels_last
     return cl if cl in (suggest_memory_format(input), suggest_memory_format(weight)) else torch.contiguous_format
 
