@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import hotkernels.functional as HF
-from tests.conftest import run_with_isa
+from tests.conftest import check_inductor, run_with_isa
 import hotkernels.nn as hnn
 
 # Stated tolerances, for values and gradients of order one. The GEMMs are torch's, but we add the
@@ -268,27 +268,28 @@ def test_opcheck(device):
                            [True] * 5))
 
 
-def test_torch_compile_fullgraph(device):
-    cell = hnn.LSTMCell(4, 6).to(device)
-    rnn = hnn.LSTM(4, 6, 2, bidirectional=True, batch_first=True).to(device)
+def test_torch_compile_inductor_matches_torch(device):
+    """Inductor (torch.compile's default backend) around the cell and layer ops against torch's eager
+    LSTMCell and LSTM with the same weights (float64: a tight comparison): outputs and gradients of
+    the input and every weight."""
+    torch.manual_seed(0)
+    ref_cell, cell = _pair(torch.nn.LSTMCell(4, 6), hnn.LSTMCell, torch.float64, device, 4, 6)
+    ref_rnn, rnn = _pair(torch.nn.LSTM(4, 6, 2, bidirectional=True, batch_first=True), hnn.LSTM, torch.float64, device,
+                         4, 6, 2, bidirectional=True, batch_first=True)
+    names = [n for n, _ in ref_cell.named_parameters()], [n for n, _ in ref_rnn.named_parameters()]
 
-    def f(x):
-        h, c = cell(x[:, 0])
-        y, (hn, cn) = rnn(x)
-        return (h * c).sum() + y.pow(2).sum() + hn.sum() + cn.sum()
+    def f(cell_module, rnn_module, x, *weights):
+        cw = dict(zip(names[0], weights[:4]))
+        rw = dict(zip(names[1], weights[4:]))
+        h, c = torch.func.functional_call(cell_module, cw, (x[:, 0],))
+        y, (hn, cn) = torch.func.functional_call(rnn_module, rw, (x,))
+        return h, c, y, hn, cn
 
-    x = torch.randn(3, 5, 4, device=device, requires_grad=True)
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    out = compiled(x)
-    out.backward()
-    grads = [x.grad.clone()] + [p.grad.clone() for p in (*cell.parameters(), *rnn.parameters())]
-    for t in (x, *cell.parameters(), *rnn.parameters()):
-        t.grad = None
-    expected = f(x)
-    expected.backward()
-    torch.testing.assert_close(out, expected)
-    for got, t in zip(grads, (x, *cell.parameters(), *rnn.parameters())):
-        torch.testing.assert_close(got, t.grad)
+    x = torch.randn(3, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
+    weights = [p.detach().requires_grad_() for p in (*ref_cell.parameters(), *ref_rnn.parameters())]
+    check_inductor(lambda *a: f(cell, rnn, *a), lambda *a: f(ref_cell, ref_rnn, *a), [x, *weights],
+                   ["hotkernels.lstm_cell.default", "hotkernels.lstm_cell_backward.default",
+                    "hotkernels.lstm_layer.default", "hotkernels.lstm_layer_backward.default"], **TOL[torch.float64])
 
 
 def test_every_cpu_instruction_set(cpu_isa):
