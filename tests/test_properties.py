@@ -181,8 +181,8 @@ def pool32_args(draw, with_dilation: bool):
     (several threads, over planes for NCHW and over rows for channels_last)."""
     x, kw = draw(pool_args(with_dilation))
     if draw(st.booleans()):
-        n = draw(st.integers(POOL_GRAIN // x[..., 0, 0].numel() // (x.shape[-2] * x.shape[-1]) + 1,
-                             2 * POOL_GRAIN // (x.shape[-2] * x.shape[-1]) + 2))
+        image = x.shape[-3] * x.shape[-2] * x.shape[-1]
+        n = draw(st.integers(POOL_GRAIN // image + 1, POOL_GRAIN // image + 8))  # n·C·H·W > POOL_GRAIN
         shape = (n, *x.shape[-3:])
         cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
         x = torch.randn(shape, dtype=torch.float64).to(memory_format=torch.channels_last if cl else torch.contiguous_format)
