@@ -120,6 +120,23 @@ def assert_within_reduction_bound(got: torch.Tensor, ref: torch.Tensor, sq_sum: 
     assert bool((err <= bound).all()), f"{what}: max |err| {err.max().item():.3g}, {ratio:.3g} times the float32 bound (R = {r})"
 
 
+def assert_float32_like_torch(ours: torch.Tensor, theirs: torch.Tensor, exact: torch.Tensor, r: int,
+                              what: str = "") -> None:
+    """float32 results of a computation whose reductions torch also runs in float32 (the same BLAS
+    GEMMs, other association orders around them): our error from the float64 result `exact` of the
+    same inputs is within the reduction bound above, with ‖terms‖₂ taken as max|exact| (terms of
+    random sign sum to about their 2-norm) and `r` the longest reduction behind an output, or at
+    most 4 times torch's own float32 error, where that is larger."""
+    assert ours.shape == exact.shape, (what, ours.shape, exact.shape)
+    if not ours.numel():
+        return
+    ours_err = (ours.double() - exact).abs().max().item()
+    torch_err = (theirs.double() - exact).abs().max().item()
+    floor = REDUCTION_LAMBDA * r ** 0.5 * U32 * exact.abs().max().item()
+    assert ours_err <= max(4 * torch_err, floor), \
+        f"{what}: max |err| {ours_err:.3g}, torch's {torch_err:.3g}, the float32 bound {floor:.3g} (R = {r})"
+
+
 # ---- torch.compile with Inductor ----------------------------------------------------------------------
 
 def check_inductor(ours, theirs, inputs: list[torch.Tensor], ops: list[str], **tol) -> None:

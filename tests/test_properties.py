@@ -8,7 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import hotkernels.functional as HF
-from tests.conftest import REDUCTION_LAMBDA, U32
+from tests.conftest import assert_float32_like_torch
 
 
 @st.composite
@@ -314,11 +314,7 @@ def test_lstm_layer_float32(steps, batch, input_size, bias, reverse):
     lengths = [r_out, r_out, r_in, r_in, r_in, r_w, r_w, r_w, r_w]
     for name, a, t, e, r in zip(["output", "cs", "input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"],
                                 grads(ours, torch.float32), grads(theirs, torch.float32), exact, lengths):
-        ours_err, torch_err = (a.double() - e).abs().max().item(), (t.double() - e).abs().max().item()
-        # tests/conftest.py's reduction bound with ‖terms‖₂ taken as the largest result (random-sign
-        # terms sum to about their 2-norm), or 4 times torch's own error where that is larger
-        floor = REDUCTION_LAMBDA * r ** 0.5 * U32 * e.abs().max().item()
-        assert ours_err <= max(4 * torch_err, floor), (name, ours_err, torch_err, floor)
+        assert_float32_like_torch(a, t, e, r, name)
 
 
 @st.composite
