@@ -61,8 +61,9 @@ def run_with_isa(isa: str, code: str) -> None:
     """Runs `code` (which asserts what it checks) in a fresh process capped at `isa` with
     HOTKERNELS_CPU_ISA, and checks that the kernels did run at that level."""
     code += "\nimport hotkernels; print(hotkernels._C.cpu_isa())\n"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # so `code` can import tests.*
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, HOTKERNELS_CPU_ISA=isa),
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, cwd=root)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == isa
 
