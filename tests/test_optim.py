@@ -664,8 +664,8 @@ def test_opcheck(name):
 ])
 def test_torch_compile_inductor_matches_torch(device, name, kw, ops):
     """Our step compiled by torch.compile's default backend (Inductor, fullgraph=True) against
-    torch.optim's eager step (RefLamb's for LAMB, which torch lacks), 7 steps past the rectification
-    threshold of RAdam; the generated code must call our ops."""
+    torch.optim's eager step (RefLamb's for LAMB, which torch lacks), over 7 steps (RAdam rectifies
+    from step 6); the generated code must call our ops."""
     from torch._inductor.utils import run_and_get_code
 
     a, b = make_params(torch.float64, device)

@@ -1,6 +1,8 @@
 """Property-based parity with torch (hypothesis): random valid shapes, strides, memory formats and
-arguments, outputs and gradients compared in float64. Hypothesis profiles: tests/conftest.py (bounded
-for CI; HOTKERNELS_HYPOTHESIS=long for a longer search)."""
+arguments, outputs and gradients compared in float64 (small sizes); then float32 over sizes on either
+side of each CPU kernel threshold (threads, packed conv2d paths, spans) with tolerances scaled by the
+reduction lengths, each threshold also as a fixed example. Hypothesis profiles: tests/conftest.py
+(bounded for CI; HOTKERNELS_HYPOTHESIS=long for a longer search)."""
 
 import torch
 import torch.nn.functional as F
