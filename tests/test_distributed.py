@@ -180,10 +180,12 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
     # without an active exception"; seen once in ~60 runs here, with the results already computed)
     # is C++'s std::terminate at exit: a std::thread destroyed unjoined, or a C++ thread taking the
     # GIL during interpreter finalization. Gloo's threads live as long as their process group, and
-    # here the runs leave hundreds of objects in reference cycles (DDP, DTensor, FSDP2 state) that
-    # only a garbage collection frees, possibly the one during finalization, holding the group. So:
-    # free them while the interpreter is whole, let both ranks reach the same point (no collective in
-    # flight on either side), then destroy the group.
+    # the runs leave FSDP2's state (FSDPState, FSDPParamGroup, FSDPMeshInfo: the mesh, so the group)
+    # and DTensors in reference cycles (300-700 objects a rank, measured with gc.DEBUG_SAVEALL) that
+    # only a garbage collection frees: destroy_process_group() then drops the group from torch's
+    # tables but not the group itself, which goes when a later collection, perhaps the one during
+    # finalization, frees them. So: free them while the interpreter is whole, let both ranks reach
+    # the same point (no collective in flight on either side), then destroy the group.
     del results, mesh
     gc.collect()
     dist.barrier()
