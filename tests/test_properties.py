@@ -6,7 +6,7 @@ reduction lengths, each threshold also as a fixed example. Hypothesis profiles: 
 
 import torch
 import torch.nn.functional as F
-from hypothesis import example, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 import hotkernels.functional as HF
@@ -167,6 +167,7 @@ def float32_tensors(draw) -> torch.Tensor:
 def test_mish_float32(x):
     from tests.test_mish import TOL, TOL_GRAD
 
+    event(f"mish: {'above' if x.numel() > MAP_GRAIN else 'below'} MAP_GRAIN")  # --hypothesis-show-statistics
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = HF.mish(a), F.mish(b)
     torch.testing.assert_close(ya, yb, **TOL[torch.float32])
@@ -194,6 +195,7 @@ def pool32_args(draw, with_dilation: bool):
 @given(pool32_args(with_dilation=True))
 def test_max_pool2d_float32(args):
     x, kw = args
+    event(f"max pool: {'above' if x.numel() > POOL_GRAIN else 'below'} POOL_GRAIN")
     got, got_idx = HF.max_pool2d(x, return_indices=True, **kw)
     want, want_idx = F.max_pool2d(x, return_indices=True, **kw)
     assert torch.equal(got, want) and torch.equal(got_idx, want_idx)
@@ -245,9 +247,11 @@ def conv32_args(draw):
     d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
     extent = [(k[i] - 1) * d[i] + 1 for i in range(2)]
-    big = draw(st.booleans())  # more pixels than one tile of CONV_TILE_COLUMNS, else a few
-    hi = 2 * int(CONV_TILE_COLUMNS ** 0.5) if big else 6
-    hw = [draw(st.integers(max(1, extent[i] - 2 * p[i]), hi)) for i in range(2)]
+    if draw(st.booleans()):  # more pixels than one tile of CONV_TILE_COLUMNS: H, W > √128
+        side = int(CONV_TILE_COLUMNS ** 0.5) + 1
+        hw = [draw(st.integers(side, 2 * side)) for _ in range(2)]
+    else:  # a few
+        hw = [draw(st.integers(max(1, extent[i] - 2 * p[i]), 6)) for i in range(2)]
     x = torch.randn(draw(st.integers(1, 2)), groups * cin_g, *hw)
     if draw(st.booleans()):
         x = x.to(memory_format=torch.channels_last)
@@ -264,6 +268,12 @@ def test_conv2d_float32(args):
     from tests.test_conv2d import check_float32
 
     x, w, b, kw = args
+    groups = kw.get("groups", 1)
+    rows = w.shape[0] // groups
+    event("conv2d: depthwise" if w.shape[1] == 1 and rows == 1 and groups > 1 else
+          f"conv2d: rows {'>= CONV_PACKED_ROWS' if rows >= CONV_PACKED_ROWS else '>= CONV_PACKED_GRADIENT_ROWS' if rows >= CONV_PACKED_GRADIENT_ROWS else 'few'}")
+    event(f"conv2d: reduction {'above' if w[0].numel() > CONV_CHUNK else 'within'} CONV_CHUNK")
+    event(f"conv2d: pixels {'above' if x.shape[-2] * x.shape[-1] > CONV_TILE_COLUMNS else 'within'} CONV_TILE_COLUMNS")
     x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
     b = None if b is None else b.clone().requires_grad_()
     inputs = (x, w) + (() if b is None else (b,))
@@ -281,6 +291,7 @@ def test_lstm_layer_float32(steps, batch, input_size, bias, reverse):
     reduction bound of each output, or at most 4 times torch's own float32 error (the same GEMMs
     through torch's BLAS; our gates, biases and time-summed weight gradients round in another order)."""
     hidden = 96
+    event(f"lstm: batch·hidden {'above' if batch * hidden > LSTM_GRAIN else 'below'} LSTM_GRAIN")
     ref = torch.nn.LSTM(input_size, hidden, bias=bias)
     x = torch.randn(steps, batch, input_size)
     h0, c0 = torch.randn(batch, hidden), torch.randn(batch, hidden)
@@ -339,6 +350,8 @@ def test_optimizers_float32(setup, cls, amsgrad, weight_decay):
     from tests.test_optim import TOL
 
     sizes, seed, steps = setup
+    event(f"optim: {'several spans' if max(sizes) > OPTIM_SPAN else 'one span each'}, "
+          f"{'threads' if sum(sizes) >= OPTIM_SERIAL_BELOW else 'serial'}")
     gen = torch.Generator().manual_seed(seed)
     params = [torch.randn(n, generator=gen) for n in sizes]
     r, o = [p.clone().requires_grad_() for p in params], [p.clone().requires_grad_() for p in params]
