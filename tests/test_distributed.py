@@ -3,9 +3,9 @@ DistributedDataParallel, and over DTensor params (sharded by hand, and by FSDP2'
 end with the same parameters as one process on plain tensors and the full batch. One pair of
 processes runs every case (starting them costs most of the time); the tests check its results."""
 
+import gc
 import io
 import os
-import socket
 import sys
 
 import pytest
@@ -148,41 +148,78 @@ def refusals(mesh) -> dict[str, str]:
     return out
 
 
-def worker(rank: int, world: int, port: int, out: str) -> None:
+def worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """One rank: every case, rank 0 saves the results. Its progress and, on a fatal signal, the Python
+    stacks of all its threads go to `out`.rank<r>.log (faulthandler), which the fixture shows on failure."""
+    import faulthandler
+
     from torch.distributed.tensor import init_device_mesh
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    log = open(f"{out}.rank{rank}.log", "w")  # noqa: SIM115 (open until the process ends: faulthandler writes to it)
+    faulthandler.enable(file=log, all_threads=True)
+
+    def phase(name: str) -> None:
+        log.write(f"rank {rank}: {name}\n")
+        log.flush()
+
+    # A file rendezvous, not a TCP port: a port picked free and released (bind to 0, close, pass it
+    # on) can be taken by anything else on the machine before rank 0 binds it, e.g. another worktree's
+    # run of these tests (gloo still connects the ranks over ports the kernel hands out).
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    phase("initialised")
     torch.set_num_threads(1)
     mesh = init_device_mesh("cpu", (world,))
     results = {("ddp", name): ddp_run(rank, world, name) for name in DDP_OPTIMIZERS}
     results.update({("dtensor", name): dtensor_run(mesh, name) for name in DTENSOR_OPTIMIZERS})
     results["fsdp2"] = fsdp2_run(rank, world, mesh)
     results["refusals"] = refusals(mesh)
+    phase("computed")
     if rank == 0:
         torch.save(results, out)
+    # Teardown. The flake "process N terminated with signal SIGABRT" (stderr: "terminate called
+    # without an active exception"; seen once in ~60 runs here, with the results already computed)
+    # is C++'s std::terminate at exit: a std::thread destroyed unjoined, or a C++ thread taking the
+    # GIL during interpreter finalization. Gloo's threads live as long as their process group, and
+    # the runs leave FSDP2's state (FSDPState, FSDPParamGroup, FSDPMeshInfo: the mesh, so the group)
+    # and DTensors in reference cycles (300-700 objects a rank, measured with gc.DEBUG_SAVEALL) that
+    # only a garbage collection frees: destroy_process_group() then drops the group from torch's
+    # tables but not the group itself, which goes when a later collection, perhaps the one during
+    # finalization, frees them. So: free them while the interpreter is whole, let both ranks reach
+    # the same point (no collective in flight on either side), then destroy the group.
+    del results, mesh
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
+    gc.collect()
+    phase("destroyed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rank_logs(out: str, world: int) -> str:
+    """Each rank's progress (and faulthandler's stacks, if one died by a signal)."""
+    logs = []
+    for rank in range(world):
+        path = f"{out}.rank{rank}.log"
+        logs.append(open(path).read() if os.path.exists(path) else f"rank {rank}: no log\n")
+    return "".join(logs)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     """Every case's end parameters from two processes (they fail the tests if one hangs or fails)."""
-    out = str(tmp_path_factory.mktemp("distributed") / "results.pt")
-    ctx = mp.spawn(worker, args=(2, free_port(), out), nprocs=2, join=False)
+    tmp = tmp_path_factory.mktemp("distributed")
+    out, world = str(tmp / "results.pt"), 2
+    ctx = mp.spawn(worker, args=(world, str(tmp / "rendezvous"), out), nprocs=world, join=False)
     for p in ctx.processes:
         p.join(timeout=240)
     hung = [p for p in ctx.processes if p.is_alive()]
     for p in hung:
         p.kill()
-    assert not hung, "a worker hung"
+    assert not hung, f"a worker hung\n{rank_logs(out, world)}"
     if any(p.exitcode != 0 for p in ctx.processes):
-        ctx.join()  # raises with the failed worker's traceback
+        try:
+            ctx.join()  # raises with the failed worker's traceback
+        except Exception as e:
+            raise AssertionError(f"{e}\n{rank_logs(out, world)}") from e
     return torch.load(out)
 
 

@@ -2,23 +2,47 @@
 gradients of everything, registration (opcheck, torch.compile), drop-in modules, bad input."""
 
 
+import copy
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import hotkernels.functional as HF
-from tests.conftest import CUDA, run_with_isa
+from tests.conftest import CUDA, assert_float32_like_torch, check_inductor, run_with_isa
 import hotkernels.nn as hnn
 
 # Stated tolerances, for values and gradients of order one. The GEMMs are torch's, but we add the
 # biases after the two products (torch adds each to its own product) and sum the gradients of
 # all time steps in one GEMM (autograd sums per step), so sums round in another order; our
-# exponential is within 2 ulp. float64: a few ulp of the largest term. float32: a few float32 ulp
-# of the sums, which grow with the reduction lengths (inputs, hidden, steps) used here.
+# exponential is within 2 ulp. float64: a few ulp of the largest term. float32: check_float32
+# below (against float64, scaled by the reduction lengths, or as accurate as torch's float32).
 TOL = {
     torch.float64: dict(rtol=1e-12, atol=1e-13),
-    torch.float32: dict(rtol=2e-5, atol=2e-5),
 }
+DTYPES = [torch.float64, torch.float32]
+
+
+def check_float32(ref: torch.nn.Module, ours: torch.nn.Module, inputs: list[torch.Tensor], run, r_out: int, r_in: int,
+                  r_w: int) -> None:
+    """float32: our outputs and gradients (of `inputs` and of every weight) against a float64 copy
+    of torch's `ref` on the same inputs, each as accurate as torch's float32 `ref` or within the
+    reduction bound (tests/conftest.py, assert_float32_like_torch). `run(module, *inputs)` returns
+    the outputs; r_out, r_in, r_w: the longest reductions behind an output, an input gradient and a
+    weight gradient."""
+    results = []
+    for module, dtype in ((ours, torch.float32), (ref, torch.float32), (copy.deepcopy(ref).double(), torch.float64)):
+        ins = [t.detach().to(dtype).requires_grad_() for t in inputs]
+        outs = run(module, *ins)
+        gen = torch.Generator().manual_seed(1)
+        cots = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(device=o.device, dtype=dtype) for o in outs]
+        results.append([*outs, *torch.autograd.grad(outs, [*ins, *module.parameters()], cots)])
+    n_out = len(results[0]) - len(inputs) - len(list(ref.parameters()))
+    names = [f"output {k}" for k in range(n_out)] + [f"grad input {k}" for k in range(len(inputs))] + \
+        [f"grad {n}" for n, _ in ref.named_parameters()]
+    lengths = [r_out] * n_out + [r_in] * len(inputs) + [r_w] * len(list(ref.parameters()))
+    for name, a, t, e, r in zip(names, *results, lengths, strict=True):
+        assert_float32_like_torch(a, t, e, r, name)
 
 
 def _state(*shape, dtype, device, requires_grad=True):
@@ -43,13 +67,16 @@ def _assert_same_grads(loss_ref, loss_ours, ref_inputs, ours_inputs, ref, ours, 
 # ---- LSTMCell ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", list(TOL))
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("size", [(5, 7, 13), (33, 40, 24)], ids=["B5-I7-H13", "B33-I40-H24"])
 def test_cell_matches_torch(device, dtype, bias, size):
     B, I, H = size
     ref, ours = _pair(torch.nn.LSTMCell(I, H, bias=bias), hnn.LSTMCell, dtype, device, I, H, bias=bias)
     x, h, c = (_state(B, n, dtype=dtype, device=device) for n in (I, H, H))
+    if dtype == torch.float32:  # gates: I + H products and two biases; input grads: 4·H; weights: B
+        check_float32(ref, ours, [x, h, c], lambda m, x, h, c: m(x, (h, c)), I + H + 2, 4 * H, B)
+        return
     hr, cr = ref(x, (h, c))
     ho, co = ours(x, (h, c))
     torch.testing.assert_close(ho, hr, **TOL[dtype])
@@ -114,7 +141,7 @@ LSTM_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("dtype", list(TOL))
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("config", LSTM_CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 @pytest.mark.parametrize("with_state", [True, False], ids=["hx", "no-hx"])
 def test_lstm_matches_torch(device, dtype, config, with_state):
@@ -125,6 +152,19 @@ def test_lstm_matches_torch(device, dtype, config, with_state):
     state = (_state(L, B, H, dtype=dtype, device=device), _state(L, B, H, dtype=dtype, device=device))
     inputs = (x, *state) if with_state else (x,)
     hx = state if with_state else None
+    if dtype == torch.float32:
+        # Compounded over the steps and layers: each gate sums a layer's input (I, or 2·H from a
+        # bidirectional layer below), H and two biases; input gradients 4·H per direction; weight
+        # gradients the T·B steps.
+        layers, dirs = config["num_layers"], 2 if config.get("bidirectional") else 1
+        r_out = T * layers * (max(I, dirs * H) + H + 2)
+
+        def run(m, x, *state):
+            y, (h, c) = m(x, tuple(state) if state else None)
+            return y, h, c
+
+        check_float32(ref, ours, list(inputs), run, r_out, T * layers * 4 * H * dirs, T * B)
+        return
     yr, (hr, cr) = ref(x, hx)
     yo, (ho, co) = ours(x, hx)
     for got, want in ((yo, yr), (ho, hr), (co, cr)):
@@ -268,39 +308,38 @@ def test_opcheck(device):
                            [True] * 5))
 
 
-def test_torch_compile_fullgraph(device):
-    cell = hnn.LSTMCell(4, 6).to(device)
-    rnn = hnn.LSTM(4, 6, 2, bidirectional=True, batch_first=True).to(device)
+def test_torch_compile_inductor_matches_torch(device):
+    """Inductor (torch.compile's default backend) around the cell and layer ops against torch's eager
+    LSTMCell and LSTM with the same weights (float64: a tight comparison): outputs and gradients of
+    the input and every weight."""
+    torch.manual_seed(0)
+    ref_cell, cell = _pair(torch.nn.LSTMCell(4, 6), hnn.LSTMCell, torch.float64, device, 4, 6)
+    ref_rnn, rnn = _pair(torch.nn.LSTM(4, 6, 2, bidirectional=True, batch_first=True), hnn.LSTM, torch.float64, device,
+                         4, 6, 2, bidirectional=True, batch_first=True)
+    names = [n for n, _ in ref_cell.named_parameters()], [n for n, _ in ref_rnn.named_parameters()]
 
-    def f(x):
-        h, c = cell(x[:, 0])
-        y, (hn, cn) = rnn(x)
-        return (h * c).sum() + y.pow(2).sum() + hn.sum() + cn.sum()
+    def f(cell_module, rnn_module, x, *weights):
+        cw = dict(zip(names[0], weights[:4]))
+        rw = dict(zip(names[1], weights[4:]))
+        h, c = torch.func.functional_call(cell_module, cw, (x[:, 0],))
+        y, (hn, cn) = torch.func.functional_call(rnn_module, rw, (x,))
+        return h, c, y, hn, cn
 
-    x = torch.randn(3, 5, 4, device=device, requires_grad=True)
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    out = compiled(x)
-    out.backward()
-    grads = [x.grad.clone()] + [p.grad.clone() for p in (*cell.parameters(), *rnn.parameters())]
-    for t in (x, *cell.parameters(), *rnn.parameters()):
-        t.grad = None
-    expected = f(x)
-    expected.backward()
-    torch.testing.assert_close(out, expected)
-    for got, t in zip(grads, (x, *cell.parameters(), *rnn.parameters())):
-        torch.testing.assert_close(got, t.grad)
+    x = torch.randn(3, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
+    weights = [p.detach().requires_grad_() for p in (*ref_cell.parameters(), *ref_rnn.parameters())]
+    check_inductor(lambda *a: f(cell, rnn, *a), lambda *a: f(ref_cell, ref_rnn, *a), [x, *weights],
+                   ["hotkernels.lstm_cell.default", "hotkernels.lstm_cell_backward.default",
+                    "hotkernels.lstm_layer.default", "hotkernels.lstm_layer_backward.default"], **TOL[torch.float64])
 
 
 def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) matches torch."""
     code = (
         "import torch, hotkernels\n"
+        "from tests.test_lstm import check_float32\n"
         "ref = torch.nn.LSTM(9, 21, 2); ours = hotkernels.nn.LSTM(9, 21, 2); ours.load_state_dict(ref.state_dict())\n"
-        "x = torch.randn(4, 5, 9, requires_grad=True)\n"
-        "a, b = ref(x)[0], ours(x)[0]\n"
-        "torch.testing.assert_close(b, a, rtol=2e-5, atol=2e-5)\n"
-        "ga = torch.autograd.grad(a.sum(), [x, *ref.parameters()]); gb = torch.autograd.grad(b.sum(), [x, *ours.parameters()])\n"
-        "for p, q in zip(gb, ga): torch.testing.assert_close(p, q, rtol=2e-5, atol=2e-5)\n"
+        "x = torch.randn(4, 5, 9)\n"
+        "check_float32(ref, ours, [x], lambda m, x: (m(x)[0],), 4 * 2 * (21 + 21 + 2), 4 * 2 * 84, 4 * 5)\n"
     )
     run_with_isa(cpu_isa, code)
 

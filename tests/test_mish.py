@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import hotkernels
 import hotkernels.functional as HF
-from tests.conftest import run_with_isa
+from tests.conftest import assert_same_nans, check_inductor, run_with_isa
 
 # Stated tolerances. float64: a few ulp apart from torch's x·tanh(log1p(eˣ)) (our n/(n+2) form).
 # float32: our vector exp is within 2 ulp, so a few float32 ulp. Half types compute in float and round
@@ -46,7 +46,7 @@ def wide_range(dtype: torch.dtype, device: str) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", list(TOL))
 def test_forward_matches_torch(device, dtype):
     x = wide_range(dtype, device)
-    torch.testing.assert_close(HF.mish(x), reference(x), equal_nan=True, **TOL[dtype])
+    assert_same_nans(HF.mish(x), reference(x), str(dtype), **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -102,7 +102,11 @@ def test_layouts(device, make):
     torch.testing.assert_close(y, F.mish(x), **TOL[torch.float32])
     assert y.stride() == F.mish(x).stride()
     g = torch.randn_like(y)
-    torch.testing.assert_close(torch.ops.hotkernels.mish_backward(g, x), torch.ops.hotkernels.mish_backward(g.contiguous(), x.contiguous()))
+    xr = x.clone().requires_grad_()  # torch's autograd of F.mish on the same layout
+    F.mish(xr).backward(g)
+    got = torch.ops.hotkernels.mish_backward(g, x)
+    torch.testing.assert_close(got, xr.grad, **TOL_GRAD[torch.float32])
+    assert got.stride() == xr.grad.stride()
 
 
 @pytest.mark.parametrize("make", [lambda d: torch.randn(64, 33, device=d), lambda d: torch.randn(64, 33, device=d)[:, 1::2]],
@@ -171,19 +175,17 @@ def test_opcheck(device):
         torch.library.opcheck(torch.ops.hotkernels.mish_.default, (x.detach().clone(),))
 
 
-def test_torch_compile_fullgraph(device):
-    def f(x):
-        return HF.mish(x * 2).sum() + HF.mish(x.detach().clone(), inplace=True).sum()
+def test_torch_compile_inductor_matches_torch(device):
+    """Inductor (torch.compile's default backend) around our ops, the in-place one functionalized,
+    against torch's eager F.mish."""
+    def f(x, functional):
+        y = functional.mish(x * 2)
+        return y, functional.mish(x.detach() - 1, inplace=True).sum()
 
     x = torch.randn(8, 16, device=device, requires_grad=True)
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    out = compiled(x)
-    out.backward()
-    grad = x.grad.clone()
-    x.grad = None
-    f(x).backward()
-    torch.testing.assert_close(out, f(x))
-    torch.testing.assert_close(grad, x.grad)
+    check_inductor(lambda x: f(x, HF), lambda x: f(x, F), [x],
+                   ["hotkernels.mish.default", "hotkernels.mish_backward.default", "hotkernels.mish_.default"],
+                   **TOL_GRAD[torch.float32])
 
 
 def test_module_is_drop_in(device):

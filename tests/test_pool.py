@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import hotkernels
 import hotkernels.functional as HF
-from tests.conftest import run_with_isa
+from tests.conftest import assert_same_nans, check_inductor, run_with_isa
 
 ops = torch.ops.hotkernels
 
@@ -74,11 +74,10 @@ def test_max_pool_grid_matches_torch_exactly(device, dtype, channels_last):
             continue
         want, want_idx = F.max_pool2d(x, **kw, return_indices=True)
         got, got_idx = HF.max_pool2d(x, **kw, return_indices=True)
-        assert torch.equal(got, want) or torch.equal(got.nan_to_num(7), want.nan_to_num(7)), kw
+        assert_same_nans(got, want, str(kw))
         assert torch.equal(got_idx, want_idx), kw
         assert got.stride() == want.stride() and got_idx.stride() == want_idx.stride(), kw
-        values_only = HF.max_pool2d(x, **kw)
-        assert torch.equal(values_only.nan_to_num(7), want.nan_to_num(7)), kw
+        assert_same_nans(HF.max_pool2d(x, **kw), want, f"values only {kw}")
         # backward: the scatter of grad_output by the indices, summing where windows overlap
         g = torch.randn_like(want)
         ref = torch.zeros_like(x).flatten(-2).scatter_add_(-1, want_idx.flatten(-2), g.flatten(-2)).view_as(x)
@@ -130,7 +129,7 @@ def test_half_types(device, dtype):
         x = layout(with_ties_and_nans((2, 5, 11, 10), dtype, device), channels_last)
         want, want_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
         got, got_idx = HF.max_pool2d(x, 3, 2, 1, return_indices=True)
-        assert got.dtype == dtype and torch.equal(got.nan_to_num(7), want.nan_to_num(7))
+        assert_same_nans(got, want, f"{dtype} channels_last={channels_last}")
         assert torch.equal(got_idx, want_idx)
         x = x.nan_to_num(0, 0, 0)
         want = F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
@@ -168,7 +167,7 @@ def test_nan_and_infinity_semantics(device):
         for kw in [dict(kernel_size=2), dict(kernel_size=2, stride=1), dict(kernel_size=3, stride=1, padding=1)]:
             want, want_idx = F.max_pool2d(xx, **kw, return_indices=True)
             got, got_idx = HF.max_pool2d(xx, **kw, return_indices=True)
-            assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(7), want.nan_to_num(7))
+            assert_same_nans(got, want, str(kw))
             assert torch.equal(got_idx, want_idx), (kw, got_idx, want_idx)
 
 
@@ -264,20 +263,17 @@ def test_opcheck(device):
         torch.library.opcheck(ops.avg_pool2d_backward.default, (torch.randn_like(out), x.detach()) + avg_args)
 
 
-def test_torch_compile_fullgraph(device):
-    def f(x):
-        y, idx = HF.max_pool2d(x, 3, 2, 1, return_indices=True)
-        return y.sum() + HF.avg_pool2d(x, 2, ceil_mode=True).square().sum() + idx.sum() * 0
+def test_torch_compile_inductor_matches_torch(device):
+    """Inductor (torch.compile's default backend) around our pooling ops against torch's eager ones:
+    values, indices (as a float output, so a wrong index shows) and gradients."""
+    def f(x, functional):
+        y, idx = functional.max_pool2d(x, 3, 2, 1, return_indices=True)
+        return y, functional.avg_pool2d(x, 2, ceil_mode=True).square(), idx.to(x.dtype)
 
-    x = torch.randn(2, 4, 11, 12, device=device, requires_grad=True)
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    out = compiled(x)
-    out.backward()
-    grad = x.grad.clone()
-    x.grad = None
-    f(x).backward()
-    torch.testing.assert_close(out, f(x))
-    torch.testing.assert_close(grad, x.grad)
+    x = torch.randn(2, 4, 11, 12, dtype=torch.float64, device=device, requires_grad=True)
+    check_inductor(lambda x: f(x, HF), lambda x: f(x, F), [x],
+                   ["hotkernels.max_pool2d_with_indices.default", "hotkernels.max_pool2d_backward.default",
+                    "hotkernels.avg_pool2d.default", "hotkernels.avg_pool2d_backward.default"], **AVG_TOL[torch.float64])
 
 
 def test_modules_are_drop_in(device):

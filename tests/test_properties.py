@@ -1,13 +1,16 @@
 """Property-based parity with torch (hypothesis): random valid shapes, strides, memory formats and
-arguments, outputs and gradients compared in float64. Hypothesis profiles: tests/conftest.py (bounded
-for CI; HOTKERNELS_HYPOTHESIS=long for a longer search)."""
+arguments, outputs and gradients compared in float64 (small sizes); then float32 over sizes on either
+side of each CPU kernel threshold (threads, packed conv2d paths, spans) with tolerances scaled by the
+reduction lengths, each threshold also as a fixed example. Hypothesis profiles: tests/conftest.py
+(bounded for CI; HOTKERNELS_HYPOTHESIS=long for a longer search)."""
 
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 import hotkernels.functional as HF
+from tests.conftest import assert_float32_like_torch
 
 
 @st.composite
@@ -127,3 +130,241 @@ def test_conv2d(args):
     torch.testing.assert_close(HF.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw), rtol=1e-12, atol=1e-12)
     assert_same_function(lambda t: HF.conv2d(t, w, b, **kw), lambda t: F.conv2d(t, w, b, **kw), x)
     assert_same_function(lambda t: HF.conv2d(x, t, b, **kw), lambda t: F.conv2d(x, t, b, **kw), w)
+
+
+# ---- float32: every CPU kernel path ----------------------------------------------------------------
+#
+# The float64 strategies above stay small, so they never leave the kernels' serial, unpacked paths.
+# The float32 ones below draw sizes on either side of each threshold that picks a path. The
+# thresholds live in the C++ only; they are mirrored here, each with the name it has there:
+MAP_GRAIN = 32768  # csrc/cpu/elementwise.h kMapGrain: elementwise maps (mish) split across threads above it
+POOL_GRAIN = 16384  # csrc/cpu/pool.cpp for_each_unit: elements of work per thread (planes or rows)
+CONV_PACKED_ROWS = 128  # csrc/cpu/conv2d.cpp run_pass: packed tiles from 128 output rows (channels a group)
+CONV_PACKED_GRADIENT_ROWS = 64  # csrc/cpu/conv2d.cpp kPackedGradientRows: packed weight gradient from 64
+CONV_TILE_COLUMNS = 128  # csrc/cpu/conv2d.cpp kTileColumns: pixels per task tile
+CONV_CHUNK = 256  # csrc/cpu/conv2d.cpp kChunk: reduction steps per GEMM call (longer ones are split)
+LSTM_GRAIN = 8192  # csrc/cpu/lstm.cpp kLstmGrain: batch·hidden elements per task of the pointwise kernels
+OPTIM_SPAN = 16384  # csrc/cpu/multi_tensor.h kSpan: tensors are cut into spans of this many elements
+OPTIM_SERIAL_BELOW = 65536  # csrc/cpu/multi_tensor.h kSerialBelow: groups this small run on one thread
+
+
+@st.composite
+def float32_tensors(draw) -> torch.Tensor:
+    """float32 views (as strided_tensors) of either a few elements or more than MAP_GRAIN (so the
+    map runs on several threads, with a vector tail)."""
+    if draw(st.booleans()):
+        return draw(strided_tensors()).float()
+    rows = draw(st.integers(1, 3))
+    cols = draw(st.integers(MAP_GRAIN // rows + 1, MAP_GRAIN // rows + 40))
+    step = draw(st.integers(1, 2))
+    x = torch.randn(rows, cols * step) * draw(st.sampled_from([1.0, 5.0, 30.0]))
+    x = x[:, ::step]
+    return x.t() if draw(st.booleans()) else x
+
+
+@given(float32_tensors())
+@example(torch.randn(2, MAP_GRAIN).t()[1:])  # above the grain, transposed, odd count
+def test_mish_float32(x):
+    from tests.test_mish import TOL, TOL_GRAD
+
+    event(f"mish: {'above' if x.numel() > MAP_GRAIN else 'below'} MAP_GRAIN")  # --hypothesis-show-statistics
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = HF.mish(a), F.mish(b)
+    torch.testing.assert_close(ya, yb, **TOL[torch.float32])
+    if ya.numel():
+        g = torch.randn_like(yb)
+        ya.backward(g)
+        yb.backward(g)
+        torch.testing.assert_close(a.grad, b.grad, **TOL_GRAD[torch.float32])
+
+
+@st.composite
+def pool32_args(draw, with_dilation: bool):
+    """pool_args in float32, with planes of either a few or more than POOL_GRAIN elements in all
+    (several threads, over planes for NCHW and over rows for channels_last)."""
+    x, kw = draw(pool_args(with_dilation))
+    if draw(st.booleans()):
+        image = x.shape[-3] * x.shape[-2] * x.shape[-1]
+        n = draw(st.integers(POOL_GRAIN // image + 1, POOL_GRAIN // image + 8))  # n·C·H·W > POOL_GRAIN
+        shape = (n, *x.shape[-3:])
+        cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+        x = torch.randn(shape, dtype=torch.float64).to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    return x.float(), kw
+
+
+@given(pool32_args(with_dilation=True))
+def test_max_pool2d_float32(args):
+    x, kw = args
+    event(f"max pool: {'above' if x.numel() > POOL_GRAIN else 'below'} POOL_GRAIN")
+    got, got_idx = HF.max_pool2d(x, return_indices=True, **kw)
+    want, want_idx = F.max_pool2d(x, return_indices=True, **kw)
+    assert torch.equal(got, want) and torch.equal(got_idx, want_idx)
+    if not got.isinf().any():  # (windows wholly in the padding: see test_max_pool2d)
+        g = torch.randn_like(got)
+        xr = x.clone().requires_grad_()
+        F.max_pool2d(xr, **kw).backward(g)
+        got_grad = torch.ops.hotkernels.max_pool2d_backward(g, x, got_idx, *_max_pool_args(x, kw))
+        torch.testing.assert_close(got_grad, xr.grad, rtol=0, atol=0)  # the same sums in the same order
+
+
+def _max_pool_args(x, kw):
+    from tests.test_pool import _max_args
+
+    return _max_args(x, kw)
+
+
+@given(pool32_args(with_dilation=False), st.booleans(), st.sampled_from([None, 1, 3]))
+def test_avg_pool2d_float32(args, count_include_pad, divisor_override):
+    from tests.test_pool import AVG_TOL
+
+    x, kw = args
+    kw.update(count_include_pad=count_include_pad, divisor_override=divisor_override)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = HF.avg_pool2d(a, **kw), F.avg_pool2d(b, **kw)
+    torch.testing.assert_close(ya, yb, **AVG_TOL[torch.float32])
+    g = torch.randn_like(yb)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(a.grad, b.grad, **AVG_TOL[torch.float32])
+
+
+@st.composite
+def conv32_args(draw):
+    """float32 convolutions on every path of csrc/cpu/conv2d.cpp: output channels a group below
+    CONV_PACKED_GRADIENT_ROWS, at or above it (packed weight gradient on a wasteful grid) or at or
+    above CONV_PACKED_ROWS (packed forward tiles); input channels a group whose reduction
+    (channels·taps) is below or above CONV_CHUNK; more virtual pixels than CONV_TILE_COLUMNS or
+    fewer; depthwise too."""
+    groups = draw(st.sampled_from([1, 1, 2]))
+    cout_g = draw(st.sampled_from([st.integers(1, 9), st.integers(CONV_PACKED_GRADIENT_ROWS, CONV_PACKED_GRADIENT_ROWS + 6),
+                                   st.integers(CONV_PACKED_ROWS, CONV_PACKED_ROWS + 6)]).flatmap(lambda s: s))
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    taps = k[0] * k[1]
+    cin_g = draw(st.sampled_from([st.integers(1, 6), st.integers(CONV_CHUNK // taps + 1, CONV_CHUNK // taps + 4)]).flatmap(lambda s: s))
+    if draw(st.integers(0, 5)) == 0:  # depthwise: one input and one output channel a group
+        groups, cin_g, cout_g = draw(st.integers(2, 9)), 1, 1
+    s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    extent = [(k[i] - 1) * d[i] + 1 for i in range(2)]
+    if draw(st.booleans()):  # more pixels than one tile of CONV_TILE_COLUMNS: H, W > √128
+        side = int(CONV_TILE_COLUMNS ** 0.5) + 1
+        hw = [draw(st.integers(side, 2 * side)) for _ in range(2)]
+    else:  # a few
+        hw = [draw(st.integers(max(1, extent[i] - 2 * p[i]), 6)) for i in range(2)]
+    x = torch.randn(draw(st.integers(1, 2)), groups * cin_g, *hw)
+    if draw(st.booleans()):
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.randn(groups * cout_g, cin_g, *k)
+    b = torch.randn(groups * cout_g) if draw(st.booleans()) else None
+    return x, w, b, dict(stride=s, padding=p, dilation=d, groups=groups)
+
+
+@given(conv32_args())
+@example((torch.randn(1, 3, 16, 16), torch.randn(CONV_PACKED_ROWS + 2, 3, 3, 3), None, dict(padding=1)))  # packed forward
+@example((torch.randn(2, 30, 5, 6), torch.randn(CONV_PACKED_GRADIENT_ROWS + 3, 30, 3, 3), torch.randn(67),
+          dict(padding=1)))  # packed weight gradient, a reduction of 270 > CONV_CHUNK steps
+def test_conv2d_float32(args):
+    from tests.test_conv2d import check_float32
+
+    x, w, b, kw = args
+    groups = kw.get("groups", 1)
+    rows = w.shape[0] // groups
+    event("conv2d: depthwise" if w.shape[1] == 1 and rows == 1 and groups > 1 else
+          f"conv2d: rows {'>= CONV_PACKED_ROWS' if rows >= CONV_PACKED_ROWS else '>= CONV_PACKED_GRADIENT_ROWS' if rows >= CONV_PACKED_GRADIENT_ROWS else 'few'}")
+    event(f"conv2d: reduction {'above' if w[0].numel() > CONV_CHUNK else 'within'} CONV_CHUNK")
+    event(f"conv2d: pixels {'above' if x.shape[-2] * x.shape[-1] > CONV_TILE_COLUMNS else 'within'} CONV_TILE_COLUMNS")
+    x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
+    b = None if b is None else b.clone().requires_grad_()
+    inputs = (x, w) + (() if b is None else (b,))
+    y = HF.conv2d(x, w, b, **kw)
+    gy = torch.randn_like(y)
+    check_float32(x, w, b, kw, y, gy, torch.autograd.grad(y, inputs, gy))
+
+
+@given(st.integers(1, 4), st.sampled_from([st.integers(1, 9), st.integers(LSTM_GRAIN // 96 + 1, LSTM_GRAIN // 96 + 8)]).flatmap(lambda s: s),
+       st.integers(1, 9), st.booleans(), st.booleans())
+@example(3, LSTM_GRAIN // 96 + 2, 7, True, True)  # batch·hidden above the grain
+def test_lstm_layer_float32(steps, batch, input_size, bias, reverse):
+    """The layer op in float32 with batch·hidden = 96·batch on either side of LSTM_GRAIN, against
+    torch.lstm_cell stepped in Python: our float32 error from the float64 result is within the
+    reduction bound of each output, or at most 4 times torch's own float32 error (the same GEMMs
+    through torch's BLAS; our gates, biases and time-summed weight gradients round in another order)."""
+    hidden = 96
+    event(f"lstm: batch·hidden {'above' if batch * hidden > LSTM_GRAIN else 'below'} LSTM_GRAIN")
+    ref = torch.nn.LSTM(input_size, hidden, bias=bias)
+    x = torch.randn(steps, batch, input_size)
+    h0, c0 = torch.randn(batch, hidden), torch.randn(batch, hidden)
+    weights = [p.detach() for p in ref.parameters()] + ([] if bias else [None, None])
+
+    def ours(x, h, c, *w):
+        out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h, c, *w, reverse)
+        return out, cs
+
+    def theirs(x, h, c, *w):
+        xs = x.flip(0) if reverse else x
+        outs, cs = [], []
+        for t in range(xs.shape[0]):
+            h, c = torch.lstm_cell(xs[t], (h, c), *w)
+            outs.append(h)
+            cs.append(c)
+        out, cs = torch.stack(outs), torch.stack(cs)
+        return (out.flip(0), cs.flip(0)) if reverse else (out, cs)
+
+    def grads(fn, dtype):
+        args = [t if t is None else t.to(dtype).requires_grad_() for t in (x, h0, c0, *weights)]
+        outs = fn(*args)
+        gen = torch.Generator().manual_seed(1)
+        cots = [torch.randn(o.shape, generator=gen).to(dtype) for o in outs]
+        live = [a for a in args if a is not None]
+        return [*outs, *torch.autograd.grad(outs, live, cots)]
+
+    exact = grads(theirs, torch.float64)
+    # Reduction lengths (compounded over the steps): outputs sum input, hidden and the two biases per
+    # gate; the input, hx and cx gradients sum the 4·hidden gates; the weight gradients sum the steps
+    # and the batch.
+    r_out, r_in, r_w = steps * (input_size + hidden + 2), steps * 4 * hidden, steps * batch
+    lengths = [r_out, r_out, r_in, r_in, r_in, r_w, r_w, r_w, r_w]
+    for name, a, t, e, r in zip(["output", "cs", "input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"],
+                                grads(ours, torch.float32), grads(theirs, torch.float32), exact, lengths):
+        assert_float32_like_torch(a, t, e, r, name)
+
+
+@st.composite
+def optim32_setup(draw):
+    """float32 params on either side of OPTIM_SPAN (cut into spans, a partial last one) with the
+    group on either side of OPTIM_SERIAL_BELOW (several threads), plus small ones."""
+    sizes = draw(st.lists(st.sampled_from([st.integers(1, 40), st.integers(OPTIM_SPAN - 3, OPTIM_SPAN + 3),
+                                           st.integers(OPTIM_SERIAL_BELOW - 3, OPTIM_SERIAL_BELOW + 3)]).flatmap(lambda s: s),
+                          min_size=1, max_size=3))
+    seed = draw(st.integers(0, 2**31))
+    return sizes, seed, draw(st.integers(1, 3))
+
+
+@given(optim32_setup(), st.sampled_from(["Adam", "AdamW", "RAdam"]), st.booleans(), st.floats(0.0, 0.2))
+@example(([OPTIM_SPAN + 1, OPTIM_SERIAL_BELOW + 5, 7], 0, 3), "Adam", True, 0.1)  # spans on several threads
+def test_optimizers_float32(setup, cls, amsgrad, weight_decay):
+    """float32 steps against torch.optim's float32 ones, within tests/test_optim.py's stated float32
+    tolerance (elementwise updates: a few ulp per step)."""
+    import hotkernels.optim as HO
+    from tests.test_optim import TOL
+
+    sizes, seed, steps = setup
+    event(f"optim: {'several spans' if max(sizes) > OPTIM_SPAN else 'one span each'}, "
+          f"{'threads' if sum(sizes) >= OPTIM_SERIAL_BELOW else 'serial'}")
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(n, generator=gen) for n in sizes]
+    r, o = [p.clone().requires_grad_() for p in params], [p.clone().requires_grad_() for p in params]
+    kw = dict(lr=0.01, weight_decay=weight_decay, **({"amsgrad": amsgrad} if cls != "RAdam" else {}))
+    ref, ours = getattr(torch.optim, cls)(r, **kw), getattr(HO, cls)(o, **kw)
+    for _ in range(steps):
+        for a, b in zip(r, o):
+            a.grad = torch.randn(a.shape, generator=gen)
+            b.grad = a.grad.clone()
+        ref.step()
+        ours.step()
+    for a, b in zip(r, o):
+        torch.testing.assert_close(b, a, **TOL[torch.float32])
+        for key in ref.state[a]:
+            if key != "step":
+                torch.testing.assert_close(ours.state[b][key], ref.state[a][key], **TOL[torch.float32])

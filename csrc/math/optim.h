@@ -3,7 +3,7 @@
 // the host or per block on the device and arrive here as plain numbers of the compute type S.
 //
 // Adam family (torch.optim.Adam/AdamW/RAdam), with g negated first when maximizing:
-//   g ← g + λ·p                       (L2 weight decay, Adam/RAdam; λ = 0 when decoupled)
+//   g ← g + λ·p                       (L2 weight decay, Adam/RAdam; skipped when λ = 0, as torch)
 //   p ← p·(1 − lr·λ)                  (decoupled weight decay, AdamW; factor 1 otherwise)
 //   m ← m + (1 − β₁)(g − m)           (torch's lerp_)
 //   v ← β₂·v + (1 − β₂)·g²
@@ -51,7 +51,10 @@ struct AdamConsts {
 // step (momentum only).
 template <bool kAmsgrad, bool kAdaptive, class V, class S, class Sqrt>
 HK_HOST_DEVICE void adam_step(V& p, V g, V& m, V& v, V& vmax, const AdamConsts<S>& c, Sqrt sqrt) {
-  g = g * c.sign + c.l2 * p;
+  g = g * c.sign;
+  // L2 weight decay only when λ ≠ 0, as torch.optim (which skips the term): 0·p is NaN for a NaN or
+  // infinite param, and would carry it into the moments where torch's stay finite.
+  if (c.l2 != S(0)) g = g + c.l2 * p;
   p = p * c.decay;
   m = m + c.one_minus_beta1 * (g - m);
   v = c.beta2 * v + c.one_minus_beta2 * (g * g);

@@ -26,6 +26,13 @@ class BadInput:
     mem_gb: float = 0.0
     rtol: float = 1e-5  # "equal": torch.allclose tolerances (a case states its dtype's own)
     atol: float = 1e-6
+    # "raises": the message must name the argument (`arg`, a regular expression, case-insensitive) and
+    # either name the op (`op_re`, a regular expression) or, when the source defines torch_run() (the
+    # same mistake passed to torch's own op), be in torch's words: torch raises too, and its message
+    # names the same argument. (The substance, not one torch version's wording: torch 2.11 and 2.14
+    # phrase some messages differently.)
+    arg: str = ""
+    op_re: str = ""
 
 
 PRELUDE = "import torch, torch.nn.functional as F, hotkernels, hotkernels.functional as HF\n"
@@ -39,8 +46,10 @@ def case(op: str, name: str, outcome: str, source: str, **kw) -> None:
 
 # --- mish
 for dt in ("torch.int64", "torch.int32", "torch.uint8", "torch.bool", "torch.complex64"):
-    case("mish", f"dtype {dt}", "raises", f"def run(): return HF.mish(torch.ones(3, dtype={dt}))")
-    case("mish", f"inplace dtype {dt}", "raises", f"def run(): return HF.mish(torch.ones(3, dtype={dt}), inplace=True)")
+    case("mish", f"dtype {dt}", "raises", f"def run(): return HF.mish(torch.ones(3, dtype={dt}))", arg="'input'",
+         op_re=r"hotkernels\.mish\b")
+    case("mish", f"inplace dtype {dt}", "raises", f"def run(): return HF.mish(torch.ones(3, dtype={dt}), inplace=True)",
+         arg="'input'", op_re=r"hotkernels\.mish_")
 case("mish", "nan and inf data", "equal",
      "x = torch.tensor([float('nan'), float('inf'), -float('inf'), 0.0, -0.0, 3e38, -3e38, 1e-45, -1e-45])\n"
      "def run(): return HF.mish(x)\ndef expected(): return F.mish(x)")
@@ -49,13 +58,17 @@ case("mish", "0-dim", "equal", "x = torch.tensor(1.5)\ndef run(): return HF.mish
 case("mish", "stride-0 (expanded) view of a strided slice", "equal",
      "x = torch.randn(1, 1 << 16).expand(1 << 15, 1 << 16)[:, :8]\n"
      "def run(): return HF.mish(x)\ndef expected(): return F.mish(x)")
-case("mish", "backward shape mismatch", "raises", "def run(): return torch.ops.hotkernels.mish_backward(torch.ones(3), torch.ones(4))")
+case("mish", "backward shape mismatch", "raises", "def run(): return torch.ops.hotkernels.mish_backward(torch.ones(3), torch.ones(4))",
+     arg="'grad_output'", op_re=r"hotkernels\.mish_backward")
 case("mish", "backward dtype mismatch", "raises",
-     "def run(): return torch.ops.hotkernels.mish_backward(torch.ones(3, dtype=torch.float64), torch.ones(3))")
+     "def run(): return torch.ops.hotkernels.mish_backward(torch.ones(3, dtype=torch.float64), torch.ones(3))",
+     arg="'grad_output'", op_re=r"hotkernels\.mish_backward")
 case("mish", "backward integer grad", "raises",
-     "def run(): return torch.ops.hotkernels.mish_backward(torch.ones(3, dtype=torch.int64), torch.ones(3, dtype=torch.int64))")
+     "def run(): return torch.ops.hotkernels.mish_backward(torch.ones(3, dtype=torch.int64), torch.ones(3, dtype=torch.int64))",
+     arg="'(input|grad_output)'", op_re=r"hotkernels\.mish_backward")
 case("mish", "inplace on a leaf requiring grad", "raises",
-     "def run(): return HF.mish(torch.ones(3, requires_grad=True), inplace=True)")
+     "def run(): return HF.mish(torch.ones(3, requires_grad=True), inplace=True)\n"
+     "def torch_run(): return F.mish(torch.ones(3, requires_grad=True), inplace=True)", arg="leaf Variable")
 case("mish", "inplace on an overlapping view", "equal",
      # torch's elementwise in-place ops refuse internal overlap; so must we (or compute it right)
      "def run():\n    x = torch.zeros(1).expand(4)\n    try:\n        return HF.mish(x, inplace=True)\n"
@@ -66,14 +79,21 @@ case("mish", "inplace on an overlapping view", "equal",
 # --- pool
 for fn in ("max_pool2d", "avg_pool2d"):
     x4 = "torch.randn(2, 3, 9, 9)"
-    case("pool", f"{fn} integer input", "raises", f"def run(): return HF.{fn}(torch.ones(1, 1, 4, 4, dtype=torch.int64), 2)")
-    case("pool", f"{fn} 2-D input", "raises", f"def run(): return HF.{fn}(torch.randn(4, 4), 2)")
-    case("pool", f"{fn} 5-D input", "raises", f"def run(): return HF.{fn}(torch.randn(1, 1, 1, 4, 4), 2)")
-    case("pool", f"{fn} zero stride", "raises", f"def run(): return HF.{fn}({x4}, 2, stride=0)")
-    case("pool", f"{fn} negative stride", "raises", f"def run(): return HF.{fn}({x4}, 2, stride=-1)")
-    case("pool", f"{fn} zero kernel", "raises", f"def run(): return HF.{fn}({x4}, 0)")
-    case("pool", f"{fn} padding over half the kernel", "raises", f"def run(): return HF.{fn}({x4}, 3, padding=2)")
-    case("pool", f"{fn} kernel larger than input", "raises", f"def run(): return HF.{fn}(torch.randn(1, 1, 3, 3), 5)")
+    case("pool", f"{fn} integer input", "raises", f"def run(): return HF.{fn}(torch.ones(1, 1, 4, 4, dtype=torch.int64), 2)",
+         arg="'input'", op_re=rf"hotkernels\.{fn}")
+    # torch's words (torch_run: the same call on F): (call, the argument its message names)
+    for name, call, arg in [
+        ("2-D input", "(torch.randn(4, 4), 2)", "input"),
+        ("5-D input", "(torch.randn(1, 1, 1, 4, 4), 2)", "input"),
+        ("zero stride", f"({x4}, 2, stride=0)", "stride"),
+        ("negative stride", f"({x4}, 2, stride=-1)", "stride"),
+        ("zero kernel", f"({x4}, 0)", "stride|kernel"),  # the stride defaults to the kernel size: torch names it
+        ("padding over half the kernel", f"({x4}, 3, padding=2)", "pad"),
+        ("kernel larger than input", "(torch.randn(1, 1, 3, 3), 5)", "input size"),
+    ]:
+        # torch's avg_pool2d answers a 2-D input with "Dimension out of range": its max_pool2d's words, then
+        ref = "max_pool2d" if name == "2-D input" else fn
+        case("pool", f"{fn} {name}", "raises", f"def run(): return HF.{fn}{call}\ndef torch_run(): return F.{ref}{call}", arg=arg)
     case("pool", f"{fn} empty batch", "equal",
          f"x = torch.randn(0, 3, 8, 8)\ndef run(): return HF.{fn}(x, 2)\ndef expected(): return F.{fn}(x, 2)")
     case("pool", f"{fn} nan and inf data", "equal",
@@ -86,9 +106,11 @@ case("pool", "max_pool2d windows wholly in the padding (dilation)", "equal",
      "x = torch.randn(2, 3, 1, 5)\nkw = dict(kernel_size=(2, 1), stride=1, padding=(1, 0), dilation=(2, 1))\n"
      "def run(): return HF.max_pool2d(x, return_indices=True, **kw)\n"
      "def expected(): return F.max_pool2d(x, return_indices=True, **kw)")
-case("pool", "max_pool2d dilation 0", "raises", "def run(): return HF.max_pool2d(torch.randn(1, 1, 8, 8), 2, dilation=0)")
+case("pool", "max_pool2d dilation 0", "raises", "def run(): return HF.max_pool2d(torch.randn(1, 1, 8, 8), 2, dilation=0)\n"
+     "def torch_run(): return F.max_pool2d(torch.randn(1, 1, 8, 8), 2, dilation=0)", arg="dilation")
 case("pool", "avg_pool2d divisor_override 0", "raises",
-     "def run(): return HF.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)")
+     "def run(): return HF.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)\n"
+     "def torch_run(): return F.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)", arg="divisor")
 # The float32 max-pool kernels keep plane indices in int32 lanes: planes of 2^31 elements are
 # refused, the half types before their float32 copy (8 GiB here) is made. run() checks both: a
 # failed assert is not an allowed exception, so the case fails (not "raises").
@@ -101,54 +123,62 @@ for dt in ("torch.float32", "torch.float16", "torch.bfloat16"):
          "    except RuntimeError as e:\n"
          "        assert 'planes of 2^31 or more elements are not supported' in str(e), str(e)\n"
          "        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2e6, 'refused after a large copy'\n"
-         "        raise\n")
+         "        raise\n", arg="'input'", op_re=r"hotkernels\.max_pool2d")
 
 # --- lstm
 LSTM_ARGS = "torch.randn(4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16)"
 case("lstm", "cell integer input", "raises",
      "def run(): return HF.lstm_cell(torch.ones(4, 8, dtype=torch.int64), (torch.randn(4, 16), torch.randn(4, 16)), "
-     "torch.randn(64, 8), torch.randn(64, 16))")
+     "torch.randn(64, 8), torch.randn(64, 16))", arg="'input'", op_re=r"hotkernels\.lstm_cell")
 case("lstm", "cell w_ih of the wrong shape", "raises",
-     "def run(): return HF.lstm_cell(torch.randn(4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(60, 8), torch.randn(64, 16))")
+     "def run(): return HF.lstm_cell(torch.randn(4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(60, 8), torch.randn(64, 16))",
+     arg="'w_ih'", op_re=r"hotkernels\.lstm_cell")
 case("lstm", "cell hx batch mismatch", "raises",
-     "def run(): return HF.lstm_cell(torch.randn(4, 8), (torch.randn(3, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16))")
+     "def run(): return HF.lstm_cell(torch.randn(4, 8), (torch.randn(3, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16))",
+     arg="'hx'", op_re=r"hotkernels\.lstm_cell")
 case("lstm", "cell 3-D input", "raises",
-     "def run(): return HF.lstm_cell(torch.randn(2, 4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16))")
+     "def run(): return HF.lstm_cell(torch.randn(2, 4, 8), (torch.randn(4, 16), torch.randn(4, 16)), torch.randn(64, 8), torch.randn(64, 16))",
+     arg="'input'", op_re=r"hotkernels\.lstm_cell")
 case("lstm", "cell dtype mismatch", "raises",
      "def run(): return HF.lstm_cell(torch.randn(4, 8, dtype=torch.float64), (torch.randn(4, 16), torch.randn(4, 16)), "
-     "torch.randn(64, 8), torch.randn(64, 16))")
+     "torch.randn(64, 8), torch.randn(64, 16))", arg="'input'", op_re=r"hotkernels\.lstm_cell")
 case("lstm", "cell nan data", "equal",
      "torch.manual_seed(0)\nc = torch.nn.LSTMCell(8, 16)\nx = torch.randn(4, 8); x[0, 0] = float('nan'); x[1, 1] = float('inf')\n"
      "def run():\n    return HF.lstm_cell(x, None, c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)\n"
      "def expected(): return c(x)")
 case("lstm", "LSTM input of the wrong size", "raises",
-     "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(5, 3, 7))")
-case("lstm", "LSTM proj_size", "raises", "def run(): return hotkernels.nn.LSTM(8, 16, proj_size=4)")
+     "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(5, 3, 7))\n"
+     "def torch_run(): return torch.nn.LSTM(8, 16)(torch.randn(5, 3, 7))", arg="input_size")
+case("lstm", "LSTM proj_size", "raises", "def run(): return hotkernels.nn.LSTM(8, 16, proj_size=4)", arg="proj_size",
+     op_re=r"hotkernels\.nn\.LSTM")
 case("lstm", "LSTM empty sequence", "raises",
-     "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(0, 3, 8))")
+     "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(0, 3, 8))", arg="'input'",
+     op_re=r"hotkernels\.(nn\.LSTM|lstm_layer)")
 
 # --- conv2d
 X, W = "torch.randn(2, 4, 9, 9)", "torch.randn(6, 4, 3, 3)"
-for name, call in [
-    ("channel mismatch", f"HF.conv2d({X}, torch.randn(6, 3, 3, 3))"),
-    ("groups not dividing in_channels", "HF.conv2d(torch.randn(2, 5, 9, 9), torch.randn(6, 1, 3, 3), groups=2)"),
-    ("groups not dividing out_channels", f"HF.conv2d({X}, torch.randn(5, 2, 3, 3), groups=2)"),
-    ("kernel larger than padded input", "HF.conv2d(torch.randn(1, 4, 3, 3), torch.randn(2, 4, 5, 5))"),
-    ("2-D input", f"HF.conv2d(torch.randn(4, 9), {W})"),
-    ("5-D input", f"HF.conv2d(torch.randn(1, 2, 4, 9, 9), {W})"),
-    ("3-D weight", f"HF.conv2d({X}, torch.randn(6, 4, 3))"),
-    ("zero stride", f"HF.conv2d({X}, {W}, stride=0)"),
-    ("negative padding", f"HF.conv2d({X}, {W}, padding=-1)"),
-    ("zero dilation", f"HF.conv2d({X}, {W}, dilation=0)"),
-    ("zero groups", f"HF.conv2d({X}, {W}, groups=0)"),
-    ("integer input", "HF.conv2d(torch.ones(2, 4, 9, 9, dtype=torch.int64), torch.ones(6, 4, 3, 3, dtype=torch.int64))"),
-    ("weight dtype mismatch", f"HF.conv2d({X}, torch.randn(6, 4, 3, 3, dtype=torch.float64))"),
-    ("bias of the wrong size", f"HF.conv2d({X}, {W}, torch.randn(5))"),
-    ("padding='same' with stride 2", f"HF.conv2d({X}, {W}, stride=2, padding='same')"),
-    ("unknown padding string", f"HF.conv2d({X}, {W}, padding='full')"),
-    ("zero output channels (torch refuses them too)", f"HF.conv2d({X}, torch.randn(0, 4, 3, 3))"),
+# (name, call, the argument the message names, torch's words: the same call on F.conv2d raises too)
+for name, call, arg, torch_words in [
+    ("channel mismatch", f"({X}, torch.randn(6, 3, 3, 3))", "input", False),
+    ("groups not dividing in_channels", "(torch.randn(2, 5, 9, 9), torch.randn(6, 1, 3, 3), groups=2)", "groups", False),
+    ("groups not dividing out_channels", f"({X}, torch.randn(5, 2, 3, 3), groups=2)", "groups", False),
+    ("kernel larger than padded input", "(torch.randn(1, 4, 3, 3), torch.randn(2, 4, 5, 5))", "kernel size", False),
+    ("2-D input", f"(torch.randn(4, 9), {W})", "input", True),
+    ("5-D input", f"(torch.randn(1, 2, 4, 9, 9), {W})", "input", True),
+    ("3-D weight", f"({X}, torch.randn(6, 4, 3))", "'weight'", False),
+    ("zero stride", f"({X}, {W}, stride=0)", "stride", False),
+    ("negative padding", f"({X}, {W}, padding=-1)", "padding", False),
+    ("zero dilation", f"({X}, {W}, dilation=0)", "dilation", False),
+    ("zero groups", f"({X}, {W}, groups=0)", "groups", False),
+    ("integer input", "(torch.ones(2, 4, 9, 9, dtype=torch.int64), torch.ones(6, 4, 3, 3, dtype=torch.int64))", "'input'", False),
+    ("weight dtype mismatch", f"({X}, torch.randn(6, 4, 3, 3, dtype=torch.float64))", "'weight'", False),
+    ("bias of the wrong size", f"({X}, {W}, torch.randn(5))", "bias", False),
+    ("padding='same' with stride 2", f"({X}, {W}, stride=2, padding='same')", "padding", True),
+    ("unknown padding string", f"({X}, {W}, padding='full')", "padding", True),
+    ("zero output channels (torch refuses them too)", f"({X}, torch.randn(0, 4, 3, 3))", "weight", False),
 ]:
-    case("conv2d", name, "raises", f"def run(): return {call}")
+    source = f"def run(): return HF.conv2d{call}" + (f"\ndef torch_run(): return F.conv2d{call}" if torch_words else "")
+    case("conv2d", name, "raises", source, arg=arg, op_re="" if torch_words else r"hotkernels\.conv2d")
 for name, args in [
     ("empty batch", "torch.randn(0, 4, 9, 9), torch.randn(6, 4, 3, 3)"),
     ("nan and inf data", "torch.tensor([[[[float('nan'), 1., 2.], [float('inf'), -float('inf'), 0.], [1., 2., 3.]]]]), torch.randn(2, 1, 2, 2)"),
@@ -158,16 +188,23 @@ for name, args in [
 
 # --- optim
 P = "[torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]"
+# The optimizer whose name the sparse-gradient message gives (the Rangers run RAdam and Ralamb inside).
+SPARSE_NAMES = {"Adam": "Adam", "AdamW": "Adam", "RAdam": "RAdam", "LAMB": "Lamb", "NovoGrad": "NovoGrad", "Ranger": "RAdam",
+                "Ralamb": "Ralamb", "RangerLars": "Ralamb"}
 for opt in ("Adam", "AdamW", "RAdam", "LAMB", "NovoGrad", "Ranger", "Ralamb", "RangerLars"):
-    case("optim", f"{opt} negative lr", "raises", f"def run(): return hotkernels.optim.{opt}({P}, lr=-1.0)")
-    case("optim", f"{opt} beta of 1", "raises", f"def run(): return hotkernels.optim.{opt}({P}, betas=(1.0, 0.999))")
-    case("optim", f"{opt} negative eps", "raises", f"def run(): return hotkernels.optim.{opt}({P}, eps=-1e-8)")
+    # Hyperparameters in torch.optim's words (torch_run: torch.optim's own class, Adam's checks for ours
+    # that torch lacks), which name the argument and not the optimizer.
+    ref = opt if opt in ("Adam", "AdamW", "RAdam") else "Adam"
+    for name, kw, arg in [("negative lr", "lr=-1.0", "learning rate"), ("beta of 1", "betas=(1.0, 0.999)", "beta"),
+                          ("negative eps", "eps=-1e-8", "epsilon")]:
+        case("optim", f"{opt} {name}", "raises", f"def run(): return hotkernels.optim.{opt}({P}, {kw})\n"
+             f"def torch_run(): return torch.optim.{ref}({P}, {kw})", arg=arg)
     case("optim", f"{opt} integer param with a gradient", "raises",
          f"def run():\n    p = torch.zeros(3, dtype=torch.int64)\n    p.grad = torch.ones(3, dtype=torch.int64)\n"
-         f"    return hotkernels.optim.{opt}([p]).step()")
+         f"    return hotkernels.optim.{opt}([p]).step()", arg=r"'params\[0\]'", op_re=r"hotkernels\.\w+_?:")  # the kernel op
     case("optim", f"{opt} sparse grad", "raises",
          f"def run():\n    p = torch.nn.Parameter(torch.randn(4, 3))\n    o = hotkernels.optim.{opt}([p])\n"
-         f"    p.grad = torch.eye(4, 3).to_sparse()\n    return o.step()")
+         f"    p.grad = torch.eye(4, 3).to_sparse()\n    return o.step()", arg="sparse gradients", op_re=rf"\b{SPARSE_NAMES[opt]}\b")
     case("optim", f"{opt} no gradients: a no-op", "equal",
          f"def run():\n    p = torch.nn.Parameter(torch.ones(4))\n    hotkernels.optim.{opt}([p]).step()\n    return p.detach()\n"
          f"def expected(): return torch.ones(4)")
@@ -177,8 +214,10 @@ for opt in ("Adam", "AdamW", "RAdam"):
          f"    for _ in range(3):\n        p.grad = torch.tensor([float('nan'), float('inf'), 0.0, -1.0])\n        o.step()\n"
          f"    return p.detach()\n"
          f"def run(): return step(hotkernels.optim.{opt})\ndef expected(): return step(torch.optim.{opt})")
-case("optim", "Lookahead k=0", "raises", f"def run(): return hotkernels.optim.Lookahead(hotkernels.optim.Adam({P}), k=0)")
-case("optim", "Lookahead alpha > 1", "raises", f"def run(): return hotkernels.optim.Lookahead(hotkernels.optim.Adam({P}), alpha=1.5)")
+case("optim", "Lookahead k=0", "raises", f"def run(): return hotkernels.optim.Lookahead(hotkernels.optim.Adam({P}), k=0)",
+     arg=r"\bk\b", op_re="Lookahead")
+case("optim", "Lookahead alpha > 1", "raises", f"def run(): return hotkernels.optim.Lookahead(hotkernels.optim.Adam({P}), alpha=1.5)",
+     arg="alpha", op_re="Lookahead")
 
 # --- index math past 32 bits
 # Each case builds a tensor of more than 2^31 elements (a plane, image or element offset passes 2^31)

@@ -9,6 +9,7 @@ HOTKERNELS_MAX_CASE_GB (default 10: the CI machine has 24 GiB) or more than MemA
 import gc
 import json
 import os
+import re
 import resource
 import sys
 
@@ -44,6 +45,28 @@ def skip_reason(c: BadInput) -> str | None:
     return None
 
 
+def message_problem(c: BadInput, message: str, scope: dict) -> str | None:
+    """Why the error message of a "raises" case breaks the promise (the op and the argument named,
+    or torch's words for the same mistake), or None when it keeps it."""
+    if not message.strip():
+        return "an empty message"
+    if not c.arg:
+        return "a case without the argument its message must name"
+    if not re.search(c.arg, message, re.IGNORECASE):
+        return f"a message that does not name the argument /{c.arg}/: {message[:300]}"
+    if "torch_run" in scope:
+        try:
+            scope["torch_run"]()
+        except ALLOWED as e:
+            if re.search(c.arg, str(e), re.IGNORECASE):
+                return None
+            return f"torch's message names another argument: {str(e)[:300]}"
+        return "torch does not raise for it (torch_run returned)"
+    if not c.op_re or not re.search(c.op_re, message):
+        return f"a message that does not name the op /{c.op_re}/: {message[:300]}"
+    return None
+
+
 def run_case(c: BadInput) -> dict:
     reason = skip_reason(c)
     if reason:
@@ -54,7 +77,8 @@ def run_case(c: BadInput) -> dict:
         got = scope["run"]()
         result = "equal" if c.outcome == "equal" and same(got, scope["expected"](), c) else "returned"
     except ALLOWED as e:
-        result = "raises" if str(e).strip() else "raises with an empty message"
+        problem = message_problem(c, str(e), scope)
+        result = "raises" if problem is None else f"raises with {problem}"
     scope.clear()  # the case's functions refer to scope: break the cycle, free its tensors now
     gc.collect()
     return {"case": c.name, "expected": c.outcome, "got": result}

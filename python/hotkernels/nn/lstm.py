@@ -50,6 +50,9 @@ class LSTM(nn.RNNBase):
             )
         if input.dim() not in (2, 3):
             raise ValueError(f"hotkernels.nn.LSTM: expected 'input' to be 2-D or 3-D, but got {input.dim()}-D")
+        # As torch's LSTM.forward: params swapped in without __setattr__ (torch.func.functional_call,
+        # parametrizations) must reach self._flat_weights, or the step would use the old ones.
+        self._update_flat_weights()
         batched = input.dim() == 3
         batch_dim = 0 if self.batch_first else 1
         directions = 2 if self.bidirectional else 1

@@ -39,9 +39,9 @@ class Lookahead(Optimizer):
 
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
         if not 1 <= k:
-            raise ValueError(f"Invalid lookahead steps: {k}")
+            raise ValueError(f"hotkernels.optim.Lookahead: Invalid lookahead steps: {k} (k must be at least 1)")
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"Invalid slow update rate: {alpha}")
+            raise ValueError(f"hotkernels.optim.Lookahead: Invalid slow update rate: {alpha} (alpha must be in [0, 1])")
         # Not Optimizer.__init__: the groups and state are the inner optimizer's (properties below:
         # its load_state_dict replaces its lists), not copies.
         self.optimizer = optimizer
