@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 Impls = dict[str, Callable[[], Any]]
 
@@ -231,8 +232,10 @@ def probe(device: str, quick: bool) -> tuple[float, float]:
     Copy: ``dst.copy_(src)`` over buffers of at least 256 MiB and 4x the last-level cache, so that
     it streams from DRAM; bytes counted as :func:`traffic` counts a case's (read src, write-allocate
     and write dst: 12 per float32). Matmul: a square float32 matmul (2048 on the CPU, 8192 on CUDA,
-    1024 quick; on CUDA with the TF32 setting that cuDNN uses, as the conv2d cases do), the
-    compute ceiling of the GEMM-bound cases. Medians of their rounds."""
+    1024 quick), the compute ceiling of the GEMM-bound cases. On the CPU the faster of torch's two
+    GEMM libraries: its BLAS (``torch.mm``; MKL takes a slow path on AMD CPUs) and oneDNN
+    (``F.linear`` on ``to_mkldnn()`` tensors). On CUDA with the TF32 setting that cuDNN uses, as
+    the conv2d cases do. Each a median of its rounds."""
     n = max(1 << 28, 4 * _last_level_cache_bytes(device)) // 4
     src = torch.ones(n, device=device)
     dst = torch.empty_like(src)
@@ -241,10 +244,14 @@ def probe(device: str, quick: bool) -> tuple[float, float]:
     m = 1024 if quick else (2048 if device == "cpu" else 8192)
     a = torch.randn(m, m, device=device)
     b = torch.randn(m, m, device=device)
+    gemms = {"mm": lambda: a @ b}
+    if device == "cpu" and torch.backends.mkldnn.is_available():
+        a_dnn, b_dnn = a.to_mkldnn(), b.to_mkldnn()
+        gemms["onednn"] = lambda: F.linear(a_dnn, b_dnn)
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
     try:
-        mm_ms = measure({"mm": lambda: a @ b}, device, rounds=3 if quick else 5)["mm"]
+        mm_ms = min(measure(gemms, device, rounds=3 if quick else 5).values())
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     return traffic(read=4 * n, write=4 * n) / (copy_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9
@@ -256,7 +263,7 @@ class Ceilings:
     benchmark run (one probe catches whatever load the shared machine had at that moment)."""
 
     copy_probes: list[float]  # GB/s, each counted as traffic() counts
-    matmul_probes: list[float]  # float32 GFLOP/s
+    matmul_probes: list[float]  # float32 GEMM GFLOP/s
 
     @property
     def copy_gbs(self) -> float:

@@ -181,7 +181,7 @@ def render(rec: dict[str, Any]) -> str:
         "largest absolute difference of hotkernels' result from the baseline's (or the named reference's); an "
         "inf or NaN where the other side differs counts as inf. \"rate\": GFLOP/s, or GB/s over the case's "
         "least DRAM traffic (reads, write-allocates and writes), with its share of the machine's ceiling "
-        "(float32 matmul for GFLOP/s, a large copy counted the same way for GB/s).",
+        "(the faster of torch's float32 GEMMs for GFLOP/s, a large copy counted the same way for GB/s).",
         "",
         *table(results, ceilings),
         "",
