@@ -35,6 +35,5 @@ def test_case(benchmark, case: bench.Case, rounds: int) -> None:
     benchmark.group = case.id
     benchmark.pedantic(run_ours, setup=run_the_others, rounds=rounds)
     ms = {name: statistics.median(s) for name, s in samples.items()}
-    result = bench.Result(case.family, case.name, case.device, list(case.baselines), case.reference_impl, ms, error,
-                          case.bytes, case.flops)
+    result = case.result(ms, error)
     benchmark.extra_info.update(ms=ms, baseline=result.baseline, speedup=result.speedup, max_error=error)

@@ -32,6 +32,16 @@ def test_bench_quick_writes_table_json_and_markdown(tmp_path):
     assert rec["machine"]["cpu_isa"] in out.stdout and rec["quick"]
     assert md.read_text() == report.render(rec)
     assert "| case | baseline | baseline ms | hotkernels ms |" in md.read_text()
+    # `report` renders the JSON again and embeds it in a README between the Markdown's markers
+    readme, again = tmp_path / "README.md", tmp_path / "again" / "r.md"
+    again.parent.mkdir()
+    readme.write_text("# x\n<!-- bench:r begin -->\nstale\n<!-- bench:r end -->\nrest\n")
+    out = run_cli("report", str(js), "--markdown", str(again), "--readme", str(readme))
+    assert out.returncode == 0, out.stderr
+    assert again.read_text() == md.read_text()
+    assert report.embedded(readme.read_text()) == {"r": md.read_text()} and readme.read_text().endswith("rest\n")
+    out = run_cli("report", str(js), "--readme", str(tmp_path / "again" / "r.md"))
+    assert out.returncode != 0 and "no '<!-- bench:r begin -->'" in out.stderr
 
 
 def test_bench_rejects_unknown_family():

@@ -63,6 +63,10 @@ class Case:
     def reference_impl(self) -> str:
         return self.reference or self.baselines[0]
 
+    def result(self, ms: dict[str, float], max_error: float) -> Result:
+        return Result(self.family, self.name, self.device, list(self.baselines), self.reference_impl, ms, max_error,
+                      self.bytes, self.flops)
+
 
 @dataclass(frozen=True)
 class Target:
@@ -192,8 +196,7 @@ def run(case: Case, rounds: int) -> Result:
     error = max_error(impls["hotkernels"](), impls[case.reference_impl]())
     ms = measure(impls, case.device, rounds)
     del impls
-    return Result(case.family, case.name, case.device, list(case.baselines), case.reference_impl, ms, error,
-                  case.bytes, case.flops)
+    return case.result(ms, error)
 
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
