@@ -3,20 +3,23 @@ reference loops of ours.
 
 Parameter sets: ResNet-18-sized (11.7M params in 62 tensors, its real shapes) and many-small
 (1000 tensors of 4096). Baselines: for Adam and RAdam, the faster of torch.optim's variants (Adam
-fused or foreach, RAdam foreach or for-loop). LAMB, NovoGrad and Ranger have no torch.optim
-counterpart: their baseline is torch_optimizer (what users pick today; an optional package, the
-``bench`` extra: without it these rows have no baseline and say so). Their results are checked
-against a ``hotkernels reference loop``: the same algorithm as a plain-PyTorch per-tensor loop of
-ours (in the style of timm's Lamb; Ranger: torch's foreach RAdam under our Lookahead sync), since
-torch_optimizer computes variants (its Lamb is not NVLAMB: no bias correction, no gradient
-clipping), whose times compare but whose results do not.
+fused or foreach, RAdam foreach or for-loop). LAMB, NovoGrad, Ranger and Lookahead have no
+torch.optim counterpart: their baseline is torch_optimizer (what users pick today; its Lookahead
+over torch's fused Adam), an optional package (the ``bench`` extra): without it these rows have no
+baseline and say so. Their results are checked against a ``hotkernels reference loop``: the same
+algorithm as a plain-PyTorch per-tensor loop of ours (in the style of timm's Lamb; Ranger and
+Lookahead: torch's RAdam or Adam under our foreach Lookahead sync), since torch_optimizer computes
+variants (its Lamb is not NVLAMB: no bias correction, no gradient clipping), whose times compare
+but whose results do not.
 
-Each call of an implementation is one optimizer step (Ranger: k = 6 steps, so that the Lookahead
-sync is counted once per cycle). Least traffic per param, float32, as :func:`~hotkernels.bench.traffic`
+Each call of an implementation is one optimizer step (Ranger: k = 6 steps, Lookahead: k = 5, so
+that the sync is counted once per cycle). Ralamb and RangerLars are not benchmarked: neither torch
+nor torch_optimizer has them. Least traffic per param, float32, as :func:`~hotkernels.bench.traffic`
 counts it (the state is updated in place): Adam/RAdam read g and update p, m, v. LAMB without
 param-sized temporaries: the global gradient norm reads g, the moments pass reads p and g and
 updates m and v, the update pass reads m and v and updates p. NovoGrad: the gradient norm reads g,
-then g is read and p and m updated. Ranger: 6 RAdam steps and one sync (slow and fast updated).
+then g is read and p and m updated. Ranger: 6 RAdam steps and one sync (slow and fast updated);
+Lookahead: 5 Adam steps and one sync.
 """
 
 from __future__ import annotations
@@ -161,14 +164,14 @@ def _setup(shapes, device: str, makers: dict[str, Callable], steps_per_call: int
     return setup
 
 
-def _torch_optimizer(name: str, **kwargs) -> dict[str, Callable]:
+def _torch_optimizer(name: str, inner: Callable | None = None, **kwargs) -> dict[str, Callable]:
     """{"torch_optimizer": maker} when the package is installed, else {} (the case then reports
-    its baseline as missing)."""
+    its baseline as missing). ``inner`` makes the optimizer a wrapper (Lookahead) wraps."""
     try:
         import torch_optimizer
     except ImportError:
         return {}
-    return {"torch_optimizer": lambda p: getattr(torch_optimizer, name)(p, **kwargs)}
+    return {"torch_optimizer": lambda p: getattr(torch_optimizer, name)(inner(p) if inner else p, **kwargs)}
 
 
 def cases(device: str, quick: bool = False) -> list[Case]:
@@ -177,7 +180,8 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     radam = traffic(read=4, update=12)
     per_param = {"adam": radam, "radam": radam,
                  "lamb": traffic(read=4) + traffic(read=8, update=8) + traffic(read=8, update=4),
-                 "novograd": traffic(read=4) + traffic(read=4, update=8), "ranger x6": 6 * radam + traffic(update=8)}
+                 "novograd": traffic(read=4) + traffic(read=4, update=8), "ranger x6": 6 * radam + traffic(update=8),
+                 "lookahead adam x5": 5 * radam + traffic(update=8)}
     for set_name, shapes in _param_sets(quick).items():
         n = sum(math.prod(s) for s in shapes)
         size = f"{set_name} {n / 1e6:.1f}M"
@@ -202,4 +206,12 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         add("ranger x6", {**_torch_optimizer("Ranger", **ranger, k=6),
                           REFERENCE: lambda p: ForeachLookahead(torch.optim.RAdam(p, **ranger, foreach=True)),
                           "hotkernels": lambda p: HO.Ranger(p)}, ("torch_optimizer",), REFERENCE, steps=6)
+
+        def fused_adam(p: list[torch.Tensor]) -> torch.optim.Optimizer:  # the inner optimizer of both Lookaheads
+            return torch.optim.Adam(p, fused=True)
+
+        add("lookahead adam x5", {**_torch_optimizer("Lookahead", fused_adam, k=5),
+                                  REFERENCE: lambda p: ForeachLookahead(fused_adam(p), k=5),
+                                  "hotkernels": lambda p: HO.Lookahead(HO.Adam(p), k=5)},
+            ("torch_optimizer",), REFERENCE, steps=5)
     return out
