@@ -56,9 +56,10 @@ def _machine() -> str:
     return report.machine_line(report.machine_info())
 
 
-def _write_markdown(rec: dict, path: str) -> None:
-    with open(path, "w") as f:
-        f.write(report.render(rec))
+def _write(path: str, text: str) -> None:
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -99,12 +100,10 @@ def _bench(args: argparse.Namespace) -> int:
     rec = report.record(results, ceilings, shlex.join(["python", "-m", "hotkernels", *args.argv]), rounds,
                         args.quick)
     print("\n" + report.render(rec))
-    if args.markdown:
-        _write_markdown(rec, args.markdown)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rec, f, indent=1)
-            f.write("\n")
+        _write(args.json, json.dumps(rec, indent=1) + "\n")
+    if args.markdown:
+        _write(args.markdown, report.render(rec))
     if args.plot:
         _plot(results, args.plot)
     return 0
@@ -114,7 +113,7 @@ def _report(args: argparse.Namespace) -> int:
     with open(args.results) as f:
         rec = json.load(f)
     markdown = args.markdown or str(pathlib.Path(args.results).with_suffix(".md"))
-    _write_markdown(rec, markdown)
+    _write(markdown, report.render(rec))
     if args.readme:
         path = pathlib.Path(args.readme)
         try:
