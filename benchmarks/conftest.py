@@ -1,6 +1,5 @@
-"""pytest-benchmark driver for the cases in hotkernels.bench (the same ones `python -m hotkernels bench`
-times). Run: `pytest benchmarks/ --benchmark-group-by=group`; each case's implementations form one
-group, so the comparison reads side by side. Speed targets live here, never in tests/."""
+"""Options of the pytest-benchmark driver: ``--bench-quick`` (the small sizes of ``python -m
+hotkernels bench --quick``) and ``--bench-rounds``."""
 
 import pytest
 import torch
@@ -11,20 +10,21 @@ from hotkernels import bench
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and hotkernels._library.with_cuda else [])
 
 
-def cases(family: str) -> list:
-    """pytest params for every case of one op family on every device present."""
-    return [pytest.param(c, id=c.id) for d in DEVICES for c in bench.families()[family](d, False)]
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hotkernels bench")
+    group.addoption("--bench-quick", action="store_true", help="small sizes, as `python -m hotkernels bench --quick`")
+    group.addoption("--bench-rounds", type=int, help="timed rounds per implementation (default 15; 5 with --bench-quick)")
 
 
-def time_case(benchmark, case: bench.Case, impl: str) -> None:
-    impls = case.setup()
-    if impl not in impls:
-        pytest.skip(f"{case.id} has no {impl} implementation")
-    fn = impls[impl]
-    benchmark.group = case.id
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrizes ``case`` over every case of every op family on every device present."""
+    if "case" in metafunc.fixturenames:
+        quick = metafunc.config.getoption("--bench-quick")
+        cases = [c for d in DEVICES for family in bench.families().values() for c in family(d, quick)]
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
-    def timed():
-        fn()
-        bench.synchronize(case.device)
 
-    benchmark.pedantic(timed, rounds=15, warmup_rounds=2)
+@pytest.fixture
+def rounds(request: pytest.FixtureRequest) -> int:
+    config = request.config
+    return config.getoption("--bench-rounds") or (5 if config.getoption("--bench-quick") else 15)

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from hotkernels import bench
+from hotkernels.bench import report
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -23,12 +24,24 @@ def test_bench_quick_writes_table_json_and_markdown(tmp_path):
     js, md = tmp_path / "r.json", tmp_path / "r.md"
     out = run_cli("bench", "--ops", "mish", "--device", "cpu", "--quick", "--rounds", "1", "--json", str(js), "--markdown", str(md))
     assert out.returncode == 0, out.stderr
-    assert "| mish/cpu/forward float32 1M |" in out.stdout
-    rows = json.loads(js.read_text())["results"]
-    assert {r["case"] for r in rows} == {"mish/cpu/forward float32 1M", "mish/cpu/forward in place float32 1M",
-                                         "mish/cpu/forward+backward float32 1M"}
-    assert all(r["max_error"] < 1e-5 and r["ms"]["hotkernels"] > 0 for r in rows)
-    assert "| case | torch ms |" in md.read_text()
+    assert "| mish/cpu/forward float32 1M | torch F.mish |" in out.stdout
+    rec = json.loads(js.read_text())
+    assert {r["name"] for r in rec["results"]} == {"forward float32 1M", "forward in place float32 1M",
+                                                   "forward+backward float32 1M"}
+    assert all(r["max_error"] < 1e-5 and r["ms"]["hotkernels"] > 0 for r in rec["results"])
+    assert rec["machine"]["cpu_isa"] in out.stdout and rec["quick"]
+    assert md.read_text() == report.render(rec)
+    assert "| case | baseline | baseline ms | hotkernels ms |" in md.read_text()
+    # `report` renders the JSON again and embeds it in a README between the Markdown's markers
+    readme, again = tmp_path / "README.md", tmp_path / "again" / "r.md"
+    again.parent.mkdir()
+    readme.write_text("# x\n<!-- bench:r begin -->\nstale\n<!-- bench:r end -->\nrest\n")
+    out = run_cli("report", str(js), "--markdown", str(again), "--readme", str(readme))
+    assert out.returncode == 0, out.stderr
+    assert again.read_text() == md.read_text()
+    assert report.embedded(readme.read_text()) == {"r": md.read_text()} and readme.read_text().endswith("rest\n")
+    out = run_cli("report", str(js), "--readme", str(tmp_path / "again" / "r.md"))
+    assert out.returncode != 0 and "no '<!-- bench:r begin -->'" in out.stderr
 
 
 def test_bench_rejects_unknown_family():
@@ -38,11 +51,13 @@ def test_bench_rejects_unknown_family():
 
 @pytest.mark.parametrize("family", sorted(bench.families()))
 def test_every_case_agrees_with_torch(family):
-    """Each bench case's hotkernels implementation computes what its torch baseline does (the
-    other implementations, composed ops or third-party variants, are there for their times)."""
+    """Each bench case's hotkernels implementation computes what its reference does (the other
+    implementations, composed ops or third-party variants, are there for their times), and its
+    baselines are named for what they are: a torch built-in, torch_optimizer, or nothing else."""
     for case in bench.families()[family]("cpu", True):
         impls = case.setup()
-        assert bench.max_error(impls["hotkernels"](), impls["torch"]()) < 1e-3, case.id
+        assert bench.max_error(impls["hotkernels"](), impls[case.reference_impl]()) < 1e-3, case.id
+        assert case.baselines and all(b.startswith("torch ") or b == "torch_optimizer" for b in case.baselines)
 
 
 def test_train_smoke():

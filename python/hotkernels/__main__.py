@@ -1,16 +1,18 @@
-"""Command line: ``python -m hotkernels info``, ``bench`` and ``train``."""
+"""Command line: ``python -m hotkernels info``, ``bench``, ``report`` and ``train``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import pathlib
+import shlex
 import sys
 
 import torch
 
 import hotkernels
 from hotkernels import bench
+from hotkernels.bench import report
 from hotkernels._progress import progress
 
 
@@ -29,21 +31,6 @@ def _devices(choice: str) -> list[str]:
     return [choice]
 
 
-def _table(results: list[bench.Result], ceilings: dict[str, bench.Ceilings]) -> list[str]:
-    head = "| case | torch ms | hotkernels ms | speedup | max error | hotkernels rate | others ms |"
-    lines = [head, "|" + "---|" * 7]
-    for r in results:
-        others = ", ".join(f"{k} {v:.3f}" for k, v in r.ms.items() if k not in ("torch", "hotkernels")) or "-"
-        lines.append(
-            f"| {r.case.id} | {r.ms['torch']:.3f} | {r.ms['hotkernels']:.3f} | {r.speedup:.2f}x | "
-            f"{r.max_error:.2e} | {r.rate(ceilings.get(r.case.device))} | {others} |"
-        )
-    lines.append("")
-    for device, c in ceilings.items():
-        lines.append(f"Ceilings on {device}: large copy {c.copy_gbs:.1f} GB/s, float32 matmul {c.matmul_gflops:.1f} GFLOP/s  ")
-    return lines
-
-
 def _plot(results: list[bench.Result], path: str) -> None:
     try:
         import matplotlib
@@ -52,23 +39,27 @@ def _plot(results: list[bench.Result], path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         sys.exit("hotkernels bench: --plot needs matplotlib (pip install 'hotkernels[plot]')")
-    names = [r.case.id for r in results]
+    results = [r for r in results if r.speedup is not None]
+    names = [r.id for r in results]
     speedups = [r.speedup for r in results]
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(names) + 1.2))
     ax.barh(names, speedups, color=["tab:green" if s >= 1 else "tab:red" for s in speedups])
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.invert_yaxis()
-    ax.set_xlabel("speedup over torch (x)")
+    ax.set_xlabel("speedup over the baseline (x)")
     ax.set_title(_machine(), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {torch.get_num_threads()} threads, CPU ISA {hotkernels._library.cpu_isa()}{gpu}; "
-            f"torch {torch.__version__}, hotkernels {hotkernels.__version__}")
+    return report.machine_line(report.machine_info())
+
+
+def _write(path: str, text: str) -> None:
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -78,33 +69,58 @@ def _bench(args: argparse.Namespace) -> int:
     if unknown:
         sys.exit(f"hotkernels bench: unknown op families {unknown}; choose from {sorted(families)}")
     rounds = args.rounds or (5 if args.quick else 15)
+    devices = _devices(args.device)
+    cases = {(d, n): families[n](d, args.quick) for d in devices for n in names}
+    total, done = sum(map(len, cases.values())), 0
     results: list[bench.Result] = []
-    ceilings: dict[str, bench.Ceilings] = {}
-    cases = [c for d in _devices(args.device) for n in names for c in families[n](d, args.quick)]
-    for device in _devices(args.device):
-        progress(0, len(cases), f"measuring the ceilings of {device}")
-        ceilings[device] = bench.Ceilings.measure(device, args.quick)
-    for i, case in enumerate(cases):
-        progress(i, len(cases), case.id)
-        results.append(bench.run(case, rounds))
-    progress(len(cases), len(cases), "done")
-    lines = _table(results, ceilings)
-    print(f"\n{_machine()}\n")
-    print("\n".join(lines))
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(f"{_machine()}\n\n" + "\n".join(lines) + "\n")
+    probes: dict[str, list[tuple[float, float]]] = {d: [] for d in devices}
+    for device in devices:
+        # The ceilings are probed before each family and after the last, so that their medians
+        # see the load the shared machine had over the whole run, as the cases did.
+        for name in names:
+            progress(done, total, f"probing the ceilings of {device}")
+            probes[device].append(bench.probe(device, args.quick))
+            for case in cases[device, name]:
+                progress(done, total, case.id)
+                results.append(bench.run(case, rounds))
+                done += 1
+        progress(done, total, f"probing the ceilings of {device}")
+        probes[device].append(bench.probe(device, args.quick))
+    progress(total, total, "done")
+    ceilings = {d: bench.Ceilings([c for c, _ in p], [m for _, m in p]) for d, p in probes.items()}
+    missing = sorted({b for r in results if r.baseline is None for b in r.baselines})
+    if missing:
+        print(f"hotkernels bench: {', '.join(missing)} not installed: rows whose baseline it is have no speedup "
+              f"(pip install torch-optimizer, or the hotkernels[bench] extra)", file=sys.stderr)
+    over = report.above_ceiling(results, ceilings)
+    if over:
+        print(f"hotkernels bench: WARNING: {len(over)} cases ran faster than their floor (bytes or flops "
+              f"miscounted, or a ceiling probe ran under load{'; --quick sizes fit in caches' if args.quick else ''}): "
+              f"{', '.join(r.id for r in over)}", file=sys.stderr)
+    rec = report.record(results, ceilings, shlex.join(["python", "-m", "hotkernels", *args.argv]), rounds,
+                        args.quick)
+    print("\n" + report.render(rec))
     if args.json:
-        rows = [
-            {"case": r.case.id, "ms": r.ms, "speedup": r.speedup, "max_error": r.max_error,
-             "rate": r.rate(ceilings.get(r.case.device))}
-            for r in results
-        ]
-        with open(args.json, "w") as f:
-            ceil = {d: vars(c) for d, c in ceilings.items()}
-            json.dump({"machine": _machine(), "ceilings": ceil, "results": rows}, f, indent=2)
+        _write(args.json, json.dumps(rec, indent=1) + "\n")
+    if args.markdown:
+        _write(args.markdown, report.render(rec))
     if args.plot:
         _plot(results, args.plot)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    with open(args.results) as f:
+        rec = json.load(f)
+    markdown = args.markdown or str(pathlib.Path(args.results).with_suffix(".md"))
+    _write(markdown, report.render(rec))
+    if args.readme:
+        path = pathlib.Path(args.readme)
+        try:
+            text = report.embed(path.read_text(), pathlib.Path(markdown).stem, report.render(rec))
+        except ValueError as e:
+            sys.exit(f"hotkernels report: {args.readme}: {e}")
+        path.write_text(text)
     return 0
 
 
@@ -126,15 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hotkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print how hotkernels was built").set_defaults(func=_info)
-    b = sub.add_parser("bench", help="time every op against its PyTorch built-in")
+    b = sub.add_parser("bench", help="time every op and optimizer against its baseline (torch, or torch_optimizer)")
     b.add_argument("--ops", help="comma-separated op families (default: all)")
     b.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     b.add_argument("--quick", action="store_true", help="small sizes and few rounds")
     b.add_argument("--rounds", type=int, help="timed rounds per implementation (median reported)")
     b.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    b.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
+    b.add_argument("--markdown", metavar="PATH", help="also write the table and the summary against the targets as Markdown")
     b.add_argument("--plot", metavar="PATH", help="also draw the speedups as a PNG chart (needs matplotlib)")
     b.set_defaults(func=_bench)
+    r = sub.add_parser("report", help="render a bench results JSON as Markdown, and embed it in a README")
+    r.add_argument("results", metavar="RESULTS.json")
+    r.add_argument("--markdown", metavar="PATH", help="where to write the Markdown (default: RESULTS.md)")
+    r.add_argument("--readme", metavar="PATH",
+                   help="also replace the block between <!-- bench:NAME begin/end --> in PATH (NAME: the Markdown's stem)")
+    r.set_defaults(func=_report)
     t = sub.add_parser("train", help="the optimizer shoot-out on scikit-learn's digits, hotkernels beside torch")
     t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--seeds", type=int, default=2)
@@ -143,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--optimizers", default="Adam,RAdam,LAMB,Lookahead,Ranger,Ralamb,RangerLars,NovoGrad")
     t.add_argument("--plot", metavar="PATH", help="also draw test-accuracy curves as a PNG (needs matplotlib)")
     t.set_defaults(func=_train)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

@@ -1,62 +1,140 @@
-"""Benchmark cases shared by ``python -m hotkernels bench`` and the pytest-benchmark suite.
+"""Benchmark cases shared by ``python -m hotkernels bench`` and the pytest-benchmark driver
+(``benchmarks/test_bench.py``).
 
-Each op family has a module here whose ``cases(device, quick)`` returns :class:`Case` objects. A case
-allocates its inputs lazily (``setup``) and returns named zero-argument callables: ``"torch"`` (the
-PyTorch built-in, the baseline), ``"hotkernels"``, and optionally others (e.g. ``"composed"``). Every
-callable returns its result so the runner can report the largest difference from the baseline.
+Each op family has a module here with ``cases(device, quick)``, returning :class:`Case` objects, and
+``TARGETS``, the speed targets its issue set (:class:`Target`, read by the generated summary of
+:mod:`hotkernels.bench.report`). A case allocates its inputs lazily (``setup``) and returns named
+zero-argument callables: ``"hotkernels"``, its baseline(s), and optionally others (a composed op, a
+third-party library). Every callable returns its result so that the runner can compare it with the
+case's reference.
 
-Timing: the implementations of a case run in interleaved rounds (torch, hotkernels, ..., torch, ...)
-so that machine noise hits them alike, and each reports the median of its rounds.
+Names say what an implementation is: ``torch ...`` only for a torch built-in; ``torch_optimizer``
+for that package (optional: a case whose baseline is missing says so instead of timing a stand-in);
+``hotkernels reference loop`` for a plain-PyTorch loop of ours.
+
+Timing: the implementations of a case run in interleaved rounds (baseline, hotkernels, ...,
+baseline, ...) so that machine noise hits them alike, and each reports the median of its rounds.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 Impls = dict[str, Callable[[], Any]]
 
 
+def traffic(read: int = 0, write: int = 0, update: int = 0) -> int:
+    """The least bytes a pass moves through DRAM: ``read`` bytes only read; ``write`` bytes written to
+    memory it has not read (each costs a write-allocate read of its cache line, then the write back);
+    ``update`` bytes read and written in place (one read, one write back). The copy ceiling counts
+    its bytes the same way, so a case's share of it is like for like."""
+    return read + 2 * write + 2 * update
+
+
 @dataclass(frozen=True)
 class Case:
+    """One benchmark: what to run, against what, and the work it does (for its rate)."""
+
     family: str
     name: str
     device: str
     setup: Callable[[], Impls] = field(repr=False)
-    bytes: int = 0  # bytes the op must move at least (its memory floor), for GB/s
+    # Implementations that are the baseline: the fastest of those present is the row's baseline
+    # (e.g. torch's fused and foreach Adam). Absent ones (an optional package) are skipped.
+    baselines: tuple[str, ...] = ()
+    # Implementation whose result hotkernels' must match (default: the first baseline). Differs
+    # where the baseline computes a variant of the algorithm (torch_optimizer's Lamb is not NVLAMB).
+    reference: str = ""
+    bytes: int = 0  # least DRAM traffic, from traffic(); for GB/s
     flops: int = 0  # floating-point operations, for GFLOP/s
 
     @property
     def id(self) -> str:
         return f"{self.family}/{self.device}/{self.name}"
 
+    @property
+    def reference_impl(self) -> str:
+        return self.reference or self.baselines[0]
 
-@dataclass
+    def result(self, ms: dict[str, float], max_error: float) -> Result:
+        return Result(self.family, self.name, self.device, list(self.baselines), self.reference_impl, ms, max_error,
+                      self.bytes, self.flops)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A speed target set by an op family's issue, checked by the generated results summary.
+
+    ``cases`` is an ``fnmatch`` pattern over case names (without family and device). ``over``:
+    ``"each"`` holds every matching case to ``speedup`` (the worst is reported), ``"geomean"``
+    their geometric mean. ``floor_share``: the least share of the machine's ceiling each matching
+    case must reach (0: none)."""
+
+    issue: int
+    device: str
+    cases: str
+    speedup: float = 0.0
+    over: str = "each"
+    floor_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.over not in ("each", "geomean"):
+            raise ValueError(f"Target.over must be 'each' or 'geomean', got {self.over!r}")
+
+
+@dataclass(frozen=True)
 class Result:
-    case: Case
+    """What one case measured: plain data, written to and read back from the results JSON."""
+
+    family: str
+    name: str
+    device: str
+    baselines: list[str]
+    reference: str
     ms: dict[str, float]  # median milliseconds per implementation
-    max_error: float
+    max_error: float  # largest difference of hotkernels' result from the reference's
+    bytes: int = 0
+    flops: int = 0
 
     @property
-    def speedup(self) -> float:
-        return self.ms["torch"] / self.ms["hotkernels"]
+    def id(self) -> str:
+        return f"{self.family}/{self.device}/{self.name}"
 
-    def rate(self, ceilings: "Ceilings | None" = None) -> str:
-        """Achieved rate of the hotkernels implementation, GFLOP/s or GB/s (over the case's memory
-        floor), with its share of the machine's ceiling when given."""
+    @property
+    def baseline(self) -> str | None:
+        """The fastest baseline that ran, or None where none is installed."""
+        present = [b for b in self.baselines if b in self.ms]
+        return min(present, key=self.ms.__getitem__) if present else None
+
+    @property
+    def speedup(self) -> float | None:
+        b = self.baseline
+        return self.ms[b] / self.ms["hotkernels"] if b else None
+
+    def rate(self) -> tuple[float, str] | None:
+        """Achieved rate of the hotkernels implementation: (GFLOP/s, "GFLOP/s") over its flops, or
+        (GB/s, "GB/s") over its least traffic; None for a case that counts neither."""
         seconds = self.ms["hotkernels"] / 1e3
-        if self.case.flops:
-            value, unit, ceiling = self.case.flops / seconds / 1e9, "GFLOP/s", ceilings and ceilings.matmul_gflops
-        elif self.case.bytes:
-            value, unit, ceiling = self.case.bytes / seconds / 1e9, "GB/s", ceilings and ceilings.copy_gbs
-        else:
-            return "-"
-        share = f" ({100 * value / ceiling:.0f}% of ceiling)" if ceiling else ""
-        return f"{value:.1f} {unit}{share}"
+        if self.flops:
+            return self.flops / seconds / 1e9, "GFLOP/s"
+        if self.bytes:
+            return self.bytes / seconds / 1e9, "GB/s"
+        return None
+
+    def share(self, ceilings: Ceilings | None) -> float | None:
+        """The rate as a share of the machine's ceiling for its kind (matmul or copy); above 1
+        means the case beat its floor, i.e. its bytes or flops are miscounted or a probe ran slow."""
+        rate = self.rate()
+        if rate is None or ceilings is None:
+            return None
+        return rate[0] / (ceilings.matmul_gflops if rate[1] == "GFLOP/s" else ceilings.copy_gbs)
 
 
 def synchronize(device: str) -> None:
@@ -75,16 +153,30 @@ def _flatten(out: Any) -> list[torch.Tensor]:
 
 
 def max_error(got: Any, expected: Any) -> float:
-    """Largest absolute difference between two results (tensors, or nested lists/tuples of them)."""
+    """Largest absolute difference between two results (tensors, or nested lists/tuples/dicts of
+    them). Non-finite values count: a position where either side is inf or NaN and the two differ
+    (inf against a finite value, +inf against -inf, NaN against anything but NaN) is an infinite
+    error, so a kernel that overflows or loses its NaNs cannot pass as exact."""
     worst = 0.0
     for a, b in zip(_flatten(got), _flatten(expected), strict=True):
-        finite = a.isfinite() & b.isfinite()
-        diff = (a.double() - b.double()).abs()[finite]
+        if a.shape != b.shape:
+            raise ValueError(f"max_error: shapes differ, {tuple(a.shape)} against {tuple(b.shape)}")
+        a, b = a.detach().double(), b.detach().double()
+        same = (a == b) | (a.isnan() & b.isnan())
+        # inf - inf and NaN - x are NaN: every such position that is not `same` is an infinite error.
+        diff = (a - b).abs().nan_to_num(nan=math.inf, posinf=math.inf).masked_fill_(same, 0)
         if diff.numel():
             worst = max(worst, diff.max().item())
-        if not torch.equal(a.isnan(), b.isnan()):
-            return float("nan")
     return worst
+
+
+def time_ms(fn: Callable[[], Any], device: str) -> float:
+    """Milliseconds of one call, the device synchronized on both sides."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return (time.perf_counter() - start) * 1e3
 
 
 def measure(impls: Impls, device: str, rounds: int, warmup: int = 2) -> dict[str, float]:
@@ -92,26 +184,19 @@ def measure(impls: Impls, device: str, rounds: int, warmup: int = 2) -> dict[str
     for _ in range(warmup):
         for fn in impls.values():
             fn()
-    synchronize(device)
     samples: dict[str, list[float]] = {name: [] for name in impls}
     for _ in range(rounds):
         for name, fn in impls.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            samples[name].append((time.perf_counter() - start) * 1e3)
+            samples[name].append(time_ms(fn, device))
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def run(case: Case, rounds: int) -> Result:
     impls = case.setup()
-    # hotkernels against the baseline; other implementations (composed ops, third-party variants)
-    # are there for their times only.
-    error = max_error(impls["hotkernels"](), impls["torch"]())
+    error = max_error(impls["hotkernels"](), impls[case.reference_impl]())
     ms = measure(impls, case.device, rounds)
     del impls
-    return Result(case, ms, error)
+    return case.result(ms, error)
 
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
@@ -121,21 +206,72 @@ def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     return {"conv2d": conv2d.cases, "lstm": lstm.cases, "mish": mish.cases, "optim": optim.cases, "pool": pool.cases}
 
 
+def targets() -> dict[str, list[Target]]:
+    """Every op family's speed targets, by name."""
+    from . import conv2d, lstm, mish, optim, pool
+
+    return {"conv2d": conv2d.TARGETS, "lstm": lstm.TARGETS, "mish": mish.TARGETS, "optim": optim.TARGETS,
+            "pool": pool.TARGETS}
+
+
+def _last_level_cache_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_properties(device).L2_cache_size
+    sizes = []
+    for index in range(8):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size") as f:
+                text = f.read().strip()
+        except OSError:
+            break
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+        sizes.append(int(text.rstrip("KMG")) * scale)
+    return max(sizes, default=0)
+
+
+def probe(device: str, quick: bool) -> tuple[float, float]:
+    """One measurement of the machine's ceilings, with torch: (copy GB/s, float32 matmul GFLOP/s).
+
+    Copy: ``dst.copy_(src)`` over buffers of at least 256 MiB and 4x the last-level cache, so that
+    it streams from DRAM; bytes counted as :func:`traffic` counts a case's (read src, write-allocate
+    and write dst: 12 per float32). Matmul: a square float32 matmul (2048 on the CPU, 8192 on CUDA,
+    1024 quick), the compute ceiling of the GEMM-bound cases. On the CPU the faster of torch's two
+    GEMM libraries: its BLAS (``torch.mm``; MKL takes a slow path on AMD CPUs) and oneDNN
+    (``F.linear`` on ``to_mkldnn()`` tensors). On CUDA with the TF32 setting that cuDNN uses, as
+    the conv2d cases do. Each a median of its rounds."""
+    n = max(1 << 28, 4 * _last_level_cache_bytes(device)) // 4
+    src = torch.ones(n, device=device)
+    dst = torch.empty_like(src)
+    copy_ms = measure({"copy": lambda: dst.copy_(src)}, device, rounds=5)["copy"]
+    del src, dst
+    m = 1024 if quick else (2048 if device == "cpu" else 8192)
+    a = torch.randn(m, m, device=device)
+    b = torch.randn(m, m, device=device)
+    gemms = {"mm": lambda: a @ b}
+    if device == "cpu" and torch.backends.mkldnn.is_available():
+        a_dnn, b_dnn = a.to_mkldnn(), b.to_mkldnn()
+        gemms["onednn"] = lambda: F.linear(a_dnn, b_dnn)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        mm_ms = min(measure(gemms, device, rounds=3 if quick else 5).values())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return traffic(read=4 * n, write=4 * n) / (copy_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9
+
+
 @dataclass(frozen=True)
 class Ceilings:
-    """What this machine reaches at all, measured with torch: a large copy and a large matmul."""
+    """What this machine reaches at all: the medians of several :func:`probe` runs spread over a
+    benchmark run (one probe catches whatever load the shared machine had at that moment)."""
 
-    copy_gbs: float  # GB/s, counting bytes read and written
-    matmul_gflops: float  # float32 GFLOP/s
+    copy_probes: list[float]  # GB/s, each counted as traffic() counts
+    matmul_probes: list[float]  # float32 GEMM GFLOP/s
 
-    @staticmethod
-    def measure(device: str, quick: bool) -> "Ceilings":
-        n = (1 << 24) if quick else (1 << 26)  # float32 elements copied
-        src = torch.ones(n, device=device)
-        dst = torch.empty_like(src)
-        copy_ms = measure({"copy": lambda: dst.copy_(src)}, device, rounds=5 if quick else 10)["copy"]
-        m = 1024 if quick else (2048 if device == "cpu" else 8192)
-        a = torch.randn(m, m, device=device)
-        b = torch.randn(m, m, device=device)
-        mm_ms = measure({"mm": lambda: a @ b}, device, rounds=3 if quick else 5)["mm"]
-        return Ceilings(8 * n / (copy_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9)
+    @property
+    def copy_gbs(self) -> float:
+        return statistics.median(self.copy_probes)
+
+    @property
+    def matmul_gflops(self) -> float:
+        return statistics.median(self.matmul_probes)

@@ -1,17 +1,31 @@
-"""LSTM benchmark cases: hotkernels.nn.LSTMCell / LSTM vs torch.nn.LSTMCell / LSTM (same state_dict).
+"""LSTM benchmark cases: hotkernels.nn.LSTMCell / LSTM vs torch.nn.LSTMCell / LSTM (the baselines;
+same state_dict).
 
 Cell cases time one step as inside an unrolled sequence: the input and the state (h, c) require
 grad, so forward+backward computes every gradient (input, state, weights, biases). LSTM cases feed
 a data sequence (no input grad) with a zero initial state and backpropagate through time into
 every parameter.
+
+Both sides run the same GEMMs through the same BLAS, and on the CPU the GEMMs are most of the time,
+so a speedup can only come out of torch's non-GEMM time (the separate elementwise passes and
+autograd nodes of nn.LSTMCell). nn.LSTM on the CPU (float32) is oneDNN's fused RNN primitive.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import Case
+from . import Case, Target
 from .. import nn as hnn
+
+# Issue 6 (GPU nn.LSTM: cuDNN's).
+TARGETS = [
+    Target(6, "cpu", "LSTMCell forward+backward float32 B64 I256 H512", speedup=1.5),
+    Target(6, "cpu", "LSTMCell forward+backward float32 B256 I1024 H1024", speedup=1.15),
+    Target(6, "cpu", "LSTM forward+backward float32 T50 B32 I256 H512 L2", speedup=1.2),
+    Target(6, "cuda", "LSTMCell *", speedup=1.3),
+    Target(6, "cuda", "LSTM *", speedup=0.8),
+]
 
 
 def _cell_setup(batch: int, inp: int, hidden: int, device: str, backward: bool):
@@ -37,7 +51,7 @@ def _cell_setup(batch: int, inp: int, hidden: int, device: str, backward: bool):
 
             return step
 
-        return {"torch": run(ref), "hotkernels": run(ours)}
+        return {"torch nn.LSTMCell": run(ref), "hotkernels": run(ours)}
 
     return setup
 
@@ -57,7 +71,7 @@ def _lstm_setup(steps: int, batch: int, inp: int, hidden: int, layers: int, devi
 
             return step
 
-        return {"torch": run(ref), "hotkernels": run(ours)}
+        return {"torch nn.LSTM": run(ref), "hotkernels": run(ours)}
 
     return setup
 
@@ -76,10 +90,10 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         for backward in (False, True):
             name = f"LSTMCell {'forward+backward' if backward else 'forward'} float32 {size}"
             out.append(Case("lstm", name, device, _cell_setup(batch, inp, hidden, device, backward),
-                            flops=_cell_flops(batch, inp, hidden, backward)))
+                            baselines=("torch nn.LSTMCell",), flops=_cell_flops(batch, inp, hidden, backward)))
     # LSTM flops: per layer the input projection and T recurrent GEMMs, x3 for backward (no dx on layer 0).
     flops = sum(2 * T * B * (i + H) * 4 * H * 3 - (2 * T * B * i * 4 * H if k == 0 else 0)
                 for k, i in enumerate([I] + [H] * (L - 1)))
     out.append(Case("lstm", f"LSTM forward+backward float32 T{T} B{B} I{I} H{H} L{L}", device,
-                    _lstm_setup(T, B, I, H, L, device), flops=flops))
+                    _lstm_setup(T, B, I, H, L, device), baselines=("torch nn.LSTM",), flops=flops))
     return out

@@ -1,5 +1,5 @@
-"""Pooling benchmark cases: hotkernels vs F.max_pool2d / F.avg_pool2d on a ResNet-stem-sized input,
-NCHW and channels_last."""
+"""Pooling benchmark cases: hotkernels vs F.max_pool2d / F.avg_pool2d (the baselines) on a
+ResNet-stem-sized input, NCHW and channels_last."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import Case
+from . import Case, Target, traffic
 from ..ops.pool import avg_pool2d, max_pool2d
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 
-# (name, torch's call, ours, output elements per input element)
-POOLS: list[tuple[str, Pool, Pool, float]] = [
-    ("max 3x3/s2/p1", lambda x: F.max_pool2d(x, 3, 2, 1), lambda x: max_pool2d(x, 3, 2, 1), 0.25),
-    ("avg 2x2", lambda x: F.avg_pool2d(x, 2), lambda x: avg_pool2d(x, 2), 0.25),
+# (name, torch's call and its name, ours, output elements per input element)
+POOLS: list[tuple[str, str, Pool, Pool, float]] = [
+    ("max 3x3/s2/p1", "torch F.max_pool2d", lambda x: F.max_pool2d(x, 3, 2, 1), lambda x: max_pool2d(x, 3, 2, 1),
+     0.25),
+    ("avg 2x2", "torch F.avg_pool2d", lambda x: F.avg_pool2d(x, 2), lambda x: avg_pool2d(x, 2), 0.25),
+]
+
+# Issue 4: CPU float32 (32, 64, 112, 112); GPU at >= 80% of the measured copy bandwidth.
+TARGETS = [
+    Target(4, "cpu", "max 3x3/s2/p1 forward nchw 32x64x112x112", speedup=8.0),
+    Target(4, "cpu", "max 3x3/s2/p1 forward+backward nchw 32x64x112x112", speedup=5.0),
+    Target(4, "cpu", "avg 2x2 forward nchw 32x64x112x112", speedup=3.0),
+    Target(4, "cpu", "* channels_last 32x64x112x112", speedup=1.0),
+    Target(4, "cuda", "*", speedup=1.0, floor_share=0.8),
 ]
 
 
@@ -27,15 +37,15 @@ def _input(shape, dtype, device, channels_last: bool, requires_grad: bool = Fals
     return x.requires_grad_(requires_grad)
 
 
-def _forward(shape, dtype, device, channels_last, theirs: Pool, ours: Pool):
+def _forward(shape, dtype, device, channels_last, torch_name: str, theirs: Pool, ours: Pool):
     def setup():
         x = _input(shape, dtype, device, channels_last)
-        return {"torch": lambda: theirs(x), "hotkernels": lambda: ours(x)}
+        return {torch_name: lambda: theirs(x), "hotkernels": lambda: ours(x)}
 
     return setup
 
 
-def _forward_backward(shape, dtype, device, channels_last, theirs: Pool, ours: Pool):
+def _forward_backward(shape, dtype, device, channels_last, torch_name: str, theirs: Pool, ours: Pool):
     def setup():
         x = _input(shape, dtype, device, channels_last, requires_grad=True)
         g = torch.randn_like(theirs(x.detach()))
@@ -48,7 +58,7 @@ def _forward_backward(shape, dtype, device, channels_last, theirs: Pool, ours: P
 
             return run
 
-        return {"torch": step(theirs), "hotkernels": step(ours)}
+        return {torch_name: step(theirs), "hotkernels": step(ours)}
 
     return setup
 
@@ -62,14 +72,17 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     for channels_last in (False, True):
         fmt = "channels_last" if channels_last else "nchw"
         size = "x".join(map(str, shape))
-        for name, theirs, ours, ratio in POOLS:
+        for name, torch_name, theirs, ours, ratio in POOLS:
             m = int(n * ratio)
-            # Memory floors: forward reads x, writes y; forward+backward (max) also writes int64
-            # indices, then reads grad_output and indices and writes grad_input.
+            impls = (torch_name, theirs, ours)
+            # Least traffic: forward reads x and writes y; forward+backward (max) also writes the
+            # int64 indices, then reads grad_output and the indices and writes grad_input.
             out.append(Case("pool", f"{name} forward {fmt} {size}", device,
-                            _forward(shape, dtype, device, channels_last, theirs, ours), bytes=(n + m) * b))
+                            _forward(shape, dtype, device, channels_last, *impls), baselines=(torch_name,),
+                            bytes=traffic(read=n * b, write=m * b)))
             if name.startswith("max"):
                 out.append(Case("pool", f"{name} forward+backward {fmt} {size}", device,
-                                _forward_backward(shape, dtype, device, channels_last, theirs, ours),
-                                bytes=(n + m) * b + m * 8 + m * (b + 8) + n * b))
+                                _forward_backward(shape, dtype, device, channels_last, *impls),
+                                baselines=(torch_name,),
+                                bytes=traffic(read=n * b + m * (b + 8), write=m * (b + 8) + n * b)))
     return out

@@ -1,0 +1,215 @@
+"""Benchmark results as files: the JSON record of a run, the Markdown rendered from it (table,
+ceilings, the summary against the issues' targets) and its copy in the README.
+
+The JSON is the source: :func:`render` is a pure function of it, so the Markdown can be rendered
+again from a committed JSON at any time (``python -m hotkernels report RESULTS.json --readme
+README.md``), and a test checks that the committed Markdown and the README's copy are what
+rendering the committed JSON gives. The README holds each results file between
+``<!-- bench:NAME begin -->`` and ``<!-- bench:NAME end -->``, NAME being the file's stem.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import platform
+import re
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from . import Ceilings, Result, Target, targets
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` is often empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What a result depends on: CPU model, threads, instruction set in use, GPU, versions."""
+    import hotkernels
+
+    return {
+        "cpu": cpu_model(),
+        "arch": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cpu_isa": hotkernels._library.cpu_isa(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "",
+        "torch": torch.__version__,
+        "hotkernels": hotkernels.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    gpu = f"GPU {m['gpu']}" if m["gpu"] else "no GPU"
+    return (f"{m['cpu']} ({m['arch']}), {m['threads']} threads, CPU ISA {m['cpu_isa']}, {gpu}; "
+            f"torch {m['torch']}, hotkernels {m['hotkernels']}, Python {m['python']}")
+
+
+def record(results: list[Result], ceilings: dict[str, Ceilings], command: str, rounds: int,
+           quick: bool) -> dict[str, Any]:
+    """The JSON record of a run: everything :func:`render` needs."""
+    return {
+        "machine": machine_info(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "rounds": rounds,
+        "quick": quick,
+        "ceilings": {device: asdict(c) for device, c in ceilings.items()},
+        "results": [asdict(r) for r in results],
+    }
+
+
+def parse(rec: dict[str, Any]) -> tuple[list[Result], dict[str, Ceilings]]:
+    return ([Result(**r) for r in rec["results"]],
+            {device: Ceilings(**c) for device, c in rec["ceilings"].items()})
+
+
+def above_ceiling(results: list[Result], ceilings: dict[str, Ceilings]) -> list[Result]:
+    """Cases that ran faster than their floor: their bytes or flops are miscounted, or a ceiling
+    probe ran under more load than the case did. Either way their share is not to be believed."""
+    return [r for r in results if (r.share(ceilings.get(r.device)) or 0) > 1]
+
+
+def _rate_cell(r: Result, ceilings: Ceilings | None) -> str:
+    rate = r.rate()
+    if rate is None:
+        return "-"
+    share = r.share(ceilings)
+    if share is None:
+        return f"{rate[0]:.1f} {rate[1]}"
+    flag = " **above the ceiling**" if share > 1 else ""
+    return f"{rate[0]:.1f} {rate[1]} ({100 * share:.0f}%){flag}"
+
+
+def table(results: list[Result], ceilings: dict[str, Ceilings]) -> list[str]:
+    lines = ["| case | baseline | baseline ms | hotkernels ms | speedup | max error | hotkernels rate (% of ceiling) "
+             "| others ms |", "|" + "---|" * 8]
+    for r in results:
+        b = r.baseline
+        named = b or f"{' or '.join(r.baselines)} (not installed)"
+        shown = {b, "hotkernels"}
+        others = ", ".join(f"{k} {v:.3f}" for k, v in r.ms.items() if k not in shown) or "-"
+        error = f"{r.max_error:.2e}" + ("" if r.reference == b else f" (vs {r.reference})")
+        lines.append(f"| {r.id} | {named} | {f'{r.ms[b]:.3f}' if b else '-'} | {r.ms['hotkernels']:.3f} | "
+                     f"{f'{r.speedup:.2f}x' if b else '-'} | {error} | {_rate_cell(r, ceilings.get(r.device))} | "
+                     f"{others} |")
+    return lines
+
+
+def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
+    lines = []
+    for device, c in ceilings.items():
+        copies = ", ".join(f"{v:.1f}" for v in c.copy_probes)
+        mms = ", ".join(f"{v:.1f}" for v in c.matmul_probes)
+        lines.append(f"Ceilings on {device}, medians of {len(c.copy_probes)} probes spread over the run: "
+                     f"copy {c.copy_gbs:.1f} GB/s (probes {copies}), float32 matmul {c.matmul_gflops:.1f} GFLOP/s "
+                     f"(probes {mms}).  ")
+    return lines
+
+
+def _check(target: Target, matched: list[Result], ceilings: Ceilings | None) -> tuple[str, str]:
+    """(verdict, what was measured) for one target over the results its pattern matches."""
+    if not matched:
+        return "not measured", "no case of this run matches it"
+    missing = sorted({b for r in matched if r.baseline is None for b in r.baselines})
+    if target.speedup and missing:
+        return "not measured", f"its baseline {', '.join(missing)} is not installed"
+    met, parts = True, []
+    if target.speedup:
+        speedups = [(r.speedup, r.name) for r in matched]
+        if target.over == "geomean":
+            value = math.exp(sum(math.log(s) for s, _ in speedups) / len(speedups))
+            parts.append(f"{value:.2f}x")
+        else:
+            value, worst = min(speedups)
+            parts.append(f"{value:.2f}x" + (f" (worst: {worst})" if len(matched) > 1 else ""))
+        met &= value >= target.speedup
+    if target.floor_share:
+        shares = [(r.share(ceilings) or 0.0, r.name) for r in matched]
+        value, worst = min(shares)
+        parts.append(f"{100 * value:.0f}% of ceiling" + (f" (worst: {worst})" if len(matched) > 1 else ""))
+        met &= value >= target.floor_share
+    return ("met" if met else "not met"), "measured " + ", ".join(parts)
+
+
+def summary(results: list[Result], ceilings: dict[str, Ceilings]) -> list[str]:
+    """One line per target of the issues (``TARGETS`` in each family's bench module) on the devices
+    this run measured: met, not met, or not measured (and why)."""
+    lines = []
+    for family, family_targets in targets().items():
+        for t in family_targets:
+            if t.device not in ceilings:
+                continue
+            matched = [r for r in results
+                       if r.family == family and r.device == t.device and fnmatch.fnmatchcase(r.name, t.cases)]
+            verdict, measured = _check(t, matched, ceilings.get(t.device))
+            goal = []
+            if t.speedup:
+                scope = "geometric mean" if t.over == "geomean" else "each"
+                goal.append(f"{scope} >= {t.speedup:.2f}x")
+            if t.floor_share:
+                goal.append(f"each >= {100 * t.floor_share:.0f}% of ceiling")
+            count = f"{len(matched)} case{'s' if len(matched) != 1 else ''}"
+            lines.append(f"- **{verdict}**: {family} (issue {t.issue}), {t.device}, `{t.cases}` ({count}): "
+                         f"{' and '.join(goal)}; {measured}")
+    return lines
+
+
+def render(rec: dict[str, Any]) -> str:
+    """The Markdown of a run record: machine, legend, table, ceilings, summary against the targets."""
+    results, ceilings = parse(rec)
+    quick = " (--quick sizes: small enough to sit in caches, so shares above the ceiling are expected)"
+    lines = [
+        f"Machine: {machine_line(rec['machine'])}.  ",
+        f"Run: {rec['date']}, `{rec['command']}`, medians of {rec['rounds']} interleaved rounds"
+        f"{quick if rec['quick'] else ''}.",
+        "",
+        "\"baseline\": the fastest of the case's baselines that ran (a torch built-in, or torch_optimizer "
+        "where torch has no such optimizer); \"speedup\": baseline ms / hotkernels ms. \"max error\": the "
+        "largest absolute difference of hotkernels' result from the baseline's (or the named reference's); an "
+        "inf or NaN where the other side differs counts as inf. \"rate\": GFLOP/s, or GB/s over the case's "
+        "least DRAM traffic (reads, write-allocates and writes), with its share of the machine's ceiling "
+        "(the faster of torch's float32 GEMMs for GFLOP/s, a large copy counted the same way for GB/s).",
+        "",
+        *table(results, ceilings),
+        "",
+        *_ceiling_lines(ceilings),
+    ]
+    over = above_ceiling(results, ceilings)
+    if over:
+        lines += ["", f"**Above the ceiling** (bytes or flops miscounted, or a probe ran under load): "
+                      f"{', '.join(r.id for r in over)}."]
+    lines += ["", "Against the targets of the issues (`TARGETS` in `python/hotkernels/bench/<family>.py`):", "",
+              *summary(results, ceilings)]
+    return "\n".join(lines) + "\n"
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
+
+
+def embedded(readme: str) -> dict[str, str]:
+    """Every results block embedded in a README, by name."""
+    pattern = re.compile(r"<!-- bench:(\S+) begin -->\n(.*?)<!-- bench:\1 end -->", re.DOTALL)
+    return {m.group(1): m.group(2) for m in pattern.finditer(readme)}
+
+
+def embed(readme: str, name: str, markdown: str) -> str:
+    """The README with the block between NAME's markers replaced by ``markdown``."""
+    begin, end = _markers(name)
+    start, stop = readme.find(begin), readme.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"the README has no '{begin}' ... '{end}' markers: add them where the results go")
+    return readme[: start + len(begin)] + "\n" + markdown + readme[stop:]

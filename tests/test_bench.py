@@ -1,0 +1,177 @@
+"""The benchmark harness itself: max error over non-finite values, baselines, the floor check (a
+case above its ceiling is flagged in the table and warned about by the bench), the summary against
+the targets, and the committed results (README and results files agree, every figure in the README
+comes from one)."""
+
+import json
+import math
+import pathlib
+import re
+import sys
+
+import pytest
+import torch
+
+from hotkernels import bench
+from hotkernels.bench import optim, report
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+
+inf, nan = math.inf, math.nan
+
+
+@pytest.mark.parametrize(
+    "got, expected, error",
+    [
+        ([1.0, 2.0], [1.0, 2.5], 0.5),
+        ([inf, 2.0], [1.0, 2.0], inf),  # an inf where torch is finite
+        ([1.0, 2.0], [1.0, -inf], inf),
+        ([inf, -inf], [-inf, -inf], inf),
+        ([nan, 2.0], [1.0, 2.0], inf),  # a NaN where torch has a number
+        ([1.0, 2.0], [nan, 2.0], inf),  # a NaN lost
+        ([nan, inf, -inf, 1.0], [nan, inf, -inf, 1.25], 0.25),  # the same non-finite values: exact
+    ],
+)
+def test_max_error_counts_non_finite_mismatches(got, expected, error):
+    assert bench.max_error(torch.tensor(got), torch.tensor(expected)) == error
+
+
+def test_max_error_walks_nested_results_and_checks_shapes():
+    a, b = torch.ones(3), torch.ones(3)
+    assert bench.max_error([a, (a, {"x": a + 1})], [b, (b, {"x": b})]) == 1.0
+    assert bench.max_error(torch.empty(0), torch.empty(0)) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        bench.max_error(torch.ones(3), torch.ones(1))
+    with pytest.raises(ValueError):
+        bench.max_error([a, a], [b])
+
+
+def _result(name="adam x", family="optim", ms=None, baselines=("torch a", "torch b"), bytes=0, flops=0):
+    ms = {"torch a": 4.0, "torch b": 2.0, "hotkernels": 1.0} if ms is None else ms
+    return bench.Result(family, name, "cpu", list(baselines), baselines[0], ms, 0.0, bytes, flops)
+
+
+CEILINGS = {"cpu": bench.Ceilings([10.0, 12.0, 30.0], [100.0, 50.0, 90.0])}
+
+
+def test_baseline_is_the_fastest_present():
+    r = _result()
+    assert r.baseline == "torch b" and r.speedup == 2.0
+    missing = _result(ms={"hotkernels": 1.0, "hotkernels reference loop": 5.0}, baselines=("torch_optimizer",))
+    assert missing.baseline is None and missing.speedup is None
+    row = report.table([missing], CEILINGS)[-1]
+    assert "| torch_optimizer (not installed) | - |" in row and "hotkernels reference loop 5.000" in row
+
+
+def test_ceilings_are_medians_of_their_probes():
+    assert CEILINGS["cpu"].copy_gbs == 12.0 and CEILINGS["cpu"].matmul_gflops == 90.0
+
+
+def test_copy_ceiling_counts_write_allocate():
+    # read + write-allocate + write, as the cases count theirs
+    assert bench.traffic(read=4, write=4) == 12
+    assert bench.traffic(update=4) == 8
+
+
+def test_a_case_above_its_ceiling_is_flagged():
+    # 24 GB in 1 s: 24 GB/s against a 12 GB/s copy ceiling; 45 GFLOP in 1 s against 90: fine.
+    fast = _result("adam fast", ms={"torch a": 2000.0, "hotkernels": 1000.0}, baselines=("torch a",), bytes=24 * 10**9)
+    fine = _result("conv", family="conv2d", ms={"torch a": 2000.0, "hotkernels": 1000.0}, baselines=("torch a",),
+                   flops=45 * 10**9)
+    assert fast.share(CEILINGS["cpu"]) == 2.0 and fine.share(CEILINGS["cpu"]) == 0.5
+    assert report.above_ceiling([fast, fine], CEILINGS) == [fast]
+    rec = {"machine": report.machine_info(), "date": "d", "command": "c", "rounds": 1, "quick": False,
+           "ceilings": {"cpu": {"copy_probes": [12.0], "matmul_probes": [90.0]}},
+           "results": [vars(fast), vars(fine)]}
+    text = report.render(rec)
+    assert "24.0 GB/s (200%) **above the ceiling**" in text and "45.0 GFLOP/s (50%) |" in text
+    assert "**Above the ceiling**" in text and "optim/cpu/adam fast" in text
+
+
+def _summary_line(results, cases: str) -> str:
+    (line,) = [s for s in report.summary(results, CEILINGS) if f"`{cases}`" in s]
+    return line
+
+
+def test_summary_checks_the_targets():
+    ms = {"torch Adam fused": 2.0, "hotkernels": 1.0}
+    adam = [_result(f"adam {n}", ms=ms, baselines=("torch Adam fused",), bytes=11 * 10**6) for n in "ab"]
+    # 11 MB in 1 ms: 11 GB/s, 92% of the 12 GB/s ceiling; 2x >= 0.95x
+    assert _summary_line(adam, "adam *").startswith("- **met**: optim (issue 3), cpu, `adam *` (2 cases)")
+    slow = [_result("radam a", ms={"torch RAdam foreach": 2.0, "hotkernels": 1.0}, baselines=("torch RAdam foreach",),
+                    bytes=11 * 10**6)]
+    assert "**not met**" in _summary_line(slow, "radam *") and "measured 2.00x" in _summary_line(slow, "radam *")
+    lamb = [_result("lamb a", ms={"hotkernels": 1.0}, baselines=("torch_optimizer",))]
+    assert "not measured**" in _summary_line(lamb, "lamb *") and "torch_optimizer is not installed" in _summary_line(
+        lamb, "lamb *")
+    assert "no case of this run matches it" in _summary_line([], "ranger x6 *")
+    # geometric mean: 2x and 0.6x average to 1.1x, which meets a 1.0x target
+    conv = [_result(f"forward+backward {i}", family="conv2d", ms={"torch F.conv2d": s, "hotkernels": 1.0},
+                    baselines=("torch F.conv2d",)) for i, s in enumerate((2.0, 0.6))]
+    assert _summary_line(conv, "forward+backward *").startswith("- **met**")
+    assert "**not met**" in _summary_line(conv, "*")  # no case below 0.7x
+
+
+def test_bench_without_torch_optimizer_names_the_missing_baseline(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_optimizer", None)  # import raises ImportError
+    cases = {c.name.split()[0]: c for c in optim.cases("cpu", quick=True)}
+    impls = cases["lamb"].setup()
+    assert "torch_optimizer" not in impls and cases["lamb"].baselines == ("torch_optimizer",)
+    r = bench.run(cases["lamb"], rounds=1)
+    assert r.baseline is None and r.reference == optim.REFERENCE and r.max_error < 1e-5
+
+
+def test_embed_replaces_only_the_named_block():
+    readme = "a\n<!-- bench:x begin -->\nold\n<!-- bench:x end -->\nb\n"
+    out = report.embed(readme, "x", "new\n")
+    assert out == "a\n<!-- bench:x begin -->\nnew\n<!-- bench:x end -->\nb\n"
+    assert report.embedded(out) == {"x": "new\n"}
+    with pytest.raises(ValueError, match="no '<!-- bench:y begin -->'"):
+        report.embed(readme, "y", "new\n")
+
+
+# --- the committed results
+
+
+def _committed() -> dict[str, str]:
+    return report.embedded(README.read_text())
+
+
+def test_readme_embeds_every_committed_results_file_as_rendered():
+    blocks = _committed()
+    assert blocks, "README.md embeds no results"
+    committed = {p.stem for p in RESULTS.iterdir()}
+    assert committed == set(blocks), "every results file is in the README and every README block has one"
+    for name, block in blocks.items():
+        rec = json.loads((RESULTS / f"{name}.json").read_text())
+        rendered = report.render(rec)
+        assert (RESULTS / f"{name}.md").read_text() == rendered, (
+            f"{name}.md is not what its JSON renders to: python -m hotkernels report "
+            f"benchmarks/results/{name}.json --readme README.md")
+        assert block == rendered, f"README's {name} block is stale: python -m hotkernels report " \
+                                  f"benchmarks/results/{name}.json --readme README.md"
+
+
+@pytest.mark.parametrize("name", sorted(_committed()))
+def test_committed_results_name_their_machine(name):
+    rec = json.loads((RESULTS / f"{name}.json").read_text())
+    m = rec["machine"]
+    assert m["cpu"] and m["cpu_isa"] and m["torch"] and rec["date"]
+    if name.startswith("cuda-"):
+        # A GPU run: .ci/gpu-check's one short go on a lent machine (--quick), named by the GPU model.
+        assert name.removeprefix("cuda-") in m["gpu"].lower().replace(" ", ""), "GPU results are named by the GPU"
+    else:
+        assert name.endswith(m["cpu_isa"]), "CPU results are named by the instruction set in use"
+        assert not rec["quick"]
+
+
+def test_readme_results_section_has_no_hand_written_figures():
+    text = README.read_text()
+    section = text[text.index("\n## Results\n"):]
+    section = section[: section.find("\n## ", 1)]
+    for block in _committed().values():
+        section = section.replace(block, "")
+    figures = re.findall(r"\d+(?:\.\d+)?\s*(?:x\b|%|ms\b|GB/s|GFLOP/s)", section)
+    assert not figures, f"figures outside the generated results blocks: {figures}"
