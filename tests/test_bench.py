@@ -66,7 +66,7 @@ def test_baseline_is_the_fastest_present():
 
 
 def test_ceilings_are_medians_of_their_probes():
-    assert CEILINGS["cpu"].copy_gbs == 12.0 and CEILINGS["cpu"].matmul_gflops == 90.0
+    assert CEILINGS["cpu"].stream_gbs == 12.0 and CEILINGS["cpu"].matmul_gflops == 90.0
 
 
 def test_copy_ceiling_counts_write_allocate():
@@ -76,14 +76,14 @@ def test_copy_ceiling_counts_write_allocate():
 
 
 def test_a_case_above_its_ceiling_is_flagged():
-    # 24 GB in 1 s: 24 GB/s against a 12 GB/s copy ceiling; 45 GFLOP in 1 s against 90: fine.
+    # 24 GB in 1 s: 24 GB/s against a 12 GB/s memory ceiling; 45 GFLOP in 1 s against 90: fine.
     fast = _result("adam fast", ms={"torch a": 2000.0, "hotkernels": 1000.0}, baselines=("torch a",), bytes=24 * 10**9)
     fine = _result("conv", family="conv2d", ms={"torch a": 2000.0, "hotkernels": 1000.0}, baselines=("torch a",),
                    flops=45 * 10**9)
     assert fast.share(CEILINGS["cpu"]) == 2.0 and fine.share(CEILINGS["cpu"]) == 0.5
     assert report.above_ceiling([fast, fine], CEILINGS) == [fast]
     rec = {"machine": report.machine_info(), "date": "d", "command": "c", "rounds": 1, "quick": False,
-           "ceilings": {"cpu": {"copy_probes": [12.0], "matmul_probes": [90.0]}},
+           "ceilings": {"cpu": {"stream_probes": [12.0], "matmul_probes": [90.0]}},
            "results": [vars(fast), vars(fine)]}
     text = report.render(rec)
     assert "24.0 GB/s (200%) **above the ceiling**" in text and "45.0 GFLOP/s (50%) |" in text

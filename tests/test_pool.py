@@ -292,9 +292,9 @@ def test_modules_are_drop_in(device):
 
 
 # Bad arguments, each with the word that names what is wrong: torch's message for it (in torch
-# 2.14's wording, which ours follows) names it, and so must ours, whatever torch version runs. Older
-# torch words some differently (2.11: avg_pool2d's kernel_size=0 and stride=-1 give "integer out of
-# range"), so only the exception type is compared with the running torch.
+# 2.14's wording, which ours follows behind the op's name) names it, and so must ours, whatever torch
+# version runs. Older torch words some differently (2.11: avg_pool2d's kernel_size=0 and stride=-1
+# give "integer out of range"), so only the exception type is compared with the running torch.
 BAD_ARGS = [
     (dict(kernel_size=2, padding=2), "pad"),
     (dict(kernel_size=3, stride=0), "stride"),
@@ -319,7 +319,7 @@ def test_bad_arguments_raise_torch_errors(device, name, kw, what):
     x = torch.randn(1, 2, 5, 5, device=device)
     with pytest.raises(RuntimeError):
         getattr(F, name)(x, **kw)
-    with pytest.raises(RuntimeError, match=f"(?i){re.escape(what)}"):
+    with pytest.raises(RuntimeError, match=rf"{name}: .*(?i:{re.escape(what)})"):
         getattr(HF, name)(x, **kw)
 
 

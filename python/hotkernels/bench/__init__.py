@@ -33,8 +33,8 @@ Impls = dict[str, Callable[[], Any]]
 def traffic(read: int = 0, write: int = 0, update: int = 0) -> int:
     """The least bytes a pass moves through DRAM: ``read`` bytes only read; ``write`` bytes written to
     memory it has not read (each costs a write-allocate read of its cache line, then the write back);
-    ``update`` bytes read and written in place (one read, one write back). The copy ceiling counts
-    its bytes the same way, so a case's share of it is like for like."""
+    ``update`` bytes read and written in place (one read, one write back). The memory ceiling
+    (:func:`probe`) counts its bytes the same way, so a case's share of it is like for like."""
     return read + 2 * write + 2 * update
 
 
@@ -134,7 +134,7 @@ class Result:
         rate = self.rate()
         if rate is None or ceilings is None:
             return None
-        return rate[0] / (ceilings.matmul_gflops if rate[1] == "GFLOP/s" else ceilings.copy_gbs)
+        return rate[0] / (ceilings.matmul_gflops if rate[1] == "GFLOP/s" else ceilings.stream_gbs)
 
 
 def synchronize(device: str) -> None:
@@ -232,9 +232,12 @@ def _last_level_cache_bytes(device: str) -> int:
 def probe(device: str, quick: bool) -> tuple[float, float]:
     """One measurement of the machine's ceilings, with torch: (copy GB/s, float32 matmul GFLOP/s).
 
-    Copy: ``dst.copy_(src)`` over buffers of at least 256 MiB and 4x the last-level cache, so that
-    it streams from DRAM; bytes counted as :func:`traffic` counts a case's (read src, write-allocate
-    and write dst: 12 per float32). Matmul: a square float32 matmul (2048 on the CPU, 8192 on CUDA,
+    Memory: the faster of two streams over buffers of at least 256 MiB and 4x the last-level cache,
+    so that they run from DRAM, bytes counted as :func:`traffic` counts a case's: a copy
+    ``dst.copy_(src)`` (read src, write-allocate and write dst: 12 per float32) and an in-place
+    update ``dst.add_(src)`` (read src, read and write back dst: 12 per float32), the pattern of the
+    optimizer steps and in-place ops, which skips the write-allocate and streams faster on some
+    CPUs: a case of that pattern must not beat a ceiling measured with copies alone. Matmul: a square float32 matmul (2048 on the CPU, 8192 on CUDA,
     1024 quick), the compute ceiling of the GEMM-bound cases. On the CPU the faster of torch's two
     GEMM libraries: its BLAS (``torch.mm``; MKL takes a slow path on AMD CPUs) and oneDNN
     (``F.linear`` on ``to_mkldnn()`` tensors). On CUDA with the TF32 setting that cuDNN uses, as
@@ -242,7 +245,8 @@ def probe(device: str, quick: bool) -> tuple[float, float]:
     n = max(1 << 28, 4 * _last_level_cache_bytes(device)) // 4
     src = torch.ones(n, device=device)
     dst = torch.empty_like(src)
-    copy_ms = measure({"copy": lambda: dst.copy_(src)}, device, rounds=5)["copy"]
+    stream_ms = min(measure({"copy": lambda: dst.copy_(src), "update": lambda: dst.add_(src)}, device,
+                            rounds=5).values())
     del src, dst
     m = 1024 if quick else (2048 if device == "cpu" else 8192)
     a = torch.randn(m, m, device=device)
@@ -257,7 +261,8 @@ def probe(device: str, quick: bool) -> tuple[float, float]:
         mm_ms = min(measure(gemms, device, rounds=3 if quick else 5).values())
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
-    return traffic(read=4 * n, write=4 * n) / (copy_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9
+    # traffic(read=4n, write=4n) == traffic(read=4n, update=4n): one byte count for both streams.
+    return traffic(read=4 * n, write=4 * n) / (stream_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9
 
 
 @dataclass(frozen=True)
@@ -265,12 +270,12 @@ class Ceilings:
     """What this machine reaches at all: the medians of several :func:`probe` runs spread over a
     benchmark run (one probe catches whatever load the shared machine had at that moment)."""
 
-    copy_probes: list[float]  # GB/s, each counted as traffic() counts
+    stream_probes: list[float]  # GB/s, each counted as traffic() counts
     matmul_probes: list[float]  # float32 GEMM GFLOP/s
 
     @property
-    def copy_gbs(self) -> float:
-        return statistics.median(self.copy_probes)
+    def stream_gbs(self) -> float:
+        return statistics.median(self.stream_probes)
 
     @property
     def matmul_gflops(self) -> float:

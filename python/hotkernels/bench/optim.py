@@ -34,7 +34,7 @@ from .. import optim as HO
 
 REFERENCE = "hotkernels reference loop"
 
-# Issue 3: CPU each at >= 80% of the copy ceiling; GPU against torch's foreach RAdam and at >= 80%
+# Issue 3: CPU each at >= 80% of the memory ceiling; GPU against torch's foreach RAdam and at >= 80%
 # of the measured copy bandwidth.
 TARGETS = [
     Target(3, "cpu", "adam *", speedup=0.95, floor_share=0.8),

@@ -111,10 +111,10 @@ def table(results: list[Result], ceilings: dict[str, Ceilings]) -> list[str]:
 def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
     lines = []
     for device, c in ceilings.items():
-        copies = ", ".join(f"{v:.1f}" for v in c.copy_probes)
+        streams = ", ".join(f"{v:.1f}" for v in c.stream_probes)
         mms = ", ".join(f"{v:.1f}" for v in c.matmul_probes)
-        lines.append(f"Ceilings on {device}, medians of {len(c.copy_probes)} probes spread over the run: "
-                     f"copy {c.copy_gbs:.1f} GB/s (probes {copies}), float32 matmul {c.matmul_gflops:.1f} GFLOP/s "
+        lines.append(f"Ceilings on {device}, medians of {len(c.stream_probes)} probes spread over the run: "
+                     f"memory stream {c.stream_gbs:.1f} GB/s (probes {streams}), float32 matmul {c.matmul_gflops:.1f} GFLOP/s "
                      f"(probes {mms}).  ")
     return lines
 
@@ -181,7 +181,7 @@ def render(rec: dict[str, Any]) -> str:
         "largest absolute difference of hotkernels' result from the baseline's (or the named reference's); an "
         "inf or NaN where the other side differs counts as inf. \"rate\": GFLOP/s, or GB/s over the case's "
         "least DRAM traffic (reads, write-allocates and writes), with its share of the machine's ceiling "
-        "(the faster of torch's float32 GEMMs for GFLOP/s, a large copy counted the same way for GB/s).",
+        "(the faster of torch's float32 GEMMs for GFLOP/s, the faster of a large copy and a large in-place update, counted the same way, for GB/s).",
         "",
         *table(results, ceilings),
         "",

@@ -51,16 +51,17 @@ def _pair(op: str, name: str, value: IntPair | None, usage: str) -> list[int] | 
     return value
 
 
-def _output_size(size, k, pad, s, d, ceil_mode: bool):
+def _output_size(op: str, size, k, pad, s, d, ceil_mode: bool):
     """torch's pooling_output_shape: the window count along one dimension (floor, or ceil with the
     last window starting inside the input or its left padding)."""
     if s == 0:
-        raise RuntimeError("stride should not be zero")
+        raise RuntimeError(f"{op}: stride should not be zero")
     if pad < 0:
-        raise RuntimeError(f"pad must be non-negative, but got pad: {pad}")
+        raise RuntimeError(f"{op}: pad must be non-negative, but got pad: {pad}")
     if pad > ((k - 1) * d + 1) // 2:
         raise RuntimeError(
-            f"pad should be at most half of effective kernel size, but got pad={pad}, kernel_size={k} and dilation={d}"
+            f"{op}: pad should be at most half of effective kernel size, but got pad={pad}, kernel_size={k} and "
+            f"dilation={d}"
         )
     out = (size + 2 * pad - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (out - 1) * s >= size + pad:
@@ -87,35 +88,35 @@ def pool2d_geometry(
     ceil_mode: bool,
 ) -> Pool2dGeometry:
     """Expands torch's pooling arguments to two ints each (``stride`` defaults to ``kernel_size``),
-    checks them and the input shape like torch does (same order, same messages) and computes the
-    output shape. ``op`` is ``"max_pool2d"`` or ``"avg_pool2d"`` (whose dilation is 1)."""
+    checks them and the input shape like torch does (same order; torch's messages behind the op's
+    name, which torch's own do not always carry) and computes the output shape. ``op`` is ``"max_pool2d"`` or ``"avg_pool2d"`` (whose dilation is 1)."""
     k = _pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints")
     s = _pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints") or k
     p = _pair(op, "padding", padding, "must either be a single int, or a tuple of two ints")
     d = _pair(op, "dilation", dilation, "must be either a single int, or a tuple of two ints")
     if len(shape) not in (3, 4):
-        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
+        raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input")
     C, H, W = shape[-3], shape[-2], shape[-1]
-    OH = _output_size(H, k[0], p[0], s[0], d[0], ceil_mode)
-    OW = _output_size(W, k[1], p[1], s[1], d[1], ceil_mode)
+    OH = _output_size(op, H, k[0], p[0], s[0], d[0], ceil_mode)
+    OW = _output_size(op, W, k[1], p[1], s[1], d[1], ceil_mode)
     if k[0] <= 0 or k[1] <= 0:
-        raise RuntimeError(f"kernel size should be greater than zero, but got kH: {k[0]} kW: {k[1]}")
+        raise RuntimeError(f"{op}: kernel size should be greater than zero, but got kH: {k[0]} kW: {k[1]}")
     if s[0] <= 0 or s[1] <= 0:
-        raise RuntimeError(f"stride should be greater than zero, but got dH: {s[0]} dW: {s[1]}")
+        raise RuntimeError(f"{op}: stride should be greater than zero, but got dH: {s[0]} dW: {s[1]}")
     if d[0] <= 0 or d[1] <= 0:
-        raise RuntimeError(f"dilation should be greater than zero, but got dilationH: {d[0]} dilationW: {d[1]}")
+        raise RuntimeError(f"{op}: dilation should be greater than zero, but got dilationH: {d[0]} dilationW: {d[1]}")
     if C == 0 or H == 0 or W == 0:
         raise RuntimeError(
-            f"Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:{list(shape)}"
+            f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:{list(shape)}"
         )
     if k[1] // 2 < p[1] or k[0] // 2 < p[0]:
         raise RuntimeError(
-            "pad should be smaller than or equal to half of kernel size, but got "
+            f"{op}: pad should be smaller than or equal to half of kernel size, but got "
             f"padW = {p[1]}, padH = {p[0]}, kW = {k[1]}, kH = {k[0]}"
         )
     if OH < 1 or OW < 1:
         raise RuntimeError(
-            f"Given input size: ({C}x{H}x{W}). Calculated output size: ({C}x{OH}x{OW}). Output size is too small"
+            f"{op}: Given input size: ({C}x{H}x{W}). Calculated output size: ({C}x{OH}x{OW}). Output size is too small"
         )
     return Pool2dGeometry(k, s, p, d, [*shape[:-2], OH, OW])
 
