@@ -113,7 +113,7 @@ def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
     for device, c in ceilings.items():
         streams = ", ".join(f"{v:.1f}" for v in c.stream_probes)
         mms = ", ".join(f"{v:.1f}" for v in c.matmul_probes)
-        lines.append(f"Ceilings on {device}, medians of {len(c.stream_probes)} probes spread over the run: "
+        lines.append(f"Ceilings on {device}, the fastest of {len(c.stream_probes)} probes spread over the run: "
                      f"memory stream {c.stream_gbs:.1f} GB/s (probes {streams}), float32 matmul {c.matmul_gflops:.1f} GFLOP/s "
                      f"(probes {mms}).  ")
     return lines
