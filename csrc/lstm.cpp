@@ -24,17 +24,15 @@ void check_like(const char* op, const char* arg, const at::Tensor& t, const at::
   check_same_device(op, arg, t, "input", input);
 }
 
-struct Dims {
-  int64_t batch, input, hidden;
-};
+}  // namespace
 
 // The forward arguments of a cell (input [B, I]) or a layer (input [T, B, I]).
-Dims check_args(const char* op, const Pointwise& p, const at::Tensor& input, const at::Tensor& hx,
+Dims check_args(const char* op, bool half_types, const at::Tensor& input, const at::Tensor& hx,
                 const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih,
                 const OptTensor& b_hh, int64_t input_dim) {
   check_floating(op, "input", input);
   const auto dt = input.scalar_type();
-  TORCH_CHECK(p.half_types || dt == at::kFloat || dt == at::kDouble, "hotkernels.", op,
+  TORCH_CHECK(half_types || dt == at::kFloat || dt == at::kDouble, "hotkernels.", op,
               ": float16 and bfloat16 are computed on CUDA only; on the CPU use float32 or float64, but got ", dt);
   check_like(op, "hx", hx, input);
   check_like(op, "cx", cx, input);
@@ -57,8 +55,6 @@ Dims check_args(const char* op, const Pointwise& p, const at::Tensor& input, con
   return d;
 }
 
-// The saved tensors and incoming gradients of a backward op: like 'input', states of state_shape
-// ([B, H] or [T, B, H]) and gates of that shape with 4·H last.
 void check_saved(const char* op, const at::Tensor& input, at::IntArrayRef state_shape, const at::Tensor& gates,
                  std::initializer_list<std::pair<const char*, const at::Tensor*>> states) {
   check_like(op, "gates", gates, input);
@@ -71,7 +67,6 @@ void check_saved(const char* op, const at::Tensor& input, at::IntArrayRef state_
   }
 }
 
-// b_ih + b_hh in the compute type (float for float16/bfloat16), or undefined without biases.
 at::Tensor combined_bias(const OptTensor& b_ih, const OptTensor& b_hh, at::ScalarType dtype) {
   const auto op = at::toOpMathType(dtype);
   at::Tensor bias;
@@ -85,11 +80,9 @@ at::Tensor combined_bias(const OptTensor& b_ih, const OptTensor& b_hh, at::Scala
 
 at::Tensor unused(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
-}  // namespace
-
 Tensors3 cell_forward(const Pointwise& p, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
                       const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
-  const Dims d = check_args("lstm_cell", p, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
+  const Dims d = check_args("lstm_cell", p.half_types, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
   at::Tensor gates = at::mm(input, w_ih.t());
   gates.addmm_(hx, w_hh.t());
   at::Tensor h = at::empty({d.batch, d.hidden}, input.options());
@@ -101,7 +94,7 @@ Tensors3 cell_forward(const Pointwise& p, const at::Tensor& input, const at::Ten
 Tensors6 cell_backward(const Pointwise& p, const at::Tensor& grad_hy, const at::Tensor& grad_cy,
                        const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
                        const at::Tensor& w_hh, const at::Tensor& cy, const at::Tensor& gates, Mask mask) {
-  check_args("lstm_cell_backward", p, input, hx, cx, w_ih, w_hh, {}, {}, 2);
+  check_args("lstm_cell_backward", p.half_types, input, hx, cx, w_ih, w_hh, {}, {}, 2);
   check_saved("lstm_cell_backward", input, hx.sizes(), gates, {{"grad_hy", &grad_hy}, {"grad_cy", &grad_cy}, {"cy", &cy}});
   at::Tensor dgates = at::empty(gates.sizes(), gates.options());
   at::Tensor grad_cx = at::empty(cx.sizes(), cx.options());
@@ -118,7 +111,7 @@ Tensors6 cell_backward(const Pointwise& p, const at::Tensor& grad_hy, const at::
 Tensors3 layer_forward(const Pointwise& p, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
                        const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                        bool reverse) {
-  const Dims d = check_args("lstm_layer", p, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3);
+  const Dims d = check_args("lstm_layer", p.half_types, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3);
   const int64_t T = input.size(0), B = d.batch, H = d.hidden;
   TORCH_CHECK(T > 0, "hotkernels.lstm_layer: expected 'input' to have at least one time step, but got shape ",
               input.sizes());
@@ -146,7 +139,7 @@ Tensors6 layer_backward(const Pointwise& p, const at::Tensor& grad_output, const
                         const at::Tensor& w_hh, const at::Tensor& output, const at::Tensor& cs,
                         const at::Tensor& gates, bool reverse, Mask mask) {
   const char* op = "lstm_layer_backward";
-  const Dims d = check_args(op, p, input, hx, cx, w_ih, w_hh, {}, {}, 3);
+  const Dims d = check_args(op, p.half_types, input, hx, cx, w_ih, w_hh, {}, {}, 3);
   const int64_t T = input.size(0), B = d.batch, H = d.hidden;
   TORCH_CHECK(T > 0, "hotkernels.", op, ": expected 'input' to have at least one time step, but got shape ",
               input.sizes());

@@ -1,6 +1,7 @@
-// LSTM ops, device-generic part: argument checks, the GEMMs (at::mm/addmm, i.e. the BLAS or cuBLAS
-// that torch ships) and the time loops. Each device supplies only the two pointwise passes (a
-// Pointwise: csrc/cpu/lstm.cpp, csrc/cuda/lstm.cu) and registers the ops with register_lstm_ops.
+// LSTM ops: the argument checks every device shares, and a device-generic implementation whose
+// GEMMs are at::mm/addmm (cuBLAS) and whose time loops run here; a device using it supplies only the
+// two pointwise passes (a Pointwise: csrc/cuda/lstm.cu) and registers the ops with
+// register_lstm_ops. The CPU has its own implementation on the GEMM core (csrc/cpu/lstm.cpp).
 //
 // Layouts: gates are [rows, 4·hidden] (i, f, g, o blocks, torch's order), states [rows, hidden], all
 // contiguous; a layer's tensors are time-major [T, B, ...]. Formulas: csrc/math/lstm.h.
@@ -10,8 +11,10 @@
 #include <torch/library.h>
 
 #include <array>
+#include <initializer_list>
 #include <optional>
 #include <tuple>
+#include <utility>
 
 namespace hotkernels::lstm {
 
@@ -34,6 +37,24 @@ using OptTensor = std::optional<at::Tensor>;
 // Which gradients backward computes: input, hx, w_ih, w_hh, bias (cx's comes free). The others are
 // returned as empty tensors.
 using Mask = std::array<bool, 5>;
+
+struct Dims {
+  int64_t batch, input, hidden;
+};
+
+// Checks the forward arguments of a cell (input_dim 2: input [B, I]) or a layer (3: [T, B, I]);
+// float16/bfloat16 only if `half_types`.
+Dims check_args(const char* op, bool half_types, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                int64_t input_dim);
+// The saved tensors and incoming gradients of a backward op: like 'input', states of state_shape
+// ([B, H] or [T, B, H]) and gates of that shape with 4·H last.
+void check_saved(const char* op, const at::Tensor& input, at::IntArrayRef state_shape, const at::Tensor& gates,
+                 std::initializer_list<std::pair<const char*, const at::Tensor*>> states);
+// b_ih + b_hh in the compute type (float for float16/bfloat16), or undefined without biases.
+at::Tensor combined_bias(const OptTensor& b_ih, const OptTensor& b_hh, at::ScalarType dtype);
+// The placeholder returned for a gradient the mask did not ask for.
+at::Tensor unused(const at::Tensor& like);
 
 // (h', c', gates): gates are the activations, saved for backward.
 Tensors3 cell_forward(const Pointwise& p, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,

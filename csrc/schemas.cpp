@@ -25,6 +25,12 @@ TORCH_LIBRARY(hotkernels, m) {
         "Tensor w_hh, Tensor output, Tensor cs, Tensor gates, bool reverse, bool[5] output_mask) -> (Tensor grad_input, "
         "Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)", pt2);
 
+  // gemm: python/hotkernels/ops/gemm.py. The CPU GEMM core's product (CPU only: CUDA has cuBLAS), and
+  // the floor it is held to: the FLOPs of a register-only FMA loop of one instruction set on every
+  // intra-op thread (for the benchmarks' ceiling; no tensor in, none out).
+  m.def("mm(Tensor self, Tensor mat2) -> Tensor", pt2);
+  m.def("fma_peak_loop(str isa, int iterations) -> int");
+
   // pool: python/hotkernels/ops/pool.py. kernel_size, stride, padding, dilation as two ints each
   // (the Python wrappers expand torch's shorthand); max_pool2d returns values only (no indices to
   // write: the inference path), max_pool2d_with_indices what backward needs. The backward ops take

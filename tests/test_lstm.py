@@ -145,7 +145,19 @@ LSTM_CONFIGS = [
 @pytest.mark.parametrize("config", LSTM_CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 @pytest.mark.parametrize("with_state", [True, False], ids=["hx", "no-hx"])
 def test_lstm_matches_torch(device, dtype, config, with_state):
-    T, B, I, H = 6, 3, 5, 7
+    check_lstm(device, dtype, config, with_state, 6, 3, 5, 7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lstm_on_every_path_of_the_gemm_core(device, dtype):
+    """Sizes past the GEMM core's blocks (csrc/cpu/gemm/gemm.h): T·B = 333 rows of input projection
+    (two row tiles of 256), 4·H = 320 (two reduction chunks of backward's steps), a batch of 37
+    (partial row blocks of every micro-kernel), H = 80 (partial panels), steps big enough to be
+    split over threads."""
+    check_lstm(device, dtype, dict(num_layers=2, bidirectional=True), True, 9, 37, 70, 80)
+
+
+def check_lstm(device, dtype, config, with_state, T, B, I, H):
     ref, ours = _pair(torch.nn.LSTM(I, H, **config), hnn.LSTM, dtype, device, I, H, **config)
     x = _state(*((B, T, I) if config.get("batch_first") else (T, B, I)), dtype=dtype, device=device)
     L = config["num_layers"] * (2 if config.get("bidirectional") else 1)
@@ -446,3 +458,22 @@ def test_lstm_rejects_bad_input(device):
         torch.ops.hotkernels.lstm_layer(x[:0], h, h, *rnn._flat_weights[:4], False)
     with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'input' to be 3-D"):
         torch.ops.hotkernels.lstm_layer(x[0], h, h, *rnn._flat_weights[:4], False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_path_calls_no_torch_gemm(dtype):
+    """The CPU LSTM runs on our GEMM core: a profile of LSTMCell and nn.LSTM, forward and backward,
+    holds our ops and no aten::mm, addmm or matmul (what the GEMMs went through before)."""
+    cell = hnn.LSTMCell(6, 8).to(dtype)
+    rnn = hnn.LSTM(6, 8, num_layers=2, bidirectional=True).to(dtype)
+    x = torch.randn(4, 6, dtype=dtype, requires_grad=True)
+    xs = torch.randn(5, 4, 6, dtype=dtype, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        h, c = cell(x)
+        (h.sum() + c.sum()).backward()
+        y, _ = rnn(xs)
+        y.sum().backward()
+    names = {e.key for e in prof.key_averages()}
+    for op in ("lstm_cell", "lstm_cell_backward", "lstm_layer", "lstm_layer_backward"):
+        assert f"hotkernels::{op}" in names, (op, sorted(names))
+    assert not names & {"aten::mm", "aten::addmm", "aten::addmm_", "aten::matmul", "aten::bmm"}, sorted(names)

@@ -6,7 +6,7 @@
 // i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for
 // the "virtual" pixel index v = oy·Ws + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive
 // virtual pixels read consecutive memory for every (channel, tap), and the micro-kernel
-// (csrc/cpu/kernels/conv2d.cpp) can stream B straight from xs (run_pass_virtual). Virtual pixels
+// (csrc/cpu/kernels/gemm.cpp) can stream B straight from xs (run_pass_virtual). Virtual pixels
 // with ox ≥ OW are computed and thrown away: a few percent at 56×56, but a quarter of the work at
 // 7×7 and 14×14 once tiles are rounded. So passes with many output rows (≥ 128 channels) or a
 // wasteful grid gather B instead, per tile of real pixels of the whole batch and per reduction
@@ -36,25 +36,28 @@
 #include <vector>
 
 #include "conv2d.h"
+#include "cpu/gemm/gemm.h"
 #include "cpu/kernels/conv2d.h"
 
 namespace hotkernels::cpu {
 namespace {
 
+using gemm::Aligned;
+using gemm::ceil_div;
+using gemm::kChunk;
+using gemm::max_nr;
+using gemm::reduction_chunk;
 using math::Conv2dGeometry;
 
 // Columns per task tile (rounded up to whole blocks of the micro-kernel): with kChunk reduction
 // steps, a packed B tile of 128 KiB (float) stays in L2.
 constexpr int64_t kTileColumns = 128;
-constexpr int64_t kChunk = 256;     // reduction steps per GEMM call: B runs and A block stay in cache
 constexpr int64_t kCorrChunk = 2048;  // virtual pixels (summed over the batch) per weight-gradient call
 constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
 // The weight gradient goes through packed pixels (weight_gradient_packed) below this share of real
 // pixels on the virtual grid, given enough output channels to amortise gathering the taps.
 constexpr double kPackedGradientEfficiency = 0.9;
 constexpr int64_t kPackedGradientRows = 64;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Columns of a task tile for a micro-kernel nr columns wide.
 int64_t tile_columns(int64_t nr) { return ceil_div(kTileColumns, nr) * nr; }
@@ -63,30 +66,6 @@ int64_t tile_columns(int64_t nr) { return ceil_div(kTileColumns, nr) * nr; }
 // (tens of microseconds), so small convolutions run inline instead of paying for a parallel region.
 int64_t grain(int64_t work) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, work)); }
 
-template <class T> const GemmKernel<T>* gemm_shapes();
-template <> const GemmKernel<float>* gemm_shapes<float>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f32; }
-template <> const GemmKernel<double>* gemm_shapes<double>() { return HK_ISA_TABLE(conv2d_kernels).gemm_f64; }
-
-// The micro-kernel shape that pads an m × n product least (rows to whole blocks of mr, columns of
-// nr); the first shape on a tie.
-template <class T>
-const GemmKernel<T>& gemm_kernel(int64_t m, int64_t n) {
-  const GemmKernel<T>* best = gemm_shapes<T>();
-  auto padded = [&](const GemmKernel<T>& k) { return ceil_div(m, k.mr) * k.mr * (ceil_div(n, k.nr) * k.nr); };
-  for (int64_t i = 1; i < kGemmShapes; ++i) {
-    if (padded(gemm_shapes<T>()[i]) < padded(*best)) best = gemm_shapes<T>() + i;
-  }
-  return *best;
-}
-
-// The widest block of columns of any shape: the micro-kernels read up to that many values past a
-// run's end, which the workspaces keep as readable slack.
-template <class T>
-int64_t max_nr() {
-  int64_t nr = 0;
-  for (int64_t i = 0; i < kGemmShapes; ++i) nr = std::max(nr, gemm_shapes<T>()[i].nr);
-  return nr;
-}
 template <class T> const CorrelateKernel<T>& correlate_kernel();
 template <> const CorrelateKernel<float>& correlate_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f32; }
 template <> const CorrelateKernel<double>& correlate_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f64; }
@@ -121,23 +100,6 @@ std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
   std::fill(buf.get() + n, buf.get() + n + slack, T(0));
   return buf;
 }
-
-// A buffer of n values starting on a 64-byte boundary (a cache line): the micro-kernel's vector
-// loads of packed operands then never straddle two lines.
-template <class T>
-class Aligned {
- public:
-  explicit Aligned(int64_t n) : buf_(n + kPad) {
-    const auto addr = reinterpret_cast<std::uintptr_t>(buf_.data());
-    data_ = buf_.data() + (-addr % 64) / sizeof(T);
-  }
-  T* data() { return data_; }
-
- private:
-  static constexpr int64_t kPad = 64 / sizeof(T);
-  std::vector<T> buf_;
-  T* data_;
-};
 
 template <class T>
 void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
@@ -280,9 +242,6 @@ void scatter(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int
 
 // Virtual-pixel tiles: B read in place from the phase-split source. Pays for the Ws − OW columns
 // of every row and for rounding each image's virtual pixels up to whole tiles.
-// Reduction chunks of equal length, at most kChunk (576 steps: 3 × 192, not 256 + 256 + 64).
-int64_t reduction_chunk(int64_t kd) { return ceil_div(kd, ceil_div(kd, kChunk)); }
-
 template <class T>
 void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = *p.kern;
@@ -370,8 +329,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
     Aligned<T> bt(kChunk * tile + kCopy<T>);
     std::vector<T> ct(rows * tile);
-    std::vector<int64_t> steps(kChunk);
-    for (int64_t t = 0; t < kChunk; ++t) steps[t] = t * tile;
+    const std::vector<int64_t> steps = gemm::steps(kChunk, tile);
     std::vector<Run> runs;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
@@ -427,7 +385,7 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   const int64_t kd = g.kdim(), m = g.cout_g();
   std::vector<int64_t> identity(kd);
   for (int64_t t = 0; t < kd; ++t) identity[t] = t;
-  const GemmKernel<T>& kern = gemm_kernel<T>(m, g.oh * g.ow);
+  const GemmKernel<T>& kern = gemm::least_padding<T>(m, g.oh * g.ow);
   const auto a = pack_a(g.groups, m, kern.mr, w, m * kd, kd, identity);
   const GemmPass<T> pass{&kern, xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
                          ceil_div(m, kern.mr) * kd * kern.mr, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
@@ -494,7 +452,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
         }
       }
       const int64_t rows = ceil_div(g.h - a, g.sh), cols = ceil_div(g.w - b, g.sw);
-      const GemmKernel<T>& kern = gemm_kernel<T>(cin, rows * cols);
+      const GemmKernel<T>& kern = gemm::least_padding<T>(cin, rows * cols);
       const auto pa = pack_a(g.groups, cin, kern.mr, w, cout * cin * g.taps(), g.taps(), w_off);
       const GemmPass<T> pass{&kern, gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.get(),
                              ceil_div(cin, kern.mr) * kd * kern.mr, cin, wq, rows, cols, gx, g.h, g.w, a, g.sh, b,
@@ -750,14 +708,13 @@ template <class T>
 void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p,
                             T* gw, const Conv2dGeometry& g) {
   const int64_t m = g.cout_g(), kd = g.kdim(), plane = g.oh * g.ow, pixels = g.n * plane;
-  const GemmKernel<T>& kern = gemm_kernel<T>(kd, m);
+  const GemmKernel<T>& kern = gemm::least_padding<T>(kd, m);
   const int64_t mr = kern.mr, nr = kern.nr;
   const int64_t panels = ceil_div(m, nr), blocks = ceil_div(kd, mr);
   constexpr int64_t kPixels = 256;  // reduction chunk: a B panel chunk (≤ 24 KiB for float) stays in L1
   constexpr int64_t kBlocksPerTask = 8;  // tap blocks per task: A chunks (≤ 48 KiB) in L2, C in L2
   const int64_t tasks_per_group = ceil_div(blocks, kBlocksPerTask);
-  std::vector<int64_t> steps(kPixels);
-  for (int64_t q = 0; q < kPixels; ++q) steps[q] = q * nr;
+  const std::vector<int64_t> steps = gemm::steps(kPixels, nr);
   Aligned<T> gt(panels * pixels * nr);
   for (int64_t gi = 0; gi < g.groups; ++gi) {
     // B panels: gt[j][q][v] = gy[n][gi·m + j·nr + v][pixel q of image n], zero past m.

@@ -1,22 +1,41 @@
-// LSTM on the CPU: the two pointwise passes, split over threads; the SIMD math is in
-// csrc/cpu/kernels/lstm.cpp, the GEMMs and time loops in csrc/lstm.cpp.
+// LSTM on the CPU, on the GEMM core (csrc/cpu/gemm/gemm.h); formulas in csrc/math/lstm.h, the
+// vectorised pointwise passes in csrc/cpu/kernels/lstm.cpp, argument checks in csrc/lstm.cpp.
+//
+// Forward of a layer: the input projection of every step is one GEMM into gates [T, B, 4H]. W_hhᵀ
+// is packed once per call, its four gates as separate column groups, so each tile of a step's GEMM
+// (gates[t] += h(t−1)·W_hhᵀ) holds all four gates of its hidden units; the tile's epilogue then
+// adds the bias, turns the pre-activations into activations in place and writes h(t) and c(t),
+// while the tile is still in cache. No pass over a gates tensor is left outside the GEMM.
+// Backward through time: W_hh is packed once; step t's GEMM dh = grad_output(t) + dgates(t+1)·W_hh
+// has as its epilogue the pointwise backward of step t (dgates(t) and dc for the tile's units).
+// The weight gradients are one GEMM each over all steps.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <type_traits>
 
+#include "cpu/gemm/gemm.h"
 #include "cpu/kernels/lstm.h"
 #include "lstm.h"
 
 namespace hotkernels::cpu {
 namespace {
 
-// Elements (of batch·hidden) per task: an element costs five exponentials forward (one backward)
-// and ~10 loads and stores, so 8k of them are some 50 µs of work, well above a task's scheduling;
-// smaller steps (an RNN step of a small batch) stay on one thread.
-constexpr int64_t kLstmGrain = 8192;
+using gemm::Matrix;
+using gemm::PackedB;
+using lstm::Mask;
+using lstm::OptTensor;
+using lstm::Tensors3;
+using lstm::Tensors6;
+
+// Rows per task of a pointwise pass run on its own (not as an epilogue): about 8k elements, five
+// exponentials each forward, so a task is tens of microseconds; small batches stay on one thread.
+int64_t row_grain(int64_t hidden) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, hidden)); }
 
 template <class T, template <class> class Args>
 auto pick(const LstmTyped<Args>& typed) {
@@ -32,35 +51,199 @@ const T* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
-void forward(const at::Tensor& gates, const at::Tensor& bias, const at::Tensor& c_prev, const at::Tensor& h,
-             const at::Tensor& c) {
-  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "hotkernels_lstm_forward", [&] {
-    const LstmForwardArgs<scalar_t> args{gates.mutable_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
-                                         c_prev.const_data_ptr<scalar_t>(), h.mutable_data_ptr<scalar_t>(),
-                                         c.mutable_data_ptr<scalar_t>(), h.size(-1)};
-    const auto kernel = pick<scalar_t>(HK_ISA_TABLE(lstm_kernels).forward);
-    at::parallel_for(0, h.numel(), kLstmGrain, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
+// A 2-D tensor as a GEMM operand, in place (any strides).
+template <class T>
+Matrix<T> matrix(const at::Tensor& t) {
+  return {t.const_data_ptr<T>(), t.size(0), t.size(1), t.stride(0), t.stride(1)};
+}
+
+// W_hhᵀ (H × 4H) packed for the steps' GEMMs (B rows each), one column group per gate.
+template <class T>
+PackedB<T> pack_recurrent(const at::Tensor& w_hh, int64_t batch) {
+  const int64_t hidden = w_hh.size(1);
+  return PackedB<T>(matrix<T>(w_hh).t(), 4, gemm::least_padding<T>(batch, hidden));
+}
+
+// out (m × n, contiguous) = a·b, on freshly packed b.
+template <class T>
+at::Tensor product(const Matrix<T>& a, const Matrix<T>& b, const at::Tensor& like) {
+  at::Tensor out = at::empty({a.rows, b.cols}, like.options());
+  gemm::multiply(a, b, out.mutable_data_ptr<T>(), b.cols, false);
+  return out;
+}
+
+// One forward step: gates (B × 4H, holding the input projection) += h_prev·W_hhᵀ, then per tile the
+// pointwise pass: activations in place, h and c out.
+template <class T>
+void forward_step(const Matrix<T>& h_prev, const PackedB<T>& w_hh_t, const LstmForwardArgs<T>& args) {
+  const auto kernel = pick<T>(HK_ISA_TABLE(lstm_kernels).forward);
+  const int64_t H = args.hidden;
+  gemm::multiply(h_prev, w_hh_t, args.gates, 4 * H, H, true, [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
+    kernel(args, i0, i0 + rows, j0, j0 + cols);
   });
 }
 
-void backward(const at::Tensor& gates, const at::Tensor& c_prev, const at::Tensor& c, const at::Tensor& dh,
-              const at::Tensor& dc, const at::Tensor& dc_extra, const at::Tensor& dgates, const at::Tensor& dc_prev) {
-  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "hotkernels_lstm_backward", [&] {
-    // dc_prev may be dc (updated in place): each element is read before it is written.
-    const LstmBackwardArgs<scalar_t> args{gates.const_data_ptr<scalar_t>(),   c_prev.const_data_ptr<scalar_t>(),
-                                          c.const_data_ptr<scalar_t>(),       dh.const_data_ptr<scalar_t>(),
-                                          dc.const_data_ptr<scalar_t>(),      ptr_or_null<scalar_t>(dc_extra),
-                                          dgates.mutable_data_ptr<scalar_t>(), dc_prev.mutable_data_ptr<scalar_t>(),
-                                          c.size(-1)};
-    const auto kernel = pick<scalar_t>(HK_ISA_TABLE(lstm_kernels).backward);
-    at::parallel_for(0, c.numel(), kLstmGrain, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
+// The pointwise backward pass over every row, split over threads.
+template <class T>
+void backward_rows(const LstmBackwardArgs<T>& args, int64_t rows) {
+  const auto kernel = pick<T>(HK_ISA_TABLE(lstm_kernels).backward);
+  at::parallel_for(0, rows, row_grain(args.hidden), [&](int64_t begin, int64_t end) {
+    kernel(args, begin, end, 0, args.hidden);
   });
 }
 
-constexpr lstm::Pointwise kPointwise{false, &forward, &backward};
+// Runs f.template operator()<T>() with T the input's type (float32 or float64: checked before).
+template <class F>
+void dispatch(const at::Tensor& input, F&& f) {
+  if (input.scalar_type() == at::kDouble) {
+    f.template operator()<double>();
+  } else {
+    f.template operator()<float>();
+  }
+}
+
+Tensors3 cell_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+                      const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
+  const lstm::Dims d = lstm::check_args("lstm_cell", false, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
+  const int64_t B = d.batch, H = d.hidden;
+  const at::Tensor bias = lstm::combined_bias(b_ih, b_hh, input.scalar_type()), c_prev = cx.contiguous();
+  at::Tensor gates = at::empty({B, 4 * H}, input.options());
+  at::Tensor h = at::empty({B, H}, input.options()), c = at::empty({B, H}, input.options());
+  dispatch(input, [&]<class T>() {
+    gemm::multiply(matrix<T>(input), matrix<T>(w_ih).t(), gates.mutable_data_ptr<T>(), 4 * H, false);
+    const LstmForwardArgs<T> args{gates.mutable_data_ptr<T>(), ptr_or_null<T>(bias), c_prev.const_data_ptr<T>(),
+                                  h.mutable_data_ptr<T>(), c.mutable_data_ptr<T>(), H};
+    forward_step(matrix<T>(hx), pack_recurrent<T>(w_hh, B), args);
+  });
+  return {h, c, gates};
+}
+
+Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
+                       const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                       const at::Tensor& cy, const at::Tensor& gates, Mask mask) {
+  const char* op = "lstm_cell_backward";
+  const lstm::Dims d = lstm::check_args(op, false, input, hx, cx, w_ih, w_hh, {}, {}, 2);
+  lstm::check_saved(op, input, hx.sizes(), gates, {{"grad_hy", &grad_hy}, {"grad_cy", &grad_cy}, {"cy", &cy}});
+  const at::Tensor g = gates.contiguous(), c_prev = cx.contiguous(), c = cy.contiguous();
+  const at::Tensor dh = grad_hy.contiguous(), dc = grad_cy.contiguous();
+  at::Tensor dgates = at::empty(gates.sizes(), gates.options()), grad_cx = at::empty(cx.sizes(), cx.options());
+  at::Tensor grad_input = lstm::unused(input), grad_hx = lstm::unused(input);
+  at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input);
+  dispatch(input, [&]<class T>() {
+    backward_rows(LstmBackwardArgs<T>{g.const_data_ptr<T>(), c_prev.const_data_ptr<T>(), c.const_data_ptr<T>(),
+                                      dh.const_data_ptr<T>(), dc.const_data_ptr<T>(), nullptr,
+                                      dgates.mutable_data_ptr<T>(), grad_cx.mutable_data_ptr<T>(), d.hidden},
+                  d.batch);
+    const Matrix<T> dg = matrix<T>(dgates);
+    if (mask[0]) grad_input = product(dg, matrix<T>(w_ih), input);
+    if (mask[1]) grad_hx = product(dg, matrix<T>(w_hh), input);
+    if (mask[2]) grad_w_ih = product(dg.t(), matrix<T>(input), input);
+    if (mask[3]) grad_w_hh = product(dg.t(), matrix<T>(hx), input);
+  });
+  return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, mask[4] ? dgates.sum(0) : lstm::unused(input)};
+}
+
+Tensors3 layer_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse) {
+  const lstm::Dims d = lstm::check_args("lstm_layer", false, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3);
+  const int64_t T = input.size(0), B = d.batch, H = d.hidden;
+  TORCH_CHECK(T > 0, "hotkernels.lstm_layer: expected 'input' to have at least one time step, but got shape ",
+              input.sizes());
+  const at::Tensor bias = lstm::combined_bias(b_ih, b_hh, input.scalar_type()), cx_c = cx.contiguous();
+  at::Tensor gates = at::empty({T, B, 4 * H}, input.options());
+  at::Tensor output = at::empty({T, B, H}, input.options()), cs = at::empty({T, B, H}, input.options());
+  dispatch(input, [&]<class S>() {
+    gemm::multiply(matrix<S>(input.reshape({T * B, d.input})), matrix<S>(w_ih).t(), gates.mutable_data_ptr<S>(),
+                   4 * H, false);
+    const PackedB<S> w_hh_t = pack_recurrent<S>(w_hh, B);
+    Matrix<S> h_prev = matrix<S>(hx);
+    const S* c_prev = cx_c.const_data_ptr<S>();
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? T - 1 - s : s;
+      S* h = output.mutable_data_ptr<S>() + t * B * H;
+      S* c = cs.mutable_data_ptr<S>() + t * B * H;
+      forward_step(h_prev, w_hh_t,
+                   LstmForwardArgs<S>{gates.mutable_data_ptr<S>() + t * B * 4 * H, ptr_or_null<S>(bias), c_prev, h, c, H});
+      h_prev = Matrix<S>{h, B, H, H, 1};
+      c_prev = c;
+    }
+  });
+  return {output, cs, gates};
+}
+
+Tensors6 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs, const at::Tensor& input,
+                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                        const at::Tensor& output, const at::Tensor& cs, const at::Tensor& gates, bool reverse,
+                        Mask mask) {
+  const char* op = "lstm_layer_backward";
+  const lstm::Dims d = lstm::check_args(op, false, input, hx, cx, w_ih, w_hh, {}, {}, 3);
+  const int64_t T = input.size(0), B = d.batch, H = d.hidden;
+  TORCH_CHECK(T > 0, "hotkernels.", op, ": expected 'input' to have at least one time step, but got shape ",
+              input.sizes());
+  lstm::check_saved(op, input, {T, B, H}, gates,
+                    {{"grad_output", &grad_output}, {"grad_cs", &grad_cs}, {"output", &output}, {"cs", &cs}});
+  const at::Tensor go = grad_output.contiguous(), gcs = grad_cs.contiguous(), cs_c = cs.contiguous();
+  const at::Tensor g_c = gates.contiguous(), cx_c = cx.contiguous(), out_c = output.contiguous();
+  at::Tensor dgates = at::empty({T, B, 4 * H}, gates.options());
+  // dh, dc: the gradients reaching the state of the step being processed, from later steps (in
+  // forward order) and from the outputs.
+  at::Tensor dh = at::empty({B, H}, cs.options()), dc = at::zeros({B, H}, cs.options());
+  const int64_t t_first = reverse ? T - 1 : 0;  // the first step in forward order: its state was (hx, cx)
+  at::Tensor grad_input = lstm::unused(input), grad_hx = lstm::unused(input);
+  at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input);
+  dispatch(input, [&]<class S>() {
+    const int64_t BH = B * H;
+    // The pointwise backward of step t, whose dh is in `dh` and whose later dc is in `dc`.
+    auto step_args = [&](int64_t t) {
+      const S* c_prev = t == t_first ? cx_c.const_data_ptr<S>() : cs_c.const_data_ptr<S>() + (reverse ? t + 1 : t - 1) * BH;
+      S* dcp = dc.mutable_data_ptr<S>();
+      return LstmBackwardArgs<S>{g_c.const_data_ptr<S>() + t * 4 * BH, c_prev, cs_c.const_data_ptr<S>() + t * BH,
+                                 dh.const_data_ptr<S>(), dcp, gcs.const_data_ptr<S>() + t * BH,
+                                 dgates.mutable_data_ptr<S>() + t * 4 * BH, dcp, H};
+    };
+    const auto kernel = pick<S>(HK_ISA_TABLE(lstm_kernels).backward);
+    const PackedB<S> w_hh_p(matrix<S>(w_hh), 1, gemm::least_padding<S>(B, H));
+    int64_t later = reverse ? 0 : T - 1;  // the last step in forward order comes first
+    std::copy_n(go.const_data_ptr<S>() + later * BH, BH, dh.mutable_data_ptr<S>());
+    backward_rows(step_args(later), B);
+    for (int64_t s = 1; s < T; ++s) {
+      const int64_t t = reverse ? s : T - 1 - s;
+      std::copy_n(go.const_data_ptr<S>() + t * BH, BH, dh.mutable_data_ptr<S>());
+      const LstmBackwardArgs<S> args = step_args(t);
+      const Matrix<S> dg_later{dgates.const_data_ptr<S>() + later * 4 * BH, B, 4 * H, 4 * H, 1};
+      gemm::multiply(dg_later, w_hh_p, dh.mutable_data_ptr<S>(), H, 0, true,
+                     [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) { kernel(args, i0, i0 + rows, j0, j0 + cols); });
+      later = t;
+    }
+    const Matrix<S> dg{dgates.const_data_ptr<S>(), T * B, 4 * H, 4 * H, 1};
+    const Matrix<S> dg_first{dgates.const_data_ptr<S>() + t_first * 4 * BH, B, 4 * H, 4 * H, 1};
+    if (mask[0]) grad_input = product(dg, matrix<S>(w_ih), input).view({T, B, d.input});
+    if (mask[1]) {
+      grad_hx = at::empty({B, H}, input.options());
+      gemm::multiply(dg_first, w_hh_p, grad_hx.mutable_data_ptr<S>(), H, 0, false, [](int64_t, int64_t, int64_t, int64_t) {});
+    }
+    if (mask[2]) grad_w_ih = product(dg.t(), matrix<S>(input.reshape({T * B, d.input})), input);
+    if (mask[3]) {
+      // Σ_t dgates(t)ᵀ·h(t−1): the first step's h(t−1) is hx, the others' are outputs.
+      grad_w_hh = product(dg_first.t(), matrix<S>(hx), input);
+      if (T > 1) {
+        const Matrix<S> dg_rest{dgates.const_data_ptr<S>() + (reverse ? 0 : 1) * 4 * BH, (T - 1) * B, 4 * H, 4 * H, 1};
+        const Matrix<S> h_rest{out_c.const_data_ptr<S>() + (reverse ? 1 : 0) * BH, (T - 1) * B, H, H, 1};
+        gemm::multiply(dg_rest.t(), h_rest, grad_w_hh.mutable_data_ptr<S>(), H, true);
+      }
+    }
+  });
+  return {grad_input, grad_hx, dc, grad_w_ih, grad_w_hh,
+          mask[4] ? dgates.view({T * B, 4 * H}).sum(0) : lstm::unused(input)};
+}
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hotkernels, CPU, m) { lstm::register_lstm_ops<kPointwise>(m); }
+TORCH_LIBRARY_IMPL(hotkernels, CPU, m) {
+  m.impl("lstm_cell", &cell_forward);
+  m.impl("lstm_cell_backward", &cell_backward);
+  m.impl("lstm_layer", &layer_forward);
+  m.impl("lstm_layer_backward", &layer_backward);
+}
 
 }  // namespace hotkernels::cpu

@@ -1,4 +1,4 @@
-// Convolution inner loops on SIMD vectors: the implicit-GEMM micro-kernel and the depthwise kernels.
+// Convolution inner loops on SIMD vectors: the weight-gradient correlation and the depthwise kernels.
 #include "cpu/kernels/conv2d.h"
 
 #include <algorithm>
@@ -10,66 +10,6 @@ namespace hotkernels::cpu::HK_ISA {
 namespace {
 
 using math::Conv2dGeometry;
-
-// One MR × NV·L block of C in MR·NV vector registers (12 on AVX2, out of 16): per step t, NV vector
-// loads of B and MR broadcasts of A feed MR·NV FMAs.
-template <class T, int64_t MR, int64_t NV>
-inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const int64_t* __restrict__ offsets,
-                         T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc, int64_t r, bool accumulate) {
-  using V = simd::Vec<T>;
-  constexpr int64_t L = simd::kLanes<T>;
-  V acc[MR][NV];
-#pragma GCC unroll 6
-  for (int64_t u = 0; u < MR; ++u)
-#pragma GCC unroll 3
-    for (int64_t v = 0; v < NV; ++v) acc[u][v] = V{};
-  for (int64_t t = 0; t < r; ++t) {
-    const T* bt = b + offsets[t];
-    V bv[NV];
-#pragma GCC unroll 3
-    for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(bt + v * L);
-#pragma GCC unroll 6
-    for (int64_t u = 0; u < MR; ++u) {
-      const V av = simd::broadcast(a[t * MR + u]);
-#pragma GCC unroll 3
-      for (int64_t v = 0; v < NV; ++v) acc[u][v] += av * bv[v];
-    }
-  }
-  if (nc == NV * L) {
-    for (int64_t u = 0; u < mc; ++u) {
-      T* cu = c + u * ldc;
-#pragma GCC unroll 3
-      for (int64_t v = 0; v < NV; ++v) simd::store(cu + v * L, accumulate ? simd::load(cu + v * L) + acc[u][v] : acc[u][v]);
-    }
-    return;
-  }
-  for (int64_t u = 0; u < mc; ++u) {  // a partial block of columns: through a buffer
-    T row[NV * L];
-    for (int64_t v = 0; v < NV; ++v) simd::store(row + v * L, acc[u][v]);
-    T* cu = c + u * ldc;
-    for (int64_t v = 0; v < nc; ++v) cu[v] = accumulate ? cu[v] + row[v] : row[v];
-  }
-}
-
-// Row blocks outside, column blocks inside: one A block (r · MR values, ≤ 6 KiB) stays in L1
-// while the B runs of the tile (a few hundred KiB at most) come from L2; A as a whole (up to
-// C_out · r values) is read once per call, not once per column block.
-template <class T, int64_t MR, int64_t NV>
-void gemm(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m, int64_t n,
-          int64_t r, bool accumulate) {
-  constexpr int64_t NR = NV * simd::kLanes<T>;
-  for (int64_t i = 0; i < m; i += MR) {
-    for (int64_t j = 0; j < n; j += NR) {
-      micro_kernel<T, MR, NV>(a + (i / MR) * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(MR, m - i),
-                              std::min(NR, n - j), r, accumulate);
-    }
-  }
-}
-
-template <class T, int64_t MR, int64_t NV>
-constexpr GemmKernel<T> gemm_shape() {
-  return {&gemm<T, MR, NV>, MR, NV * simd::kLanes<T>};
-}
 
 // Up to kRows × kCols dot products of length len at once (12 accumulators on AVX2): the kCols rows
 // of d stay in registers, the x rows are loaded one at a time.
@@ -255,8 +195,6 @@ constexpr DepthwiseKernel<T> depthwise() {
 }  // namespace
 
 extern const Conv2dKernels conv2d_kernels = {
-    {gemm_shape<float, 6, 2>(), gemm_shape<float, 4, 3>()},
-    {gemm_shape<double, 6, 2>(), gemm_shape<double, 4, 3>()},
     {&correlate<float>, simd::kLanes<float>},
     {&correlate<double>, simd::kLanes<double>},
     depthwise<float>(),

@@ -1,8 +1,9 @@
 // Vectorised convolution kernels (csrc/cpu/kernels/conv2d.cpp), one table per instruction set.
 //
-// The general convolution is an implicit GEMM (csrc/cpu/conv2d.cpp packs small tiles of its
-// operands); its register-blocked micro-kernel lives here. Depthwise convolution (one input and one
-// output channel per group) has direct kernels over one zero-padded channel plane.
+// The general convolution is an implicit GEMM on the GEMM core's micro-kernels
+// (csrc/cpu/kernels/gemm.h); its weight gradient on the virtual grid has a correlation kernel here.
+// Depthwise convolution (one input and one output channel per group) has direct kernels over one
+// zero-padded channel plane.
 #pragma once
 
 #include <cstdint>
@@ -11,26 +12,6 @@
 #include "math/conv2d.h"
 
 namespace hotkernels::cpu {
-
-// Micro-kernel shapes: each call computes a block of C of mr rows (broadcast operand A) × nr
-// columns (nr / lanes vectors of B) in 12 vector accumulators (of AVX2's 16 registers). Two shapes,
-// 6 × 2 vectors and 4 × 3 vectors, so that a GEMM can take the one that pads it least: 64 or 128
-// rows are whole blocks of 4 but not of 6 (3% padding), 3 rows half a block of 6.
-constexpr int64_t kGemmShapes = 2;
-
-// C[m × n] (row stride ldc) = A·B, or += when `accumulate`, reducing over t < r.
-// A is packed in blocks of mr rows, zero-padded: block i starts at a + i·a_stride and holds
-// element (row, t) at [t·mr + row].
-// B is read in place through per-step offsets: element (t, col) = b[offsets[t] + col]. For the
-// convolution, col runs over consecutive "virtual" output pixels of a phase-split padded input
-// (csrc/cpu/conv2d.cpp), so every step reads one contiguous run. The last, partial block of columns
-// reads up to nr − 1 values past column n: the caller keeps that much readable slack.
-template <class T>
-struct GemmKernel {
-  void (*run)(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
-              int64_t n, int64_t r, bool accumulate);
-  int64_t mr, nr;
-};
 
 // Weight-gradient block: g[i·ldg + k] += Σ_{b < batch} Σ_{v < len} d[b·d_batch + i·d_stride + v] ·
 // x[b·x_batch + offsets[k] + v] for i < m, k < nk; len is a multiple of `lanes` (the caller zero-pads
@@ -63,8 +44,6 @@ struct DepthwiseKernel {
 };
 
 struct Conv2dKernels {
-  GemmKernel<float> gemm_f32[kGemmShapes];
-  GemmKernel<double> gemm_f64[kGemmShapes];
   CorrelateKernel<float> correlate_f32;
   CorrelateKernel<double> correlate_f64;
   DepthwiseKernel<float> depthwise_f32;

@@ -9,16 +9,13 @@
 namespace hotkernels::cpu::HK_ISA {
 namespace {
 
-// Calls f(row, j, n) for the vectors of the flat range [begin, end) of rows of `hidden`: n = kLanes
-// except at the end of a row (or of the range), where n < kLanes lanes are valid.
+// Calls f(row, j, n) for the vectors of rows [r0, r1) × units [u0, u1): n = kLanes except at the
+// end of a row's range, where n < kLanes lanes are valid.
 template <class T, class F>
-inline void for_each_vector(int64_t hidden, int64_t begin, int64_t end, F f) {
+inline void for_each_vector(int64_t r0, int64_t r1, int64_t u0, int64_t u1, F f) {
   constexpr int64_t L = simd::kLanes<T>;
-  while (begin < end) {
-    const int64_t row = begin / hidden;
-    const int64_t j_end = std::min(hidden, begin - row * hidden + (end - begin));
-    for (int64_t j = begin - row * hidden; j < j_end; j += L) f(row, j, std::min(L, j_end - j));
-    begin = row * hidden + j_end;
+  for (int64_t row = r0; row < r1; ++row) {
+    for (int64_t j = u0; j < u1; j += L) f(row, j, std::min(L, u1 - j));
   }
 }
 
@@ -36,9 +33,9 @@ inline void store(T* p, simd::Vec<T> v, int64_t n) {
 }
 
 template <class T>
-void forward(const LstmForwardArgs<T>& a, int64_t begin, int64_t end) {
+void forward(const LstmForwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
   const int64_t H = a.hidden;
-  for_each_vector<T>(H, begin, end, [&](int64_t row, int64_t j, int64_t n) {
+  for_each_vector<T>(r0, r1, u0, u1, [&](int64_t row, int64_t j, int64_t n) {
     T* g = a.gates + row * 4 * H + j;
     auto vi = load(g, n), vf = load(g + H, n), vg = load(g + 2 * H, n), vo = load(g + 3 * H, n);
     if (a.bias != nullptr) {
@@ -60,9 +57,9 @@ void forward(const LstmForwardArgs<T>& a, int64_t begin, int64_t end) {
 }
 
 template <class T>
-void backward(const LstmBackwardArgs<T>& a, int64_t begin, int64_t end) {
+void backward(const LstmBackwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
   const int64_t H = a.hidden;
-  for_each_vector<T>(H, begin, end, [&](int64_t row, int64_t j, int64_t n) {
+  for_each_vector<T>(r0, r1, u0, u1, [&](int64_t row, int64_t j, int64_t n) {
     const T* g = a.gates + row * 4 * H + j;
     T* dg = a.dgates + row * 4 * H + j;
     const int64_t s = row * H + j;

@@ -1,8 +1,9 @@
 // Vectorised LSTM pointwise passes (csrc/cpu/kernels/lstm.cpp), one table per instruction set.
 //
-// Every array is row-major and contiguous: `rows` rows of `hidden` elements for states, of 4·hidden
-// (gates i, f, g, o one after another) for gates. A call covers the flat element range
-// [begin, end) of rows·hidden, so the caller can split any batch over threads.
+// Every array is row-major and contiguous: rows of `hidden` elements for states, of 4·hidden (gates
+// i, f, g, o one after another) for gates. A call covers rows [row_begin, row_end) × hidden units
+// [unit_begin, unit_end) (all four gates of those units): one tile of the GEMM whose epilogue it is
+// (csrc/cpu/lstm.cpp), or a slice of rows.
 #pragma once
 
 #include <cstdint>
@@ -37,8 +38,8 @@ struct LstmBackwardArgs {
 // One function per compute type (float16/bfloat16 are not computed by the CPU kernels).
 template <template <class> class Args>
 struct LstmTyped {
-  void (*f32)(const Args<float>&, int64_t begin, int64_t end);
-  void (*f64)(const Args<double>&, int64_t begin, int64_t end);
+  void (*f32)(const Args<float>&, int64_t row_begin, int64_t row_end, int64_t unit_begin, int64_t unit_end);
+  void (*f64)(const Args<double>&, int64_t row_begin, int64_t row_end, int64_t unit_begin, int64_t unit_end);
 };
 
 struct LstmKernels {

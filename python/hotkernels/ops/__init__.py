@@ -5,6 +5,6 @@ Each module registers, for the ops of its family (schemas in csrc/schemas.cpp): 
 gradients are themselves ops, and it holds the family's functional entry point.
 """
 
-from . import conv2d, lstm, mish, optim, pool
+from . import conv2d, gemm, lstm, mish, optim, pool
 
-__all__ = ["conv2d", "lstm", "mish", "optim", "pool"]
+__all__ = ["conv2d", "gemm", "lstm", "mish", "optim", "pool"]

@@ -1,0 +1,256 @@
+// The CPU GEMM core: C (+)= A·B on the micro-kernels of csrc/cpu/kernels/gemm.h, with packing,
+// cache blocking, threading over a grid of tiles and an epilogue run on each tile while it is hot.
+// conv2d's implicit GEMM (csrc/cpu/conv2d.cpp) uses the shapes and buffers here with its own
+// packing of B; the LSTM (csrc/cpu/lstm.cpp) uses `multiply`.
+//
+// Blocking. A tile is mc rows × a range of B's nr-column panels; a thread computes a tile's whole
+// reduction, kc steps at a time: A's rows of the chunk are packed (mc × kc, ≤ 256 KiB of float, in
+// L2), then for each panel (kc × nr, ≤ 48 KiB: about L1) every row block of A runs over it. So a
+// panel is read from memory once per tile and from cache by the other row blocks, and a packed A
+// block (mr × kc, ≤ 12 KiB) from L1/L2 per panel.
+//
+// Column groups. B may hold `groups` equal blocks of columns (the LSTM's four gates: W_hh's rows
+// i, f, g, o) packed separately; a tile then covers the same column range of every group, so its
+// epilogue sees the four gate values of the same hidden units and can finish the cell update.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "cpu/kernels/gemm.h"
+
+namespace hotkernels::cpu::gemm {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Reduction steps per chunk: a packed B panel chunk (kc × nr) stays in L1/L2 across the row blocks.
+constexpr int64_t kChunk = 256;
+// Reduction chunks of equal length, at most kChunk (576 steps: 3 × 192, not 256 + 256 + 64).
+inline int64_t reduction_chunk(int64_t k) { return ceil_div(k, ceil_div(k, kChunk)); }
+
+template <class T>
+std::span<const GemmKernel<T>> shapes() {
+  const GemmKernels& table = HK_ISA_TABLE(gemm_kernels);
+  if constexpr (std::is_same_v<T, float>) {
+    return {table.f32, static_cast<size_t>(table.shapes)};
+  } else {
+    return {table.f64, static_cast<size_t>(table.shapes)};
+  }
+}
+
+// The shape that pads an m × n product least (rows to whole blocks of mr, columns of nr); the
+// first on a tie.
+template <class T>
+const GemmKernel<T>& least_padding(int64_t m, int64_t n) {
+  const auto all = shapes<T>();
+  const GemmKernel<T>* best = &all[0];
+  auto padded = [&](const GemmKernel<T>& k) { return ceil_div(m, k.mr) * k.mr * (ceil_div(n, k.nr) * k.nr); };
+  for (const GemmKernel<T>& k : all) {
+    if (padded(k) < padded(*best)) best = &k;
+  }
+  return *best;
+}
+
+// The widest block of columns of any shape: the micro-kernels read up to that many values past a
+// run's end, which workspaces keep as readable slack.
+template <class T>
+int64_t max_nr() {
+  int64_t nr = 0;
+  for (const GemmKernel<T>& k : shapes<T>()) nr = std::max(nr, k.nr);
+  return nr;
+}
+
+// n values starting on a 64-byte boundary (a cache line), so that vector loads of packed operands
+// never straddle two lines. Uninitialised.
+template <class T>
+class Aligned {
+ public:
+  explicit Aligned(int64_t n)
+      : data_(static_cast<T*>(std::aligned_alloc(64, ceil_div(std::max<int64_t>(n, 1) * sizeof(T), 64) * 64))) {
+    if (data_ == nullptr) throw std::bad_alloc();
+  }
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> data_;
+};
+
+// Offsets t·stride for t < n: the micro-kernels' B offsets for a packed panel.
+inline std::vector<int64_t> steps(int64_t n, int64_t stride) {
+  std::vector<int64_t> out(n);
+  for (int64_t t = 0; t < n; ++t) out[t] = t * stride;
+  return out;
+}
+
+// A strided matrix: element (i, j) at data[i·rs + j·cs]. A transpose is a swap of the strides.
+template <class T>
+struct Matrix {
+  const T* data;
+  int64_t rows, cols, rs, cs;
+  Matrix t() const { return {data, cols, rows, cs, rs}; }
+};
+
+// B (k × groups·n) packed for one micro-kernel shape: per group, ceil(n / nr) panels of [k][nr],
+// zero past column n. Packed once and reused by every multiply with it (an LSTM's W_hh, every step).
+template <class T>
+class PackedB {
+ public:
+  PackedB(const Matrix<T>& b, int64_t groups, const GemmKernel<T>& kern)
+      : kern_(&kern), k_(b.rows), n_(b.cols / groups), groups_(groups), panels_(ceil_div(n_, kern.nr)),
+        data_(groups * panels_ * k_ * kern.nr) {
+    const int64_t nr = kern.nr;
+    at::parallel_for(0, groups * panels_, std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k_ * nr)),
+                     [&](int64_t begin, int64_t end) {
+      for (int64_t gp = begin; gp < end; ++gp) {
+        const int64_t col0 = gp / panels_ * n_ + gp % panels_ * nr, cols = std::min(nr, n_ - gp % panels_ * nr);
+        T* dst = data_.data() + gp * k_ * nr;
+        // Walk B in its storage order: along a row when rows are contiguous, else down the columns.
+        if (b.cs <= b.rs) {
+          for (int64_t t = 0; t < k_; ++t) {
+            const T* src = b.data + t * b.rs + col0 * b.cs;
+            int64_t v = 0;
+            for (; v < cols; ++v) dst[t * nr + v] = src[v * b.cs];
+            for (; v < nr; ++v) dst[t * nr + v] = T(0);
+          }
+        } else {
+          for (int64_t v = 0; v < nr; ++v) {
+            const T* src = b.data + (col0 + v) * b.cs;
+            for (int64_t t = 0; t < k_; ++t) dst[t * nr + v] = v < cols ? src[t * b.rs] : T(0);
+          }
+        }
+      }
+    });
+  }
+
+  const GemmKernel<T>& kernel() const { return *kern_; }
+  int64_t k() const { return k_; }
+  int64_t n() const { return n_; }  // columns per group
+  int64_t groups() const { return groups_; }
+  int64_t panels() const { return panels_; }  // per group
+  const T* panel(int64_t group, int64_t p) const { return data_.data() + (group * panels_ + p) * k_ * kern_->nr; }
+
+ private:
+  const GemmKernel<T>* kern_;
+  int64_t k_, n_, groups_, panels_;
+  Aligned<T> data_;
+};
+
+// Rows [i0, i0 + rows) and steps [t0, t0 + kc) of A into blocks of mr rows, [block][t][u], zero rows
+// past `rows`.
+template <class T>
+void pack_a(const Matrix<T>& a, int64_t i0, int64_t rows, int64_t t0, int64_t kc, int64_t mr, T* dst) {
+  for (int64_t blk = 0; blk < ceil_div(rows, mr); ++blk) {
+    T* out = dst + blk * kc * mr;
+    const int64_t r0 = i0 + blk * mr, n = std::min(mr, i0 + rows - r0);
+    const T* src = a.data + r0 * a.rs + t0 * a.cs;
+    if (a.rs <= a.cs) {  // columns contiguous (Aᵀ stored row-major): a block row is one run
+      for (int64_t t = 0; t < kc; ++t) {
+        int64_t u = 0;
+        for (; u < n; ++u) out[t * mr + u] = src[t * a.cs + u * a.rs];
+        for (; u < mr; ++u) out[t * mr + u] = T(0);
+      }
+    } else {
+      for (int64_t u = 0; u < mr; ++u) {
+        for (int64_t t = 0; t < kc; ++t) out[t * mr + u] = u < n ? src[u * a.rs + t * a.cs] : T(0);
+      }
+    }
+  }
+}
+
+// How `multiply` cuts the m × (panels) product into tiles: rows in row_tiles slices of whole mr
+// blocks, panels in col_tiles ranges.
+struct Grid {
+  int64_t row_tiles, col_tiles;
+};
+
+// Tiles of at most kTileRows rows (A chunk ≤ 256 KiB of float) and kTilePanels panels, then cut
+// further until every thread has a tile, splitting whichever dimension still has the most blocks
+// per tile; columns first, as a column split does not re-read B.
+constexpr int64_t kTileRows = 256;
+constexpr int64_t kTilePanels = 8;
+
+inline Grid plan(int64_t m, int64_t mr, int64_t panels, int64_t threads) {
+  const int64_t blocks = ceil_div(m, mr);
+  Grid g{ceil_div(m, kTileRows), ceil_div(panels, kTilePanels)};
+  while (g.row_tiles * g.col_tiles < threads) {
+    const int64_t col_left = panels / g.col_tiles, row_left = blocks / g.row_tiles;
+    if (col_left >= 2 && col_left >= row_left) {
+      ++g.col_tiles;
+    } else if (row_left >= 2) {
+      ++g.row_tiles;
+    } else {
+      break;
+    }
+  }
+  return g;
+}
+
+// The start of slice s of `total` blocks cut into `parts` near-equal slices.
+inline int64_t slice(int64_t s, int64_t total, int64_t parts) { return s * total / parts; }
+
+// C (+)= A·B: A is m × k, B packed (k × groups·n); C's group g, column j of row i is at
+// c[i·ldc + g·c_group + j]. With `accumulate` the product is added to C, else it replaces it.
+// After a tile's whole reduction, epilogue(i0, rows, j0, cols) runs on the calling thread of that
+// tile, for rows [i0, i0 + rows) and columns [j0, j0 + cols) of every group.
+template <class T, class Epilogue>
+void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_t c_group, bool accumulate,
+              const Epilogue& epilogue) {
+  const GemmKernel<T>& kern = b.kernel();
+  const int64_t m = a.rows, k = b.k(), mr = kern.mr, nr = kern.nr, blocks = ceil_div(m, mr);
+  if (m == 0 || b.n() == 0) return;
+  if (k == 0) {  // an empty sum: C is 0 (or unchanged)
+    for (int64_t i = 0; i < m && !accumulate; ++i) {
+      for (int64_t g = 0; g < b.groups(); ++g) std::fill_n(c + i * ldc + g * c_group, b.n(), T(0));
+    }
+    epilogue(int64_t{0}, m, int64_t{0}, b.n());
+    return;
+  }
+  const int64_t kc_max = reduction_chunk(k);
+  // Work per tile, for the grain: a thread gets a tile unless the whole product is tiny.
+  const int64_t work = m * b.n() * b.groups() * k;
+  const Grid grid = plan(m, mr, b.panels(), work < (int64_t{1} << 18) ? 1 : at::get_num_threads());
+  const int64_t tiles = grid.row_tiles * grid.col_tiles;
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    const int64_t rows_max = ceil_div(blocks, grid.row_tiles) * mr;
+    Aligned<T> ap(rows_max * kc_max);
+    const std::vector<int64_t> offsets = steps(kc_max, nr);
+    for (int64_t tile = begin; tile < end; ++tile) {
+      // Column tiles outermost: consecutive tiles of one thread share their panels of B.
+      const int64_t ct = tile / grid.row_tiles, rt = tile % grid.row_tiles;
+      const int64_t i0 = slice(rt, blocks, grid.row_tiles) * mr;
+      const int64_t rows = std::min(m, slice(rt + 1, blocks, grid.row_tiles) * mr) - i0;
+      const int64_t p0 = slice(ct, b.panels(), grid.col_tiles), p1 = slice(ct + 1, b.panels(), grid.col_tiles);
+      for (int64_t t0 = 0; t0 < k; t0 += kc_max) {
+        const int64_t kc = std::min(kc_max, k - t0);
+        pack_a(a, i0, rows, t0, kc, mr, ap.data());
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t cols = std::min(nr, b.n() - p * nr);
+          for (int64_t g = 0; g < b.groups(); ++g) {
+            kern.run(ap.data(), kc * mr, b.panel(g, p) + t0 * nr, offsets.data(), c + i0 * ldc + g * c_group + p * nr,
+                     ldc, rows, cols, kc, accumulate || t0 > 0);
+          }
+        }
+      }
+      epilogue(i0, rows, p0 * nr, std::min(b.n(), p1 * nr) - p0 * nr);
+    }
+  });
+}
+
+// C (+)= A·B for a plain C (ldc), B packed here for the shape that pads the product least.
+template <class T>
+void multiply(const Matrix<T>& a, const Matrix<T>& b, T* c, int64_t ldc, bool accumulate) {
+  const PackedB<T> packed(b, 1, least_padding<T>(a.rows, b.cols));
+  multiply(a, packed, c, ldc, 0, accumulate, [](int64_t, int64_t, int64_t, int64_t) {});
+}
+
+}  // namespace hotkernels::cpu::gemm

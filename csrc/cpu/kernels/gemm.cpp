@@ -1,0 +1,114 @@
+// GEMM micro-kernels on SIMD vectors (the table's contract: csrc/cpu/kernels/gemm.h).
+#include "cpu/kernels/gemm.h"
+
+#include <algorithm>
+
+#include "cpu/kernels/simd.h"
+
+namespace hotkernels::cpu::HK_ISA {
+namespace {
+
+// One MR × NV·L block of C in MR·NV vector registers: per step t, NV vector loads of B and MR
+// broadcasts of A feed MR·NV FMAs.
+template <class T, int64_t MR, int64_t NV>
+inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const int64_t* __restrict__ offsets,
+                         T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc, int64_t r, bool accumulate) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  V acc[MR][NV];
+#pragma GCC unroll 12
+  for (int64_t u = 0; u < MR; ++u)
+#pragma GCC unroll 6
+    for (int64_t v = 0; v < NV; ++v) acc[u][v] = V{};
+  for (int64_t t = 0; t < r; ++t) {
+    const T* bt = b + offsets[t];
+    V bv[NV];
+#pragma GCC unroll 6
+    for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(bt + v * L);
+#pragma GCC unroll 12
+    for (int64_t u = 0; u < MR; ++u) {
+      const V av = simd::broadcast(a[t * MR + u]);
+#pragma GCC unroll 6
+      for (int64_t v = 0; v < NV; ++v) acc[u][v] += av * bv[v];
+    }
+  }
+  if (nc == NV * L) {
+    for (int64_t u = 0; u < mc; ++u) {
+      T* cu = c + u * ldc;
+#pragma GCC unroll 6
+      for (int64_t v = 0; v < NV; ++v) simd::store(cu + v * L, accumulate ? simd::load(cu + v * L) + acc[u][v] : acc[u][v]);
+    }
+    return;
+  }
+  for (int64_t u = 0; u < mc; ++u) {  // a partial block of columns: through a buffer
+    T row[NV * L];
+    for (int64_t v = 0; v < NV; ++v) simd::store(row + v * L, acc[u][v]);
+    T* cu = c + u * ldc;
+    for (int64_t v = 0; v < nc; ++v) cu[v] = accumulate ? cu[v] + row[v] : row[v];
+  }
+}
+
+template <class T, int64_t MR, int64_t NV>
+void gemm(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m, int64_t n,
+          int64_t r, bool accumulate) {
+  constexpr int64_t NR = NV * simd::kLanes<T>;
+  for (int64_t i = 0; i < m; i += MR) {
+    for (int64_t j = 0; j < n; j += NR) {
+      micro_kernel<T, MR, NV>(a + (i / MR) * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(MR, m - i),
+                              std::min(NR, n - j), r, accumulate);
+    }
+  }
+}
+
+template <class T, int64_t MR, int64_t NV>
+constexpr GemmKernel<T> shape() {
+  return {&gemm<T, MR, NV>, MR, NV * simd::kLanes<T>};
+}
+
+// A accumulator chains of FMAs: acc = acc·x + y, A independent vectors so that the FMA units never
+// wait on a result (latency 4 × 2 units needs 8; A is the micro-kernels' accumulator count).
+// x slightly below 1 and y small keep every value finite and normal for any iteration count; the
+// sum is stored through a volatile, so the chains must run (without -ffast-math the compiler may
+// not reassociate them into a closed form).
+template <int A>
+int64_t fma_loop(int64_t iterations) {
+  using V = simd::Vec<float>;
+  V acc[A];
+  for (int i = 0; i < A; ++i) acc[i] = simd::broadcast(1.0f + 0.001f * static_cast<float>(i));
+  const V x = simd::broadcast(0.999f), y = simd::broadcast(0.001f);
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < A; ++i) acc[i] = acc[i] * x + y;
+  }
+  V sum{};
+  for (int i = 0; i < A; ++i) sum += acc[i];
+  volatile float sink = sum[0];
+  (void)sink;
+  return iterations * A * simd::kLanes<float> * 2;
+}
+
+}  // namespace
+
+#if HK_VEC_BYTES == 64
+// AVX-512, 32 registers: 24 accumulators. 8 × 3 vectors divides the usual channel counts and
+// batches (multiples of 8); 12 × 2 is narrower for short rows; 4 × 6 serves 1–4 rows (a batch of
+// one, an RGB input's gradient) without padding them to 8.
+extern const GemmKernels gemm_kernels = {
+    {shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 4, 6>()},
+    {shape<double, 8, 3>(), shape<double, 12, 2>(), shape<double, 4, 6>()},
+    3,
+    &fma_loop<24>,
+};
+#else
+// SSE2 and AVX2, 16 registers: 12 accumulators. 6 × 2 and 4 × 3 vectors, so that a GEMM can take
+// the one that pads it least: 64 or 128 rows are whole blocks of 4 but not of 6 (3% padding), 3
+// rows half a block of 6.
+extern const GemmKernels gemm_kernels = {
+    {shape<float, 6, 2>(), shape<float, 4, 3>(), {}},
+    {shape<double, 6, 2>(), shape<double, 4, 3>(), {}},
+    2,
+    &fma_loop<12>,
+};
+#endif
+
+}  // namespace hotkernels::cpu::HK_ISA

@@ -1,0 +1,45 @@
+// The register-blocked GEMM micro-kernels (csrc/cpu/kernels/gemm.cpp), one table per instruction
+// set. Everything around them (packing, cache blocking, threading, epilogues) is the GEMM core in
+// csrc/cpu/gemm/gemm.h; conv2d's implicit GEMM and the LSTM both run on these.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/isa.h"
+
+namespace hotkernels::cpu {
+
+// At most this many micro-kernel shapes per instruction set and type.
+constexpr int kMaxGemmShapes = 3;
+
+// C[m × n] (row stride ldc) = A·B, or += when `accumulate`, reducing over t < r, in blocks of mr
+// rows (A broadcast from memory) × nr columns (nr / lanes vectors of B), rows outside, columns
+// inside: one A block stays in L1 while the B columns stream past it.
+// A is packed in blocks of mr rows, zero-padded: block i starts at a + i·a_stride and holds
+// element (row, t) at [t·mr + row].
+// B is read through per-step offsets: element (t, col) = b[offsets[t] + col]. A packed B panel
+// ([t][nr]) has offsets t·nr; conv2d's implicit GEMM points them into the phase-split input.
+// A partial block of columns (n not a multiple of nr) still loads whole vectors: up to nr − 1
+// values past column n must be readable (the result for them is dropped).
+template <class T>
+struct GemmKernel {
+  void (*run)(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
+              int64_t n, int64_t r, bool accumulate);
+  int64_t mr, nr;
+};
+
+// Shapes [0, shapes) are valid. 16-register instruction sets (SSE2, AVX2) have 12 accumulators per
+// shape, AVX-512 (32 registers) 24: each shape leaves room for its B vectors and one broadcast.
+struct GemmKernels {
+  GemmKernel<float> f32[kMaxGemmShapes];
+  GemmKernel<double> f64[kMaxGemmShapes];
+  int shapes;
+  // The machine's floor for these kernels: `iterations` rounds of float32 FMAs on as many
+  // independent vector accumulators as the shapes use, registers only (no loads). Returns the
+  // floating-point operations done (2 per lane per FMA) and keeps the result observable.
+  int64_t (*fma_loop)(int64_t iterations);
+};
+
+}  // namespace hotkernels::cpu
+
+HK_DECLARE_ISA_TABLE(GemmKernels, gemm_kernels)

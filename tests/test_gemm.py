@@ -1,0 +1,103 @@
+"""The CPU GEMM core (hotkernels::mm, the product conv2d and the LSTM run on) against torch.mm: every
+micro-kernel shape, partial panels and row blocks, several reduction chunks and tiles over threads,
+any strides; float64 tight, float32 within the reduction bound; registration; the FMA floor probe."""
+
+import pytest
+import torch
+
+from hotkernels.ops.gemm import fma_peak_gflops, mm
+from tests.conftest import assert_within_reduction_bound, run_with_isa
+
+ops = torch.ops.hotkernels
+
+# (m, k, n): one element; a batch of one against an LSTM's W_hhᵀ; ragged sizes that leave partial
+# row blocks and panels for every shape (1–4, 6, 8, 12 rows; 16–96 columns); more than one
+# reduction chunk (256) and row tile (256); an empty reduction (C = 0) and empty outputs.
+SHAPES = [(1, 1, 1), (1, 64, 200), (3, 5, 7), (37, 300, 97), (300, 513, 50), (13, 1000, 130), (257, 40, 33),
+          (6, 0, 9), (0, 4, 5), (4, 3, 0)]
+
+
+def check_product(got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
+    exact = a.double() @ b.double()
+    if a.dtype == torch.float64:
+        torch.testing.assert_close(got, exact, rtol=1e-12, atol=1e-12 * max(1.0, a.shape[1] ** 0.5),
+                                   msg=lambda m: f"{what}: {m}")
+    else:
+        assert got.dtype == torch.float32
+        assert_within_reduction_bound(got, exact, (a.double() ** 2) @ (b.double() ** 2), a.shape[1], what)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{m}x{k}x{n}" for m, k, n in SHAPES])
+def test_mm_matches_exact_product(dtype, shape):
+    m, k, n = shape
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    got = mm(a, b)
+    assert got.shape == (m, n) and got.is_contiguous()
+    check_product(got, a, b, f"{shape}")
+
+
+@pytest.mark.parametrize("layout", ["a transposed", "b transposed", "both strided"])
+def test_mm_reads_any_strides(layout):
+    """Operands in place, as the LSTM passes them (W_ihᵀ, dgatesᵀ, slices of a time-major tensor)."""
+    a, b = torch.randn(70, 150), torch.randn(150, 90)
+    if layout == "a transposed":
+        a = a.T.contiguous().T
+    elif layout == "b transposed":
+        b = b.T.contiguous().T
+    else:
+        a, b = torch.randn(140, 300)[::2, ::2], torch.randn(300, 270)[::2, ::3]
+    check_product(mm(a, b), a, b, layout)
+
+
+def test_every_cpu_instruction_set(cpu_isa):
+    """Each instruction set's micro-kernels (capped by HOTKERNELS_CPU_ISA), over shapes that leave
+    partial blocks for all of them."""
+    code = (
+        "import torch\n"
+        "from hotkernels.ops.gemm import mm\n"
+        "from tests.test_gemm import SHAPES, check_product\n"
+        "for dtype in (torch.float32, torch.float64):\n"
+        "    for m, k, n in SHAPES:\n"
+        "        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)\n"
+        "        check_product(mm(a, b), a, b, f'{m}x{k}x{n} {dtype}')\n"
+    )
+    run_with_isa(cpu_isa, code)
+
+
+def test_gradients_and_registration():
+    a = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(mm, (a, b))
+    torch.library.opcheck(ops.mm.default, (a, b))
+    torch.library.opcheck(ops.mm.default, (a.detach().float(), b.detach().float()))
+    compiled = torch.compile(mm, fullgraph=True)
+    torch.testing.assert_close(compiled(a, b), a @ b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((torch.randn(3), torch.randn(3, 2)), r"hotkernels.mm: expected 'self' to be 2-D"),
+    ((torch.randn(2, 3), torch.randn(3)), r"hotkernels.mm: expected 'mat2' to be 2-D"),
+    ((torch.randn(2, 3), torch.randn(4, 2)), r"hotkernels.mm: 'self' and 'mat2' shapes cannot be multiplied"),
+    ((torch.randn(2, 3), torch.randn(3, 2).double()), r"hotkernels.mm: expected 'mat2' to have dtype"),
+    ((torch.ones(2, 3, dtype=torch.int32), torch.ones(3, 2, dtype=torch.int32)), r"hotkernels.mm: expected 'self'"),
+    ((torch.randn(2, 3).half(), torch.randn(3, 2).half()), r"hotkernels.mm: expected 'self' to be float32 or float64"),
+])
+def test_bad_input_names_the_argument(args, message):
+    with pytest.raises(RuntimeError, match=message):
+        mm(*args)
+
+
+def test_fma_probe_counts_its_operations(cpu_isa):
+    """The probe does what it reports: iterations × accumulators × lanes × 2 FLOPs per thread (12
+    accumulators on 16-register instruction sets, 24 on AVX-512), and a positive rate."""
+    lanes, accumulators = {"base": (4, 12), "avx2": (8, 12), "avx512": (16, 24)}[cpu_isa]
+    assert ops.fma_peak_loop(cpu_isa, 10) == 10 * accumulators * lanes * 2 * torch.get_num_threads()
+    assert fma_peak_gflops(cpu_isa, seconds=0.01) > 0
+
+
+def test_fma_probe_refuses_bad_arguments():
+    with pytest.raises(RuntimeError, match="expected 'isa' to be base, avx2 or avx512"):
+        ops.fma_peak_loop("sse9", 1)
+    with pytest.raises(RuntimeError, match="expected 'iterations' >= 0"):
+        ops.fma_peak_loop("base", -1)
