@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..ops.lstm import lstm, lstm_cell
+from ._support import unsupported_parameters
 
 
 class LSTMCell(nn.LSTMCell):
@@ -20,6 +21,12 @@ class LSTMCell(nn.LSTMCell):
         hidden_size: the number of features in the hidden state ``h``.
         bias: if ``False``, the layer has no ``bias_ih`` and ``bias_hh``. Default: ``True``
     """
+
+    @classmethod
+    def unsupported(cls, module: nn.LSTMCell) -> str | None:
+        """Why a :class:`torch.nn.LSTMCell` cannot become this class (:func:`hotkernels.convert`
+        keeps it), or ``None``: every argument runs; float16/bfloat16 weights only on CUDA."""
+        return unsupported_parameters(module, half_types_on_cpu=False)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         return lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
@@ -51,8 +58,16 @@ class LSTM(nn.RNNBase):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__("LSTM", *args, **kwargs)
-        if self.proj_size != 0:
-            raise ValueError(f"hotkernels.nn.LSTM: proj_size must be 0 (projections are not implemented), got {self.proj_size}")
+        reason = _unsupported_arguments(self)
+        if reason is not None:
+            raise ValueError(f"hotkernels.nn.LSTM: {reason}")
+
+    @classmethod
+    def unsupported(cls, module: nn.LSTM) -> str | None:
+        """Why a :class:`torch.nn.LSTM` cannot become this class (:func:`hotkernels.convert` keeps
+        it), or ``None``: its arguments (as this class's constructor checks them), then its weights'
+        dtype and device (float16/bfloat16 only on CUDA)."""
+        return _unsupported_arguments(module) or unsupported_parameters(module, half_types_on_cpu=False)
 
     def forward(
         self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
@@ -117,6 +132,14 @@ class LSTM(nn.RNNBase):
         return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), self.permute_hidden(
             (h_n, c_n), unsorted_indices
         )
+
+
+def _unsupported_arguments(module: nn.RNNBase) -> str | None:
+    """The :class:`torch.nn.LSTM` arguments this class cannot run, for its constructor and for
+    ``LSTM.unsupported`` alike; ``None`` when it runs them all."""
+    if module.proj_size != 0:
+        return f"proj_size must be 0 (projections are not implemented), got {module.proj_size}"
+    return None
 
 
 def _reversal_index(lengths: Tensor, steps: int) -> Tensor:
