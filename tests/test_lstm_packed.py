@@ -40,7 +40,7 @@ def _packing(lengths: list[int], enforce_sorted: bool):
     return run
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("lengths", LENGTHS.values(), ids=LENGTHS.keys())
 @pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
 @pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
