@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence
 
 import hotkernels.functional as HF
 from tests.conftest import CUDA, assert_float32_like_torch, check_inductor, run_with_isa
@@ -444,9 +443,6 @@ def test_lstm_rejects_bad_input(device):
         hnn.LSTM(4, 6, proj_size=3)
     rnn = hnn.LSTM(4, 6, 2).to(device)
     x = torch.randn(5, 2, 4, device=device)
-    packed = pack_padded_sequence(x, torch.tensor([5, 3]))
-    with pytest.raises(NotImplementedError, match=r"hotkernels.nn.LSTM: packed sequences are not supported"):
-        rnn(packed)
     with pytest.raises(RuntimeError, match=r"input.size\(-1\) must be equal to input_size"):
         rnn(torch.randn(5, 2, 3, device=device))
     with pytest.raises(RuntimeError, match=r"Expected hidden\[0\] size \(2, 2, 6\)"):

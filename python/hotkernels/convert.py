@@ -12,7 +12,8 @@ from torch import nn
 def _pairs() -> list[tuple[type[nn.Module], type[nn.Module]]]:
     """(torch class, hotkernels class) for every module hotkernels replaces. Each hotkernels class
     keeps the torch class's attributes, parameters and buffers, so a swap is a change of class and
-    weights, device, dtype, hooks and train/eval mode all stay."""
+    weights, device, dtype, hooks and train/eval mode all stay; its ``unsupported(module)`` says
+    why a torch module cannot be swapped, or ``None``."""
     from . import nn as hk
 
     names = ["Conv2d", "MaxPool2d", "AvgPool2d", "LSTMCell", "LSTM", "Mish"]
@@ -21,17 +22,22 @@ def _pairs() -> list[tuple[type[nn.Module], type[nn.Module]]]:
 
 @dataclass
 class Conversion:
-    """What :func:`convert` did: the model, and each swapped submodule's name with its old and new class."""
+    """What :func:`convert` did: the model, each swapped submodule's name with its old and new
+    class, and each submodule left as torch's (hotkernels cannot run it) with the reason."""
 
     model: nn.Module
     swapped: dict[str, tuple[str, str]] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        if not self.swapped:
+        if not self.swapped and not self.kept:
             return "hotkernels.convert: nothing to swap"
         counts = Counter(self.swapped.values())
         lines = [f"hotkernels.convert: swapped {len(self.swapped)} modules"]
         lines += [f"  {n:>4} x {old} -> {new}" for (old, new), n in sorted(counts.items())]
+        if self.kept:
+            lines.append(f"  kept {len(self.kept)} as torch's, which hotkernels cannot run:")
+            lines += [f"    {name}: {reason}" for name, reason in self.kept.items()]
         return "\n".join(lines)
 
 
@@ -41,8 +47,11 @@ def convert(model: nn.Module, inplace: bool = True, reverse: bool = False) -> Co
     the hotkernels ones with torch's.
 
     Only exact classes are swapped (a user's subclass of nn.Conv2d is left alone, since its forward
-    may differ). Weights, device, dtype, hooks and train/eval mode are kept: a swap changes the
-    module's class, nothing else.
+    may differ), and only modules the drop-in runs as torch does: one with an argument, or
+    parameters of a dtype or on a device, that hotkernels cannot run (an LSTM with ``proj_size``,
+    float16 LSTM weights on the CPU, ...) stays torch's and is listed in ``kept`` with the reason.
+    Weights, device, dtype, hooks and train/eval mode are kept: a swap changes the module's class,
+    nothing else. Going back (``reverse=True``) swaps every hotkernels module.
 
     Args:
         model: any module.
@@ -59,9 +68,15 @@ def convert(model: nn.Module, inplace: bool = True, reverse: bool = False) -> Co
     result = Conversion(model)
     for name, module in model.named_modules():
         target = mapping.get(type(module))
-        if target is not None:
-            result.swapped[name or "(model)"] = (_qualname(type(module)), _qualname(target))
-            module.__class__ = target
+        if target is None:
+            continue
+        name = name or "(model)"
+        reason = None if reverse else target.unsupported(module)
+        if reason is not None:
+            result.kept[name] = reason
+            continue
+        result.swapped[name] = (_qualname(type(module)), _qualname(target))
+        module.__class__ = target
     return result
 
 

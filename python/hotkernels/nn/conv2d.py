@@ -2,6 +2,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..ops.conv2d import conv2d
+from ._support import unsupported_parameters
 
 
 class Conv2d(nn.Conv2d):
@@ -15,6 +16,13 @@ class Conv2d(nn.Conv2d):
     convolution itself. Non-zero padding modes pad with :func:`torch.nn.functional.pad` first, as
     torch does.
     """
+
+    @classmethod
+    def unsupported(cls, module: nn.Conv2d) -> str | None:
+        """Why a :class:`torch.nn.Conv2d` cannot become this class (:func:`hotkernels.convert`
+        keeps it), or ``None``: every argument runs; the weight's dtype (complex is refused) and
+        device decide."""
+        return unsupported_parameters(module, half_types_on_cpu=True)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.padding_mode != "zeros":

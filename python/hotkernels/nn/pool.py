@@ -15,6 +15,13 @@ class MaxPool2d(nn.MaxPool2d):
             as in :class:`torch.nn.MaxPool2d`.
     """
 
+    @classmethod
+    def unsupported(cls, module: nn.MaxPool2d) -> str | None:
+        """Why a :class:`torch.nn.MaxPool2d` cannot become this class (:func:`hotkernels.convert`
+        keeps it), or ``None``. Every argument runs; the input's dtype shows only at the call, where
+        integer inputs, which torch's takes, are refused."""
+        return None
+
     def forward(self, input: Tensor):
         return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                           ceil_mode=self.ceil_mode, return_indices=self.return_indices)
@@ -28,6 +35,13 @@ class AvgPool2d(nn.AvgPool2d):
         kernel_size, stride (default ``kernel_size``), padding, ceil_mode, count_include_pad,
             divisor_override: as in :class:`torch.nn.AvgPool2d`.
     """
+
+    @classmethod
+    def unsupported(cls, module: nn.AvgPool2d) -> str | None:
+        """Why a :class:`torch.nn.AvgPool2d` cannot become this class (:func:`hotkernels.convert`
+        keeps it), or ``None``. Every argument runs; the input's dtype shows only at the call, where
+        integer inputs are refused (torch's CPU kernel takes int64)."""
+        return None
 
     def forward(self, input: Tensor) -> Tensor:
         return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
