@@ -67,6 +67,17 @@ def test_baseline_is_the_fastest_present():
 
 def test_ceilings_are_the_fastest_of_their_probes():
     assert CEILINGS["cpu"].stream_gbs == 12.0 and CEILINGS["cpu"].matmul_gflops == 90.0
+    assert CEILINGS["cpu"].compute_gflops == 90.0  # no FMA probe: the matmul is the compute ceiling
+    with_fma = bench.Ceilings([10.0], [60.0, 90.0], [200.0, 240.0])
+    assert with_fma.compute_gflops == 240.0  # the FMA peak, which a GEMM library's rate is not
+    flops = _result("mm", ms={"torch a": 2.0, "hotkernels": 1.0}, baselines=("torch a",), flops=120 * 10**6)
+    assert flops.share(with_fma) == 0.5
+
+
+def test_fma_probe_is_the_cpu_compute_ceiling():
+    """bench.probe measures the FMA floor on the CPU with our probe op, above torch's GEMMs."""
+    stream, matmul, fma = bench.probe("cpu", quick=True)
+    assert stream > 0 and fma is not None and fma > 0.5 * matmul
 
 
 def test_copy_ceiling_counts_write_allocate():

@@ -129,12 +129,12 @@ class Result:
         return None
 
     def share(self, ceilings: Ceilings | None) -> float | None:
-        """The rate as a share of the machine's ceiling for its kind (matmul or copy); above 1
+        """The rate as a share of the machine's ceiling for its kind (compute or copy); above 1
         means the case beat its floor, i.e. its bytes or flops are miscounted or a probe ran slow."""
         rate = self.rate()
         if rate is None or ceilings is None:
             return None
-        return rate[0] / (ceilings.matmul_gflops if rate[1] == "GFLOP/s" else ceilings.stream_gbs)
+        return rate[0] / (ceilings.compute_gflops if rate[1] == "GFLOP/s" else ceilings.stream_gbs)
 
 
 def synchronize(device: str) -> None:
@@ -201,17 +201,18 @@ def run(case: Case, rounds: int) -> Result:
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     """Every op family's case list, by name."""
-    from . import conv2d, lstm, mish, optim, pool
+    from . import conv2d, gemm, lstm, mish, optim, pool
 
-    return {"conv2d": conv2d.cases, "lstm": lstm.cases, "mish": mish.cases, "optim": optim.cases, "pool": pool.cases}
+    return {"conv2d": conv2d.cases, "gemm": gemm.cases, "lstm": lstm.cases, "mish": mish.cases, "optim": optim.cases,
+            "pool": pool.cases}
 
 
 def targets() -> dict[str, list[Target]]:
     """Every op family's speed targets, by name."""
-    from . import conv2d, lstm, mish, optim, pool
+    from . import conv2d, gemm, lstm, mish, optim, pool
 
-    return {"conv2d": conv2d.TARGETS, "lstm": lstm.TARGETS, "mish": mish.TARGETS, "optim": optim.TARGETS,
-            "pool": pool.TARGETS}
+    return {"conv2d": conv2d.TARGETS, "gemm": gemm.TARGETS, "lstm": lstm.TARGETS, "mish": mish.TARGETS,
+            "optim": optim.TARGETS, "pool": pool.TARGETS}
 
 
 def _last_level_cache_bytes(device: str) -> int:
@@ -229,8 +230,9 @@ def _last_level_cache_bytes(device: str) -> int:
     return max(sizes, default=0)
 
 
-def probe(device: str, quick: bool) -> tuple[float, float]:
-    """One measurement of the machine's ceilings, with torch: (copy GB/s, float32 matmul GFLOP/s).
+def probe(device: str, quick: bool) -> tuple[float, float, float | None]:
+    """One measurement of the machine's ceilings: (copy GB/s, float32 matmul GFLOP/s, float32 FMA
+    GFLOP/s or None on CUDA).
 
     Memory: the faster of two streams over buffers of at least 256 MiB and 4x the last-level cache,
     so that they run from DRAM, bytes counted as :func:`traffic` counts a case's: a copy
@@ -241,7 +243,9 @@ def probe(device: str, quick: bool) -> tuple[float, float]:
     1024 quick), the compute ceiling of the GEMM-bound cases. On the CPU the faster of torch's two
     GEMM libraries: its BLAS (``torch.mm``; MKL takes a slow path on AMD CPUs) and oneDNN
     (``F.linear`` on ``to_mkldnn()`` tensors). On CUDA with the TF32 setting that cuDNN uses, as
-    the conv2d cases do. Each a median of its rounds."""
+    the conv2d cases do. Each a median of its rounds. FMA (CPU only): the register-only FMA loop of
+    the instruction set hotkernels runs (:func:`hotkernels.ops.gemm.fma_peak_gflops`) on every
+    thread, the floor no float32 kernel can pass, where a GEMM library's rate is one it can."""
     n = max(1 << 28, 4 * _last_level_cache_bytes(device)) // 4
     src = torch.ones(n, device=device)
     dst = torch.empty_like(src)
@@ -261,8 +265,14 @@ def probe(device: str, quick: bool) -> tuple[float, float]:
         mm_ms = min(measure(gemms, device, rounds=3 if quick else 5).values())
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
+    fma = None
+    if device == "cpu":
+        from .._library import cpu_isa
+        from ..ops.gemm import fma_peak_gflops
+
+        fma = max(fma_peak_gflops(cpu_isa(), seconds=0.05 if quick else 0.2) for _ in range(3))
     # traffic(read=4n, write=4n) == traffic(read=4n, update=4n): one byte count for both streams.
-    return traffic(read=4 * n, write=4 * n) / (stream_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9
+    return traffic(read=4 * n, write=4 * n) / (stream_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9, fma
 
 
 @dataclass(frozen=True)
@@ -274,6 +284,7 @@ class Ceilings:
 
     stream_probes: list[float]  # GB/s, each counted as traffic() counts
     matmul_probes: list[float]  # float32 GEMM GFLOP/s
+    fma_probes: list[float] = field(default_factory=list)  # float32 FMA-loop GFLOP/s (CPU)
 
     @property
     def stream_gbs(self) -> float:
@@ -282,3 +293,8 @@ class Ceilings:
     @property
     def matmul_gflops(self) -> float:
         return max(self.matmul_probes)
+
+    @property
+    def compute_gflops(self) -> float:
+        """The compute ceiling: the FMA loop's peak where probed (the CPU), else the matmul's."""
+        return max(self.fma_probes) if self.fma_probes else self.matmul_gflops

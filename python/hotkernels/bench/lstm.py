@@ -6,23 +6,34 @@ grad, so forward+backward computes every gradient (input, state, weights, biases
 a data sequence (no input grad) with a zero initial state and backpropagate through time into
 every parameter.
 
-Both sides run the same GEMMs through the same BLAS, and on the CPU the GEMMs are most of the time,
-so a speedup can only come out of torch's non-GEMM time (the separate elementwise passes and
-autograd nodes of nn.LSTMCell). nn.LSTM on the CPU (float32) is oneDNN's fused RNN primitive.
+On the CPU our GEMMs are our own (csrc/cpu/gemm/), with the pointwise passes in their epilogues;
+torch's nn.LSTMCell runs its BLAS and separate elementwise passes, nn.LSTM (float32) oneDNN's
+fused RNN primitive, and on a PackedSequence torch's native per-step loop. Forward-only cases run
+without grad (inference). The packed case feeds lengths spread over [T/2, T] (enforce_sorted=False).
+The language-model case is one training step of Embedding(1000, 256) -> LSTM(256, 512, 2,
+batch_first) -> Linear(512, 1000), cross-entropy on next tokens and Adam: torch's modules and
+torch.optim.Adam against the same model through hotkernels.convert and hotkernels.optim.Adam.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from . import Case, Target
+from .. import convert
 from .. import nn as hnn
+from .. import optim as HO
 
-# Issue 6 (GPU nn.LSTM: cuDNN's).
+# Issue 6 (GPU nn.LSTM: cuDNN's); issue 15 (the CPU LSTM on our GEMM core).
 TARGETS = [
-    Target(6, "cpu", "LSTMCell forward+backward float32 B64 I256 H512", speedup=1.5),
+    Target(15, "cpu", "LSTMCell forward+backward float32 B64 I256 H512", speedup=1.5),
     Target(6, "cpu", "LSTMCell forward+backward float32 B256 I1024 H1024", speedup=1.15),
-    Target(6, "cpu", "LSTM forward+backward float32 T50 B32 I256 H512 L2", speedup=1.2),
+    Target(15, "cpu", "LSTM forward+backward float32 T50 B32 I256 H512 L2", speedup=1.2),
+    Target(15, "cpu", "LSTM forward float32 T50 B32 I256 H512 L2", speedup=1.0),
+    Target(15, "cpu", "LSTM forward float32 T200 B1 I256 H512 L2", speedup=1.0),
+    Target(15, "cpu", "LSTM forward+backward packed *", speedup=2.5),
+    Target(15, "cpu", "language model step *", speedup=1.15),
     Target(6, "cuda", "LSTMCell *", speedup=1.3),
     Target(6, "cuda", "LSTM *", speedup=0.8),
 ]
@@ -56,22 +67,58 @@ def _cell_setup(batch: int, inp: int, hidden: int, device: str, backward: bool):
     return setup
 
 
-def _lstm_setup(steps: int, batch: int, inp: int, hidden: int, layers: int, device: str):
+def _lstm_setup(steps: int, batch: int, inp: int, hidden: int, layers: int, device: str, backward: bool = True,
+                packed: bool = False):
     def setup():
         ref = torch.nn.LSTM(inp, hidden, layers).to(device)
         ours = hnn.LSTM(inp, hidden, layers).to(device)
         ours.load_state_dict(ref.state_dict())
         x = torch.randn(steps, batch, inp, device=device)
-        gy = torch.randn(steps, batch, hidden, device=device)
+        if packed:
+            lengths = torch.randint(steps // 2, steps + 1, (batch,), generator=torch.Generator().manual_seed(0))
+            x = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        gy = torch.randn((x.data if packed else x).shape[:-1] + (hidden,), device=device)
 
         def run(module):
+            def forward():
+                with torch.no_grad():
+                    return module(x)[0]
+
             def step():
                 y, _ = module(x)
-                return torch.autograd.grad(y, list(module.parameters()), gy)
+                return torch.autograd.grad(y.data if packed else y, list(module.parameters()), gy)
+
+            return step if backward else forward
+
+        return {"torch nn.LSTM": run(ref), "hotkernels": run(ours)}
+
+    return setup
+
+
+def _language_model_setup(steps: int, batch: int, vocab: int, embed: int, hidden: int, layers: int, device: str):
+    def setup():
+        def model() -> torch.nn.Module:
+            torch.manual_seed(0)
+            return torch.nn.ModuleDict({"embed": torch.nn.Embedding(vocab, embed),
+                                        "rnn": torch.nn.LSTM(embed, hidden, layers, batch_first=True),
+                                        "head": torch.nn.Linear(hidden, vocab)}).to(device)
+
+        ref, ours = model(), convert(model()).model
+        tokens = torch.randint(vocab, (batch, steps + 1), device=device, generator=None)
+
+        def run(m: torch.nn.Module, opt: torch.optim.Optimizer):
+            def step():
+                opt.zero_grad()
+                y, _ = m["rnn"](m["embed"](tokens[:, :-1]))
+                loss = torch.nn.functional.cross_entropy(m["head"](y).flatten(0, 1), tokens[:, 1:].flatten())
+                loss.backward()
+                opt.step()
+                return loss.detach()
 
             return step
 
-        return {"torch nn.LSTM": run(ref), "hotkernels": run(ours)}
+        return {"torch nn.LSTM + torch.optim.Adam": run(ref, torch.optim.Adam(ref.parameters(), lr=1e-3)),
+                "hotkernels": run(ours, HO.Adam(ours.parameters(), lr=1e-3))}
 
     return setup
 
@@ -94,6 +141,19 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     # LSTM flops: per layer the input projection and T recurrent GEMMs, x3 for backward (no dx on layer 0).
     flops = sum(2 * T * B * (i + H) * 4 * H * 3 - (2 * T * B * i * 4 * H if k == 0 else 0)
                 for k, i in enumerate([I] + [H] * (L - 1)))
+    forward = sum(2 * T * B * (i + H) * 4 * H for i in [I] + [H] * (L - 1))
     out.append(Case("lstm", f"LSTM forward+backward float32 T{T} B{B} I{I} H{H} L{L}", device,
                     _lstm_setup(T, B, I, H, L, device), baselines=("torch nn.LSTM",), flops=flops))
+    out.append(Case("lstm", f"LSTM forward float32 T{T} B{B} I{I} H{H} L{L}", device,
+                    _lstm_setup(T, B, I, H, L, device, backward=False), baselines=("torch nn.LSTM",), flops=forward))
+    t1 = 20 if quick else 200  # one sequence: a latency case, each step a matrix-vector product
+    out.append(Case("lstm", f"LSTM forward float32 T{t1} B1 I{I} H{H} L{L}", device,
+                    _lstm_setup(t1, 1, I, H, L, device, backward=False), baselines=("torch nn.LSTM",),
+                    flops=forward // (T * B) * t1))
+    out.append(Case("lstm", f"LSTM forward+backward packed float32 T{T} B{B} I{I} H{H} L{L} (lengths {T // 2}-{T})",
+                    device, _lstm_setup(T, B, I, H, L, device, packed=True), baselines=("torch nn.LSTM",)))
+    vocab = 200 if quick else 1000
+    out.append(Case("lstm", f"language model step float32 T{T} B{B} vocab {vocab} E{I} H{H} L{L} Adam", device,
+                    _language_model_setup(T, B, vocab, I, H, L, device),
+                    baselines=("torch nn.LSTM + torch.optim.Adam",)))
     return out

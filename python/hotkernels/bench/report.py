@@ -113,9 +113,13 @@ def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
     for device, c in ceilings.items():
         streams = ", ".join(f"{v:.1f}" for v in c.stream_probes)
         mms = ", ".join(f"{v:.1f}" for v in c.matmul_probes)
+        compute = f"float32 matmul {c.matmul_gflops:.1f} GFLOP/s (probes {mms})"
+        if c.fma_probes:
+            fmas = ", ".join(f"{v:.1f}" for v in c.fma_probes)
+            compute = (f"float32 FMA peak {c.compute_gflops:.1f} GFLOP/s (probes {fmas}; the compute ceiling), "
+                       f"torch's best {compute}")
         lines.append(f"Ceilings on {device}, the fastest of {len(c.stream_probes)} probes spread over the run: "
-                     f"memory stream {c.stream_gbs:.1f} GB/s (probes {streams}), float32 matmul {c.matmul_gflops:.1f} GFLOP/s "
-                     f"(probes {mms}).  ")
+                     f"memory stream {c.stream_gbs:.1f} GB/s (probes {streams}), {compute}.  ")
     return lines
 
 
@@ -181,7 +185,7 @@ def render(rec: dict[str, Any]) -> str:
         "largest absolute difference of hotkernels' result from the baseline's (or the named reference's); an "
         "inf or NaN where the other side differs counts as inf. \"rate\": GFLOP/s, or GB/s over the case's "
         "least DRAM traffic (reads, write-allocates and writes), with its share of the machine's ceiling "
-        "(the faster of torch's float32 GEMMs for GFLOP/s, the faster of a large copy and a large in-place update, counted the same way, for GB/s).",
+        "(for GFLOP/s: on the CPU the float32 FMA peak of a register-only loop, elsewhere the faster of torch's float32 GEMMs; for GB/s: the faster of a large copy and a large in-place update, counted the same way, for GB/s).",
         "",
         *table(results, ceilings),
         "",
