@@ -44,7 +44,6 @@ namespace {
 
 using gemm::Aligned;
 using gemm::ceil_div;
-using gemm::kChunk;
 using gemm::max_nr;
 using gemm::reduction_chunk;
 using math::Conv2dGeometry;
@@ -52,6 +51,7 @@ using math::Conv2dGeometry;
 // Columns per task tile (rounded up to whole blocks of the micro-kernel): with kChunk reduction
 // steps, a packed B tile of 128 KiB (float) stays in L2.
 constexpr int64_t kTileColumns = 128;
+constexpr int64_t kChunk = 256;  // reduction steps per GEMM call: B runs and A block stay in cache
 constexpr int64_t kCorrChunk = 2048;  // virtual pixels (summed over the batch) per weight-gradient call
 constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
 // The weight gradient goes through packed pixels (weight_gradient_packed) below this share of real
@@ -245,7 +245,7 @@ void scatter(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int
 template <class T>
 void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = *p.kern;
-  const int64_t chunk = reduction_chunk(p.kd), mr = kern.mr;
+  const int64_t chunk = reduction_chunk(p.kd, kChunk), mr = kern.mr;
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
   const int64_t tile = std::min(tile_columns(kern.nr), ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
   const int64_t m = p.m, channels = groups * m;
@@ -316,7 +316,7 @@ void gather_runs(const T* src, const std::vector<Run>& runs, T* dst, int64_t cou
 template <class T>
 void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = *p.kern;
-  const int64_t chunk = reduction_chunk(p.kd), mr = kern.mr;
+  const int64_t chunk = reduction_chunk(p.kd, kChunk), mr = kern.mr;
   const int64_t threads = at::get_num_threads(), pixels = batch * p.rows * p.cols, channels = groups * p.m;
   // Tiles in a multiple of the thread count, of near-equal width; when there are too few of them
   // to balance, the rows (output channels) are split across threads as well, rows outermost so that

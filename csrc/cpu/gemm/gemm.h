@@ -29,10 +29,12 @@ namespace hotkernels::cpu::gemm {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Reduction steps per chunk: a packed B panel chunk (kc × nr) stays in L1/L2 across the row blocks.
-constexpr int64_t kChunk = 256;
-// Reduction chunks of equal length, at most kChunk (576 steps: 3 × 192, not 256 + 256 + 64).
-inline int64_t reduction_chunk(int64_t k) { return ceil_div(k, ceil_div(k, kChunk)); }
+// Reduction steps per chunk: a packed B panel chunk (kc × nr, ≤ 96 KiB of float) stays in L2
+// across the row blocks, and C is read back and rewritten once per chunk. Measured on Zen 5 for an
+// LSTM step (32 × 512 × 2048): one chunk of 512 ran at ~95% of the FMA peak, two of 256 at ~80%.
+constexpr int64_t kChunk = 512;
+// Reduction chunks of equal length, at most `chunk` (576 steps: 2 × 288, not 512 + 64).
+inline int64_t reduction_chunk(int64_t k, int64_t chunk = kChunk) { return ceil_div(k, ceil_div(k, chunk)); }
 
 template <class T>
 std::span<const GemmKernel<T>> shapes() {
@@ -44,15 +46,17 @@ std::span<const GemmKernel<T>> shapes() {
   }
 }
 
-// The shape that pads an m × n product least (rows to whole blocks of mr, columns of nr); the
-// first on a tie.
+// The shape that pads an m × n product least (rows to whole blocks of mr, columns of nr), taking a
+// later shape only where it pads at least 3% less: the first (8 × 3 vectors on AVX-512) runs
+// fastest, so 1600 rows stay on it rather than gain 0.2% on 12 × 2. One-row shapes serve m = 1 only
+// (they load a B vector per FMA: fine where B streams from memory anyway, slow otherwise).
 template <class T>
 const GemmKernel<T>& least_padding(int64_t m, int64_t n) {
   const auto all = shapes<T>();
   const GemmKernel<T>* best = &all[0];
   auto padded = [&](const GemmKernel<T>& k) { return ceil_div(m, k.mr) * k.mr * (ceil_div(n, k.nr) * k.nr); };
   for (const GemmKernel<T>& k : all) {
-    if (padded(k) < padded(*best)) best = &k;
+    if ((k.mr > 1 || m == 1) && padded(k) < 0.97 * static_cast<double>(padded(*best))) best = &k;
   }
   return *best;
 }
@@ -175,25 +179,31 @@ struct Grid {
 
 // Tiles of at most kTileRows rows (A chunk ≤ 256 KiB of float) and kTilePanels panels (A is
 // packed once per tile and chunk: wide tiles pack it fewer times; measured on 2048², 8 panels ran
-// ~10% slower than 32), then cut further until every thread has a tile, splitting whichever
-// dimension still has the most blocks per tile; columns first, as a column split does not re-read B.
+// ~10% slower than 32).
 constexpr int64_t kTileRows = 256;
 constexpr int64_t kTilePanels = 32;
 
+// The grid whose busiest thread costs least: it runs ceil(tiles / threads) tiles (a contiguous run
+// of them), each of row blocks × panels micro-kernel calls (a partial one costing a whole), and
+// each call streams its B panel from beyond L1 once per tile and reuses it for the tile's other row
+// blocks: with rb blocks a call costs (rb + 1) / rb. So an LSTM step of 32 rows (4 blocks) × 11
+// panels on 2 threads splits its panels, 6 against 5 (cost 6·4·1.25 = 30), not its rows (2 · 11 ·
+// 1.5 = 33; measured: a 16-row product runs at ~60% of the FMA peak, a 32-row one at ~80–100%).
+// On a tie, fewer row tiles (each re-reads all of B), then fewer column tiles.
 inline Grid plan(int64_t m, int64_t mr, int64_t panels, int64_t threads) {
   const int64_t blocks = ceil_div(m, mr);
-  Grid g{ceil_div(m, kTileRows), ceil_div(panels, kTilePanels)};
-  while (g.row_tiles * g.col_tiles < threads) {
-    const int64_t col_left = panels / g.col_tiles, row_left = blocks / g.row_tiles;
-    if (col_left >= 2 && col_left >= row_left) {
-      ++g.col_tiles;
-    } else if (row_left >= 2) {
-      ++g.row_tiles;
-    } else {
-      break;
+  Grid best{ceil_div(m, kTileRows), ceil_div(panels, kTilePanels)};
+  double best_cost = 1e300;
+  for (int64_t r = best.row_tiles; r <= blocks; ++r) {
+    for (int64_t c = ceil_div(panels, kTilePanels); c <= panels; ++c) {
+      const int64_t tiles = r * c;
+      if (tiles > 4 * threads && tiles > best.row_tiles * best.col_tiles) break;  // no finer grid helps
+      const int64_t rb = ceil_div(blocks, r);
+      const double cost = static_cast<double>(ceil_div(tiles, threads) * ceil_div(panels, c) * (rb + 1));
+      if (cost < best_cost * (1 - 1e-9)) best = {r, c}, best_cost = cost;
     }
   }
-  return g;
+  return best;
 }
 
 // The start of slice s of `total` blocks cut into `parts` near-equal slices.

@@ -18,7 +18,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
   V acc[MR][NV];
 #pragma GCC unroll 12
   for (int64_t u = 0; u < MR; ++u)
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int64_t v = 0; v < NV; ++v) acc[u][v] = V{};
   // The C block is read (accumulate) and written after the loop: fetch its lines now, while the
   // FMAs run, rather than stall on rows that lie a page apart.
@@ -36,19 +36,19 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
       __builtin_prefetch(a + (t + D) * MR);
     }
     V bv[NV];
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(bt + v * L);
 #pragma GCC unroll 12
     for (int64_t u = 0; u < MR; ++u) {
       const V av = simd::broadcast(a[t * MR + u]);
-#pragma GCC unroll 6
+#pragma GCC unroll 8
       for (int64_t v = 0; v < NV; ++v) acc[u][v] += av * bv[v];
     }
   }
   if (nc == NV * L) {
     for (int64_t u = 0; u < mc; ++u) {
       T* cu = c + u * ldc;
-#pragma GCC unroll 6
+#pragma GCC unroll 8
       for (int64_t v = 0; v < NV; ++v) simd::store(cu + v * L, accumulate ? simd::load(cu + v * L) + acc[u][v] : acc[u][v]);
     }
     return;
@@ -104,22 +104,23 @@ int64_t fma_loop(int64_t iterations) {
 
 #if HK_VEC_BYTES == 64
 // AVX-512, 32 registers: 24 accumulators. 8 × 3 vectors divides the usual channel counts and
-// batches (multiples of 8); 12 × 2 is narrower for short rows; 4 × 6 serves 1–4 rows (a batch of
-// one, an RGB input's gradient) without padding them to 8.
+// batches (multiples of 8); 12 × 2 is narrower for short rows; 4 × 6 serves 2–4 rows (an RGB
+// input's gradient) without padding them to 8; 1 × 8 a single row (an LSTM step of batch one:
+// memory-bound, so B is read once and unpadded, 512 columns being 4 whole panels).
 extern const GemmKernels gemm_kernels = {
-    {shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 4, 6>()},
-    {shape<double, 8, 3>(), shape<double, 12, 2>(), shape<double, 4, 6>()},
-    3,
+    {shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 4, 6>(), shape<float, 1, 8>()},
+    {shape<double, 8, 3>(), shape<double, 12, 2>(), shape<double, 4, 6>(), shape<double, 1, 8>()},
+    4,
     &fma_loop<24>,
 };
 #else
 // SSE2 and AVX2, 16 registers: 12 accumulators. 6 × 2 and 4 × 3 vectors, so that a GEMM can take
 // the one that pads it least: 64 or 128 rows are whole blocks of 4 but not of 6 (3% padding), 3
-// rows half a block of 6.
+// rows half a block of 6; 1 × 8 for a single row (8 accumulators: enough to cover the FMA latency).
 extern const GemmKernels gemm_kernels = {
-    {shape<float, 6, 2>(), shape<float, 4, 3>(), {}},
-    {shape<double, 6, 2>(), shape<double, 4, 3>(), {}},
-    2,
+    {shape<float, 6, 2>(), shape<float, 4, 3>(), shape<float, 1, 8>(), {}},
+    {shape<double, 6, 2>(), shape<double, 4, 3>(), shape<double, 1, 8>(), {}},
+    3,
     &fma_loop<12>,
 };
 #endif

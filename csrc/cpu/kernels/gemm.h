@@ -10,7 +10,7 @@
 namespace hotkernels::cpu {
 
 // At most this many micro-kernel shapes per instruction set and type.
-constexpr int kMaxGemmShapes = 3;
+constexpr int kMaxGemmShapes = 4;
 
 // C[m × n] (row stride ldc) = A·B, or += when `accumulate`, reducing over t < r, in blocks of mr
 // rows (A broadcast from memory) × nr columns (nr / lanes vectors of B), rows outside, columns
@@ -28,8 +28,11 @@ struct GemmKernel {
   int64_t mr, nr;
 };
 
-// Shapes [0, shapes) are valid. 16-register instruction sets (SSE2, AVX2) have 12 accumulators per
-// shape, AVX-512 (32 registers) 24: each shape leaves room for its B vectors and one broadcast.
+// Shapes [0, shapes) are valid, in order of preference (csrc/cpu/gemm/gemm.h picks the one that
+// pads a product least, the earlier one unless a later pads clearly less). 16-register instruction
+// sets (SSE2, AVX2) have 12 accumulators per shape, AVX-512 (32 registers) 24: each shape leaves
+// room for its B vectors and one broadcast. The last shape of each has one row (a matrix-vector
+// product: a batch of one), for products of a single row only.
 struct GemmKernels {
   GemmKernel<float> f32[kMaxGemmShapes];
   GemmKernel<double> f64[kMaxGemmShapes];
