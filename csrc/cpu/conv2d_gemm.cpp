@@ -1,0 +1,601 @@
+// conv2d on the CPU, the general path: an implicit GEMM without an im2col matrix. The input is copied once, zero-padded
+// and split by stride phase: xs[n][c][a][b][y][x] = x[n][c][y·sh + a − pt][x·sw + b − pl] (zero
+// outside x), each phase plane Hs × Ws. Output pixel (oy, ox) then reads, for tap (i, j) with
+// i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for
+// the "virtual" pixel index v = oy·Ws + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive
+// virtual pixels read consecutive memory for every (channel, tap), and the micro-kernel
+// (csrc/cpu/kernels/gemm.cpp) can stream B straight from xs (run_pass_virtual). Virtual pixels
+// with ox ≥ OW are computed and thrown away: a few percent at 56×56, but a quarter of the work at
+// 7×7 and 14×14 once tiles are rounded. So passes with many output rows (≥ 128 channels) or a
+// wasteful grid gather B instead, per tile of real pixels of the whole batch and per reduction
+// chunk, into an aligned [step][pixel] buffer (run_pass_packed: an im2col of one tile, ≤ 128 KiB).
+// The workspace is the padded copy (about the input's size) plus per-thread tiles.
+//
+// Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
+// grad_output (backward_input_gemm); each goes through the same passes.
+// Weight gradient: correlation of grad_output with the same phase-split input, reducing over
+// virtual pixels (grad_output is laid out with zeros at ox ≥ OW so the extra pixels add nothing);
+// for small maps with many output channels, a GEMM over real pixels on the forward micro-kernel
+// instead (weight_gradient_packed).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "cpu/conv2d_passes.h"
+#include "cpu/gemm/gemm.h"
+#include "cpu/kernels/conv2d.h"
+
+namespace hotkernels::cpu::conv {
+
+using gemm::Aligned;
+using gemm::ceil_div;
+using gemm::max_nr;
+using gemm::reduction_chunk;
+
+// Columns per task tile (rounded up to whole blocks of the micro-kernel): with kChunk reduction
+// steps, a packed B tile of 128 KiB (float) stays in L2.
+constexpr int64_t kTileColumns = 128;
+constexpr int64_t kChunk = 256;  // reduction steps per GEMM call: B runs and A block stay in cache
+constexpr int64_t kCorrChunk = 2048;  // virtual pixels (summed over the batch) per weight-gradient call
+constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
+// The weight gradient goes through packed pixels (weight_gradient_packed) below this share of real
+// pixels on the virtual grid, given enough output channels to amortise gathering the taps.
+constexpr double kPackedGradientEfficiency = 0.9;
+constexpr int64_t kPackedGradientRows = 64;
+
+// Columns of a task tile for a micro-kernel nr columns wide.
+int64_t tile_columns(int64_t nr) { return ceil_div(kTileColumns, nr) * nr; }
+
+template <class T> const CorrelateKernel<T>& correlate_kernel();
+template <> const CorrelateKernel<float>& correlate_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f32; }
+template <> const CorrelateKernel<double>& correlate_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f64; }
+// Planes [planes][h][w], placed at (pt, pl) in the padded frame (negative to crop).
+template <class T>
+struct Source {
+  const T* data;
+  int64_t planes, h, w;
+  int64_t pt, pl;
+};
+
+// The phase-split padded copy described at the top, keeping only the phases that some tap reads
+// (a 1×1 stride-2 convolution needs one of four). Layout [planes][phase][hs][ws], phases in the
+// order of `phases`; `slot` maps phase a·sw + b to its place there (−1: not stored).
+struct PhaseLayout {
+  int64_t sh, sw, hs, ws;
+  std::vector<std::pair<int64_t, int64_t>> phases;
+  std::vector<int64_t> slot;
+  int64_t plane() const { return static_cast<int64_t>(phases.size()) * hs * ws; }
+};
+
+// Uninitialised storage for n values plus `slack` zeros behind them (the micro-kernels' partial
+// column blocks read up to a block past the last real value); every value before is written by
+// its producer.
+template <class T>
+std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
+  std::unique_ptr<T[]> buf(new T[n + slack]);
+  std::fill(buf.get() + n, buf.get() + n + slack, T(0));
+  return buf;
+}
+
+template <class T>
+void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
+  const int64_t np = static_cast<int64_t>(p.phases.size());
+  at::parallel_for(0, src.planes * np * p.hs, grain(p.ws), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t y = row % p.hs, c = row / p.hs / np;
+      const auto [a, b] = p.phases[row / p.hs % np];
+      T* out = dst + row * p.ws;
+      const int64_t yy = y * p.sh + a - src.pt;  // source row
+      if (yy < 0 || yy >= src.h) {
+        std::fill(out, out + p.ws, T(0));
+        continue;
+      }
+      const T* in = src.data + (c * src.h + yy) * src.w;
+      const int64_t step = p.sw, off = b - src.pl;  // column x reads source column x·step + off
+      if (step == 1) {
+        const int64_t lo = std::clamp<int64_t>(-off, 0, p.ws), hi = std::clamp<int64_t>(src.w - off, lo, p.ws);
+        std::fill(out, out + lo, T(0));
+        std::memcpy(out + lo, in + lo + off, (hi - lo) * sizeof(T));
+        std::fill(out + hi, out + p.ws, T(0));
+        continue;
+      }
+      // Columns [lo, hi) read inside the source row (x·step + off in [0, w)); zeros around them.
+      const int64_t lo = std::clamp<int64_t>(ceil_div(-off, step), 0, p.ws);
+      const int64_t hi = std::clamp<int64_t>(ceil_div(src.w - off, step), lo, p.ws);
+      std::fill(out, out + lo, T(0));
+      const T* s = in + off;
+      for (int64_t x = lo; x < hi; ++x) out[x] = s[x * step];
+      std::fill(out + hi, out + p.ws, T(0));
+    }
+  });
+}
+
+// Packs A(g, row, t) = w[g·group_stride + row·row_stride + t_offset[t]] for rows < m, t < kd into
+// [groups][ceil(m / mr)][kd][mr], zero-padded rows. Offsets precomputed per t keep the gather a
+// plain load, whatever order the reduction walks the weight's axes in.
+template <class T>
+std::unique_ptr<T[]> pack_a(int64_t groups, int64_t m, int64_t mr, const T* w, int64_t group_stride,
+                            int64_t row_stride, const std::vector<int64_t>& t_offset) {
+  const int64_t kd = static_cast<int64_t>(t_offset.size()), blocks = ceil_div(m, mr);
+  auto out = workspace<T>(groups * blocks * kd * mr, 0);
+  // Steps in chunks, blocks inside: the input-gradient offsets jump a whole output channel of
+  // weights (C_in · taps values) every few steps, and a chunk keeps those jumps to a few pages.
+  constexpr int64_t kSteps = 64;
+  at::parallel_for(0, groups * blocks, grain(kd * mr), [&](int64_t begin, int64_t end) {
+    for (int64_t t0 = 0; t0 < kd; t0 += kSteps) {
+      const int64_t t1 = std::min(kd, t0 + kSteps);
+      for (int64_t gb = begin; gb < end; ++gb) {
+        const int64_t g = gb / blocks, r0 = gb % blocks * mr, rows = std::min(mr, m - r0);
+        const T* src = w + g * group_stride + r0 * row_stride;
+        T* dst = out.get() + gb * kd * mr;
+        for (int64_t t = t0; t < t1; ++t) {
+          int64_t u = 0;
+          for (; u < rows; ++u) dst[t * mr + u] = src[u * row_stride + t_offset[t]];
+          for (; u < mr; ++u) dst[t * mr + u] = T(0);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// Offset of (channel, tap) inside a group's phase-split planes, for the reduction index
+// t = (channel · kh + i) · kw + j.
+std::vector<int64_t> tap_offsets(const Conv2dGeometry& g, int64_t channels, const PhaseLayout& p) {
+  std::vector<int64_t> off(channels * g.kh * g.kw);
+  const int64_t np = static_cast<int64_t>(p.phases.size());
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t i = 0; i < g.kh; ++i) {
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t ai = i * g.dh % g.sh, qi = i * g.dh / g.sh, bj = j * g.dw % g.sw, qj = j * g.dw / g.sw;
+        off[(c * g.kh + i) * g.kw + j] = ((c * np + p.slot[ai * g.sw + bj]) * p.hs + qi) * p.ws + qj;
+      }
+    }
+  }
+  return off;
+}
+
+PhaseLayout phase_layout(const Conv2dGeometry& g) {
+  PhaseLayout p{g.sh, g.sw, g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw, {},
+                std::vector<int64_t>(g.sh * g.sw, -1)};
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t a = i * g.dh % g.sh, b = j * g.dw % g.sw;
+      if (p.slot[a * g.sw + b] < 0) {
+        p.slot[a * g.sw + b] = static_cast<int64_t>(p.phases.size());
+        p.phases.emplace_back(a, b);
+      }
+    }
+  }
+  return p;
+}
+
+// One implicit-GEMM pass: for every image n and group gi, output rows r < m (channels gi·m + r) at
+// the virtual pixels v = Y·ws + X (Y < rows, X < cols) are Σ_t A[r][t] · src[v + offsets[t]], with
+// src = xs + n·img_stride + gi·group_stride. Real pixels (X < cols) land at output pixel
+// (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given. `kern` is
+// the micro-kernel shape A was packed for.
+template <class T>
+struct GemmPass {
+  const GemmKernel<T>* kern;
+  const T* xs;
+  int64_t img_stride, group_stride;
+  const int64_t* offsets;
+  int64_t kd;
+  const T* a;  // pack_a layout, a_group values per group
+  int64_t a_group, m;
+  int64_t ws, rows, cols;
+  T* out;
+  int64_t out_h, out_w, y0, ystep, x0, xstep;
+  const T* bias;
+};
+
+// Real pixels of a rows × cols grid, numbered q = (n·rows + Y)·cols + X over the whole batch, walked in runs that
+// stay in one row of one image: f(q, len, n, Y, X) for each run of [q0, q0 + count).
+template <class F>
+void for_each_run(int64_t rows, int64_t cols, int64_t q0, int64_t count, F&& f) {
+  for (int64_t q = q0; q < q0 + count;) {
+    const int64_t n = q / (rows * cols), Y = q / cols % rows, X = q % cols;
+    const int64_t len = std::min(q0 + count - q, cols - X);
+    f(q, len, n, Y, X);
+    q += len;
+  }
+}
+
+// C[r][v] (row stride ldc) of group gi, pixel v of a tile (−> output pixel (Y, X) of image n),
+// written to the output with the bias.
+template <class T>
+void scatter(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int64_t nr, const T* c, int64_t ldc,
+             int64_t n, int64_t Y, int64_t X, int64_t len) {
+  const int64_t plane = p.out_h * p.out_w;
+  for (int64_t r = r0; r < r0 + nr; ++r) {
+    const T* src = c + (r - r0) * ldc;
+    T* dst = p.out + (n * channels + gi * p.m + r) * plane + (p.y0 + Y * p.ystep) * p.out_w + p.x0 + X * p.xstep;
+    const T bias = p.bias ? p.bias[gi * p.m + r] : T(0);
+    for (int64_t q = 0; q < len; ++q) dst[q * p.xstep] = src[q] + bias;
+  }
+}
+
+// Virtual-pixel tiles: B read in place from the phase-split source. Pays for the Ws − OW columns
+// of every row and for rounding each image's virtual pixels up to whole tiles.
+template <class T>
+void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+  const GemmKernel<T>& kern = *p.kern;
+  const int64_t chunk = reduction_chunk(p.kd, kChunk), mr = kern.mr;
+  const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
+  const int64_t tile = std::min(tile_columns(kern.nr), ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
+  const int64_t m = p.m, channels = groups * m;
+  // Small images give few tiles: then a task takes several images, so that each block of weights
+  // (mr rows × kChunk steps, in L1) serves all of them before the next is loaded — the weights
+  // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
+  const int64_t batches = ceil_div(batch, per_task);
+  at::parallel_for(0, batches * groups * tiles, grain(per_task * m * tile * p.kd), [&](int64_t begin, int64_t end) {
+    std::vector<T> ct(per_task * m * tile);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
+      const int64_t nn = std::min(per_task, batch - n0);
+      const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
+      for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
+        const int64_t r = std::min(chunk, p.kd - k0);
+        for (int64_t i = 0; i < m; i += mr) {
+          const T* a = p.a + gi * p.a_group + (i / mr) * p.kd * mr + k0 * mr;
+          for (int64_t b = 0; b < nn; ++b) {
+            const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
+            kern.run(a, p.kd * mr, xb, p.offsets + k0, ct.data() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
+                     r, k0 > 0);
+          }
+        }
+      }
+      // Scatter the real pixels of the tile, row segment by row segment.
+      for (int64_t b = 0; b < nn; ++b) {
+        for (int64_t v = v0; v < v0 + vn;) {
+          const int64_t y = v / p.ws, x = v % p.ws, len = std::min(v0 + vn, (y + 1) * p.ws) - v;
+          const int64_t real = std::max<int64_t>(0, std::min(len, p.cols - x));
+          if (real > 0) scatter(p, gi, channels, 0, m, ct.data() + b * m * tile + (v - v0), tile, n0 + b, y, x, real);
+          v += len;
+        }
+      }
+    }
+  });
+}
+
+// A run of `len` consecutive real pixels: tile columns [col, col + len) read source [src, src + len).
+struct Run {
+  int64_t col, len, src;
+};
+
+// Values per 32-byte block copy.
+template <class T>
+constexpr int64_t kCopy = 32 / static_cast<int64_t>(sizeof(T));
+
+// dst[col + u] = src[run.src + u] for every run (in increasing column order), then zeros in
+// [count, width). Runs are copied in whole 32-byte blocks (runs of 7 or 14 pixels would otherwise
+// cost a library call each): a block may write up to kCopy − 1 values past its run, which the next
+// run or the zero fill overwrites, so dst needs kCopy values of slack past width and the source
+// kCopy past its last run (the workspaces' slack).
+template <class T>
+void gather_runs(const T* src, const std::vector<Run>& runs, T* dst, int64_t count, int64_t width) {
+  for (const Run& run : runs) {
+    const T* s = src + run.src;
+    T* d = dst + run.col;
+    for (int64_t u = 0; u < run.len; u += kCopy<T>) std::memcpy(d + u, s + u, 32);
+  }
+  std::fill(dst + count, dst + width, T(0));
+}
+
+// Packed tiles over the real pixels of the whole batch: per reduction chunk, B (kChunk steps × tile
+// pixels, ≤ 128 KiB: in L2) is gathered from the phase-split source into [step][pixel] rows, then
+// every row block of A runs over it. For small maps (7×7, 14×14) this wastes almost nothing where
+// the virtual grid wastes ~25%; the gather (one copy per B value) is amortised over the rows.
+template <class T>
+void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+  const GemmKernel<T>& kern = *p.kern;
+  const int64_t chunk = reduction_chunk(p.kd, kChunk), mr = kern.mr;
+  const int64_t threads = at::get_num_threads(), pixels = batch * p.rows * p.cols, channels = groups * p.m;
+  // Tiles in a multiple of the thread count, of near-equal width; when there are too few of them
+  // to balance, the rows (output channels) are split across threads as well, rows outermost so that
+  // each thread's contiguous range of tasks is one row slice.
+  const int64_t tiles = ceil_div(ceil_div(pixels, tile_columns(kern.nr)), threads) * threads;
+  const int64_t tile = ceil_div(ceil_div(pixels, tiles), kern.nr) * kern.nr;
+  const int64_t splits = groups * tiles < 4 * threads && p.m >= 64 * threads ? threads : 1;
+  const int64_t rows = ceil_div(ceil_div(p.m, splits), mr) * mr;
+  const int64_t tasks = splits * groups * tiles;
+  at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
+    Aligned<T> bt(kChunk * tile + kCopy<T>);
+    std::vector<T> ct(rows * tile);
+    const std::vector<int64_t> steps = gemm::steps(kChunk, tile);
+    std::vector<Run> runs;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
+      const int64_t q0 = ti * tile, qn = std::min(tile, pixels - q0), nr = std::min(rows, p.m - r0);
+      if (qn <= 0 || nr <= 0) continue;
+      runs.clear();
+      for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+        runs.push_back({q - q0, len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
+      });
+      for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
+        const int64_t r = std::min(chunk, p.kd - k0);
+        for (int64_t t = 0; t < r; ++t) gather_runs(p.xs + p.offsets[k0 + t], runs, bt.data() + t * tile, qn, tile);
+        for (int64_t i = r0; i < r0 + nr; i += mr) {
+          const T* a = p.a + gi * p.a_group + (i / mr) * p.kd * mr + k0 * mr;
+          kern.run(a, p.kd * mr, bt.data(), steps.data(), ct.data() + (i - r0) * tile, tile, std::min(mr, r0 + nr - i),
+                   qn, r, k0 > 0);
+        }
+      }
+      for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+        scatter(p, gi, channels, r0, nr, ct.data() + (q - q0), tile, n, Y, X, len);
+      });
+    }
+  });
+}
+
+// Fraction of the virtual path's columns that are real pixels, per image.
+template <class T>
+double virtual_efficiency(const GemmPass<T>& p) {
+  const int64_t nr = p.kern->nr;
+  const int64_t virt = (p.rows - 1) * p.ws + p.cols, tile = std::min(tile_columns(nr), ceil_div(virt, nr) * nr);
+  return static_cast<double>(p.rows * p.cols) / static_cast<double>(ceil_div(virt, tile) * tile);
+}
+
+// Packed tiles once there are enough rows to amortise the gather, or when the virtual grid wastes
+// too much. Measured on AVX2 (Zen 1): with 128 rows packing wins ~10% even at 56×56 on a strided
+// layer (whose virtual B runs hop between phase planes) and ties on a 1×1; with 64 rows and a short
+// reduction (ResNet's conv1, 147 steps) it loses ~10%, with 3 rows (conv1's input gradient) 30%.
+template <class T>
+void run_pass(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+  if (p.m >= 128 || virtual_efficiency(p) < 0.85) {
+    run_pass_packed(p, batch, groups);
+  } else {
+    run_pass_virtual(p, batch, groups);
+  }
+}
+
+template <class T>
+void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
+  const PhaseLayout p = phase_layout(g);
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), 2 * max_nr<T>());
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
+  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+  const int64_t kd = g.kdim(), m = g.cout_g();
+  std::vector<int64_t> identity(kd);
+  for (int64_t t = 0; t < kd; ++t) identity[t] = t;
+  const GemmKernel<T>& kern = gemm::least_padding<T>(m, g.oh * g.ow);
+  const auto a = pack_a(g.groups, m, kern.mr, w, m * kd, kd, identity);
+  const GemmPass<T> pass{&kern, xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
+                         ceil_div(m, kern.mr) * kd * kern.mr, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
+  run_pass(pass, g.n, g.groups);
+}
+
+// Whether each input row phase a < sh (and column phase) is reached by some tap: a + pt − i·dh ≡ 0
+// (mod sh) for some i < kh (columns alike).
+bool every_phase_has_taps(const Conv2dGeometry& g) {
+  auto covered = [](int64_t size, int64_t s, int64_t pad, int64_t k, int64_t d) {
+    for (int64_t a = 0; a < s && a < size; ++a) {
+      bool any = false;
+      for (int64_t i = 0; i < k && !any; ++i) any = (a + pad - i * d) % s == 0;
+      if (!any) return false;
+    }
+    return true;
+  };
+  return covered(g.h, g.sh, g.pt, g.kh, g.dh) && covered(g.w, g.sw, g.pl, g.kw, g.dw);
+}
+
+// Input gradient, split by output phase: input pixel (a + sh·Y, b + sw·X) receives tap i only when
+// sh divides e = a + pt − i·dh, and then reads grad_output row Y + e/sh (columns alike). So each of
+// the sh·sw phases is a stride-1 correlation of grad_output (padded once, for all phases) with its
+// own subset of taps, flipped and channel-transposed weights: no multiplications by inserted zeros.
+template <class T>
+void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
+  // Per phase, the quotients e/sh of its taps; over all phases, their range [lo, hi].
+  auto taps = [](int64_t phase, int64_t pad, int64_t k, int64_t d, int64_t s) {
+    std::vector<std::pair<int64_t, int64_t>> out;  // (tap, quotient)
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t e = phase + pad - i * d;
+      if (e % s == 0) out.emplace_back(i, e / s);  // exact division, negative e too
+    }
+    return out;
+  };
+  int64_t ylo = 0, yhi = 0, xlo = 0, xhi = 0;
+  for (int64_t a = 0; a < g.sh; ++a) {
+    for (auto [i, e] : taps(a, g.pt, g.kh, g.dh, g.sh)) ylo = std::min(ylo, e), yhi = std::max(yhi, e);
+  }
+  for (int64_t b = 0; b < g.sw; ++b) {
+    for (auto [j, e] : taps(b, g.pl, g.kw, g.dw, g.sw)) xlo = std::min(xlo, e), xhi = std::max(xhi, e);
+  }
+  // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
+  const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
+  const PhaseLayout p{1, 1, hq, wq, {{0, 0}}, {0}};
+  const auto gp = workspace<T>(g.n * g.k * p.plane(), 2 * max_nr<T>());
+  phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.get());
+
+  const int64_t cin = g.cin_g(), cout = g.cout_g();
+  for (int64_t a = 0; a < g.sh && a < g.h; ++a) {
+    for (int64_t b = 0; b < g.sw && b < g.w; ++b) {
+      const auto ti = taps(a, g.pt, g.kh, g.dh, g.sh), tj = taps(b, g.pl, g.kw, g.dw, g.sw);
+      if (ti.empty() || tj.empty()) continue;  // no tap reaches these pixels: their gradient stays 0
+      const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
+      std::vector<int64_t> off(kd);
+      std::vector<int64_t> w_off(kd);  // weight[co][ci][i][j] of step t, relative to ci's row
+      for (int64_t co = 0; co < cout; ++co) {
+        for (size_t u = 0; u < ti.size(); ++u) {
+          for (size_t v = 0; v < tj.size(); ++v) {
+            const int64_t t = co * nt + u * tj.size() + v;
+            off[t] = co * p.plane() + (ti[u].second - ylo) * wq + (tj[v].second - xlo);
+            w_off[t] = co * cin * g.taps() + ti[u].first * g.kw + tj[v].first;
+          }
+        }
+      }
+      const int64_t rows = ceil_div(g.h - a, g.sh), cols = ceil_div(g.w - b, g.sw);
+      const GemmKernel<T>& kern = gemm::least_padding<T>(cin, rows * cols);
+      const auto pa = pack_a(g.groups, cin, kern.mr, w, cout * cin * g.taps(), g.taps(), w_off);
+      const GemmPass<T> pass{&kern, gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.get(),
+                             ceil_div(cin, kern.mr) * kd * kern.mr, cin, wq, rows, cols, gx, g.h, g.w, a, g.sh, b,
+                             g.sw, static_cast<const T*>(nullptr)};
+      run_pass(pass, g.n, g.groups);
+    }
+  }
+}
+
+// Weight gradient on the virtual pixel grid: dot products of grad_output rows with shifted rows of
+// the phase-split input (the correlate kernel), for large maps where the grid wastes little.
+template <class T>
+void weight_gradient_virtual(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p,
+                             T* gw, const Conv2dGeometry& g) {
+  const CorrelateKernel<T>& kern = correlate_kernel<T>();
+  // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.
+  const int64_t virt = ceil_div((g.oh - 1) * p.ws + g.ow, kern.lanes) * kern.lanes;
+  // Written (zeros included) by the threads that use it: no serial zero fill and first touch of a
+  // buffer as large as grad_output.
+  const auto gv = workspace<T>(g.n * g.k * virt, 0);
+  at::parallel_for(0, g.n * g.k, grain(g.oh * g.ow), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      T* dst = gv.get() + plane * virt;
+      for (int64_t oy = 0; oy < g.oh; ++oy) {
+        std::memcpy(dst + oy * p.ws, gy + (plane * g.oh + oy) * g.ow, g.ow * sizeof(T));
+        std::fill(dst + oy * p.ws + g.ow, dst + std::min(virt, (oy + 1) * p.ws), T(0));
+      }
+      std::fill(dst + std::min(virt, g.oh * p.ws), dst + virt, T(0));
+    }
+  });
+
+  const int64_t m = g.cout_g(), kd = g.kdim(), col_tiles = ceil_div(kd, kCorrCols);
+  // With few groups × column tiles (ResNet's conv1: 147 columns, 3 tiles of unequal width), split
+  // the output channels into a multiple of the thread count of near-equal row slices (multiples of
+  // 3, the kernel's row block), slices outermost: each thread's contiguous range of tasks then holds
+  // the same share of the work.
+  const int64_t threads = at::get_num_threads();
+  const int64_t row_tiles = g.groups * col_tiles >= 8 * threads
+                                ? 1
+                                : std::min(ceil_div(m, 3), threads * ceil_div(8, g.groups * col_tiles));
+  auto row_start = [&](int64_t rt) { return rt == row_tiles ? m : (rt * m + 3 * row_tiles / 2) / (3 * row_tiles) * 3; };
+  at::parallel_for(0, row_tiles * g.groups * col_tiles, grain(ceil_div(m, row_tiles) * kCorrCols * g.n * virt), [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t ct = task % col_tiles, gi = task / col_tiles % g.groups, rt = task / col_tiles / g.groups;
+      const int64_t k0 = ct * kCorrCols, nk = std::min(kCorrCols, kd - k0);
+      const int64_t r0 = row_start(rt), nr = row_start(rt + 1) - r0;
+      if (nr <= 0) continue;
+      T* out = gw + (gi * m + r0) * kd + k0;
+      for (int64_t r = 0; r < nr; ++r) std::fill(out + r * kd, out + r * kd + nk, T(0));
+      // Chunks of virtual pixels, each over the whole batch: long reductions even for small images,
+      // while a chunk's rows of x and grad_output stay in cache.
+      const T* d = gv.get() + (gi * m + r0) * virt;
+      const T* xb = xsp + gi * g.cin_g() * p.plane();
+      const int64_t chunk = std::max<int64_t>(kern.lanes, kCorrChunk / g.n / kern.lanes * kern.lanes);
+      for (int64_t v0 = 0; v0 < virt; v0 += chunk) {
+        kern.run(d + v0, virt, g.k * virt, nr, xb + v0, g.c * p.plane(), off.data() + k0, nk, g.n,
+                 std::min(chunk, virt - v0), out, kd);
+      }
+    }
+  });
+}
+
+// Weight gradient as a GEMM over the real pixels of the whole batch, for small maps (7×7, 14×14)
+// where the virtual grid wastes a quarter of the work: the transposed gradient gwᵀ[t][k] =
+// Σ_q x(q, t) · gy[k][q] runs on the forward's micro-kernel with the taps as its broadcast rows
+// (A: mr taps × a chunk of pixels, gathered from the phase-split input) and the output
+// channels as its vector columns (B: grad_output transposed into panels [k / nr][q][nr], once).
+template <class T>
+void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p,
+                            T* gw, const Conv2dGeometry& g) {
+  const int64_t m = g.cout_g(), kd = g.kdim(), plane = g.oh * g.ow, pixels = g.n * plane;
+  const GemmKernel<T>& kern = gemm::least_padding<T>(kd, m);
+  const int64_t mr = kern.mr, nr = kern.nr;
+  const int64_t panels = ceil_div(m, nr), blocks = ceil_div(kd, mr);
+  constexpr int64_t kPixels = 256;  // reduction chunk: a B panel chunk (≤ 24 KiB for float) stays in L1
+  constexpr int64_t kBlocksPerTask = 8;  // tap blocks per task: A chunks (≤ 48 KiB) in L2, C in L2
+  const int64_t tasks_per_group = ceil_div(blocks, kBlocksPerTask);
+  const std::vector<int64_t> steps = gemm::steps(kPixels, nr);
+  Aligned<T> gt(panels * pixels * nr);
+  for (int64_t gi = 0; gi < g.groups; ++gi) {
+    // B panels: gt[j][q][v] = gy[n][gi·m + j·nr + v][pixel q of image n], zero past m.
+    at::parallel_for(0, panels * g.n, grain(nr * plane), [&](int64_t begin, int64_t end) {
+      for (int64_t jn = begin; jn < end; ++jn) {
+        const int64_t j = jn / g.n, n = jn % g.n, cols = std::min(nr, m - j * nr);
+        T* dst = gt.data() + (j * pixels + n * plane) * nr;
+        for (int64_t v = 0; v < nr; ++v) {
+          const T* src = gy + (n * g.k + gi * m + j * nr + v) * plane;
+          for (int64_t q = 0; q < plane; ++q) dst[q * nr + v] = v < cols ? src[q] : T(0);
+        }
+      }
+    });
+    at::parallel_for(0, tasks_per_group, 1, [&](int64_t begin, int64_t end) {
+      Aligned<T> ab(kBlocksPerTask * kPixels * mr);
+      std::vector<T> ct(kBlocksPerTask * mr * panels * nr);
+      std::vector<Run> runs;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b0 = task * kBlocksPerTask, nb = std::min(kBlocksPerTask, blocks - b0);
+        for (int64_t q0 = 0; q0 < pixels; q0 += kPixels) {
+          const int64_t qn = std::min(kPixels, pixels - q0);
+          runs.clear();
+          for_each_run(g.oh, g.ow, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+            runs.push_back({q - q0, len, (n * g.c + gi * g.cin_g()) * p.plane() + Y * p.ws + X});
+          });
+          // A: ab[bb][q][u] = x(q0 + q, tap (b0 + bb)·mr + u), zero for taps past kd.
+          for (int64_t bb = 0; bb < nb; ++bb) {
+            T* a = ab.data() + bb * kPixels * mr;
+            for (int64_t u = 0; u < mr; ++u) {
+              const int64_t t = (b0 + bb) * mr + u;
+              if (t >= kd) {
+                for (int64_t q = 0; q < qn; ++q) a[q * mr + u] = T(0);
+                continue;
+              }
+              const T* src = xsp + off[t];
+              for (const Run& run : runs) {
+                for (int64_t w = 0; w < run.len; ++w) a[(run.col + w) * mr + u] = src[run.src + w];
+              }
+            }
+          }
+          for (int64_t j = 0; j < panels; ++j) {
+            const T* panel = gt.data() + (j * pixels + q0) * nr;
+            for (int64_t bb = 0; bb < nb; ++bb) {
+              kern.run(ab.data() + bb * kPixels * mr, 0, panel, steps.data(),
+                       ct.data() + bb * mr * panels * nr + j * nr, panels * nr, mr, std::min(nr, m - j * nr),
+                       qn, q0 > 0);
+            }
+          }
+        }
+        // gw[gi·m + k][t] = ct[t − t0][k], row by row of gw: contiguous writes (the other order
+        // would touch a new cache line and page per value).
+        const int64_t t0 = b0 * mr, nt = std::min(kd, (b0 + nb) * mr) - t0;
+        for (int64_t k = 0; k < m; ++k) {
+          T* dst = gw + (gi * m + k) * kd + t0;
+          for (int64_t t = 0; t < nt; ++t) dst[t] = ct[t * panels * nr + k];
+        }
+      }
+    });
+  }
+}
+
+template <class T>
+void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
+  const PhaseLayout p = phase_layout(g);
+  const int64_t lanes = correlate_kernel<T>().lanes;
+  const int64_t slack = 2 * lanes + 2 * max_nr<T>();
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), slack);
+  phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
+  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
+  // The virtual grid's share of real pixels (per image, rounded to whole vectors).
+  const double efficiency = static_cast<double>(g.oh * g.ow) /
+                            static_cast<double>(ceil_div((g.oh - 1) * p.ws + g.ow, lanes) * lanes);
+  if (efficiency < kPackedGradientEfficiency && g.cout_g() >= kPackedGradientRows) {
+    weight_gradient_packed(gy, xs.get(), off, p, gw, g);
+  } else {
+    weight_gradient_virtual(gy, xs.get(), off, p, gw, g);
+  }
+}
+
+template void forward_gemm(const float*, const float*, const float*, float*, const Conv2dGeometry&);
+template void forward_gemm(const double*, const double*, const double*, double*, const Conv2dGeometry&);
+template void backward_input_gemm(const float*, const float*, float*, const Conv2dGeometry&);
+template void backward_input_gemm(const double*, const double*, double*, const Conv2dGeometry&);
+template void weight_gradient(const float*, const float*, float*, const Conv2dGeometry&);
+template void weight_gradient(const double*, const double*, double*, const Conv2dGeometry&);
+
+}  // namespace hotkernels::cpu::conv
