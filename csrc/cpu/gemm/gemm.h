@@ -118,18 +118,26 @@ class PackedB {
       for (int64_t gp = begin; gp < end; ++gp) {
         const int64_t col0 = gp / panels_ * n_ + gp % panels_ * nr, cols = std::min(nr, n_ - gp % panels_ * nr);
         T* dst = data_.data() + gp * k_ * nr;
-        // Walk B in its storage order: along a row when rows are contiguous, else down the columns.
+        // Walk B in its storage order: along a row when rows are contiguous (a copy per row), else
+        // down the columns, 32 steps at a time so that the panel rows being written stay in L1.
         if (b.cs <= b.rs) {
           for (int64_t t = 0; t < k_; ++t) {
             const T* src = b.data + t * b.rs + col0 * b.cs;
-            int64_t v = 0;
-            for (; v < cols; ++v) dst[t * nr + v] = src[v * b.cs];
-            for (; v < nr; ++v) dst[t * nr + v] = T(0);
+            if (b.cs == 1) {
+              std::copy_n(src, cols, dst + t * nr);
+            } else {
+              for (int64_t v = 0; v < cols; ++v) dst[t * nr + v] = src[v * b.cs];
+            }
+            std::fill(dst + t * nr + cols, dst + (t + 1) * nr, T(0));
           }
         } else {
-          for (int64_t v = 0; v < nr; ++v) {
-            const T* src = b.data + (col0 + v) * b.cs;
-            for (int64_t t = 0; t < k_; ++t) dst[t * nr + v] = v < cols ? src[t * b.rs] : T(0);
+          constexpr int64_t kSteps = 32;
+          for (int64_t t0 = 0; t0 < k_; t0 += kSteps) {
+            const int64_t t1 = std::min(k_, t0 + kSteps);
+            for (int64_t v = 0; v < nr; ++v) {
+              const T* src = b.data + (col0 + v) * b.cs;
+              for (int64_t t = t0; t < t1; ++t) dst[t * nr + v] = v < cols ? src[t * b.rs] : T(0);
+            }
           }
         }
       }
