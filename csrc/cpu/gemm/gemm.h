@@ -15,6 +15,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <cpuinfo.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -29,12 +30,35 @@ namespace hotkernels::cpu::gemm {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Reduction steps per chunk: a packed B panel chunk (kc × nr, ≤ 96 KiB of float) stays in L2
-// across the row blocks, and C is read back and rewritten once per chunk. Measured on Zen 5 for an
-// LSTM step (32 × 512 × 2048): one chunk of 512 ran at ~95% of the FMA peak, two of 256 at ~80%.
-constexpr int64_t kChunk = 512;
-// Reduction chunks of equal length, at most `chunk` (576 steps: 2 × 288, not 512 + 64).
-inline int64_t reduction_chunk(int64_t k, int64_t chunk = kChunk) { return ceil_div(k, ceil_div(k, chunk)); }
+// Reduction chunks of equal length, at most `chunk` (576 steps of 512: 2 × 288, not 512 + 64).
+inline int64_t reduction_chunk(int64_t k, int64_t chunk) { return ceil_div(k, ceil_div(k, chunk)); }
+
+// The size of one core's L2 cache, from cpuinfo (which torch ships and initialises); 1 MiB where it
+// says nothing. The blocking below is derived from it.
+inline int64_t l2_bytes() {
+  static const int64_t bytes = [] {
+    const cpuinfo_cache* l2 = cpuinfo_initialize() ? cpuinfo_get_l2_cache(0) : nullptr;
+    return l2 != nullptr && l2->size > 0 ? static_cast<int64_t>(l2->size) : int64_t{1} << 20;
+  }();
+  return bytes;
+}
+
+// Reduction steps per chunk: a packed B panel chunk (kc × nr) takes at most an eighth of L2, so it
+// stays there across the tile's row blocks next to the packed A chunk, and C is read back and
+// rewritten once per chunk; at most 512 steps. Zen 5 (1 MiB L2), float, 8 × 48: 512 steps, 96 KiB;
+// measured there for an LSTM step (32 × 512 × 2048): one chunk of 512 ran at ~95% of the FMA
+// peak, two of 256 at ~80%.
+template <class T>
+int64_t max_chunk(int64_t nr) {
+  return std::clamp<int64_t>(l2_bytes() / (8 * nr * static_cast<int64_t>(sizeof(T))), 64, 512);
+}
+
+// Rows per tile: the packed A chunk (rows × kc) takes at most half of L2 (Zen 5, float, kc 512:
+// 256 rows; Zen 1's 512 KiB: 128).
+template <class T>
+int64_t max_tile_rows(int64_t kc) {
+  return std::max<int64_t>(1, l2_bytes() / (2 * kc * static_cast<int64_t>(sizeof(T))));
+}
 
 template <class T>
 std::span<const GemmKernel<T>> shapes() {
@@ -185,10 +209,8 @@ struct Grid {
   int64_t row_tiles, col_tiles;
 };
 
-// Tiles of at most kTileRows rows (A chunk ≤ 256 KiB of float) and kTilePanels panels (A is
-// packed once per tile and chunk: wide tiles pack it fewer times; measured on 2048², 8 panels ran
-// ~10% slower than 32).
-constexpr int64_t kTileRows = 256;
+// Tiles of at most max_tile_rows rows and kTilePanels panels (A is packed once per tile and chunk:
+// wide tiles pack it fewer times; measured on 2048², 8 panels ran ~10% slower than 32).
 constexpr int64_t kTilePanels = 32;
 
 // The grid whose busiest thread costs least: it runs ceil(tiles / threads) tiles (a contiguous run
@@ -198,9 +220,9 @@ constexpr int64_t kTilePanels = 32;
 // panels on 2 threads splits its panels, 6 against 5 (cost 6·4·1.25 = 30), not its rows (2 · 11 ·
 // 1.5 = 33; measured: a 16-row product runs at ~60% of the FMA peak, a 32-row one at ~80–100%).
 // On a tie, fewer row tiles (each re-reads all of B), then fewer column tiles.
-inline Grid plan(int64_t m, int64_t mr, int64_t panels, int64_t threads) {
+inline Grid plan(int64_t m, int64_t mr, int64_t panels, int64_t threads, int64_t tile_rows) {
   const int64_t blocks = ceil_div(m, mr);
-  Grid best{ceil_div(m, kTileRows), ceil_div(panels, kTilePanels)};
+  Grid best{ceil_div(m, std::max(mr, tile_rows)), ceil_div(panels, kTilePanels)};
   double best_cost = 1e300;
   for (int64_t r = best.row_tiles; r <= blocks; ++r) {
     for (int64_t c = ceil_div(panels, kTilePanels); c <= panels; ++c) {
@@ -234,10 +256,11 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     epilogue(int64_t{0}, m, int64_t{0}, b.n());
     return;
   }
-  const int64_t kc_max = reduction_chunk(k);
+  const int64_t kc_max = reduction_chunk(k, max_chunk<T>(nr));
   // Work per tile, for the grain: a thread gets a tile unless the whole product is tiny.
   const int64_t work = m * b.n() * b.groups() * k;
-  const Grid grid = plan(m, mr, b.panels(), work < (int64_t{1} << 18) ? 1 : at::get_num_threads());
+  const Grid grid = plan(m, mr, b.panels(), work < (int64_t{1} << 18) ? 1 : at::get_num_threads(),
+                         max_tile_rows<T>(kc_max));
   const int64_t tiles = grid.row_tiles * grid.col_tiles;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     const int64_t rows_max = ceil_div(blocks, grid.row_tiles) * mr;
