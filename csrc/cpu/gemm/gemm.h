@@ -191,13 +191,19 @@ void pack_a(const Matrix<T>& a, int64_t i0, int64_t rows, int64_t t0, int64_t kc
     const T* src = a.data + r0 * a.rs + t0 * a.cs;
     if (a.rs <= a.cs) {  // columns contiguous (Aᵀ stored row-major): a block row is one run
       for (int64_t t = 0; t < kc; ++t) {
-        int64_t u = 0;
-        for (; u < n; ++u) out[t * mr + u] = src[t * a.cs + u * a.rs];
-        for (; u < mr; ++u) out[t * mr + u] = T(0);
+        const T* s = src + t * a.cs;
+        for (int64_t u = 0; u < n; ++u) out[t * mr + u] = s[u * a.rs];
+        for (int64_t u = n; u < mr; ++u) out[t * mr + u] = T(0);
       }
-    } else {
-      for (int64_t u = 0; u < mr; ++u) {
-        for (int64_t t = 0; t < kc; ++t) out[t * mr + u] = u < n ? src[u * a.rs + t * a.cs] : T(0);
+      continue;
+    }
+    if (n < mr) std::fill_n(out, kc * mr, T(0));
+    for (int64_t u = 0; u < n; ++u) {  // rows contiguous: one row of A at a time into its lane
+      const T* s = src + u * a.rs;
+      if (a.cs == 1) {
+        for (int64_t t = 0; t < kc; ++t) out[t * mr + u] = s[t];
+      } else {
+        for (int64_t t = 0; t < kc; ++t) out[t * mr + u] = s[t * a.cs];
       }
     }
   }
