@@ -263,33 +263,61 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     return;
   }
   const int64_t kc_max = reduction_chunk(k, max_chunk<T>(nr));
-  // Work per tile, for the grain: a thread gets a tile unless the whole product is tiny.
+  // A thread gets work unless the whole product is tiny.
   const int64_t work = m * b.n() * b.groups() * k;
-  const Grid grid = plan(m, mr, b.panels(), work < (int64_t{1} << 18) ? 1 : at::get_num_threads(),
-                         max_tile_rows<T>(kc_max));
-  const int64_t tiles = grid.row_tiles * grid.col_tiles;
-  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    const int64_t rows_max = ceil_div(blocks, grid.row_tiles) * mr;
-    Aligned<T> ap(rows_max * kc_max);
-    const std::vector<int64_t> offsets = steps(kc_max, nr);
+  const int64_t threads = work < (int64_t{1} << 18) ? 1 : at::get_num_threads();
+  const Grid grid = plan(m, mr, b.panels(), threads, max_tile_rows<T>(kc_max));
+  const std::vector<int64_t> offsets = steps(kc_max, nr);
+
+  // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the epilogue.
+  auto run_tile = [&](T* ap, int64_t i0, int64_t rows, int64_t p0, int64_t p1) {
+    for (int64_t t0 = 0; t0 < k; t0 += kc_max) {
+      const int64_t kc = std::min(kc_max, k - t0);
+      pack_a(a, i0, rows, t0, kc, mr, ap);
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t cols = std::min(nr, b.n() - p * nr);
+        for (int64_t g = 0; g < b.groups(); ++g) {
+          kern.run(ap, kc * mr, b.panel(g, p) + t0 * nr, offsets.data(), c + i0 * ldc + g * c_group + p * nr, ldc,
+                   rows, cols, kc, accumulate || t0 > 0);
+        }
+      }
+    }
+    epilogue(i0, rows, p0 * nr, std::min(b.n(), p1 * nr) - p0 * nr);
+  };
+
+  if (threads > 1 && grid.row_tiles == 1 && grid.col_tiles <= threads) {
+    // A small product, one tile per thread: the panels rarely divide evenly (an LSTM step of 4 row
+    // blocks × 11 panels on 2 threads: 24 calls against 20). So cut the (panel, row block) units,
+    // panel by panel, into equal runs instead: a run is a part of a panel, whole panels and a part
+    // of a panel (22 calls each).
+    const int64_t units = b.panels() * blocks;
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      Aligned<T> ap(blocks * mr * kc_max);
+      for (int64_t th = begin; th < end; ++th) {
+        for (int64_t q = slice(th, units, threads), q1 = slice(th + 1, units, threads); q < q1;) {
+          const int64_t p = q / blocks, rb = q % blocks;
+          if (rb > 0 || q1 - q < blocks) {  // row blocks [rb, rb1) of panel p
+            const int64_t rb1 = std::min(blocks, rb + (q1 - q));
+            run_tile(ap.data(), rb * mr, std::min(m, rb1 * mr) - rb * mr, p, p + 1);
+            q += rb1 - rb;
+          } else {  // whole panels
+            const int64_t p1 = p + (q1 - q) / blocks;
+            run_tile(ap.data(), 0, m, p, p1);
+            q = p1 * blocks;
+          }
+        }
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, grid.row_tiles * grid.col_tiles, 1, [&](int64_t begin, int64_t end) {
+    Aligned<T> ap(ceil_div(blocks, grid.row_tiles) * mr * kc_max);
     for (int64_t tile = begin; tile < end; ++tile) {
       // Column tiles outermost: consecutive tiles of one thread share their panels of B.
       const int64_t ct = tile / grid.row_tiles, rt = tile % grid.row_tiles;
       const int64_t i0 = slice(rt, blocks, grid.row_tiles) * mr;
-      const int64_t rows = std::min(m, slice(rt + 1, blocks, grid.row_tiles) * mr) - i0;
-      const int64_t p0 = slice(ct, b.panels(), grid.col_tiles), p1 = slice(ct + 1, b.panels(), grid.col_tiles);
-      for (int64_t t0 = 0; t0 < k; t0 += kc_max) {
-        const int64_t kc = std::min(kc_max, k - t0);
-        pack_a(a, i0, rows, t0, kc, mr, ap.data());
-        for (int64_t p = p0; p < p1; ++p) {
-          const int64_t cols = std::min(nr, b.n() - p * nr);
-          for (int64_t g = 0; g < b.groups(); ++g) {
-            kern.run(ap.data(), kc * mr, b.panel(g, p) + t0 * nr, offsets.data(), c + i0 * ldc + g * c_group + p * nr,
-                     ldc, rows, cols, kc, accumulate || t0 > 0);
-          }
-        }
-      }
-      epilogue(i0, rows, p0 * nr, std::min(b.n(), p1 * nr) - p0 * nr);
+      run_tile(ap.data(), i0, std::min(m, slice(rt + 1, blocks, grid.row_tiles) * mr) - i0,
+               slice(ct, b.panels(), grid.col_tiles), slice(ct + 1, b.panels(), grid.col_tiles));
     }
   });
 }
