@@ -11,10 +11,12 @@ from tests.conftest import assert_within_reduction_bound, run_with_isa
 ops = torch.ops.hotkernels
 
 # (m, k, n): one element; a batch of one against an LSTM's W_hhᵀ; ragged sizes that leave partial
-# row blocks and panels for every shape (1–4, 6, 8, 12 rows; 16–96 columns); more than one
-# reduction chunk (256) and row tile (256); an empty reduction (C = 0) and empty outputs.
+# row blocks and panels for every shape (1–4, 6, 8, 12 rows; 16–128 columns), split over threads
+# by (panel, row block) runs; more than one reduction chunk (<= 512 steps); several row tiles (600
+# rows of a 1100-step reduction: tiles hold at most half of L2 of A, 357 rows with a 1 MiB L2) on
+# the tile grid; an empty reduction (C = 0) and empty outputs.
 SHAPES = [(1, 1, 1), (1, 64, 200), (3, 5, 7), (37, 300, 97), (300, 513, 50), (13, 1000, 130), (257, 40, 33),
-          (6, 0, 9), (0, 4, 5), (4, 3, 0)]
+          (600, 1100, 70), (6, 0, 9), (0, 4, 5), (4, 3, 0)]
 
 
 def check_product(got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
