@@ -117,23 +117,6 @@ def test_cell_only_some_gradients(device):
     torch.testing.assert_close(ours.bias_ih.grad, ref.bias_ih.grad, **TOL[torch.float64])
 
 
-@pytest.mark.parametrize("wanted", [("w_hr",), ("hx",), ("input", "w_ih", "b_hh"), ("w_hh", "cx")])
-def test_layer_only_some_gradients_with_projection(device, wanted):
-    """The layer op with w_hr, gradients asked of only some arguments (the 6-entry output_mask):
-    those equal the ones computed with every gradient asked, the others stay None."""
-    names = ("input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
-    args = _layer_args(device, 4, 3, 5, 6, 2)
-    out, cs, _ = torch.ops.hotkernels.lstm_layer(*args, True)
-    cot = (torch.randn_like(out), torch.randn_like(cs))
-    full = dict(zip(names, torch.autograd.grad((out, cs), args, cot)))
-    some = [t.detach().requires_grad_(n in wanted) for n, t in zip(names, args)]
-    out, cs, _ = torch.ops.hotkernels.lstm_layer(*some, True)
-    got = torch.autograd.grad((out, cs), [t for t in some if t.requires_grad], cot)
-    assert len(got) == len(wanted)
-    for n, g in zip([n for n in names if n in wanted], got):
-        torch.testing.assert_close(g, full[n], **TOL[torch.float64], msg=lambda m: f"gradient of {n}: {m}")
-
-
 def test_cell_module_is_drop_in():
     torch.manual_seed(3)
     theirs = torch.nn.LSTMCell(10, 20)
@@ -350,6 +333,23 @@ def test_double_backward_path_matches_the_fused_backward(device, proj):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("wanted", [("w_hr",), ("hx",), ("input", "w_ih", "b_hh"), ("w_hh", "cx")])
+def test_layer_only_some_gradients_with_projection(device, wanted):
+    """The layer op with w_hr, gradients asked of only some arguments (the 6-entry output_mask):
+    those equal the ones computed with every gradient asked, the others stay None."""
+    names = ("input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+    args = _layer_args(device, 4, 3, 5, 6, 2)
+    out, cs, _ = torch.ops.hotkernels.lstm_layer(*args, True)
+    cot = (torch.randn_like(out), torch.randn_like(cs))
+    full = dict(zip(names, torch.autograd.grad((out, cs), args, cot)))
+    some = [t.detach().requires_grad_(n in wanted) for n, t in zip(names, args)]
+    out, cs, _ = torch.ops.hotkernels.lstm_layer(*some, True)
+    got = torch.autograd.grad((out, cs), [t for t in some if t.requires_grad], cot)
+    assert len(got) == len(wanted)
+    for n, g in zip([n for n in names if n in wanted], got):
+        torch.testing.assert_close(g, full[n], **TOL[torch.float64], msg=lambda m: f"gradient of {n}: {m}")
+
+
 def test_backward_ops_refuse_to_be_differentiated(device):
     # The backward ops have no derivative: a gradient through them must raise, not pass silently.
     B, I, H = 2, 3, 4
@@ -400,24 +400,27 @@ def test_opcheck(device):
 
 def test_torch_compile_inductor_matches_torch(device):
     """Inductor (torch.compile's default backend) around the cell and layer ops against torch's eager
-    LSTMCell and LSTM with the same weights (float64: a tight comparison): outputs and gradients of
-    the input and every weight."""
+    LSTMCell and LSTM (with and without proj_size) with the same weights (float64: a tight
+    comparison): outputs and gradients of the input and every weight."""
     torch.manual_seed(0)
     ref_cell, cell = _pair(torch.nn.LSTMCell(4, 6), hnn.LSTMCell, torch.float64, device, 4, 6)
     ref_rnn, rnn = _pair(torch.nn.LSTM(4, 6, 2, bidirectional=True, batch_first=True), hnn.LSTM, torch.float64, device,
                          4, 6, 2, bidirectional=True, batch_first=True)
-    names = [n for n, _ in ref_cell.named_parameters()], [n for n, _ in ref_rnn.named_parameters()]
+    ref_proj, proj = _pair(torch.nn.LSTM(4, 6, batch_first=True, proj_size=3), hnn.LSTM, torch.float64, device, 4, 6,
+                           batch_first=True, proj_size=3)
+    names = [[n for n, _ in m.named_parameters()] for m in (ref_cell, ref_rnn, ref_proj)]
 
-    def f(cell_module, rnn_module, x, *weights):
-        cw = dict(zip(names[0], weights[:4]))
-        rw = dict(zip(names[1], weights[4:]))
-        h, c = torch.func.functional_call(cell_module, cw, (x[:, 0],))
-        y, (hn, cn) = torch.func.functional_call(rnn_module, rw, (x,))
-        return h, c, y, hn, cn
+    def f(modules, x, *weights):
+        outs, k = [], 0
+        for m, n in zip(modules, names):
+            out = torch.func.functional_call(m, dict(zip(n, weights[k : k + len(n)])), (x[:, 0] if k == 0 else x,))
+            outs += [out[0], *out[1]] if k else list(out)
+            k += len(n)
+        return tuple(outs)
 
     x = torch.randn(3, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
-    weights = [p.detach().requires_grad_() for p in (*ref_cell.parameters(), *ref_rnn.parameters())]
-    check_inductor(lambda *a: f(cell, rnn, *a), lambda *a: f(ref_cell, ref_rnn, *a), [x, *weights],
+    weights = [p.detach().requires_grad_() for m in (ref_cell, ref_rnn, ref_proj) for p in m.parameters()]
+    check_inductor(lambda *a: f((cell, rnn, proj), *a), lambda *a: f((ref_cell, ref_rnn, ref_proj), *a), [x, *weights],
                    ["hotkernels.lstm_cell.default", "hotkernels.lstm_cell_backward.default",
                     "hotkernels.lstm_layer.default", "hotkernels.lstm_layer_backward.default"], **TOL[torch.float64])
 
@@ -430,6 +433,9 @@ def test_every_cpu_instruction_set(cpu_isa):
         "ref = torch.nn.LSTM(9, 21, 2); ours = hotkernels.nn.LSTM(9, 21, 2); ours.load_state_dict(ref.state_dict())\n"
         "x = torch.randn(4, 5, 9)\n"
         "check_float32(ref, ours, [x], lambda m, x: (m(x)[0],), 4 * 2 * (21 + 21 + 2), 4 * 2 * 84, 4 * 5)\n"
+        "ref = torch.nn.LSTM(9, 21, 2, proj_size=13); ours = hotkernels.nn.LSTM(9, 21, 2, proj_size=13)\n"
+        "ours.load_state_dict(ref.state_dict())\n"
+        "check_float32(ref, ours, [x], lambda m, x: (m(x)[0],), 4 * 2 * (13 + 13 + 2 + 21), 4 * 2 * (84 + 13), 4 * 5)\n"
     )
     run_with_isa(cpu_isa, code)
 
