@@ -14,16 +14,22 @@ TORCH_LIBRARY(hotkernels, m) {
   // lstm: python/hotkernels/ops/lstm.py. Forward returns the gate activations as a last output, saved
   // for backward; backward's output_mask says which of the gradients of (input, hx, w_ih, w_hh, bias)
   // to compute (the others come back empty); the bias gradient is that of b_ih and of b_hh.
+  // The layer ops take an optional projection w_hr [P, H] (torch's LSTM with proj_size P): the
+  // state h = (o ⊙ tanh(c))·W_hrᵀ then has P features (hx [B, P], w_hh [4H, P], output [T, B, P])
+  // while c keeps H (cx [B, H], cs [T, B, H]). lstm_layer_backward's mask has a 6th entry, for
+  // w_hr, and a 7th output, grad_w_hr: empty when w_hr is None or that entry is false. Backward
+  // recomputes the unprojected o ⊙ tanh(c) from the saved gates and cs (nothing more is saved).
   m.def("lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
         "-> (Tensor hy, Tensor cy, Tensor gates)", pt2);
   m.def("lstm_cell_backward(Tensor grad_hy, Tensor grad_cy, Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
         "Tensor w_hh, Tensor cy, Tensor gates, bool[5] output_mask) -> (Tensor grad_input, Tensor grad_hx, "
         "Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)", pt2);
   m.def("lstm_layer(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-        "bool reverse) -> (Tensor output, Tensor cs, Tensor gates)", pt2);
+        "Tensor? w_hr, bool reverse) -> (Tensor output, Tensor cs, Tensor gates)", pt2);
   m.def("lstm_layer_backward(Tensor grad_output, Tensor grad_cs, Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
-        "Tensor w_hh, Tensor output, Tensor cs, Tensor gates, bool reverse, bool[5] output_mask) -> (Tensor grad_input, "
-        "Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)", pt2);
+        "Tensor w_hh, Tensor output, Tensor cs, Tensor gates, Tensor? w_hr, bool reverse, bool[6] output_mask) -> "
+        "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, "
+        "Tensor grad_w_hr)", pt2);
 
   // gemm: python/hotkernels/ops/gemm.py. The CPU GEMM core's product (CPU only: CUDA has cuBLAS), and
   // the floor it is held to: the FLOPs of a register-only FMA loop of one instruction set on every

@@ -137,6 +137,11 @@ LSTM_CONFIGS = [
     dict(num_layers=2, bias=False),
     dict(num_layers=2, bidirectional=True),
     dict(num_layers=3, batch_first=True, bidirectional=True),
+    # proj_size (hidden 7): h = W_hr(o ⊙ tanh(c)) has proj_size features, c keeps hidden_size.
+    dict(num_layers=1, proj_size=3),
+    dict(num_layers=2, bias=False, proj_size=4),
+    dict(num_layers=2, bidirectional=True, proj_size=3),
+    dict(num_layers=2, batch_first=True, bidirectional=True, proj_size=5),
 ]
 
 
@@ -148,33 +153,37 @@ def test_lstm_matches_torch(device, dtype, config, with_state):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_lstm_on_every_path_of_the_gemm_core(device, dtype):
+@pytest.mark.parametrize("proj_size", [0, 48])
+def test_lstm_on_every_path_of_the_gemm_core(device, dtype, proj_size):
     """Sizes past the GEMM core's blocks (csrc/cpu/gemm/gemm.h): T·B = 333 rows of input projection
     (two row tiles of 256), 4·H = 320 (two reduction chunks of backward's steps), a batch of 37
     (partial row blocks of every micro-kernel), H = 80 (partial panels), steps big enough to be
-    split over threads."""
-    check_lstm(device, dtype, dict(num_layers=2, bidirectional=True), True, 9, 37, 70, 80)
+    split over threads; with proj_size 48, the projection's GEMMs (P = 48 columns forward, H = 80
+    columns with the pointwise backward as epilogue) too."""
+    check_lstm(device, dtype, dict(num_layers=2, bidirectional=True, proj_size=proj_size), True, 9, 37, 70, 80)
 
 
 def check_lstm(device, dtype, config, with_state, T, B, I, H):
     ref, ours = _pair(torch.nn.LSTM(I, H, **config), hnn.LSTM, dtype, device, I, H, **config)
     x = _state(*((B, T, I) if config.get("batch_first") else (T, B, I)), dtype=dtype, device=device)
     L = config["num_layers"] * (2 if config.get("bidirectional") else 1)
-    state = (_state(L, B, H, dtype=dtype, device=device), _state(L, B, H, dtype=dtype, device=device))
+    P = config.get("proj_size", 0) or H  # the features of h
+    state = (_state(L, B, P, dtype=dtype, device=device), _state(L, B, H, dtype=dtype, device=device))
     inputs = (x, *state) if with_state else (x,)
     hx = state if with_state else None
     if dtype == torch.float32:
-        # Compounded over the steps and layers: each gate sums a layer's input (I, or 2·H from a
-        # bidirectional layer below), H and two biases; input gradients 4·H per direction; weight
-        # gradients the T·B steps.
+        # Compounded over the steps and layers: each gate sums a layer's input (I, or 2·P from a
+        # bidirectional layer below), P and two biases, a projected h the H of r; input gradients
+        # 4·H per direction (and P more through the projection); weight gradients the T·B steps.
         layers, dirs = config["num_layers"], 2 if config.get("bidirectional") else 1
-        r_out = T * layers * (max(I, dirs * H) + H + 2)
+        proj = H if P != H else 0
+        r_out = T * layers * (max(I, dirs * P) + P + 2 + proj)
 
         def run(m, x, *state):
             y, (h, c) = m(x, tuple(state) if state else None)
             return y, h, c
 
-        check_float32(ref, ours, list(inputs), run, r_out, T * layers * 4 * H * dirs, T * B)
+        check_float32(ref, ours, list(inputs), run, r_out, T * layers * (4 * H + proj) * dirs, T * B)
         return
     yr, (hr, cr) = ref(x, hx)
     yo, (ho, co) = ours(x, hx)
@@ -188,11 +197,13 @@ def check_lstm(device, dtype, config, with_state, T, B, I, H):
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_lstm_unbatched(device, batch_first):
-    ref, ours = _pair(torch.nn.LSTM(4, 5, 2, batch_first=batch_first), hnn.LSTM, torch.float64, device, 4, 5, 2,
-                      batch_first=batch_first)
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_lstm_unbatched(device, batch_first, proj_size):
+    ref, ours = _pair(torch.nn.LSTM(4, 5, 2, batch_first=batch_first, proj_size=proj_size), hnn.LSTM, torch.float64,
+                      device, 4, 5, 2, batch_first=batch_first, proj_size=proj_size)
     x = torch.randn(7, 4, dtype=torch.float64, device=device)
-    hx = (torch.randn(2, 5, dtype=torch.float64, device=device), torch.randn(2, 5, dtype=torch.float64, device=device))
+    hx = (torch.randn(2, proj_size or 5, dtype=torch.float64, device=device),
+          torch.randn(2, 5, dtype=torch.float64, device=device))
     for state in (None, hx):
         yr, (hr, cr) = ref(x, state)
         yo, (ho, co) = ours(x, state)
@@ -229,12 +240,35 @@ def test_lstm_module_is_drop_in():
     theirs.load_state_dict(hnn.LSTM(**config).state_dict())
 
 
+def test_lstm_with_projections_is_drop_in():
+    """proj_size: the same parameters as torch's (weight_hr_l{k}[_reverse] after the biases, in
+    _flat_weights' order too), initialised alike, h_0 of zeros with proj_size features."""
+    config = dict(input_size=3, hidden_size=6, num_layers=2, bidirectional=True, proj_size=4)
+    torch.manual_seed(5)
+    theirs = torch.nn.LSTM(**config)
+    torch.manual_seed(5)
+    ours = hnn.LSTM(**config)
+    assert repr(ours) == repr(theirs) and hnn.LSTM.unsupported(theirs) is None
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert ours._flat_weights_names == theirs._flat_weights_names
+    assert ours._flat_weights_names[:5] == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_hr_l0"]
+    assert ours.weight_hr_l1_reverse.shape == (4, 6) and ours.weight_hh_l1.shape == (24, 4)
+    assert ours.weight_ih_l1.shape == (24, 8)  # the layer below's two directions of proj_size
+    for k, v in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[k], v), f"{k} initialised differently"
+    y, (h, c) = ours(torch.randn(5, 2, 3))
+    assert y.shape == (5, 2, 8) and h.shape == (4, 2, 4) and c.shape == (4, 2, 6)
+    nobias = hnn.LSTM(3, 6, proj_size=2, bias=False)
+    assert nobias._flat_weights_names == ["weight_ih_l0", "weight_hh_l0", "weight_hr_l0"]
+
+
 # ---- gradcheck, opcheck, torch.compile ----------------------------------------------------------
 
 
-def _params(device, I, H, requires_grad=True):
+def _params(device, I, H, requires_grad=True, P=None):
+    """w_ih, w_hh, b_ih, b_hh of a cell or layer (w_hh [4H, P] with a projection to P features)."""
     return [torch.randn(*s, dtype=torch.float64, device=device, requires_grad=requires_grad)
-            for s in ((4 * H, I), (4 * H, H), (4 * H,), (4 * H,))]
+            for s in ((4 * H, I), (4 * H, P or H), (4 * H,), (4 * H,))]
 
 
 def test_gradcheck_and_gradgradcheck_cell(device):
@@ -246,35 +280,49 @@ def test_gradcheck_and_gradgradcheck_cell(device):
     assert torch.autograd.gradgradcheck(cell, args)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_gradcheck_and_gradgradcheck_layer(device, reverse):
-    T, B, I, H = 3, 2, 3, 2
+def _layer_args(device, T, B, I, H, P=None):
+    """(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr) of the layer op, float64, all requiring grad;
+    w_hr [P, H] with a projection, else None."""
     x = torch.randn(T, B, I, dtype=torch.float64, device=device, requires_grad=True)
-    h, c = (torch.randn(B, H, dtype=torch.float64, device=device, requires_grad=True) for _ in range(2))
-    args = (x, h, c, *_params(device, I, H))
+    h = torch.randn(B, P or H, dtype=torch.float64, device=device, requires_grad=True)
+    c = torch.randn(B, H, dtype=torch.float64, device=device, requires_grad=True)
+    w_hr = torch.randn(P, H, dtype=torch.float64, device=device, requires_grad=True) if P else None
+    return (x, h, c, *_params(device, I, H, P=P), w_hr)
 
-    def layer(x, h, c, *w):
-        out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h, c, *w, reverse)
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj", [None, 2], ids=["no-proj", "proj"])
+def test_gradcheck_and_gradgradcheck_layer(device, reverse, proj):
+    T, B, I, H = 3, 2, 3, 3 if proj else 2
+    args = _layer_args(device, T, B, I, H, proj)
+    if proj is None:
+        args = args[:-1]
+
+    def layer(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
+        out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
         return out, cs
 
     assert torch.autograd.gradcheck(layer, args)
     assert torch.autograd.gradgradcheck(layer, args)
 
 
-def test_double_backward_path_matches_the_fused_backward(device):
+@pytest.mark.parametrize("proj", [None, 4], ids=["no-proj", "proj"])
+def test_double_backward_path_matches_the_fused_backward(device, proj):
     # gradgradcheck above checks the create_graph=True path against itself; here its first-order
-    # gradients must equal the fused backward ops' (gate order, biases, direction).
+    # gradients must equal the fused backward ops' (gate order, biases, direction, projection).
     T, B, I, H = 4, 3, 5, 6
-    x = torch.randn(T, B, I, dtype=torch.float64, device=device, requires_grad=True)
-    h, c = (torch.randn(B, H, dtype=torch.float64, device=device, requires_grad=True) for _ in range(2))
-    args = (x, h, c, *_params(device, I, H))
+    layer_args = _layer_args(device, T, B, I, H, proj)
+    args = layer_args if proj else layer_args[:-1]
     for reverse in (False, True):
-        out, cs, _ = torch.ops.hotkernels.lstm_layer(*args, reverse)
+        out, cs, _ = torch.ops.hotkernels.lstm_layer(*layer_args, reverse)
         grads = (torch.randn_like(out), torch.randn_like(cs))
         fused = torch.autograd.grad((out, cs), args, grads, retain_graph=True)
         composite = torch.autograd.grad((out, cs), args, grads, create_graph=True)
         for a, b in zip(fused, composite):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    if proj:
+        return  # the cell has no projection
+    x, h, c = args[:3]
     hy, cy = HF.lstm_cell(x[0], (h, c), *args[3:])
     grads = (torch.randn_like(hy), torch.randn_like(cy))
     fused = torch.autograd.grad((hy, cy), args, grads, retain_graph=True, allow_unused=True)
@@ -283,6 +331,23 @@ def test_double_backward_path_matches_the_fused_backward(device):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("wanted", [("w_hr",), ("hx",), ("input", "w_ih", "b_hh"), ("w_hh", "cx")])
+def test_layer_only_some_gradients_with_projection(device, wanted):
+    """The layer op with w_hr, gradients asked of only some arguments (the 6-entry output_mask):
+    those equal the ones computed with every gradient asked, the others stay None."""
+    names = ("input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+    args = _layer_args(device, 4, 3, 5, 6, 2)
+    out, cs, _ = torch.ops.hotkernels.lstm_layer(*args, True)
+    cot = (torch.randn_like(out), torch.randn_like(cs))
+    full = dict(zip(names, torch.autograd.grad((out, cs), args, cot)))
+    some = [t.detach().requires_grad_(n in wanted) for n, t in zip(names, args)]
+    out, cs, _ = torch.ops.hotkernels.lstm_layer(*some, True)
+    got = torch.autograd.grad((out, cs), [t for t in some if t.requires_grad], cot)
+    assert len(got) == len(wanted)
+    for n, g in zip([n for n in names if n in wanted], got):
+        torch.testing.assert_close(g, full[n], **TOL[torch.float64], msg=lambda m: f"gradient of {n}: {m}")
 
 
 def test_backward_ops_refuse_to_be_differentiated(device):
@@ -305,40 +370,57 @@ def test_opcheck(device):
     xs = torch.randn(T, B, I, device=device, requires_grad=True)
     torch.library.opcheck(torch.ops.hotkernels.lstm_cell.default, (x, h, c, *w))
     torch.library.opcheck(torch.ops.hotkernels.lstm_cell.default, (x.detach(), h, c, w[0], w[1], None, None))
-    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default, (xs, h, c, *w, True))
-    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default, (xs.detach(), h, c, w[0], w[1], None, w[3], False))
-    x, h, c, xs = (t.detach() for t in (x, h, c, xs))
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default, (xs, h, c, *w, None, True))
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default,
+                          (xs.detach(), h, c, w[0], w[1], None, w[3], None, False))
+    # With a projection to P = 2 features: hx [B, P], w_hh [4H, P], w_hr [P, H].
+    P = 2
+    hp = torch.randn(B, P, device=device, requires_grad=True)
+    w_hh_p = torch.randn(4 * H, P, device=device, requires_grad=True)
+    w_hr = torch.randn(P, H, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default, (xs, hp, c, w[0], w_hh_p, w[2], w[3], w_hr, False))
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default,
+                          (xs.detach(), hp, c.detach(), w[0].detach(), w_hh_p, None, None, w_hr, True))
+    x, h, c, xs, hp, w_hh_p, w_hr = (t.detach() for t in (x, h, c, xs, hp, w_hh_p, w_hr))
     w = [t.detach() for t in w]
     hy, cy, gates = torch.ops.hotkernels.lstm_cell(x, h, c, *w)
     mask = [False, True, False, True, False]
     torch.library.opcheck(torch.ops.hotkernels.lstm_cell_backward.default,
                           (torch.randn_like(hy), torch.randn_like(cy), x, h, c, w[0], w[1], cy, gates, mask))
-    out, cs, gates = torch.ops.hotkernels.lstm_layer(xs, h, c, *w, True)
+    out, cs, gates = torch.ops.hotkernels.lstm_layer(xs, h, c, *w, None, True)
     torch.library.opcheck(torch.ops.hotkernels.lstm_layer_backward.default,
-                          (torch.randn_like(out), torch.randn_like(cs), xs, h, c, w[0], w[1], out, cs, gates, True,
-                           [True] * 5))
+                          (torch.randn_like(out), torch.randn_like(cs), xs, h, c, w[0], w[1], out, cs, gates, None,
+                           True, [True] * 6))
+    out, cs, gates = torch.ops.hotkernels.lstm_layer(xs, hp, c, w[0], w_hh_p, w[2], w[3], w_hr, False)
+    for mask in ([True] * 6, [False, True, False, False, True, True], [True, False, True, True, False, False]):
+        torch.library.opcheck(torch.ops.hotkernels.lstm_layer_backward.default,
+                              (torch.randn_like(out), torch.randn_like(cs), xs, hp, c, w[0], w_hh_p, out, cs, gates,
+                               w_hr, False, mask))
 
 
 def test_torch_compile_inductor_matches_torch(device):
     """Inductor (torch.compile's default backend) around the cell and layer ops against torch's eager
-    LSTMCell and LSTM with the same weights (float64: a tight comparison): outputs and gradients of
-    the input and every weight."""
+    LSTMCell and LSTM (with and without proj_size) with the same weights (float64: a tight
+    comparison): outputs and gradients of the input and every weight."""
     torch.manual_seed(0)
     ref_cell, cell = _pair(torch.nn.LSTMCell(4, 6), hnn.LSTMCell, torch.float64, device, 4, 6)
     ref_rnn, rnn = _pair(torch.nn.LSTM(4, 6, 2, bidirectional=True, batch_first=True), hnn.LSTM, torch.float64, device,
                          4, 6, 2, bidirectional=True, batch_first=True)
-    names = [n for n, _ in ref_cell.named_parameters()], [n for n, _ in ref_rnn.named_parameters()]
+    ref_proj, proj = _pair(torch.nn.LSTM(4, 6, batch_first=True, proj_size=3), hnn.LSTM, torch.float64, device, 4, 6,
+                           batch_first=True, proj_size=3)
+    names = [[n for n, _ in m.named_parameters()] for m in (ref_cell, ref_rnn, ref_proj)]
 
-    def f(cell_module, rnn_module, x, *weights):
-        cw = dict(zip(names[0], weights[:4]))
-        rw = dict(zip(names[1], weights[4:]))
-        h, c = torch.func.functional_call(cell_module, cw, (x[:, 0],))
-        y, (hn, cn) = torch.func.functional_call(rnn_module, rw, (x,))
-        return h, c, y, hn, cn
+    def f(modules, x, *weights):
+        outs, k = [], 0
+        for m, n in zip(modules, names):
+            out = torch.func.functional_call(m, dict(zip(n, weights[k : k + len(n)])), (x[:, 0] if k == 0 else x,))
+            outs += [out[0], *out[1]] if k else list(out)
+            k += len(n)
+        return tuple(outs)
 
     x = torch.randn(3, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
-    weights = [p.detach().requires_grad_() for p in (*ref_cell.parameters(), *ref_rnn.parameters())]
-    check_inductor(lambda *a: f(cell, rnn, *a), lambda *a: f(ref_cell, ref_rnn, *a), [x, *weights],
+    weights = [p.detach().requires_grad_() for m in (ref_cell, ref_rnn, ref_proj) for p in m.parameters()]
+    check_inductor(lambda *a: f((cell, rnn, proj), *a), lambda *a: f((ref_cell, ref_rnn, ref_proj), *a), [x, *weights],
                    ["hotkernels.lstm_cell.default", "hotkernels.lstm_cell_backward.default",
                     "hotkernels.lstm_layer.default", "hotkernels.lstm_layer_backward.default"], **TOL[torch.float64])
 
@@ -351,6 +433,9 @@ def test_every_cpu_instruction_set(cpu_isa):
         "ref = torch.nn.LSTM(9, 21, 2); ours = hotkernels.nn.LSTM(9, 21, 2); ours.load_state_dict(ref.state_dict())\n"
         "x = torch.randn(4, 5, 9)\n"
         "check_float32(ref, ours, [x], lambda m, x: (m(x)[0],), 4 * 2 * (21 + 21 + 2), 4 * 2 * 84, 4 * 5)\n"
+        "ref = torch.nn.LSTM(9, 21, 2, proj_size=13); ours = hotkernels.nn.LSTM(9, 21, 2, proj_size=13)\n"
+        "ours.load_state_dict(ref.state_dict())\n"
+        "check_float32(ref, ours, [x], lambda m, x: (m(x)[0],), 4 * 2 * (13 + 13 + 2 + 21), 4 * 2 * (84 + 13), 4 * 5)\n"
     )
     run_with_isa(cpu_isa, code)
 
@@ -439,8 +524,11 @@ def test_half_types_refused_on_cpu():
 
 
 def test_lstm_rejects_bad_input(device):
-    with pytest.raises(ValueError, match=r"hotkernels.nn.LSTM: proj_size must be 0"):
-        hnn.LSTM(4, 6, proj_size=3)
+    with pytest.raises(ValueError, match=r"proj_size has to be smaller than hidden_size"):  # torch's own check
+        hnn.LSTM(4, 6, proj_size=6)
+    with pytest.raises(RuntimeError, match=r"Expected hidden\[0\] size \(1, 2, 3\), got \[1, 2, 6\]"):
+        h = torch.zeros(1, 2, 6, device=device)  # torch's check of h_0 (proj_size features)
+        hnn.LSTM(4, 6, proj_size=3).to(device)(torch.randn(5, 2, 4, device=device), (h, h))
     rnn = hnn.LSTM(4, 6, 2).to(device)
     x = torch.randn(5, 2, 4, device=device)
     with pytest.raises(RuntimeError, match=r"input.size\(-1\) must be equal to input_size"):
@@ -451,17 +539,47 @@ def test_lstm_rejects_bad_input(device):
         rnn(x[None])
     h = torch.zeros(2, 6, device=device)
     with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'input' to have at least one time step"):
-        torch.ops.hotkernels.lstm_layer(x[:0], h, h, *rnn._flat_weights[:4], False)
+        torch.ops.hotkernels.lstm_layer(x[:0], h, h, *rnn._flat_weights[:4], None, False)
     with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'input' to be 3-D"):
-        torch.ops.hotkernels.lstm_layer(x[0], h, h, *rnn._flat_weights[:4], False)
+        torch.ops.hotkernels.lstm_layer(x[0], h, h, *rnn._flat_weights[:4], None, False)
+
+
+def test_layer_with_projection_rejects_bad_input(device):
+    w_ih, w_hh, b_ih, b_hh, w_hr = (p.detach() for p in torch.nn.LSTM(4, 6, proj_size=3).to(device)._flat_weights)
+    x = torch.randn(5, 2, 4, device=device)
+    hp, c = torch.zeros(2, 3, device=device), torch.zeros(2, 6, device=device)
+    op = torch.ops.hotkernels.lstm_layer
+    out, cs, gates = op(x, hp, c, w_ih, w_hh, b_ih, b_hh, w_hr, False)
+    assert out.shape == (5, 2, 3) and cs.shape == (5, 2, 6)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'w_hr' of shape \[3, 6\] "
+                                           r"\(proj_size, hidden_size\), but got \[3, 5\]"):
+        op(x, hp, c, w_ih, w_hh, b_ih, b_hh, w_hr[:, :5], False)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'w_hr' of shape \[3, 6\]"):
+        op(x, hp, c, w_ih, w_hh, b_ih, b_hh, w_hr.T.contiguous()[:3], False)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'w_hr' to have dtype Double"):
+        op(x.double(), hp.double(), c.double(), w_ih.double(), w_hh.double(), None, None, w_hr, False)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'w_hh' of shape \[24, 3\] "
+                                           r"\(4\*hidden_size, proj_size\)"):
+        op(x, hp, c, w_ih, torch.randn(24, 6, device=device), b_ih, b_hh, w_hr, False)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer: expected 'w_hh' of shape \[24, 6\]"):
+        op(x, c, c, w_ih, w_hh, b_ih, b_hh, None, False)  # w_hh [4H, P] without w_hr
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer_backward: expected 'w_hr' of shape \[3, 6\]"):
+        torch.ops.hotkernels.lstm_layer_backward(out, cs, x, hp, c, w_ih, w_hh, out, cs, gates, w_hr[:2], False,
+                                                 [True] * 6)
+    with pytest.raises(RuntimeError, match=r"hotkernels.lstm_layer_backward: expected 'grad_output' of shape "
+                                           r"\[5, 2, 3\] \(seq_len, batch, proj_size\)"):
+        torch.ops.hotkernels.lstm_layer_backward(cs, cs, x, hp, c, w_ih, w_hh, out, cs, gates, w_hr, False,
+                                                 [True] * 6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cpu_path_calls_no_torch_gemm(dtype):
-    """The CPU LSTM runs on our GEMM core: a profile of LSTMCell and nn.LSTM, forward and backward,
-    holds our ops and no aten::mm, addmm or matmul (what the GEMMs went through before)."""
+    """The CPU LSTM runs on our GEMM core: a profile of LSTMCell and nn.LSTM (with and without
+    proj_size), forward and backward, holds our ops and no aten::mm, addmm or matmul (what the GEMMs
+    went through before)."""
     cell = hnn.LSTMCell(6, 8).to(dtype)
     rnn = hnn.LSTM(6, 8, num_layers=2, bidirectional=True).to(dtype)
+    projected = hnn.LSTM(6, 8, num_layers=2, bidirectional=True, proj_size=5).to(dtype)
     x = torch.randn(4, 6, dtype=dtype, requires_grad=True)
     xs = torch.randn(5, 4, 6, dtype=dtype, requires_grad=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -469,6 +587,9 @@ def test_cpu_path_calls_no_torch_gemm(dtype):
         (h.sum() + c.sum()).backward()
         y, _ = rnn(xs)
         y.sum().backward()
+        y, (h, c) = projected(xs)
+        (y.sum() + h.sum() + c.sum()).backward()
+    assert all(p.grad is not None for p in projected.parameters())
     names = {e.key for e in prof.key_averages()}
     for op in ("lstm_cell", "lstm_cell_backward", "lstm_layer", "lstm_layer_backward"):
         assert f"hotkernels::{op}" in names, (op, sorted(names))

@@ -1,6 +1,7 @@
 """hotkernels.nn.LSTM over packed sequences against torch.nn.LSTM (same state_dict): the packed
 output, h_n and c_n at each sequence's own last step, gradients of the input, h_0, c_0 and every
-weight; sorted and unsorted batches, both directions, several layers, dropout between layers."""
+weight; sorted and unsorted batches, both directions, several layers, projections (proj_size),
+dropout between layers."""
 
 import pytest
 import torch
@@ -21,6 +22,9 @@ CONFIGS = [
     dict(num_layers=2),
     dict(num_layers=1, bidirectional=True),
     dict(num_layers=2, bidirectional=True),
+    # h = W_hr(o ⊙ tanh(c)) of proj_size features (h_0, h_n), c of H.
+    dict(num_layers=2, proj_size=4),
+    dict(num_layers=2, bidirectional=True, proj_size=3),
 ]
 
 
@@ -50,21 +54,24 @@ def test_packed_matches_torch(device, dtype, lengths, enforce_sorted, config, wi
     T, B = max(lengths), len(lengths)
     ref, ours = _pair(torch.nn.LSTM(I, H, **config), hnn.LSTM, dtype, device, I, H, **config)
     layers, dirs = config["num_layers"], 2 if config.get("bidirectional") else 1
+    P = config.get("proj_size", 0) or H  # the features of h
     x = _state(T, B, I, dtype=dtype, device=device)
-    state = (_state(layers * dirs, B, H, dtype=dtype, device=device),
+    state = (_state(layers * dirs, B, P, dtype=dtype, device=device),
              _state(layers * dirs, B, H, dtype=dtype, device=device))
     inputs = [x, *state] if with_state else [x]
     run = _packing(lengths, enforce_sorted)
     if dtype == torch.float32:
         # As tests/test_lstm.py's test_lstm_matches_torch: outputs compound every layer's gate sums
-        # over the steps; input gradients 4·H per direction; weight gradients the T·B steps.
-        r_out = T * layers * (max(I, dirs * H) + H + 2)
+        # (and projections) over the steps; input gradients 4·H (+ P) per direction; weight
+        # gradients the T·B steps.
+        proj = H if P != H else 0
+        r_out = T * layers * (max(I, dirs * P) + P + 2 + proj)
 
         def run_data(module, *ins):
             y, h, c = run(module, *ins)
             return y.data, h, c
 
-        check_float32(ref, ours, inputs, run_data, r_out, T * layers * 4 * H * dirs, T * B)
+        check_float32(ref, ours, inputs, run_data, r_out, T * layers * (4 * H + proj) * dirs, T * B)
         return
     (yr, hr, cr), (yo, ho, co) = run(ref, *inputs), run(ours, *inputs)
     assert isinstance(yo, PackedSequence)
@@ -114,6 +121,19 @@ def test_packed_dropout_between_layers(device):
     # The first layer sees no dropout: its h_n is the same in training and evaluation.
     torch.testing.assert_close(a[1][0], c[1][0], **TOL[torch.float64])
     assert not torch.allclose(a[1][1], c[1][1])
+
+
+def test_packed_with_projections_and_dropout(device):
+    """proj_size with dropout between layers (p = 1: deterministic) over an unsorted packed batch."""
+    config = dict(num_layers=2, bidirectional=True, proj_size=4, dropout=1.0)
+    ref, ours = _pair(torch.nn.LSTM(I, H, **config), hnn.LSTM, torch.float64, device, I, H, **config)
+    run = _packing(LENGTHS["mixed"], enforce_sorted=False)
+    x = torch.randn(5, 4, I, dtype=torch.float64, device=device)
+    for training in (True, False):
+        (yr, hr, cr), (yo, ho, co) = run(ref.train(training), x), run(ours.train(training), x)
+        assert yo.data.shape == (sum(LENGTHS["mixed"]), 8) and ho.shape == (4, 4, 4) and co.shape == (4, 4, H)
+        for got, want in ((yo.data, yr.data), (ho, hr), (co, cr)):
+            torch.testing.assert_close(got, want, **TOL[torch.float64])
 
 
 def test_packed_rejects_bad_state(device):

@@ -298,7 +298,7 @@ def test_lstm_layer_float32(steps, batch, input_size, bias, reverse):
     weights = [p.detach() for p in ref.parameters()] + ([] if bias else [None, None])
 
     def ours(x, h, c, *w):
-        out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h, c, *w, reverse)
+        out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h, c, *w, None, reverse)
         return out, cs
 
     def theirs(x, h, c, *w):

@@ -9,14 +9,24 @@
 // Backward through time: W_hh is packed once; step t's GEMM dh = grad_output(t) + dgates(t+1)·W_hh
 // has as its epilogue the pointwise backward of step t (dgates(t) and dc for the tile's units).
 // The weight gradients are one GEMM each over all steps.
+//
+// With a projection (w_hr [P, H], torch's proj_size): the forward epilogue writes r = o ⊙ tanh(c)
+// to a scratch [B, H] instead of the output, and h(t) = r·W_hrᵀ (W_hrᵀ packed once per call) goes
+// to output[t]; h [B, P] feeds the next step's GEMM (W_hhᵀ is then P × 4H). Backward: dh(t) [B, P]
+// = grad_output(t) + dgates(t+1)·W_hh is a plain GEMM kept for every step; dr(t) = dh(t)·W_hr
+// [B, H] (W_hr packed once) has the pointwise backward of step t as its epilogue (dr as its dh);
+// grad W_hr = Σ_t dh(t)ᵀ·r(t), with r recomputed from the saved gates (o) and cs.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/tanh.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
 #include <type_traits>
 
 #include "cpu/gemm/gemm.h"
@@ -32,6 +42,7 @@ using lstm::Mask;
 using lstm::OptTensor;
 using lstm::Tensors3;
 using lstm::Tensors6;
+using lstm::Tensors7;
 
 // Rows per task of a pointwise pass run on its own (not as an epilogue): about 8k elements, five
 // exponentials each forward, so a task is tens of microseconds; small batches stay on one thread.
@@ -57,12 +68,21 @@ Matrix<T> matrix(const at::Tensor& t) {
   return {t.const_data_ptr<T>(), t.size(0), t.size(1), t.stride(0), t.stride(1)};
 }
 
-// W_hhᵀ (H × 4H) packed for the steps' GEMMs (B rows each), one column group per gate.
+// W_hhᵀ (H × 4H, or P × 4H with a projection) packed for the steps' GEMMs (B rows each), one
+// column group of H per gate.
 template <class T>
 PackedB<T> pack_recurrent(const at::Tensor& w_hh, int64_t batch) {
-  const int64_t hidden = w_hh.size(1);
+  const int64_t hidden = w_hh.size(0) / 4;
   return PackedB<T>(matrix<T>(w_hh).t(), 4, gemm::least_padding<T>(batch, hidden));
 }
+
+// b (k × n) packed for products of `rows` rows: one group.
+template <class T>
+PackedB<T> pack(const Matrix<T>& b, int64_t rows) {
+  return PackedB<T>(b, 1, gemm::least_padding<T>(rows, b.cols));
+}
+
+constexpr auto no_epilogue = [](int64_t, int64_t, int64_t, int64_t) {};
 
 // out (m × n, contiguous) = a·b, on freshly packed b.
 template <class T>
@@ -144,83 +164,115 @@ Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, con
 }
 
 Tensors3 layer_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
-                       const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse) {
-  const lstm::Dims d = lstm::check_args("lstm_layer", false, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3);
-  const int64_t T = input.size(0), B = d.batch, H = d.hidden;
+                       const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+                       bool reverse) {
+  const lstm::Dims d = lstm::check_args("lstm_layer", false, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
+  const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
   TORCH_CHECK(T > 0, "hotkernels.lstm_layer: expected 'input' to have at least one time step, but got shape ",
               input.sizes());
   const at::Tensor bias = lstm::combined_bias(b_ih, b_hh, input.scalar_type()), cx_c = cx.contiguous();
   at::Tensor gates = at::empty({T, B, 4 * H}, input.options());
-  at::Tensor output = at::empty({T, B, H}, input.options()), cs = at::empty({T, B, H}, input.options());
+  at::Tensor output = at::empty({T, B, P}, input.options()), cs = at::empty({T, B, H}, input.options());
+  // With a projection: the unprojected r = o ⊙ tanh(c) of the step being computed.
+  at::Tensor r = w_hr ? at::empty({B, H}, input.options()) : at::Tensor();
   dispatch(input, [&]<class S>() {
     gemm::multiply(matrix<S>(input.reshape({T * B, d.input})), matrix<S>(w_ih).t(), gates.mutable_data_ptr<S>(),
                    4 * H, false);
     const PackedB<S> w_hh_t = pack_recurrent<S>(w_hh, B);
+    const std::optional<PackedB<S>> w_hr_t = w_hr ? std::optional(pack(matrix<S>(*w_hr).t(), B)) : std::nullopt;
     Matrix<S> h_prev = matrix<S>(hx);
     const S* c_prev = cx_c.const_data_ptr<S>();
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = reverse ? T - 1 - s : s;
-      S* h = output.mutable_data_ptr<S>() + t * B * H;
+      S* h = output.mutable_data_ptr<S>() + t * B * P;
       S* c = cs.mutable_data_ptr<S>() + t * B * H;
+      S* pointwise_h = w_hr ? r.mutable_data_ptr<S>() : h;
       forward_step(h_prev, w_hh_t,
-                   LstmForwardArgs<S>{gates.mutable_data_ptr<S>() + t * B * 4 * H, ptr_or_null<S>(bias), c_prev, h, c, H});
-      h_prev = Matrix<S>{h, B, H, H, 1};
+                   LstmForwardArgs<S>{gates.mutable_data_ptr<S>() + t * B * 4 * H, ptr_or_null<S>(bias), c_prev,
+                                      pointwise_h, c, H});
+      if (w_hr) gemm::multiply(Matrix<S>{pointwise_h, B, H, H, 1}, *w_hr_t, h, P, 0, false, no_epilogue);
+      h_prev = Matrix<S>{h, B, P, P, 1};
       c_prev = c;
     }
   });
   return {output, cs, gates};
 }
 
-Tensors6 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs, const at::Tensor& input,
+Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs, const at::Tensor& input,
                         const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                        const at::Tensor& output, const at::Tensor& cs, const at::Tensor& gates, bool reverse,
-                        Mask mask) {
+                        const at::Tensor& output, const at::Tensor& cs, const at::Tensor& gates,
+                        const OptTensor& w_hr, bool reverse, lstm::LayerMask mask) {
   const char* op = "lstm_layer_backward";
-  const lstm::Dims d = lstm::check_args(op, false, input, hx, cx, w_ih, w_hh, {}, {}, 3);
-  const int64_t T = input.size(0), B = d.batch, H = d.hidden;
+  const lstm::Dims d = lstm::check_args(op, false, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
+  const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
   TORCH_CHECK(T > 0, "hotkernels.", op, ": expected 'input' to have at least one time step, but got shape ",
               input.sizes());
-  lstm::check_saved(op, input, {T, B, H}, gates,
-                    {{"grad_output", &grad_output}, {"grad_cs", &grad_cs}, {"output", &output}, {"cs", &cs}});
+  lstm::check_saved(op, input, {T, B, H}, gates, {{"grad_cs", &grad_cs}, {"cs", &cs}});
+  lstm::check_states(op, input, {T, B, P}, w_hr ? "seq_len, batch, proj_size" : "the shape of the hidden state",
+                     {{"grad_output", &grad_output}, {"output", &output}});
   const at::Tensor go = grad_output.contiguous(), gcs = grad_cs.contiguous(), cs_c = cs.contiguous();
   const at::Tensor g_c = gates.contiguous(), cx_c = cx.contiguous(), out_c = output.contiguous();
   at::Tensor dgates = at::empty({T, B, 4 * H}, gates.options());
   // dh, dc: the gradients reaching the state of the step being processed, from later steps (in
-  // forward order) and from the outputs.
-  at::Tensor dh = at::empty({B, H}, cs.options()), dc = at::zeros({B, H}, cs.options());
+  // forward order) and from the outputs. With a projection, dh of every step ([T, B, P], kept for
+  // grad W_hr) and dr = dh·W_hr [B, H], the gradient of the unprojected r the pointwise pass reads.
+  at::Tensor dh = at::empty({w_hr ? T : 1, B, P}, cs.options()), dc = at::zeros({B, H}, cs.options());
+  at::Tensor dr = w_hr ? at::empty({B, H}, cs.options()) : at::Tensor();
   const int64_t t_first = reverse ? T - 1 : 0;  // the first step in forward order: its state was (hx, cx)
   at::Tensor grad_input = lstm::unused(input), grad_hx = lstm::unused(input);
-  at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input);
+  at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input), grad_w_hr = lstm::unused(input);
   dispatch(input, [&]<class S>() {
-    const int64_t BH = B * H;
-    // The pointwise backward of step t, whose dh is in `dh` and whose later dc is in `dc`.
+    const int64_t BH = B * H, BP = B * P;
+    // Step t's dh: its own slice of dh with a projection, else the one [B, H] buffer.
+    auto dh_of = [&](int64_t t) { return dh.mutable_data_ptr<S>() + (w_hr ? t * BP : 0); };
+    // The pointwise backward of step t, whose dh (dr with a projection) is ready and whose later dc
+    // is in `dc`.
     auto step_args = [&](int64_t t) {
       const S* c_prev = t == t_first ? cx_c.const_data_ptr<S>() : cs_c.const_data_ptr<S>() + (reverse ? t + 1 : t - 1) * BH;
       S* dcp = dc.mutable_data_ptr<S>();
       return LstmBackwardArgs<S>{g_c.const_data_ptr<S>() + t * 4 * BH, c_prev, cs_c.const_data_ptr<S>() + t * BH,
-                                 dh.const_data_ptr<S>(), dcp, gcs.const_data_ptr<S>() + t * BH,
+                                 w_hr ? dr.const_data_ptr<S>() : dh_of(t), dcp, gcs.const_data_ptr<S>() + t * BH,
                                  dgates.mutable_data_ptr<S>() + t * 4 * BH, dcp, H};
     };
     const auto kernel = pick<S>(HK_ISA_TABLE(lstm_kernels).backward);
-    const PackedB<S> w_hh_p(matrix<S>(w_hh), 1, gemm::least_padding<S>(B, H));
+    const PackedB<S> w_hh_p(matrix<S>(w_hh), 1, gemm::least_padding<S>(B, P));
+    const std::optional<PackedB<S>> w_hr_p = w_hr ? std::optional(pack(matrix<S>(*w_hr), B)) : std::nullopt;
+    // The pointwise backward of step t once its dh is complete: with a projection, as the epilogue of
+    // dr = dh·W_hr; without, over all rows (the steps after the first have it as their dh GEMM's
+    // epilogue instead).
+    auto pointwise = [&](int64_t t) {
+      const LstmBackwardArgs<S> args = step_args(t);
+      if (w_hr) {
+        gemm::multiply(Matrix<S>{dh_of(t), B, P, P, 1}, *w_hr_p, dr.mutable_data_ptr<S>(), H, 0, false,
+                       [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) { kernel(args, i0, i0 + rows, j0, j0 + cols); });
+      } else {
+        backward_rows(args, B);
+      }
+    };
     int64_t later = reverse ? 0 : T - 1;  // the last step in forward order comes first
-    std::copy_n(go.const_data_ptr<S>() + later * BH, BH, dh.mutable_data_ptr<S>());
-    backward_rows(step_args(later), B);
+    std::copy_n(go.const_data_ptr<S>() + later * BP, BP, dh_of(later));
+    pointwise(later);
     for (int64_t s = 1; s < T; ++s) {
       const int64_t t = reverse ? s : T - 1 - s;
-      std::copy_n(go.const_data_ptr<S>() + t * BH, BH, dh.mutable_data_ptr<S>());
-      const LstmBackwardArgs<S> args = step_args(t);
+      std::copy_n(go.const_data_ptr<S>() + t * BP, BP, dh_of(t));
       const Matrix<S> dg_later{dgates.const_data_ptr<S>() + later * 4 * BH, B, 4 * H, 4 * H, 1};
-      gemm::multiply(dg_later, w_hh_p, dh.mutable_data_ptr<S>(), H, 0, true,
-                     [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) { kernel(args, i0, i0 + rows, j0, j0 + cols); });
+      if (w_hr) {
+        gemm::multiply(dg_later, w_hh_p, dh_of(t), P, 0, true, no_epilogue);
+        pointwise(t);
+      } else {
+        // dh = grad_output(t) + dgates(t+1)·W_hh, with the pointwise backward of step t as its epilogue.
+        const LstmBackwardArgs<S> args = step_args(t);
+        gemm::multiply(dg_later, w_hh_p, dh_of(t), H, 0, true,
+                       [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) { kernel(args, i0, i0 + rows, j0, j0 + cols); });
+      }
       later = t;
     }
     const Matrix<S> dg{dgates.const_data_ptr<S>(), T * B, 4 * H, 4 * H, 1};
     const Matrix<S> dg_first{dgates.const_data_ptr<S>() + t_first * 4 * BH, B, 4 * H, 4 * H, 1};
     if (mask[0]) grad_input = product(dg, matrix<S>(w_ih), input).view({T, B, d.input});
     if (mask[1]) {
-      grad_hx = at::empty({B, H}, input.options());
-      gemm::multiply(dg_first, w_hh_p, grad_hx.mutable_data_ptr<S>(), H, 0, false, [](int64_t, int64_t, int64_t, int64_t) {});
+      grad_hx = at::empty({B, P}, input.options());
+      gemm::multiply(dg_first, w_hh_p, grad_hx.mutable_data_ptr<S>(), P, 0, false, no_epilogue);
     }
     if (mask[2]) grad_w_ih = product(dg.t(), matrix<S>(input.reshape({T * B, d.input})), input);
     if (mask[3]) {
@@ -228,13 +280,18 @@ Tensors6 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs
       grad_w_hh = product(dg_first.t(), matrix<S>(hx), input);
       if (T > 1) {
         const Matrix<S> dg_rest{dgates.const_data_ptr<S>() + (reverse ? 0 : 1) * 4 * BH, (T - 1) * B, 4 * H, 4 * H, 1};
-        const Matrix<S> h_rest{out_c.const_data_ptr<S>() + (reverse ? 1 : 0) * BH, (T - 1) * B, H, H, 1};
-        gemm::multiply(dg_rest.t(), h_rest, grad_w_hh.mutable_data_ptr<S>(), H, true);
+        const Matrix<S> h_rest{out_c.const_data_ptr<S>() + (reverse ? 1 : 0) * BP, (T - 1) * B, P, P, 1};
+        gemm::multiply(dg_rest.t(), h_rest, grad_w_hh.mutable_data_ptr<S>(), P, true);
       }
+    }
+    if (w_hr && mask[5]) {
+      // Σ_t dh(t)ᵀ·r(t), with r = o ⊙ tanh(c) recomputed from the saved activations and cell states.
+      const at::Tensor r = at::mul(g_c.narrow(2, 3 * H, H), at::tanh(cs_c));
+      grad_w_hr = product(Matrix<S>{dh.const_data_ptr<S>(), T * B, P, P, 1}.t(), matrix<S>(r.view({T * B, H})), input);
     }
   });
   return {grad_input, grad_hx, dc, grad_w_ih, grad_w_hh,
-          mask[4] ? dgates.view({T * B, 4 * H}).sum(0) : lstm::unused(input)};
+          mask[4] ? dgates.view({T * B, 4 * H}).sum(0) : lstm::unused(input), grad_w_hr};
 }
 
 }  // namespace

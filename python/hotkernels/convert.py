@@ -48,8 +48,8 @@ def convert(model: nn.Module, inplace: bool = True, reverse: bool = False) -> Co
 
     Only exact classes are swapped (a user's subclass of nn.Conv2d is left alone, since its forward
     may differ), and only modules the drop-in runs as torch does: one with an argument, or
-    parameters of a dtype or on a device, that hotkernels cannot run (an LSTM with ``proj_size``,
-    float16 LSTM weights on the CPU, ...) stays torch's and is listed in ``kept`` with the reason.
+    parameters of a dtype or on a device, that hotkernels cannot run (float16 LSTM weights on the
+    CPU, complex Conv2d weights, ...) stays torch's and is listed in ``kept`` with the reason.
     Weights, device, dtype, hooks and train/eval mode are kept: a swap changes the module's class,
     nothing else. Going back (``reverse=True``) swaps every hotkernels module.
 

@@ -151,8 +151,17 @@ case("lstm", "cell nan data", "equal",
 case("lstm", "LSTM input of the wrong size", "raises",
      "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(5, 3, 7))\n"
      "def torch_run(): return torch.nn.LSTM(8, 16)(torch.randn(5, 3, 7))", arg="input_size")
-case("lstm", "LSTM proj_size", "raises", "def run(): return hotkernels.nn.LSTM(8, 16, proj_size=4)", arg="proj_size",
-     op_re=r"hotkernels\.nn\.LSTM")
+case("lstm", "LSTM proj_size not below hidden_size", "raises",
+     "def run(): return hotkernels.nn.LSTM(8, 16, proj_size=16)\n"
+     "def torch_run(): return torch.nn.LSTM(8, 16, proj_size=16)", arg="proj_size")
+case("lstm", "LSTM proj_size h_0 of hidden_size", "raises",
+     "def run(): return hotkernels.nn.LSTM(8, 16, proj_size=4)(torch.randn(5, 3, 8), (torch.zeros(1, 3, 16), torch.zeros(1, 3, 16)))\n"
+     "def torch_run(): return torch.nn.LSTM(8, 16, proj_size=4)(torch.randn(5, 3, 8), (torch.zeros(1, 3, 16), torch.zeros(1, 3, 16)))",
+     arg=r"hidden\[0\]")
+case("lstm", "layer w_hr of the wrong shape", "raises",
+     "def run(): return torch.ops.hotkernels.lstm_layer(torch.randn(5, 3, 8), torch.zeros(3, 4), torch.zeros(3, 16), "
+     "torch.randn(64, 8), torch.randn(64, 4), None, None, torch.randn(4, 15), False)",
+     arg="'w_hr'", op_re=r"hotkernels\.lstm_layer")
 case("lstm", "LSTM empty sequence", "raises",
      "def run(): return hotkernels.nn.LSTM(8, 16)(torch.randn(0, 3, 8))", arg="'input'",
      op_re=r"hotkernels\.(nn\.LSTM|lstm_layer)")

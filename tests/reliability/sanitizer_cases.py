@@ -114,8 +114,8 @@ def _lstm_cell(device: str) -> None:
     torch.autograd.grad((h.sum(), c.sum()), (x, *cell.parameters()))
 
 
-def _lstm_layer(device: str, dtype: torch.dtype) -> None:
-    lstm = hotkernels.nn.LSTM(12, 20, num_layers=2, bidirectional=True).to(device, dtype)
+def _lstm_layer(device: str, dtype: torch.dtype, proj_size: int = 0) -> None:
+    lstm = hotkernels.nn.LSTM(12, 20, num_layers=2, bidirectional=True, proj_size=proj_size).to(device, dtype)
     x = torch.randn(7, 3, 12, device=device, dtype=dtype, requires_grad=True)
     out, (h, c) = lstm(x)
     torch.autograd.grad((out.sum(), h.sum(), c.sum()), (x, *lstm.parameters()))
@@ -125,6 +125,7 @@ case("mish/forward-backward-inplace", _mish)
 case("lstm/cell", _lstm_cell)
 case("lstm/layer", _lstm_layer, dtype=torch.float32)
 case("lstm/layer-bf16", _lstm_layer, cuda_only=True, dtype=torch.bfloat16)  # half types: CUDA only
+case("lstm/layer-proj", _lstm_layer, dtype=torch.float32, proj_size=7)  # h = W_hr(o ⊙ tanh(c)): 7 of 20
 
 
 OPTIMIZERS = {

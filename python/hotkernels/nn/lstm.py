@@ -38,10 +38,14 @@ class LSTM(nn.RNNBase):
     :func:`hotkernels.functional.lstm`: per layer and direction, the input projection of all steps
     in one GEMM and the time loop, forward and backward through time, in C++.
 
-    Supports ``input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional``;
-    ``proj_size`` must be 0. Input is a padded tensor or, as for :class:`torch.nn.LSTM`, a
-    :class:`~torch.nn.utils.rnn.PackedSequence` (sorted or not; the output is then packed alike and
-    ``h_n``, ``c_n`` are taken at each sequence's own last step). A packed batch runs padded: the
+    Supports every argument of :class:`torch.nn.LSTM`: ``input_size, hidden_size, num_layers, bias,
+    batch_first, dropout, bidirectional, proj_size``. With ``proj_size`` P > 0 each layer and
+    direction also has ``weight_hr_l{k}[_reverse]`` ``(P, hidden_size)`` and the hidden state is
+    projected, ``h = W_hr(o ⊙ tanh(c))``: ``h_0``, ``h_n`` have P features, ``c_0``, ``c_n``
+    ``hidden_size``, the output ``num_directions * P``. Input is a padded tensor or, as for
+    :class:`torch.nn.LSTM`, a :class:`~torch.nn.utils.rnn.PackedSequence` (sorted or not; the output
+    is then packed alike and ``h_n``, ``c_n`` are taken at each sequence's own last step). A packed
+    batch runs padded: the
     same layer op over every sequence's steps and the padding after them, whose results are never
     read. Dropout between layers draws its mask over the padded batch, where torch's draws over the
     packed data: the same distribution, other masks for the same seed.
@@ -86,8 +90,7 @@ class LSTM(nn.RNNBase):
             input = input.unsqueeze(batch_dim)
         batch = input.shape[batch_dim]
         if hx is None:
-            zeros = input.new_zeros(self.num_layers * directions, batch, self.hidden_size)
-            hx = (zeros, zeros)
+            hx = self._zero_state(input, batch)
         else:
             if not batched:
                 if hx[0].dim() != 2 or hx[1].dim() != 2:
@@ -109,6 +112,12 @@ class LSTM(nn.RNNBase):
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return output, (h_n, c_n)
 
+    def _zero_state(self, like: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """``(h_0, c_0)`` of zeros: ``h_0`` has ``proj_size`` features if set, ``c_0`` ``hidden_size``."""
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        h_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        return like.new_zeros(layers, batch, h_size), like.new_zeros(layers, batch, self.hidden_size)
+
     def _forward_packed(
         self, input: PackedSequence, hx: tuple[Tensor, Tensor] | None
     ) -> tuple[PackedSequence, tuple[Tensor, Tensor]]:
@@ -118,9 +127,7 @@ class LSTM(nn.RNNBase):
         self._update_flat_weights()
         data, batch_sizes, sorted_indices, unsorted_indices = input
         if hx is None:
-            directions = 2 if self.bidirectional else 1
-            zeros = data.new_zeros(self.num_layers * directions, int(batch_sizes[0]), self.hidden_size)
-            hx = (zeros, zeros)
+            hx = self._zero_state(data, int(batch_sizes[0]))
             self.check_forward_args(data, hx, batch_sizes)
         else:
             self.check_forward_args(data, hx, batch_sizes)
@@ -136,9 +143,8 @@ class LSTM(nn.RNNBase):
 
 def _unsupported_arguments(module: nn.RNNBase) -> str | None:
     """The :class:`torch.nn.LSTM` arguments this class cannot run, for its constructor and for
-    ``LSTM.unsupported`` alike; ``None`` when it runs them all."""
-    if module.proj_size != 0:
-        return f"proj_size must be 0 (projections are not implemented), got {module.proj_size}"
+    ``LSTM.unsupported`` alike; ``None`` when it runs them all (it does now: every argument of
+    torch's, ``proj_size`` included)."""
     return None
 
 
@@ -186,7 +192,8 @@ def _lstm_packed(
     # (step, sequence) of each sequence's last step; in the reversed order, that of its first.
     last = (lengths - 1).to(device), torch.arange(batch, device=device)
     h0, c0 = hx
-    per_direction = 4 if has_biases else 2
+    projected = h0.shape[-1] != c0.shape[-1]  # proj_size, as in hotkernels.functional.lstm
+    per_direction = (4 if has_biases else 2) + (1 if projected else 0)
     directions = 2 if bidirectional else 1
     layer_input = padded
     h_n: list[Tensor] = []
@@ -197,8 +204,9 @@ def _lstm_packed(
             k = layer * directions + direction
             w = params[k * per_direction : (k + 1) * per_direction]
             b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+            w_hr = w[-1] if projected else None
             x = layer_input if direction == 0 else _reverse_sequences(layer_input, reversal)
-            out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h0[k], c0[k], w[0], w[1], b_ih, b_hh, False)
+            out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h0[k], c0[k], w[0], w[1], b_ih, b_hh, w_hr, False)
             h_n.append(out[last])
             c_n.append(cs[last])
             outputs.append(out if direction == 0 else _reverse_sequences(out, reversal))

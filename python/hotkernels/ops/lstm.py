@@ -9,18 +9,25 @@ r"""LSTM: a fused cell and a whole layer with its time loop in C++ (gate order i
     c' &= f \odot c + i \odot g & h' &= o \odot \tanh(c')
     \end{aligned}
 
+With a projection (torch's ``proj_size`` P > 0, the layer op's ``w_hr`` ``[P, H]``) the state is
+projected, :math:`h' = W_{hr}(o \odot \tanh(c'))`, so ``h`` has P features (and ``W_{hh}`` is
+``[4H, P]``) while ``c`` keeps H.
+
 Ops (schemas in csrc/schemas.cpp):
 
 * ``hotkernels::lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> (hy, cy, gates)``: the gate
   pre-activations by two GEMMs, then one fused pass for the biases, the gates, ``c'`` and ``h'``.
   ``gates`` holds the activations ``[B, 4H]``; backward saves them, ``cx`` and ``cy``, nothing else.
-* ``hotkernels::lstm_layer(input, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse) -> (output, cs, gates)``:
-  one direction of one layer over ``input`` ``[T, B, I]``: the input projection of every step in
-  one GEMM, then per step one GEMM for ``h·W_hhᵀ`` and the fused pass. ``output`` and ``cs`` hold
-  ``h`` and ``c`` of every step, ``gates`` ``[T, B, 4H]`` the activations.
+* ``hotkernels::lstm_layer(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse) -> (output, cs,
+  gates)``: one direction of one layer over ``input`` ``[T, B, I]``: the input projection of every
+  step in one GEMM, then per step one GEMM for ``h·W_hhᵀ`` and the fused pass (and, with ``w_hr``,
+  one GEMM for the projection). ``output`` and ``cs`` hold ``h`` (``[T, B, P]`` with ``w_hr``) and
+  ``c`` of every step, ``gates`` ``[T, B, 4H]`` the activations.
 * ``lstm_cell_backward`` / ``lstm_layer_backward``: one fused pass for the gate gradients and ``dc``
   (per step, backward through time, for the layer), then GEMMs for the gradients of the input, the
   state and the weights (for the layer: one GEMM each over all steps) and a sum for the biases.
+  The layer's takes ``w_hr`` too; its mask has a 6th entry and it a 7th output, for ``w_hr``
+  (``o ⊙ tanh(c)`` recomputed from the saved gates and ``cs``).
 
 Double backward (``create_graph=True``) takes a separate, explicit path, ``_double_backward``: the
 gradient is then computed from the formulas above written in differentiable torch ops, so autograd
@@ -51,11 +58,11 @@ def _lstm_cell_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
 
 
 @torch.library.register_fake("hotkernels::lstm_layer")
-def _lstm_layer_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse):
+def _lstm_layer_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
     steps, batch = input.shape[:2]
-    hidden = hx.shape[1]
-    state = (steps, batch, hidden)
-    return input.new_empty(state), input.new_empty(state), input.new_empty(steps, batch, 4 * hidden)
+    hidden = cx.shape[1]  # hx has proj_size features with w_hr, hidden_size without
+    return (input.new_empty(steps, batch, hx.shape[1]), input.new_empty(steps, batch, hidden),
+            input.new_empty(steps, batch, 4 * hidden))
 
 
 def _backward_fake(input, hx, cx, w_ih, w_hh, mask):
@@ -75,11 +82,14 @@ def _lstm_cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, ga
 
 
 @torch.library.register_fake("hotkernels::lstm_layer_backward")
-def _lstm_layer_backward_fake(grad_output, grad_cs, input, hx, cx, w_ih, w_hh, output, cs, gates, reverse, output_mask):
-    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
+def _lstm_layer_backward_fake(grad_output, grad_cs, input, hx, cx, w_ih, w_hh, output, cs, gates, w_hr, reverse,
+                              output_mask):
+    grad_w_hr = _empty_unless(w_hr is not None and output_mask[5], input, w_hr.shape if w_hr is not None else (0,))
+    return (*_backward_fake(input, hx, cx, w_ih, w_hh, output_mask), grad_w_hr)
 
 
 def _mask(ctx) -> list[bool]:
+    """lstm_cell_backward's output_mask; the layer's adds w_hr's (argument 7) to it."""
     n = ctx.needs_input_grad
     return [n[0], n[1], n[3], n[4], n[5] or n[6]]
 
@@ -87,7 +97,7 @@ def _mask(ctx) -> list[bool]:
 def _grads(ctx, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
     """The op's gradients for (input, hx, cx, w_ih, w_hh, b_ih, b_hh), None where not needed."""
     n = ctx.needs_input_grad
-    grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = grads
+    grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = grads[:6]
     # b_ih and b_hh get the same gradient; give each its own tensor, as autograd may keep it as .grad.
     grad_b_ih = grad_bias if n[5] else None
     grad_b_hh = (grad_bias.clone() if n[5] else grad_bias) if n[6] else None
@@ -110,12 +120,15 @@ def _cell_reference(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: T
 
 
 def _layer_reference(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
-                     b_hh: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
-    """``(output, cs)`` of ``lstm_layer`` by ``_cell_reference`` step by step: for ``_double_backward``."""
+                     b_hh: Tensor | None, w_hr: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
+    """``(output, cs)`` of ``lstm_layer`` by ``_cell_reference`` step by step (each ``h`` projected
+    by ``w_hr`` if given): for ``_double_backward``."""
     hs, cs = [], []
     h, c = hx, cx
     for t in reversed(range(input.shape[0])) if reverse else range(input.shape[0]):
         h, c = _cell_reference(input[t], h, c, w_ih, w_hh, b_ih, b_hh)
+        if w_hr is not None:
+            h = h @ w_hr.T
         hs.append(h)
         cs.append(c)
     if reverse:
@@ -152,20 +165,21 @@ def _cell_grad(ctx, grad_hy: Tensor, grad_cy: Tensor, _grad_gates: Tensor):
 
 
 def _layer_setup(ctx, inputs, output) -> None:
-    ctx.reverse = inputs[7]
+    ctx.reverse = inputs[8]
     out, cs, gates = output
     ctx.mark_non_differentiable(gates)
-    ctx.save_for_backward(*inputs[:7], out, cs, gates)  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, ...
+    ctx.save_for_backward(*inputs[:8], out, cs, gates)  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, ...
 
 
 def _layer_grad(ctx, grad_output: Tensor, grad_cs: Tensor, _grad_gates: Tensor):
-    input, hx, cx, w_ih, w_hh, b_ih, b_hh, out, cs, gates = ctx.saved_tensors
+    input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, out, cs, gates = ctx.saved_tensors
     if torch.is_grad_enabled():  # backward(create_graph=True)
-        args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, ctx.reverse)
+        args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, ctx.reverse)
         return _double_backward(ctx, _layer_reference, args, (grad_output, grad_cs))
-    grads = _ops.lstm_layer_backward(grad_output, grad_cs, input, hx, cx, w_ih, w_hh, out, cs, gates, ctx.reverse,
-                                     _mask(ctx))
-    return _grads(ctx, grads) + (None,)
+    need_w_hr = w_hr is not None and ctx.needs_input_grad[7]
+    grads = _ops.lstm_layer_backward(grad_output, grad_cs, input, hx, cx, w_ih, w_hh, out, cs, gates, w_hr,
+                                     ctx.reverse, [*_mask(ctx), need_w_hr])
+    return _grads(ctx, grads) + (grads[6] if need_w_hr else None, None)
 
 
 torch.library.register_autograd("hotkernels::lstm_cell", _cell_grad, setup_context=_cell_setup)
@@ -226,18 +240,23 @@ def lstm(
 
     Args:
         input: ``(seq_len, batch, input_size)``.
-        hx: ``(h_0, c_0)``, each ``(num_layers * num_directions, batch, hidden_size)``.
-        params: per layer and direction (the reverse one second), ``w_ih, w_hh[, b_ih, b_hh]``, as
-            :attr:`torch.nn.LSTM._flat_weights`.
+        hx: ``(h_0, c_0)``, ``h_0`` ``(num_layers * num_directions, batch, proj_size or
+            hidden_size)``, ``c_0`` ``(num_layers * num_directions, batch, hidden_size)``. As for
+            torch, a ``h_0`` narrower than ``c_0`` means projections (``proj_size``).
+        params: per layer and direction (the reverse one second), ``w_ih, w_hh[, b_ih, b_hh][,
+            w_hr]``, as :attr:`torch.nn.LSTM._flat_weights`; ``w_hr`` ``(proj_size, hidden_size)``
+            with projections, when each step's ``h = W_hr(o ⊙ tanh(c))``.
         has_biases: whether ``params`` hold biases.
         num_layers, dropout, train, bidirectional: as :class:`torch.nn.LSTM`; dropout applies to
             every layer's output but the last, when ``train``.
 
     Returns:
-        ``(output, h_n, c_n)``: ``output`` ``(seq_len, batch, num_directions * hidden_size)``.
+        ``(output, h_n, c_n)``: ``output`` ``(seq_len, batch, num_directions * (proj_size or
+        hidden_size))``.
     """
     h0, c0 = hx
-    per_direction = 4 if has_biases else 2
+    projected = h0.shape[-1] != c0.shape[-1]
+    per_direction = (4 if has_biases else 2) + (1 if projected else 0)
     directions = 2 if bidirectional else 1
     layer_input = input
     h_n: list[Tensor] = []
@@ -248,8 +267,9 @@ def lstm(
             k = layer * directions + direction
             w = params[k * per_direction : (k + 1) * per_direction]
             b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+            w_hr = w[-1] if projected else None
             reverse = direction == 1
-            out, cs, _ = _ops.lstm_layer(layer_input, h0[k], c0[k], w[0], w[1], b_ih, b_hh, reverse)
+            out, cs, _ = _ops.lstm_layer(layer_input, h0[k], c0[k], w[0], w[1], b_ih, b_hh, w_hr, reverse)
             last = 0 if reverse else -1
             h_n.append(out[last])
             c_n.append(cs[last])
