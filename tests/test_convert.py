@@ -224,17 +224,24 @@ def _runs_as_torch(theirs: nn.Module, hk_class: type[nn.Module], x: torch.Tensor
 
 
 KEPT = {
-    "lstm-float16-cpu": (lambda: nn.LSTM(4, 6), (5, 3, 4), torch.float16,
-                         "'weight_ih_l0' is torch.float16 on cpu, which hotkernels does not compute"),
-    "lstm-bfloat16-cpu": (lambda: nn.LSTM(4, 6, 2, bidirectional=True), (5, 3, 4), torch.bfloat16,
-                          "'weight_ih_l0' is torch.bfloat16 on cpu, which hotkernels does not compute"),
-    "lstmcell-float16-cpu": (lambda: nn.LSTMCell(4, 6), (3, 4), torch.float16,
-                             "'weight_ih' is torch.float16 on cpu, which hotkernels does not compute"),
-    "lstmcell-bfloat16-cpu": (lambda: nn.LSTMCell(4, 6, bias=False), (3, 4), torch.bfloat16,
-                              "'weight_ih' is torch.bfloat16 on cpu, which hotkernels does not compute"),
     "conv2d-complex64": (lambda: nn.Conv2d(4, 6, 3), IMAGE, torch.complex64,
                          "'weight' is torch.complex64 on cpu, which hotkernels does not compute"),
 }
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("factory", [lambda: nn.LSTM(4, 6, 2, bidirectional=True), lambda: nn.LSTM(4, 6, proj_size=2),
+                                     lambda: nn.LSTMCell(4, 6, bias=False)], ids=["lstm", "lstm-proj", "cell"])
+def test_half_lstms_on_cpu_are_swapped(dtype, factory):
+    """float16/bfloat16 LSTMs on the CPU are swapped (they run in float32 and round; their accuracy
+    against torch's: tests/test_lstm.py, test_half_types_on_cpu_as_accurate_as_torch)."""
+    theirs = factory().to(dtype)
+    model = nn.Sequential(theirs)
+    conv = hotkernels.convert(model)
+    name = type(theirs).__name__
+    assert conv.swapped == {"0": (f"torch.nn.{name}", f"hotkernels.nn.{name}")} and conv.kept == {}
+    x = torch.randn(5, 3, 4).to(dtype) if name == "LSTM" else torch.randn(3, 4).to(dtype)
+    assert all(t.dtype == dtype for t in _tensors(model(x)))
 
 
 @pytest.mark.filterwarnings("ignore:Complex modules are a new feature")
@@ -265,18 +272,20 @@ def test_modules_on_devices_without_kernels_stay_torch(monkeypatch):
     assert set(conv.swapped) == {"2"} and type(model[0]) is nn.Conv2d and type(model[1]) is nn.LSTM
 
 
+@pytest.mark.filterwarnings("ignore:Complex modules are a new feature")
 def test_reverse_swaps_what_hotkernels_cannot_run():
-    """Going back to torch needs nothing of hotkernels: a bfloat16 hotkernels LSTMCell on the CPU
-    (which hotkernels refuses to compute) goes back to torch's, which runs it."""
-    model = nn.Sequential(hotkernels.nn.LSTMCell(4, 6).to(torch.bfloat16))
+    """Going back to torch needs nothing of hotkernels: a complex hotkernels Conv2d (which hotkernels
+    refuses to compute) goes back to torch's, which runs it."""
+    model = nn.Sequential(hotkernels.nn.Conv2d(4, 6, 3).to(torch.complex64))
     conv = hotkernels.convert(model, reverse=True)
-    assert conv.swapped == {"0": ("hotkernels.nn.LSTMCell", "torch.nn.LSTMCell")} and conv.kept == {}
-    assert type(model[0]) is nn.LSTMCell
-    model[0](torch.randn(3, 4, dtype=torch.bfloat16))
+    assert conv.swapped == {"0": ("hotkernels.nn.Conv2d", "torch.nn.Conv2d")} and conv.kept == {}
+    assert type(model[0]) is nn.Conv2d
+    model[0](torch.randn(IMAGE).to(torch.complex64))
 
 
+@pytest.mark.filterwarnings("ignore:Complex modules are a new feature")
 def test_summary_with_nothing_swapped_lists_what_was_kept():
-    conv = hotkernels.convert(nn.Sequential(nn.LSTM(4, 6, proj_size=2).to(torch.bfloat16)))
+    conv = hotkernels.convert(nn.Sequential(nn.Conv2d(4, 6, 3).to(torch.complex64)))
     assert str(conv) == ("hotkernels.convert: swapped 0 modules\n"
                          "  kept 1 as torch's, which hotkernels cannot run:\n"
-                         "    0: 'weight_ih_l0' is torch.bfloat16 on cpu, which hotkernels does not compute")
+                         "    0: 'weight' is torch.complex64 on cpu, which hotkernels does not compute")

@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <tuple>
 #include <type_traits>
 
 #include "cpu/gemm/gemm.h"
@@ -122,9 +123,26 @@ void dispatch(const at::Tensor& input, F&& f) {
   }
 }
 
+// float16 and bfloat16 run in float32, our kernels' compute type (as torch's CPU LSTM computes
+// them): once its arguments are checked, an op widens its tensors, runs the float32 path and narrows
+// what it returns to the input's type, the saved gate activations and states included, so that
+// backward sees what a half-type forward keeps.
+bool is_half(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
+at::Tensor widen(const at::Tensor& t) { return t.to(at::kFloat); }
+OptTensor widen(const OptTensor& t) { return t ? OptTensor(t->to(at::kFloat)) : std::nullopt; }
+template <class Tuple>
+Tuple narrow(Tuple out, at::ScalarType dtype) {
+  std::apply([&](auto&... t) { ((t = t.to(dtype)), ...); }, out);
+  return out;
+}
+
 Tensors3 cell_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
                       const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
-  const lstm::Dims d = lstm::check_args("lstm_cell", false, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
+  const lstm::Dims d = lstm::check_args("lstm_cell", true, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
+  if (is_half(input)) {
+    return narrow(cell_forward(widen(input), widen(hx), widen(cx), widen(w_ih), widen(w_hh), widen(b_ih), widen(b_hh)),
+                  input.scalar_type());
+  }
   const int64_t B = d.batch, H = d.hidden;
   const at::Tensor bias = lstm::combined_bias(b_ih, b_hh, input.scalar_type()), c_prev = cx.contiguous();
   at::Tensor gates = at::empty({B, 4 * H}, input.options());
@@ -142,8 +160,13 @@ Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, con
                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
                        const at::Tensor& cy, const at::Tensor& gates, Mask mask) {
   const char* op = "lstm_cell_backward";
-  const lstm::Dims d = lstm::check_args(op, false, input, hx, cx, w_ih, w_hh, {}, {}, 2);
+  const lstm::Dims d = lstm::check_args(op, true, input, hx, cx, w_ih, w_hh, {}, {}, 2);
   lstm::check_saved(op, input, hx.sizes(), gates, {{"grad_hy", &grad_hy}, {"grad_cy", &grad_cy}, {"cy", &cy}});
+  if (is_half(input)) {
+    return narrow(cell_backward(widen(grad_hy), widen(grad_cy), widen(input), widen(hx), widen(cx), widen(w_ih),
+                                widen(w_hh), widen(cy), widen(gates), mask),
+                  input.scalar_type());
+  }
   const at::Tensor g = gates.contiguous(), c_prev = cx.contiguous(), c = cy.contiguous();
   const at::Tensor dh = grad_hy.contiguous(), dc = grad_cy.contiguous();
   at::Tensor dgates = at::empty(gates.sizes(), gates.options()), grad_cx = at::empty(cx.sizes(), cx.options());
@@ -166,10 +189,15 @@ Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, con
 Tensors3 layer_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
                        const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                        bool reverse) {
-  const lstm::Dims d = lstm::check_args("lstm_layer", false, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
+  const lstm::Dims d = lstm::check_args("lstm_layer", true, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
   const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
   TORCH_CHECK(T > 0, "hotkernels.lstm_layer: expected 'input' to have at least one time step, but got shape ",
               input.sizes());
+  if (is_half(input)) {
+    return narrow(layer_forward(widen(input), widen(hx), widen(cx), widen(w_ih), widen(w_hh), widen(b_ih), widen(b_hh),
+                                widen(w_hr), reverse),
+                  input.scalar_type());
+  }
   const at::Tensor bias = lstm::combined_bias(b_ih, b_hh, input.scalar_type()), cx_c = cx.contiguous();
   at::Tensor gates = at::empty({T, B, 4 * H}, input.options());
   at::Tensor output = at::empty({T, B, P}, input.options()), cs = at::empty({T, B, H}, input.options());
@@ -203,13 +231,18 @@ Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs
                         const at::Tensor& output, const at::Tensor& cs, const at::Tensor& gates,
                         const OptTensor& w_hr, bool reverse, lstm::LayerMask mask) {
   const char* op = "lstm_layer_backward";
-  const lstm::Dims d = lstm::check_args(op, false, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
+  const lstm::Dims d = lstm::check_args(op, true, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
   const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
   TORCH_CHECK(T > 0, "hotkernels.", op, ": expected 'input' to have at least one time step, but got shape ",
               input.sizes());
   lstm::check_saved(op, input, {T, B, H}, gates, {{"grad_cs", &grad_cs}, {"cs", &cs}});
   lstm::check_states(op, input, {T, B, P}, w_hr ? "seq_len, batch, proj_size" : "the shape of the hidden state",
                      {{"grad_output", &grad_output}, {"output", &output}});
+  if (is_half(input)) {
+    return narrow(layer_backward(widen(grad_output), widen(grad_cs), widen(input), widen(hx), widen(cx), widen(w_ih),
+                                 widen(w_hh), widen(output), widen(cs), widen(gates), widen(w_hr), reverse, mask),
+                  input.scalar_type());
+  }
   const at::Tensor go = grad_output.contiguous(), gcs = grad_cs.contiguous(), cs_c = cs.contiguous();
   const at::Tensor g_c = gates.contiguous(), cx_c = cx.contiguous(), out_c = output.contiguous();
   at::Tensor dgates = at::empty({T, B, 4 * H}, gates.options());

@@ -11,21 +11,18 @@ from .. import _library
 # The device types with kernels: the CPU, CUDA when compiled in, and meta (the fake kernels, which
 # compute shapes only).
 DEVICE_TYPES = ("cpu", "meta", "cuda") if _library.with_cuda else ("cpu", "meta")
-_FLOAT_TYPES = (torch.float32, torch.float64)
-_HALF_TYPES = (torch.float16, torch.bfloat16)
+_FLOAT_TYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def unsupported_parameters(module: nn.Module, half_types_on_cpu: bool) -> str | None:
+def unsupported_parameters(module: nn.Module) -> str | None:
     """Why the ops cannot take ``module``'s parameters as they are now (their device, or their
-    dtype: float32 and float64, and float16/bfloat16 off the CPU or, with ``half_types_on_cpu``,
-    on it too), or ``None`` when they can. A module with none (pooling, Mish) only shows its
+    dtype: float32, float64, float16 or bfloat16), or ``None`` when they can. A module with none (pooling, Mish) only shows its
     input's dtype and device at the call, so this cannot decide for it."""
     for name, param in module.named_parameters():
         device = param.device.type
         if device not in DEVICE_TYPES:
             built = " (hotkernels was built without its CUDA kernels)" if device == "cuda" else ""
             return f"'{name}' is on {device}, where hotkernels has no kernels{built}"
-        half = half_types_on_cpu or device != "cpu"
-        if param.dtype not in (_FLOAT_TYPES + _HALF_TYPES if half else _FLOAT_TYPES):
+        if param.dtype not in _FLOAT_TYPES:
             return f"'{name}' is {param.dtype} on {device}, which hotkernels does not compute"
     return None

@@ -22,7 +22,7 @@ class Conv2d(nn.Conv2d):
         """Why a :class:`torch.nn.Conv2d` cannot become this class (:func:`hotkernels.convert`
         keeps it), or ``None``: every argument runs; the weight's dtype (complex is refused) and
         device decide."""
-        return unsupported_parameters(module, half_types_on_cpu=True)
+        return unsupported_parameters(module)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.padding_mode != "zeros":

@@ -25,8 +25,8 @@ class LSTMCell(nn.LSTMCell):
     @classmethod
     def unsupported(cls, module: nn.LSTMCell) -> str | None:
         """Why a :class:`torch.nn.LSTMCell` cannot become this class (:func:`hotkernels.convert`
-        keeps it), or ``None``: every argument runs; float16/bfloat16 weights only on CUDA."""
-        return unsupported_parameters(module, half_types_on_cpu=False)
+        keeps it), or ``None``: every argument runs, weights of any floating dtype on the CPU or CUDA."""
+        return unsupported_parameters(module)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         return lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
@@ -70,8 +70,8 @@ class LSTM(nn.RNNBase):
     def unsupported(cls, module: nn.LSTM) -> str | None:
         """Why a :class:`torch.nn.LSTM` cannot become this class (:func:`hotkernels.convert` keeps
         it), or ``None``: its arguments (as this class's constructor checks them), then its weights'
-        dtype and device (float16/bfloat16 only on CUDA)."""
-        return _unsupported_arguments(module) or unsupported_parameters(module, half_types_on_cpu=False)
+        dtype and device."""
+        return _unsupported_arguments(module) or unsupported_parameters(module)
 
     def forward(
         self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None

@@ -204,8 +204,8 @@ def lstm_cell(
         b_ih, b_hh: ``(4*hidden_size)`` or ``None``.
 
     Returns:
-        ``(h', c')``, shaped like ``h`` and ``c``. float32 and float64 on the CPU; CUDA also computes
-        float16 and bfloat16 (in float32).
+        ``(h', c')``, shaped like ``h`` and ``c``. float32 and float64; float16 and bfloat16 are
+        computed in float32 and rounded (saved activations too), on the CPU and CUDA.
     """
     if input.dim() not in (1, 2):
         raise ValueError(
