@@ -1,9 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -62,16 +58,13 @@ class LSTM(nn.RNNBase):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__("LSTM", *args, **kwargs)
-        reason = _unsupported_arguments(self)
-        if reason is not None:
-            raise ValueError(f"hotkernels.nn.LSTM: {reason}")
 
     @classmethod
     def unsupported(cls, module: nn.LSTM) -> str | None:
         """Why a :class:`torch.nn.LSTM` cannot become this class (:func:`hotkernels.convert` keeps
-        it), or ``None``: its arguments (as this class's constructor checks them), then its weights'
-        dtype and device."""
-        return _unsupported_arguments(module) or unsupported_parameters(module)
+        it), or ``None``: every argument of torch's runs (``proj_size`` included), so only its
+        weights' dtype and device can stop it."""
+        return unsupported_parameters(module)
 
     def forward(
         self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
@@ -132,85 +125,12 @@ class LSTM(nn.RNNBase):
         else:
             self.check_forward_args(data, hx, batch_sizes)
             hx = self.permute_hidden(hx, sorted_indices)
-        output, h_n, c_n = _lstm_packed(
-            data, batch_sizes, hx, self._flat_weights, self.bias, self.num_layers, self.dropout, self.training,
-            self.bidirectional,
+        # The batch runs padded (hotkernels.functional.lstm with `lengths`) and is packed again, so
+        # the padding's results are never read and get no gradient.
+        padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+        output, h_n, c_n = lstm(
+            padded, hx, self._flat_weights, self.bias, self.num_layers, self.dropout, self.training,
+            self.bidirectional, lengths=lengths,
         )
-        return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), self.permute_hidden(
-            (h_n, c_n), unsorted_indices
-        )
-
-
-def _unsupported_arguments(module: nn.RNNBase) -> str | None:
-    """The :class:`torch.nn.LSTM` arguments this class cannot run, for its constructor and for
-    ``LSTM.unsupported`` alike; ``None`` when it runs them all (it does now: every argument of
-    torch's, ``proj_size`` included)."""
-    return None
-
-
-def _reversal_index(lengths: Tensor, steps: int) -> Tensor:
-    """The rows of a padded ``[steps, batch, *]`` batch flattened to ``[steps * batch, *]`` that
-    reverse each sequence within its own length (``lengths``, a CPU tensor), padding steps staying
-    where they are. The reverse direction runs as the forward one over the batch so gathered, and
-    so starts at each sequence's own last step, not in the padding; the index is its own inverse, so
-    the same gather puts the outputs back in time order."""
-    batch = lengths.numel()
-    t = torch.arange(steps).unsqueeze(1)
-    source_step = torch.where(t < lengths, lengths - 1 - t, t)
-    return (source_step * batch + torch.arange(batch)).flatten()
-
-
-def _reverse_sequences(x: Tensor, index: Tensor) -> Tensor:
-    """``x`` ``[steps, batch, features]`` with each sequence reversed in time by ``_reversal_index``."""
-    return x.reshape(-1, x.shape[-1]).index_select(0, index).view(x.shape)
-
-
-def _lstm_packed(
-    data: Tensor,
-    batch_sizes: Tensor,
-    hx: tuple[Tensor, Tensor],
-    params: Sequence[Tensor],
-    has_biases: bool,
-    num_layers: int,
-    dropout: float,
-    train: bool,
-    bidirectional: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`hotkernels.functional.lstm` over a packed batch (``data``, ``batch_sizes``: the
-    sequences sorted by decreasing length, ``hx`` in that order): ``(output data, h_n, c_n)``.
-
-    The batch is padded once and every layer runs the padded ``lstm_layer`` op over all of it. Each
-    sequence's outputs depend only on its own earlier steps, so what the op computes in the padding
-    reaches no result that is read: the layers above read it only in their own padding, ``h_n`` and
-    ``c_n`` are taken at each sequence's last step, and the output is packed again (so the padding
-    also gets no gradient). The reverse direction runs forward over each sequence reversed within
-    its length (``_reversal_index``)."""
-    padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
-    steps, batch = padded.shape[:2]
-    device = data.device
-    reversal = _reversal_index(lengths, steps).to(device) if bidirectional else None
-    # (step, sequence) of each sequence's last step; in the reversed order, that of its first.
-    last = (lengths - 1).to(device), torch.arange(batch, device=device)
-    h0, c0 = hx
-    projected = h0.shape[-1] != c0.shape[-1]  # proj_size, as in hotkernels.functional.lstm
-    per_direction = (4 if has_biases else 2) + (1 if projected else 0)
-    directions = 2 if bidirectional else 1
-    layer_input = padded
-    h_n: list[Tensor] = []
-    c_n: list[Tensor] = []
-    for layer in range(num_layers):
-        outputs = []
-        for direction in range(directions):
-            k = layer * directions + direction
-            w = params[k * per_direction : (k + 1) * per_direction]
-            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
-            w_hr = w[-1] if projected else None
-            x = layer_input if direction == 0 else _reverse_sequences(layer_input, reversal)
-            out, cs, _ = torch.ops.hotkernels.lstm_layer(x, h0[k], c0[k], w[0], w[1], b_ih, b_hh, w_hr, False)
-            h_n.append(out[last])
-            c_n.append(cs[last])
-            outputs.append(out if direction == 0 else _reverse_sequences(out, reversal))
-        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
-        if dropout > 0 and train and layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, training=True)
-    return pack_padded_sequence(layer_input, lengths).data, torch.stack(h_n), torch.stack(c_n)
+        return PackedSequence(pack_padded_sequence(output, lengths).data, batch_sizes, sorted_indices,
+                              unsorted_indices), self.permute_hidden((h_n, c_n), unsorted_indices)

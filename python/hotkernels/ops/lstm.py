@@ -226,6 +226,23 @@ def lstm_cell(
     return (hy.squeeze(0), cy.squeeze(0)) if unbatched else (hy, cy)
 
 
+def _reversal_index(lengths: Tensor, steps: int) -> Tensor:
+    """The rows of a padded ``[steps, batch, *]`` batch flattened to ``[steps * batch, *]`` that
+    reverse each sequence within its own length (``lengths``, a CPU tensor), padding steps staying
+    where they are. The reverse direction runs as the forward one over the batch so gathered, and
+    so starts at each sequence's own last step, not in the padding; the index is its own inverse, so
+    the same gather puts the outputs back in time order."""
+    batch = lengths.numel()
+    t = torch.arange(steps).unsqueeze(1)
+    source_step = torch.where(t < lengths, lengths - 1 - t, t)
+    return (source_step * batch + torch.arange(batch)).flatten()
+
+
+def _reverse_sequences(x: Tensor, index: Tensor) -> Tensor:
+    """``x`` ``[steps, batch, features]`` with each sequence reversed in time by ``_reversal_index``."""
+    return x.reshape(-1, x.shape[-1]).index_select(0, index).view(x.shape)
+
+
 def lstm(
     input: Tensor,
     hx: tuple[Tensor, Tensor],
@@ -235,8 +252,9 @@ def lstm(
     dropout: float,
     train: bool,
     bidirectional: bool,
+    lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    r"""A multi-layer LSTM over a time-major sequence, like ``torch._VF.lstm`` (unpacked input).
+    r"""A multi-layer LSTM over a time-major sequence, like ``torch._VF.lstm``.
 
     Args:
         input: ``(seq_len, batch, input_size)``.
@@ -249,6 +267,12 @@ def lstm(
         has_biases: whether ``params`` hold biases.
         num_layers, dropout, train, bidirectional: as :class:`torch.nn.LSTM`; dropout applies to
             every layer's output but the last, when ``train``.
+        lengths: ``(batch)`` on the CPU, or ``None``: each sequence's own length, ``input`` being
+            padded after it (a packed batch, padded). Each sequence's outputs depend only on its
+            own earlier steps, so what is computed in the padding reaches no result that is read
+            (if the caller reads none of the padding's outputs): the reverse direction runs over
+            each sequence reversed within its length, and ``h_n``, ``c_n`` are taken at each
+            sequence's last step.
 
     Returns:
         ``(output, h_n, c_n)``: ``output`` ``(seq_len, batch, num_directions * (proj_size or
@@ -258,6 +282,10 @@ def lstm(
     projected = h0.shape[-1] != c0.shape[-1]
     per_direction = (4 if has_biases else 2) + (1 if projected else 0)
     directions = 2 if bidirectional else 1
+    steps, batch = input.shape[:2]
+    if lengths is not None:
+        reversal = _reversal_index(lengths, steps).to(input.device) if bidirectional else None
+        last = (lengths - 1).to(input.device), torch.arange(batch, device=input.device)
     layer_input = input
     h_n: list[Tensor] = []
     c_n: list[Tensor] = []
@@ -268,11 +296,18 @@ def lstm(
             w = params[k * per_direction : (k + 1) * per_direction]
             b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
             w_hr = w[-1] if projected else None
-            reverse = direction == 1
-            out, cs, _ = _ops.lstm_layer(layer_input, h0[k], c0[k], w[0], w[1], b_ih, b_hh, w_hr, reverse)
-            last = 0 if reverse else -1
-            h_n.append(out[last])
-            c_n.append(cs[last])
+            weights = (h0[k], c0[k], w[0], w[1], b_ih, b_hh, w_hr)
+            if lengths is None:
+                reverse = direction == 1
+                out, cs, _ = _ops.lstm_layer(layer_input, *weights, reverse)
+                h_n.append(out[0 if reverse else -1])
+                c_n.append(cs[0 if reverse else -1])
+            else:
+                x = layer_input if direction == 0 else _reverse_sequences(layer_input, reversal)
+                out, cs, _ = _ops.lstm_layer(x, *weights, False)
+                h_n.append(out[last])
+                c_n.append(cs[last])
+                out = out if direction == 0 else _reverse_sequences(out, reversal)
             outputs.append(out)
         layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
         if dropout > 0 and train and layer < num_layers - 1:
