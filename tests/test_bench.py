@@ -186,3 +186,14 @@ def test_readme_results_section_has_no_hand_written_figures():
         section = section.replace(block, "")
     figures = re.findall(r"\d+(?:\.\d+)?\s*(?:x\b|%|ms\b|GB/s|GFLOP/s)", section)
     assert not figures, f"figures outside the generated results blocks: {figures}"
+
+
+def test_machine_line_names_instruction_set_caps(monkeypatch):
+    """A run capped below the CPU's best instruction set says so next to the one it used."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    line = report.machine_line(report.machine_info())
+    assert "(capped: " in line and "ONEDNN_MAX_CPU_ISA=AVX2" in line
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    for key in ("HOTKERNELS_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"):
+        monkeypatch.delenv(key, raising=False)
+    assert "capped" not in report.machine_line(report.machine_info())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 import platform
 import re
 from dataclasses import asdict
@@ -48,12 +49,19 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "hotkernels": hotkernels.__version__,
         "python": platform.python_version(),
+        # Instruction-set caps on hotkernels and torch's libraries (an AVX2 run on an AVX-512 CPU).
+        "caps": {k: os.environ[k] for k in _ISA_CAPS if os.environ.get(k)},
     }
+
+
+_ISA_CAPS = ("HOTKERNELS_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def machine_line(m: dict[str, Any]) -> str:
     gpu = f"GPU {m['gpu']}" if m["gpu"] else "no GPU"
-    return (f"{m['cpu']} ({m['arch']}), {m['threads']} threads, CPU ISA {m['cpu_isa']}, {gpu}; "
+    caps = m.get("caps") or {}
+    capped = f" (capped: {', '.join(f'{k}={v}' for k, v in caps.items())})" if caps else ""
+    return (f"{m['cpu']} ({m['arch']}), {m['threads']} threads, CPU ISA {m['cpu_isa']}{capped}, {gpu}; "
             f"torch {m['torch']}, hotkernels {m['hotkernels']}, Python {m['python']}")
 
 
@@ -116,7 +124,8 @@ def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
         compute = f"float32 matmul {c.matmul_gflops:.1f} GFLOP/s (probes {mms})"
         if c.fma_probes:
             fmas = ", ".join(f"{v:.1f}" for v in c.fma_probes)
-            compute = (f"float32 FMA peak {c.compute_gflops:.1f} GFLOP/s (probes {fmas}; the compute ceiling), "
+            compute = (f"float32 FMA peak of the instruction set in use {c.compute_gflops:.1f} GFLOP/s (probes {fmas}; "
+                       f"the compute ceiling), "
                        f"torch's best {compute}")
         lines.append(f"Ceilings on {device}, the fastest of {len(c.stream_probes)} probes spread over the run: "
                      f"memory stream {c.stream_gbs:.1f} GB/s (probes {streams}), {compute}.  ")
