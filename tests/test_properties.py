@@ -165,17 +165,16 @@ def float32_tensors(draw) -> torch.Tensor:
 @given(float32_tensors())
 @example(torch.randn(2, MAP_GRAIN).t()[1:])  # above the grain, transposed, odd count
 def test_mish_float32(x):
-    from tests.test_mish import TOL, TOL_GRAD
+    from tests.test_mish import assert_float32_mish, assert_float32_mish_backward
 
     event(f"mish: {'above' if x.numel() > MAP_GRAIN else 'below'} MAP_GRAIN")  # --hypothesis-show-statistics
-    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = HF.mish(a), F.mish(b)
-    torch.testing.assert_close(ya, yb, **TOL[torch.float32])
+    a = x.clone().requires_grad_()
+    ya = HF.mish(a)
+    assert_float32_mish(ya, x)  # within the bounds derived from the kernel's formula (tests/test_mish.py)
     if ya.numel():
-        g = torch.randn_like(yb)
+        g = torch.randn_like(ya)
         ya.backward(g)
-        yb.backward(g)
-        torch.testing.assert_close(a.grad, b.grad, **TOL_GRAD[torch.float32])
+        assert_float32_mish_backward(a.grad, g, x)
 
 
 @st.composite
