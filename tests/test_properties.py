@@ -343,27 +343,42 @@ def optim32_setup(draw):
 @given(optim32_setup(), st.sampled_from(["Adam", "AdamW", "RAdam"]), st.booleans(), st.floats(0.0, 0.2))
 @example(([OPTIM_SPAN + 1, OPTIM_SERIAL_BELOW + 5, 7], 0, 3), "Adam", True, 0.1)  # spans on several threads
 def test_optimizers_float32(setup, cls, amsgrad, weight_decay):
-    """float32 steps against torch.optim's float32 ones, within tests/test_optim.py's stated float32
-    tolerance (elementwise updates: a few ulp per step)."""
+    """float32 steps against torch.optim's float32 ones, both against torch.optim's float64 run from
+    the same float32 params and gradients: ours within tests/test_optim.py's
+    assert_float32_trajectory (a couple of ulp per step, or 4 times torch's own float32 error)."""
     import hotkernels.optim as HO
-    from tests.test_optim import TOL
 
     sizes, seed, steps = setup
     event(f"optim: {'several spans' if max(sizes) > OPTIM_SPAN else 'one span each'}, "
           f"{'threads' if sum(sizes) >= OPTIM_SERIAL_BELOW else 'serial'}")
+    kw = dict(lr=0.01, weight_decay=weight_decay, **({"amsgrad": amsgrad} if cls != "RAdam" else {}))
+    check_optimizer_float32(sizes, seed, steps, lambda ps: getattr(torch.optim, cls)(ps, **kw),
+                            lambda ps: getattr(HO, cls)(ps, **kw))
+
+
+def check_optimizer_float32(sizes, seed, steps, make_ref, make_ours, state_keys=None):
+    """`steps` steps of float32 params of `sizes` (random from `seed`) by the reference (`make_ref`, in
+    float32 and in float64 from the same float32 values) and ours, with the same random gradients;
+    params and state (`state_keys`: ours -> the reference's key; default: the reference's tensors)
+    within assert_float32_trajectory."""
+    from tests.test_optim import assert_float32_trajectory
+
     gen = torch.Generator().manual_seed(seed)
     params = [torch.randn(n, generator=gen) for n in sizes]
     r, o = [p.clone().requires_grad_() for p in params], [p.clone().requires_grad_() for p in params]
-    kw = dict(lr=0.01, weight_decay=weight_decay, **({"amsgrad": amsgrad} if cls != "RAdam" else {}))
-    ref, ours = getattr(torch.optim, cls)(r, **kw), getattr(HO, cls)(o, **kw)
+    e = [p.double().requires_grad_() for p in params]
+    ref, ours, exact = make_ref(r), make_ours(o), make_ref(e)
     for _ in range(steps):
-        for a, b in zip(r, o):
+        for a, b, c in zip(r, o, e):
             a.grad = torch.randn(a.shape, generator=gen)
             b.grad = a.grad.clone()
+            c.grad = a.grad.double()
         ref.step()
         ours.step()
-    for a, b in zip(r, o):
-        torch.testing.assert_close(b, a, **TOL[torch.float32])
-        for key in ref.state[a]:
-            if key != "step":
-                torch.testing.assert_close(ours.state[b][key], ref.state[a][key], **TOL[torch.float32])
+        exact.step()
+    for i, (a, b, c) in enumerate(zip(r, o, e)):
+        assert_float32_trajectory(b, a, c, steps, f"param {i} ({b.numel()} elements)")
+        keys = state_keys or {k: k for k, v in ref.state[a].items() if k != "step" and isinstance(v, torch.Tensor)}
+        for ours_key, ref_key in keys.items():
+            assert_float32_trajectory(ours.state[b][ours_key], ref.state[a][ref_key], exact.state[c][ref_key], steps,
+                                      f"param {i} ({b.numel()} elements) {ours_key}")
