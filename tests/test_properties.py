@@ -382,3 +382,39 @@ def check_optimizer_float32(sizes, seed, steps, make_ref, make_ours, state_keys=
         for ours_key, ref_key in keys.items():
             assert_float32_trajectory(ours.state[b][ours_key], ref.state[a][ref_key], exact.state[c][ref_key], steps,
                                       f"param {i} ({b.numel()} elements) {ours_key}")
+
+
+@given(optim32_setup(), st.one_of(st.none(), st.just(1.0)), st.sampled_from([0.0, 0.01]), st.booleans(), st.booleans())
+@example(([OPTIM_SPAN + 1, OPTIM_SERIAL_BELOW + 5, 7], 0, 3), 1.0, 0.01, False, False)  # spans on several threads
+def test_lamb_float32(setup, max_grad_norm, weight_decay, always_adapt, trust_clip):
+    """LAMB in float32 (its per-tensor norms reduced over spans of OPTIM_SPAN, on several threads
+    from OPTIM_SERIAL_BELOW; clipped by the global gradient norm or not; trust ratio on or off)
+    against tests/test_optim.py's RefLamb in float32 and float64: params and moments within
+    assert_float32_trajectory."""
+    import hotkernels.optim as HO
+    from tests.test_optim import RefLamb
+
+    sizes, seed, steps = setup
+    event(f"lamb: {'several spans' if max(sizes) > OPTIM_SPAN else 'one span each'}, "
+          f"{'threads' if sum(sizes) >= OPTIM_SERIAL_BELOW else 'serial'}")
+    kw = dict(lr=0.01, max_grad_norm=max_grad_norm, weight_decay=weight_decay, always_adapt=always_adapt,
+              trust_clip=trust_clip)
+    check_optimizer_float32(sizes, seed, steps, lambda ps: RefLamb(ps, **kw), lambda ps: HO.Lamb(ps, **kw),
+                            {"exp_avg": "m", "exp_avg_sq": "v"})
+
+
+@given(optim32_setup(), st.sampled_from([0.0, 0.01]), st.booleans(), st.booleans())
+@example(([OPTIM_SPAN + 1, OPTIM_SERIAL_BELOW + 5, 7], 0, 3), 0.01, True, True)  # spans on several threads
+def test_novograd_float32(setup, weight_decay, grad_averaging, amsgrad):
+    """NovoGrad in float32 (its per-layer gradient norms reduced over spans of OPTIM_SPAN, on several
+    threads from OPTIM_SERIAL_BELOW) against tests/test_optim.py's RefNovoGrad in float32 and
+    float64: params, first moments and layer second moments within assert_float32_trajectory."""
+    import hotkernels.optim as HO
+    from tests.test_optim import RefNovoGrad
+
+    sizes, seed, steps = setup
+    event(f"novograd: {'several spans' if max(sizes) > OPTIM_SPAN else 'one span each'}, "
+          f"{'threads' if sum(sizes) >= OPTIM_SERIAL_BELOW else 'serial'}")
+    kw = dict(lr=0.01, betas=(0.9, 0.5), weight_decay=weight_decay, grad_averaging=grad_averaging, amsgrad=amsgrad)
+    check_optimizer_float32(sizes, seed, steps, lambda ps: RefNovoGrad(ps, **kw), lambda ps: HO.NovoGrad(ps, **kw),
+                            {"exp_avg": "m", "exp_avg_sq": "v", **({"max_exp_avg_sq": "vmax"} if amsgrad else {})})
