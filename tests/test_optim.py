@@ -657,6 +657,66 @@ def test_bad_hyperparameters_match_torch(cls, kw, msg):
     assert str(ours.value) == str(ref.value)
 
 
+def _bad_param_groups(bad: str):
+    """Two param groups; group 1 holds a param without a grad, then a good one, then the bad one
+    (at position 2: the ops index their lists over the params with a grad, where it is at 1)."""
+    good = [torch.zeros(4, requires_grad=True) for _ in range(3)]
+    good[0].grad = good[2].grad = torch.ones(4)  # good[1] has none
+    if bad == "integer param":
+        p = torch.ones(3, dtype=torch.long)  # an integer tensor cannot require grad, but can be given one
+        p.grad = torch.ones(3, dtype=torch.long)
+    elif bad == "float16 param on the CPU":
+        p = torch.ones(3, dtype=torch.float16, requires_grad=True)
+        p.grad = torch.ones(3, dtype=torch.float16)
+    elif bad == "complex param":
+        p = torch.ones(3, dtype=torch.complex64, requires_grad=True)
+        p.grad = torch.ones(3, dtype=torch.complex64)
+    else:  # a leaf view with gaps
+        p = torch.zeros(3, 8)[:, ::2].requires_grad_()
+        p.grad = torch.ones(3, 4)
+    return [{"params": [good[0]]}, {"params": [good[1], good[2], p]}]
+
+
+BAD_PARAM_CASES = {
+    "integer param": "to be a float32, float64, float16 or bfloat16 tensor, but got Long",
+    "float16 param on the CPU": "to be a float32 or float64 tensor on cpu, but got Half",
+    "complex param": "to be a float32, float64, float16 or bfloat16 tensor, but got ComplexFloat",
+    "param with gaps": "to be dense",
+}
+OPTIMIZERS = ["Adam", "AdamW", "RAdam", "LAMB", "Lamb", "Ralamb", "NovoGrad", "Ranger", "RangerLars"]
+
+
+@pytest.mark.parametrize("bad", list(BAD_PARAM_CASES))
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_bad_params_name_the_optimizer_and_the_param(name, bad):
+    """A param the kernels refuse is named as torch.optim names things: the optimizer's class, the
+    param group and the param's position in its "params" (not its index among the params with a
+    grad, nor only the kernel op, which the message ends with)."""
+    cls = "Lamb" if name == "LAMB" else name
+    with pytest.raises(RuntimeError, match=rf"^hotkernels\.optim\.{cls}: param group 1: expected (the grad of )?"
+                                           rf"'params\[2\]' {re.escape(BAD_PARAM_CASES[bad])}.* \(in .*hotkernels\.\w+\)$"):
+        getattr(HO, name)(_bad_param_groups(bad)).step()
+
+
+@pytest.mark.parametrize("name", ["Adam", "RAdam", "Lamb", "Ralamb", "NovoGrad"])
+def test_bad_loaded_state_names_the_optimizer_and_the_entry(name):
+    """State of another shape (a state_dict of another model) is named by its key and its param."""
+    p = [torch.zeros(3, requires_grad=True), torch.zeros(5, requires_grad=True)]
+    for x in p:
+        x.grad = torch.ones_like(x)
+    first = getattr(HO, name)(p)
+    first.step()
+    sd = copy.deepcopy(first.state_dict())
+    sd["state"][1]["exp_avg"] = torch.zeros(4)
+    second = getattr(HO, name)(clone(p))
+    for x in second.param_groups[0]["params"]:
+        x.grad = torch.ones_like(x)
+    second.load_state_dict(sd)
+    with pytest.raises(RuntimeError, match=rf"^hotkernels\.optim\.{name}: param group 0: expected state 'exp_avg' of "
+                                           r"'params\[1\]' to have the shape of 'params\[1\]' \[5\], but got \[4\]"):
+        second.step()
+
+
 def test_sparse_grad_rejected():
     p = torch.zeros(4, 2, requires_grad=True)
     p.grad = torch.zeros(4, 2).to_sparse()

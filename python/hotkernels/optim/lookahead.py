@@ -94,7 +94,20 @@ class Lookahead(Optimizer):
         Args:
             closure: a closure that reevaluates the model and returns the loss.
         """
-        loss = self.optimizer.step(closure)
+        try:
+            loss = self.optimizer.step(closure)
+        except RuntimeError as e:
+            # Ranger and RangerLars: an argument error of the inner RAdam or Ralamb (_base.op_error)
+            # under the name the caller used
+            inner = f"hotkernels.optim.{type(self.optimizer).__name__}: "
+            if type(self) is Lookahead or not str(e).startswith(inner):
+                raise
+            rest = str(e)[len(inner):]
+            at = rest.rfind(" (in hotkernels.")
+            if at >= 0:
+                rest = f"{rest[:at]} (in its {type(self.optimizer).__name__}'s {rest[at + 5:]}"
+            named = RuntimeError(f"hotkernels.optim.{type(self).__name__}: {rest}")
+            raise named from e
         self.lookahead_step += 1
         if self.lookahead_step % self.k == 0:
             self.sync()
