@@ -724,6 +724,22 @@ def test_bad_loaded_state_names_the_optimizer_and_the_entry(name):
         second.step()
 
 
+@pytest.mark.parametrize("name", ["Lookahead", "Ranger", "RangerLars"])
+def test_bad_slow_weight_names_the_optimizer_and_the_param(name):
+    """A param whose dtype changed after the Lookahead was built (its slow weight has the old one):
+    the sync's error names the class, the param group and the param."""
+    groups_ = [{"params": [torch.zeros(2, requires_grad=True)]},
+               {"params": [torch.zeros(3, requires_grad=True), torch.zeros(4, requires_grad=True)]}]
+    opt = HO.Lookahead(HO.Adam(groups_), k=1) if name == "Lookahead" else getattr(HO, name)(groups_, k=1)
+    p = groups_[1]["params"][1]
+    p.data = p.data.double()
+    p.grad = torch.ones(4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=rf"^hotkernels\.optim\.{name}: param group 1: expected the slow weight of "
+                                           r"'params\[1\]' to have dtype Double like 'params\[1\]', but got Float "
+                                           r"\(in hotkernels\.lookahead_sync_\)$"):
+        opt.step()
+
+
 def test_sparse_grad_rejected():
     p = torch.zeros(4, 2, requires_grad=True)
     p.grad = torch.zeros(4, 2).to_sparse()

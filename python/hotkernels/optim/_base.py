@@ -73,27 +73,30 @@ def check_hyper(lr: float | Tensor, betas: tuple[float, float], eps: float, weig
 
 
 # An entry of a kernel op's tensor list, as its checks name it ('params[3]', 'exp_avgs[0]', ...).
-_LIST_ENTRY = re.compile(r"'(params|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps)\[(\d+)\]'")
+_LIST_ENTRY = re.compile(r"'(params|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps|slow)\[(\d+)\]'")
 _STATE_KEYS = {"exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq", "max_exp_avg_sqs": "max_exp_avg_sq",
                "state_steps": "step"}
 
 
 def op_error(optimizer: Optimizer, error: RuntimeError, group: int | None = None,
-             lists_hold_grads: bool = False) -> RuntimeError:
+             lists_hold_grads: bool = False, every_param: bool = False) -> RuntimeError:
     """A kernel op's argument error as the optimizer's own, the way torch.optim words them:
     "hotkernels.optim.<class>: param group K: expected 'params[J]' to ... (in hotkernels.<op>)".
     The op indexes its lists over the params that have a grad, of the param group at index `group`
     (or of all groups, in order, when None: LAMB's global gradient norm); each entry is renamed after
     the param it belongs to: 'params[J]' (J its position in its group's "params"), "the grad of
     'params[J]'", "state 'exp_avg' of 'params[J]'". `lists_hold_grads`: the op's 'params' list held
-    the gradients (multi_tensor_sq_norms). Errors not from our ops' checks come back as they are.
+    the gradients (multi_tensor_sq_norms). `every_param`: the lists hold every param of the group,
+    with a grad or not (Lookahead's sync, its 'slow' list the slow weights). Errors not from our
+    ops' checks come back as they are.
     Built only when an op raised: the step itself pays nothing for it."""
     message = str(error)
     op = re.match(r"hotkernels\.(\w+): ", message)
     if op is None:
         return error
     groups = range(len(optimizer.param_groups)) if group is None else [group]
-    places = [(k, j) for k in groups for j, p in enumerate(optimizer.param_groups[k]["params"]) if p.grad is not None]
+    places = [(k, j) for k in groups for j, p in enumerate(optimizer.param_groups[k]["params"])
+              if every_param or p.grad is not None]
     first: list[int] = []
 
     def rename(m: re.Match) -> str:
@@ -105,6 +108,8 @@ def op_error(optimizer: Optimizer, error: RuntimeError, group: int | None = None
         name = f"'params[{j}]'" + ("" if k == first[0] else f" of param group {k}")
         if lst == "grads" or (lst == "params" and lists_hold_grads):
             return f"the grad of {name}"
+        if lst == "slow":
+            return f"the slow weight of {name}"
         return f"state '{_STATE_KEYS[lst]}' of {name}" if lst in _STATE_KEYS else name
 
     body = _LIST_ENTRY.sub(rename, message[op.end():])

@@ -80,12 +80,15 @@ class Lookahead(Optimizer):
     def sync(self) -> None:
         """slow ← slow + α(fast − slow), fast ← slow, for every param."""
         i = 0
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
             fast = group["params"]
             if fast:
                 # DTensor params: each rank syncs its shard (the slow weights are DTensors like them)
                 local_fast, _, (slow,) = _base.local_shards("Lookahead", fast, None, [self.slow[i : i + len(fast)]])
-                _ops.lookahead_sync_(local_fast, slow, self.alpha)
+                try:
+                    _ops.lookahead_sync_(local_fast, slow, self.alpha)
+                except RuntimeError as e:
+                    raise _base.op_error(self, e, k, every_param=True)
             i += len(fast)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
