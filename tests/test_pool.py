@@ -11,18 +11,47 @@ import torch.nn.functional as F
 
 import hotkernels
 import hotkernels.functional as HF
-from tests.conftest import assert_same_nans, check_inductor, run_with_isa
+from tests.conftest import assert_same_nans, assert_within_reduction_bound, check_inductor, run_with_isa
 
 ops = torch.ops.hotkernels
 
 # Average pooling sums its window in another order than torch (rows first, then columns): a few ulp
 # of the window sum apart. Half types sum in float32 like torch and round once: one unit apart at most.
+# float32: against the float64 result of the same inputs, within the reduction bound
+# (assert_avg_pool_float32).
 AVG_TOL = {
     torch.float64: dict(rtol=1e-13, atol=1e-14),
-    torch.float32: dict(rtol=2e-6, atol=2e-6),
     torch.float16: dict(rtol=1e-3, atol=1e-3),
     torch.bfloat16: dict(rtol=8e-3, atol=8e-3),
 }
+
+
+def assert_avg_pool_float32(x: torch.Tensor, kw: dict, got: torch.Tensor, g: torch.Tensor | None = None,
+                            got_grad: torch.Tensor | None = None, what: str = "") -> None:
+    """Our float32 avg_pool2d of `x` (and, given the cotangent `g`, its input gradient) against
+    F.avg_pool2d of the same inputs in float64, within tests/conftest.py's reduction bound. Forward:
+    each output sums the r = kh·kw terms x/divisor of its window (the kernel sums, then divides once:
+    the division's rounding is the bound's u·|exact|; padding adds zeros, exactly). Backward: each
+    input gradient sums g/divisor over the windows that cover it, r = at most ceil(kh/sh)·ceil(kw/sw)
+    (the largest count here, by the float64 backward of ones); each term rounds once more when
+    divided, u·Σ|t| <= u·√r·‖t‖₂, within the bound's λ. ‖t‖₂² from the same float64 pooling of the
+    squares."""
+    xd = x.detach().double().requires_grad_()
+    exact = F.avg_pool2d(xd, **kw)
+    ones = torch.ones_like(xd)
+    window = {**kw, "divisor_override": 1}
+    count = F.avg_pool2d(ones, **window)  # terms of each window inside the input
+    divisor = count / F.avg_pool2d(ones, **kw)  # count / (count / divisor); every window holds an input element
+    sq = F.avg_pool2d(xd.detach() ** 2, **window) / divisor**2
+    kh, kw_ = (kw["kernel_size"],) * 2 if isinstance(kw["kernel_size"], int) else kw["kernel_size"]
+    assert_within_reduction_bound(got, exact.detach(), sq, kh * kw_, f"avg_pool2d {kw} {what}")
+    if g is None:
+        return
+    (grad,) = torch.autograd.grad(exact, xd, g.double())
+    (sq_grad,) = torch.autograd.grad(F.avg_pool2d(xd, **kw), xd, g.double() ** 2 / divisor)  # Σ (g/divisor)²
+    covering = torch.autograd.grad(F.avg_pool2d(xd, **window), xd, torch.ones_like(exact))[0]
+    r = max(int(covering.max().item()), 1)
+    assert_within_reduction_bound(got_grad, grad, sq_grad, r, f"avg_pool2d backward {kw} {what}")
 
 KERNELS = [1, 2, 3, (2, 3), (3, 1)]
 STRIDES = [None, 1, 2, (1, 3)]
@@ -80,9 +109,17 @@ def test_max_pool_grid_matches_torch_exactly(device, dtype, channels_last):
         assert_same_nans(HF.max_pool2d(x, **kw), want, f"values only {kw}")
         # backward: the scatter of grad_output by the indices, summing where windows overlap
         g = torch.randn_like(want)
-        ref = torch.zeros_like(x).flatten(-2).scatter_add_(-1, want_idx.flatten(-2), g.flatten(-2)).view_as(x)
         got_grad = ops.max_pool2d_backward(g, x, got_idx, *_max_args(x, kw))
-        torch.testing.assert_close(got_grad, ref, rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=1e-6)
+
+        def scatter(values):  # float64 sums over the windows that picked each element
+            out = torch.zeros(x.shape, dtype=torch.float64, device=device).flatten(-2)
+            return out.scatter_add_(-1, want_idx.flatten(-2), values.double().flatten(-2)).view(x.shape)
+
+        if dtype == torch.float32:  # a sum of at most r = (windows covering an element) terms: the reduction bound
+            r = max(int(scatter(torch.ones_like(g)).max().item()), 1)
+            assert_within_reduction_bound(got_grad, scatter(g), scatter(g * g), r, f"max_pool2d backward {kw}")
+        else:
+            torch.testing.assert_close(got_grad, scatter(g), rtol=1e-14, atol=1e-6)
         assert got_grad.stride() == x.stride()
         checked += 1
     assert checked > 100
@@ -100,13 +137,16 @@ def test_avg_pool_grid_matches_torch(device, dtype, channels_last):
         xr = x.clone().requires_grad_()
         want = F.avg_pool2d(xr, **kw)
         got = HF.avg_pool2d(x, **kw)
-        torch.testing.assert_close(got, want, **AVG_TOL[dtype], msg=lambda m: f"{kw}: {m}")
         assert got.stride() == want.stride()
         g = torch.randn_like(want)
-        want.backward(g)
         got_grad = ops.avg_pool2d_backward(g, x, *_avg_args(x, kw))
-        torch.testing.assert_close(got_grad, xr.grad, **AVG_TOL[dtype], msg=lambda m: f"{kw}: {m}")
         assert got_grad.stride() == x.stride()
+        if dtype == torch.float32:
+            assert_avg_pool_float32(x, kw, got, g, got_grad)
+        else:
+            torch.testing.assert_close(got, want, **AVG_TOL[dtype], msg=lambda m: f"{kw}: {m}")
+            want.backward(g)
+            torch.testing.assert_close(got_grad, xr.grad, **AVG_TOL[dtype], msg=lambda m: f"{kw}: {m}")
         checked += 1
     assert checked > 100
 
@@ -153,8 +193,14 @@ def test_max_backward_scatters_any_index_in_the_plane(device, channels_last):
     out, _ = ops.max_pool2d_with_indices(x, *args)
     indices = layout(torch.randint(0, 8 * 9, out.shape, device=device), channels_last)
     g = torch.randn_like(out)
-    want = torch.zeros(2, 5, 8 * 9, device=device).scatter_add_(-1, indices.flatten(-2), g.flatten(-2)).view(x.shape)
-    torch.testing.assert_close(ops.max_pool2d_backward(g, x, indices, *args), want)
+
+    def scatter(values):  # float64 sums of the gradients sent to each element
+        zeros = torch.zeros(2, 5, 8 * 9, dtype=torch.float64, device=device)
+        return zeros.scatter_add_(-1, indices.flatten(-2), values.double().flatten(-2)).view(x.shape)
+
+    r = max(int(scatter(torch.ones_like(g)).max().item()), 1)
+    assert_within_reduction_bound(ops.max_pool2d_backward(g, x, indices, *args), scatter(g), scatter(g * g), r,
+                                  "max_pool2d backward, any indices")
 
 
 def test_nan_and_infinity_semantics(device):
@@ -174,13 +220,15 @@ def test_nan_and_infinity_semantics(device):
 def test_three_dimensional_input(device):
     x = torch.randn(4, 9, 8, device=device)
     torch.testing.assert_close(HF.max_pool2d(x, 3, 2, 1, return_indices=True), F.max_pool2d(x, 3, 2, 1, return_indices=True))
-    torch.testing.assert_close(HF.avg_pool2d(x, (2, 3), 1, (1, 1)), F.avg_pool2d(x, (2, 3), 1, (1, 1)))
+    kw = dict(kernel_size=(2, 3), stride=1, padding=(1, 1))
+    assert_avg_pool_float32(x, kw, HF.avg_pool2d(x, **kw))
 
 
 def test_non_contiguous_and_empty_batch(device):
     x = torch.randn(3, 2, 20, 18, device=device)[:, :, ::2, 1::2]
     torch.testing.assert_close(HF.max_pool2d(x, 2, return_indices=True), F.max_pool2d(x, 2, return_indices=True))
-    torch.testing.assert_close(HF.avg_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2, 1))
+    kw = dict(kernel_size=3, stride=2, padding=1)
+    assert_avg_pool_float32(x, kw, HF.avg_pool2d(x, **kw))
     e = torch.randn(0, 3, 8, 8, device=device)
     assert HF.max_pool2d(e, 2).shape == F.max_pool2d(e, 2).shape
     assert HF.avg_pool2d(e, 2).shape == F.avg_pool2d(e, 2).shape
@@ -198,6 +246,7 @@ def test_every_cpu_instruction_set(cpu_isa):
     code = (
         "import torch, hotkernels, itertools, torch.nn.functional as F\n"
         "from hotkernels.functional import max_pool2d, avg_pool2d\n"
+        "from tests.test_pool import assert_avg_pool_float32\n"
         "torch.manual_seed(0)\n"
         "for W, s, cl in itertools.product([37], [1, 2, 3], [False, True]):\n"
         "    x = torch.randn(2, 19, 9, W)\n"
@@ -206,7 +255,11 @@ def test_every_cpu_instruction_set(cpu_isa):
         "        xd = x.to(dt)\n"
         "        assert all(torch.equal(a, b) for a, b in zip(max_pool2d(xd, 3, s, 1, return_indices=True),\n"
         "                                                     F.max_pool2d(xd, 3, s, 1, return_indices=True)))\n"
-        "        torch.testing.assert_close(avg_pool2d(xd, 3, s, 1), F.avg_pool2d(xd, 3, s, 1))\n"
+        "        kw = dict(kernel_size=3, stride=s, padding=1)\n"
+        "        if dt == torch.float32:\n"
+        "            assert_avg_pool_float32(xd, kw, avg_pool2d(xd, **kw))\n"
+        "        else:\n"
+        "            torch.testing.assert_close(avg_pool2d(xd, **kw), F.avg_pool2d(xd, **kw), rtol=1e-13, atol=1e-14)\n"
     )
     run_with_isa(cpu_isa, code)
 
@@ -288,7 +341,12 @@ def test_modules_are_drop_in(device):
     x = torch.randn(2, 3, 11, 10, device=device).to(memory_format=torch.channels_last)
     for ours, theirs in pairs:
         assert repr(ours) == repr(theirs) and ours.state_dict() == theirs.state_dict() == {}
-        torch.testing.assert_close(ours(x), theirs(x))
+        if isinstance(theirs, torch.nn.AvgPool2d):
+            kw = {k: getattr(theirs, k) for k in ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                                  "divisor_override")}
+            assert_avg_pool_float32(x, kw, ours(x))
+        else:  # max pooling: the same values and indices
+            torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
 
 
 # Bad arguments, each with the word that names what is wrong: torch's message for it (in torch

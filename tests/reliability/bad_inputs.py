@@ -212,7 +212,8 @@ for opt in ("Adam", "AdamW", "RAdam", "LAMB", "NovoGrad", "Ranger", "Ralamb", "R
              f"def torch_run(): return torch.optim.{ref}({P}, {kw})", arg=arg)
     case("optim", f"{opt} integer param with a gradient", "raises",
          f"def run():\n    p = torch.zeros(3, dtype=torch.int64)\n    p.grad = torch.ones(3, dtype=torch.int64)\n"
-         f"    return hotkernels.optim.{opt}([p]).step()", arg=r"'params\[0\]'", op_re=r"hotkernels\.\w+_?:")  # the kernel op
+         f"    return hotkernels.optim.{opt}([p]).step()", arg=r"'params\[0\]'",
+         op_re=rf"hotkernels\.optim\.{'Lamb' if opt == 'LAMB' else opt}: ")  # the class, as torch.optim's messages
     case("optim", f"{opt} sparse grad", "raises",
          f"def run():\n    p = torch.nn.Parameter(torch.randn(4, 3))\n    o = hotkernels.optim.{opt}([p])\n"
          f"    p.grad = torch.eye(4, 3).to_sparse()\n    return o.step()", arg="sparse gradients", op_re=rf"\b{SPARSE_NAMES[opt]}\b")

@@ -4,6 +4,7 @@ norms), and the scalar conversions."""
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, Callable
 
@@ -69,6 +70,53 @@ def check_hyper(lr: float | Tensor, betas: tuple[float, float], eps: float, weig
         raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
     if not 0.0 <= weight_decay:
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+# An entry of a kernel op's tensor list, as its checks name it ('params[3]', 'exp_avgs[0]', ...).
+_LIST_ENTRY = re.compile(r"'(params|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps|slow)\[(\d+)\]'")
+_STATE_KEYS = {"exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq", "max_exp_avg_sqs": "max_exp_avg_sq",
+               "state_steps": "step"}
+
+
+def op_error(optimizer: Optimizer, error: RuntimeError, group: int | None = None,
+             lists_hold_grads: bool = False, every_param: bool = False) -> RuntimeError:
+    """A kernel op's argument error as the optimizer's own, the way torch.optim words them:
+    "hotkernels.optim.<class>: param group K: expected 'params[J]' to ... (in hotkernels.<op>)".
+    The op indexes its lists over the params that have a grad, of the param group at index `group`
+    (or of all groups, in order, when None: LAMB's global gradient norm); each entry is renamed after
+    the param it belongs to: 'params[J]' (J its position in its group's "params"), "the grad of
+    'params[J]'", "state 'exp_avg' of 'params[J]'". `lists_hold_grads`: the op's 'params' list held
+    the gradients (multi_tensor_sq_norms). `every_param`: the lists hold every param of the group,
+    with a grad or not (Lookahead's sync, its 'slow' list the slow weights). Errors not from our
+    ops' checks come back as they are.
+    Built only when an op raised: the step itself pays nothing for it."""
+    message = str(error)
+    op = re.match(r"hotkernels\.(\w+): ", message)
+    if op is None:
+        return error
+    groups = range(len(optimizer.param_groups)) if group is None else [group]
+    places = [(k, j) for k in groups for j, p in enumerate(optimizer.param_groups[k]["params"])
+              if every_param or p.grad is not None]
+    first: list[int] = []
+
+    def rename(m: re.Match) -> str:
+        lst, i = m.group(1), int(m.group(2))
+        if i >= len(places):
+            return m.group(0)
+        k, j = places[i]
+        first.append(k) if not first else None
+        name = f"'params[{j}]'" + ("" if k == first[0] else f" of param group {k}")
+        if lst == "grads" or (lst == "params" and lists_hold_grads):
+            return f"the grad of {name}"
+        if lst == "slow":
+            return f"the slow weight of {name}"
+        return f"state '{_STATE_KEYS[lst]}' of {name}" if lst in _STATE_KEYS else name
+
+    body = _LIST_ENTRY.sub(rename, message[op.end():])
+    where = f"param group {first[0]}: " if first else ""
+    named = RuntimeError(f"hotkernels.optim.{type(optimizer).__name__}: {where}{body} (in hotkernels.{op.group(1)})")
+    named.__cause__ = error
+    return named
 
 
 def as_float(x: float | Tensor) -> float:

@@ -75,7 +75,7 @@ class Adam(_base.CapturableOptimizer):
         super().__init__(params, defaults)
 
     def _update(self) -> None:
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, "Adam", ", please consider SparseAdam instead")
             if not params:
                 continue
@@ -85,11 +85,14 @@ class Adam(_base.CapturableOptimizer):
             exp_avgs, exp_avg_sqs = moments[:2]
             max_exp_avg_sqs = moments[2] if group["amsgrad"] else []
             beta1, beta2 = group["betas"]
-            _ops.adam_step_(
-                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
-                group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
-            )  # fmt: skip
+            try:
+                _ops.adam_step_(
+                    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                    _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
+                    group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
+                )  # fmt: skip
+            except RuntimeError as e:
+                raise _base.op_error(self, e, k)
 
 
 class AdamW(Adam):

@@ -34,26 +34,29 @@ class _TrustRatioOptimizer(_base.FusedOptimizer):
         # DTensor params run on their local shards; their norms (the trust ratio's, LAMB's global
         # gradient norm) are summed over the shards (_base.global_sq_norms).
         work = []
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, self._name)
             if not params:
                 continue
             steps, *moments = _base.state_lists(self.state, params, _INIT, ["step", "exp_avg", "exp_avg_sq"])
             local_params, grads, moments = _base.local_shards(self._name, params, grads, moments)
-            work.append((group, params, steps, local_params, grads, moments))
-        grad_sq_norm = self._grad_sq_norm([p for _, params, *_ in work for p in params],
+            work.append((k, group, params, steps, local_params, grads, moments))
+        grad_sq_norm = self._grad_sq_norm([p for _, _, params, *_ in work for p in params],
                                           [g for *_, grads, _ in work for g in grads])
-        for group, params, steps, local_params, grads, (exp_avgs, exp_avg_sqs) in work:
+        for k, group, params, steps, local_params, grads, (exp_avgs, exp_avg_sqs) in work:
             f = self._group_flags(group)
             beta1, beta2 = group["betas"]
             shared = (beta1, beta2, group["eps"], group["weight_decay"], f["grad_averaging"], f["bias_correction"],
                       self._rectify)
             norms = torch.empty((len(params), 2), dtype=torch.float64, device=local_params[0].device)
-            _ops.lamb_moments_(local_params, grads, exp_avgs, exp_avg_sqs, steps, norms, grad_sq_norm,
-                               f["max_grad_norm"], *shared)
-            _base.global_sq_norms(norms, params)
-            _ops.lamb_apply_(local_params, exp_avgs, exp_avg_sqs, steps, norms, _base.as_float(group["lr"]), *shared,
-                             f["adapt"], f["trust_clip"])
+            try:
+                _ops.lamb_moments_(local_params, grads, exp_avgs, exp_avg_sqs, steps, norms, grad_sq_norm,
+                                   f["max_grad_norm"], *shared)
+                _base.global_sq_norms(norms, params)
+                _ops.lamb_apply_(local_params, exp_avgs, exp_avg_sqs, steps, norms, _base.as_float(group["lr"]),
+                                 *shared, f["adapt"], f["trust_clip"])
+            except RuntimeError as e:
+                raise _base.op_error(self, e, k)
 
 
 class Lamb(_TrustRatioOptimizer):
@@ -115,7 +118,11 @@ class Lamb(_TrustRatioOptimizer):
         # Global over the optimizer (as apex and timm): the optimizer-wide max_grad_norm decides.
         if self.defaults["max_grad_norm"] is None or not grads:
             return None
-        return _base.global_sq_norms(_ops.multi_tensor_sq_norms(grads), params).sum()
+        try:
+            sq_norms = _ops.multi_tensor_sq_norms(grads)
+        except RuntimeError as e:  # over the grads of every group
+            raise _base.op_error(self, e, None, lists_hold_grads=True)
+        return _base.global_sq_norms(sq_norms, params).sum()
 
     def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
         max_grad_norm = self.defaults["max_grad_norm"]

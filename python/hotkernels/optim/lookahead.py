@@ -80,12 +80,15 @@ class Lookahead(Optimizer):
     def sync(self) -> None:
         """slow ← slow + α(fast − slow), fast ← slow, for every param."""
         i = 0
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
             fast = group["params"]
             if fast:
                 # DTensor params: each rank syncs its shard (the slow weights are DTensors like them)
                 local_fast, _, (slow,) = _base.local_shards("Lookahead", fast, None, [self.slow[i : i + len(fast)]])
-                _ops.lookahead_sync_(local_fast, slow, self.alpha)
+                try:
+                    _ops.lookahead_sync_(local_fast, slow, self.alpha)
+                except RuntimeError as e:
+                    raise _base.op_error(self, e, k, every_param=True)
             i += len(fast)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -94,7 +97,20 @@ class Lookahead(Optimizer):
         Args:
             closure: a closure that reevaluates the model and returns the loss.
         """
-        loss = self.optimizer.step(closure)
+        try:
+            loss = self.optimizer.step(closure)
+        except RuntimeError as e:
+            # Ranger and RangerLars: an argument error of the inner RAdam or Ralamb (_base.op_error)
+            # under the name the caller used
+            inner = f"hotkernels.optim.{type(self.optimizer).__name__}: "
+            if type(self) is Lookahead or not str(e).startswith(inner):
+                raise
+            rest = str(e)[len(inner):]
+            at = rest.rfind(" (in hotkernels.")
+            if at >= 0:
+                rest = f"{rest[:at]} (in its {type(self.optimizer).__name__}'s {rest[at + 5:]}"
+            named = RuntimeError(f"hotkernels.optim.{type(self).__name__}: {rest}")
+            raise named from e
         self.lookahead_step += 1
         if self.lookahead_step % self.k == 0:
             self.sync()

@@ -66,7 +66,7 @@ class NovoGrad(_base.FusedOptimizer):
         super().__init__(params, defaults)
 
     def _update(self) -> None:
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, "NovoGrad")
             if not params:
                 continue
@@ -77,10 +77,17 @@ class NovoGrad(_base.FusedOptimizer):
             # DTensor params: the local shards, and their layer norms summed over the shards (the
             # per-layer second moments are plain scalars, the same on every rank).
             local_params, grads, (exp_avgs,) = _base.local_shards("NovoGrad", params, grads, [exp_avgs])
-            grad_sq_norms = _base.global_sq_norms(_ops.multi_tensor_sq_norms(grads), params)
+            try:
+                sq_norms = _ops.multi_tensor_sq_norms(grads)
+            except RuntimeError as e:
+                raise _base.op_error(self, e, k, lists_hold_grads=True)
+            grad_sq_norms = _base.global_sq_norms(sq_norms, params)
             beta1, beta2 = group["betas"]
-            _ops.novograd_step_(
-                local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
-                group["grad_averaging"], group["amsgrad"],
-            )  # fmt: skip
+            try:
+                _ops.novograd_step_(
+                    local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                    grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
+                    group["grad_averaging"], group["amsgrad"],
+                )  # fmt: skip
+            except RuntimeError as e:
+                raise _base.op_error(self, e, k)

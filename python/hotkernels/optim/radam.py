@@ -61,7 +61,7 @@ class RAdam(_base.CapturableOptimizer):
         super().__init__(params, defaults)
 
     def _update(self) -> None:
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, "RAdam")
             if not params:
                 continue
@@ -70,8 +70,11 @@ class RAdam(_base.CapturableOptimizer):
             params, grads, (exp_avgs, exp_avg_sqs) = _base.local_shards("RAdam", params, grads,
                                                                         [exp_avgs, exp_avg_sqs])
             beta1, beta2 = group["betas"]
-            _ops.radam_step_(
-                params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]),
-                _base.as_float(beta1), _base.as_float(beta2), group["eps"], group["weight_decay"],
-                group["decoupled_weight_decay"], group["maximize"],
-            )  # fmt: skip
+            try:
+                _ops.radam_step_(
+                    params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]),
+                    _base.as_float(beta1), _base.as_float(beta2), group["eps"], group["weight_decay"],
+                    group["decoupled_weight_decay"], group["maximize"],
+                )  # fmt: skip
+            except RuntimeError as e:
+                raise _base.op_error(self, e, k)
