@@ -2,6 +2,8 @@
 #include "cpu/kernels/gemm.h"
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 
 #include "cpu/kernels/simd.h"
 
@@ -78,6 +80,76 @@ constexpr GemmKernel<T> shape() {
   return {&gemm<T, MR, NV>, MR, NV * simd::kLanes<T>};
 }
 
+// The integer vector whose lanes index a vector of T (for __builtin_shuffle's masks).
+typedef int64_t vint64 __attribute__((vector_size(HK_VEC_BYTES)));
+template <class T> struct IndexOf;
+template <> struct IndexOf<float> { using vec = simd::vint32; using lane = int32_t; };
+template <> struct IndexOf<double> { using vec = vint64; using lane = int64_t; };
+
+// Shuffle masks of one transpose stage (below), over the 2L lanes of (a, b): lanes j with bit s set
+// take the other row's lanes, those without keep their own.
+template <class T, int64_t S, size_t... J>
+constexpr typename IndexOf<T>::vec upper_mask(std::index_sequence<J...>) {  // row p: a[j], or b[j − s] where j has bit s
+  using I = typename IndexOf<T>::lane;
+  constexpr int64_t L = simd::kLanes<T>;
+  return typename IndexOf<T>::vec{static_cast<I>((J & S) ? L + J - S : J)...};
+}
+template <class T, int64_t S, size_t... J>
+constexpr typename IndexOf<T>::vec lower_mask(std::index_sequence<J...>) {  // row p + s: a[j + s], or b[j] where j has bit s
+  using I = typename IndexOf<T>::lane;
+  constexpr int64_t L = simd::kLanes<T>;
+  return typename IndexOf<T>::vec{static_cast<I>((J & S) ? L + J : J + S)...};
+}
+
+// r[i][j] → r[j][i] for an L × L block in L vectors: for each bit s of the lane index, rows p and
+// p + s (p without bit s) swap the s-wide blocks where row and column bits differ. The swaps of
+// different bits commute and together exchange row and column indices: log2(L) stages of L
+// two-source shuffles.
+template <class T, int64_t S = 1>
+inline void transpose(simd::Vec<T>* r) {
+  constexpr int64_t L = simd::kLanes<T>;
+  if constexpr (S < L) {
+    constexpr auto seq = std::make_index_sequence<L>{};
+    constexpr typename IndexOf<T>::vec upper = upper_mask<T, S>(seq), lower = lower_mask<T, S>(seq);
+    for (int64_t p = 0; p < L; ++p) {
+      if (p & S) continue;
+      const simd::Vec<T> a = r[p], b = r[p + S];
+      r[p] = __builtin_shuffle(a, b, upper);
+      r[p + S] = __builtin_shuffle(a, b, lower);
+    }
+    transpose<T, 2 * S>(r);
+  }
+}
+
+// The packing transpose (the table's contract: csrc/cpu/kernels/gemm.h), in L × L blocks: L rows
+// (zero past `rows`) × L steps loaded as vectors, transposed in registers, stored as L runs of up
+// to L lanes of the destination rows.
+template <class T>
+void interleave(const T* src, int64_t ld, int64_t rows, T* dst, int64_t width, int64_t steps) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  for (int64_t u0 = 0; u0 < width; u0 += L) {
+    const int64_t un = std::min(L, width - u0);
+    for (int64_t t0 = 0; t0 < steps; t0 += L) {
+      const int64_t tn = std::min(L, steps - t0);
+      V r[L];
+      for (int64_t u = 0; u < L; ++u) {
+        const T* row = src + (u0 + u) * ld + t0;
+        r[u] = u0 + u >= rows ? V{} : tn == L ? simd::load(row) : simd::load_partial(row, tn);
+      }
+      transpose<T>(r);
+      for (int64_t t = 0; t < tn; ++t) {
+        T* out = dst + (t0 + t) * width + u0;
+        if (un == L) {
+          simd::store(out, r[t]);
+        } else {
+          simd::store_partial(out, r[t], un);
+        }
+      }
+    }
+  }
+}
+
 // A accumulator chains of FMAs: acc = acc·x + y, A independent vectors so that the FMA units never
 // wait on a result (latency 4 × 2 units needs 8; A is the micro-kernels' accumulator count).
 // x slightly below 1 and y small keep every value finite and normal for any iteration count; the
@@ -111,6 +183,8 @@ extern const GemmKernels gemm_kernels = {
     {shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 4, 6>(), shape<float, 1, 8>()},
     {shape<double, 8, 3>(), shape<double, 12, 2>(), shape<double, 4, 6>(), shape<double, 1, 8>()},
     4,
+    &interleave<float>,
+    &interleave<double>,
     &fma_loop<24>,
 };
 #else
@@ -121,6 +195,8 @@ extern const GemmKernels gemm_kernels = {
     {shape<float, 6, 2>(), shape<float, 4, 3>(), shape<float, 1, 8>(), {}},
     {shape<double, 6, 2>(), shape<double, 4, 3>(), shape<double, 1, 8>(), {}},
     3,
+    &interleave<float>,
+    &interleave<double>,
     &fma_loop<12>,
 };
 #endif

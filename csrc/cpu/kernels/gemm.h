@@ -33,10 +33,19 @@ struct GemmKernel {
 // sets (SSE2, AVX2) have 12 accumulators per shape, AVX-512 (32 registers) 24: each shape leaves
 // room for its B vectors and one broadcast. The last shape of each has one row (a matrix-vector
 // product: a batch of one), for products of a single row only.
+// Packing: dst[t·width + u] = src[u·ld + t] for u < rows, t < steps, and 0 for rows ≤ u < width:
+// `rows` rows of a row-major matrix, each contiguous along t, interleaved into rows of `width`
+// (a transpose). This is how A (mr rows) and a transposed B (nr columns of Wᵀ, rows of W) are
+// packed for the micro-kernels.
+template <class T>
+using Interleave = void (*)(const T* src, int64_t ld, int64_t rows, T* dst, int64_t width, int64_t steps);
+
 struct GemmKernels {
   GemmKernel<float> f32[kMaxGemmShapes];
   GemmKernel<double> f64[kMaxGemmShapes];
   int shapes;
+  Interleave<float> interleave_f32;
+  Interleave<double> interleave_f64;
   // The machine's floor for these kernels: `iterations` rounds of float32 FMAs on as many
   // independent vector accumulators as the shapes use, registers only (no loads). Returns the
   // floating-point operations done (2 per lane per FMA) and keeps the result observable.
