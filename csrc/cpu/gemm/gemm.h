@@ -4,10 +4,10 @@
 // packing of B; the LSTM (csrc/cpu/lstm.cpp) uses `multiply`.
 //
 // Blocking. A tile is mc rows × a range of B's nr-column panels; a thread computes a tile's whole
-// reduction, kc steps at a time: A's rows of the chunk are packed (mc × kc, ≤ 256 KiB of float, in
-// L2), then for each panel (kc × nr, ≤ 48 KiB: about L1) every row block of A runs over it. So a
-// panel is read from memory once per tile and from cache by the other row blocks, and a packed A
-// block (mr × kc, ≤ 12 KiB) from L1/L2 per panel.
+// reduction, kc steps at a time: A's rows of the chunk are packed (mc × kc, at most half of L2),
+// then for each panel chunk (kc × nr, at most an eighth of L2) every row block of A runs over it.
+// So a panel is read from memory once per tile and from cache by the other row blocks. Packing is
+// a SIMD transpose where the source runs along the reduction (row-major A, B = Wᵀ).
 //
 // Column groups. B may hold `groups` equal blocks of columns (the LSTM's four gates: W_hh's rows
 // i, f, g, o) packed separately; a tile then covers the same column range of every group, so its
