@@ -121,15 +121,23 @@ inline void transpose(simd::Vec<T>* r) {
   }
 }
 
-// The packing transpose (the table's contract: csrc/cpu/kernels/gemm.h), in L × L blocks: L rows
-// (zero past `rows`) × L steps loaded as vectors, transposed in registers, stored as L runs of up
-// to L lanes of the destination rows.
+// The packing transpose (the table's contract: csrc/cpu/kernels/gemm.h), in L × L blocks where the
+// destination rows are whole vectors (B's panels, nr a multiple of L): L rows (zero past `rows`) ×
+// L steps loaded as vectors, transposed in registers, stored as L vectors of destination rows.
 template <class T>
 void interleave(const T* src, int64_t ld, int64_t rows, T* dst, int64_t width, int64_t steps) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
+  if (width % L != 0) {
+    // Destination rows narrower than a vector (A's mr rows): each transposed vector would be stored
+    // in part, through a copy of run-time length; a value at a time is faster.
+    for (int64_t u = 0; u < width; ++u) {
+      const T* row = src + u * ld;
+      for (int64_t t = 0; t < steps; ++t) dst[t * width + u] = u < rows ? row[t] : T(0);
+    }
+    return;
+  }
   for (int64_t u0 = 0; u0 < width; u0 += L) {
-    const int64_t un = std::min(L, width - u0);
     for (int64_t t0 = 0; t0 < steps; t0 += L) {
       const int64_t tn = std::min(L, steps - t0);
       V r[L];
@@ -138,14 +146,7 @@ void interleave(const T* src, int64_t ld, int64_t rows, T* dst, int64_t width, i
         r[u] = u0 + u >= rows ? V{} : tn == L ? simd::load(row) : simd::load_partial(row, tn);
       }
       transpose<T>(r);
-      for (int64_t t = 0; t < tn; ++t) {
-        T* out = dst + (t0 + t) * width + u0;
-        if (un == L) {
-          simd::store(out, r[t]);
-        } else {
-          simd::store_partial(out, r[t], un);
-        }
-      }
+      for (int64_t t = 0; t < tn; ++t) simd::store(dst + (t0 + t) * width + u0, r[t]);
     }
   }
 }
