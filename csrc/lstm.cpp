@@ -29,13 +29,10 @@ void check_like(const char* op, const char* arg, const at::Tensor& t, const at::
 }  // namespace
 
 // The forward arguments of a cell (input [B, I]) or a layer (input [T, B, I]).
-Dims check_args(const char* op, bool half_types, const at::Tensor& input, const at::Tensor& hx,
+Dims check_args(const char* op, const at::Tensor& input, const at::Tensor& hx,
                 const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih,
                 const OptTensor& b_hh, int64_t input_dim, const OptTensor& w_hr) {
   check_floating(op, "input", input);
-  const auto dt = input.scalar_type();
-  TORCH_CHECK(half_types || dt == at::kFloat || dt == at::kDouble, "hotkernels.", op,
-              ": float16 and bfloat16 are computed on CUDA only; on the CPU use float32 or float64, but got ", dt);
   check_like(op, "hx", hx, input);
   check_like(op, "cx", cx, input);
   check_like(op, "w_ih", w_ih, input);
@@ -96,7 +93,7 @@ at::Tensor unused(const at::Tensor& like) { return at::empty({0}, like.options()
 
 Tensors3 cell_forward(const Pointwise& p, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
                       const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
-  const Dims d = check_args("lstm_cell", p.half_types, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
+  const Dims d = check_args("lstm_cell", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
   at::Tensor gates = at::mm(input, w_ih.t());
   gates.addmm_(hx, w_hh.t());
   at::Tensor h = at::empty({d.batch, d.hidden}, input.options());
@@ -108,7 +105,7 @@ Tensors3 cell_forward(const Pointwise& p, const at::Tensor& input, const at::Ten
 Tensors6 cell_backward(const Pointwise& p, const at::Tensor& grad_hy, const at::Tensor& grad_cy,
                        const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
                        const at::Tensor& w_hh, const at::Tensor& cy, const at::Tensor& gates, Mask mask) {
-  check_args("lstm_cell_backward", p.half_types, input, hx, cx, w_ih, w_hh, {}, {}, 2);
+  check_args("lstm_cell_backward", input, hx, cx, w_ih, w_hh, {}, {}, 2);
   check_saved("lstm_cell_backward", input, hx.sizes(), gates, {{"grad_hy", &grad_hy}, {"grad_cy", &grad_cy}, {"cy", &cy}});
   at::Tensor dgates = at::empty(gates.sizes(), gates.options());
   at::Tensor grad_cx = at::empty(cx.sizes(), cx.options());
@@ -125,7 +122,7 @@ Tensors6 cell_backward(const Pointwise& p, const at::Tensor& grad_hy, const at::
 Tensors3 layer_forward(const Pointwise& p, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
                        const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                        const OptTensor& w_hr, bool reverse) {
-  const Dims d = check_args("lstm_layer", p.half_types, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
+  const Dims d = check_args("lstm_layer", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
   const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
   TORCH_CHECK(T > 0, "hotkernels.lstm_layer: expected 'input' to have at least one time step, but got shape ",
               input.sizes());
@@ -161,7 +158,7 @@ Tensors7 layer_backward(const Pointwise& p, const at::Tensor& grad_output, const
                         const at::Tensor& w_hh, const at::Tensor& output, const at::Tensor& cs,
                         const at::Tensor& gates, const OptTensor& w_hr, bool reverse, LayerMask mask) {
   const char* op = "lstm_layer_backward";
-  const Dims d = check_args(op, p.half_types, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
+  const Dims d = check_args(op, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
   const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
   TORCH_CHECK(T > 0, "hotkernels.", op, ": expected 'input' to have at least one time step, but got shape ",
               input.sizes());

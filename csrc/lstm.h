@@ -25,7 +25,6 @@
 namespace hotkernels::lstm {
 
 struct Pointwise {
-  bool half_types;  // whether float16/bfloat16 are computed (in float); else float32/float64 only
   // gates: pre-activations without bias in, activations out; bias: b_ih + b_hh in the compute type
   // (at::opmath_type) or undefined; h, c: the new state, out.
   void (*forward)(const at::Tensor& gates, const at::Tensor& bias, const at::Tensor& c_prev, const at::Tensor& h,
@@ -53,8 +52,8 @@ struct Dims {
 };
 
 // Checks the forward arguments of a cell (input_dim 2: input [B, I]) or a layer (3: [T, B, I]),
-// with the layer's projection w_hr [P, H] if given; float16/bfloat16 only if `half_types`.
-Dims check_args(const char* op, bool half_types, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+// with the layer's projection w_hr [P, H] if given.
+Dims check_args(const char* op, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
                 const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                 int64_t input_dim, const OptTensor& w_hr = std::nullopt);
 // The saved tensors and incoming gradients of a backward op: like 'input', states of state_shape

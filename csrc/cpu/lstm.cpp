@@ -138,7 +138,7 @@ Tuple narrow(Tuple out, at::ScalarType dtype) {
 
 Tensors3 cell_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
                       const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
-  const lstm::Dims d = lstm::check_args("lstm_cell", true, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
+  const lstm::Dims d = lstm::check_args("lstm_cell", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
   if (is_half(input)) {
     return narrow(cell_forward(widen(input), widen(hx), widen(cx), widen(w_ih), widen(w_hh), widen(b_ih), widen(b_hh)),
                   input.scalar_type());
@@ -160,7 +160,7 @@ Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, con
                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
                        const at::Tensor& cy, const at::Tensor& gates, Mask mask) {
   const char* op = "lstm_cell_backward";
-  const lstm::Dims d = lstm::check_args(op, true, input, hx, cx, w_ih, w_hh, {}, {}, 2);
+  const lstm::Dims d = lstm::check_args(op, input, hx, cx, w_ih, w_hh, {}, {}, 2);
   lstm::check_saved(op, input, hx.sizes(), gates, {{"grad_hy", &grad_hy}, {"grad_cy", &grad_cy}, {"cy", &cy}});
   if (is_half(input)) {
     return narrow(cell_backward(widen(grad_hy), widen(grad_cy), widen(input), widen(hx), widen(cx), widen(w_ih),
@@ -189,7 +189,7 @@ Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, con
 Tensors3 layer_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
                        const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                        bool reverse) {
-  const lstm::Dims d = lstm::check_args("lstm_layer", true, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
+  const lstm::Dims d = lstm::check_args("lstm_layer", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
   const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
   TORCH_CHECK(T > 0, "hotkernels.lstm_layer: expected 'input' to have at least one time step, but got shape ",
               input.sizes());
@@ -231,7 +231,7 @@ Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs
                         const at::Tensor& output, const at::Tensor& cs, const at::Tensor& gates,
                         const OptTensor& w_hr, bool reverse, lstm::LayerMask mask) {
   const char* op = "lstm_layer_backward";
-  const lstm::Dims d = lstm::check_args(op, true, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
+  const lstm::Dims d = lstm::check_args(op, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
   const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
   TORCH_CHECK(T > 0, "hotkernels.", op, ": expected 'input' to have at least one time step, but got shape ",
               input.sizes());

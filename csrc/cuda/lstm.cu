@@ -105,7 +105,7 @@ void backward(const at::Tensor& gates, const at::Tensor& c_prev, const at::Tenso
   });
 }
 
-constexpr lstm::Pointwise kPointwise{true, &forward, &backward};
+constexpr lstm::Pointwise kPointwise{&forward, &backward};
 
 }  // namespace
 
