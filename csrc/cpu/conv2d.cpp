@@ -14,23 +14,13 @@
 
 #include "conv2d.h"
 #include "cpu/conv2d_passes.h"
+#include "cpu/dispatch.h"
 #include "cpu/kernels/conv2d.h"
 
 namespace hotkernels::cpu {
 namespace {
 
 using namespace conv;
-
-// Runs f.template operator()<T>() with T = float or double, the type the kernels compute in
-// (float16/bfloat16 tensors are widened to float by the callers).
-template <class F>
-void dispatch_compute(at::ScalarType t, F&& f) {
-  if (t == at::kDouble) {
-    f.template operator()<double>();
-  } else {
-    f.template operator()<float>();
-  }
-}
 
 at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "checks.h"
+#include "cpu/dispatch.h"
 #include "cpu/gemm/gemm.h"
 
 namespace hotkernels::cpu {
@@ -27,16 +28,9 @@ at::Tensor mm(const at::Tensor& self, const at::Tensor& mat2) {
   TORCH_CHECK(self.size(1) == mat2.size(0), "hotkernels.mm: 'self' and 'mat2' shapes cannot be multiplied (",
               self.size(0), "x", self.size(1), " and ", mat2.size(0), "x", mat2.size(1), ")");
   at::Tensor out = at::empty({self.size(0), mat2.size(1)}, self.options());
-  auto run = [&]<class T>() {
-    const gemm::Matrix<T> a{self.const_data_ptr<T>(), self.size(0), self.size(1), self.stride(0), self.stride(1)};
-    const gemm::Matrix<T> b{mat2.const_data_ptr<T>(), mat2.size(0), mat2.size(1), mat2.stride(0), mat2.stride(1)};
-    gemm::multiply(a, b, out.mutable_data_ptr<T>(), out.size(1), false);
-  };
-  if (dt == at::kDouble) {
-    run.template operator()<double>();
-  } else {
-    run.template operator()<float>();
-  }
+  dispatch_compute(dt, [&]<class T>() {
+    gemm::multiply(gemm::matrix<T>(self), gemm::matrix<T>(mat2), out.mutable_data_ptr<T>(), out.size(1), false);
+  });
   return out;
 }
 

@@ -30,6 +30,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "cpu/dispatch.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/kernels/lstm.h"
 #include "lstm.h"
@@ -38,6 +39,7 @@ namespace hotkernels::cpu {
 namespace {
 
 using gemm::Matrix;
+using gemm::matrix;
 using gemm::PackedB;
 using lstm::Mask;
 using lstm::OptTensor;
@@ -61,12 +63,6 @@ auto pick(const LstmTyped<Args>& typed) {
 template <class T>
 const T* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
-// A 2-D tensor as a GEMM operand, in place (any strides).
-template <class T>
-Matrix<T> matrix(const at::Tensor& t) {
-  return {t.const_data_ptr<T>(), t.size(0), t.size(1), t.stride(0), t.stride(1)};
 }
 
 // W_hhᵀ (H × 4H, or P × 4H with a projection) packed for the steps' GEMMs (B rows each), one
@@ -113,16 +109,6 @@ void backward_rows(const LstmBackwardArgs<T>& args, int64_t rows) {
   });
 }
 
-// Runs f.template operator()<T>() with T the input's type (float32 or float64: checked before).
-template <class F>
-void dispatch(const at::Tensor& input, F&& f) {
-  if (input.scalar_type() == at::kDouble) {
-    f.template operator()<double>();
-  } else {
-    f.template operator()<float>();
-  }
-}
-
 // float16 and bfloat16 run in float32, our kernels' compute type (as torch's CPU LSTM computes
 // them): once its arguments are checked, an op widens its tensors, runs the float32 path and narrows
 // what it returns to the input's type, the saved gate activations and states included, so that
@@ -147,7 +133,7 @@ Tensors3 cell_forward(const at::Tensor& input, const at::Tensor& hx, const at::T
   const at::Tensor bias = lstm::combined_bias(b_ih, b_hh, input.scalar_type()), c_prev = cx.contiguous();
   at::Tensor gates = at::empty({B, 4 * H}, input.options());
   at::Tensor h = at::empty({B, H}, input.options()), c = at::empty({B, H}, input.options());
-  dispatch(input, [&]<class T>() {
+  dispatch_compute(input.scalar_type(), [&]<class T>() {
     gemm::multiply(matrix<T>(input), matrix<T>(w_ih).t(), gates.mutable_data_ptr<T>(), 4 * H, false);
     const LstmForwardArgs<T> args{gates.mutable_data_ptr<T>(), ptr_or_null<T>(bias), c_prev.const_data_ptr<T>(),
                                   h.mutable_data_ptr<T>(), c.mutable_data_ptr<T>(), H};
@@ -172,7 +158,7 @@ Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, con
   at::Tensor dgates = at::empty(gates.sizes(), gates.options()), grad_cx = at::empty(cx.sizes(), cx.options());
   at::Tensor grad_input = lstm::unused(input), grad_hx = lstm::unused(input);
   at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input);
-  dispatch(input, [&]<class T>() {
+  dispatch_compute(input.scalar_type(), [&]<class T>() {
     backward_rows(LstmBackwardArgs<T>{g.const_data_ptr<T>(), c_prev.const_data_ptr<T>(), c.const_data_ptr<T>(),
                                       dh.const_data_ptr<T>(), dc.const_data_ptr<T>(), nullptr,
                                       dgates.mutable_data_ptr<T>(), grad_cx.mutable_data_ptr<T>(), d.hidden},
@@ -203,7 +189,7 @@ Tensors3 layer_forward(const at::Tensor& input, const at::Tensor& hx, const at::
   at::Tensor output = at::empty({T, B, P}, input.options()), cs = at::empty({T, B, H}, input.options());
   // With a projection: the unprojected r = o ⊙ tanh(c) of the step being computed.
   at::Tensor r = w_hr ? at::empty({B, H}, input.options()) : at::Tensor();
-  dispatch(input, [&]<class S>() {
+  dispatch_compute(input.scalar_type(), [&]<class S>() {
     gemm::multiply(matrix<S>(input.reshape({T * B, d.input})), matrix<S>(w_ih).t(), gates.mutable_data_ptr<S>(),
                    4 * H, false);
     const PackedB<S> w_hh_t = pack_recurrent<S>(w_hh, B);
@@ -254,7 +240,7 @@ Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs
   const int64_t t_first = reverse ? T - 1 : 0;  // the first step in forward order: its state was (hx, cx)
   at::Tensor grad_input = lstm::unused(input), grad_hx = lstm::unused(input);
   at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input), grad_w_hr = lstm::unused(input);
-  dispatch(input, [&]<class S>() {
+  dispatch_compute(input.scalar_type(), [&]<class S>() {
     const int64_t BH = B * H, BP = B * P;
     // Step t's dh: its own slice of dh with a projection, else the one [B, H] buffer.
     auto dh_of = [&](int64_t t) { return dh.mutable_data_ptr<S>() + (w_hr ? t * BP : 0); };

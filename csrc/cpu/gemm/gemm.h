@@ -15,6 +15,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <cpuinfo.h>
 
 #include <algorithm>
@@ -138,6 +139,12 @@ struct Matrix {
   int64_t rows, cols, rs, cs;
   Matrix t() const { return {data, cols, rows, cs, rs}; }
 };
+
+// A 2-D tensor of T as an operand, in place (any strides).
+template <class T>
+Matrix<T> matrix(const at::Tensor& t) {
+  return {t.const_data_ptr<T>(), t.size(0), t.size(1), t.stride(0), t.stride(1)};
+}
 
 // B (k × groups·n) packed for one micro-kernel shape: per group, ceil(n / nr) panels of [k][nr],
 // zero past column n. Packed once and reused by every multiply with it (an LSTM's W_hh, every step).
