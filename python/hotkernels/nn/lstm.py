@@ -41,9 +41,8 @@ class LSTM(nn.RNNBase):
     ``hidden_size``, the output ``num_directions * P``. Input is a padded tensor or, as for
     :class:`torch.nn.LSTM`, a :class:`~torch.nn.utils.rnn.PackedSequence` (sorted or not; the output
     is then packed alike and ``h_n``, ``c_n`` are taken at each sequence's own last step). A packed
-    batch runs padded: the
-    same layer op over every sequence's steps and the padding after them, whose results are never
-    read. Dropout between layers draws its mask over the padded batch, where torch's draws over the
+    batch runs padded: the same layer op over every sequence's steps and the padding after them,
+    whose results are never read. Dropout between layers draws its mask over the padded batch, where torch's draws over the
     packed data: the same distribution, other masks for the same seed.
 
     It derives from :class:`torch.nn.RNNBase` in mode ``"LSTM"`` (as :class:`torch.nn.LSTM` does)
