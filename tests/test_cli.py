@@ -1,10 +1,12 @@
 """Smoke tests of `python -m hotkernels` at tiny sizes."""
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from hotkernels import bench
 from hotkernels.bench import report
@@ -65,3 +67,27 @@ def test_train_smoke():
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| cnn") or line.startswith("| lstm")]
     assert len(rows) == 4 and all("x |" in r for r in rows)
+
+
+@pytest.mark.skipif(not torch.backends.cpu.get_cpu_capability().startswith("AVX"), reason="needs an AVX2 CPU")
+def test_bench_isa_caps_both_sides_and_models_report_their_losses(tmp_path):
+    """`--isa avx2` reruns the bench with hotkernels and torch's libraries capped at AVX2 (the record
+    says so), and `--models` adds the whole-model training steps, whose losses after their steps are
+    recorded and rendered for both models."""
+    js = tmp_path / "r.json"
+    out = run_cli("bench", "--isa", "avx2", "--ops", "mish", "--models", "--device", "cpu", "--quick", "--rounds", "1",
+                  "--json", str(js))
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(js.read_text())
+    m = rec["machine"]
+    assert (m["cpu_isa"], m["torch_cpu_isa"]) == ("avx2", "AVX2")
+    assert m["caps"] == {"HOTKERNELS_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                         "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert {r["family"] for r in rec["results"]} == {"mish", "models"}
+    trained = [r for r in rec["results"] if r["family"] == "models"]
+    assert len(trained) == 2
+    for r in trained:
+        assert r["steps"] == 1 + bench.WARMUP + 1 + 1 and set(r["losses"]) == set(r["ms"])
+        assert all(math.isfinite(loss) for loss in r["losses"].values())
+        assert f"Loss after {r['steps']} training steps, models/cpu/{r['name']}: " in out.stdout
+    assert not any(r["losses"] for r in rec["results"] if r["family"] == "mish")

@@ -3,7 +3,7 @@
 
 Each op family has a module here with ``cases(device, quick)``, returning :class:`Case` objects, and
 ``TARGETS``, the speed targets its issue set (:class:`Target`, read by the generated summary of
-:mod:`hotkernels.bench.report`). A case allocates its inputs lazily (``setup``) and returns named
+:mod:`hotkernels.bench.report`); so has ``models``, whole-model training steps. A case allocates its inputs lazily (``setup``) and returns named
 zero-argument callables: ``"hotkernels"``, its baseline(s), and optionally others (a composed op, a
 third-party library). Every callable returns its result so that the runner can compare it with the
 case's reference.
@@ -54,6 +54,9 @@ class Case:
     reference: str = ""
     bytes: int = 0  # least DRAM traffic, from traffic(); for GB/s
     flops: int = 0  # floating-point operations, for GFLOP/s
+    # A training step (the whole-model cases): every call takes one optimizer step and returns the
+    # loss, so the run also reports the loss each implementation reached after its last step.
+    trains: bool = False
 
     @property
     def id(self) -> str:
@@ -63,9 +66,10 @@ class Case:
     def reference_impl(self) -> str:
         return self.reference or self.baselines[0]
 
-    def result(self, ms: dict[str, float], max_error: float) -> Result:
+    def result(self, ms: dict[str, float], max_error: float, losses: dict[str, float] | None = None,
+               steps: int = 0) -> Result:
         return Result(self.family, self.name, self.device, list(self.baselines), self.reference_impl, ms, max_error,
-                      self.bytes, self.flops)
+                      self.bytes, self.flops, losses or {}, steps)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class Result:
     max_error: float  # largest difference of hotkernels' result from the reference's
     bytes: int = 0
     flops: int = 0
+    losses: dict[str, float] = field(default_factory=dict)  # training cases: each one's loss after `steps`
+    steps: int = 0
 
     @property
     def id(self) -> str:
@@ -179,7 +185,10 @@ def time_ms(fn: Callable[[], Any], device: str) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def measure(impls: Impls, device: str, rounds: int, warmup: int = 2) -> dict[str, float]:
+WARMUP = 2  # untimed interleaved rounds before the timed ones
+
+
+def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP) -> dict[str, float]:
     """Median milliseconds of each callable over interleaved rounds."""
     for _ in range(warmup):
         for fn in impls.values():
@@ -195,24 +204,28 @@ def run(case: Case, rounds: int) -> Result:
     impls = case.setup()
     error = max_error(impls["hotkernels"](), impls[case.reference_impl]())
     ms = measure(impls, case.device, rounds)
+    losses, steps = {}, 0
+    if case.trains:  # one more step each: the loss after all of them (the first call, warmup, rounds, this)
+        losses = {name: float(fn()) for name, fn in impls.items()}
+        steps = 1 + WARMUP + rounds + 1
     del impls
-    return case.result(ms, error)
+    return case.result(ms, error, losses, steps)
 
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     """Every op family's case list, by name."""
-    from . import conv2d, gemm, lstm, mish, optim, pool
+    from . import conv2d, gemm, lstm, mish, models, optim, pool
 
     return {"conv2d": conv2d.cases, "gemm": gemm.cases, "lstm": lstm.cases, "mish": mish.cases, "optim": optim.cases,
-            "pool": pool.cases}
+            "pool": pool.cases, "models": models.cases}
 
 
 def targets() -> dict[str, list[Target]]:
     """Every op family's speed targets, by name."""
-    from . import conv2d, gemm, lstm, mish, optim, pool
+    from . import conv2d, gemm, lstm, mish, models, optim, pool
 
     return {"conv2d": conv2d.TARGETS, "gemm": gemm.TARGETS, "lstm": lstm.TARGETS, "mish": mish.TARGETS,
-            "optim": optim.TARGETS, "pool": pool.TARGETS}
+            "optim": optim.TARGETS, "pool": pool.TARGETS, "models": models.TARGETS}
 
 
 def _last_level_cache_bytes(device: str) -> int:

@@ -10,9 +10,7 @@ On the CPU our GEMMs are our own (csrc/cpu/gemm/), with the pointwise passes in 
 torch's nn.LSTMCell runs its BLAS and separate elementwise passes, nn.LSTM (float32) oneDNN's
 fused RNN primitive, and on a PackedSequence torch's native per-step loop. Forward-only cases run
 without grad (inference). The packed case feeds lengths spread over [T/2, T] (enforce_sorted=False).
-The language-model case is one training step of Embedding(1000, 256) -> LSTM(256, 512, 2,
-batch_first) -> Linear(512, 1000), cross-entropy on next tokens and Adam: torch's modules and
-torch.optim.Adam against the same model through hotkernels.convert and hotkernels.optim.Adam.
+The language-model training step is a whole-model case (:mod:`hotkernels.bench.models`).
 """
 
 from __future__ import annotations
@@ -21,9 +19,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from . import Case, Target
-from .. import convert
 from .. import nn as hnn
-from .. import optim as HO
 
 # Issue 6 (GPU nn.LSTM: cuDNN's); issue 15 (the CPU LSTM on our GEMM core).
 TARGETS = [
@@ -33,7 +29,6 @@ TARGETS = [
     Target(15, "cpu", "LSTM forward float32 T50 B32 I256 H512 L2", speedup=1.0),
     Target(15, "cpu", "LSTM forward float32 T200 B1 I256 H512 L2", speedup=1.0),
     Target(15, "cpu", "LSTM forward+backward packed *", speedup=2.5),
-    Target(15, "cpu", "language model step *", speedup=1.15),
     Target(6, "cuda", "LSTMCell *", speedup=1.3),
     Target(6, "cuda", "LSTM *", speedup=0.8),
 ]
@@ -95,34 +90,6 @@ def _lstm_setup(steps: int, batch: int, inp: int, hidden: int, layers: int, devi
     return setup
 
 
-def _language_model_setup(steps: int, batch: int, vocab: int, embed: int, hidden: int, layers: int, device: str):
-    def setup():
-        def model() -> torch.nn.Module:
-            torch.manual_seed(0)
-            return torch.nn.ModuleDict({"embed": torch.nn.Embedding(vocab, embed),
-                                        "rnn": torch.nn.LSTM(embed, hidden, layers, batch_first=True),
-                                        "head": torch.nn.Linear(hidden, vocab)}).to(device)
-
-        ref, ours = model(), convert(model()).model
-        tokens = torch.randint(vocab, (batch, steps + 1), device=device, generator=None)
-
-        def run(m: torch.nn.Module, opt: torch.optim.Optimizer):
-            def step():
-                opt.zero_grad()
-                y, _ = m["rnn"](m["embed"](tokens[:, :-1]))
-                loss = torch.nn.functional.cross_entropy(m["head"](y).flatten(0, 1), tokens[:, 1:].flatten())
-                loss.backward()
-                opt.step()
-                return loss.detach()
-
-            return step
-
-        return {"torch nn.LSTM + torch.optim.Adam": run(ref, torch.optim.Adam(ref.parameters(), lr=1e-3)),
-                "hotkernels": run(ours, HO.Adam(ours.parameters(), lr=1e-3))}
-
-    return setup
-
-
 def _cell_flops(batch: int, inp: int, hidden: int, backward: bool) -> int:
     forward = 2 * batch * (inp + hidden) * 4 * hidden  # the two gate GEMMs
     return forward * (3 if backward else 1)  # backward: d(input, h) and d(w_ih, w_hh)
@@ -152,8 +119,4 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                     flops=forward // (T * B) * t1))
     out.append(Case("lstm", f"LSTM forward+backward packed float32 T{T} B{B} I{I} H{H} L{L} (lengths {T // 2}-{T})",
                     device, _lstm_setup(T, B, I, H, L, device, packed=True), baselines=("torch nn.LSTM",)))
-    vocab = 200 if quick else 1000
-    out.append(Case("lstm", f"language model step float32 T{T} B{B} vocab {vocab} E{I} H{H} L{L} Adam", device,
-                    _language_model_setup(T, B, vocab, I, H, L, device),
-                    baselines=("torch nn.LSTM + torch.optim.Adam",)))
     return out

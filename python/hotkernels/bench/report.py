@@ -45,6 +45,7 @@ def machine_info() -> dict[str, Any]:
         "arch": platform.machine(),
         "threads": torch.get_num_threads(),
         "cpu_isa": hotkernels._library.cpu_isa(),
+        "torch_cpu_isa": torch.backends.cpu.get_cpu_capability(),  # ATen's vectorized kernels
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "",
         "torch": torch.__version__,
         "hotkernels": hotkernels.__version__,
@@ -61,7 +62,8 @@ def machine_line(m: dict[str, Any]) -> str:
     gpu = f"GPU {m['gpu']}" if m["gpu"] else "no GPU"
     caps = m.get("caps") or {}
     capped = f" (capped: {', '.join(f'{k}={v}' for k, v in caps.items())})" if caps else ""
-    return (f"{m['cpu']} ({m['arch']}), {m['threads']} threads, CPU ISA {m['cpu_isa']}{capped}, {gpu}; "
+    torch_isa = f" (torch's: {m['torch_cpu_isa']})" if m.get("torch_cpu_isa") else ""
+    return (f"{m['cpu']} ({m['arch']}), {m['threads']} threads, CPU ISA {m['cpu_isa']}{torch_isa}{capped}, {gpu}; "
             f"torch {m['torch']}, hotkernels {m['hotkernels']}, Python {m['python']}")
 
 
@@ -113,6 +115,17 @@ def table(results: list[Result], ceilings: dict[str, Ceilings]) -> list[str]:
         lines.append(f"| {r.id} | {named} | {f'{r.ms[b]:.3f}' if b else '-'} | {r.ms['hotkernels']:.3f} | "
                      f"{f'{r.speedup:.2f}x' if b else '-'} | {error} | {_rate_cell(r, ceilings.get(r.device))} | "
                      f"{others} |")
+    return lines
+
+
+def _loss_lines(results: list[Result]) -> list[str]:
+    """The whole-model training cases' losses after their steps: the two models start from the same
+    weights and take the same steps on the same batch, so their losses should stay close."""
+    lines = []
+    for r in results:
+        if r.losses:
+            losses = ", ".join(f"{name} {loss:.4f}" for name, loss in r.losses.items())
+            lines.append(f"Loss after {r.steps} training steps, {r.id}: {losses}.  ")
     return lines
 
 
@@ -198,6 +211,7 @@ def render(rec: dict[str, Any]) -> str:
         "",
         *table(results, ceilings),
         "",
+        *_loss_lines(results),
         *_ceiling_lines(ceilings),
     ]
     over = above_ceiling(results, ceilings)
