@@ -74,8 +74,9 @@ GRID = [
     (2, 8, 6, 6, 16, 3, 1, "same", 1, 2),
     (1, 4, 7, 8, 4, (2, 4), 1, "same", (2, 1), 1),  # even extents: asymmetric 'same'
     (1, 4, 7, 8, 4, 3, 2, "valid", 1, 1),
-    (2, 5, 5, 6, 67, 3, 1, 1, 1, 1),  # small map, many output channels: packed weight gradient
+    (2, 5, 5, 6, 67, 3, 1, 1, 1, 1),  # small map, many output channels: partial row blocks
     (2, 10, 5, 4, 134, 3, 1, 1, 1, 2),  # the same per group
+    (3, 12, 23, 21, 10, 3, 1, 1, 1, 2),  # weight gradient over several pixel chunks per thread, chunks across images
     (1, 4, 9, 8, 70, 3, 2, 1, 2, 1),  # packed forward tiles (the virtual grid wastes > 15%), strided, dilated
     (2, 66, 6, 5, 8, 3, 2, 1, 1, 1),  # packed input-gradient tiles (the same), strided
     (1, 8, 4, 4, 256, 3, 1, 1, 1, 1),  # >= 128 output channels: packed forward, rows split across threads

@@ -13,10 +13,8 @@
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
 // grad_output (backward_input_gemm); each goes through the same passes.
-// Weight gradient: correlation of grad_output with the same phase-split input, reducing over
-// virtual pixels (grad_output is laid out with zeros at ox ≥ OW so the extra pixels add nothing);
-// for small maps with many output channels, a GEMM over real pixels on the forward micro-kernel
-// instead (weight_gradient_packed).
+// Weight gradient: a GEMM reducing over the real pixels of the whole batch, grad_output against
+// the taps of the same phase-split input, gathered per chunk of pixels (weight_gradient_gemm).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -28,7 +26,6 @@
 
 #include "cpu/conv2d_passes.h"
 #include "cpu/gemm/gemm.h"
-#include "cpu/kernels/conv2d.h"
 
 namespace hotkernels::cpu::conv {
 
@@ -41,19 +38,10 @@ using gemm::reduction_chunk;
 // steps, a packed B tile of 128 KiB (float) stays in L2.
 constexpr int64_t kTileColumns = 128;
 constexpr int64_t kChunk = 256;  // reduction steps per GEMM call: B runs and A block stay in cache
-constexpr int64_t kCorrChunk = 2048;  // virtual pixels (summed over the batch) per weight-gradient call
-constexpr int64_t kCorrCols = 64;     // weight columns (channel × tap) per weight-gradient task
-// The weight gradient goes through packed pixels (weight_gradient_packed) below this share of real
-// pixels on the virtual grid, given enough output channels to amortise gathering the taps.
-constexpr double kPackedGradientEfficiency = 0.9;
-constexpr int64_t kPackedGradientRows = 64;
 
 // Columns of a task tile for a micro-kernel nr columns wide.
 int64_t tile_columns(int64_t nr) { return ceil_div(kTileColumns, nr) * nr; }
 
-template <class T> const CorrelateKernel<T>& correlate_kernel();
-template <> const CorrelateKernel<float>& correlate_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f32; }
-template <> const CorrelateKernel<double>& correlate_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).correlate_f64; }
 // Planes [planes][h][w], placed at (pt, pl) in the padded frame (negative to crop).
 template <class T>
 struct Source {
@@ -443,152 +431,87 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
   }
 }
 
-// Weight gradient on the virtual pixel grid: dot products of grad_output rows with shifted rows of
-// the phase-split input (the correlate kernel), for large maps where the grid wastes little.
+// Weight gradient as a GEMM over the real pixels of the whole batch: gw[k][t] = Σ_q gy[k][q] · x(q, t)
+// for pixel q = (n, oy, ox) and reduction index t = (channel, tap). Output channels are the
+// micro-kernel's broadcast rows (A: grad_output, packed per chunk of pixels into [block][q][mr])
+// and the taps its vector columns (B: each tap's input pixels, gathered from the phase-split input
+// by the SIMD interleave into a [q][nr] panel per chunk, then reused by every row block). The
+// pixels are split across the threads, each summing into its own copy of gw (C_out × C_in·taps:
+// small next to the inputs), and the copies are added at the end: every thread streams a
+// different part of x and grad_output, and the work splits evenly whatever the shape.
 template <class T>
-void weight_gradient_virtual(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p,
-                             T* gw, const Conv2dGeometry& g) {
-  const CorrelateKernel<T>& kern = correlate_kernel<T>();
-  // grad_output on the virtual pixel grid, zero at ox ≥ OW and up to a whole vector past the end.
-  const int64_t virt = ceil_div((g.oh - 1) * p.ws + g.ow, kern.lanes) * kern.lanes;
-  // Written (zeros included) by the threads that use it: no serial zero fill and first touch of a
-  // buffer as large as grad_output.
-  const auto gv = workspace<T>(g.n * g.k * virt, 0);
-  at::parallel_for(0, g.n * g.k, grain(g.oh * g.ow), [&](int64_t begin, int64_t end) {
-    for (int64_t plane = begin; plane < end; ++plane) {
-      T* dst = gv.get() + plane * virt;
-      for (int64_t oy = 0; oy < g.oh; ++oy) {
-        std::memcpy(dst + oy * p.ws, gy + (plane * g.oh + oy) * g.ow, g.ow * sizeof(T));
-        std::fill(dst + oy * p.ws + g.ow, dst + std::min(virt, (oy + 1) * p.ws), T(0));
-      }
-      std::fill(dst + std::min(virt, g.oh * p.ws), dst + virt, T(0));
-    }
-  });
-
-  const int64_t m = g.cout_g(), kd = g.kdim(), col_tiles = ceil_div(kd, kCorrCols);
-  // With few groups × column tiles (ResNet's conv1: 147 columns, 3 tiles of unequal width), split
-  // the output channels into a multiple of the thread count of near-equal row slices (multiples of
-  // 3, the kernel's row block), slices outermost: each thread's contiguous range of tasks then holds
-  // the same share of the work.
-  const int64_t threads = at::get_num_threads();
-  const int64_t row_tiles = g.groups * col_tiles >= 8 * threads
-                                ? 1
-                                : std::min(ceil_div(m, 3), threads * ceil_div(8, g.groups * col_tiles));
-  auto row_start = [&](int64_t rt) { return rt == row_tiles ? m : (rt * m + 3 * row_tiles / 2) / (3 * row_tiles) * 3; };
-  at::parallel_for(0, row_tiles * g.groups * col_tiles, grain(ceil_div(m, row_tiles) * kCorrCols * g.n * virt), [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t ct = task % col_tiles, gi = task / col_tiles % g.groups, rt = task / col_tiles / g.groups;
-      const int64_t k0 = ct * kCorrCols, nk = std::min(kCorrCols, kd - k0);
-      const int64_t r0 = row_start(rt), nr = row_start(rt + 1) - r0;
-      if (nr <= 0) continue;
-      T* out = gw + (gi * m + r0) * kd + k0;
-      for (int64_t r = 0; r < nr; ++r) std::fill(out + r * kd, out + r * kd + nk, T(0));
-      // Chunks of virtual pixels, each over the whole batch: long reductions even for small images,
-      // while a chunk's rows of x and grad_output stay in cache.
-      const T* d = gv.get() + (gi * m + r0) * virt;
-      const T* xb = xsp + gi * g.cin_g() * p.plane();
-      const int64_t chunk = std::max<int64_t>(kern.lanes, kCorrChunk / g.n / kern.lanes * kern.lanes);
-      for (int64_t v0 = 0; v0 < virt; v0 += chunk) {
-        kern.run(d + v0, virt, g.k * virt, nr, xb + v0, g.c * p.plane(), off.data() + k0, nk, g.n,
-                 std::min(chunk, virt - v0), out, kd);
-      }
-    }
-  });
-}
-
-// Weight gradient as a GEMM over the real pixels of the whole batch, for small maps (7×7, 14×14)
-// where the virtual grid wastes a quarter of the work: the transposed gradient gwᵀ[t][k] =
-// Σ_q x(q, t) · gy[k][q] runs on the forward's micro-kernel with the taps as its broadcast rows
-// (A: mr taps × a chunk of pixels, gathered from the phase-split input) and the output
-// channels as its vector columns (B: grad_output transposed into panels [k / nr][q][nr], once).
-template <class T>
-void weight_gradient_packed(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p,
-                            T* gw, const Conv2dGeometry& g) {
+void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p, T* gw,
+                          const Conv2dGeometry& g) {
   const int64_t m = g.cout_g(), kd = g.kdim(), plane = g.oh * g.ow, pixels = g.n * plane;
-  const GemmKernel<T>& kern = gemm::least_padding<T>(kd, m);
-  const int64_t mr = kern.mr, nr = kern.nr;
-  const int64_t panels = ceil_div(m, nr), blocks = ceil_div(kd, mr);
-  constexpr int64_t kPixels = 256;  // reduction chunk: a B panel chunk (≤ 24 KiB for float) stays in L1
-  constexpr int64_t kBlocksPerTask = 8;  // tap blocks per task: A chunks (≤ 48 KiB) in L2, C in L2
-  const int64_t tasks_per_group = ceil_div(blocks, kBlocksPerTask);
-  const std::vector<int64_t> steps = gemm::steps(kPixels, nr);
-  Aligned<T> gt(panels * pixels * nr);
-  for (int64_t gi = 0; gi < g.groups; ++gi) {
-    // B panels: gt[j][q][v] = gy[n][gi·m + j·nr + v][pixel q of image n], zero past m.
-    at::parallel_for(0, panels * g.n, grain(nr * plane), [&](int64_t begin, int64_t end) {
-      for (int64_t jn = begin; jn < end; ++jn) {
-        const int64_t j = jn / g.n, n = jn % g.n, cols = std::min(nr, m - j * nr);
-        T* dst = gt.data() + (j * pixels + n * plane) * nr;
-        for (int64_t v = 0; v < nr; ++v) {
-          const T* src = gy + (n * g.k + gi * m + j * nr + v) * plane;
-          for (int64_t q = 0; q < plane; ++q) dst[q * nr + v] = v < cols ? src[q] : T(0);
-        }
-      }
-    });
-    at::parallel_for(0, tasks_per_group, 1, [&](int64_t begin, int64_t end) {
-      Aligned<T> ab(kBlocksPerTask * kPixels * mr);
-      std::vector<T> ct(kBlocksPerTask * mr * panels * nr);
-      std::vector<Run> runs;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b0 = task * kBlocksPerTask, nb = std::min(kBlocksPerTask, blocks - b0);
-        for (int64_t q0 = 0; q0 < pixels; q0 += kPixels) {
-          const int64_t qn = std::min(kPixels, pixels - q0);
+  const GemmKernel<T>& kern = gemm::least_padding<T>(m, kd);
+  const int64_t mr = kern.mr, nr = kern.nr, blocks = ceil_div(m, mr), panels = ceil_div(kd, nr);
+  // Pixels per chunk: grad_output's packed chunk (every row block) takes at most half of L2, where
+  // it stays while each tap panel runs past it; at most 256 (a panel chunk of 256 × 48 floats, 48
+  // KiB, is reused by every row block from L2).
+  const int64_t chunk = std::clamp<int64_t>(gemm::l2_bytes() / (2 * blocks * mr * static_cast<int64_t>(sizeof(T))),
+                                            16, 256);
+  const int64_t chunks = ceil_div(pixels, chunk);
+  const int64_t parts = std::min<int64_t>(chunks, at::get_num_threads());
+  const int64_t size = g.groups * m * kd;
+  std::vector<Aligned<T>> copies;  // parts 1.. sum into their own copy; part 0 into gw
+  for (int64_t part = 1; part < parts; ++part) copies.emplace_back(size);
+  const std::vector<int64_t> steps = gemm::steps(chunk, nr);
+  // A run of pixels along one output row: tile columns [col, col + len), read in place from the
+  // phase-split input at x + off[t] and from grad_output at gy.
+  struct PixelRun {
+    int64_t col, len, x, gy;
+  };
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    Aligned<T> ab(blocks * chunk * mr), bt(chunk * nr);
+    std::vector<PixelRun> runs;
+    for (int64_t part = begin; part < end; ++part) {
+      T* sum = part == 0 ? gw : copies[part - 1].data();
+      const int64_t q_begin = gemm::slice(part, chunks, parts) * chunk;
+      const int64_t q_end = std::min(pixels, gemm::slice(part + 1, chunks, parts) * chunk);
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        for (int64_t q0 = q_begin; q0 < q_end; q0 += chunk) {
+          const int64_t qn = std::min(chunk, q_end - q0);
           runs.clear();
           for_each_run(g.oh, g.ow, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-            runs.push_back({q - q0, len, (n * g.c + gi * g.cin_g()) * p.plane() + Y * p.ws + X});
+            runs.push_back({q - q0, len, (n * g.c + gi * g.cin_g()) * p.plane() + Y * p.ws + X,
+                            (n * g.k + gi * m) * plane + Y * g.ow + X});
           });
-          // A: ab[bb][q][u] = x(q0 + q, tap (b0 + bb)·mr + u), zero for taps past kd.
-          for (int64_t bb = 0; bb < nb; ++bb) {
-            T* a = ab.data() + bb * kPixels * mr;
-            for (int64_t u = 0; u < mr; ++u) {
-              const int64_t t = (b0 + bb) * mr + u;
-              if (t >= kd) {
-                for (int64_t q = 0; q < qn; ++q) a[q * mr + u] = T(0);
-                continue;
-              }
-              const T* src = xsp + off[t];
-              for (const Run& run : runs) {
-                for (int64_t w = 0; w < run.len; ++w) a[(run.col + w) * mr + u] = src[run.src + w];
-              }
+          for (int64_t b = 0; b < blocks; ++b) {  // A: ab[b][q][u] = gy[n][gi·m + b·mr + u][pixel q]
+            const int64_t rows = std::min(mr, m - b * mr);
+            const auto row_at = gemm::strided_rows(rows, plane);
+            for (const PixelRun& run : runs) {
+              gemm::interleave_kernel<T>()(gy + run.gy + b * mr * plane, row_at.data(), rows,
+                                           ab.data() + (b * chunk + run.col) * mr, mr, run.len);
             }
           }
-          for (int64_t j = 0; j < panels; ++j) {
-            const T* panel = gt.data() + (j * pixels + q0) * nr;
-            for (int64_t bb = 0; bb < nb; ++bb) {
-              kern.run(ab.data() + bb * kPixels * mr, 0, panel, steps.data(),
-                       ct.data() + bb * mr * panels * nr + j * nr, panels * nr, mr, std::min(nr, m - j * nr),
-                       qn, q0 > 0);
+          for (int64_t j = 0; j < panels; ++j) {  // B: bt[q][v] = x(pixel q, tap j·nr + v)
+            const int64_t cols = std::min(nr, kd - j * nr);
+            for (const PixelRun& run : runs) {
+              gemm::interleave_kernel<T>()(xsp + run.x, off.data() + j * nr, cols, bt.data() + run.col * nr, nr,
+                                           run.len);
+            }
+            for (int64_t b = 0; b < blocks; ++b) {
+              kern.run(ab.data() + b * chunk * mr, 0, bt.data(), steps.data(), sum + (gi * m + b * mr) * kd + j * nr,
+                       kd, std::min(mr, m - b * mr), cols, qn, q0 > q_begin);
             }
           }
-        }
-        // gw[gi·m + k][t] = ct[t − t0][k], row by row of gw: contiguous writes (the other order
-        // would touch a new cache line and page per value).
-        const int64_t t0 = b0 * mr, nt = std::min(kd, (b0 + nb) * mr) - t0;
-        for (int64_t k = 0; k < m; ++k) {
-          T* dst = gw + (gi * m + k) * kd + t0;
-          for (int64_t t = 0; t < nt; ++t) dst[t] = ct[t * panels * nr + k];
         }
       }
-    });
-  }
+    }
+  });
+  at::parallel_for(0, size, grain(parts), [&](int64_t begin, int64_t end) {
+    for (const Aligned<T>& copy : copies) {
+      for (int64_t i = begin; i < end; ++i) gw[i] += copy.data()[i];
+    }
+  });
 }
 
 template <class T>
 void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
   const PhaseLayout p = phase_layout(g);
-  const int64_t lanes = correlate_kernel<T>().lanes;
-  const int64_t slack = 2 * lanes + 2 * max_nr<T>();
-  const auto xs = workspace<T>(g.n * g.c * p.plane(), slack);
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), 0);
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
-  const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
-  // The virtual grid's share of real pixels (per image, rounded to whole vectors).
-  const double efficiency = static_cast<double>(g.oh * g.ow) /
-                            static_cast<double>(ceil_div((g.oh - 1) * p.ws + g.ow, lanes) * lanes);
-  if (efficiency < kPackedGradientEfficiency && g.cout_g() >= kPackedGradientRows) {
-    weight_gradient_packed(gy, xs.get(), off, p, gw, g);
-  } else {
-    weight_gradient_virtual(gy, xs.get(), off, p, gw, g);
-  }
+  weight_gradient_gemm(gy, xs.get(), tap_offsets(g, g.cin_g(), p), p, gw, g);
 }
 
 template void forward_gemm(const float*, const float*, const float*, float*, const Conv2dGeometry&);

@@ -19,6 +19,7 @@
 #include <cpuinfo.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -80,6 +81,15 @@ Interleave<T> interleave_kernel() {
   } else {
     return table.interleave_f64;
   }
+}
+
+// Row starts u·ld for u < rows: the interleave's row offsets for a strided matrix. At most 128 rows,
+// the widest shape's nr (1 × 8 vectors of 16 floats).
+inline std::array<int64_t, 128> strided_rows(int64_t rows, int64_t ld) {
+  std::array<int64_t, 128> at{};
+  TORCH_INTERNAL_ASSERT(rows <= static_cast<int64_t>(at.size()));
+  for (int64_t u = 0; u < rows; ++u) at[u] = u * ld;
+  return at;
 }
 
 // The shape that pads an m × n product least (rows to whole blocks of mr, columns of nr), taking a
@@ -173,7 +183,7 @@ class PackedB {
             std::fill(dst + t * nr + cols, dst + (t + 1) * nr, T(0));
           }
         } else if (b.rs == 1) {
-          interleave_kernel<T>()(b.data + col0 * b.cs, b.cs, cols, dst, nr, k_);
+          interleave_kernel<T>()(b.data + col0 * b.cs, strided_rows(cols, b.cs).data(), cols, dst, nr, k_);
         } else {
           for (int64_t v = 0; v < nr; ++v) {
             const T* src = b.data + (col0 + v) * b.cs;
@@ -218,7 +228,7 @@ void pack_a(const Matrix<T>& a, int64_t i0, int64_t rows, int64_t t0, int64_t kc
       continue;
     }
     if (a.cs == 1) {  // rows contiguous: the SIMD interleave
-      interleave_kernel<T>()(src, a.rs, n, out, mr, kc);
+      interleave_kernel<T>()(src, strided_rows(n, a.rs).data(), n, out, mr, kc);
       continue;
     }
     if (n < mr) std::fill_n(out, kc * mr, T(0));

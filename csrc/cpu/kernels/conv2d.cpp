@@ -1,4 +1,4 @@
-// Convolution inner loops on SIMD vectors: the weight-gradient correlation and the depthwise kernels.
+// Convolution inner loops on SIMD vectors: the depthwise kernels and the bias gradient's sum.
 #include "cpu/kernels/conv2d.h"
 
 #include <algorithm>
@@ -10,75 +10,6 @@ namespace hotkernels::cpu::HK_ISA {
 namespace {
 
 using math::Conv2dGeometry;
-
-// Up to kRows × kCols dot products of length len at once (12 accumulators on AVX2): the kCols rows
-// of d stay in registers, the x rows are loaded one at a time.
-constexpr int64_t kCorrRows = 3;  // rows of d
-constexpr int64_t kCorrCols = 4;  // rows of x (columns of g)
-
-template <class T, int64_t R, int64_t K>
-inline void correlate_block(const T* __restrict__ d, int64_t d_stride, int64_t d_batch, const T* __restrict__ x,
-                            int64_t x_batch, const int64_t* __restrict__ offsets, int64_t batch, int64_t len,
-                            T* __restrict__ g, int64_t ldg) {
-  using V = simd::Vec<T>;
-  constexpr int64_t L = simd::kLanes<T>;
-  V acc[R][K];
-#pragma GCC unroll 4
-  for (int64_t i = 0; i < R; ++i)
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < K; ++k) acc[i][k] = V{};
-  for (int64_t b = 0; b < batch; ++b) {
-    const T* db = d + b * d_batch;
-    const T* xk[K];
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < K; ++k) xk[k] = x + b * x_batch + offsets[k];
-    for (int64_t v = 0; v < len; v += L) {
-      V dv[R];
-#pragma GCC unroll 4
-      for (int64_t i = 0; i < R; ++i) dv[i] = simd::load(db + i * d_stride + v);
-#pragma GCC unroll 4
-      for (int64_t k = 0; k < K; ++k) {
-        const V xv = simd::load(xk[k] + v);
-#pragma GCC unroll 4
-        for (int64_t i = 0; i < R; ++i) acc[i][k] += dv[i] * xv;
-      }
-    }
-  }
-  for (int64_t i = 0; i < R; ++i) {
-    for (int64_t k = 0; k < K; ++k) {
-      T s = 0;
-      for (int64_t l = 0; l < L; ++l) s += acc[i][k][l];
-      g[i * ldg + k] += s;
-    }
-  }
-}
-
-template <class T, int64_t R>
-inline void correlate_rows(const T* d, int64_t d_stride, int64_t d_batch, const T* x, int64_t x_batch,
-                           const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg) {
-  int64_t k = 0;
-  for (; k + kCorrCols <= nk; k += kCorrCols) {
-    correlate_block<T, R, kCorrCols>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
-  }
-  if (k + 2 <= nk) {
-    correlate_block<T, R, 2>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
-    k += 2;
-  }
-  if (k < nk) correlate_block<T, R, 1>(d, d_stride, d_batch, x, x_batch, offsets + k, batch, len, g + k, ldg);
-}
-
-template <class T>
-void correlate(const T* d, int64_t d_stride, int64_t d_batch, int64_t m, const T* x, int64_t x_batch,
-               const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg) {
-  int64_t i = 0;
-  for (; i + kCorrRows <= m; i += kCorrRows) {
-    correlate_rows<T, kCorrRows>(d + i * d_stride, d_stride, d_batch, x, x_batch, offsets, nk, batch, len,
-                                 g + i * ldg, ldg);
-  }
-  for (; i < m; ++i) {
-    correlate_rows<T, 1>(d + i * d_stride, d_stride, d_batch, x, x_batch, offsets, nk, batch, len, g + i * ldg, ldg);
-  }
-}
 
 // NV vectors of output row oy from column ox: accumulated in registers over every tap, stored once.
 template <class T, int64_t NV>
@@ -195,8 +126,6 @@ constexpr DepthwiseKernel<T> depthwise() {
 }  // namespace
 
 extern const Conv2dKernels conv2d_kernels = {
-    {&correlate<float>, simd::kLanes<float>},
-    {&correlate<double>, simd::kLanes<double>},
     depthwise<float>(),
     depthwise<double>(),
     &sum<float>,

@@ -1,8 +1,7 @@
 // Vectorised convolution kernels (csrc/cpu/kernels/conv2d.cpp), one table per instruction set.
 //
 // The general convolution is an implicit GEMM on the GEMM core's micro-kernels
-// (csrc/cpu/kernels/gemm.h); its weight gradient on the virtual grid has a correlation kernel here.
-// Depthwise convolution (one input and one output channel per group) has direct kernels over one
+// (csrc/cpu/kernels/gemm.h), its three passes included. Depthwise convolution (one input and one output channel per group) has direct kernels over one
 // zero-padded channel plane.
 #pragma once
 
@@ -12,16 +11,6 @@
 #include "math/conv2d.h"
 
 namespace hotkernels::cpu {
-
-// Weight-gradient block: g[i·ldg + k] += Σ_{b < batch} Σ_{v < len} d[b·d_batch + i·d_stride + v] ·
-// x[b·x_batch + offsets[k] + v] for i < m, k < nk; len is a multiple of `lanes` (the caller zero-pads
-// d). The batch loop is inside so that small images still make long reductions.
-template <class T>
-struct CorrelateKernel {
-  void (*run)(const T* d, int64_t d_stride, int64_t d_batch, int64_t m, const T* x, int64_t x_batch,
-              const int64_t* offsets, int64_t nk, int64_t batch, int64_t len, T* g, int64_t ldg);
-  int64_t lanes;
-};
 
 // Depthwise kernels over one channel plane. `xp` is the input plane zero-padded by (pt, pl) in front
 // and enough behind that every tap of every output pixel is inside it, written xp[y][x] below.
@@ -44,8 +33,6 @@ struct DepthwiseKernel {
 };
 
 struct Conv2dKernels {
-  CorrelateKernel<float> correlate_f32;
-  CorrelateKernel<double> correlate_f64;
   DepthwiseKernel<float> depthwise_f32;
   DepthwiseKernel<double> depthwise_f64;
   // Σ x[0..n) (for the bias gradient)

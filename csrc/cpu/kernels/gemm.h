@@ -33,12 +33,13 @@ struct GemmKernel {
 // sets (SSE2, AVX2) have 12 accumulators per shape, AVX-512 (32 registers) 24: each shape leaves
 // room for its B vectors and one broadcast. The last shape of each has one row (a matrix-vector
 // product: a batch of one), for products of a single row only.
-// Packing: dst[t·width + u] = src[u·ld + t] for u < rows, t < steps, and 0 for rows ≤ u < width:
-// `rows` rows of a row-major matrix, each contiguous along t, interleaved into rows of `width`
+// Packing: dst[t·width + u] = src[row_at[u] + t] for u < rows, t < steps, and 0 for rows ≤ u <
+// width: `rows` rows, each contiguous along t from its own offset, interleaved into rows of `width`
 // (a transpose). This is how A (mr rows) and a transposed B (nr columns of Wᵀ, rows of W) are
-// packed for the micro-kernels.
+// packed for the micro-kernels (row_at[u] = u·ld), and how conv2d's weight gradient gathers its
+// taps (row_at: each tap's offset into the input).
 template <class T>
-using Interleave = void (*)(const T* src, int64_t ld, int64_t rows, T* dst, int64_t width, int64_t steps);
+using Interleave = void (*)(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps);
 
 struct GemmKernels {
   GemmKernel<float> f32[kMaxGemmShapes];

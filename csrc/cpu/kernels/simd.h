@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #if defined(__x86_64__)
@@ -48,12 +49,55 @@ template <class T, size_t... I> inline Vec<T> broadcast(T x, std::index_sequence
 template <class T> inline Vec<T> broadcast(T x) { return broadcast(x, std::make_index_sequence<kLanes<T>>{}); }
 
 // Loads the first `n` (< kLanes) elements of p, zero-filling the rest; stores the first n lanes.
+// Masked loads and stores where the instruction set has them (lanes past n are never touched, so
+// they may lie past the end of an allocation); elsewhere a copy of run-time length, which costs a
+// library call and a store-to-load forwarding stall per vector.
+#if defined(__AVX512F__) && HK_VEC_BYTES == 64
+template <class T> inline Vec<T> load_partial(const T* p, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return (vfloat)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  } else {
+    return (vdouble)_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p);
+  }
+}
+template <class T> inline void store_partial(T* p, Vec<T> v, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), (__m512)v);
+  } else {
+    _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1), (__m512d)v);
+  }
+}
+#elif defined(__AVX2__) && HK_VEC_BYTES == 32
+// Lane i of the mask is all ones where i < n.
+template <class T> inline __m256i lanes_below(int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  } else {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+}
+template <class T> inline Vec<T> load_partial(const T* p, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return (vfloat)_mm256_maskload_ps(p, lanes_below<T>(n));
+  } else {
+    return (vdouble)_mm256_maskload_pd(p, lanes_below<T>(n));
+  }
+}
+template <class T> inline void store_partial(T* p, Vec<T> v, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    _mm256_maskstore_ps(p, lanes_below<T>(n), (__m256)v);
+  } else {
+    _mm256_maskstore_pd(p, lanes_below<T>(n), (__m256d)v);
+  }
+}
+#else
 template <class T> inline Vec<T> load_partial(const T* p, int64_t n) {
   Vec<T> v{};
   std::memcpy(&v, p, n * sizeof(T));
   return v;
 }
 template <class T> inline void store_partial(T* p, Vec<T> v, int64_t n) { std::memcpy(p, &v, n * sizeof(T)); }
+#endif
 
 // min(max(x, lo), hi), with NaN passing through. x86's min/max return their second operand when
 // either is NaN, so x goes second; elsewhere, selects (which also keep NaN: comparisons are false).
