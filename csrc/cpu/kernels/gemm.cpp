@@ -121,17 +121,17 @@ inline void transpose(simd::Vec<T>* r) {
   }
 }
 
-// The packing transpose (the table's contract: csrc/cpu/kernels/gemm.h) in L × L blocks: L rows
-// (zero past `rows`) × L steps loaded as vectors, transposed in registers, stored as L pieces of
-// destination rows. Where the destination rows are narrower than a vector (A's mr rows), each piece
-// is a masked store on AVX-512; elsewhere a store of run-time length costs more than it saves (a
-// library call and a forwarding stall per vector; AVX2's masked stores are slow on AMD), so those
-// rows go a value at a time.
+// The packing transpose (the table's contract: csrc/cpu/kernels/gemm.h), in L × L blocks where the
+// destination rows are whole vectors (B's panels, nr a multiple of L): L rows (zero past `rows`) ×
+// L steps loaded as vectors, transposed in registers, stored as L vectors of destination rows.
+// Destination rows narrower than a vector (A's mr rows) go a value at a time: measured on AVX-512
+// against the same transpose with masked stores of mr lanes, which shuffles a whole L × L block for
+// mr · L values and ran slower.
 template <class T>
 void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
-  if (HK_VEC_BYTES < 64 && width % L != 0) {
+  if (width % L != 0) {
     for (int64_t u = 0; u < width; ++u) {
       const T* row = u < rows ? src + row_at[u] : nullptr;
       for (int64_t t = 0; t < steps; ++t) dst[t * width + u] = row ? row[t] : T(0);
@@ -139,7 +139,7 @@ void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64
     return;
   }
   for (int64_t u0 = 0; u0 < width; u0 += L) {
-    const int64_t lanes = std::min(L, width - u0), present = std::clamp<int64_t>(rows - u0, 0, L);
+    const int64_t present = std::clamp<int64_t>(rows - u0, 0, L);  // source rows; zeros past them
     const T* row[L];
     for (int64_t u = 0; u < L; ++u) row[u] = u < present ? src + row_at[u0 + u] : nullptr;
     for (int64_t t0 = 0; t0 < steps; t0 += L) {
@@ -150,17 +150,9 @@ void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64
         r[u] = u >= present ? V{} : tn == L ? simd::load(row[u] + t0) : simd::load_partial(row[u] + t0, tn);
       }
       transpose<T>(r);
-      T* out = dst + t0 * width + u0;
-      if (lanes == L) {
 #pragma GCC unroll 16
-        for (int64_t t = 0; t < L; ++t) {
-          if (t < tn) simd::store(out + t * width, r[t]);
-        }
-      } else {
-#pragma GCC unroll 16
-        for (int64_t t = 0; t < L; ++t) {
-          if (t < tn) simd::store_partial(out + t * width, r[t], lanes);
-        }
+      for (int64_t t = 0; t < L; ++t) {
+        if (t < tn) simd::store(dst + (t0 + t) * width + u0, r[t]);
       }
     }
   }
