@@ -103,7 +103,7 @@ def _language_model_setup(steps: int, batch: int, vocab: int, embed: int, hidden
                                         "rnn": torch.nn.LSTM(embed, hidden, layers, batch_first=True),
                                         "head": torch.nn.Linear(hidden, vocab)}).to(device)
 
-        ref, ours = model(), convert(model()).model
+        ref, ours = model(), convert(model())
         tokens = torch.randint(vocab, (batch, steps + 1), device=device, generator=None)
 
         def run(m: torch.nn.Module, opt: torch.optim.Optimizer):
