@@ -16,7 +16,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import hotkernels
 import hotkernels.functional as HF
-from hotkernels import nn as hnn
 
 from .conftest import DEVICES, check_inductor, reduction_bound
 
@@ -24,12 +23,16 @@ HALF = [torch.bfloat16, torch.float16]
 HALF_IDS = ["bf16", "f16"]
 
 
-def _grads(outs: list[torch.Tensor], wrt: list[torch.Tensor], seed: int = 0) -> list[torch.Tensor]:
-    """The gradients of `wrt` for unit-normal cotangents of `outs` (drawn in float64, then rounded
-    to each output's dtype, so that every run gets the same ones)."""
-    gen = torch.Generator().manual_seed(seed)
-    cots = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.device, o.dtype) for o in outs]
-    return list(torch.autograd.grad(outs, wrt, cots))
+def _cotangents(outs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Unit-normal cotangents for `outs`, drawn in float64 from seed 0 and rounded to each output's
+    dtype, so that every run gets the same ones."""
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.device, o.dtype) for o in outs]
+
+
+def _grads(outs: list[torch.Tensor], wrt: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The gradients of `wrt` for `_cotangents(outs)`."""
+    return list(torch.autograd.grad(outs, wrt, _cotangents(outs)))
 
 
 def _flat(outs) -> list[torch.Tensor]:
@@ -71,30 +74,37 @@ def _conv_bound(dtype: torch.dtype, exact: torch.Tensor, sq_sum: torch.Tensor, r
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("case", CONV_CASES.values(), ids=CONV_CASES.keys())
 def test_conv2d_under_autocast_as_torch(device, dtype, channels_last, case):
+    """Outputs and gradients in torch's dtypes, ours within the bound above."""
     kwargs, x_shape, w_shape, bias = case
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(x_shape, device=device).to(memory_format=fmt)
     w = torch.randn(w_shape, device=device)
     b = torch.randn(w_shape[0], device=device) if bias else None
     leaves = [t for t in (x, w, b) if t is not None]
+
+    def run(conv, args: list[torch.Tensor]) -> torch.Tensor:
+        return conv(args[0], args[1], args[2] if bias else None, **kwargs)
+
     results = {}
     for name, conv in (("ours", HF.conv2d), ("torch", F.conv2d)):
         ins = [t.detach().clone().requires_grad_() for t in leaves]
         with torch.autocast(device, dtype=dtype):
-            y = conv(*ins, **kwargs) if bias else conv(*ins, None, **kwargs)
+            y = run(conv, ins)
         results[name] = [y, *_grads([y], ins)]
-    # float64 from the half-type operands, and the same over their squares for the sums of squared terms
+    # float64 from the half-type operands, and the same over their squares (and the squared
+    # cotangent) for the sums of the squared terms
     cast = [t.to(dtype).double().requires_grad_() for t in leaves]
-    y = F.conv2d(*cast, **kwargs) if bias else F.conv2d(*cast, None, **kwargs)
+    y = run(F.conv2d, cast)
     exact = [y, *_grads([y.to(dtype)], cast)]
+    cot = _cotangents([y.to(dtype)])[0].double()
     squares = [(t.detach() ** 2).requires_grad_() for t in cast]
-    y = F.conv2d(*squares, **kwargs) if bias else F.conv2d(*squares, None, **kwargs)
-    gen = torch.Generator().manual_seed(0)
-    cot = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(device, dtype).double()
+    y = run(F.conv2d, squares)
     sq_sums = [y, *torch.autograd.grad([y], squares, [cot ** 2])]
-    out_hw = y.shape[2] * y.shape[3]
-    lengths = [w_shape[1] * w_shape[2] * w_shape[3] + 1, w_shape[0] // kwargs.get("groups", 1) * w_shape[2] * w_shape[3],
-               x_shape[0] * out_hw, x_shape[0] * out_hw]  # y, grad x, grad w, grad b
+    # The longest sum behind each result: y (a window of a group's channels, and the bias), grad x
+    # (a window of a group's output channels), grad w and grad b (every image and pixel).
+    taps = w_shape[2] * w_shape[3]
+    pixels = x_shape[0] * y.shape[2] * y.shape[3]
+    lengths = [w_shape[1] * taps + 1, w_shape[0] // kwargs.get("groups", 1) * taps, pixels, pixels]
     want_dtypes = [dtype] + [t.dtype for t in leaves]
     for k, (ours, theirs, e, sq) in enumerate(zip(results["ours"], results["torch"], exact, sq_sums, strict=True)):
         assert ours.dtype == theirs.dtype == want_dtypes[k], (k, ours.dtype, theirs.dtype)
@@ -138,10 +148,10 @@ LSTM_CASES = {
 
 
 def _torch_under_autocast(module, run, ins, device, dtype) -> tuple[list[torch.Tensor], nn.Module]:
-    """torch's module's outputs under autocast, and the module that computed them. torch's CPU LSTM under float16 autocast runs oneDNN's RNN, which
-    needs float16 support in the CPU (AVX512-FP16) and fails without it; it casts everything to
-    float16 (mkldnn_rnn_layer is in the lower-precision list), so torch's module in float16 computes the
-    same."""
+    """torch's module's outputs under autocast, and the module that computed them. torch's CPU LSTM
+    under float16 autocast runs oneDNN's RNN, which needs float16 support in the CPU (AVX512-FP16)
+    and fails without it; it casts everything to float16 (mkldnn_rnn_layer is in the lower-precision
+    list), so torch's module in float16 computes the same."""
     try:
         with torch.autocast(device, dtype=dtype):
             return run(module, *ins), module
@@ -157,7 +167,6 @@ def _torch_under_autocast(module, run, ins, device, dtype) -> tuple[list[torch.T
 @pytest.mark.parametrize("name", LSTM_CASES)
 def test_lstm_under_autocast_as_torch(device, dtype, name):
     make, shapes, run = LSTM_CASES[name]
-    cell = name.startswith("cell")
     theirs = make().to(device)
     ours = hotkernels.convert(copy.deepcopy(theirs))
     inputs = [torch.randn(s, device=device) for s in shapes]
@@ -166,7 +175,7 @@ def test_lstm_under_autocast_as_torch(device, dtype, name):
     # zeros nn.LSTMCell makes in the input's dtype (below: the input in the half type).
     if name == "cell-no-state":
         inputs[0] = inputs[0].to(dtype)
-    float_cell = cell and device == "cpu" and name == "cell"
+    float_cell = device == "cpu" and name == "cell"
     want = torch.float32 if float_cell else dtype
 
     ours_ins = [t.clone().requires_grad_() for t in inputs]
