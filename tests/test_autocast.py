@@ -257,6 +257,20 @@ def test_kernels_receive_the_autocast_dtype(device, dtype, name):
     assert record.seen == {op: {want} for op in ops}, record.seen
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", RECEIVED)
+def test_float64_is_left_alone(device, name):
+    """Autocast casts no float64 tensor (torch's rule): a float64 module computes as outside the
+    region, bit for bit."""
+    make, shape, _ = RECEIVED[name]
+    module = hotkernels.convert(make().to(device, torch.float64))
+    x = torch.randn(shape, device=device, dtype=torch.float64)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        inside = _flat(module(x))
+    outside = _flat(module(x))
+    assert all(a.dtype == torch.float64 and torch.equal(a, b) for a, b in zip(inside, outside, strict=True))
+
+
 # ---- Mish and pooling: in no list, they compute in their input's dtype ---------------------------------
 
 FOLLOWING = {
