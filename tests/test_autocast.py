@@ -237,22 +237,26 @@ RECEIVED = {  # module, input shape, the ops its forward and backward run
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+@pytest.mark.parametrize("backward_in_region", [False, True], ids=["backward-after", "backward-in-region"])
 @pytest.mark.parametrize("name", RECEIVED)
-def test_kernels_receive_the_autocast_dtype(device, dtype, name):
+def test_kernels_receive_the_autocast_dtype(device, dtype, backward_in_region, name):
     """Forward and backward of a converted module under autocast, from float32 weights and input:
     every floating argument of the forward op's kernel is in the autocast dtype (the casts happen
     before it: a kernel run in float32 and rounded at the end would not show here), and so are the
-    backward op's (the forward's saved tensors and its output's gradients); on the CPU the cell gets
-    float32 (torch's CPU cell returns promote(autocast dtype, cx.dtype), float32 for the float32 zeros
-    it starts from)."""
+    backward op's (the forward's saved tensors and its output's gradients), whether backward runs
+    after the region (as torch recommends) or inside it (the backward ops have no autocast kernel);
+    on the CPU the cell gets float32 (torch's CPU cell returns promote(autocast dtype, cx.dtype),
+    float32 for the float32 zeros it starts from)."""
     make, shape, ops = RECEIVED[name]
     module = hotkernels.convert(make().to(device))
     x = torch.randn(shape, device=device, requires_grad=True)
     with _RecordDtypes() as record:
         with torch.autocast(device, dtype=dtype):
-            outs = module(x)
-        outs = _flat(outs)
-        _grads(outs, [x, *module.parameters()])
+            outs = _flat(module(x))
+            if backward_in_region:
+                _grads(outs, [x, *module.parameters()])
+        if not backward_in_region:
+            _grads(outs, [x, *module.parameters()])
     want = torch.float32 if name == "lstm-cell" and device == "cpu" else dtype
     assert record.seen == {op: {want} for op in ops}, record.seen
 
