@@ -58,11 +58,15 @@ def register_autocast(name: str, device_type: str, rule: DtypeRule = _region_dty
     ops cast to the dtype of the region they run in, read here at each call."""
     op = getattr(torch.ops.hotkernels, name).default
     key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    below = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def kernel(_keyset, *args):
         dtype = rule(torch.get_autocast_dtype(device_type), args)
         cast = tuple(a.to(dtype) if _eligible(a, device_type) else a for a in args)
-        with torch.autocast(device_type, enabled=False):
+        # Autocast off for the op's own dispatch by excluding its key, as torch's autocast kernels
+        # (and torch.library.register_autocast) do; torch.autocast(enabled=False) would also reset
+        # the region's dtype and, outside a context manager, clear torch's cast cache on exit.
+        with torch._C._ExcludeDispatchKeyGuard(below):
             return op(*cast)
 
     _lib.impl(name, kernel, key, with_keyset=True)
