@@ -15,27 +15,49 @@ def small_model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 6), nn.Mish(), nn.Sequential(nn.Mish(inplace=True), nn.Linear(6, 2)))
 
 
+def conversion(model: nn.Module, **kwargs) -> hotkernels.Conversion:
+    """What ``hotkernels.convert(model, **kwargs)`` did, checking that it returned the model."""
+    assert hotkernels.convert(model, **kwargs) is model
+    return model.hotkernels_conversion
+
+
 def test_round_trip_keeps_outputs_and_state():
     model = small_model().double().eval()
     x = torch.randn(5, 6, dtype=torch.float64)
     before, state = model(x), {k: v.clone() for k, v in model.state_dict().items()}
-    conv = hotkernels.convert(model)
-    assert conv.model is model
+    assert hotkernels.convert(model) is model  # model = hotkernels.convert(model) keeps the model
+    conv = model.hotkernels_conversion
     assert set(conv.swapped) == {"1", "2.0"}
     assert type(model[1]) is hotkernels.nn.Mish and model[2][0].inplace
     assert "2 x torch.nn.Mish -> hotkernels.nn.Mish" in str(conv)
     assert not model.training and next(model.parameters()).dtype == torch.float64
+    assert model.state_dict().keys() == state.keys()  # the summary is no state
     torch.testing.assert_close(model(x), before)
-    back = hotkernels.convert(model, reverse=True)
+    assert hotkernels.convert(model, reverse=True) is model
+    back = model.hotkernels_conversion
     assert set(back.swapped) == {"1", "2.0"} and type(model[1]) is nn.Mish
+    assert "2 x hotkernels.nn.Mish -> torch.nn.Mish" in str(back)
     torch.testing.assert_close(model(x), before)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
 def test_not_inplace_leaves_the_original():
     model = small_model()
-    conv = hotkernels.convert(model, inplace=False)
-    assert conv.model is not model and type(model[1]) is nn.Mish and type(conv.model[1]) is hotkernels.nn.Mish
+    copied = hotkernels.convert(model, inplace=False)
+    assert copied is not model and type(model[1]) is nn.Mish and type(copied[1]) is hotkernels.nn.Mish
+    assert not hasattr(model, "hotkernels_conversion") and set(copied.hotkernels_conversion.swapped) == {"1", "2.0"}
+
+
+def test_verbose_prints_the_summary(capsys):
+    model = small_model()
+    hotkernels.convert(model)
+    assert capsys.readouterr().out == ""
+    hotkernels.convert(model, reverse=True, verbose=True)
+    assert capsys.readouterr().out == str(model.hotkernels_conversion) + "\n"
+    assert capsys.readouterr().out == ""
+    hotkernels.convert(model, verbose=True)
+    assert capsys.readouterr().out == ("hotkernels.convert: swapped 2 modules\n"
+                                       "     2 x torch.nn.Mish -> hotkernels.nn.Mish\n")
 
 
 def test_subclasses_and_unknown_modules_are_left_alone():
@@ -43,7 +65,7 @@ def test_subclasses_and_unknown_modules_are_left_alone():
         pass
 
     model = nn.Sequential(MyMish(), nn.ReLU())
-    conv = hotkernels.convert(model)
+    conv = conversion(model)
     assert conv.swapped == {} and type(model[0]) is MyMish
     assert str(conv) == "hotkernels.convert: nothing to swap"
 
@@ -83,7 +105,7 @@ def test_resnet_converts_with_identical_outputs_and_gradients():
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     ref_model = resnet_like().double().train()
     ref_model.load_state_dict(model.state_dict())
-    conv = hotkernels.convert(model)
+    conv = conversion(model)
     assert sum(old == "torch.nn.Conv2d" for old, _ in conv.swapped.values()) == 6
     assert {"4", "5", "7"}.isdisjoint(conv.swapped)  # blocks, Flatten, Linear stay
     out, ref = model(x), ref_model(x)
@@ -179,7 +201,7 @@ def test_swapped_modules_compute_as_torch(case):
     factory, shape = case
     theirs = factory().double()
     ours = copy.deepcopy(theirs)
-    conv = hotkernels.convert(ours)
+    conv = conversion(ours)
     assert conv.kept == {}
     name = type(theirs).__name__
     assert conv.swapped == {"(model)": (f"torch.nn.{name}", f"hotkernels.nn.{name}")}
@@ -202,7 +224,7 @@ def test_swapped_half_conv2d_on_cpu(dtype, kwargs):
     largest magnitude (allowed: 2 such roundings)."""
     theirs = nn.Conv2d(4, 6, 3, **kwargs).to(dtype)
     ours = copy.deepcopy(theirs)
-    assert hotkernels.convert(ours).swapped == {"(model)": ("torch.nn.Conv2d", "hotkernels.nn.Conv2d")}
+    assert conversion(ours).swapped == {"(model)": ("torch.nn.Conv2d", "hotkernels.nn.Conv2d")}
     x = torch.randn(IMAGE).to(dtype)
     (outs, grads), (want_outs, want_grads) = _run(ours, x), _run(theirs, x)
     for got, want in zip(outs + grads, want_outs + want_grads, strict=True):
@@ -237,7 +259,7 @@ def test_half_lstms_on_cpu_are_swapped(dtype, factory):
     against torch's: tests/test_lstm.py, test_half_types_on_cpu_as_accurate_as_torch)."""
     theirs = factory().to(dtype)
     model = nn.Sequential(theirs)
-    conv = hotkernels.convert(model)
+    conv = conversion(model)
     name = type(theirs).__name__
     assert conv.swapped == {"0": (f"torch.nn.{name}", f"hotkernels.nn.{name}")} and conv.kept == {}
     x = torch.randn(5, 3, 4).to(dtype) if name == "LSTM" else torch.randn(3, 4).to(dtype)
@@ -253,7 +275,7 @@ def test_modules_hotkernels_cannot_run_stay_torch(case):
     x = torch.randn(*shape).to(dtype)
     hk_class = getattr(hotkernels.nn, type(theirs).__name__)
     assert not _runs_as_torch(theirs, hk_class, x), "hotkernels runs it now: swap it"
-    conv = hotkernels.convert(model)
+    conv = conversion(model)
     assert model[1] is theirs and type(theirs) is getattr(nn, type(theirs).__name__)
     assert conv.swapped == {"0": ("torch.nn.Mish", "hotkernels.nn.Mish")}
     assert conv.kept == {"1": reason}
@@ -266,7 +288,7 @@ def test_modules_on_devices_without_kernels_stay_torch(monkeypatch):
     devices; for real, CUDA under a build without the CUDA kernels) keep the module torch's."""
     monkeypatch.setattr(hotkernels.nn._support, "DEVICE_TYPES", ("meta",))
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LSTM(4, 6), nn.MaxPool2d(2))
-    conv = hotkernels.convert(model)
+    conv = conversion(model)
     assert conv.kept == {"0": "'weight' is on cpu, where hotkernels has no kernels",
                          "1": "'weight_ih_l0' is on cpu, where hotkernels has no kernels"}
     assert set(conv.swapped) == {"2"} and type(model[0]) is nn.Conv2d and type(model[1]) is nn.LSTM
@@ -277,7 +299,7 @@ def test_reverse_swaps_what_hotkernels_cannot_run():
     """Going back to torch needs nothing of hotkernels: a complex hotkernels Conv2d (which hotkernels
     refuses to compute) goes back to torch's, which runs it."""
     model = nn.Sequential(hotkernels.nn.Conv2d(4, 6, 3).to(torch.complex64))
-    conv = hotkernels.convert(model, reverse=True)
+    conv = conversion(model, reverse=True)
     assert conv.swapped == {"0": ("hotkernels.nn.Conv2d", "torch.nn.Conv2d")} and conv.kept == {}
     assert type(model[0]) is nn.Conv2d
     model[0](torch.randn(IMAGE).to(torch.complex64))
@@ -285,7 +307,7 @@ def test_reverse_swaps_what_hotkernels_cannot_run():
 
 @pytest.mark.filterwarnings("ignore:Complex modules are a new feature")
 def test_summary_with_nothing_swapped_lists_what_was_kept():
-    conv = hotkernels.convert(nn.Sequential(nn.Conv2d(4, 6, 3).to(torch.complex64)))
+    conv = conversion(nn.Sequential(nn.Conv2d(4, 6, 3).to(torch.complex64)))
     assert str(conv) == ("hotkernels.convert: swapped 0 modules\n"
                          "  kept 1 as torch's, which hotkernels cannot run:\n"
                          "    0: 'weight' is torch.complex64 on cpu, which hotkernels does not compute")

@@ -22,10 +22,11 @@ def _pairs() -> list[tuple[type[nn.Module], type[nn.Module]]]:
 
 @dataclass
 class Conversion:
-    """What :func:`convert` did: the model, each swapped submodule's name with its old and new
-    class, and each submodule left as torch's (hotkernels cannot run it) with the reason."""
+    """What :func:`convert` did, kept as ``model.hotkernels_conversion`` on the model it returns:
+    each swapped submodule's name with its old and new class, each submodule left as torch's
+    (hotkernels cannot run it) with the reason. ``str()`` gives the summary that
+    ``convert(..., verbose=True)`` prints."""
 
-    model: nn.Module
     swapped: dict[str, tuple[str, str]] = field(default_factory=dict)
     kept: dict[str, str] = field(default_factory=dict)
 
@@ -41,31 +42,34 @@ class Conversion:
         return "\n".join(lines)
 
 
-def convert(model: nn.Module, inplace: bool = True, reverse: bool = False) -> Conversion:
+def convert(model: nn.Module, inplace: bool = True, reverse: bool = False, verbose: bool = False) -> nn.Module:
     """Replace the torch.nn Conv2d, MaxPool2d, AvgPool2d, LSTMCell, LSTM and Mish modules inside
     ``model`` (the model itself included) with their hotkernels drop-ins, or, with ``reverse=True``,
-    the hotkernels ones with torch's.
+    the hotkernels ones with torch's, and return the model (as ``torch.ao.quantization.convert``
+    and ``torch.compile`` do): ``model = hotkernels.convert(model)``.
 
     Only exact classes are swapped (a user's subclass of nn.Conv2d is left alone, since its forward
-    may differ), and only modules the drop-in runs as torch does: one with an argument, or
-    parameters of a dtype or on a device, that hotkernels cannot run (float16 LSTM weights on the
-    CPU, complex Conv2d weights, ...) stays torch's and is listed in ``kept`` with the reason.
+    may differ), and only modules the drop-in runs as torch does: one with parameters of a dtype or
+    on a device that hotkernels cannot run (complex Conv2d weights, CUDA weights under a build
+    without the CUDA kernels, ...) stays torch's and is listed in the summary with the reason.
     Weights, device, dtype, hooks and train/eval mode are kept: a swap changes the module's class,
     nothing else. Going back (``reverse=True``) swaps every hotkernels module.
 
     Args:
         model: any module.
-        inplace: change ``model`` itself; otherwise convert a deep copy.
+        inplace: change ``model`` itself; otherwise convert and return a deep copy.
         reverse: go from hotkernels back to torch.
+        verbose: print the summary: how many modules of each class were swapped, and which were
+            kept as torch's and why.
 
     Returns:
-        A :class:`Conversion` with the (possibly copied) model and what was swapped; ``print`` it
-        for a summary.
+        ``model`` (or its converted copy), with what was done as a :class:`Conversion` in its
+        ``hotkernels_conversion`` attribute (replaced by each call).
     """
     if not inplace:
         model = copy.deepcopy(model)
     mapping = {(hk if reverse else pt): (pt if reverse else hk) for pt, hk in _pairs()}
-    result = Conversion(model)
+    result = Conversion()
     for name, module in model.named_modules():
         target = mapping.get(type(module))
         if target is None:
@@ -77,7 +81,10 @@ def convert(model: nn.Module, inplace: bool = True, reverse: bool = False) -> Co
             continue
         result.swapped[name] = (_qualname(type(module)), _qualname(target))
         module.__class__ = target
-    return result
+    model.hotkernels_conversion = result
+    if verbose:
+        print(result)
+    return model
 
 
 def _qualname(cls: type) -> str:

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
+from ._autocast import register_lower_precision
+
 _ops = torch.ops.hotkernels
 
 _Size2 = Union[int, Sequence[int]]
@@ -163,6 +165,10 @@ torch.library.register_autograd("hotkernels::conv2d_backward_weight", _backward_
 torch.library.register_autograd("hotkernels::conv2d_backward_bias", _backward_bias_grad,
                                 setup_context=_setup_backward_bias)
 
+# Under torch.autocast, conv2d computes in the region's dtype on the CPU and CUDA, as torch's conv2d
+# (in autocast's lower-precision list on both); its backward ops take the forward's dtypes.
+register_lower_precision("conv2d", "cpu", "cuda")
+
 
 def conv2d_padding(padding: Union[str, _Size2], weight_shape: Sequence[int], stride: list[int],
                    dilation: list[int]) -> list[int]:
@@ -192,6 +198,8 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _S
     On CUDA, float32 runs on TF32 tensor cores when ``torch.backends.cudnn.allow_tf32`` is True
     (torch's default for convolutions; read on every call, like cuDNN) and exactly in FP32 otherwise;
     float16/bfloat16 use tensor cores with float32 accumulation, float64 and depthwise run exactly.
+    Under :class:`torch.autocast` it computes in the autocast dtype, as F.conv2d: its floating
+    arguments but float64 ones are cast to it (autograd takes the gradients back to their dtypes).
 
     Args:
         input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``; any strides (channels_last is

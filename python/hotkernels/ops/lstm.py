@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._autocast import register_autocast, register_lower_precision
+
 _ops = torch.ops.hotkernels
 
 
@@ -185,6 +187,13 @@ def _layer_grad(ctx, grad_output: Tensor, grad_cs: Tensor, _grad_gates: Tensor):
 torch.library.register_autograd("hotkernels::lstm_cell", _cell_grad, setup_context=_cell_setup)
 torch.library.register_autograd("hotkernels::lstm_layer", _layer_grad, setup_context=_layer_setup)
 
+# Under torch.autocast, as torch's LSTMs (their lists: ops/_autocast.py): the layer in the region's
+# dtype on the CPU and CUDA, the cell on CUDA; the CPU cell in promote(region's dtype, cx.dtype), the
+# dtype torch's CPU cell returns.
+register_lower_precision("lstm_layer", "cpu", "cuda")
+register_lower_precision("lstm_cell", "cuda")
+register_autocast("lstm_cell", "cpu", lambda autocast_dtype, args: torch.promote_types(autocast_dtype, args[2].dtype))
+
 
 def lstm_cell(
     input: Tensor,
@@ -205,7 +214,9 @@ def lstm_cell(
 
     Returns:
         ``(h', c')``, shaped like ``h`` and ``c``. float32 and float64; float16 and bfloat16 are
-        computed in float32 and rounded (saved activations too), on the CPU and CUDA.
+        computed in float32 and rounded (saved activations too), on the CPU and CUDA. Under
+        :class:`torch.autocast`, as :class:`torch.nn.LSTMCell`: on CUDA in the autocast dtype, on
+        the CPU in ``promote(autocast dtype, c.dtype)`` (float32 for a float32 state).
     """
     if input.dim() not in (1, 2):
         raise ValueError(
@@ -276,7 +287,8 @@ def lstm(
 
     Returns:
         ``(output, h_n, c_n)``: ``output`` ``(seq_len, batch, num_directions * (proj_size or
-        hidden_size))``.
+        hidden_size))``. Under :class:`torch.autocast` all three are in the autocast dtype, as
+        torch's LSTM on CUDA and (oneDNN) on the CPU.
     """
     h0, c0 = hx
     projected = h0.shape[-1] != c0.shape[-1]
