@@ -68,13 +68,6 @@ void for_each_unit(int64_t n, int64_t unit_elements, size_t scratch_bytes, const
 // uint8 window offsets autograd saves (csrc/math/pool.h).
 enum class MaxArg { none, indices, offsets };
 
-// Offsets are bytes: refuse windows of more taps, naming the op's kernel_size.
-void check_offset_taps(const char* op, const math::Pool2d& p) {
-  TORCH_CHECK(p.kH * p.kW <= math::kMaxOffsetTaps, "hotkernels.", op, ": expected 'kernel_size' to have at most ",
-              math::kMaxOffsetTaps, " taps (uint8 offsets), but got ", p.kH, "x", p.kW,
-              "; larger windows need max_pool2d_with_indices");
-}
-
 std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
                                             at::IntArrayRef stride, at::IntArrayRef padding,
                                             at::IntArrayRef dilation, bool ceil_mode, MaxArg arg) {
@@ -277,11 +270,7 @@ at::Tensor max_pool2d_offsets_backward(const at::Tensor& grad_output, const at::
   const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   const math::Pool2d& p = g.p;
   check_output_size(op, grad_output, p);
-  check_offset_taps(op, p);
-  check_same_device(op, "offsets", offsets, "input", input);
-  TORCH_CHECK(offsets.scalar_type() == at::kByte, "hotkernels.", op, ": expected 'offsets' to be uint8, but got ",
-              offsets.scalar_type());
-  check_same_shape(op, "offsets", offsets, "grad_output", grad_output);
+  check_offsets(op, offsets, grad_output, input, p);
   if (is_reduced_float(grad_output)) {
     return max_pool2d_offsets_backward(grad_output.to(at::kFloat), input.to(at::kFloat), offsets, kernel_size, stride,
                                        padding, dilation, ceil_mode)
