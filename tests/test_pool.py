@@ -385,10 +385,15 @@ def test_every_cpu_instruction_set(cpu_isa):
         "        max_pool2d(xb, 3, s, 1).backward(g)  # offsets and their gather\n"
         "        assert torch.equal(xa.grad, xb.grad)\n"
         "        kw = dict(kernel_size=3, stride=s, padding=1)\n"
+        "        gy = torch.randn_like(F.avg_pool2d(xd, **kw))\n"
+        "        gx = torch.ops.hotkernels.avg_pool2d_backward(gy, xd, [3, 3], [s, s], [1, 1], False, True, None)\n"
         "        if dt == torch.float32:\n"
-        "            assert_avg_pool_float32(xd, kw, avg_pool2d(xd, **kw))\n"
+        "            assert_avg_pool_float32(xd, kw, avg_pool2d(xd, **kw), gy, gx)\n"
         "        else:\n"
         "            torch.testing.assert_close(avg_pool2d(xd, **kw), F.avg_pool2d(xd, **kw), rtol=1e-13, atol=1e-14)\n"
+        "            xa = xd.clone().requires_grad_()\n"
+        "            F.avg_pool2d(xa, **kw).backward(gy)\n"
+        "            torch.testing.assert_close(gx, xa.grad, rtol=1e-13, atol=1e-14)\n"
     )
     run_with_isa(cpu_isa, code)
 

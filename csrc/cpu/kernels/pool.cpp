@@ -455,26 +455,39 @@ void avg_plane(const T* in, T* out, const Pool2d& p, const AvgMode& mode, void* 
 }
 
 // grad_in[ih, iw] = Σ over the windows (oh, ow) covering it of grad_out[oh, ow] / divisor(oh, ow).
-// Per output row: its scaled gradients spread along the columns they cover (r), then r is added to
-// each input row the window covers. One plane, one thread: a fixed summation order.
+// Separably: each output row's scaled gradients spread along the columns they cover (r_oh, in
+// scratch), then each input row gathers the rows r_oh of the windows covering it and is written once.
+// One plane, one thread: a fixed summation order.
 template <class T>
 void avg_backward_plane(const T* grad_out, T* grad_in, const Pool2d& p, const AvgMode& mode, void* scratch) {
+  const int64_t OWp = pool_padded_width(p);
   T* cw = static_cast<T*>(scratch);
-  T* r = cw + pool_padded_width(p);
+  T* gs = cw + OWp;          // one output row's scaled gradients
+  T* rows = gs + OWp;        // r_oh: OH rows of W
   column_divisors(cw, p, mode);
-  std::fill(grad_in, grad_in + p.H * p.W, T(0));
   for (int64_t oh = 0; oh < p.OH; ++oh) {
-    const math::AvgSpan h = math::avg_span(oh, p.kH, p.sH, p.pH, p.H);
     const T dh = row_divisor<T>(oh, p, mode);
+    for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
+      const int64_t n = std::min(L<T>, p.OW - ow);
+      simd::store(gs + ow, simd::load_partial(grad_out + oh * p.OW + ow, n) / (simd::load(cw + ow) * dh));
+    }
+    T* r = rows + oh * p.W;
     std::fill(r, r + p.W, T(0));
     for (int64_t ow = 0; ow < p.OW; ++ow) {
       const math::AvgSpan w = math::avg_span(ow, p.kW, p.sW, p.pW, p.W);
-      const T g = grad_out[oh * p.OW + ow] / (cw[ow] * dh);
-      for (int64_t iw = w.lo; iw < w.hi; ++iw) r[iw] += g;
+      for (int64_t iw = w.lo; iw < w.hi; ++iw) r[iw] += gs[ow];
     }
-    for (int64_t ih = h.lo; ih < h.hi; ++ih) {
-      T* gi = grad_in + ih * p.W;
-      for (int64_t iw = 0; iw < p.W; ++iw) gi[iw] += r[iw];
+  }
+  for (int64_t ih = 0; ih < p.H; ++ih) {
+    const math::Cover ch = math::covering_outputs(ih, p.kH, p.sH, p.pH, p.OH);
+    T* gi = grad_in + ih * p.W;
+    for (int64_t iw = 0; iw < p.W; iw += L<T>) {
+      const int64_t n = std::min(L<T>, p.W - iw);
+      Vec<T> s{};
+      for (int64_t oh = ch.o0; oh < ch.o1; ++oh) {
+        s += n == L<T> ? simd::load(rows + oh * p.W + iw) : simd::load_partial(rows + oh * p.W + iw, n);
+      }
+      store_values<T>(gi + iw, s, n);
     }
   }
 }
