@@ -173,7 +173,7 @@ void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
     IxVec<T> first{};
     if constexpr (A != Arg::none) {
       if (start < 0) {
-        for (int64_t j = 0; j < L<T>; ++j) first[j] = col0[j] < 0 ? (-col0[j] + p.dW - 1) / p.dW : 0;
+        for (int64_t j = 0; j < L<T> && col0[j] < 0; ++j) first[j] = (-col0[j] + p.dW - 1) / p.dW;
       }
     }
     const auto arg_of = [&](auto k) -> IxVec<T> {
