@@ -75,6 +75,23 @@ inline void check_output_size(const char* op, const at::Tensor& grad_output, con
               ": expected 'grad_output' to have the output size ", p.OH, "x", p.OW, ", but got ", grad_output.sizes());
 }
 
+// Max pooling's offsets are bytes: refuse windows of more taps, naming the op's kernel_size.
+inline void check_offset_taps(const char* op, const math::Pool2d& p) {
+  TORCH_CHECK(p.kH * p.kW <= math::kMaxOffsetTaps, "hotkernels.", op, ": expected 'kernel_size' to have at most ",
+              math::kMaxOffsetTaps, " taps (uint8 offsets), but got ", p.kH, "x", p.kW,
+              "; larger windows need max_pool2d_with_indices");
+}
+
+// The checks of max_pool2d_offsets_backward's offsets, beyond those of every backward op.
+inline void check_offsets(const char* op, const at::Tensor& offsets, const at::Tensor& grad_output,
+                          const at::Tensor& input, const math::Pool2d& p) {
+  check_offset_taps(op, p);
+  check_same_device(op, "offsets", offsets, "input", input);
+  TORCH_CHECK(offsets.scalar_type() == at::kByte, "hotkernels.", op, ": expected 'offsets' to be uint8, but got ",
+              offsets.scalar_type());
+  check_same_shape(op, "offsets", offsets, "grad_output", grad_output);
+}
+
 inline math::AvgMode avg_mode(bool count_include_pad, std::optional<int64_t> divisor_override) {
   TORCH_CHECK(divisor_override.value_or(1) != 0, "divisor must be not zero");
   return {count_include_pad, divisor_override.has_value(), divisor_override.value_or(0)};

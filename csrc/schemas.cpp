@@ -39,14 +39,21 @@ TORCH_LIBRARY(hotkernels, m) {
 
   // pool: python/hotkernels/ops/pool.py. kernel_size, stride, padding, dilation as two ints each
   // (the Python wrappers expand torch's shorthand); max_pool2d returns values only (no indices to
-  // write: the inference path), max_pool2d_with_indices what backward needs. The backward ops take
-  // the forward's arguments: CUDA gathers over the windows that cover each input element.
+  // write: the inference path), max_pool2d_with_indices torch's int64 indices (return_indices=True),
+  // max_pool2d_with_offsets what autograd saves otherwise: per output the uint8 position kh·kW + kw
+  // of its maximum within its window (kernels of at most 256 taps). The backward ops take the
+  // forward's arguments; all but the indices one gather over the windows that cover each input
+  // element, writing each input gradient once.
   m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
         "bool ceil_mode) -> Tensor", pt2);
   m.def("max_pool2d_with_indices(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
         "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)", pt2);
   m.def("max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, int[2] stride, "
         "int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor", pt2);
+  m.def("max_pool2d_with_offsets(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+        "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)", pt2);
+  m.def("max_pool2d_offsets_backward(Tensor grad_output, Tensor input, Tensor offsets, int[2] kernel_size, "
+        "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor", pt2);
   m.def("avg_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, "
         "bool count_include_pad, int? divisor_override) -> Tensor", pt2);
   m.def("avg_pool2d_backward(Tensor grad_output, Tensor input, int[2] kernel_size, int[2] stride, "

@@ -125,6 +125,124 @@ def test_max_pool_grid_matches_torch_exactly(device, dtype, channels_last):
     assert checked > 100
 
 
+def decode_offsets(offsets: torch.Tensor, x: torch.Tensor, kw: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flat h * W + w input index each window offset kh * kW + kw names, and whether it lies in the
+    input (not for a window wholly in the padding)."""
+    (kH, kW), (sH, sW), (pH, pW), (dH, dW), _ = _max_args(x, kw)
+    H, W = x.shape[-2:]
+    taps = offsets.long()
+    ih = torch.arange(offsets.shape[-2], device=x.device).view(-1, 1) * sH - pH + taps.div(kW, rounding_mode="floor") * dH
+    iw = torch.arange(offsets.shape[-1], device=x.device) * sW - pW + taps.remainder(kW) * dW
+    return ih * W + iw, (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_pool_offsets_grid(device, dtype, channels_last):
+    """The autograd path: max_pool2d_with_offsets gives torch's values, and offsets naming torch's
+    indices; max_pool2d_offsets_backward is the sum, per input element, of the output gradients whose
+    maximum it is (float64 sums of torch's indices: exact for float64, the reduction bound for
+    float32); and F.max_pool2d's gradient through the functional API equals torch's."""
+    checked = 0
+    for kw in max_grid():
+        x = layout(with_ties_and_nans((2, 3, *SIZES[dtype]), dtype, device), channels_last)
+        if torch_raises(F.max_pool2d, x, **kw):
+            continue
+        want, want_idx = F.max_pool2d(x, **kw, return_indices=True)
+        got, offsets = ops.max_pool2d_with_offsets(x, *_max_args(x, kw))
+        assert_same_nans(got, want, str(kw))
+        assert offsets.dtype == torch.uint8 and offsets.stride() == want_idx.stride(), kw
+        named, inside = decode_offsets(offsets, x, kw)
+        assert inside.all(), kw  # the grid's windows each hold an input element
+        assert torch.equal(named, want_idx), kw
+        g = torch.randn_like(want)
+        got_grad = ops.max_pool2d_offsets_backward(g, x, offsets, *_max_args(x, kw))
+
+        def scatter(values):  # float64 sums over the windows that picked each element
+            out = torch.zeros(x.shape, dtype=torch.float64, device=device).flatten(-2)
+            return out.scatter_add_(-1, want_idx.flatten(-2), values.double().flatten(-2)).view(x.shape)
+
+        if dtype == torch.float32:
+            r = max(int(scatter(torch.ones_like(g)).max().item()), 1)
+            assert_within_reduction_bound(got_grad, scatter(g), scatter(g * g), r, f"offsets backward {kw}")
+        else:
+            torch.testing.assert_close(got_grad, scatter(g), rtol=1e-14, atol=1e-6)
+        assert got_grad.stride() == x.stride()
+        # Through the functional API, with small integer gradients (sums exact in any order).
+        g = torch.randint(-8, 8, want.shape, device=device).to(dtype)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        F.max_pool2d(xa, **kw).backward(g)
+        HF.max_pool2d(xb, **kw).backward(g)
+        assert torch.equal(xb.grad, xa.grad), kw
+        checked += 1
+    assert checked > 100
+
+
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the names of the ops that run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kernel_size, saved", [(3, "offsets"), ((16, 16), "offsets"), ((17, 16), "indices")])
+def test_autograd_saves_offsets_up_to_256_taps(device, kernel_size, saved):
+    """The functional API saves uint8 offsets for windows of at most MAX_OFFSET_TAPS = 256 taps (the
+    largest offset, 255, must work), torch's int64 indices above; both give torch's gradient."""
+    assert hotkernels.ops.pool.MAX_OFFSET_TAPS == 256
+    x = with_ties_and_nans((2, 3, 21, 20), torch.float64, device)
+    x = torch.where(x.isnan(), 0, x)  # NaN gradients aside: positions are what is checked
+    x[0, 0].view(-1)[torch.arange(21 * 20, device=device)] = torch.arange(21 * 20, device=device, dtype=x.dtype)
+    kw = dict(kernel_size=kernel_size, stride=2, padding=0)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with _OpLog() as log:
+        y = HF.max_pool2d(xb, **kw)
+        g = torch.randint(-8, 8, y.shape, device=device).double()
+        y.backward(g)
+    F.max_pool2d(xa, **kw).backward(g)
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=0, atol=0)
+    if saved == "offsets":
+        assert {"hotkernels.max_pool2d_with_offsets", "hotkernels.max_pool2d_offsets_backward"} <= log.names
+        assert "hotkernels.max_pool2d_with_indices" not in log.names
+        # plane [0, 0] holds 0, 1, 2, ... row by row: the last window (rows and columns 4 to 19) peaks
+        # at its last tap, (19, 19), offset 15 * 16 + 15 = 255
+        if kernel_size == (16, 16):
+            _, offsets = ops.max_pool2d_with_offsets(x, [16, 16], [2, 2], [0, 0], [1, 1], False)
+            assert offsets[0, 0, 2, 2].item() == 255
+    else:
+        assert {"hotkernels.max_pool2d_with_indices", "hotkernels.max_pool2d_backward"} <= log.names
+        assert "hotkernels.max_pool2d_with_offsets" not in log.names
+        with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_with_offsets: expected 'kernel_size' to have at "
+                                               r"most 256 taps"):
+            ops.max_pool2d_with_offsets(x, [17, 16], [2, 2], [0, 0], [1, 1], False)
+        with torch._subclasses.FakeTensorMode() as fake:  # the fake kernel refuses it too
+            with pytest.raises(RuntimeError, match=r"max_pool2d_with_offsets: expected 'kernel_size' to have at most"):
+                ops.max_pool2d_with_offsets(fake.from_tensor(x), [17, 16], [2, 2], [0, 0], [1, 1], False)
+        with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_offsets_backward: expected 'kernel_size' to "
+                                               r"have at most 256"):
+            ops.max_pool2d_offsets_backward(g, x, torch.zeros_like(g, dtype=torch.uint8), [17, 16], [2, 2], [0, 0],
+                                            [1, 1], False)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_offsets_backward_passes_nothing_from_windows_in_the_padding(device, channels_last):
+    """A dilated window can lie wholly in the padding (rows −1 and 2 of a 2-row input): it holds no
+    input element, so its gradient goes nowhere, in backward and in double backward."""
+    x = layout(distinct((1, 2, 2, 5), device), channels_last)
+    args = ([2, 1], [1, 1], [1, 0], [3, 1], False)
+    out, offsets = ops.max_pool2d_with_offsets(x, *args)
+    assert out.shape[-2:] == (1, 5) and torch.isinf(out).all()
+    g = torch.randn_like(out).requires_grad_()
+    grad = ops.max_pool2d_offsets_backward(g, x, offsets, *args)
+    assert torch.equal(grad, torch.zeros_like(x))
+    assert torch.autograd.gradcheck(lambda t: ops.max_pool2d_offsets_backward(t, x, offsets, *args), (g,))
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_avg_pool_grid_matches_torch(device, dtype, channels_last):
@@ -171,6 +289,13 @@ def test_half_types(device, dtype):
         got, got_idx = HF.max_pool2d(x, 3, 2, 1, return_indices=True)
         assert_same_nans(got, want, f"{dtype} channels_last={channels_last}")
         assert torch.equal(got_idx, want_idx)
+        # the autograd path (offsets), with gradients small integers: exact in the half type too
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        g = torch.randint(-8, 8, want.shape, device=device).to(dtype)
+        F.max_pool2d(xa, 3, 2, 1).backward(g)
+        HF.max_pool2d(xb, 3, 2, 1).backward(g)
+        assert xb.grad.dtype == dtype and xb.grad.stride() == xa.grad.stride()
+        assert torch.equal(xb.grad, xa.grad)
         x = x.nan_to_num(0, 0, 0)
         want = F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
         got = HF.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
@@ -255,11 +380,21 @@ def test_every_cpu_instruction_set(cpu_isa):
         "        xd = x.to(dt)\n"
         "        assert all(torch.equal(a, b) for a, b in zip(max_pool2d(xd, 3, s, 1, return_indices=True),\n"
         "                                                     F.max_pool2d(xd, 3, s, 1, return_indices=True)))\n"
+        "        xa, xb = xd.clone().requires_grad_(), xd.clone().requires_grad_()\n"
+        "        g = torch.randint(-8, 8, F.max_pool2d(xd, 3, s, 1).shape).to(dt)  # exact sums in any order\n"
+        "        F.max_pool2d(xa, 3, s, 1).backward(g)\n"
+        "        max_pool2d(xb, 3, s, 1).backward(g)  # offsets and their gather\n"
+        "        assert torch.equal(xa.grad, xb.grad)\n"
         "        kw = dict(kernel_size=3, stride=s, padding=1)\n"
+        "        gy = torch.randn_like(F.avg_pool2d(xd, **kw))\n"
+        "        gx = torch.ops.hotkernels.avg_pool2d_backward(gy, xd, [3, 3], [s, s], [1, 1], False, True, None)\n"
         "        if dt == torch.float32:\n"
-        "            assert_avg_pool_float32(xd, kw, avg_pool2d(xd, **kw))\n"
+        "            assert_avg_pool_float32(xd, kw, avg_pool2d(xd, **kw), gy, gx)\n"
         "        else:\n"
         "            torch.testing.assert_close(avg_pool2d(xd, **kw), F.avg_pool2d(xd, **kw), rtol=1e-13, atol=1e-14)\n"
+        "            xa = xd.clone().requires_grad_()\n"
+        "            F.avg_pool2d(xa, **kw).backward(gy)\n"
+        "            torch.testing.assert_close(gx, xa.grad, rtol=1e-13, atol=1e-14)\n"
     )
     run_with_isa(cpu_isa, code)
 
@@ -311,6 +446,10 @@ def test_opcheck(device):
         torch.library.opcheck(ops.max_pool2d_with_indices.default, (x,) + max_args)
         out, idx = ops.max_pool2d_with_indices(x.detach(), *max_args)
         torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), x.detach(), idx) + max_args)
+        torch.library.opcheck(ops.max_pool2d_with_offsets.default, (x,) + max_args)
+        out, offsets = ops.max_pool2d_with_offsets(x.detach(), *max_args)
+        torch.library.opcheck(ops.max_pool2d_offsets_backward.default,
+                              (torch.randn_like(out).requires_grad_(), x.detach(), offsets) + max_args)
         torch.library.opcheck(ops.avg_pool2d.default, (x,) + avg_args)
         out = ops.avg_pool2d(x.detach(), *avg_args)
         torch.library.opcheck(ops.avg_pool2d_backward.default, (torch.randn_like(out), x.detach()) + avg_args)
@@ -318,14 +457,17 @@ def test_opcheck(device):
 
 def test_torch_compile_inductor_matches_torch(device):
     """Inductor (torch.compile's default backend) around our pooling ops against torch's eager ones:
-    values, indices (as a float output, so a wrong index shows) and gradients."""
+    values, indices (as a float output, so a wrong index shows) and gradients, through the indices
+    (return_indices=True) and the offsets (autograd's) paths."""
     def f(x, functional):
         y, idx = functional.max_pool2d(x, 3, 2, 1, return_indices=True)
-        return y, functional.avg_pool2d(x, 2, ceil_mode=True).square(), idx.to(x.dtype)
+        z = functional.max_pool2d(x, (2, 3), 1, (1, 0), (2, 1))
+        return y, functional.avg_pool2d(x, 2, ceil_mode=True).square(), idx.to(x.dtype), z
 
     x = torch.randn(2, 4, 11, 12, dtype=torch.float64, device=device, requires_grad=True)
     check_inductor(lambda x: f(x, HF), lambda x: f(x, F), [x],
                    ["hotkernels.max_pool2d_with_indices.default", "hotkernels.max_pool2d_backward.default",
+                    "hotkernels.max_pool2d_with_offsets.default", "hotkernels.max_pool2d_offsets_backward.default",
                     "hotkernels.avg_pool2d.default", "hotkernels.avg_pool2d_backward.default"], **AVG_TOL[torch.float64])
 
 
@@ -413,6 +555,14 @@ def test_ops_check_their_arguments(device):
     if device == "cpu":  # CUDA gathers over the covering windows, where an index out of the window never matches
         with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_backward: 'indices' holds an index outside"):
             ops.max_pool2d_backward(out, x, torch.full_like(idx, 99), *max_args)
+    out, offsets = ops.max_pool2d_with_offsets(x, *max_args)
+    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_offsets_backward: expected 'offsets' to be uint8"):
+        ops.max_pool2d_offsets_backward(out, x, idx, *max_args)
+    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_offsets_backward: expected 'offsets' to have"):
+        ops.max_pool2d_offsets_backward(out, x, offsets[..., :1], *max_args)
+    with pytest.raises(RuntimeError, match=r"hotkernels.max_pool2d_offsets_backward: expected 'grad_output' to have "
+                                           r"the output"):
+        ops.max_pool2d_offsets_backward(out, x, offsets, [1, 1], [1, 1], [0, 0], [1, 1], False)
     with pytest.raises(RuntimeError, match=r"hotkernels.avg_pool2d_backward: expected 'grad_output' to have the output size"):
         ops.avg_pool2d_backward(out[..., :1], x, [2, 2], [2, 2], [0, 0], False, True, None)
     with pytest.raises(RuntimeError, match=r"hotkernels.avg_pool2d_backward: expected 'grad_output' to have dtype"):

@@ -2,8 +2,9 @@
 // csrc/cpu/kernels/pool.cpp; the geometry in csrc/pool_geometry.h and csrc/math/pool.h.
 //
 // Work splits into independent units — an (n, c) plane for NCHW, an (n, oh) output row for
-// channels_last forward, an image (backward scatter) or (n, ih) input row (gather) for channels_last
-// backward — so every output element has one writer and results do not depend on the thread count.
+// channels_last forward, an image (backward scatter by indices) or (n, ih) input row (the gathers:
+// average, max from offsets) for channels_last backward — so every output element has one writer and
+// results do not depend on the thread count.
 // float16/bfloat16 are computed in float: the input is widened once, the result rounded once (max is
 // exact either way; average rounds its float sum once, as torch's opmath accumulation does).
 #include <ATen/Dispatch.h>
@@ -12,7 +13,10 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <tuple>
@@ -34,6 +38,23 @@ at::MemoryFormat format_of(bool channels_last) {
 // The layout a pooling op keeps: channels_last for a 4-D input that suggests it, else contiguous.
 bool is_channels_last(const at::Tensor& input) {
   return input.dim() == 4 && input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+// A new tensor that the op then writes in full. A large CPU allocation is fresh memory from the OS
+// (glibc maps blocks above 32 MiB anew each time), and faulting it in 4 KiB pages costs more than
+// writing it: on this project's 2-core EPYC, a fresh 100 MB tensor took 40-150 ms to fill against
+// 6 ms for one already mapped, 17-21 ms with transparent huge pages. So its 2 MiB-aligned interior
+// is advised MADV_HUGEPAGE (advice only: the kernel ignores it where THP is off; the whole tensor is
+// written, so huge pages waste no memory).
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const auto data = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t begin = (data + kHugePage - 1) & ~(kHugePage - 1), end = (data + t.nbytes()) & ~(kHugePage - 1);
+  if (end > begin + kHugePage) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+  return t;
 }
 
 std::vector<int64_t> output_shape(const at::Tensor& input, const math::Pool2d& p) {
@@ -63,56 +84,75 @@ void for_each_unit(int64_t n, int64_t unit_elements, size_t scratch_bytes, const
   });
 }
 
+// What max pooling returns besides the values: nothing (inference), torch's int64 indices, or the
+// uint8 window offsets autograd saves (csrc/math/pool.h).
+enum class MaxArg { none, indices, offsets };
+
 std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
                                             at::IntArrayRef stride, at::IntArrayRef padding,
-                                            at::IntArrayRef dilation, bool ceil_mode, bool with_indices) {
+                                            at::IntArrayRef dilation, bool ceil_mode, MaxArg arg) {
   const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   const math::Pool2d& p = g.p;
+  if (arg == MaxArg::offsets) check_offset_taps(op, p);
   // The float32 kernels keep plane indices in int32 lanes (csrc/cpu/kernels/pool.cpp). float16 and
   // bfloat16 compute in float32: refuse them here, before their float32 copy is made.
   TORCH_CHECK(input.scalar_type() == at::kDouble || p.H * p.W <= INT32_MAX, "hotkernels.", op,
               ": float32, float16 and bfloat16 'input' planes of 2^31 or more elements are not supported "
               "(float64 is), got ", p.H, "x", p.W);
   if (is_reduced_float(input)) {
-    auto [out, indices] =
-        max_pool(op, input.to(at::kFloat), kernel_size, stride, padding, dilation, ceil_mode, with_indices);
-    return {out.to(input.scalar_type()), indices};
+    auto [out, argmax] = max_pool(op, input.to(at::kFloat), kernel_size, stride, padding, dilation, ceil_mode, arg);
+    return {out.to(input.scalar_type()), argmax};
   }
   const auto fmt = format_of(g.channels_last);
   const at::Tensor x = input.contiguous(fmt);
   const auto shape = output_shape(input, p);
-  at::Tensor out = at::empty(shape, input.options().memory_format(fmt));
-  at::Tensor indices;
-  if (with_indices) indices = at::empty(shape, input.options().dtype(at::kLong).memory_format(fmt));
-  if (out.numel() == 0) return {out, indices};
+  at::Tensor out = empty_output(shape, input.options().memory_format(fmt));
+  at::Tensor argmax;
+  if (arg != MaxArg::none) {
+    argmax = empty_output(shape, input.options().dtype(arg == MaxArg::indices ? at::kLong : at::kByte).memory_format(fmt));
+  }
+  if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hotkernels_pool2d", [&] {
     const auto& k = kernels<scalar_t>();
     const scalar_t* in = x.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    int64_t* ix = with_indices ? indices.mutable_data_ptr<int64_t>() : nullptr;
+    int64_t* ix = arg == MaxArg::indices ? argmax.mutable_data_ptr<int64_t>() : nullptr;
+    uint8_t* off = arg == MaxArg::offsets ? argmax.mutable_data_ptr<uint8_t>() : nullptr;
+    // The argmax from output `at` on, or null where this call writes none.
+    const auto at_ = [](auto* a, int64_t at) { return a ? a + at : nullptr; };
     if (!g.channels_last) {
       for_each_unit(g.N * g.C, p.H * p.W, pool_plane_scratch_bytes(p), [&](int64_t q, void* scratch) {
-        k.max_plane(in + q * p.H * p.W, o + q * p.OH * p.OW, ix ? ix + q * p.OH * p.OW : nullptr, p, scratch);
+        const int64_t at = q * p.OH * p.OW;
+        k.max_plane(in + q * p.H * p.W, o + at, at_(ix, at), at_(off, at), p, scratch);
       });
     } else {
       const int64_t row = p.OW * g.C;
       for_each_unit(g.N * p.OH, row * p.kH * p.kW, 0, [&](int64_t r, void*) {
-        k.max_row_cl(in + (r / p.OH) * p.H * p.W * g.C, o + r * row, ix ? ix + r * row : nullptr, p, g.C, r % p.OH);
+        k.max_row_cl(in + (r / p.OH) * p.H * p.W * g.C, o + r * row, at_(ix, r * row), at_(off, r * row), p, g.C,
+                     r % p.OH);
       });
     }
   });
-  return {out, indices};
+  return {out, argmax};
 }
 
 at::Tensor max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return std::get<0>(max_pool("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode, false));
+  return std::get<0>(max_pool("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode, MaxArg::none));
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                            at::IntArrayRef stride, at::IntArrayRef padding,
                                                            at::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool("max_pool2d_with_indices", input, kernel_size, stride, padding, dilation, ceil_mode, true);
+  return max_pool("max_pool2d_with_indices", input, kernel_size, stride, padding, dilation, ceil_mode,
+                  MaxArg::indices);
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_with_offsets(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                           at::IntArrayRef stride, at::IntArrayRef padding,
+                                                           at::IntArrayRef dilation, bool ceil_mode) {
+  return max_pool("max_pool2d_with_offsets", input, kernel_size, stride, padding, dilation, ceil_mode,
+                  MaxArg::offsets);
 }
 
 // Checks shared by the backward ops: grad_output is (..., OH, OW) over input's leading dimensions.
@@ -150,7 +190,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const auto fmt = format_of(cl);
   const at::Tensor go = grad_output.contiguous(fmt);
   const at::Tensor ix = indices.contiguous(fmt);
-  at::Tensor grad_input = at::empty(input.sizes(), grad_output.options().memory_format(fmt));
+  at::Tensor grad_input = empty_output(input.sizes(), grad_output.options().memory_format(fmt));
   if (grad_input.numel() == 0) return grad_input;
   const int64_t H = input.size(-2), W = input.size(-1), C = input.size(-3);
   const int64_t planes = input.numel() / (H * W), plane = H * W;
@@ -239,6 +279,49 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   return grad_input;
 }
 
+// grad_input[n, c, h, w] = Σ grad_output[n, c, oh, ow] over the windows covering (h, w) whose offset
+// names the tap landing on it: a gather, each input gradient written once (no zero fill, no
+// scatter). An offset no forward pass writes (>= kH·kW) names no tap and passes nothing.
+at::Tensor max_pool2d_offsets_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                       const at::Tensor& offsets, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  constexpr const char* op = "max_pool2d_offsets_backward";
+  check_backward(op, grad_output, input);
+  const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  const math::Pool2d& p = g.p;
+  check_output_size(op, grad_output, p);
+  check_offsets(op, offsets, grad_output, input, p);
+  if (is_reduced_float(grad_output)) {
+    return max_pool2d_offsets_backward(grad_output.to(at::kFloat), input.to(at::kFloat), offsets, kernel_size, stride,
+                                       padding, dilation, ceil_mode)
+        .to(input.scalar_type());
+  }
+  const auto fmt = format_of(g.channels_last);
+  const at::Tensor go = grad_output.contiguous(fmt);
+  const at::Tensor off = offsets.contiguous(fmt);
+  at::Tensor grad_input = empty_output(input.sizes(), grad_output.options().memory_format(fmt));
+  if (grad_input.numel() == 0) return grad_input;
+  AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "hotkernels_pool2d_backward", [&] {
+    const auto& k = kernels<scalar_t>();
+    const scalar_t* gout = go.const_data_ptr<scalar_t>();
+    const uint8_t* o = off.const_data_ptr<uint8_t>();
+    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+    if (!g.channels_last) {
+      for_each_unit(g.N * g.C, p.H * p.W, pool_gather_scratch_bytes(p), [&](int64_t q, void* scratch) {
+        const int64_t at = q * p.OH * p.OW;
+        k.max_backward_plane(gout + at, o + at, gi + q * p.H * p.W, p, scratch);
+      });
+    } else {
+      const int64_t row = p.W * g.C;
+      for_each_unit(g.N * p.H, row * p.kH * p.kW, 0, [&](int64_t r, void*) {
+        const int64_t at = (r / p.H) * p.OH * p.OW * g.C;
+        k.max_backward_row_cl(gout + at, o + at, gi + r * row, p, g.C, r % p.H);
+      });
+    }
+  });
+  return grad_input;
+}
+
 at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                       at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                       std::optional<int64_t> divisor_override) {
@@ -253,7 +336,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
   const math::Pool2d& p = g.p;
   const auto fmt = format_of(g.channels_last);
   const at::Tensor x = input.contiguous(fmt);
-  at::Tensor out = at::empty(output_shape(input, p), input.options().memory_format(fmt));
+  at::Tensor out = empty_output(output_shape(input, p), input.options().memory_format(fmt));
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hotkernels_pool2d", [&] {
     const auto& k = kernels<scalar_t>();
@@ -291,7 +374,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   }
   const auto fmt = format_of(g.channels_last);
   const at::Tensor go = grad_output.contiguous(fmt);
-  at::Tensor grad_input = at::empty(input.sizes(), grad_output.options().memory_format(fmt));
+  at::Tensor grad_input = empty_output(input.sizes(), grad_output.options().memory_format(fmt));
   if (grad_input.numel() == 0) return grad_input;
   AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "hotkernels_pool2d_backward", [&] {
     const auto& k = kernels<scalar_t>();
@@ -317,6 +400,8 @@ TORCH_LIBRARY_IMPL(hotkernels, CPU, m) {
   m.impl("max_pool2d", &max_pool2d);
   m.impl("max_pool2d_with_indices", &max_pool2d_with_indices);
   m.impl("max_pool2d_backward", &max_pool2d_backward);
+  m.impl("max_pool2d_with_offsets", &max_pool2d_with_offsets);
+  m.impl("max_pool2d_offsets_backward", &max_pool2d_offsets_backward);
   m.impl("avg_pool2d", &avg_pool2d);
   m.impl("avg_pool2d_backward", &avg_pool2d_backward);
 }

@@ -6,7 +6,8 @@
 // Both backward passes are gathers — each input element sums, in a fixed order, over the windows
 // that cover it — so they need no atomics and are deterministic. Values compute in at::opmath_type
 // (float for float16/bfloat16). Max follows torch's scan (row-major taps, `v > m || isnan(v)`
-// replaces, starting from (−inf, first tap inside)), so values and indices match torch's exactly.
+// replaces, starting from (−inf, first tap inside)), so values and indices match torch's exactly; its
+// argmax is written as torch's int64 indices or as uint8 window offsets kh·kW + kw (csrc/math/pool.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -64,30 +65,37 @@ int blocks_for(int64_t n) { return grid_stride_blocks(n, kThreads, 32); }
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);          \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-template <class T, bool kCL, bool kIdx>
-__global__ void max_forward(const T* __restrict__ in, T* __restrict__ out, int64_t* __restrict__ indices,
-                            math::Pool2d p, int64_t C, int64_t n) {
+// What max pooling writes besides the values: nothing, torch's indices, or window offsets.
+enum class Arg { none, indices, offsets };
+
+// ArgT: int64_t (indices) or uint8_t (offsets); unused for values only.
+template <class T, bool kCL, Arg A, class ArgT>
+__global__ void max_forward(const T* __restrict__ in, T* __restrict__ out, ArgT* __restrict__ arg, math::Pool2d p,
+                            int64_t C, int64_t n) {
   using Op = at::opmath_type<T>;
   HK_GRID_STRIDE_LOOP(i, n) {
     const Pos o = split<kCL>(i, C, p.OH, p.OW);
     const int64_t hs = o.h * p.sH - p.pH, ws = o.w * p.sW - p.pW;
     const math::Taps th = math::window_taps(hs, p.kH, p.dH, p.H);
     const math::Taps tw = math::window_taps(ws, p.kW, p.dW, p.W);
+    // The argmax of tap (kh, kw): its flat index in the plane, or its offset in the window.
+    const auto arg_of = [&](int64_t kh, int64_t kw) {
+      return A == Arg::indices ? (hs + kh * p.dH) * p.W + ws + kw * p.dW : kh * p.kW + kw;
+    };
     Op m = -INFINITY;
-    int64_t idx = (hs + th.k0 * p.dH) * p.W + ws + tw.k0 * p.dW;
+    int64_t idx = arg_of(th.k0, tw.k0);
     for (int64_t kh = th.k0; kh < th.k1; ++kh) {
       const int64_t ih = hs + kh * p.dH;
       for (int64_t kw = tw.k0; kw < tw.k1; ++kw) {
-        const int64_t iw = ws + kw * p.dW;
-        const Op v = static_cast<Op>(in[offset<kCL>(o, C, p.H, p.W, ih, iw)]);
+        const Op v = static_cast<Op>(in[offset<kCL>(o, C, p.H, p.W, ih, ws + kw * p.dW)]);
         if (v > m || v != v) {
           m = v;
-          idx = ih * p.W + iw;
+          idx = arg_of(kh, kw);
         }
       }
     }
     out[i] = static_cast<T>(m);
-    if constexpr (kIdx) indices[i] = idx;
+    if constexpr (A != Arg::none) arg[i] = static_cast<ArgT>(idx);
   }
 }
 
@@ -107,6 +115,30 @@ __global__ void max_backward(const T* __restrict__ grad_out, const int64_t* __re
       for (int64_t ow = cw.o0; ow < cw.o1; ++ow) {
         const int64_t o = offset<kCL>(q, C, p.OH, p.OW, oh, ow);
         if (indices[o] == self) s += static_cast<Op>(grad_out[o]);
+      }
+    }
+    grad_in[i] = static_cast<T>(s);
+  }
+}
+
+// grad_input[h, w] = Σ grad_output[oh, ow] over the windows with a tap (kh, kw) on (h, w) whose
+// offset is kh·kW + kw.
+template <class T, bool kCL>
+__global__ void max_offsets_backward(const T* __restrict__ grad_out, const uint8_t* __restrict__ offsets,
+                                     T* __restrict__ grad_in, math::Pool2d p, int64_t C, int64_t n) {
+  using Op = at::opmath_type<T>;
+  HK_GRID_STRIDE_LOOP(i, n) {
+    const Pos q = split<kCL>(i, C, p.H, p.W);
+    const math::Cover ch = math::covering_outputs(q.h, (p.kH - 1) * p.dH + 1, p.sH, p.pH, p.OH);
+    const math::Cover cw = math::covering_outputs(q.w, (p.kW - 1) * p.dW + 1, p.sW, p.pW, p.OW);
+    Op s = 0;
+    for (int64_t oh = ch.o0; oh < ch.o1; ++oh) {
+      const int64_t kh = math::tap_landing_on(q.h, oh, p.kH, p.sH, p.pH, p.dH);
+      if (kh < 0) continue;
+      for (int64_t ow = cw.o0; ow < cw.o1; ++ow) {
+        const int64_t kw = math::tap_landing_on(q.w, ow, p.kW, p.sW, p.pW, p.dW);
+        const int64_t o = offset<kCL>(q, C, p.OH, p.OW, oh, ow);
+        if (kw >= 0 && offsets[o] == kh * p.kW + kw) s += static_cast<Op>(grad_out[o]);
       }
     }
     grad_in[i] = static_cast<T>(s);
@@ -173,43 +205,57 @@ void with_layout(bool channels_last, const F& f) {
 
 std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
                                             at::IntArrayRef stride, at::IntArrayRef padding,
-                                            at::IntArrayRef dilation, bool ceil_mode, bool with_indices) {
+                                            at::IntArrayRef dilation, bool ceil_mode, Arg arg) {
   const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  if (arg == Arg::offsets) check_offset_taps(op, g.p);
   const c10::cuda::CUDAGuard guard(input.device());
   const auto fmt = format_of(g.channels_last);
   const at::Tensor x = input.contiguous(fmt);
   const auto shape = output_shape(input, g.p);
   at::Tensor out = at::empty(shape, input.options().memory_format(fmt));
-  at::Tensor indices;
-  if (with_indices) indices = at::empty(shape, input.options().dtype(at::kLong).memory_format(fmt));
+  at::Tensor argmax;
+  if (arg != Arg::none) {
+    argmax = at::empty(shape, input.options().dtype(arg == Arg::indices ? at::kLong : at::kByte).memory_format(fmt));
+  }
   const int64_t n = out.numel();
-  if (n == 0) return {out, indices};
+  if (n == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_max_pool2d_cuda", [&] {
     with_layout(g.channels_last, [&](auto cl) {
+      constexpr bool kCL = decltype(cl)::value;
       const auto stream = at::cuda::getCurrentCUDAStream();
-      if (with_indices) {
-        max_forward<scalar_t, decltype(cl)::value, true><<<blocks_for(n), kThreads, 0, stream>>>(
-            x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), indices.mutable_data_ptr<int64_t>(), g.p,
-            g.C, n);
+      const scalar_t* in = x.const_data_ptr<scalar_t>();
+      scalar_t* o = out.mutable_data_ptr<scalar_t>();
+      if (arg == Arg::indices) {
+        max_forward<scalar_t, kCL, Arg::indices><<<blocks_for(n), kThreads, 0, stream>>>(
+            in, o, argmax.mutable_data_ptr<int64_t>(), g.p, g.C, n);
+      } else if (arg == Arg::offsets) {
+        max_forward<scalar_t, kCL, Arg::offsets><<<blocks_for(n), kThreads, 0, stream>>>(
+            in, o, argmax.mutable_data_ptr<uint8_t>(), g.p, g.C, n);
       } else {
-        max_forward<scalar_t, decltype(cl)::value, false><<<blocks_for(n), kThreads, 0, stream>>>(
-            x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), nullptr, g.p, g.C, n);
+        max_forward<scalar_t, kCL, Arg::none><<<blocks_for(n), kThreads, 0, stream>>>(
+            in, o, static_cast<uint8_t*>(nullptr), g.p, g.C, n);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  return {out, indices};
+  return {out, argmax};
 }
 
 at::Tensor max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return std::get<0>(max_pool("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode, false));
+  return std::get<0>(max_pool("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode, Arg::none));
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                            at::IntArrayRef stride, at::IntArrayRef padding,
                                                            at::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool("max_pool2d_with_indices", input, kernel_size, stride, padding, dilation, ceil_mode, true);
+  return max_pool("max_pool2d_with_indices", input, kernel_size, stride, padding, dilation, ceil_mode, Arg::indices);
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_with_offsets(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                           at::IntArrayRef stride, at::IntArrayRef padding,
+                                                           at::IntArrayRef dilation, bool ceil_mode) {
+  return max_pool("max_pool2d_with_offsets", input, kernel_size, stride, padding, dilation, ceil_mode, Arg::offsets);
 }
 
 void check_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& input, const math::Pool2d& p) {
@@ -245,6 +291,33 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
       max_backward<scalar_t, decltype(cl)::value><<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           go.const_data_ptr<scalar_t>(), ix.const_data_ptr<int64_t>(), grad_input.mutable_data_ptr<scalar_t>(), g.p,
           g.C, n);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return grad_input;
+}
+
+at::Tensor max_pool2d_offsets_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                       const at::Tensor& offsets, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  constexpr const char* op = "max_pool2d_offsets_backward";
+  const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  check_backward(op, grad_output, input, g.p);
+  check_offsets(op, offsets, grad_output, input, g.p);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const auto fmt = format_of(g.channels_last);
+  const at::Tensor go = grad_output.contiguous(fmt);
+  const at::Tensor off = offsets.contiguous(fmt);
+  at::Tensor grad_input = at::empty(input.sizes(), grad_output.options().memory_format(fmt));
+  const int64_t n = grad_input.numel();
+  if (n == 0) return grad_input;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+                                  "hotkernels_max_pool2d_offsets_backward_cuda", [&] {
+    with_layout(g.channels_last, [&](auto cl) {
+      max_offsets_backward<scalar_t, decltype(cl)::value>
+          <<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              go.const_data_ptr<scalar_t>(), off.const_data_ptr<uint8_t>(), grad_input.mutable_data_ptr<scalar_t>(),
+              g.p, g.C, n);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -302,6 +375,8 @@ TORCH_LIBRARY_IMPL(hotkernels, CUDA, m) {
   m.impl("max_pool2d", &max_pool2d);
   m.impl("max_pool2d_with_indices", &max_pool2d_with_indices);
   m.impl("max_pool2d_backward", &max_pool2d_backward);
+  m.impl("max_pool2d_with_offsets", &max_pool2d_with_offsets);
+  m.impl("max_pool2d_offsets_backward", &max_pool2d_offsets_backward);
   m.impl("avg_pool2d", &avg_pool2d);
   m.impl("avg_pool2d_backward", &avg_pool2d_backward);
 }

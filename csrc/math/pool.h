@@ -71,4 +71,16 @@ HK_HOST_DEVICE Cover covering_outputs(int64_t i, int64_t k, int64_t s, int64_t p
   return {o0, o1 > o0 ? o1 : o0};
 }
 
+// Max pooling's compact argmax: the position kh·kW + kw of the maximum's tap within its window, one
+// byte per output, so kernels of at most 256 taps (larger ones keep torch's int64 indices).
+constexpr int64_t kMaxOffsetTaps = 256;
+
+// The tap of output o's window (start o·s − p, taps d apart, k of them) that lands on input index i:
+// (i − o·s + p) / d when that is a whole number below k, else −1 (i lies between taps or past them).
+// The outputs whose windows reach i at all are covering_outputs(i, (k − 1)·d + 1, s, p, out).
+HK_HOST_DEVICE int64_t tap_landing_on(int64_t i, int64_t o, int64_t k, int64_t s, int64_t p, int64_t d) {
+  const int64_t from_start = i - (o * s - p);
+  return from_start >= 0 && from_start % d == 0 && from_start / d < k ? from_start / d : -1;
+}
+
 }  // namespace hotkernels::math

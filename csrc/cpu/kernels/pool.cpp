@@ -12,6 +12,11 @@
 // holds its first occurrence.
 //
 // channels_last rows are reduced with vectors along C (contiguous), taps in torch's order.
+//
+// The argmax is written as torch's int64 indices (flat h·W + w in the plane) or as offsets (the tap's
+// position kh·kW + kw in its window, a byte: csrc/math/pool.h); both come from the same scan. The
+// backward kernels from offsets are gathers: each input gradient sums, in a fixed order, the output
+// gradients of the windows covering it whose offset names the tap landing on it, and is written once.
 #include "cpu/kernels/pool.h"
 
 #include <algorithm>
@@ -40,6 +45,14 @@ template <class T> using IxVec = std::conditional_t<sizeof(T) == 4, simd::vint32
 // int64 vectors with as many lanes as Vec<T>, for storing indices.
 template <class T> using I64Vec = std::conditional_t<sizeof(T) == 4, vint64x2, vint64>;
 
+// uint8 vectors with as many lanes as Vec<T>, for offsets.
+typedef uint8_t vu8_f32 __attribute__((vector_size(HK_VEC_BYTES / 4)));
+typedef uint8_t vu8_f64 __attribute__((vector_size(HK_VEC_BYTES / 8)));
+template <class T> using U8Vec = std::conditional_t<sizeof(T) == 4, vu8_f32, vu8_f64>;
+
+// What max pooling writes besides the values: nothing, torch's indices, or window offsets.
+enum class Arg { none, indices, offsets };
+
 template <class T> inline IxVec<T> iota() {
   IxVec<T> v;
   for (int64_t j = 0; j < L<T>; ++j) v[j] = static_cast<Ix<T>>(j);
@@ -55,6 +68,37 @@ template <class T> inline IxVec<T> load_ix(const Ix<T>* p) {
 template <class T> inline void store_indices(int64_t* dst, IxVec<T> v) {
   const I64Vec<T> w = __builtin_convertvector(v, I64Vec<T>);
   std::memcpy(dst, &w, sizeof(w));
+}
+
+template <class T> inline void store_offsets(uint8_t* dst, IxVec<T> v) {
+  const U8Vec<T> w = __builtin_convertvector(v, U8Vec<T>);
+  std::memcpy(dst, &w, sizeof(w));
+}
+
+// L<T> offsets widened to index lanes: one zero-extending load where the instruction set has it
+// (GCC compiles the generic conversion lane by lane).
+template <class T> inline IxVec<T> load_offsets(const uint8_t* p) {
+#if (defined(__AVX512F__) && HK_VEC_BYTES == 64) || (defined(__AVX2__) && HK_VEC_BYTES == 32)
+  __m128i w = _mm_setzero_si128();  // the L<T> bytes in its low lanes
+  std::memcpy(&w, p, sizeof(U8Vec<T>));
+#if HK_VEC_BYTES == 64
+  if constexpr (sizeof(T) == 4) {
+    return (IxVec<T>)_mm512_cvtepu8_epi32(w);
+  } else {
+    return (IxVec<T>)_mm512_cvtepu8_epi64(w);
+  }
+#else
+  if constexpr (sizeof(T) == 4) {
+    return (IxVec<T>)_mm256_cvtepu8_epi32(w);
+  } else {
+    return (IxVec<T>)_mm256_cvtepu8_epi64(w);
+  }
+#endif
+#else
+  U8Vec<T> w;
+  std::memcpy(&w, p, sizeof(w));
+  return __builtin_convertvector(w, IxVec<T>);
+#endif
 }
 
 template <class T> inline bool takes(T v, T m) { return v > m || v != v; }
@@ -105,50 +149,59 @@ void store_values(T* dst, Vec<T> v, int64_t n) {
   }
 }
 
-template <class T>
-void store_index_values(int64_t* dst, IxVec<T> v, int64_t n) {
-  if (n >= L<T>) {
-    store_indices<T>(dst, v);
-  } else {
-    const I64Vec<T> w = __builtin_convertvector(v, I64Vec<T>);
-    std::memcpy(dst, &w, n * sizeof(int64_t));
-  }
+// The first n lanes of an argmax vector, as int64 indices or uint8 offsets.
+template <class T, class Dst>
+void store_arg_values(Dst* dst, IxVec<T> v, int64_t n) {
+  using W = std::conditional_t<std::is_same_v<Dst, int64_t>, I64Vec<T>, U8Vec<T>>;
+  const W w = __builtin_convertvector(v, W);
+  std::memcpy(dst, &w, std::min(n, L<T>) * sizeof(Dst));
 }
 
 // Max, NCHW. Padding is −inf, which `takes` never picks, so it cannot change a value; the index
 // starts at each lane's first tap inside the row, as torch's scan does.
 
-// Horizontal max of one buffered row: hv[ow] and its input column hc[ow] (if kIdx), whole vectors up to
-// the padded output width.
-template <class T, bool kIdx, int S>
+// Horizontal max of one buffered row: hv[ow] and, unless A is none, hc[ow]: the maximum's input
+// column (indices) or its tap kw (offsets); whole vectors up to the padded output width.
+template <class T, Arg A, int S>
 void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
   const IxVec<T> lane_col = iota<T>() * static_cast<Ix<T>>(p.sW);
   for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
     const T* base = buf + ow * p.sW;
     const int64_t start = ow * p.sW - p.pW;
     const IxVec<T> col0 = lane_col + static_cast<Ix<T>>(start);
-    IxVec<T> col = col0;
-    if constexpr (kIdx) {
+    // Each lane starts at its first tap inside the row (kept while every tap is −inf, as torch's).
+    IxVec<T> first{};
+    if constexpr (A != Arg::none) {
       if (start < 0) {
-        for (int64_t j = 0; j < L<T>; ++j) {
-          if (col[j] < 0) col[j] += (-col[j] + p.dW - 1) / p.dW * p.dW;
-        }
+        for (int64_t j = 0; j < L<T> && col0[j] < 0; ++j) first[j] = (-col0[j] + p.dW - 1) / p.dW;
       }
     }
+    const auto arg_of = [&](auto k) -> IxVec<T> {
+      if constexpr (A == Arg::indices) return col0 + k * static_cast<Ix<T>>(p.dW);
+      return IxVec<T>{} + k;
+    };
+    IxVec<T> arg = arg_of(first);
     Vec<T> m = simd::broadcast(-std::numeric_limits<T>::infinity());
     for (int64_t k = 0; k < p.kW; ++k) {
       const Vec<T> v = load_strided<T, S>(base + k * p.dW, p.sW);
       const auto take = takes_mask(v, m);
       m = take ? v : m;
-      if constexpr (kIdx) col = take ? col0 + static_cast<Ix<T>>(k * p.dW) : col;
+      if constexpr (A != Arg::none) arg = take ? arg_of(static_cast<Ix<T>>(k)) : arg;
     }
     simd::store(hv + ow, m);
-    if constexpr (kIdx) std::memcpy(hc + ow, &col, sizeof(col));
+    if constexpr (A != Arg::none) std::memcpy(hc + ow, &arg, sizeof(arg));
   }
 }
 
-template <class T, bool kIdx, int S>
-void max_plane_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, void* scratch) {
+// The argmax of tap kh (input row ih) from its row's hc: the flat index (indices) or kh·kW + kw.
+template <class T, Arg A>
+IxVec<T> window_arg(IxVec<T> hc, int64_t kh, int64_t ih, const Pool2d& p) {
+  return hc + static_cast<Ix<T>>(A == Arg::indices ? ih * p.W : kh * p.kW);
+}
+
+// ArgT: int64_t (indices) or uint8_t (offsets); ignored for values only.
+template <class T, Arg A, int S, class ArgT>
+void max_plane_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scratch) {
   const int64_t OWp = pool_padded_width(p);
   T* hv = static_cast<T*>(scratch);
   Ix<T>* hc = reinterpret_cast<Ix<T>*>(hv + p.H * OWp);
@@ -161,7 +214,7 @@ void max_plane_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, void
     for (int64_t k = t.k0; k < t.k1; ++k) {
       const int64_t ih = start + k * p.dH;
       if (!done[ih]) {
-        max_row<T, kIdx, S>(load_row(buf, in + ih * p.W, p), hv + ih * OWp, hc + ih * OWp, p);
+        max_row<T, A, S>(load_row(buf, in + ih * p.W, p), hv + ih * OWp, hc + ih * OWp, p);
         done[ih] = 1;
       }
     }
@@ -171,43 +224,165 @@ void max_plane_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, void
       // starting index, its first tap at or past row and column 0.
       for (int64_t ow = 0; ow < p.OW; ++ow) {
         const int64_t ws = ow * p.sW - p.pW;
+        const int64_t kw0 = math::window_taps(ws, p.kW, p.dW, p.W).k0;
         out[oh * p.OW + ow] = -std::numeric_limits<T>::infinity();
-        if constexpr (kIdx) indices[oh * p.OW + ow] = ih0 * p.W + ws + math::window_taps(ws, p.kW, p.dW, p.W).k0 * p.dW;
+        if constexpr (A == Arg::indices) arg[oh * p.OW + ow] = ih0 * p.W + ws + kw0 * p.dW;
+        if constexpr (A == Arg::offsets) arg[oh * p.OW + ow] = static_cast<uint8_t>(t.k0 * p.kW + kw0);
       }
       continue;
     }
     for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
       Vec<T> m = simd::load(hv + ih0 * OWp + ow);
       IxVec<T> idx{};
-      if constexpr (kIdx) idx = load_ix<T>(hc + ih0 * OWp + ow) + static_cast<Ix<T>>(ih0 * p.W);
+      if constexpr (A != Arg::none) idx = window_arg<T, A>(load_ix<T>(hc + ih0 * OWp + ow), t.k0, ih0, p);
       for (int64_t k = t.k0 + 1; k < t.k1; ++k) {
         const int64_t ih = start + k * p.dH;
         const Vec<T> v = simd::load(hv + ih * OWp + ow);
         const auto take = takes_mask(v, m);
         m = take ? v : m;
-        if constexpr (kIdx) idx = take ? load_ix<T>(hc + ih * OWp + ow) + static_cast<Ix<T>>(ih * p.W) : idx;
+        if constexpr (A != Arg::none) idx = take ? window_arg<T, A>(load_ix<T>(hc + ih * OWp + ow), k, ih, p) : idx;
       }
       store_values<T>(out + oh * p.OW + ow, m, p.OW - ow);
-      if constexpr (kIdx) store_index_values<T>(indices + oh * p.OW + ow, idx, p.OW - ow);
+      if constexpr (A != Arg::none) store_arg_values<T>(arg + oh * p.OW + ow, idx, p.OW - ow);
     }
   }
 }
 
-template <class T, bool kIdx>
-void max_plane_stride(const T* in, T* out, int64_t* indices, const Pool2d& p, void* scratch) {
+template <class T, Arg A, class ArgT>
+void max_plane_stride(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scratch) {
   switch (p.sW) {
-    case 1: return max_plane_impl<T, kIdx, 1>(in, out, indices, p, scratch);
-    case 2: return max_plane_impl<T, kIdx, 2>(in, out, indices, p, scratch);
-    default: return max_plane_impl<T, kIdx, 0>(in, out, indices, p, scratch);
+    case 1: return max_plane_impl<T, A, 1>(in, out, arg, p, scratch);
+    case 2: return max_plane_impl<T, A, 2>(in, out, arg, p, scratch);
+    default: return max_plane_impl<T, A, 0>(in, out, arg, p, scratch);
   }
 }
 
 template <class T>
-void max_plane(const T* in, T* out, int64_t* indices, const Pool2d& p, void* scratch) {
+void max_plane(const T* in, T* out, int64_t* indices, uint8_t* offsets, const Pool2d& p, void* scratch) {
   if (indices != nullptr) {
-    max_plane_stride<T, true>(in, out, indices, p, scratch);
+    max_plane_stride<T, Arg::indices>(in, out, indices, p, scratch);
+  } else if (offsets != nullptr) {
+    max_plane_stride<T, Arg::offsets>(in, out, offsets, p, scratch);
   } else {
-    max_plane_stride<T, false>(in, out, nullptr, p, scratch);
+    max_plane_stride<T, Arg::none>(in, out, offsets, p, scratch);
+  }
+}
+
+// Max backward, NCHW, from offsets. Input row ih gathers from the output rows oh whose window has a
+// row tap kh landing on it (math::tap_landing_on), in phases along the row (PoolGatherRow,
+// csrc/cpu/kernels/pool.h): phase r sums, over those rows and the taps kw of that phase (its
+// "terms"), the output gradient at column m − shift(kw) where the offset there is kh·kW + kw. Phases
+// of stride 2 interleave into the row with shuffles; other strides > 1 go a lane at a time.
+template <class T, size_t... I>
+inline void interleave2(T* dst, Vec<T> even, Vec<T> odd, int64_t n, std::index_sequence<I...>) {
+  constexpr int64_t H = L<T> / 2;
+  const Vec<T> lo = __builtin_shufflevector(even, odd, static_cast<int>(I / 2 + (I % 2) * L<T>)...);
+  const Vec<T> hi = __builtin_shufflevector(even, odd, static_cast<int>(H + I / 2 + (I % 2) * L<T>)...);
+  store_values<T>(dst, lo, n);
+  if (n > L<T>) store_values<T>(dst + L<T>, hi, n - L<T>);
+}
+
+template <class T>
+struct GatherTerm {
+  const T* grad;         // the output row's gradients, shifted: lane m reads output column m − shift
+  const uint8_t* taps;   // its offsets, shifted alike
+  Ix<T> code;            // kh·kW + kw
+  int64_t phase;
+};
+
+template <class T>
+inline Vec<T> gather_terms(const GatherTerm<T>* t, int64_t n, int64_t m) {
+  Vec<T> s{};
+  for (int64_t i = 0; i < n; ++i) {
+    const auto hit = load_offsets<T>(t[i].taps + m) == t[i].code;
+    s += hit ? simd::load(t[i].grad + m) : Vec<T>{};
+  }
+  return s;
+}
+
+template <class T, int S>
+void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_in, const Pool2d& p, void* scratch) {
+  const PoolGatherRow gr = pool_gather_row(p);
+  const int64_t sW = S > 0 ? S : p.sW;
+  // The output plane in gather layout: zero gradients around each row (their offsets: any).
+  T* gs = static_cast<T*>(scratch);
+  uint8_t* os = reinterpret_cast<uint8_t*>(gs + p.OH * gr.row);
+  for (int64_t oh = 0; oh < p.OH; ++oh) {
+    T* g = gs + oh * gr.row;
+    std::fill(g, g + gr.pad, T(0));
+    std::copy(grad_out + oh * p.OW, grad_out + (oh + 1) * p.OW, g + gr.pad);
+    std::fill(g + gr.pad + p.OW, g + gr.row, T(0));
+    std::memcpy(os + oh * gr.row + gr.pad, offsets + oh * p.OW, p.OW);
+  }
+  // Per input row, the output rows with a tap on it: (oh, kh) for oh ascending, at most kH of them.
+  struct RowTap {
+    int64_t oh, kh;
+  };
+  const size_t plane_bytes = static_cast<size_t>(p.OH * gr.row) * (sizeof(T) + 1);
+  RowTap* row_taps = reinterpret_cast<RowTap*>(static_cast<char*>(scratch) + (plane_bytes + 7) / 8 * 8);
+  int64_t* row_count = reinterpret_cast<int64_t*>(row_taps + p.H * p.kH);
+  std::fill(row_count, row_count + p.H, 0);
+  for (int64_t oh = 0; oh < p.OH; ++oh) {
+    for (int64_t kh = 0; kh < p.kH; ++kh) {
+      const int64_t ih = oh * p.sH - p.pH + kh * p.dH;
+      if (ih >= 0 && ih < p.H) row_taps[ih * p.kH + row_count[ih]++] = {oh, kh};
+    }
+  }
+  // The column taps kw by phase (stably: kw ascending within one), with their shifts.
+  struct ColTap {
+    int64_t kw, shift, phase;
+  };
+  ColTap col_taps[math::kMaxOffsetTaps];  // kW <= kH·kW <= 256
+  for (int64_t kw = 0; kw < p.kW; ++kw) {
+    const int64_t q = kw * p.dW - p.pW, shift = pool_floor_div(q, sW);
+    col_taps[kw] = {kw, shift, q - shift * sW};
+  }
+  std::stable_sort(col_taps, col_taps + p.kW, [](const ColTap& a, const ColTap& b) { return a.phase < b.phase; });
+  const int64_t even_taps = std::find_if(col_taps, col_taps + p.kW, [](const ColTap& t) { return t.phase != 0; }) -
+                            col_taps;
+  // An input row's terms: phase by phase, each tap kw over its rows (a fixed summation order).
+  GatherTerm<T> terms[math::kMaxOffsetTaps];
+  for (int64_t ih = 0; ih < p.H; ++ih) {
+    T* gi = grad_in + ih * p.W;
+    const RowTap* rows = row_taps + ih * p.kH;
+    const int64_t nr = row_count[ih], n = nr * p.kW;
+    if (n == 0) {  // no window reaches this row
+      std::fill(gi, gi + p.W, T(0));
+      continue;
+    }
+    for (int64_t j = 0; j < p.kW; ++j) {
+      const ColTap& c = col_taps[j];
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t at = rows[i].oh * gr.row + gr.pad - c.shift;
+        terms[j * nr + i] = {gs + at, os + at, static_cast<Ix<T>>(rows[i].kh * p.kW + c.kw), c.phase};
+      }
+    }
+    const int64_t even = even_taps * nr;  // phase 0's terms come first
+    for (int64_t m = 0; m * sW < p.W; m += L<T>) {
+      if constexpr (S == 1) {
+        store_values<T>(gi + m, gather_terms(terms, n, m), p.W - m);
+      } else if constexpr (S == 2) {
+        interleave2<T>(gi + 2 * m, gather_terms(terms, even, m), gather_terms(terms + even, n - even, m),
+                       p.W - 2 * m, std::make_index_sequence<L<T>>{});
+      } else {
+        for (int64_t i = 0, r = 0; r < sW; ++r) {
+          int64_t j = i;
+          while (j < n && terms[j].phase == r) ++j;
+          const Vec<T> s = gather_terms(terms + i, j - i, m);
+          for (int64_t lane = 0; lane < L<T> && (m + lane) * sW + r < p.W; ++lane) gi[(m + lane) * sW + r] = s[lane];
+          i = j;
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void max_backward_plane(const T* grad_out, const uint8_t* offsets, T* grad_in, const Pool2d& p, void* scratch) {
+  switch (p.sW) {
+    case 1: return max_backward_plane_impl<T, 1>(grad_out, offsets, grad_in, p, scratch);
+    case 2: return max_backward_plane_impl<T, 2>(grad_out, offsets, grad_in, p, scratch);
+    default: return max_backward_plane_impl<T, 0>(grad_out, offsets, grad_in, p, scratch);
   }
 }
 
@@ -280,26 +455,39 @@ void avg_plane(const T* in, T* out, const Pool2d& p, const AvgMode& mode, void* 
 }
 
 // grad_in[ih, iw] = Σ over the windows (oh, ow) covering it of grad_out[oh, ow] / divisor(oh, ow).
-// Per output row: its scaled gradients spread along the columns they cover (r), then r is added to
-// each input row the window covers. One plane, one thread: a fixed summation order.
+// Separably: each output row's scaled gradients spread along the columns they cover (r_oh, in
+// scratch), then each input row gathers the rows r_oh of the windows covering it and is written once.
+// One plane, one thread: a fixed summation order.
 template <class T>
 void avg_backward_plane(const T* grad_out, T* grad_in, const Pool2d& p, const AvgMode& mode, void* scratch) {
+  const int64_t OWp = pool_padded_width(p);
   T* cw = static_cast<T*>(scratch);
-  T* r = cw + pool_padded_width(p);
+  T* gs = cw + OWp;          // one output row's scaled gradients
+  T* rows = gs + OWp;        // r_oh: OH rows of W
   column_divisors(cw, p, mode);
-  std::fill(grad_in, grad_in + p.H * p.W, T(0));
   for (int64_t oh = 0; oh < p.OH; ++oh) {
-    const math::AvgSpan h = math::avg_span(oh, p.kH, p.sH, p.pH, p.H);
     const T dh = row_divisor<T>(oh, p, mode);
+    for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
+      const int64_t n = std::min(L<T>, p.OW - ow);
+      simd::store(gs + ow, simd::load_partial(grad_out + oh * p.OW + ow, n) / (simd::load(cw + ow) * dh));
+    }
+    T* r = rows + oh * p.W;
     std::fill(r, r + p.W, T(0));
     for (int64_t ow = 0; ow < p.OW; ++ow) {
       const math::AvgSpan w = math::avg_span(ow, p.kW, p.sW, p.pW, p.W);
-      const T g = grad_out[oh * p.OW + ow] / (cw[ow] * dh);
-      for (int64_t iw = w.lo; iw < w.hi; ++iw) r[iw] += g;
+      for (int64_t iw = w.lo; iw < w.hi; ++iw) r[iw] += gs[ow];
     }
-    for (int64_t ih = h.lo; ih < h.hi; ++ih) {
-      T* gi = grad_in + ih * p.W;
-      for (int64_t iw = 0; iw < p.W; ++iw) gi[iw] += r[iw];
+  }
+  for (int64_t ih = 0; ih < p.H; ++ih) {
+    const math::Cover ch = math::covering_outputs(ih, p.kH, p.sH, p.pH, p.OH);
+    T* gi = grad_in + ih * p.W;
+    for (int64_t iw = 0; iw < p.W; iw += L<T>) {
+      const int64_t n = std::min(L<T>, p.W - iw);
+      Vec<T> s{};
+      for (int64_t oh = ch.o0; oh < ch.o1; ++oh) {
+        s += n == L<T> ? simd::load(rows + oh * p.W + iw) : simd::load_partial(rows + oh * p.W + iw, n);
+      }
+      store_values<T>(gi + iw, s, n);
     }
   }
 }
@@ -318,16 +506,20 @@ inline int64_t for_channel_blocks(int64_t C, const Block& block) {
   return c;
 }
 
-template <class T, bool kIdx>
-void max_row_cl_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, int64_t C, int64_t oh) {
+template <class T, Arg A, class ArgT>
+void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C, int64_t oh) {
   const int64_t hs = oh * p.sH - p.pH;
   const math::Taps th = math::window_taps(hs, p.kH, p.dH, p.H);
+  // The argmax of tap (kh, kw): its flat index in the plane, or its offset in the window.
+  const auto arg_of = [&](int64_t kh, int64_t kw, int64_t ws) {
+    return A == Arg::indices ? (hs + kh * p.dH) * p.W + ws + kw * p.dW : kh * p.kW + kw;
+  };
   for (int64_t ow = 0; ow < p.OW; ++ow) {
     const int64_t ws = ow * p.sW - p.pW;
     const math::Taps tw = math::window_taps(ws, p.kW, p.dW, p.W);
-    const int64_t first = (hs + th.k0 * p.dH) * p.W + ws + tw.k0 * p.dW;
+    const int64_t first = arg_of(th.k0, tw.k0, ws);
     T* o = out + ow * C;
-    int64_t* oi = kIdx ? indices + ow * C : nullptr;
+    ArgT* oi = A != Arg::none ? arg + ow * C : nullptr;
     const int64_t c = for_channel_blocks<T>(C, [&](int64_t c, auto unroll) {
       constexpr int U = decltype(unroll)::value;
       Vec<T> m[U];
@@ -339,19 +531,20 @@ void max_row_cl_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, int
       for (int64_t kh = th.k0; kh < th.k1; ++kh) {
         const int64_t ih = hs + kh * p.dH;
         for (int64_t kw = tw.k0; kw < tw.k1; ++kw) {
-          const int64_t pos = ih * p.W + ws + kw * p.dW;
-          const T* src = in + pos * C + c;
+          const T* src = in + (ih * p.W + ws + kw * p.dW) * C + c;
+          const Ix<T> a = static_cast<Ix<T>>(arg_of(kh, kw, ws));
           for (int j = 0; j < U; ++j) {
             const Vec<T> v = simd::load(src + j * L<T>);
             const auto take = takes_mask(v, m[j]);
             m[j] = take ? v : m[j];
-            if constexpr (kIdx) idx[j] = take ? IxVec<T>{} + static_cast<Ix<T>>(pos) : idx[j];
+            if constexpr (A != Arg::none) idx[j] = take ? IxVec<T>{} + a : idx[j];
           }
         }
       }
       for (int j = 0; j < U; ++j) {
         simd::store(o + c + j * L<T>, m[j]);
-        if constexpr (kIdx) store_indices<T>(oi + c + j * L<T>, idx[j]);
+        if constexpr (A == Arg::indices) store_indices<T>(oi + c + j * L<T>, idx[j]);
+        if constexpr (A == Arg::offsets) store_offsets<T>(oi + c + j * L<T>, idx[j]);
       }
     });
     for (int64_t c1 = c; c1 < C; ++c1) {
@@ -361,25 +554,79 @@ void max_row_cl_impl(const T* in, T* out, int64_t* indices, const Pool2d& p, int
       for (int64_t kh = th.k0; kh < th.k1; ++kh) {
         const int64_t ih = hs + kh * p.dH;
         for (int64_t kw = tw.k0; kw < tw.k1; ++kw) {
-          const int64_t pos = ih * p.W + ws + kw * p.dW;
-          if (takes(in[pos * C + c], m)) {
-            m = in[pos * C + c];
-            idx = pos;
+          const T v = in[(ih * p.W + ws + kw * p.dW) * C + c];
+          if (takes(v, m)) {
+            m = v;
+            idx = arg_of(kh, kw, ws);
           }
         }
       }
       o[c] = m;
-      if constexpr (kIdx) oi[c] = idx;
+      if constexpr (A != Arg::none) oi[c] = static_cast<ArgT>(idx);
     }
   }
 }
 
 template <class T>
-void max_row_cl(const T* in, T* out, int64_t* indices, const Pool2d& p, int64_t C, int64_t oh) {
+void max_row_cl(const T* in, T* out, int64_t* indices, uint8_t* offsets, const Pool2d& p, int64_t C, int64_t oh) {
   if (indices != nullptr) {
-    max_row_cl_impl<T, true>(in, out, indices, p, C, oh);
+    max_row_cl_impl<T, Arg::indices>(in, out, indices, p, C, oh);
+  } else if (offsets != nullptr) {
+    max_row_cl_impl<T, Arg::offsets>(in, out, offsets, p, C, oh);
   } else {
-    max_row_cl_impl<T, false>(in, out, nullptr, p, C, oh);
+    max_row_cl_impl<T, Arg::none>(in, out, offsets, p, C, oh);
+  }
+}
+
+// Max backward, channels_last, from offsets: input row ih of one image, vectors along C. Pixel
+// (ih, iw) sums over the windows (oh, ow) with taps (kh, kw) landing on it, oh then ow ascending, the
+// output gradients whose offset is kh·kW + kw.
+template <class T>
+void max_backward_row_cl(const T* grad_out, const uint8_t* offsets, T* grad_in, const Pool2d& p, int64_t C,
+                         int64_t ih) {
+  struct Tap {
+    int64_t o, k;  // the output row (column) and its window's tap landing on ih (iw)
+  };
+  Tap rows[math::kMaxOffsetTaps], cols[math::kMaxOffsetTaps];  // kH, kW <= 256 (offsets are bytes)
+  int64_t nr = 0;
+  const math::Cover ch = math::covering_outputs(ih, (p.kH - 1) * p.dH + 1, p.sH, p.pH, p.OH);
+  for (int64_t oh = ch.o0; oh < ch.o1; ++oh) {
+    const int64_t kh = math::tap_landing_on(ih, oh, p.kH, p.sH, p.pH, p.dH);
+    if (kh >= 0) rows[nr++] = {oh, kh};
+  }
+  for (int64_t iw = 0; iw < p.W; ++iw) {
+    int64_t nc = 0;
+    const math::Cover cw = math::covering_outputs(iw, (p.kW - 1) * p.dW + 1, p.sW, p.pW, p.OW);
+    for (int64_t ow = cw.o0; ow < cw.o1; ++ow) {
+      const int64_t kw = math::tap_landing_on(iw, ow, p.kW, p.sW, p.pW, p.dW);
+      if (kw >= 0) cols[nc++] = {ow, kw};
+    }
+    T* gi = grad_in + iw * C;
+    const int64_t c = for_channel_blocks<T>(C, [&](int64_t c, auto unroll) {
+      constexpr int U = decltype(unroll)::value;
+      Vec<T> s[U] = {};
+      for (int64_t i = 0; i < nr; ++i) {
+        for (int64_t j = 0; j < nc; ++j) {
+          const int64_t at = (rows[i].o * p.OW + cols[j].o) * C + c;
+          const Ix<T> code = static_cast<Ix<T>>(rows[i].k * p.kW + cols[j].k);
+          for (int u = 0; u < U; ++u) {
+            const auto hit = load_offsets<T>(offsets + at + u * L<T>) == code;
+            s[u] += hit ? simd::load(grad_out + at + u * L<T>) : Vec<T>{};
+          }
+        }
+      }
+      for (int u = 0; u < U; ++u) simd::store(gi + c + u * L<T>, s[u]);
+    });
+    for (int64_t c1 = c; c1 < C; ++c1) {
+      T s = 0;
+      for (int64_t i = 0; i < nr; ++i) {
+        for (int64_t j = 0; j < nc; ++j) {
+          const int64_t at = (rows[i].o * p.OW + cols[j].o) * C + c1;
+          if (offsets[at] == rows[i].k * p.kW + cols[j].k) s += grad_out[at];
+        }
+      }
+      gi[c1] = s;
+    }
   }
 }
 
@@ -446,8 +693,8 @@ void avg_backward_row_cl(const T* grad_out, T* grad_in, const Pool2d& p, const A
 
 template <class T>
 constexpr PoolKernelsOf<T> table() {
-  return {&max_plane<T>, &avg_plane<T>, &avg_backward_plane<T>, &max_row_cl<T>, &avg_row_cl<T>,
-          &avg_backward_row_cl<T>};
+  return {&max_plane<T>,  &max_backward_plane<T>,  &avg_plane<T>,  &avg_backward_plane<T>,
+          &max_row_cl<T>, &max_backward_row_cl<T>, &avg_row_cl<T>, &avg_backward_row_cl<T>};
 }
 
 }  // namespace

@@ -15,15 +15,23 @@ namespace hotkernels::cpu {
 
 template <class T>
 struct PoolKernelsOf {
-  // NCHW plane: in (H×W), out (OH×OW), contiguous; indices (OH×OW flat h·W + w indices, as torch's)
-  // or null for values only. scratch: pool_plane_scratch_bytes(p) bytes.
-  void (*max_plane)(const T* in, T* out, int64_t* indices, const math::Pool2d& p, void* scratch);
+  // NCHW plane: in (H×W), out (OH×OW), contiguous; the argmax in indices (OH×OW flat h·W + w indices,
+  // as torch's) or in offsets (OH×OW window positions kh·kW + kw, csrc/math/pool.h), at most one of
+  // them non-null (neither: values only). scratch: pool_plane_scratch_bytes(p) bytes.
+  void (*max_plane)(const T* in, T* out, int64_t* indices, uint8_t* offsets, const math::Pool2d& p, void* scratch);
+  // grad_in (H×W) from grad_out and offsets (OH×OW). scratch: pool_gather_scratch_bytes(p) bytes.
+  void (*max_backward_plane)(const T* grad_out, const uint8_t* offsets, T* grad_in, const math::Pool2d& p,
+                             void* scratch);
   void (*avg_plane)(const T* in, T* out, const math::Pool2d& p, const math::AvgMode& mode, void* scratch);
   // grad_in (H×W) from grad_out (OH×OW).
   void (*avg_backward_plane)(const T* grad_out, T* grad_in, const math::Pool2d& p, const math::AvgMode& mode,
                              void* scratch);
-  // channels_last, one image: in (H×W×C), out / indices the output row oh (OW×C).
-  void (*max_row_cl)(const T* in, T* out, int64_t* indices, const math::Pool2d& p, int64_t C, int64_t oh);
+  // channels_last, one image: in (H×W×C), out / indices / offsets the output row oh (OW×C).
+  void (*max_row_cl)(const T* in, T* out, int64_t* indices, uint8_t* offsets, const math::Pool2d& p, int64_t C,
+                     int64_t oh);
+  // channels_last, one image: grad_in's row ih (W×C) from grad_out and offsets (OH×OW×C).
+  void (*max_backward_row_cl)(const T* grad_out, const uint8_t* offsets, T* grad_in, const math::Pool2d& p,
+                              int64_t C, int64_t ih);
   void (*avg_row_cl)(const T* in, T* out, const math::Pool2d& p, const math::AvgMode& mode, int64_t C, int64_t oh);
   // channels_last, one image: grad_in's row ih (W×C) from grad_out (OH×OW×C).
   void (*avg_backward_row_cl)(const T* grad_out, T* grad_in, const math::Pool2d& p, const math::AvgMode& mode,
@@ -53,6 +61,36 @@ inline int64_t pool_row_buffer(const math::Pool2d& p) {
 inline size_t pool_plane_scratch_bytes(const math::Pool2d& p) {
   const int64_t row = std::max(pool_padded_width(p), p.W);
   return static_cast<size_t>((p.H + 1) * row * 16 + pool_row_buffer(p) * 8 + p.H + 64);
+}
+
+// The gather of the max plane backward kernel works along an input row in
+// `phases`: tap kw of output ow lands on column ow·sW + q (q = kw·dW − pW); with q = sW·shift + r,
+// 0 <= r < sW, column sW·m + r takes it from output m − shift. So each phase r is a row of `cols`
+// columns m (a multiple of kPoolMaxLanes, covering every input column) gathered from output rows
+// shifted by `shift`, which scratch holds as rows of `row` elements, output column ow at
+// `pad` + ow, zeros around it, so that every shifted load stays inside the row.
+struct PoolGatherRow {
+  int64_t shift_min, shift_max;  // over the taps kw < kW
+  int64_t cols, pad, row;
+};
+
+inline int64_t pool_floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+inline PoolGatherRow pool_gather_row(const math::Pool2d& p) {
+  PoolGatherRow g;
+  g.shift_min = pool_floor_div(-p.pW, p.sW);
+  g.shift_max = pool_floor_div((p.kW - 1) * p.dW - p.pW, p.sW);
+  g.cols = ((p.W + p.sW - 1) / p.sW + kPoolMaxLanes - 1) / kPoolMaxLanes * kPoolMaxLanes;
+  g.pad = std::max<int64_t>(0, g.shift_max);
+  g.row = g.pad + std::max(p.OW, g.cols - g.shift_min);  // loads reach pad − shift + cols at most
+  return g;
+}
+
+// Scratch of max_backward_plane: the output plane's rows in gather layout (values of 8 bytes at most,
+// offsets of 1), and per input row the output rows reaching it (at most kH pairs of int64, and a count).
+inline size_t pool_gather_scratch_bytes(const math::Pool2d& p) {
+  const PoolGatherRow g = pool_gather_row(p);
+  return static_cast<size_t>(p.OH * g.row * 9 + 8 + p.H * (p.kH * 16 + 8));
 }
 
 }  // namespace hotkernels::cpu

@@ -27,6 +27,11 @@ TARGETS = [
     Target(4, "cpu", "avg 2x2 forward nchw 32x64x112x112", speedup=3.0),
     Target(4, "cpu", "* channels_last 32x64x112x112", speedup=1.0),
     Target(4, "cuda", "*", speedup=1.0, floor_share=0.8),
+    # Issue 16: max pooling at its memory floor (forward+backward counts a one-byte argmax per output,
+    # what autograd saves), and channels_last forward+backward ahead of torch.
+    Target(16, "cpu", "max 3x3/s2/p1 forward nchw 32x64x112x112", floor_share=0.8),
+    Target(16, "cpu", "max 3x3/s2/p1 forward+backward nchw 32x64x112x112", floor_share=0.8),
+    Target(16, "cpu", "max 3x3/s2/p1 forward+backward channels_last 32x64x112x112", speedup=1.2),
 ]
 
 
@@ -76,7 +81,8 @@ def cases(device: str, quick: bool = False) -> list[Case]:
             m = int(n * ratio)
             impls = (torch_name, theirs, ours)
             # Least traffic: forward reads x and writes y; forward+backward (max) also writes the
-            # int64 indices, then reads grad_output and the indices and writes grad_input.
+            # argmax autograd saves (a byte per output: the window offset), then reads grad_output
+            # and the argmax and writes grad_input (each element once).
             out.append(Case("pool", f"{name} forward {fmt} {size}", device,
                             _forward(shape, dtype, device, channels_last, *impls), baselines=(torch_name,),
                             bytes=traffic(read=n * b, write=m * b)))
@@ -84,5 +90,5 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                 out.append(Case("pool", f"{name} forward+backward {fmt} {size}", device,
                                 _forward_backward(shape, dtype, device, channels_last, *impls),
                                 baselines=(torch_name,),
-                                bytes=traffic(read=n * b + m * (b + 8), write=m * (b + 8) + n * b)))
+                                bytes=traffic(read=n * b + m * (b + 1), write=m * (b + 1) + n * b)))
     return out

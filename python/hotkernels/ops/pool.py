@@ -14,8 +14,14 @@ taps as zeros; :math:`D` is ``divisor_override``, else the window size over the 
 (``count_include_pad``) or over the input only.
 
 Ops (schemas in csrc/schemas.cpp): ``max_pool2d`` (values only, for inference),
-``max_pool2d_with_indices``, ``max_pool2d_backward(grad_output, input, indices, ...)`` (grad_output
-routed by indices; its own backward is a gather by indices), ``avg_pool2d`` and ``avg_pool2d_backward`` (the
+``max_pool2d_with_indices`` (torch's int64 indices, for ``return_indices=True``),
+``max_pool2d_backward(grad_output, input, indices, ...)`` (grad_output routed by indices; its own
+backward is a gather by indices), ``max_pool2d_with_offsets`` and
+``max_pool2d_offsets_backward(grad_output, input, offsets, ...)`` (what autograd uses otherwise: per
+output a uint8 offset :math:`k_h k_W + k_w`, the maximum's tap within its window, one byte instead of
+torch's eight, for windows of at most :data:`MAX_OFFSET_TAPS` taps; the backward gathers, for each
+input element, the output gradients of the windows covering it whose offset names it, and writes it
+once; its own backward gathers grad by offsets), ``avg_pool2d`` and ``avg_pool2d_backward`` (the
 adjoint of average pooling; its own backward is average pooling). All take kernel_size, stride,
 padding and dilation as two ints each: :func:`pool2d_geometry`, the one place that expands and checks
 torch's arguments and computes the output size, serves the functional API, the modules and the fake
@@ -34,6 +40,10 @@ from torch._prims_common import suggest_memory_format
 _ops = torch.ops.hotkernels
 
 IntPair = Union[int, Sequence[int]]
+
+#: The most taps (``kH * kW``) a window may have for its argmax to be saved as a uint8 offset
+#: (csrc/math/pool.h ``kMaxOffsetTaps``); larger windows save torch's int64 indices.
+MAX_OFFSET_TAPS = 256
 
 
 def _pair(op: str, name: str, value: IntPair | None, usage: str) -> list[int] | None:
@@ -156,6 +166,29 @@ def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, 
     return _empty(input, input.shape, grad_output.dtype)
 
 
+def _check_offset_taps(op: str, kernel_size: Sequence[int]) -> None:
+    if kernel_size[0] * kernel_size[1] > MAX_OFFSET_TAPS:
+        raise RuntimeError(
+            f"hotkernels.{op}: expected 'kernel_size' to have at most {MAX_OFFSET_TAPS} taps (uint8 offsets), but got "
+            f"{kernel_size[0]}x{kernel_size[1]}; larger windows need max_pool2d_with_indices"
+        )
+
+
+@torch.library.register_fake("hotkernels::max_pool2d_with_offsets")
+def _max_pool2d_with_offsets_fake(input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[Tensor, Tensor]:
+    g = pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    _check_offset_taps("max_pool2d_with_offsets", g.kernel_size)
+    return _empty(input, g.output_shape), _empty(input, g.output_shape, torch.uint8)
+
+
+@torch.library.register_fake("hotkernels::max_pool2d_offsets_backward")
+def _max_pool2d_offsets_backward_fake(grad_output, input, offsets, kernel_size, stride, padding, dilation,
+                                      ceil_mode) -> Tensor:
+    g = pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    _check_offset_taps("max_pool2d_offsets_backward", g.kernel_size)
+    return _empty(input, input.shape, grad_output.dtype)
+
+
 @torch.library.register_fake("hotkernels::avg_pool2d")
 def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override) -> Tensor:
     g = pool2d_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
@@ -179,12 +212,22 @@ def _save_input_and_args(ctx, inputs, output) -> None:
     ctx.args = inputs[1:]
 
 
+def _uses_offsets(kernel_size: Sequence[int]) -> bool:
+    """Whether autograd saves uint8 window offsets (else torch's int64 indices) for this window."""
+    return kernel_size[0] * kernel_size[1] <= MAX_OFFSET_TAPS
+
+
 def _max_pool2d_grad(ctx, grad_output: Tensor):
-    # The values-only op has no indices: recompute them (the functional API uses
-    # max_pool2d_with_indices whenever a gradient will be needed, so this is a fallback for direct calls).
+    # The values-only op has no argmax: recompute it (the functional API uses max_pool2d_with_offsets
+    # or _with_indices whenever a gradient will be needed, so this is a fallback for direct calls).
     (input,) = ctx.saved_tensors
-    _, indices = _ops.max_pool2d_with_indices(input, *ctx.args)
-    return (_ops.max_pool2d_backward(grad_output, input, indices, *ctx.args),) + (None,) * len(ctx.args)
+    if _uses_offsets(ctx.args[0]):
+        _, offsets = _ops.max_pool2d_with_offsets(input, *ctx.args)
+        grad = _ops.max_pool2d_offsets_backward(grad_output, input, offsets, *ctx.args)
+    else:
+        _, indices = _ops.max_pool2d_with_indices(input, *ctx.args)
+        grad = _ops.max_pool2d_backward(grad_output, input, indices, *ctx.args)
+    return (grad,) + (None,) * len(ctx.args)
 
 
 def _save_max_with_indices(ctx, inputs, output) -> None:
@@ -216,6 +259,35 @@ def _max_pool2d_backward_grad(ctx, grad: Tensor):
     return (d_grad_output, None, None) + (None,) * ctx.nargs
 
 
+def _max_pool2d_with_offsets_grad(ctx, grad_output: Tensor, grad_offsets: Tensor | None):
+    input, offsets = ctx.saved_tensors
+    return (_ops.max_pool2d_offsets_backward(grad_output, input, offsets, *ctx.args),) + (None,) * len(ctx.args)
+
+
+def _save_offsets_backward(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[2])
+    ctx.input_shape = inputs[1].shape
+    ctx.args = inputs[3:]
+
+
+def _max_pool2d_offsets_backward_grad(ctx, grad: Tensor):
+    # Linear in grad_output, whose adjoint reads grad at the tap each offset names: input position
+    # (oh·sH − pH + kh·dH, ow·sW − pW + kw·dW), nothing for a window wholly in the padding.
+    (offsets,) = ctx.saved_tensors
+    d_grad_output = None
+    if ctx.needs_input_grad[0]:
+        (kH, kW), (sH, sW), (pH, pW), (dH, dW) = ctx.args[:4]
+        H, W = ctx.input_shape[-2:]
+        taps = offsets.long()
+        oh = torch.arange(offsets.shape[-2], device=offsets.device).view(-1, 1)
+        ow = torch.arange(offsets.shape[-1], device=offsets.device)
+        ih = oh * sH - pH + taps.div(kW, rounding_mode="floor") * dH
+        iw = ow * sW - pW + taps.remainder(kW) * dW
+        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        d_grad_output = _gather_by_indices(grad, torch.where(inside, ih * W + iw, 0)).masked_fill(~inside, 0)
+    return (d_grad_output, None, None) + (None,) * len(ctx.args)
+
+
 def _avg_pool2d_grad(ctx, grad_output: Tensor):
     (input,) = ctx.saved_tensors
     return (_ops.avg_pool2d_backward(grad_output, input, *ctx.args),) + (None,) * len(ctx.args)
@@ -237,6 +309,13 @@ torch.library.register_autograd(
 )
 torch.library.register_autograd(
     "hotkernels::max_pool2d_backward", _max_pool2d_backward_grad, setup_context=_save_max_backward
+)
+torch.library.register_autograd(
+    "hotkernels::max_pool2d_with_offsets", _max_pool2d_with_offsets_grad, setup_context=_save_max_with_indices
+)
+torch.library.register_autograd(
+    "hotkernels::max_pool2d_offsets_backward", _max_pool2d_offsets_backward_grad,
+    setup_context=_save_offsets_backward
 )
 torch.library.register_autograd("hotkernels::avg_pool2d", _avg_pool2d_grad, setup_context=_save_input_and_args)
 torch.library.register_autograd(
@@ -273,12 +352,20 @@ def max_pool2d(
 
     NaN propagates: a window holding a NaN yields NaN (and the index of its last NaN); otherwise ties
     go to the first maximum in row-major order, as in torch.
+
+    When autograd needs the argmax and ``return_indices`` is False, each output saves it as a uint8
+    offset :math:`k_h k_W + k_w` within its window (windows of at most :data:`MAX_OFFSET_TAPS` taps;
+    larger ones save torch's int64 indices), and backward gathers
+    :math:`\partial x_{n c h w} = \sum \partial y_{n c o_h o_w}` over the windows covering
+    :math:`(h, w)` whose maximum is there, writing each input gradient once.
     """
     g = pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     args = (g.kernel_size, g.stride, g.padding, g.dilation, ceil_mode)
-    if return_indices or (torch.is_grad_enabled() and input.requires_grad):
+    if return_indices or (torch.is_grad_enabled() and input.requires_grad and not _uses_offsets(g.kernel_size)):
         out, indices = _ops.max_pool2d_with_indices(input, *args)
         return (out, indices) if return_indices else out
+    if torch.is_grad_enabled() and input.requires_grad:
+        return _ops.max_pool2d_with_offsets(input, *args)[0]
     return _ops.max_pool2d(input, *args)
 
 
