@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "math/optim.h"
@@ -38,10 +39,14 @@ inline double read_step(const char* op, at::TensorList state_steps, size_t i) {
 // Checks all n counters, then adds 1 to each and returns the new counts. Every other check of the op
 // must come first: a step that raises then leaves every counter (and the params and moments, which
 // the kernels update only afterwards) as it was.
-inline std::vector<double> increment_steps(const char* op, at::TensorList state_steps, size_t n) {
+inline void check_steps(const char* op, at::TensorList state_steps, size_t n) {
   TORCH_CHECK(state_steps.size() == n, "hotkernels.", op, ": expected 'state_steps' to hold one tensor per param (",
               n, "), but got ", state_steps.size());
   for (size_t i = 0; i < n; ++i) check_step(op, state_steps, i);
+}
+
+inline std::vector<double> increment_steps(const char* op, at::TensorList state_steps, size_t n) {
+  check_steps(op, state_steps, n);
   std::vector<double> t(n);
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& step = state_steps[i];
@@ -49,6 +54,56 @@ inline std::vector<double> increment_steps(const char* op, at::TensorList state_
                                             : *step.mutable_data_ptr<double>() += 1.0;
   }
   return t;
+}
+
+// torch.amp's GradScaler and gradient clipping, as the step ops take them (torch's fused Adam's
+// grad_scale and found_inf): each an optional one-element float32 or float64 tensor on the params'
+// device. The gradient used is g/grad_scale, clipped as clip_grad_norm_ by the unscaled norm
+// √grad_sq_norm/grad_scale to max_grad_norm (0: off; grad_sq_norm is then not needed; clip_eps as
+// math::clip_coefficient); a nonzero found_inf skips the whole step (params, state and step counters
+// untouched).
+using OptTensor = std::optional<at::Tensor>;
+
+struct GradInputs {
+  const OptTensor& grad_scale;
+  const OptTensor& found_inf;
+  const OptTensor& grad_sq_norm;
+  double max_grad_norm;
+  double clip_eps = 1e-6;  // clip_grad_norm_'s
+};
+
+inline void check_grad_inputs(const char* op, const GradInputs& in, const at::Tensor& p0) {
+  auto check = [&](const OptTensor& t, const char* name) {
+    if (!t.has_value()) return;
+    TORCH_CHECK(t->numel() == 1 && (t->scalar_type() == at::kFloat || t->scalar_type() == at::kDouble) &&
+                    t->device() == p0.device(),
+                "hotkernels.", op, ": expected '", name, "' to be a one-element float32 or float64 tensor on ",
+                p0.device(), " (the params' device), but got ", t->scalar_type(), " of shape ", t->sizes(), " on ",
+                t->device());
+  };
+  check(in.grad_scale, "grad_scale");
+  check(in.found_inf, "found_inf");
+  check(in.grad_sq_norm, "grad_sq_norm");
+  TORCH_CHECK(in.max_grad_norm >= 0, "hotkernels.", op, ": expected 'max_grad_norm' to be >= 0 (0: no clipping), but got ",
+              in.max_grad_norm);
+  TORCH_CHECK(!(in.max_grad_norm > 0) || in.grad_sq_norm.has_value(), "hotkernels.", op,
+              ": clipping (max_grad_norm > 0) needs 'grad_sq_norm', the squared norm of the gradients");
+}
+
+// The grad inputs read on the host (CPU tensors, or the CUDA path that reads them there).
+struct HostGradScaling {
+  bool skip;      // found_inf set: the step does nothing
+  double factor;  // math::grad_factor: the gradient is multiplied by it
+  double inv_scale;
+};
+
+inline HostGradScaling read_grad_inputs(const char* op, const GradInputs& in, const at::Tensor& p0) {
+  check_grad_inputs(op, in, p0);
+  auto value = [](const at::Tensor& t) { return t.is_cpu() ? read_scalar(t) : t.item<double>(); };
+  const bool skip = in.found_inf.has_value() && value(*in.found_inf) != 0;
+  const double scale = in.grad_scale.has_value() ? value(*in.grad_scale) : 1.0;
+  const double sq = in.max_grad_norm > 0 ? value(*in.grad_sq_norm) : 0.0;
+  return {skip, math::grad_factor(scale, sq, in.max_grad_norm, in.clip_eps), 1.0 / scale};
 }
 
 // LAMB's per-tensor squared norms (‖p‖², ‖u‖²), written by the moments pass, read by the update pass.
@@ -63,6 +118,7 @@ inline void check_norms(const char* op, const at::Tensor& norms, const at::Tenso
 struct AdamHyper {
   double lr, beta1, beta2, eps, weight_decay;
   bool amsgrad, maximize, decoupled_weight_decay;
+  double grad_factor = 1.0;  // unscale and clip (math::grad_factor)
 };
 
 // torch.optim.Adam (decoupled_weight_decay: AdamW) at step t.
@@ -77,7 +133,7 @@ HK_HOST_DEVICE math::AdamConsts<S> adam_consts(const AdamHyper& h, double t) {
           S(1 - h.beta2),
           S(h.lr / bias_correction1),
           {S(0), S(sqrt(bias_correction2)), S(h.eps)},
-          S(h.maximize ? -1 : 1)};
+          S(h.maximize ? -h.grad_factor : h.grad_factor)};
 }
 
 // RAdam (Liu et al. 2020) at step t, as torch.optim.RAdam: ρ∞ = 2/(1 − β₂) − 1,

@@ -4,6 +4,10 @@
 // CPU; tensors are bucketed by (dtype, step) so that each launch takes its scalars by value.
 // Reductions (norms) go through a block reduction and one double atomicAdd per block and tensor;
 // LAMB's clipping factor and trust ratios are read on the device, so a step never syncs the host.
+// GradScaler's grad_scale/found_inf and the clipping norm (optim_host.h, GradInputs): with capturable
+// (device) step counters they are read on the device, by the step-counter kernel and every block, so
+// the step stays free of host syncs; with step counters on the CPU, whether to count the step is a
+// host decision, so they are read on the host (one sync), as on the CPU.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/zeros.h>
@@ -110,14 +114,42 @@ struct StepCounters {
   int n;
 };
 
-__global__ void increment_steps_kernel(StepCounters sc) {
+// GradInputs on the device (float64 copies; null when absent).
+struct DeviceGradInputs {
+  const double* grad_scale;
+  const double* found_inf;
+  const double* grad_sq_norm;
+  double max_grad_norm, clip_eps;
+
+  __device__ bool skip() const { return found_inf != nullptr && *found_inf != 0; }
+  __device__ double factor() const {
+    return math::grad_factor(grad_scale != nullptr ? *grad_scale : 1.0,
+                             grad_sq_norm != nullptr ? *grad_sq_norm : 0.0, max_grad_norm, clip_eps);
+  }
+};
+
+// Device float64 copies of the grad inputs (queued on the stream: no sync), kept alive by `keep`.
+DeviceGradInputs device_grad_inputs(const GradInputs& in, std::vector<at::Tensor>& keep) {
+  auto ptr = [&](const OptTensor& t) -> const double* {
+    if (!t.has_value()) return nullptr;
+    keep.push_back(t->to(at::kDouble).contiguous());
+    return keep.back().const_data_ptr<double>();
+  };
+  const double* grad_sq_norm = in.max_grad_norm > 0 ? ptr(in.grad_sq_norm) : nullptr;
+  return {ptr(in.grad_scale), ptr(in.found_inf), grad_sq_norm, in.max_grad_norm, in.clip_eps};
+}
+
+__global__ void increment_steps_kernel(StepCounters sc, DeviceGradInputs d) {
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
-  if (t < sc.n) *sc.step[t] += 1.0f;
+  if (t < sc.n && !d.skip()) *sc.step[t] += 1.0f;
 }
 
 template <class T, bool kAmsgrad>
-__global__ void __launch_bounds__(kThreads) adam_capturable_kernel(TensorChunks<6> tc, AdamHyper h, bool rectified) {
+__global__ void __launch_bounds__(kThreads)
+    adam_capturable_kernel(TensorChunks<6> tc, AdamHyper h, bool rectified, DeviceGradInputs d) {
   using Op = at::opmath_type<T>;
+  if (d.skip()) return;
+  h.grad_factor = d.factor();
   const BlockWork w = block_work(tc);
   const double t = *at_<float>(tc.ptr[5][w.t]);
   bool adaptive = true;
@@ -131,7 +163,10 @@ __global__ void __launch_bounds__(kThreads) adam_capturable_kernel(TensorChunks<
 
 void adam_family_capturable(const char* op, bool rectified, at::TensorList params, at::TensorList grads,
                             at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList fifth,
-                            at::TensorList state_steps, const AdamHyper& h) {
+                            at::TensorList state_steps, const AdamHyper& h, const GradInputs& in) {
+  check_grad_inputs(op, in, params[0]);
+  std::vector<at::Tensor> keep;
+  const DeviceGradInputs d = device_grad_inputs(in, keep);
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& s = state_steps[i];
     TORCH_CHECK(s.device() == params[i].device() && s.numel() == 1 && s.scalar_type() == at::kFloat, "hotkernels.", op,
@@ -143,7 +178,7 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
     StepCounters sc;
     sc.n = static_cast<int>(std::min<size_t>(kMaxTensors, params.size() - k0));
     for (int k = 0; k < sc.n; ++k) sc.step[k] = state_steps[k0 + k].mutable_data_ptr<float>();
-    increment_steps_kernel<<<1, kMaxTensors, 0, stream()>>>(sc);
+    increment_steps_kernel<<<1, kMaxTensors, 0, stream()>>>(sc, d);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   for (const Bucket& b : buckets(params, {})) {
@@ -151,9 +186,9 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
       for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps}, b.index,
                          [&](const TensorChunks<6>& tc, int n) {
                            if (h.amsgrad) {
-                             adam_capturable_kernel<scalar_t, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified);
+                             adam_capturable_kernel<scalar_t, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d);
                            } else {
-                             adam_capturable_kernel<scalar_t, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified);
+                             adam_capturable_kernel<scalar_t, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d);
                            }
                            C10_CUDA_KERNEL_LAUNCH_CHECK();
                          });
@@ -163,20 +198,22 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
 
 void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs,
                  at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
-                 const AdamHyper& h) {
+                 AdamHyper h, const GradInputs& in) {
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   check_param_group(op, params,
                     {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
-                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}},
-                    /*allow_half=*/true);
+                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}});
   if (params.empty()) return;
   const c10::cuda::CUDAGuard guard(params[0].device());
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   // Without amsgrad the fifth pointer is never read: exp_avg_sqs stands in for it.
   const at::TensorList fifth = h.amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
   if (state_steps[0].is_cuda()) {
-    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps, h);
+    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps, h, in);
   }
+  const HostGradScaling scaling = read_grad_inputs(op, in, params[0]);
+  if (scaling.skip) return check_steps(op, state_steps, params.size());
+  h.grad_factor = scaling.factor;
   const std::vector<double> steps = increment_steps(op, state_steps, params.size());
   for (const Bucket& b : buckets(params, steps)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_cuda", [&] {
@@ -200,16 +237,21 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
 
 void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                 at::TensorList max_exp_avg_sqs, at::TensorList state_steps, double lr, double beta1, double beta2,
-                double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+                double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
+                const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
+                double max_grad_norm) {
   adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-              {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay});
+              {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
+              {grad_scale, found_inf, grad_sq_norm, max_grad_norm});
 }
 
 void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                  at::TensorList state_steps, double lr, double beta1, double beta2, double eps, double weight_decay,
-                 bool decoupled_weight_decay, bool maximize) {
+                 bool decoupled_weight_decay, bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
+                 const OptTensor& grad_sq_norm, double max_grad_norm) {
   adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
-              {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay});
+              {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay},
+              {grad_scale, found_inf, grad_sq_norm, max_grad_norm});
 }
 
 template <class T>
@@ -229,7 +271,7 @@ __global__ void __launch_bounds__(kThreads) sq_norm_kernel(TensorChunks<1> tc, d
 }
 
 at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
-  check_param_group("multi_tensor_sq_norms", tensors, {}, /*allow_half=*/true);
+  check_param_group("multi_tensor_sq_norms", tensors, {});
   TORCH_CHECK(!tensors.empty(), "hotkernels.multi_tensor_sq_norms: expected at least one tensor");
   const c10::cuda::CUDAGuard guard(tensors[0].device());
   at::Tensor out = at::zeros({int64_t(tensors.size())}, tensors[0].options().dtype(at::kDouble));
@@ -248,10 +290,8 @@ at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    lamb_moments_kernel(TensorChunks<4> tc, math::LambConsts<at::opmath_type<T>> c, const double* grad_sq_norm,
-                        double max_grad_norm, double* norms) {
+    lamb_moments_kernel(TensorChunks<4> tc, math::LambConsts<at::opmath_type<T>> c, double* norms) {
   using Op = at::opmath_type<T>;
-  if (grad_sq_norm != nullptr) c.inv_clip = Op(1.0 / math::clip_divisor(*grad_sq_norm, max_grad_norm));
   const BlockWork w = block_work(tc);
   const T* p = at_<T>(tc.ptr[0][w.t]);
   const T* g = at_<T>(tc.ptr[1][w.t]);
@@ -290,27 +330,31 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                   at::TensorList state_steps, at::Tensor& norms, const std::optional<at::Tensor>& grad_sq_norm,
-                   double max_grad_norm, double beta1, double beta2, double eps, double weight_decay,
-                   bool grad_averaging, bool bias_correction, bool rectify) {
+                   at::TensorList state_steps, at::Tensor& norms, const OptTensor& grad_sq_norm, double max_grad_norm,
+                   double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
+                   bool bias_correction, bool rectify, double clip_eps, const OptTensor& grad_scale,
+                   const OptTensor& found_inf) {
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "lamb_moments_";
-  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, true);
+  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
-  if (grad_sq_norm.has_value()) check_same_device(op, "grad_sq_norm", *grad_sq_norm, "params[0]", params[0]);
   const c10::cuda::CUDAGuard guard(params[0].device());
+  // the step counters are on the CPU: the grad inputs are read on the host (one sync)
+  const HostGradScaling scaling =
+      read_grad_inputs(op, {grad_scale, found_inf, grad_sq_norm, grad_sq_norm ? max_grad_norm : 0.0, clip_eps},
+                       params[0]);
+  if (scaling.skip) return check_steps(op, state_steps, params.size());
   const std::vector<double> steps = increment_steps(op, state_steps, params.size());
-  const at::Tensor gsq = grad_sq_norm.has_value() ? grad_sq_norm->to(at::kDouble).contiguous() : at::Tensor();
   norms.zero_();
   const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
   for (const Bucket& b : buckets(params, steps)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lamb_moments_cuda", [&] {
-      const auto c = lamb_consts<at::opmath_type<scalar_t>>(h, b.step);
+      using Op = at::opmath_type<scalar_t>;
+      math::LambConsts<Op> c = lamb_consts<Op>(h, b.step);
+      c.inv_clip = Op(scaling.factor);
       for_each_launch<4>({params, grads, exp_avgs, exp_avg_sqs}, b.index, [&](const TensorChunks<4>& tc, int n) {
-        lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(
-            tc, c, gsq.defined() ? gsq.const_data_ptr<double>() : nullptr, max_grad_norm,
-            norms.mutable_data_ptr<double>());
+        lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, norms.mutable_data_ptr<double>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -320,13 +364,14 @@ void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorLis
 void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                  at::TensorList state_steps, const at::Tensor& norms, double lr, double beta1, double beta2,
                  double eps, double weight_decay, bool grad_averaging, bool bias_correction, bool rectify,
-                 bool adapt, bool trust_clip) {
+                 bool adapt, bool trust_clip, const OptTensor& found_inf) {
   const char* op = "lamb_apply_";
-  check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, true);
+  check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   const c10::cuda::CUDAGuard guard(params[0].device());
+  if (read_grad_inputs(op, {std::nullopt, found_inf, std::nullopt, 0.0}, params[0]).skip) return;
   std::vector<double> steps(params.size());
   for (size_t i = 0; i < params.size(); ++i) steps[i] = read_step(op, state_steps, i);
   const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
@@ -357,7 +402,7 @@ __global__ void __launch_bounds__(kThreads) lookahead_kernel(TensorChunks<2> tc,
 }
 
 void lookahead_sync_(at::TensorList fast, at::TensorList slow, double alpha) {
-  check_param_group("lookahead_sync_", fast, {{"slow", slow}}, true);
+  check_param_group("lookahead_sync_", fast, {{"slow", slow}});
   if (fast.empty()) return;
   const c10::cuda::CUDAGuard guard(fast[0].device());
   for (const Bucket& b : buckets(fast, {})) {
@@ -380,12 +425,13 @@ struct LayerMoments {
 };
 
 template <class T>
-__global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double beta2, bool amsgrad) {
+__global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double sq_factor, double beta2,
+                                      bool amsgrad) {
   using Op = at::opmath_type<T>;
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= lm.n) return;
   T* v = at_<T>(lm.v[t]);
-  const Op norm = Op(sq[lm.index[t]]);
+  const Op norm = Op(sq_factor * sq[lm.index[t]]);
   const Op cur = *v;
   const Op next = cur == Op(0) ? norm : Op(beta2) * cur + Op(1 - beta2) * norm;
   *v = T(next);
@@ -395,13 +441,14 @@ __global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double 
   }
 }
 
-// The elementwise pass; the fourth pointer is the tensor's (max_)exp_avg_sq, read for its denominator.
+// The elementwise pass; the fourth pointer is the tensor's (max_)exp_avg_sq, read for its denominator,
+// divided by the gradient factor f ((f·g)/d = g/(d/f)).
 template <class T>
 __global__ void __launch_bounds__(kThreads) novograd_kernel(TensorChunks<4> tc, math::NovoGradConsts<at::opmath_type<T>> c,
-                                                              double eps) {
+                                                              double eps, double grad_factor) {
   using Op = at::opmath_type<T>;
   const BlockWork w = block_work(tc);
-  c.denom = DeviceSqrt{}(Op(*at_<T>(tc.ptr[3][w.t]))) + Op(eps);
+  c.denom = Op((double(DeviceSqrt{}(Op(*at_<T>(tc.ptr[3][w.t])))) + eps) / grad_factor);
   T* p = at_<T>(tc.ptr[0][w.t]);
   const T* g = at_<T>(tc.ptr[1][w.t]);
   T* m = at_<T>(tc.ptr[2][w.t]);
@@ -416,10 +463,11 @@ __global__ void __launch_bounds__(kThreads) novograd_kernel(TensorChunks<4> tc, 
 void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                     at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& grad_sq_norms,
                     double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
-                    bool amsgrad) {
+                    bool amsgrad, const OptTensor& grad_scale, const OptTensor& found_inf,
+                    const OptTensor& grad_sq_norm, double max_grad_norm) {
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "novograd_step_";
-  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}}, true);
+  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}});
   if (params.empty()) return;
   TORCH_CHECK(exp_avg_sqs.size() == params.size() && (!amsgrad || max_exp_avg_sqs.size() == params.size()),
               "hotkernels.", op, ": expected one exp_avg_sq (and max_exp_avg_sq) per param");
@@ -434,10 +482,13 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
   TORCH_CHECK(grad_sq_norms.numel() == int64_t(params.size()), "hotkernels.", op,
               ": expected 'grad_sq_norms' to hold one value per param");
   const c10::cuda::CUDAGuard guard(params[0].device());
+  // the step counters are on the CPU: the grad inputs are read on the host (one sync)
+  const HostGradScaling scaling = read_grad_inputs(op, {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, params[0]);
+  if (scaling.skip) return check_steps(op, state_steps, params.size());
   increment_steps(op, state_steps, params.size());  // the last check: nothing is written before it
   const at::Tensor sq = grad_sq_norms.to(at::kDouble).contiguous();
   const at::TensorList second = amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
-  const double grad_scale = grad_averaging ? 1 - beta1 : 1.0;
+  const double averaging = grad_averaging ? 1 - beta1 : 1.0;
   for (const Bucket& b : buckets(params, {})) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_novograd_cuda", [&] {
       using Op = at::opmath_type<scalar_t>;
@@ -450,13 +501,13 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
           lm.vmax[k] = amsgrad ? max_exp_avg_sqs[i].data_ptr() : nullptr;
           lm.index[k] = static_cast<int32_t>(i);
         }
-        novograd_layer_kernel<scalar_t><<<1, kMaxTensors, 0, stream()>>>(lm, sq.const_data_ptr<double>(), beta2,
-                                                                         amsgrad);
+        novograd_layer_kernel<scalar_t><<<1, kMaxTensors, 0, stream()>>>(
+            lm, sq.const_data_ptr<double>(), scaling.factor * scaling.factor, beta2, amsgrad);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      const math::NovoGradConsts<Op> c{Op(1), Op(weight_decay), Op(grad_scale), Op(beta1), Op(lr)};
+      const math::NovoGradConsts<Op> c{Op(1), Op(weight_decay), Op(averaging), Op(beta1), Op(lr)};
       for_each_launch<4>({params, grads, exp_avgs, second}, b.index, [&](const TensorChunks<4>& tc, int n) {
-        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, eps);
+        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, eps, scaling.factor);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -12,12 +12,64 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
+_ops = torch.ops.hotkernels
+
 
 class FusedOptimizer(Optimizer):
-    """torch.optim.Optimizer whose step runs the closure, then `_update()`: the fused kernels."""
+    r"""torch.optim.Optimizer whose step runs the closure, then `_update()`: the fused kernels.
+
+    torch.amp.GradScaler: as for torch's fused Adam (``_step_supports_amp_scaling``), the scaler does
+    not unscale the gradients in a pass of its own; it sets ``grad_scale`` and ``found_inf`` on the
+    optimizer, and the kernels read the gradient as g / grad_scale and skip the whole step (params,
+    state, step counters) when found_inf is nonzero.
+
+    Gradient clipping (``max_grad_norm``): one norm over every gradient of the optimizer (all param
+    groups, as ``clip_grad_norm_(model.parameters(), max_grad_norm)``), then the step scales each
+    gradient by :math:`\min(1, \text{max\_grad\_norm} / (\lVert g\rVert + 10^{-6}))` as it reads
+    it; with a GradScaler the norm is that of the unscaled gradients. :attr:`grad_norm` holds it.
+    """
+
+    _step_supports_amp_scaling = True
 
     def _update(self) -> None:
         raise NotImplementedError
+
+    @property
+    def grad_norm(self) -> Tensor | None:
+        """The total norm of the (unscaled) gradients at the last step, as ``clip_grad_norm_`` returns
+        it: set by steps with ``max_grad_norm``, else None. Computed when read (a step only keeps the
+        squared norm its kernels use)."""
+        kept = getattr(self, "_grad_norm_parts", None)
+        if kept is None:
+            return None
+        sq_norm, grad_scale = kept
+        return sq_norm.sqrt() if grad_scale is None else sq_norm.sqrt() / grad_scale
+
+    def _grad_inputs(self) -> dict[str, Tensor | None]:
+        """GradScaler's inputs for the step ops (set on the optimizer by ``GradScaler.step``)."""
+        return dict(grad_scale=getattr(self, "grad_scale", None), found_inf=getattr(self, "found_inf", None))
+
+    def _total_grad_sq_norm(self, params: list[Tensor], local_grads: list[Tensor],
+                            sq_norms: Tensor | None = None) -> Tensor | None:
+        """Σ‖g‖² over every gradient of the optimizer (`local_grads`, the local shards of `params`'
+        gradients; `sq_norms` when the caller has them per tensor already) when clipping, else None.
+        Kept for :attr:`grad_norm`."""
+        if self.defaults.get("max_grad_norm") is None or not local_grads:
+            return None
+        if sq_norms is None:
+            try:
+                sq_norms = _ops.multi_tensor_sq_norms(local_grads)
+            except RuntimeError as e:  # over the grads of every group
+                raise op_error(self, e, None, lists_hold_grads=True)
+            sq_norms = global_sq_norms(sq_norms, params)
+        total = sq_norms.sum()
+        self._grad_norm_parts = (total, getattr(self, "grad_scale", None))
+        return total
+
+    def _clip_inputs(self, grad_sq_norm: Tensor | None) -> dict[str, Any]:
+        """The clipping arguments of the step ops (max_grad_norm 0: off)."""
+        max_grad_norm = self.defaults.get("max_grad_norm")
+        return dict(grad_sq_norm=grad_sq_norm, max_grad_norm=0.0 if grad_sq_norm is None else float(max_grad_norm))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -57,6 +109,11 @@ def check_lr(lr: float | Tensor) -> None:
         raise ValueError("Tensor lr must be 1-element")
     if not 0.0 <= lr:
         raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_max_grad_norm(max_grad_norm: float | None) -> None:
+    if max_grad_norm is not None and not 0.0 < max_grad_norm:
+        raise ValueError(f"Invalid max_grad_norm value: {max_grad_norm}")
 
 
 def check_hyper(lr: float | Tensor, betas: tuple[float, float], eps: float, weight_decay: float) -> None:

@@ -30,8 +30,13 @@ class Adam(_base.CapturableOptimizer):
 
     All params of a group run in one call of ``hotkernels::adam_step_`` (one parallel region on the
     CPU, a multi-tensor apply of a few launches on CUDA), which also increments the ``step`` counters.
-    Params must be float32 or float64 on the CPU; on CUDA also float16 and bfloat16 (state in the
-    param's dtype, math in float32).
+    Params may be float32, float64, float16 or bfloat16 (the half types compute in float32, with
+    their state in the param's dtype, as torch's fused Adam keeps it).
+
+    With a ``torch.amp.GradScaler``, :math:`g` is the unscaled gradient, read from the scaled one in
+    the step's own pass, and a step with an inf/NaN gradient is skipped entirely; ``max_grad_norm``
+    clips :math:`g` as ``clip_grad_norm_`` over all param groups first (see
+    :class:`~hotkernels.optim._base.FusedOptimizer`; the norm is :attr:`grad_norm`).
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
@@ -45,7 +50,9 @@ class Adam(_base.CapturableOptimizer):
         capturable: keep the step counters on the params' device (float32, as torch.optim's
             capturable); on CUDA the kernels then derive the bias corrections from them on the
             device, so the step never syncs with the host and can be captured in a CUDA graph (with a
-            float lr: a tensor lr is read on the host).
+            float lr: a tensor lr is read on the host). Also with a GradScaler: its ``found_inf`` and
+            ``grad_scale`` are then read on the device (without capturable, on the host).
+        max_grad_norm: clip the gradients of all groups to this total norm (None: off).
     """
 
     _INIT = {
@@ -68,20 +75,27 @@ class Adam(_base.CapturableOptimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         capturable: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
+        _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
+                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable,
+                        max_grad_norm=max_grad_norm)
         super().__init__(params, defaults)
 
     def _update(self) -> None:
+        work = []
         for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, "Adam", ", please consider SparseAdam instead")
             if not params:
                 continue
             keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
             steps, *moments = _base.state_lists(self.state, params, self._init(group), keys)
-            params, grads, moments = _base.local_shards("Adam", params, grads, moments)
+            work.append((k, group, params, steps, *_base.local_shards("Adam", params, grads, moments)))
+        clip = self._clip_inputs(self._total_grad_sq_norm([p for w in work for p in w[2]],
+                                                          [g for w in work for g in w[5]]))
+        for k, group, _, steps, params, grads, moments in work:
             exp_avgs, exp_avg_sqs = moments[:2]
             max_exp_avg_sqs = moments[2] if group["amsgrad"] else []
             beta1, beta2 = group["betas"]
@@ -90,6 +104,7 @@ class Adam(_base.CapturableOptimizer):
                     params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                     _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
                     group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
+                    **self._grad_inputs(), **clip,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)
@@ -111,9 +126,10 @@ class AdamW(Adam):
         *,
         maximize: bool = False,
         capturable: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True,
-                         capturable=capturable)
+                         capturable=capturable, max_grad_norm=max_grad_norm)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)

@@ -38,7 +38,9 @@ class NovoGrad(_base.FusedOptimizer):
         m &\leftarrow \beta_1 m + g', \qquad \theta \leftarrow \theta - \gamma m
 
     A step is two passes per group: ``hotkernels::multi_tensor_sq_norms`` over the gradients, then
-    ``hotkernels::novograd_step_``. ``exp_avg_sq`` is a 0-dim tensor per param.
+    ``hotkernels::novograd_step_``. ``exp_avg_sq`` is a 0-dim tensor per param. GradScaler and
+    ``max_grad_norm`` as :class:`~hotkernels.optim.Adam` (the clipping norm is the sum of the layer
+    norms: no extra pass).
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
@@ -48,6 +50,7 @@ class NovoGrad(_base.FusedOptimizer):
         weight_decay: :math:`\lambda`.
         grad_averaging: scale the normalized gradient by :math:`1 - \beta_1`.
         amsgrad: use the maximum of past layer second moments.
+        max_grad_norm: clip the gradients of all groups to this total norm (None: off).
     """
 
     def __init__(
@@ -59,13 +62,16 @@ class NovoGrad(_base.FusedOptimizer):
         weight_decay: float = 0,
         grad_averaging: bool = False,
         amsgrad: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
+        _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging,
-                        amsgrad=amsgrad)
+                        amsgrad=amsgrad, max_grad_norm=max_grad_norm)
         super().__init__(params, defaults)
 
     def _update(self) -> None:
+        work = []
         for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, "NovoGrad")
             if not params:
@@ -81,13 +87,18 @@ class NovoGrad(_base.FusedOptimizer):
                 sq_norms = _ops.multi_tensor_sq_norms(grads)
             except RuntimeError as e:
                 raise _base.op_error(self, e, k, lists_hold_grads=True)
-            grad_sq_norms = _base.global_sq_norms(sq_norms, params)
+            work.append((k, group, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                         _base.global_sq_norms(sq_norms, params)))
+        # the clipping norm from the layer norms (of every group) the step needs anyway
+        layer_sq_norms = torch.cat([w[-1] for w in work]) if work and self.defaults["max_grad_norm"] else None
+        clip = self._clip_inputs(self._total_grad_sq_norm([], [g for w in work for g in w[3]], layer_sq_norms))
+        for k, group, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_sq_norms in work:
             beta1, beta2 = group["betas"]
             try:
                 _ops.novograd_step_(
                     local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                     grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
-                    group["grad_averaging"], group["amsgrad"],
+                    group["grad_averaging"], group["amsgrad"], **self._grad_inputs(), **clip,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)
