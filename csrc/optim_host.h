@@ -106,6 +106,32 @@ inline HostGradScaling read_grad_inputs(const char* op, const GradInputs& in, co
   return {skip, math::grad_factor(scale, sq, in.max_grad_norm, in.clip_eps), 1.0 / scale};
 }
 
+// Master weights (param_copies given): params are the float32 master copies of the float16/bfloat16
+// param_copies (the model's params), of their shapes and strides on their device; an entry that is
+// its param itself has no master copy (a float32 param of a master-weights group). The grads are the
+// model's params' (checked against param_copies by the caller).
+inline bool has_master(at::TensorList params, at::TensorList copies, size_t i) {
+  return !copies.empty() && !copies[i].is_same(params[i]);
+}
+
+inline void check_master_copies(const char* op, at::TensorList params, at::TensorList copies) {
+  if (copies.empty()) return;
+  TORCH_CHECK(copies.size() == params.size(), "hotkernels.", op, ": expected 'param_copies' to hold one tensor per "
+              "param (", params.size(), "), but got ", copies.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!has_master(params, copies, i)) continue;
+    const at::Tensor& p = params[i];
+    const at::Tensor& c = copies[i];
+    TORCH_CHECK(p.scalar_type() == at::kFloat && (c.scalar_type() == at::kHalf || c.scalar_type() == at::kBFloat16),
+                "hotkernels.", op, ": with master weights, expected 'params[", i, "]' to be float32 and 'param_copies[",
+                i, "]' float16 or bfloat16, but got ", p.scalar_type(), " and ", c.scalar_type());
+    TORCH_CHECK(p.device() == c.device() && p.sizes() == c.sizes() && p.strides() == c.strides(), "hotkernels.", op,
+                ": expected 'params[", i, "]' (master weights) to have the device, shape and strides of 'param_copies[",
+                i, "]', but got ", p.device(), " ", p.sizes(), " ", p.strides(), " and ", c.device(), " ", c.sizes(),
+                " ", c.strides());
+  }
+}
+
 // LAMB's per-tensor squared norms (‖p‖², ‖u‖²), written by the moments pass, read by the update pass.
 inline void check_norms(const char* op, const at::Tensor& norms, const at::Tensor& p0, size_t n) {
   TORCH_CHECK(norms.device() == p0.device() && norms.dim() == 2 && norms.size(0) == int64_t(n) &&

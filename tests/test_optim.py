@@ -749,18 +749,19 @@ def test_op_rejects_bad_tensors():
     step = torch.ops.hotkernels.adam_step_
     args = (0.1, 0.9, 0.999, 1e-8, 0.0, False, False, False)
     with pytest.raises(RuntimeError, match=r"hotkernels.adam_step_: expected 'params\[0\]' to be a float32, float64"):
-        step([p.long()], [g.long()], [m.long()], [v.long()], [], [s], *args)
+        step([p.long()], [g.long()], [m.long()], [v.long()], [], [s], [], *args)
     with pytest.raises(RuntimeError, match=r"expected 'grads\[0\]' to have dtype"):
-        step([p], [g.double()], [m], [v], [], [s], *args)
+        step([p], [g.double()], [m], [v], [], [s], [], *args)
     with pytest.raises(RuntimeError, match=r"expected 'exp_avgs\[0\]' to have the shape"):
-        step([p], [g], [torch.zeros(4)], [v], [], [s], *args)
+        step([p], [g], [torch.zeros(4)], [v], [], [s], [], *args)
     with pytest.raises(RuntimeError, match=r"expected 'exp_avg_sqs' to hold one tensor per param"):
-        step([p], [g], [m], [], [], [s], *args)
+        step([p], [g], [m], [], [], [s], [], *args)
     # State is updated in place, so it must share its param's strides (a grad is copied when not).
     with pytest.raises(RuntimeError, match=r"expected 'exp_avgs\[0\]' to have the strides"):
-        step([torch.zeros(3, 4)], [torch.zeros(3, 4)], [torch.zeros(4, 3).t()], [torch.zeros(3, 4)], [], [s], *args)
+        step([torch.zeros(3, 4)], [torch.zeros(3, 4)], [torch.zeros(4, 3).t()], [torch.zeros(3, 4)], [], [s], [],
+             *args)
     with pytest.raises(RuntimeError, match="state step"):
-        step([p], [g], [m], [v], [], [torch.tensor(0)], *args)
+        step([p], [g], [m], [v], [], [torch.tensor(0)], [], *args)
 
 
 # A step op checks everything before it writes anything: a bad tensor at the end of the list must not
@@ -793,11 +794,11 @@ def _step_op_args(name, bad, device):
     grad_sq_norm = torch.tensor(4.0, device="cpu" if bad == "grad_sq_norm on the CPU" else device)
     hyper = (0.1, 0.9, 0.999, 1e-8, 0.01)
     return {
-        "adam_step_": (rand(), rand(), rand(), rand(), rand(), steps, *hyper, True, False, False),
-        "radam_step_": (rand(), rand(), rand(), rand(), steps, *hyper, False, False),
-        "lamb_moments_": (rand(), rand(), rand(), rand(), steps, norms, grad_sq_norm, 1.0, 0.9, 0.999, 1e-6, 0.01,
+        "adam_step_": (rand(), rand(), rand(), rand(), rand(), steps, [], *hyper, True, False, False),
+        "radam_step_": (rand(), rand(), rand(), rand(), steps, [], *hyper, False, False),
+        "lamb_moments_": (rand(), rand(), rand(), rand(), steps, [], norms, grad_sq_norm, 1.0, 0.9, 0.999, 1e-6, 0.01,
                           True, True, False),
-        "novograd_step_": (rand(), rand(), rand(), v, layer(), steps, torch.rand(len(shapes), device=device), *hyper,
+        "novograd_step_": (rand(), rand(), rand(), v, layer(), steps, [], torch.rand(len(shapes), device=device), *hyper,
                            False, True),
     }[name]
 
@@ -827,8 +828,8 @@ def test_lamb_apply_checks_its_state_steps(device):
         steps = [torch.tensor(1.0), bad]
         with pytest.raises(RuntimeError, match=r"hotkernels.lamb_apply_: expected each state step to be a one-element "
                                                r"float32 or float64 CPU tensor, but 'state_steps\[1\]'"):
-            torch.ops.hotkernels.lamb_apply_(ps, ms, vs, steps, norms, 0.1, 0.9, 0.999, 1e-6, 0.01, True, True, False,
-                                             True, False)
+            torch.ops.hotkernels.lamb_apply_(ps, ms, vs, steps, [], norms, 0.1, 0.9, 0.999, 1e-6, 0.01, True, True,
+                                             False, True, False)
 
 
 def test_mixed_devices_rejected_cuda():
@@ -849,17 +850,17 @@ def _opcheck_args(name):
     scalars = lambda: [torch.zeros((), dtype=torch.float64) for _ in shapes]  # noqa: E731
     norms = torch.zeros(len(shapes), 2, dtype=torch.float64)
     return {
-        "adam_step_": (lists(), lists(), zeros(), zeros(), zeros(), steps(), 0.1, 0.9, 0.999, 1e-8, 0.01, True, False,
-                       False),
-        "radam_step_": (lists(), lists(), zeros(), zeros(), steps(), 0.1, 0.9, 0.999, 1e-8, 0.01, True, False),
+        "adam_step_": (lists(), lists(), zeros(), zeros(), zeros(), steps(), [], 0.1, 0.9, 0.999, 1e-8, 0.01, True,
+                       False, False),
+        "radam_step_": (lists(), lists(), zeros(), zeros(), steps(), [], 0.1, 0.9, 0.999, 1e-8, 0.01, True, False),
         "multi_tensor_sq_norms": (lists(),),
-        "lamb_moments_": (lists(), lists(), zeros(), zeros(), steps(), norms, torch.tensor(4.0, dtype=torch.float64),
-                          1.0, 0.9, 0.999, 1e-6, 0.01, True, True, False),
-        "lamb_apply_": (lists(), zeros(), zeros(), [torch.tensor(1.0) for _ in shapes], norms.clone() + 1, 0.1, 0.9,
-                        0.999, 1e-6, 0.01, True, True, False, True, False),
-        "novograd_step_": (lists(), lists(), zeros(), scalars(), scalars(), steps(),
+        "lamb_moments_": (lists(), lists(), zeros(), zeros(), steps(), [], norms,
+                          torch.tensor(4.0, dtype=torch.float64), 1.0, 0.9, 0.999, 1e-6, 0.01, True, True, False),
+        "lamb_apply_": (lists(), zeros(), zeros(), [torch.tensor(1.0) for _ in shapes], [], norms.clone() + 1, 0.1,
+                        0.9, 0.999, 1e-6, 0.01, True, True, False, True, False),
+        "novograd_step_": (lists(), lists(), zeros(), scalars(), scalars(), steps(), [],
                            torch.ones(len(shapes), dtype=torch.float64), 0.1, 0.95, 0.5, 1e-8, 0.0, False, True),
-        "lookahead_sync_": (lists(), lists(), 0.5),
+        "lookahead_sync_": (lists(), lists(), [], 0.5),
     }[name]
 
 
@@ -1044,7 +1045,7 @@ def test_multi_tensor_apply_past_one_launch_cuda():
     torch.testing.assert_close(sq, torch.stack([(p.double() ** 2).sum() for p in ps]).float(), rtol=1e-5, atol=0)
     fast, slow = [p.clone() for p in ps], [torch.randn_like(p) for p in ps]
     want = [s + 0.3 * (f - s) for f, s in zip(fast, slow)]
-    torch.ops.hotkernels.lookahead_sync_(fast, slow, 0.3)
+    torch.ops.hotkernels.lookahead_sync_(fast, slow, [], 0.3)
     for f, s, w in zip(fast, slow, want):
         torch.testing.assert_close(s, w, **TOL[torch.float32])
         assert torch.equal(f, s)
@@ -1093,7 +1094,7 @@ def test_every_cpu_instruction_set(cpu_isa):
         "    fast = [p.clone() for p in ps]; slow = [torch.randn_like(p) for p in ps]\n"
         "    fd, sd = [f.double() for f in fast], [s.double() for s in slow]\n"
         "    want = [s + 0.3 * (f - s) for f, s in zip(fd, sd)]\n"
-        "    torch.ops.hotkernels.lookahead_sync_(fast, slow, 0.3)\n"
+        "    torch.ops.hotkernels.lookahead_sync_(fast, slow, [], 0.3)\n"
         "    for f, s, w, f0, s0 in zip(fast, slow, want, fd, sd):\n"
         "        assert torch.equal(f, s)\n"
         "        if tol: torch.testing.assert_close(s, w.to(dt), **tol)\n"

@@ -283,7 +283,162 @@ def test_op_checks_clipping_arguments():
     step = torch.ops.hotkernels.adam_step_
     args = (0.1, 0.9, 0.999, 1e-8, 0.0, False, False, False)
     with pytest.raises(RuntimeError, match=r"hotkernels.adam_step_: clipping \(max_grad_norm > 0\) needs 'grad_sq_norm'"):
-        step([p], [g], [m], [v], [], [s], *args, max_grad_norm=1.0)
+        step([p], [g], [m], [v], [], [s], [], *args, max_grad_norm=1.0)
     with pytest.raises(RuntimeError, match=r"hotkernels.adam_step_: expected 'max_grad_norm' to be >= 0"):
-        step([p], [g], [m], [v], [], [s], *args, grad_sq_norm=torch.tensor(3.0), max_grad_norm=-1.0)
+        step([p], [g], [m], [v], [], [s], [], *args, grad_sq_norm=torch.tensor(3.0), max_grad_norm=-1.0)
     assert float(s) == 0 and torch.equal(p, torch.zeros(3))
+
+
+# --- master weights and stochastic rounding (CPU)
+
+MASTER_STEPS = 7  # past RAdam's rectification threshold (β₂ = 0.99: step 6) and two Lookahead syncs (k = 3)
+# The optimizers whose kernels reduce nothing: their float32 math on the master copies is the float32
+# run's, bit for bit. The others (LAMB's and Ralamb's norms, NovoGrad's layer norms, the clipping
+# norm) sum the widened gradients block by block, in another order than over the whole span.
+ELEMENTWISE = {"Adam", "AdamW", "RAdam", "Lookahead", "Ranger"}
+
+
+def _master_factory(name, **kw):
+    return lambda g: {
+        "Adam": lambda: HO.Adam(g, lr=1e-2, amsgrad=True, weight_decay=0.1, **kw),
+        "AdamW": lambda: HO.AdamW(g, lr=1e-2, **kw),
+        "RAdam": lambda: HO.RAdam(g, lr=1e-2, betas=(0.9, 0.99), **kw),
+        "Lamb": lambda: HO.Lamb(g, lr=1e-2, **kw),
+        "Ralamb": lambda: HO.Ralamb(g, lr=1e-2, weight_decay=0.01, **kw),
+        "NovoGrad": lambda: HO.NovoGrad(g, lr=1e-2, betas=(0.9, 0.5), amsgrad=True, grad_averaging=True, **kw),
+        "Lookahead": lambda: HO.Lookahead(HO.Adam(g, lr=1e-2, **kw), k=3),
+        "Ranger": lambda: HO.Ranger(g, lr=1e-2, k=3, **kw),
+        "RangerLars": lambda: HO.RangerLars(g, lr=1e-2, k=3, **kw),
+    }[name]()
+
+
+def _half_and_float(dtype, shapes=((40, 25), (77,), (3, 5, 7), ())):
+    half = [torch.randn(s).to(dtype) for s in shapes]
+    return clone(half), clone([p.float() for p in half])
+
+
+def _master(opt, p):
+    return getattr(opt, "optimizer", opt).state[p]["master_param"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_master_weights_are_the_float32_run(name, dtype):
+    """master_weights: the float32 master copies step exactly as float32 params given the same
+    (half) gradients do (bit for bit where the kernels reduce nothing; else within the float32
+    rounding of the reordered norms: relative 2^-20 of each step's update of ~lr, over the steps),
+    their state is float32, and each half param is its master copy rounded to nearest."""
+    ph, pf = _half_and_float(dtype)
+    opt_h = _master_factory(name, master_weights=True)(ph)
+    opt_f = _master_factory(name)(pf)
+    for _ in range(MASTER_STEPS):
+        for a, b in zip(ph, pf):
+            g = torch.randn(a.shape).to(dtype)
+            a.grad, b.grad = g, g.float()
+        opt_h.step()
+        opt_f.step()
+    tol = dict(rtol=0, atol=0) if name in ELEMENTWISE else dict(rtol=2**-20, atol=MASTER_STEPS * 1e-2 * 2**-20)
+    for a, b in zip(ph, pf):
+        master = _master(opt_h, a)
+        assert master.dtype == torch.float32 and a.dtype == dtype
+        torch.testing.assert_close(master, b.detach(), **tol)
+        assert torch.equal(a.detach(), master.to(dtype))
+        state = getattr(opt_h, "optimizer", opt_h).state[a]
+        assert all(t.dtype == torch.float32 for key, t in state.items() if key != "step")
+
+
+def test_master_weights_in_a_mixed_group_and_state_dict_round_trip():
+    """A float32 param beside bfloat16 ones in a master_weights group has no master copy; the
+    masters and float32 state survive state_dict and load_state_dict (torch.optim would cast them to
+    the params' dtype), and the reloaded optimizer continues the same trajectory."""
+    ph, _ = _half_and_float(torch.bfloat16)
+    ph.append(torch.randn(6, requires_grad=True))
+    a = HO.Adam(ph, lr=1e-2, master_weights=True)
+    for _ in range(3):
+        for p in ph:
+            p.grad = torch.randn_like(p)
+        a.step()
+    assert "master_param" not in a.state[ph[-1]] and a.state[ph[-1]]["exp_avg"].dtype == torch.float32
+    pb = clone(ph)
+    b = HO.Adam(pb, lr=1e-2, master_weights=True)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    for p, q in zip(ph[:-1], pb[:-1]):
+        assert b.state[q]["master_param"].dtype == b.state[q]["exp_avg"].dtype == torch.float32
+        assert torch.equal(b.state[q]["master_param"], a.state[p]["master_param"])
+    for p, q in zip(ph, pb):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    a.step()
+    b.step()
+    for p, q in zip(ph, pb):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.8])
+def test_stochastic_rounding_is_unbiased(fraction):
+    """A float32 master value `fraction` of a bfloat16 unit above a bfloat16 value rounds up with that
+    probability (lr = 0: the step leaves the masters as they are and writes them to the params):
+    over 2^17 elements the share rounded up is within 5 binomial standard deviations of it."""
+    n, ulp = 1 << 17, 2.0**-7  # bfloat16's unit in the last place at [1, 2)
+    p = torch.ones(n, dtype=torch.bfloat16, requires_grad=True)
+    p.grad = torch.zeros_like(p)
+    opt = HO.Adam([p], lr=0.0, master_weights=True, stochastic_rounding=True)
+    opt.state[p]["master_param"] = torch.full((n,), 1 + fraction * ulp)
+    opt.step()
+    up = (p.detach().float() == 1 + ulp).double().mean().item()
+    assert torch.all((p.detach() == 1) | (p.detach().float() == 1 + ulp))
+    assert abs(up - fraction) <= 5 * (fraction * (1 - fraction) / n) ** 0.5
+
+
+def _regression_run(dtype, steps, **kw):
+    """`steps` Adam steps (lr 1e-3) on a small regression, params starting at 1 (bfloat16's unit there
+    is 2^-7 = 7.8e-3: every update of ~lr is under half of it)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    w_true = 1 + torch.rand(16, 4)  # ~1.5 away: the float32 run moves all steps long
+    y = x @ w_true
+    w = torch.ones(16, 4, dtype=dtype, requires_grad=True)
+    opt = HO.Adam([w], lr=1e-3, **kw)
+    for _ in range(steps):
+        w.grad = (2 * x.T @ (x @ w.detach().float() - y) / len(x)).to(dtype)
+        opt.step()
+    return w.detach().float()
+
+
+def test_long_bfloat16_run_stochastic_rounding_tracks_float32():
+    """1000 steps with updates under half a bfloat16 unit: rounding to nearest stalls (the params never
+    move), stochastic rounding tracks the float32 run (its error a small share of how far that run
+    moved), the same under the same torch.manual_seed and different under another."""
+    steps = 1000
+    exact = _regression_run(torch.float32, steps)
+    nearest = _regression_run(torch.bfloat16, steps)
+    sr = _regression_run(torch.bfloat16, steps, stochastic_rounding=True)
+    moved = (exact - 1).abs().mean()
+    assert moved > 0.4  # 0.45: over 50 bfloat16 units
+    assert torch.equal(nearest, torch.ones_like(nearest))  # stalled
+    assert (sr - exact).abs().mean() < 0.05 * moved
+    assert torch.equal(sr, _regression_run(torch.bfloat16, steps, stochastic_rounding=True))  # deterministic
+
+
+def test_stochastic_rounding_follows_torch_seed():
+    """The rounding bits come from torch's default generator: the same seed, the same params; another
+    seed, other params."""
+    def run(seed):
+        torch.manual_seed(seed)
+        p = torch.ones(4096, dtype=torch.bfloat16, requires_grad=True)
+        p.grad = torch.full_like(p, 1.0)
+        opt = HO.Adam([p], lr=1e-3, stochastic_rounding=True)
+        for _ in range(3):
+            opt.step()
+        return p.detach().clone()
+    a, b, c = run(0), run(0), run(1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_master_weights_refused_on_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    p = torch.ones(3, dtype=torch.bfloat16, device="cuda", requires_grad=True)
+    p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match="not implemented on CUDA yet"):
+        HO.Adam([p], master_weights=True).step()

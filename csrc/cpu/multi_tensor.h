@@ -1,18 +1,24 @@
 // Multi-tensor work on the CPU: a param group's tensors are cut into spans of at most kSpan
 // elements (a small tensor is one span), and all spans of the group run in one at::parallel_for
 // region, so hundreds of small tensors cost one fork/join, not hundreds. float16/bfloat16 tensors
-// compute in float32 (as torch's fused CPU Adam), widened through stack buffers as parallel_map does.
+// compute in float32 (as torch's fused CPU Adam), widened through stack buffers as parallel_map does;
+// with master weights the kernels run on the float32 copies and write the rounded result into the
+// half param.
 #pragma once
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <array>
+#include <bit>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
+#include "cpu/dispatch.h"
 #include "cpu/elementwise.h"
 
 namespace hotkernels::cpu {
@@ -49,18 +55,13 @@ void parallel_spans(const std::vector<Span>& spans, const F& f) {
   });
 }
 
-// The type a tensor of storage type T computes in: double for float64, else float.
-template <class T>
-using compute_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-// Runs f.template operator()<T>(span) for every span (of `spans`, split from `tensors`: a reduction
-// indexes its per-span results by &span - spans.data()), T the span's tensor's storage type (float,
-// double, c10::Half or c10::BFloat16: a param group may mix them).
+// Runs f.template operator()<C>(span) for every span (of `spans`, split from `tensors`: a reduction
+// indexes its per-span results by &span - spans.data()), C the compute type of the span's tensor
+// (dispatch_compute: a param group may mix dtypes).
 template <class F>
 void parallel_typed(at::TensorList tensors, const std::vector<Span>& spans, const F& f) {
   parallel_spans(spans, [&](const Span& s) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tensors[s.tensor].scalar_type(), "hotkernels_optim",
-                                    [&] { f.template operator()<scalar_t>(s); });
+    dispatch_compute(tensors[s.tensor].scalar_type(), [&]<class C>() { f.template operator()<C>(s); });
   });
 }
 
@@ -69,30 +70,102 @@ void parallel_typed(at::TensorList tensors, const F& f) {
   parallel_typed(tensors, split_spans(tensors), f);
 }
 
-// kernel(operands, n) on n elements of N operands of storage type T, in T's compute type: float32
-// and float64 operands in place; float16/bfloat16 ones kWidenBlock elements at a time, widened into
-// stack buffers, those whose bit is set in `written` narrowed back afterwards (round to nearest).
-// A null operand (an unused list) stays null.
-template <class T, size_t N, class K>
-void widened(const std::array<T*, N>& ops, unsigned written, int64_t n, const K& kernel) {
-  if constexpr (std::is_same_v<T, compute_t<T>>) {
-    kernel(ops, n);
-  } else {
+// One operand of a span kernel: its tensor's data from the span's first element, its dtype, and
+// whether the kernel writes it. No data: an unused operand (amsgrad's v̂ without amsgrad), passed on
+// as null.
+struct Operand {
+  void* data = nullptr;
+  at::ScalarType type = at::kFloat;
+  bool written = false;
+};
+
+inline Operand operand(const at::Tensor& t, const Span& s, bool written) {
+  return {static_cast<char*>(t.data_ptr()) + s.begin * t.element_size(), t.scalar_type(), written};
+}
+
+// How the param's writes to bfloat16 are rounded: to nearest, or stochastically (x rounds up with
+// probability its distance from the value below, in units of the last place, so that updates
+// smaller than half a unit still move the param on average), from 16 random bits per element: a
+// splitmix64 hash of (seed, tensor, element), the same for any thread split.
+struct ParamRounding {
+  bool stochastic = false;
+  uint64_t seed = 0;
+  int64_t tensor = 0;  // the param's position in its list
+  int64_t first = 0;   // the span's first element in its tensor
+};
+
+inline uint64_t splitmix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// bfloat16 keeps float32's upper 16 bits: adding 16 random bits below them, then truncating, rounds
+// up with the probability above. inf and NaN are rounded as usual (the addition could turn a NaN's
+// payload into inf's bits).
+inline c10::BFloat16 round_stochastic(float x, uint32_t random16) {
+  if (!std::isfinite(x)) return c10::BFloat16(x);
+  const uint32_t bits = std::bit_cast<uint32_t>(x) + random16;
+  return c10::BFloat16(static_cast<uint16_t>(bits >> 16), c10::BFloat16::from_bits());
+}
+
+// m floats of a float16/bfloat16 operand from element `at` of its span.
+inline void widen_block(const Operand& o, int64_t at, int64_t m, float* out) {
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(o.type, "hotkernels_widen", [&] {
+    const scalar_t* src = static_cast<const scalar_t*>(o.data) + at;
+    for (int64_t i = 0; i < m; ++i) out[i] = static_cast<float>(src[i]);
+  });
+}
+
+inline void narrow_block(const float* in, const Operand& o, int64_t at, int64_t m, const ParamRounding& r) {
+  if (r.stochastic && o.type == at::kBFloat16) {
+    c10::BFloat16* dst = static_cast<c10::BFloat16*>(o.data) + at;
+    const uint64_t key = r.seed ^ splitmix64(uint64_t(r.tensor));
+    for (int64_t i = 0; i < m; ++i) {
+      const uint64_t e = uint64_t(r.first + at + i);  // 4 elements' bits from each hash
+      dst[i] = round_stochastic(in[i], uint32_t(splitmix64(key + (e >> 2)) >> (16 * (e & 3))) & 0xFFFFu);
+    }
+    return;
+  }
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(o.type, "hotkernels_narrow", [&] {
+    scalar_t* dst = static_cast<scalar_t*>(o.data) + at;
+    for (int64_t i = 0; i < m; ++i) dst[i] = static_cast<scalar_t>(in[i]);
+  });
+}
+
+// kernel(operands, n) on n elements of N operands in the compute type C: operands of type C in
+// place; float16/bfloat16 ones (C is then float) kWidenBlock elements at a time, widened into stack
+// buffers and, when written, narrowed back afterwards (round to nearest; operand 0, the param, as
+// `rounding` says). `copy`: a float16/bfloat16 param written with the rounded operand 0 (its float32
+// master weights).
+template <class C, size_t N, class K>
+void widened(const std::array<Operand, N>& ops, int64_t n, const K& kernel, const Operand& copy = {},
+             const ParamRounding& rounding = {}) {
+  auto in_place = [](const Operand& o) { return o.data == nullptr || o.type == c10::CppTypeToScalarType<C>::value; };
+  auto at = [](const Operand& o, int64_t i) { return o.data == nullptr ? nullptr : static_cast<C*>(o.data) + i; };
+  if (copy.data == nullptr && std::all_of(ops.begin(), ops.end(), in_place)) {
+    std::array<C*, N> ptrs;
+    for (size_t k = 0; k < N; ++k) ptrs[k] = at(ops[k], 0);
+    return kernel(ptrs, n);
+  }
+  if constexpr (std::is_same_v<C, float>) {
     float buf[N][kWidenBlock];
     for (int64_t b = 0; b < n; b += kWidenBlock) {
       const int64_t m = std::min(kWidenBlock, n - b);
-      std::array<float*, N> block{};
+      std::array<float*, N> block;
       for (size_t k = 0; k < N; ++k) {
-        if (ops[k] == nullptr) continue;
-        block[k] = buf[k];
-        for (int64_t i = 0; i < m; ++i) buf[k][i] = static_cast<float>(ops[k][b + i]);
+        block[k] = in_place(ops[k]) ? at(ops[k], b) : buf[k];
+        if (!in_place(ops[k])) widen_block(ops[k], b, m, buf[k]);
       }
       kernel(block, m);
       for (size_t k = 0; k < N; ++k) {
-        if (ops[k] == nullptr || !(written >> k & 1u)) continue;
-        for (int64_t i = 0; i < m; ++i) ops[k][b + i] = static_cast<T>(buf[k][i]);
+        if (!in_place(ops[k]) && ops[k].written) narrow_block(buf[k], ops[k], b, m, k == 0 ? rounding : ParamRounding{});
       }
+      if (copy.data != nullptr) narrow_block(block[0], copy, b, m, rounding);
     }
+  } else {
+    TORCH_INTERNAL_ASSERT(false, "float64 operands are never widened");
   }
 }
 

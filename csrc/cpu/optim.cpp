@@ -2,8 +2,10 @@
 // over every span of every tensor of the param group; the SIMD loops are csrc/cpu/kernels/optim.cpp.
 // A group may mix dtypes: each span runs the kernel of its tensor's compute type, float16/bfloat16
 // widened to float32 (cpu/multi_tensor.h, widened), their state in the param's dtype as torch's
-// fused CPU Adam keeps it. GradScaler's grad_scale/found_inf and the clipping norm are read here on
-// the host (optim_host.h, read_grad_inputs): the factor joins the step's constants.
+// fused CPU Adam keeps it, or with master weights (param_copies) on float32 copies and state, the
+// half params written with the rounded result (stochastically with a rounding_seed). GradScaler's
+// grad_scale/found_inf and the clipping norm are read here on the host (optim_host.h,
+// read_grad_inputs): the factor joins the step's constants.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -22,10 +24,30 @@ namespace {
 
 const OptimKernels& kernels() { return HK_ISA_TABLE(optim_kernels); }
 
-template <class T>
-T* ptr(const at::Tensor& t) {
-  return static_cast<T*>(t.data_ptr());
+// The grads, laid out as the params the model holds: `params`, or with master weights the `copies`
+// (params are then their float32 master copies); checked against those.
+std::vector<at::Tensor> checked_grads(const char* op, at::TensorList params, at::TensorList copies,
+                                      at::TensorList grads_in) {
+  check_master_copies(op, params, copies);
+  const at::TensorList model = copies.empty() ? params : copies;
+  std::vector<at::Tensor> grads = grads_like_params(grads_in, model);
+  check_param_group(op, model, {{"grads", grads}});
+  return grads;
 }
+
+// The param's writes of a span: into the half copy with master weights, rounded stochastically
+// with a rounding seed.
+struct ParamWrite {
+  at::TensorList params, copies;
+  std::optional<int64_t> seed;
+
+  Operand copy(const Span& s) const {
+    return has_master(params, copies, s.tensor) ? operand(copies[s.tensor], s, true) : Operand{};
+  }
+  ParamRounding rounding(const Span& s) const {
+    return {seed.has_value(), uint64_t(seed.value_or(0)), s.tensor, s.begin};
+  }
+};
 
 // Per-tensor constants in both compute types, so a span picks its own.
 template <template <class> class C>
@@ -43,11 +65,10 @@ struct Both {
 
 void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in,
                  at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-                 at::TensorList state_steps, AdamHyper h, const GradInputs& in) {
-  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
+                 at::TensorList state_steps, AdamHyper h, const GradInputs& in, const ParamWrite& write) {
+  const std::vector<at::Tensor> grads = checked_grads(op, params, write.copies, grads_in);
   check_param_group(op, params,
-                    {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
-                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}});
+                    {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}, {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}});
   if (params.empty()) return;
   const HostGradScaling scaling = read_grad_inputs(op, in, params[0]);
   if (scaling.skip) return check_steps(op, state_steps, params.size());
@@ -65,36 +86,35 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
     }
     modes[i] = !adaptive ? AdamMode::momentum_only : (h.amsgrad ? AdamMode::amsgrad : AdamMode::adam);
   }
-  parallel_typed(params, [&]<class T>(const Span& s) {
-    using C = compute_t<T>;
+  parallel_typed(params, [&]<class C>(const Span& s) {
     const auto i = s.tensor;
-    T* vmax = h.amsgrad ? ptr<T>(max_exp_avg_sqs[i]) + s.begin : nullptr;
-    // operands p, g, m, v, v̂; all but g written
-    widened<T, 5>({ptr<T>(params[i]) + s.begin, ptr<T>(grads[i]) + s.begin, ptr<T>(exp_avgs[i]) + s.begin,
-                   ptr<T>(exp_avg_sqs[i]) + s.begin, vmax},
-                  0b11101, s.size, [&](const std::array<C*, 5>& o, int64_t n) {
+    widened<C, 5>({operand(params[i], s, true), operand(grads[i], s, false), operand(exp_avgs[i], s, true),
+                   operand(exp_avg_sqs[i], s, true), h.amsgrad ? operand(max_exp_avg_sqs[i], s, true) : Operand{}},
+                  s.size,
+                  [&](const std::array<C*, 5>& o, int64_t n) {
                     kernels().of<C>().adam(consts[i].template of<C>(), modes[i], o[0], o[1], o[2], o[3], o[4], n);
-                  });
+                  },
+                  write.copy(s), write.rounding(s));
   });
 }
 
 void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, double lr, double beta1, double beta2,
+                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2,
                 double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
-                double max_grad_norm) {
+                double max_grad_norm, std::optional<int64_t> rounding_seed) {
   adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
               {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
-              {grad_scale, found_inf, grad_sq_norm, max_grad_norm});
+              {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, {params, param_copies, rounding_seed});
 }
 
 void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, double lr, double beta1, double beta2, double eps, double weight_decay,
+                 at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2, double eps, double weight_decay,
                  bool decoupled_weight_decay, bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
-                 const OptTensor& grad_sq_norm, double max_grad_norm) {
+                 const OptTensor& grad_sq_norm, double max_grad_norm, std::optional<int64_t> rounding_seed) {
   adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
               {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay},
-              {grad_scale, found_inf, grad_sq_norm, max_grad_norm});
+              {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, {params, param_copies, rounding_seed});
 }
 
 // Σ x² per tensor, summed over spans in span order (deterministic for any thread count).
@@ -118,11 +138,10 @@ at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
   check_param_group("multi_tensor_sq_norms", tensors, {});
   const std::vector<Span> spans = split_spans(tensors);
   std::vector<double> per_span(spans.size());
-  parallel_typed(tensors, spans, [&]<class T>(const Span& s) {
-    using C = compute_t<T>;
+  parallel_typed(tensors, spans, [&]<class C>(const Span& s) {
     double& sum = per_span[&s - spans.data()];
     sum = 0;
-    widened<T, 1>({ptr<T>(tensors[s.tensor]) + s.begin}, 0, s.size,
+    widened<C, 1>({operand(tensors[s.tensor], s, false)}, s.size,
                   [&](const std::array<C*, 1>& o, int64_t n) { sum += kernels().of<C>().sq_norm(o[0], n); });
   });
   const std::vector<double> sums = span_sums_to_tensors(tensors, spans, per_span, 1);
@@ -139,13 +158,14 @@ LambHyper lamb_hyper(double beta1, double beta2, double eps, double weight_decay
 // Pass 1 of LAMB/Ralamb: unscale, clip and fold the gradient into m and v, and write ‖p‖², ‖u‖² per
 // tensor.
 void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                   at::TensorList state_steps, at::Tensor& norms, const OptTensor& grad_sq_norm, double max_grad_norm,
+                   at::TensorList state_steps, at::TensorList param_copies, at::Tensor& norms,
+                   const OptTensor& grad_sq_norm, double max_grad_norm,
                    double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
                    bool bias_correction, bool rectify, double clip_eps, const OptTensor& grad_scale,
                    const OptTensor& found_inf) {
-  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "lamb_moments_";
-  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
+  const std::vector<at::Tensor> grads = checked_grads(op, params, param_copies, grads_in);
+  check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
   const HostGradScaling scaling =
@@ -163,15 +183,13 @@ void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorLis
   }
   const std::vector<Span> spans = split_spans(params);
   std::vector<double> per_span(2 * spans.size());
-  parallel_typed(params, spans, [&]<class T>(const Span& s) {
-    using C = compute_t<T>;
+  parallel_typed(params, spans, [&]<class C>(const Span& s) {
     const auto i = s.tensor;
     double* out = per_span.data() + 2 * (&s - spans.data());
     out[0] = out[1] = 0;
-    // operands p, g, m, v; m and v written
-    widened<T, 4>({ptr<T>(params[i]) + s.begin, ptr<T>(grads[i]) + s.begin, ptr<T>(exp_avgs[i]) + s.begin,
-                   ptr<T>(exp_avg_sqs[i]) + s.begin},
-                  0b1100, s.size, [&](const std::array<C*, 4>& o, int64_t n) {
+    widened<C, 4>({operand(params[i], s, false), operand(grads[i], s, false), operand(exp_avgs[i], s, true),
+                   operand(exp_avg_sqs[i], s, true)},
+                  s.size, [&](const std::array<C*, 4>& o, int64_t n) {
                     double block[2];
                     kernels().of<C>().lamb_moments(consts[i].template of<C>(), o[0], o[1], o[2], o[3], n, block);
                     out[0] += block[0];
@@ -185,11 +203,14 @@ void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorLis
 // Pass 2: p ← p − lr·τ·u with the trust ratio τ of each tensor from pass 1's norms (nothing when
 // found_inf is set: pass 1 skipped too).
 void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, const at::Tensor& norms, double lr, double beta1, double beta2,
+                 at::TensorList state_steps, at::TensorList param_copies, const at::Tensor& norms, double lr,
+                 double beta1, double beta2,
                  double eps, double weight_decay, bool grad_averaging, bool bias_correction, bool rectify,
-                 bool adapt, bool trust_clip, const OptTensor& found_inf) {
+                 bool adapt, bool trust_clip, const OptTensor& found_inf, std::optional<int64_t> rounding_seed) {
   const char* op = "lamb_apply_";
   check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
+  check_master_copies(op, params, param_copies);
+  const ParamWrite write{params, param_copies, rounding_seed};
   if (params.empty()) return;
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   check_norms(op, norms, params[0], params.size());
@@ -203,14 +224,14 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
     consts[i] = {lamb_consts<float>(h, t), lamb_consts<double>(h, t)};
     steps[i] = lr * math::trust_ratio(sq[2 * i], sq[2 * i + 1], adapt, trust_clip);
   }
-  parallel_typed(params, [&]<class T>(const Span& s) {
-    using C = compute_t<T>;
+  parallel_typed(params, [&]<class C>(const Span& s) {
     const auto i = s.tensor;
-    // operands p, m, v; p written
-    widened<T, 3>({ptr<T>(params[i]) + s.begin, ptr<T>(exp_avgs[i]) + s.begin, ptr<T>(exp_avg_sqs[i]) + s.begin},
-                  0b001, s.size, [&](const std::array<C*, 3>& o, int64_t n) {
+    widened<C, 3>({operand(params[i], s, true), operand(exp_avgs[i], s, false), operand(exp_avg_sqs[i], s, false)},
+                  s.size,
+                  [&](const std::array<C*, 3>& o, int64_t n) {
                     kernels().of<C>().lamb_apply(consts[i].template of<C>(), C(steps[i]), o[0], o[1], o[2], n);
-                  });
+                  },
+                  write.copy(s), write.rounding(s));
   });
 }
 
@@ -218,13 +239,15 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
 // ‖g‖² (multi_tensor_sq_norms, of the scaled gradient: times the gradient factor f²):
 // v ← ‖g‖² on the first step (v = 0), else β₂·v + (1 − β₂)·‖g‖².
 void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& grad_sq_norms,
+                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies,
+                    const at::Tensor& grad_sq_norms,
                     double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
                     bool amsgrad, const OptTensor& grad_scale, const OptTensor& found_inf,
-                    const OptTensor& grad_sq_norm, double max_grad_norm) {
-  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
+                    const OptTensor& grad_sq_norm, double max_grad_norm, std::optional<int64_t> rounding_seed) {
   const char* op = "novograd_step_";
-  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}});
+  const std::vector<at::Tensor> grads = checked_grads(op, params, param_copies, grads_in);
+  check_param_group(op, params, {{"exp_avgs", exp_avgs}});
+  const ParamWrite write{params, param_copies, rounding_seed};
   TORCH_CHECK(exp_avg_sqs.size() == params.size() && (!amsgrad || max_exp_avg_sqs.size() == params.size()),
               "hotkernels.", op, ": expected one exp_avg_sq (and max_exp_avg_sq) per param");
   TORCH_CHECK(grad_sq_norms.device().is_cpu() && grad_sq_norms.numel() == int64_t(params.size()), "hotkernels.", op,
@@ -274,23 +297,26 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
     consts[i] = {{float(denom), float(weight_decay), float(averaging), float(beta1), float(lr)},
                  {denom, weight_decay, averaging, beta1, lr}};
   }
-  parallel_typed(params, [&]<class T>(const Span& s) {
-    using C = compute_t<T>;
+  parallel_typed(params, [&]<class C>(const Span& s) {
     const auto i = s.tensor;
-    // operands p, g, m; p and m written
-    widened<T, 3>({ptr<T>(params[i]) + s.begin, ptr<T>(grads[i]) + s.begin, ptr<T>(exp_avgs[i]) + s.begin}, 0b101,
-                  s.size, [&](const std::array<C*, 3>& o, int64_t n) {
+    widened<C, 3>({operand(params[i], s, true), operand(grads[i], s, false), operand(exp_avgs[i], s, true)}, s.size,
+                  [&](const std::array<C*, 3>& o, int64_t n) {
                     kernels().of<C>().novograd(consts[i].template of<C>(), o[0], o[1], o[2], n);
-                  });
+                  },
+                  write.copy(s), write.rounding(s));
   });
 }
 
-void lookahead_sync_(at::TensorList fast, at::TensorList slow, double alpha) {
+// With master weights, `fast` are the float32 master copies of the half param_copies.
+void lookahead_sync_(at::TensorList fast, at::TensorList slow, at::TensorList param_copies, double alpha,
+                     std::optional<int64_t> rounding_seed) {
   check_param_group("lookahead_sync_", fast, {{"slow", slow}});
-  parallel_typed(fast, [&]<class T>(const Span& s) {
-    using C = compute_t<T>;
-    widened<T, 2>({ptr<T>(fast[s.tensor]) + s.begin, ptr<T>(slow[s.tensor]) + s.begin}, 0b11, s.size,
-                  [&](const std::array<C*, 2>& o, int64_t n) { kernels().of<C>().lookahead(C(alpha), o[0], o[1], n); });
+  check_master_copies("lookahead_sync_", fast, param_copies);
+  const ParamWrite write{fast, param_copies, rounding_seed};
+  parallel_typed(fast, [&]<class C>(const Span& s) {
+    widened<C, 2>({operand(fast[s.tensor], s, true), operand(slow[s.tensor], s, true)}, s.size,
+                  [&](const std::array<C*, 2>& o, int64_t n) { kernels().of<C>().lookahead(C(alpha), o[0], o[1], n); },
+                  write.copy(s), write.rounding(s));
   });
 }
 

@@ -105,6 +105,13 @@ std::vector<Bucket> buckets(at::TensorList params, const std::vector<double>& st
 
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
 
+// Master weights and stochastic rounding run on the CPU only so far: refused here, by name.
+void check_no_master_copies(const char* op, at::TensorList param_copies, std::optional<int64_t> rounding_seed) {
+  TORCH_CHECK(param_copies.empty() && !rounding_seed.has_value(), "hotkernels.", op,
+              ": 'param_copies' (master weights) and 'rounding_seed' (stochastic rounding) are not implemented on "
+              "CUDA yet");
+}
+
 // Capturable steps (torch.optim's capturable=True): the step counters are float32 tensors on the
 // device, incremented by a kernel, and every block derives its tensor's step scalars from its
 // counter, so a step neither reads anything on the host nor depends on host values that change
@@ -236,19 +243,21 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
 }
 
 void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, double lr, double beta1, double beta2,
+                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2,
                 double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
-                double max_grad_norm) {
+                double max_grad_norm, std::optional<int64_t> rounding_seed) {
+  check_no_master_copies("adam_step_", param_copies, rounding_seed);
   adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
               {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
               {grad_scale, found_inf, grad_sq_norm, max_grad_norm});
 }
 
 void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, double lr, double beta1, double beta2, double eps, double weight_decay,
+                 at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2, double eps, double weight_decay,
                  bool decoupled_weight_decay, bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
-                 const OptTensor& grad_sq_norm, double max_grad_norm) {
+                 const OptTensor& grad_sq_norm, double max_grad_norm, std::optional<int64_t> rounding_seed) {
+  check_no_master_copies("radam_step_", param_copies, rounding_seed);
   adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
               {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay},
               {grad_scale, found_inf, grad_sq_norm, max_grad_norm});
@@ -330,12 +339,14 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                   at::TensorList state_steps, at::Tensor& norms, const OptTensor& grad_sq_norm, double max_grad_norm,
+                   at::TensorList state_steps, at::TensorList param_copies, at::Tensor& norms,
+                   const OptTensor& grad_sq_norm, double max_grad_norm,
                    double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
                    bool bias_correction, bool rectify, double clip_eps, const OptTensor& grad_scale,
                    const OptTensor& found_inf) {
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "lamb_moments_";
+  check_no_master_copies(op, param_copies, std::nullopt);
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
@@ -362,10 +373,12 @@ void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorLis
 }
 
 void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, const at::Tensor& norms, double lr, double beta1, double beta2,
+                 at::TensorList state_steps, at::TensorList param_copies, const at::Tensor& norms, double lr,
+                 double beta1, double beta2,
                  double eps, double weight_decay, bool grad_averaging, bool bias_correction, bool rectify,
-                 bool adapt, bool trust_clip, const OptTensor& found_inf) {
+                 bool adapt, bool trust_clip, const OptTensor& found_inf, std::optional<int64_t> rounding_seed) {
   const char* op = "lamb_apply_";
+  check_no_master_copies(op, param_copies, rounding_seed);
   check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
@@ -401,7 +414,9 @@ __global__ void __launch_bounds__(kThreads) lookahead_kernel(TensorChunks<2> tc,
   }
 }
 
-void lookahead_sync_(at::TensorList fast, at::TensorList slow, double alpha) {
+void lookahead_sync_(at::TensorList fast, at::TensorList slow, at::TensorList param_copies, double alpha,
+                     std::optional<int64_t> rounding_seed) {
+  check_no_master_copies("lookahead_sync_", param_copies, rounding_seed);
   check_param_group("lookahead_sync_", fast, {{"slow", slow}});
   if (fast.empty()) return;
   const c10::cuda::CUDAGuard guard(fast[0].device());
@@ -461,12 +476,14 @@ __global__ void __launch_bounds__(kThreads) novograd_kernel(TensorChunks<4> tc, 
 }
 
 void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& grad_sq_norms,
+                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies,
+                    const at::Tensor& grad_sq_norms,
                     double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
                     bool amsgrad, const OptTensor& grad_scale, const OptTensor& found_inf,
-                    const OptTensor& grad_sq_norm, double max_grad_norm) {
+                    const OptTensor& grad_sq_norm, double max_grad_norm, std::optional<int64_t> rounding_seed) {
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "novograd_step_";
+  check_no_master_copies(op, param_copies, rounding_seed);
   check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}});
   if (params.empty()) return;
   TORCH_CHECK(exp_avg_sqs.size() == params.size() && (!amsgrad || max_exp_avg_sqs.size() == params.size()),

@@ -27,6 +27,15 @@ class FusedOptimizer(Optimizer):
     groups, as ``clip_grad_norm_(model.parameters(), max_grad_norm)``), then the step scales each
     gradient by :math:`\min(1, \text{max\_grad\_norm} / (\lVert g\rVert + 10^{-6}))` as it reads
     it; with a GradScaler the norm is that of the unscaled gradients. :attr:`grad_norm` holds it.
+
+    float16/bfloat16 params compute in float32 with their state in the param's dtype (as torch's
+    fused Adam), or with ``master_weights`` (a group option) on a float32 copy of each half param
+    (state ``master_param``) with float32 state, the param written with the rounded result after
+    each step. ``stochastic_rounding`` rounds the bfloat16 param writes stochastically (up with the
+    probability of the value's distance from the one below, so updates under half a unit of the last
+    place still move the param on average; float16 writes round to nearest), from random bits seeded
+    each step by torch's default CPU generator (deterministic under ``torch.manual_seed``). Both are
+    CPU-only so far (CUDA refuses them).
     """
 
     _step_supports_amp_scaling = True
@@ -66,6 +75,21 @@ class FusedOptimizer(Optimizer):
         self._grad_norm_parts = (total, getattr(self, "grad_scale", None))
         return total
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # torch.optim casts every floating state tensor to its param's dtype on load: the float32
+        # master copy and state of a half param of a master_weights group are put back as saved
+        super().load_state_dict(state_dict)
+        # the saved groups' param ids in order, as torch.optim maps them to this optimizer's params
+        ids = iter([i for g in state_dict["param_groups"] for i in g["params"]])
+        for group in self.param_groups:
+            for p in group["params"]:
+                saved = state_dict["state"].get(next(ids))
+                if not group.get("master_weights") or p.dtype not in HALF or not saved:
+                    continue
+                for key, value in saved.items():
+                    if key != "step" and isinstance(value, Tensor) and value.dtype == torch.float32:
+                        self.state[p][key] = value.to(p.device, copy=True)
+
     def _clip_inputs(self, grad_sq_norm: Tensor | None) -> dict[str, Any]:
         """The clipping arguments of the step ops (max_grad_norm 0: off)."""
         max_grad_norm = self.defaults.get("max_grad_norm")
@@ -91,7 +115,8 @@ class CapturableOptimizer(FusedOptimizer):
     ``__setstate__`` defaults), and step counters on the params' device with ``capturable``."""
 
     _INIT: dict[str, Callable[[Tensor], Tensor]] = {}
-    _GROUP_DEFAULTS: dict[str, Any] = dict(maximize=False, decoupled_weight_decay=False, capturable=False)
+    _GROUP_DEFAULTS: dict[str, Any] = dict(maximize=False, decoupled_weight_decay=False, capturable=False,
+                                           master_weights=False, stochastic_rounding=False)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -109,6 +134,30 @@ def check_lr(lr: float | Tensor) -> None:
         raise ValueError("Tensor lr must be 1-element")
     if not 0.0 <= lr:
         raise ValueError(f"Invalid learning rate: {lr}")
+
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def rounding_seed() -> int:
+    """A step's stochastic rounding seed, drawn from torch's default CPU generator."""
+    return int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
+
+
+def param_writes(group: dict[str, Any], params: list[Tensor]) -> tuple[list[Tensor], int | None]:
+    """The step ops' ``param_copies`` and ``rounding_seed`` for a group's `params` (the model's):
+    with master_weights the params themselves (the kernels update kernel_params), with
+    stochastic_rounding a fresh seed."""
+    return (params if group.get("master_weights") else [],
+            rounding_seed() if group.get("stochastic_rounding") else None)
+
+
+def kernel_params(state: Any, params: list[Tensor], group: dict[str, Any]) -> list[Tensor]:
+    """What the kernels update: the params, or with master_weights their float32 master copies
+    (made by state_lists)."""
+    if not group.get("master_weights"):
+        return params
+    return [state.get(p, {}).get("master_param", p) for p in params]
 
 
 def check_max_grad_norm(max_grad_norm: float | None) -> None:
@@ -130,7 +179,7 @@ def check_hyper(lr: float | Tensor, betas: tuple[float, float], eps: float, weig
 
 
 # An entry of a kernel op's tensor list, as its checks name it ('params[3]', 'exp_avgs[0]', ...).
-_LIST_ENTRY = re.compile(r"'(params|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps|slow)\[(\d+)\]'")
+_LIST_ENTRY = re.compile(r"'(params|param_copies|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps|slow)\[(\d+)\]'")
 _STATE_KEYS = {"exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq", "max_exp_avg_sqs": "max_exp_avg_sq",
                "state_steps": "step"}
 
@@ -289,14 +338,25 @@ def global_sq_norms(sq_norms: Tensor, params: list[Tensor]) -> Tensor:
     return sq_norms
 
 
-def state_lists(state: Any, params: list[Tensor], init: dict[str, Any], keys: list[str]) -> list[list[Tensor]]:
+def state_lists(state: Any, params: list[Tensor], init: dict[str, Any], keys: list[str],
+                master: bool = False) -> list[list[Tensor]]:
     """For each key, the list of that state entry over params; missing entries are created from
-    ``init[key](p)`` (lazy state initialisation, also for entries a loaded state lacks)."""
+    ``init[key](p)`` (lazy state initialisation, also for entries a loaded state lacks). `master`
+    (master_weights): a half param gets a float32 copy, state ``master_param``, and its state is
+    made like that copy (float32; state loaded in another dtype, as torch.optim's, is widened)."""
     out: list[list[Tensor]] = [[] for _ in keys]
     for p in params:
         s = state[p]
+        like = p
+        if master and p.dtype in HALF:
+            if "master_param" not in s:
+                s["master_param"] = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+            like = s["master_param"]
+            for key in keys:
+                if key != "step" and key in s and s[key].dtype != torch.float32:
+                    s[key] = s[key].float()
         for lst, key in zip(out, keys):
             if key not in s:
-                s[key] = init[key](p)
+                s[key] = init[key](like)
             lst.append(s[key])
     return out

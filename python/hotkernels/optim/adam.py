@@ -53,6 +53,10 @@ class Adam(_base.CapturableOptimizer):
             float lr: a tensor lr is read on the host). Also with a GradScaler: its ``found_inf`` and
             ``grad_scale`` are then read on the device (without capturable, on the host).
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
+        master_weights: keep a float32 copy of each float16/bfloat16 param, and float32 state, and
+            step that, writing the rounded result into the param (CPU; see
+            :class:`~hotkernels.optim._base.FusedOptimizer`).
+        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
     """
 
     _INIT = {
@@ -76,12 +80,15 @@ class Adam(_base.CapturableOptimizer):
         decoupled_weight_decay: bool = False,
         capturable: bool = False,
         max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
         _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                         decoupled_weight_decay=decoupled_weight_decay, capturable=capturable,
-                        max_grad_norm=max_grad_norm)
+                        max_grad_norm=max_grad_norm, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults)
 
     def _update(self) -> None:
@@ -91,20 +98,21 @@ class Adam(_base.CapturableOptimizer):
             if not params:
                 continue
             keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-            steps, *moments = _base.state_lists(self.state, params, self._init(group), keys)
+            steps, *moments = _base.state_lists(self.state, params, self._init(group), keys, group["master_weights"])
             work.append((k, group, params, steps, *_base.local_shards("Adam", params, grads, moments)))
         clip = self._clip_inputs(self._total_grad_sq_norm([p for w in work for p in w[2]],
                                                           [g for w in work for g in w[5]]))
         for k, group, _, steps, params, grads, moments in work:
             exp_avgs, exp_avg_sqs = moments[:2]
+            copies, seed = _base.param_writes(group, params)
             max_exp_avg_sqs = moments[2] if group["amsgrad"] else []
             beta1, beta2 = group["betas"]
             try:
                 _ops.adam_step_(
-                    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                    _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
+                    _base.kernel_params(self.state, params, group), grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                    copies, _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
                     group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
-                    **self._grad_inputs(), **clip,
+                    **self._grad_inputs(), **clip, rounding_seed=seed,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)
@@ -127,9 +135,12 @@ class AdamW(Adam):
         maximize: bool = False,
         capturable: bool = False,
         max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True,
-                         capturable=capturable, max_grad_norm=max_grad_norm)
+                         capturable=capturable, max_grad_norm=max_grad_norm, master_weights=master_weights,
+                         stochastic_rounding=stochastic_rounding)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)

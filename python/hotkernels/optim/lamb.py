@@ -36,7 +36,8 @@ class _TrustRatioOptimizer(_base.FusedOptimizer):
             params, grads = _base.params_with_grad(group, self._name)
             if not params:
                 continue
-            steps, *moments = _base.state_lists(self.state, params, _INIT, ["step", "exp_avg", "exp_avg_sq"])
+            steps, *moments = _base.state_lists(self.state, params, _INIT, ["step", "exp_avg", "exp_avg_sq"],
+                                                group.get("master_weights", False))
             local_params, grads, moments = _base.local_shards(self._name, params, grads, moments)
             work.append((k, group, params, steps, local_params, grads, moments))
         grad_sq_norm = self._total_grad_sq_norm([p for _, _, params, *_ in work for p in params],
@@ -49,12 +50,14 @@ class _TrustRatioOptimizer(_base.FusedOptimizer):
             shared = (beta1, beta2, group["eps"], group["weight_decay"], f["grad_averaging"], f["bias_correction"],
                       self._rectify)
             norms = torch.empty((len(params), 2), dtype=torch.float64, device=local_params[0].device)
+            copies, seed = _base.param_writes(group, local_params)
+            masters = _base.kernel_params(self.state, local_params, group)
             try:
-                _ops.lamb_moments_(local_params, grads, exp_avgs, exp_avg_sqs, steps, norms, clip["grad_sq_norm"],
+                _ops.lamb_moments_(masters, grads, exp_avgs, exp_avg_sqs, steps, copies, norms, clip["grad_sq_norm"],
                                    clip["max_grad_norm"], *shared, self._clip_eps, **amp)
                 _base.global_sq_norms(norms, params)
-                _ops.lamb_apply_(local_params, exp_avgs, exp_avg_sqs, steps, norms, _base.as_float(group["lr"]),
-                                 *shared, f["adapt"], f["trust_clip"], found_inf=amp["found_inf"])
+                _ops.lamb_apply_(masters, exp_avgs, exp_avg_sqs, steps, copies, norms, _base.as_float(group["lr"]),
+                                 *shared, f["adapt"], f["trust_clip"], found_inf=amp["found_inf"], rounding_seed=seed)
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)
 
@@ -91,6 +94,9 @@ class Lamb(_TrustRatioOptimizer):
         max_grad_norm: global gradient-norm clipping threshold (None: off).
         trust_clip: clip the trust ratio to at most 1.
         always_adapt: apply the trust ratio even without weight decay.
+        master_weights: keep float32 master copies of float16/bfloat16 params and state (see
+            :class:`~hotkernels.optim.Adam`).
+        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
     """
 
     _name = "Lamb"
@@ -108,12 +114,15 @@ class Lamb(_TrustRatioOptimizer):
         max_grad_norm: float | None = 1.0,
         trust_clip: bool = False,
         always_adapt: bool = False,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
         _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps, weight_decay=weight_decay,
                         grad_averaging=grad_averaging, max_grad_norm=max_grad_norm, trust_clip=trust_clip,
-                        always_adapt=always_adapt)
+                        always_adapt=always_adapt, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults)
 
     def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +154,9 @@ class Ralamb(_TrustRatioOptimizer):
         eps: :math:`\epsilon`.
         weight_decay: :math:`\lambda`.
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
+        master_weights: keep float32 master copies of float16/bfloat16 params and state (see
+            :class:`~hotkernels.optim.Adam`).
+        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
     """
 
     _name = "Ralamb"
@@ -158,11 +170,14 @@ class Ralamb(_TrustRatioOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0,
         max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
         _base.check_max_grad_norm(max_grad_norm)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      max_grad_norm=max_grad_norm))
+                                      max_grad_norm=max_grad_norm, master_weights=master_weights,
+                                      stochastic_rounding=stochastic_rounding))
 
     def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
         return dict(grad_averaging=True, bias_correction=True, adapt=True, trust_clip=False)

@@ -34,7 +34,9 @@ class Lookahead(Optimizer):
     A ``torch.amp.GradScaler`` steps it as it steps the inner optimizer (its ``grad_scale`` and
     ``found_inf`` are passed on, when the inner optimizer takes them); a step skipped for an inf/NaN
     gradient does not count towards the k steps (``found_inf`` is read on the host for that).
-    :attr:`grad_norm` is the inner optimizer's.
+    :attr:`grad_norm` is the inner optimizer's. With an inner optimizer's ``master_weights``, a half
+    param's slow weights are float32 and the sync runs on its float32 master copy, then writes the
+    rounded result into the param (``stochastic_rounding`` as the inner group's).
 
     Args:
         optimizer: the inner (fast) optimizer.
@@ -97,10 +99,17 @@ class Lookahead(Optimizer):
         for k, group in enumerate(self.param_groups):
             fast = group["params"]
             if fast:
+                if group.get("master_weights"):  # the masters (made here for params not stepped yet), float32 slow weights
+                    _base.state_lists(self.state, fast, {}, [], master=True)
+                    for j, p in enumerate(fast, start=i):
+                        if p.dtype in _base.HALF and self.slow[j].dtype != torch.float32:
+                            self.slow[j] = self.slow[j].float()
                 # DTensor params: each rank syncs its shard (the slow weights are DTensors like them)
                 local_fast, _, (slow,) = _base.local_shards("Lookahead", fast, None, [self.slow[i : i + len(fast)]])
+                copies, seed = _base.param_writes(group, local_fast)
                 try:
-                    _ops.lookahead_sync_(local_fast, slow, self.alpha)
+                    _ops.lookahead_sync_(_base.kernel_params(self.state, local_fast, group), slow, copies, self.alpha,
+                                         rounding_seed=seed)
                 except RuntimeError as e:
                     raise _base.op_error(self, e, k, every_param=True)
             i += len(fast)
@@ -163,7 +172,8 @@ class Lookahead(Optimizer):
 
 class Ranger(Lookahead):
     r"""Ranger: :class:`Lookahead` over :class:`RAdam` (defaults lr=1e-3, betas=(0.95, 0.999),
-    eps=1e-5, k=6, alpha=0.5; ``max_grad_norm`` the inner RAdam's)."""
+    eps=1e-5, k=6, alpha=0.5; ``max_grad_norm``, ``master_weights`` and ``stochastic_rounding`` the inner
+    RAdam's)."""
 
     def __init__(
         self,
@@ -175,14 +185,18 @@ class Ranger(Lookahead):
         k: int = 6,
         alpha: float = 0.5,
         max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                               max_grad_norm=max_grad_norm), k=k, alpha=alpha)
+                               max_grad_norm=max_grad_norm, master_weights=master_weights,
+                               stochastic_rounding=stochastic_rounding), k=k, alpha=alpha)
 
 
 class RangerLars(Lookahead):
     r"""RangerLars: :class:`Lookahead` over :class:`Ralamb` (defaults lr=1e-3, betas=(0.95, 0.999),
-    eps=1e-5, k=6, alpha=0.5; ``max_grad_norm`` the inner Ralamb's)."""
+    eps=1e-5, k=6, alpha=0.5; ``max_grad_norm``, ``master_weights`` and ``stochastic_rounding`` the inner
+    Ralamb's)."""
 
     def __init__(
         self,
@@ -194,6 +208,9 @@ class RangerLars(Lookahead):
         k: int = 6,
         alpha: float = 0.5,
         max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(Ralamb(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                               max_grad_norm=max_grad_norm), k=k, alpha=alpha)
+                               max_grad_norm=max_grad_norm, master_weights=master_weights,
+                               stochastic_rounding=stochastic_rounding), k=k, alpha=alpha)

@@ -51,6 +51,9 @@ class NovoGrad(_base.FusedOptimizer):
         grad_averaging: scale the normalized gradient by :math:`1 - \beta_1`.
         amsgrad: use the maximum of past layer second moments.
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
+        master_weights: keep float32 master copies of float16/bfloat16 params and state (see
+            :class:`~hotkernels.optim.Adam`).
+        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
     """
 
     def __init__(
@@ -63,11 +66,14 @@ class NovoGrad(_base.FusedOptimizer):
         grad_averaging: bool = False,
         amsgrad: bool = False,
         max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
         _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging,
-                        amsgrad=amsgrad, max_grad_norm=max_grad_norm)
+                        amsgrad=amsgrad, max_grad_norm=max_grad_norm, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults)
 
     def _update(self) -> None:
@@ -77,7 +83,7 @@ class NovoGrad(_base.FusedOptimizer):
             if not params:
                 continue
             keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-            lists = _base.state_lists(self.state, params, _INIT, keys)
+            lists = _base.state_lists(self.state, params, _INIT, keys, group.get("master_weights", False))
             steps, exp_avgs, exp_avg_sqs = lists[:3]
             max_exp_avg_sqs = lists[3] if group["amsgrad"] else []
             # DTensor params: the local shards, and their layer norms summed over the shards (the
@@ -95,10 +101,12 @@ class NovoGrad(_base.FusedOptimizer):
         for k, group, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_sq_norms in work:
             beta1, beta2 = group["betas"]
             try:
+                copies, seed = _base.param_writes(group, local_params)
                 _ops.novograd_step_(
-                    local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                    grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
+                    _base.kernel_params(self.state, local_params, group), grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                    copies, grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
                     group["grad_averaging"], group["amsgrad"], **self._grad_inputs(), **clip,
+                    rounding_seed=seed,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)

@@ -41,6 +41,9 @@ class RAdam(_base.CapturableOptimizer):
         maximize: maximize the objective instead of minimizing.
         capturable: keep the step counters on the params' device (see :class:`Adam`).
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
+        master_weights: keep float32 master copies of float16/bfloat16 params and state (see
+            :class:`~hotkernels.optim.Adam`).
+        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
     """
 
     _INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
@@ -57,12 +60,15 @@ class RAdam(_base.CapturableOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
         _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
                         decoupled_weight_decay=decoupled_weight_decay, capturable=capturable,
-                        max_grad_norm=max_grad_norm)
+                        max_grad_norm=max_grad_norm, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults)
 
     def _update(self) -> None:
@@ -72,7 +78,7 @@ class RAdam(_base.CapturableOptimizer):
             if not params:
                 continue
             steps, exp_avgs, exp_avg_sqs = _base.state_lists(self.state, params, self._init(group),
-                                                             ["step", "exp_avg", "exp_avg_sq"])
+                                                             ["step", "exp_avg", "exp_avg_sq"], group["master_weights"])
             work.append((k, group, params, steps,
                          *_base.local_shards("RAdam", params, grads, [exp_avgs, exp_avg_sqs])))
         clip = self._clip_inputs(self._total_grad_sq_norm([p for w in work for p in w[2]],
@@ -80,10 +86,13 @@ class RAdam(_base.CapturableOptimizer):
         for k, group, _, steps, params, grads, (exp_avgs, exp_avg_sqs) in work:
             beta1, beta2 = group["betas"]
             try:
+                copies, seed = _base.param_writes(group, params)
                 _ops.radam_step_(
-                    params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]),
+                    _base.kernel_params(self.state, params, group), grads, exp_avgs, exp_avg_sqs, steps, copies,
+                    _base.as_float(group["lr"]),
                     _base.as_float(beta1), _base.as_float(beta2), group["eps"], group["weight_decay"],
                     group["decoupled_weight_decay"], group["maximize"], **self._grad_inputs(), **clip,
+                    rounding_seed=seed,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)
