@@ -84,8 +84,8 @@ inline void check_grad_inputs(const char* op, const GradInputs& in, const at::Te
   check(in.grad_scale, "grad_scale");
   check(in.found_inf, "found_inf");
   check(in.grad_sq_norm, "grad_sq_norm");
-  TORCH_CHECK(in.max_grad_norm >= 0, "hotkernels.", op, ": expected 'max_grad_norm' to be >= 0 (0: no clipping), but got ",
-              in.max_grad_norm);
+  TORCH_CHECK(in.max_grad_norm >= 0, "hotkernels.", op,
+              ": expected 'max_grad_norm' to be >= 0 (0: no clipping), but got ", in.max_grad_norm);
   TORCH_CHECK(!(in.max_grad_norm > 0) || in.grad_sq_norm.has_value(), "hotkernels.", op,
               ": clipping (max_grad_norm > 0) needs 'grad_sq_norm', the squared norm of the gradients");
 }

@@ -252,7 +252,8 @@ def _one_param_adam(device="cpu"):
 
 @pytest.mark.parametrize("attr,value,msg", [
     ("found_inf", lambda d: torch.tensor(0, device=d), r"'found_inf' to be a one-element float32 or float64 tensor"),
-    ("found_inf", lambda d: torch.zeros(2, device=d), r"'found_inf' to be a one-element .* but got Float of shape \[2\]"),
+    ("found_inf", lambda d: torch.zeros(2, device=d),
+     r"'found_inf' to be a one-element .* but got Float of shape \[2\]"),
     ("grad_scale", lambda d: torch.tensor(2, dtype=torch.int32, device=d), r"'grad_scale' to be a one-element"),
 ])
 def test_bad_grad_scaler_inputs_name_the_optimizer_and_the_argument(device, attr, value, msg):
@@ -282,7 +283,8 @@ def test_op_checks_clipping_arguments():
     p, g, m, v, s = torch.zeros(3), torch.ones(3), torch.zeros(3), torch.zeros(3), torch.tensor(0.0)
     step = torch.ops.hotkernels.adam_step_
     args = (0.1, 0.9, 0.999, 1e-8, 0.0, False, False, False)
-    with pytest.raises(RuntimeError, match=r"hotkernels.adam_step_: clipping \(max_grad_norm > 0\) needs 'grad_sq_norm'"):
+    with pytest.raises(RuntimeError,
+                       match=r"hotkernels.adam_step_: clipping \(max_grad_norm > 0\) needs 'grad_sq_norm'"):
         step([p], [g], [m], [v], [], [s], [], *args, max_grad_norm=1.0)
     with pytest.raises(RuntimeError, match=r"hotkernels.adam_step_: expected 'max_grad_norm' to be >= 0"):
         step([p], [g], [m], [v], [], [s], [], *args, grad_sq_norm=torch.tensor(3.0), max_grad_norm=-1.0)

@@ -160,7 +160,8 @@ void widened(const std::array<Operand, N>& ops, int64_t n, const K& kernel, cons
       }
       kernel(block, m);
       for (size_t k = 0; k < N; ++k) {
-        if (!in_place(ops[k]) && ops[k].written) narrow_block(buf[k], ops[k], b, m, k == 0 ? rounding : ParamRounding{});
+        if (in_place(ops[k]) || !ops[k].written) continue;
+        narrow_block(buf[k], ops[k], b, m, k == 0 ? rounding : ParamRounding{});
       }
       if (copy.data != nullptr) narrow_block(block[0], copy, b, m, rounding);
     }

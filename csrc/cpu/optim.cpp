@@ -68,7 +68,9 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
                  at::TensorList state_steps, AdamHyper h, const GradInputs& in, const ParamWrite& write) {
   const std::vector<at::Tensor> grads = checked_grads(op, params, write.copies, grads_in);
   check_param_group(op, params,
-                    {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}, {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}});
+                    {{"exp_avgs", exp_avgs},
+                     {"exp_avg_sqs", exp_avg_sqs},
+                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}});
   if (params.empty()) return;
   const HostGradScaling scaling = read_grad_inputs(op, in, params[0]);
   if (scaling.skip) return check_steps(op, state_steps, params.size());
@@ -99,8 +101,9 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
 }
 
 void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2,
-                double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
+                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies, double lr,
+                double beta1, double beta2, double eps, double weight_decay, bool amsgrad, bool maximize,
+                bool decoupled_weight_decay,
                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
                 double max_grad_norm, std::optional<int64_t> rounding_seed) {
   adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
@@ -109,9 +112,10 @@ void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_
 }
 
 void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2, double eps, double weight_decay,
-                 bool decoupled_weight_decay, bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
-                 const OptTensor& grad_sq_norm, double max_grad_norm, std::optional<int64_t> rounding_seed) {
+                 at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2,
+                 double eps, double weight_decay, bool decoupled_weight_decay, bool maximize,
+                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
+                 double max_grad_norm, std::optional<int64_t> rounding_seed) {
   adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
               {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay},
               {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, {params, param_copies, rounding_seed});

@@ -203,9 +203,9 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
   }
 }
 
-void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs,
-                 at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
-                 AdamHyper h, const GradInputs& in) {
+void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in,
+                 at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                 at::TensorList state_steps, AdamHyper h, const GradInputs& in) {
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   check_param_group(op, params,
                     {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
@@ -243,8 +243,9 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
 }
 
 void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2,
-                double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
+                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies, double lr,
+                double beta1, double beta2, double eps, double weight_decay, bool amsgrad, bool maximize,
+                bool decoupled_weight_decay,
                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
                 double max_grad_norm, std::optional<int64_t> rounding_seed) {
   check_no_master_copies("adam_step_", param_copies, rounding_seed);
@@ -254,9 +255,10 @@ void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_
 }
 
 void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2, double eps, double weight_decay,
-                 bool decoupled_weight_decay, bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
-                 const OptTensor& grad_sq_norm, double max_grad_norm, std::optional<int64_t> rounding_seed) {
+                 at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2,
+                 double eps, double weight_decay, bool decoupled_weight_decay, bool maximize,
+                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
+                 double max_grad_norm, std::optional<int64_t> rounding_seed) {
   check_no_master_copies("radam_step_", param_copies, rounding_seed);
   adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
               {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay},
@@ -459,8 +461,8 @@ __global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double 
 // The elementwise pass; the fourth pointer is the tensor's (max_)exp_avg_sq, read for its denominator,
 // divided by the gradient factor f ((f·g)/d = g/(d/f)).
 template <class T>
-__global__ void __launch_bounds__(kThreads) novograd_kernel(TensorChunks<4> tc, math::NovoGradConsts<at::opmath_type<T>> c,
-                                                              double eps, double grad_factor) {
+__global__ void __launch_bounds__(kThreads)
+    novograd_kernel(TensorChunks<4> tc, math::NovoGradConsts<at::opmath_type<T>> c, double eps, double grad_factor) {
   using Op = at::opmath_type<T>;
   const BlockWork w = block_work(tc);
   c.denom = Op((double(DeviceSqrt{}(Op(*at_<T>(tc.ptr[3][w.t])))) + eps) / grad_factor);

@@ -37,8 +37,8 @@ def _multi_tensor_sq_norms_fake(tensors: list[Tensor]) -> Tensor:
 
 @torch.library.register_fake("hotkernels::lamb_moments_")
 def _lamb_moments_fake(params, grads, exp_avgs, exp_avg_sqs, state_steps, param_copies, norms, grad_sq_norm,
-                       max_grad_norm, beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify, clip_eps=0.0,
-                       grad_scale=None, found_inf=None) -> None:
+                       max_grad_norm, beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify,
+                       clip_eps=0.0, grad_scale=None, found_inf=None) -> None:
     return None
 
 
@@ -51,8 +51,8 @@ def _lamb_apply_fake(params, exp_avgs, exp_avg_sqs, state_steps, param_copies, n
 
 @torch.library.register_fake("hotkernels::novograd_step_")
 def _novograd_step_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, param_copies,
-                        grad_sq_norms, lr, beta1, beta2, eps, weight_decay, grad_averaging, amsgrad, grad_scale=None, found_inf=None,
-                        grad_sq_norm=None, max_grad_norm=0.0, rounding_seed=None) -> None:
+                        grad_sq_norms, lr, beta1, beta2, eps, weight_decay, grad_averaging, amsgrad, grad_scale=None,
+                        found_inf=None, grad_sq_norm=None, max_grad_norm=0.0, rounding_seed=None) -> None:
     return None
 
 

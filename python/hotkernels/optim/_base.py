@@ -179,7 +179,8 @@ def check_hyper(lr: float | Tensor, betas: tuple[float, float], eps: float, weig
 
 
 # An entry of a kernel op's tensor list, as its checks name it ('params[3]', 'exp_avgs[0]', ...).
-_LIST_ENTRY = re.compile(r"'(params|param_copies|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps|slow)\[(\d+)\]'")
+_LIST_ENTRY = re.compile(
+    r"'(params|param_copies|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps|slow)\[(\d+)\]'")
 _STATE_KEYS = {"exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq", "max_exp_avg_sqs": "max_exp_avg_sq",
                "state_steps": "step"}
 

@@ -109,10 +109,10 @@ class Adam(_base.CapturableOptimizer):
             beta1, beta2 = group["betas"]
             try:
                 _ops.adam_step_(
-                    _base.kernel_params(self.state, params, group), grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                    copies, _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
-                    group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
-                    **self._grad_inputs(), **clip, rounding_seed=seed,
+                    _base.kernel_params(self.state, params, group), grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                    steps, copies, _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2),
+                    group["eps"], group["weight_decay"], group["amsgrad"], group["maximize"],
+                    group["decoupled_weight_decay"], **self._grad_inputs(), **clip, rounding_seed=seed,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)

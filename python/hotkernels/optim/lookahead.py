@@ -99,7 +99,7 @@ class Lookahead(Optimizer):
         for k, group in enumerate(self.param_groups):
             fast = group["params"]
             if fast:
-                if group.get("master_weights"):  # the masters (made here for params not stepped yet), float32 slow weights
+                if group.get("master_weights"):  # the masters (made here if not stepped yet), float32 slow weights
                     _base.state_lists(self.state, fast, {}, [], master=True)
                     for j, p in enumerate(fast, start=i):
                         if p.dtype in _base.HALF and self.slow[j].dtype != torch.float32:

@@ -103,8 +103,9 @@ class NovoGrad(_base.FusedOptimizer):
             try:
                 copies, seed = _base.param_writes(group, local_params)
                 _ops.novograd_step_(
-                    _base.kernel_params(self.state, local_params, group), grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                    copies, grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
+                    _base.kernel_params(self.state, local_params, group), grads, exp_avgs, exp_avg_sqs,
+                    max_exp_avg_sqs, steps, copies, grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2,
+                    group["eps"], group["weight_decay"],
                     group["grad_averaging"], group["amsgrad"], **self._grad_inputs(), **clip,
                     rounding_seed=seed,
                 )  # fmt: skip
