@@ -12,6 +12,8 @@
 #include <optional>
 #include <vector>
 
+#include "checks.h"
+#include "layout.h"
 #include "math/optim.h"
 
 namespace hotkernels {
@@ -94,7 +96,6 @@ inline void check_grad_inputs(const char* op, const GradInputs& in, const at::Te
 struct HostGradScaling {
   bool skip;      // found_inf set: the step does nothing
   double factor;  // math::grad_factor: the gradient is multiplied by it
-  double inv_scale;
 };
 
 inline HostGradScaling read_grad_inputs(const char* op, const GradInputs& in, const at::Tensor& p0) {
@@ -103,7 +104,7 @@ inline HostGradScaling read_grad_inputs(const char* op, const GradInputs& in, co
   const bool skip = in.found_inf.has_value() && value(*in.found_inf) != 0;
   const double scale = in.grad_scale.has_value() ? value(*in.grad_scale) : 1.0;
   const double sq = in.max_grad_norm > 0 ? value(*in.grad_sq_norm) : 0.0;
-  return {skip, math::grad_factor(scale, sq, in.max_grad_norm, in.clip_eps), 1.0 / scale};
+  return {skip, math::grad_factor(scale, sq, in.max_grad_norm, in.clip_eps)};
 }
 
 // Master weights (param_copies given): params are the float32 master copies of the float16/bfloat16
@@ -130,6 +131,17 @@ inline void check_master_copies(const char* op, at::TensorList params, at::Tenso
                 i, "]', but got ", p.device(), " ", p.sizes(), " ", p.strides(), " and ", c.device(), " ", c.sizes(),
                 " ", c.strides());
   }
+}
+
+// The grads, laid out as the params the model holds: `params`, or with master weights the `copies`
+// (params are then their float32 master copies); checked against those.
+inline std::vector<at::Tensor> checked_grads(const char* op, at::TensorList params, at::TensorList copies,
+                                             at::TensorList grads_in) {
+  check_master_copies(op, params, copies);
+  const at::TensorList model = copies.empty() ? params : copies;
+  std::vector<at::Tensor> grads = grads_like_params(grads_in, model);
+  check_param_group(op, model, {{"grads", grads}});
+  return grads;
 }
 
 // LAMB's per-tensor squared norms (‖p‖², ‖u‖²), written by the moments pass, read by the update pass.

@@ -437,10 +437,38 @@ def test_stochastic_rounding_follows_torch_seed():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_master_weights_refused_on_cuda():
+def test_master_weights_refused_on_cuda_by_lamb():
     if not torch.cuda.is_available():
         pytest.skip("needs a GPU")
     p = torch.ones(3, dtype=torch.bfloat16, device="cuda", requires_grad=True)
     p.grad = torch.ones_like(p)
     with pytest.raises(RuntimeError, match="not implemented on CUDA yet"):
-        HO.Adam([p], master_weights=True).step()
+        HO.Lamb([p], master_weights=True).step()
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+@pytest.mark.parametrize("name", ["Adam", "RAdam"])
+def test_master_weights_and_stochastic_rounding_cuda_match_cpu(name, capturable):
+    """CUDA's Adam family with master weights and stochastic rounding against the CPU's: the float32
+    masters within float32 rounding of each other (the same formulas, another compiler: relative
+    2^-20 of updates of ~lr per step), the bfloat16 params rounded from them with the same random
+    bits (so equal wherever the masters are not within 2^-20 of a rounding threshold: all but a few)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    ph, _ = _half_and_float(torch.bfloat16)
+    on_gpu = [p.detach().cuda().requires_grad_() for p in ph]
+    kw = dict(lr=1e-2, master_weights=True, stochastic_rounding=True)
+    cpu = getattr(HO, name)(ph, **kw)
+    gpu = getattr(HO, name)(on_gpu, capturable=capturable, **kw)
+    for t in range(MASTER_STEPS):
+        for a, b in zip(ph, on_gpu):
+            a.grad = torch.randn(a.shape).to(torch.bfloat16)
+            b.grad = a.grad.cuda()
+        torch.manual_seed(t)
+        cpu.step()
+        torch.manual_seed(t)
+        gpu.step()
+    for a, b in zip(ph, on_gpu):
+        torch.testing.assert_close(_master(gpu, b).cpu(), _master(cpu, a), rtol=2**-20,
+                                   atol=MASTER_STEPS * 1e-2 * 2**-20)
+        assert (b.detach().cpu() != a.detach()).float().mean() < 0.01

@@ -12,14 +12,13 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
-#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/dispatch.h"
 #include "cpu/elementwise.h"
+#include "math/optim.h"
 
 namespace hotkernels::cpu {
 
@@ -83,32 +82,15 @@ inline Operand operand(const at::Tensor& t, const Span& s, bool written) {
   return {static_cast<char*>(t.data_ptr()) + s.begin * t.element_size(), t.scalar_type(), written};
 }
 
-// How the param's writes to bfloat16 are rounded: to nearest, or stochastically (x rounds up with
-// probability its distance from the value below, in units of the last place, so that updates
-// smaller than half a unit still move the param on average), from 16 random bits per element: a
-// splitmix64 hash of (seed, tensor, element), the same for any thread split.
+// How the param's writes to bfloat16 are rounded: to nearest, or stochastically
+// (math::bfloat16_bits_stochastic, with math::rounding_bits: the same for any thread split, and as
+// on CUDA).
 struct ParamRounding {
   bool stochastic = false;
   uint64_t seed = 0;
   int64_t tensor = 0;  // the param's position in its list
   int64_t first = 0;   // the span's first element in its tensor
 };
-
-inline uint64_t splitmix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// bfloat16 keeps float32's upper 16 bits: adding 16 random bits below them, then truncating, rounds
-// up with the probability above. inf and NaN are rounded as usual (the addition could turn a NaN's
-// payload into inf's bits).
-inline c10::BFloat16 round_stochastic(float x, uint32_t random16) {
-  if (!std::isfinite(x)) return c10::BFloat16(x);
-  const uint32_t bits = std::bit_cast<uint32_t>(x) + random16;
-  return c10::BFloat16(static_cast<uint16_t>(bits >> 16), c10::BFloat16::from_bits());
-}
 
 // m floats of a float16/bfloat16 operand from element `at` of its span.
 inline void widen_block(const Operand& o, int64_t at, int64_t m, float* out) {
@@ -121,10 +103,9 @@ inline void widen_block(const Operand& o, int64_t at, int64_t m, float* out) {
 inline void narrow_block(const float* in, const Operand& o, int64_t at, int64_t m, const ParamRounding& r) {
   if (r.stochastic && o.type == at::kBFloat16) {
     c10::BFloat16* dst = static_cast<c10::BFloat16*>(o.data) + at;
-    const uint64_t key = r.seed ^ splitmix64(uint64_t(r.tensor));
     for (int64_t i = 0; i < m; ++i) {
-      const uint64_t e = uint64_t(r.first + at + i);  // 4 elements' bits from each hash
-      dst[i] = round_stochastic(in[i], uint32_t(splitmix64(key + (e >> 2)) >> (16 * (e & 3))) & 0xFFFFu);
+      const uint32_t bits = math::rounding_bits(r.seed, r.tensor, r.first + at + i);
+      dst[i] = c10::BFloat16(math::bfloat16_bits_stochastic(in[i], bits), c10::BFloat16::from_bits());
     }
     return;
   }

@@ -24,17 +24,6 @@ namespace {
 
 const OptimKernels& kernels() { return HK_ISA_TABLE(optim_kernels); }
 
-// The grads, laid out as the params the model holds: `params`, or with master weights the `copies`
-// (params are then their float32 master copies); checked against those.
-std::vector<at::Tensor> checked_grads(const char* op, at::TensorList params, at::TensorList copies,
-                                      at::TensorList grads_in) {
-  check_master_copies(op, params, copies);
-  const at::TensorList model = copies.empty() ? params : copies;
-  std::vector<at::Tensor> grads = grads_like_params(grads_in, model);
-  check_param_group(op, model, {{"grads", grads}});
-  return grads;
-}
-
 // The param's writes of a span: into the half copy with master weights, rounded stochastically
 // with a rounding seed.
 struct ParamWrite {

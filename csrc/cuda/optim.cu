@@ -18,6 +18,8 @@
 #include <cub/block/block_reduce.cuh>
 #include <map>
 #include <optional>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -54,58 +56,102 @@ __device__ __forceinline__ void block_add2(Acc a, Acc b, double* out) {
   }
 }
 
+// How a param's value is written (csrc/math/optim.h): rounded to nearest, or for bfloat16
+// stochastically with the bits of (seed, tensor, element), as on the CPU.
+struct Rounding {
+  bool stochastic;
+  uint64_t seed;
+};
+
+template <class G, class Op>
+__device__ __forceinline__ G round_param(Op x, const Rounding& r, int64_t tensor, int64_t i) {
+  if constexpr (std::is_same_v<G, c10::BFloat16>) {
+    if (r.stochastic) {
+      return G(math::bfloat16_bits_stochastic(float(x), math::rounding_bits(r.seed, tensor, i)), G::from_bits());
+    }
+  }
+  return G(x);
+}
+
 // One Adam-family step on this block's range of one tensor: p, g, m, v (and v̂ with kAmsgrad) are
-// tc's first five lists.
-template <class T, bool kAmsgrad, bool kAdaptive, class Chunks>
+// tc's first five lists, the sixth the param copies. G is the grads' type: T's, or with master
+// weights (T float32) the half params' (then the sixth list), written with the rounded result.
+template <class T, class G, bool kAmsgrad, bool kAdaptive, class Chunks>
 __device__ __forceinline__ void adam_range(const Chunks& tc, const BlockWork& w,
-                                           const math::AdamConsts<at::opmath_type<T>>& c) {
+                                           const math::AdamConsts<at::opmath_type<T>>& c, const Rounding& r) {
   using Op = at::opmath_type<T>;
+  constexpr bool kCopy = !std::is_same_v<T, G>;
   T* p = at_<T>(tc.ptr[0][w.t]);
-  const T* g = at_<T>(tc.ptr[1][w.t]);
+  const G* g = at_<G>(tc.ptr[1][w.t]);
   T* m = at_<T>(tc.ptr[2][w.t]);
   T* v = at_<T>(tc.ptr[3][w.t]);
   T* vmax = at_<T>(tc.ptr[4][w.t]);
+  G* copy = at_<G>(tc.ptr[5][w.t]);
+  const int64_t tensor = tc.index[w.t];
   for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
     Op pv = p[i], mv = m[i], vv = v[i];
     Op xv = kAmsgrad ? Op(vmax[i]) : Op(0);
     math::adam_step<kAmsgrad, kAdaptive>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
-    p[i] = T(pv);
+    if constexpr (kCopy) {
+      p[i] = T(pv);
+      copy[i] = round_param<G>(pv, r, tensor, i);
+    } else {
+      p[i] = round_param<T>(pv, r, tensor, i);
+    }
     m[i] = T(mv);
     v[i] = T(vv);
     if constexpr (kAmsgrad) vmax[i] = T(xv);
   }
 }
 
-template <class T, bool kAmsgrad, bool kAdaptive>
-__global__ void __launch_bounds__(kThreads) adam_kernel(TensorChunks<5> tc, math::AdamConsts<at::opmath_type<T>> c) {
-  adam_range<T, kAmsgrad, kAdaptive>(tc, block_work(tc), c);
+template <class T, class G, bool kAmsgrad, bool kAdaptive>
+__global__ void __launch_bounds__(kThreads)
+    adam_kernel(TensorChunks<6> tc, math::AdamConsts<at::opmath_type<T>> c, Rounding r) {
+  adam_range<T, G, kAmsgrad, kAdaptive>(tc, block_work(tc), c, r);
 }
 
 struct Bucket {
-  at::ScalarType dtype;
+  at::ScalarType dtype, grad_dtype;
   double step;
   std::vector<int64_t> index;
 };
 
-// Tensors grouped by (dtype, step), in first-seen order.
-std::vector<Bucket> buckets(at::TensorList params, const std::vector<double>& steps) {
+// Tensors grouped by (dtype, grads' dtype, step), in first-seen order (the grads' dtype differs with
+// master weights: float32 params, float16/bfloat16 grads).
+std::vector<Bucket> buckets(at::TensorList params, const std::vector<double>& steps, at::TensorList grads = {}) {
   std::vector<Bucket> out;
-  std::map<std::pair<int, double>, size_t> where;
+  std::map<std::tuple<int, int, double>, size_t> where;
   for (size_t i = 0; i < params.size(); ++i) {
-    const auto key = std::make_pair(int(params[i].scalar_type()), steps.empty() ? 0.0 : steps[i]);
+    const at::ScalarType g = grads.empty() ? params[i].scalar_type() : grads[i].scalar_type();
+    const auto key = std::make_tuple(int(params[i].scalar_type()), int(g), steps.empty() ? 0.0 : steps[i]);
     auto it = where.find(key);
     if (it == where.end()) {
       it = where.emplace(key, out.size()).first;
-      out.push_back({params[i].scalar_type(), key.second, {}});
+      out.push_back({params[i].scalar_type(), g, std::get<2>(key), {}});
     }
     out[it->second].index.push_back(int64_t(i));
   }
   return out;
 }
 
+// Runs f.template operator()<T, G>() for a bucket's dtypes: T the params', G the grads' or the param
+// copies' (T's, or with master weights float16/bfloat16 for float32 params).
+template <class F>
+void dispatch_param_grad(const Bucket& b, const F& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_optim_cuda", [&] {
+    using T = scalar_t;
+    if constexpr (std::is_same_v<T, float>) {
+      if (b.grad_dtype == at::kHalf) return f.template operator()<T, c10::Half>();
+      if (b.grad_dtype == at::kBFloat16) return f.template operator()<T, c10::BFloat16>();
+    }
+    f.template operator()<T, T>();
+  });
+}
+
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
 
-// Master weights and stochastic rounding run on the CPU only so far: refused here, by name.
+// Master weights and stochastic rounding: the Adam family and Lookahead's sync take them; LAMB and
+// NovoGrad on CUDA not yet: refused here, by name.
 void check_no_master_copies(const char* op, at::TensorList param_copies, std::optional<int64_t> rounding_seed) {
   TORCH_CHECK(param_copies.empty() && !rounding_seed.has_value(), "hotkernels.", op,
               ": 'param_copies' (master weights) and 'rounding_seed' (stochastic rounding) are not implemented on "
@@ -151,26 +197,27 @@ __global__ void increment_steps_kernel(StepCounters sc, DeviceGradInputs d) {
   if (t < sc.n && !d.skip()) *sc.step[t] += 1.0f;
 }
 
-template <class T, bool kAmsgrad>
+template <class T, class G, bool kAmsgrad>
 __global__ void __launch_bounds__(kThreads)
-    adam_capturable_kernel(TensorChunks<6> tc, AdamHyper h, bool rectified, DeviceGradInputs d) {
+    adam_capturable_kernel(TensorChunks<7> tc, AdamHyper h, bool rectified, DeviceGradInputs d, Rounding r) {
   using Op = at::opmath_type<T>;
   if (d.skip()) return;
   h.grad_factor = d.factor();
   const BlockWork w = block_work(tc);
-  const double t = *at_<float>(tc.ptr[5][w.t]);
+  const double t = *at_<float>(tc.ptr[6][w.t]);
   bool adaptive = true;
   const math::AdamConsts<Op> c = rectified ? radam_consts<Op>(h, t, &adaptive) : adam_consts<Op>(h, t);
   if (adaptive) {
-    adam_range<T, kAmsgrad, true>(tc, w, c);
+    adam_range<T, G, kAmsgrad, true>(tc, w, c, r);
   } else {
-    adam_range<T, false, false>(tc, w, c);  // RAdam before rectification (no amsgrad in RAdam)
+    adam_range<T, G, false, false>(tc, w, c, r);  // RAdam before rectification (no amsgrad in RAdam)
   }
 }
 
 void adam_family_capturable(const char* op, bool rectified, at::TensorList params, at::TensorList grads,
                             at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList fifth,
-                            at::TensorList state_steps, const AdamHyper& h, const GradInputs& in) {
+                            at::TensorList copies, at::TensorList state_steps, const AdamHyper& h,
+                            const GradInputs& in, const Rounding& r) {
   check_grad_inputs(op, in, params[0]);
   std::vector<at::Tensor> keep;
   const DeviceGradInputs d = device_grad_inputs(in, keep);
@@ -188,14 +235,14 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
     increment_steps_kernel<<<1, kMaxTensors, 0, stream()>>>(sc, d);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  for (const Bucket& b : buckets(params, {})) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_capturable_cuda", [&] {
-      for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps}, b.index,
-                         [&](const TensorChunks<6>& tc, int n) {
+  for (const Bucket& b : buckets(params, {}, grads)) {
+    dispatch_param_grad(b, [&]<class T, class G>() {
+      for_each_launch<7>({params, grads, exp_avgs, exp_avg_sqs, fifth, copies, state_steps}, b.index,
+                         [&](const TensorChunks<7>& tc, int n) {
                            if (h.amsgrad) {
-                             adam_capturable_kernel<scalar_t, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d);
+                             adam_capturable_kernel<T, G, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d, r);
                            } else {
-                             adam_capturable_kernel<scalar_t, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d);
+                             adam_capturable_kernel<T, G, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d, r);
                            }
                            C10_CUDA_KERNEL_LAUNCH_CHECK();
                          });
@@ -205,39 +252,46 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
 
 void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in,
                  at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-                 at::TensorList state_steps, AdamHyper h, const GradInputs& in) {
-  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
+                 at::TensorList state_steps, AdamHyper h, const GradInputs& in, at::TensorList param_copies,
+                 std::optional<int64_t> rounding_seed) {
+  const std::vector<at::Tensor> grads = checked_grads(op, params, param_copies, grads_in);
   check_param_group(op, params,
-                    {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
+                    {{"exp_avgs", exp_avgs},
+                     {"exp_avg_sqs", exp_avg_sqs},
                      {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}});
   if (params.empty()) return;
   const c10::cuda::CUDAGuard guard(params[0].device());
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
-  // Without amsgrad the fifth pointer is never read: exp_avg_sqs stands in for it.
+  // Without amsgrad the fifth pointer is never read: exp_avg_sqs stands in for it; without master
+  // weights the copies are never written: the params stand in for them.
   const at::TensorList fifth = h.amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
+  const at::TensorList copies = param_copies.empty() ? params : param_copies;
+  const Rounding r{rounding_seed.has_value(), uint64_t(rounding_seed.value_or(0))};
   if (state_steps[0].is_cuda()) {
-    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps, h, in);
+    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, copies, state_steps, h,
+                                  in, r);
   }
   const HostGradScaling scaling = read_grad_inputs(op, in, params[0]);
   if (scaling.skip) return check_steps(op, state_steps, params.size());
   h.grad_factor = scaling.factor;
   const std::vector<double> steps = increment_steps(op, state_steps, params.size());
-  for (const Bucket& b : buckets(params, steps)) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_cuda", [&] {
-      using Op = at::opmath_type<scalar_t>;
+  for (const Bucket& b : buckets(params, steps, grads)) {
+    dispatch_param_grad(b, [&]<class T, class G>() {
+      using Op = at::opmath_type<T>;
       bool adaptive = true;
       const math::AdamConsts<Op> c =
           rectified ? radam_consts<Op>(h, b.step, &adaptive) : adam_consts<Op>(h, b.step);
-      for_each_launch<5>({params, grads, exp_avgs, exp_avg_sqs, fifth}, b.index, [&](const TensorChunks<5>& tc, int n) {
-        if (!adaptive) {
-          adam_kernel<scalar_t, false, false><<<n, kThreads, 0, stream()>>>(tc, c);
-        } else if (h.amsgrad) {
-          adam_kernel<scalar_t, true, true><<<n, kThreads, 0, stream()>>>(tc, c);
-        } else {
-          adam_kernel<scalar_t, false, true><<<n, kThreads, 0, stream()>>>(tc, c);
-        }
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+      for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, copies}, b.index,
+                         [&](const TensorChunks<6>& tc, int n) {
+                           if (!adaptive) {
+                             adam_kernel<T, G, false, false><<<n, kThreads, 0, stream()>>>(tc, c, r);
+                           } else if (h.amsgrad) {
+                             adam_kernel<T, G, true, true><<<n, kThreads, 0, stream()>>>(tc, c, r);
+                           } else {
+                             adam_kernel<T, G, false, true><<<n, kThreads, 0, stream()>>>(tc, c, r);
+                           }
+                           C10_CUDA_KERNEL_LAUNCH_CHECK();
+                         });
     });
   }
 }
@@ -248,10 +302,9 @@ void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_
                 bool decoupled_weight_decay,
                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
                 double max_grad_norm, std::optional<int64_t> rounding_seed) {
-  check_no_master_copies("adam_step_", param_copies, rounding_seed);
   adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
               {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
-              {grad_scale, found_inf, grad_sq_norm, max_grad_norm});
+              {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, param_copies, rounding_seed);
 }
 
 void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
@@ -259,10 +312,9 @@ void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp
                  double eps, double weight_decay, bool decoupled_weight_decay, bool maximize,
                  const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
                  double max_grad_norm, std::optional<int64_t> rounding_seed) {
-  check_no_master_copies("radam_step_", param_copies, rounding_seed);
   adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
               {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay},
-              {grad_scale, found_inf, grad_sq_norm, max_grad_norm});
+              {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, param_copies, rounding_seed);
 }
 
 template <class T>
@@ -402,30 +454,42 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
   }
 }
 
-template <class T>
-__global__ void __launch_bounds__(kThreads) lookahead_kernel(TensorChunks<2> tc, at::opmath_type<T> alpha) {
+// fast, slow, and the param copies (G ≠ T: fast are their float32 master weights, the copies
+// written with the rounded result, as adam_range).
+template <class T, class G>
+__global__ void __launch_bounds__(kThreads)
+    lookahead_kernel(TensorChunks<3> tc, at::opmath_type<T> alpha, Rounding r) {
   using Op = at::opmath_type<T>;
   const BlockWork w = block_work(tc);
   T* fast = at_<T>(tc.ptr[0][w.t]);
   T* slow = at_<T>(tc.ptr[1][w.t]);
+  G* copy = at_<G>(tc.ptr[2][w.t]);
+  const int64_t tensor = tc.index[w.t];
   for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
     Op f = fast[i], s = slow[i];
     math::lookahead_sync(f, s, alpha);
-    fast[i] = T(f);
+    if constexpr (!std::is_same_v<T, G>) {
+      fast[i] = T(f);
+      copy[i] = round_param<G>(f, r, tensor, i);
+    } else {
+      fast[i] = round_param<T>(f, r, tensor, i);
+    }
     slow[i] = T(s);
   }
 }
 
 void lookahead_sync_(at::TensorList fast, at::TensorList slow, at::TensorList param_copies, double alpha,
                      std::optional<int64_t> rounding_seed) {
-  check_no_master_copies("lookahead_sync_", param_copies, rounding_seed);
   check_param_group("lookahead_sync_", fast, {{"slow", slow}});
+  check_master_copies("lookahead_sync_", fast, param_copies);
   if (fast.empty()) return;
   const c10::cuda::CUDAGuard guard(fast[0].device());
-  for (const Bucket& b : buckets(fast, {})) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lookahead_cuda", [&] {
-      for_each_launch<2>({fast, slow}, b.index, [&](const TensorChunks<2>& tc, int n) {
-        lookahead_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, at::opmath_type<scalar_t>(alpha));
+  const at::TensorList copies = param_copies.empty() ? fast : param_copies;
+  const Rounding r{rounding_seed.has_value(), uint64_t(rounding_seed.value_or(0))};
+  for (const Bucket& b : buckets(fast, {}, copies)) {
+    dispatch_param_grad(b, [&]<class T, class G>() {
+      for_each_launch<3>({fast, slow, copies}, b.index, [&](const TensorChunks<3>& tc, int n) {
+        lookahead_kernel<T, G><<<n, kThreads, 0, stream()>>>(tc, at::opmath_type<T>(alpha), r);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -21,6 +21,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "math/common.h"
 
@@ -133,6 +135,32 @@ HK_HOST_DEVICE void novograd_step(V& p, V g, V& m, const NovoGradConsts<S>& c) {
   g = (g / c.denom + c.weight_decay * p) * c.averaging;
   m = c.beta1 * m + g;
   p = p - c.lr * m;
+}
+
+// Stochastic rounding of the bfloat16 param writes (master weights or not), the same bits on the CPU
+// and on CUDA: 16 random bits per element from a splitmix64 hash of (seed, tensor, element), so the
+// result does not depend on how the work is split; 4 elements' bits from each hash.
+HK_HOST_DEVICE uint64_t splitmix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+HK_HOST_DEVICE uint32_t rounding_bits(uint64_t seed, int64_t tensor, int64_t element) {
+  const uint64_t e = uint64_t(element);
+  return uint32_t(splitmix64((seed ^ splitmix64(uint64_t(tensor))) + (e >> 2)) >> (16 * (e & 3))) & 0xFFFFu;
+}
+
+// bfloat16 keeps float32's upper 16 bits: adding 16 random bits below them, then truncating, rounds
+// x up with probability equal to its distance from the bfloat16 value below, in units of the last
+// place (so updates under half a unit still move the param on average). inf stays inf, NaN a
+// (quiet) NaN; a finite value may round up to inf past the largest bfloat16, as rounding up does.
+HK_HOST_DEVICE uint16_t bfloat16_bits_stochastic(float x, uint32_t random16) {
+  uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7F800000u) == 0x7F800000u) return uint16_t(bits >> 16) | ((bits & 0x007FFFFFu) != 0 ? 0x40 : 0);
+  return uint16_t((bits + random16) >> 16);
 }
 
 // Lookahead sync (Zhang et al. 2019): slow ← slow + α(fast − slow), fast ← slow.

@@ -262,12 +262,12 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                                   "hotkernels": lambda p: HO.Lookahead(HO.Adam(p), k=5)},
             ("torch_optimizer",), REFERENCE, steps=5)
 
-        unscale_pass = "hotkernels Adam behind GradScaler's unscale pass"
+        unscale_pass = "torch GradScaler unscale pass + hotkernels Adam"  # torch's part named first
         add("amp adam", {unscale_pass: lambda p: ScaledStep(HO.Adam(p), device, in_step=False),
                          "torch Adam fused, GradScaler": lambda p: ScaledStep(torch.optim.Adam(p, fused=True), device,
                                                                               in_step=True),
                          "hotkernels": lambda p: ScaledStep(HO.Adam(p), device, in_step=True)}, (unscale_pass,))
-        clip_then_step = "clip_grad_norm_ + hotkernels Adam"
+        clip_then_step = "torch clip_grad_norm_ + hotkernels Adam"
         add("clip adam", {clip_then_step: lambda p: ClipThenStep(HO.Adam(p), p, 1e6),
                           "hotkernels": lambda p: HO.Adam(p, max_grad_norm=1e6)}, (clip_then_step,))
         if device == "cpu":  # bfloat16 params on the CPU are new here; CUDA has always taken them

@@ -34,8 +34,9 @@ class FusedOptimizer(Optimizer):
     each step. ``stochastic_rounding`` rounds the bfloat16 param writes stochastically (up with the
     probability of the value's distance from the one below, so updates under half a unit of the last
     place still move the param on average; float16 writes round to nearest), from random bits seeded
-    each step by torch's default CPU generator (deterministic under ``torch.manual_seed``). Both are
-    CPU-only so far (CUDA refuses them).
+    each step by torch's default CPU generator (deterministic under ``torch.manual_seed``; the same
+    bits on the CPU and on CUDA). On CUDA so far Adam, AdamW, RAdam, Lookahead and Ranger take them
+    (LAMB, Ralamb, RangerLars and NovoGrad refuse them there, by name).
     """
 
     _step_supports_amp_scaling = True

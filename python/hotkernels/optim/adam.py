@@ -54,9 +54,9 @@ class Adam(_base.CapturableOptimizer):
             ``grad_scale`` are then read on the device (without capturable, on the host).
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
         master_weights: keep a float32 copy of each float16/bfloat16 param, and float32 state, and
-            step that, writing the rounded result into the param (CPU; see
+            step that, writing the rounded result into the param (see
             :class:`~hotkernels.optim._base.FusedOptimizer`).
-        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
+        stochastic_rounding: round the bfloat16 param writes stochastically.
     """
 
     _INIT = {

@@ -95,8 +95,8 @@ class Lamb(_TrustRatioOptimizer):
         trust_clip: clip the trust ratio to at most 1.
         always_adapt: apply the trust ratio even without weight decay.
         master_weights: keep float32 master copies of float16/bfloat16 params and state (see
-            :class:`~hotkernels.optim.Adam`).
-        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
+            :class:`~hotkernels.optim.Adam`; on the CPU only so far).
+        stochastic_rounding: round the bfloat16 param writes stochastically (on the CPU only so far).
     """
 
     _name = "Lamb"
@@ -155,8 +155,8 @@ class Ralamb(_TrustRatioOptimizer):
         weight_decay: :math:`\lambda`.
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
         master_weights: keep float32 master copies of float16/bfloat16 params and state (see
-            :class:`~hotkernels.optim.Adam`).
-        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
+            :class:`~hotkernels.optim.Adam`; on the CPU only so far).
+        stochastic_rounding: round the bfloat16 param writes stochastically (on the CPU only so far).
     """
 
     _name = "Ralamb"

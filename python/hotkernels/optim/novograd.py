@@ -52,8 +52,8 @@ class NovoGrad(_base.FusedOptimizer):
         amsgrad: use the maximum of past layer second moments.
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
         master_weights: keep float32 master copies of float16/bfloat16 params and state (see
-            :class:`~hotkernels.optim.Adam`).
-        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
+            :class:`~hotkernels.optim.Adam`; on the CPU only so far).
+        stochastic_rounding: round the bfloat16 param writes stochastically (on the CPU only so far).
     """
 
     def __init__(

@@ -43,7 +43,7 @@ class RAdam(_base.CapturableOptimizer):
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
         master_weights: keep float32 master copies of float16/bfloat16 params and state (see
             :class:`~hotkernels.optim.Adam`).
-        stochastic_rounding: round the bfloat16 param writes stochastically (CPU).
+        stochastic_rounding: round the bfloat16 param writes stochastically.
     """
 
     _INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
