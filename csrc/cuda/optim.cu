@@ -3,11 +3,12 @@
 // The host part (checks, step counters on the CPU, per-step scalars) is csrc/optim_host.h, as on the
 // CPU; tensors are bucketed by (dtype, step) so that each launch takes its scalars by value.
 // Reductions (norms) go through a block reduction and one double atomicAdd per block and tensor;
-// LAMB's clipping factor and trust ratios are read on the device, so a step never syncs the host.
-// GradScaler's grad_scale/found_inf and the clipping norm (optim_host.h, GradInputs): with capturable
-// (device) step counters they are read on the device, by the step-counter kernel and every block, so
-// the step stays free of host syncs; with step counters on the CPU, whether to count the step is a
-// host decision, so they are read on the host (one sync), as on the CPU.
+// LAMB's trust ratios and every gradient factor (GradScaler's grad_scale, the clipping norm:
+// optim_host.h, GradInputs) are read on the device, by every block, so a step never syncs the host
+// for them. GradScaler's found_inf: with capturable (device) step counters it is read on the device
+// too (the step-counter kernel and every block skip); with step counters on the CPU, whether to
+// count the step is a host decision, so it alone is read on the host (one sync per step with a
+// GradScaler).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/zeros.h>
@@ -54,6 +55,39 @@ __device__ __forceinline__ void block_add2(Acc a, Acc b, double* out) {
     atomicAdd(out, double(sa));
     atomicAdd(out + 1, double(sb));
   }
+}
+
+// GradInputs on the device (float64 copies; null when absent).
+struct DeviceGradInputs {
+  const double* grad_scale;
+  const double* found_inf;
+  const double* grad_sq_norm;
+  double max_grad_norm, clip_eps;
+
+  __device__ bool skip() const { return found_inf != nullptr && *found_inf != 0; }
+  __device__ double factor() const {
+    return math::grad_factor(grad_scale != nullptr ? *grad_scale : 1.0,
+                             grad_sq_norm != nullptr ? *grad_sq_norm : 0.0, max_grad_norm, clip_eps);
+  }
+};
+
+// Device float64 copies of the grad inputs (queued on the stream: no sync), kept alive by `keep`;
+// found_inf left out where the host has read it (skip_on_host).
+DeviceGradInputs device_grad_inputs(const GradInputs& in, std::vector<at::Tensor>& keep, bool with_found_inf) {
+  auto ptr = [&](const OptTensor& t) -> const double* {
+    if (!t.has_value()) return nullptr;
+    keep.push_back(t->to(at::kDouble).contiguous());
+    return keep.back().const_data_ptr<double>();
+  };
+  const double* grad_sq_norm = in.max_grad_norm > 0 ? ptr(in.grad_sq_norm) : nullptr;
+  const double* found_inf = with_found_inf ? ptr(in.found_inf) : nullptr;
+  return {ptr(in.grad_scale), found_inf, grad_sq_norm, in.max_grad_norm, in.clip_eps};
+}
+
+// Step counters on the CPU: found_inf read on the host (checked with the other grad inputs first).
+bool skip_on_host(const char* op, const GradInputs& in, const at::Tensor& p0) {
+  check_grad_inputs(op, in, p0);
+  return in.found_inf.has_value() && in.found_inf->item<double>() != 0;
 }
 
 // How a param's value is written (csrc/math/optim.h): rounded to nearest, or for bfloat16
@@ -106,7 +140,8 @@ __device__ __forceinline__ void adam_range(const Chunks& tc, const BlockWork& w,
 
 template <class T, class G, bool kAmsgrad, bool kAdaptive>
 __global__ void __launch_bounds__(kThreads)
-    adam_kernel(TensorChunks<6> tc, math::AdamConsts<at::opmath_type<T>> c, Rounding r) {
+    adam_kernel(TensorChunks<6> tc, math::AdamConsts<at::opmath_type<T>> c, DeviceGradInputs d, Rounding r) {
+  c.grad_factor *= at::opmath_type<T>(d.factor());  // ±1 from the host
   adam_range<T, G, kAmsgrad, kAdaptive>(tc, block_work(tc), c, r);
 }
 
@@ -167,31 +202,6 @@ struct StepCounters {
   int n;
 };
 
-// GradInputs on the device (float64 copies; null when absent).
-struct DeviceGradInputs {
-  const double* grad_scale;
-  const double* found_inf;
-  const double* grad_sq_norm;
-  double max_grad_norm, clip_eps;
-
-  __device__ bool skip() const { return found_inf != nullptr && *found_inf != 0; }
-  __device__ double factor() const {
-    return math::grad_factor(grad_scale != nullptr ? *grad_scale : 1.0,
-                             grad_sq_norm != nullptr ? *grad_sq_norm : 0.0, max_grad_norm, clip_eps);
-  }
-};
-
-// Device float64 copies of the grad inputs (queued on the stream: no sync), kept alive by `keep`.
-DeviceGradInputs device_grad_inputs(const GradInputs& in, std::vector<at::Tensor>& keep) {
-  auto ptr = [&](const OptTensor& t) -> const double* {
-    if (!t.has_value()) return nullptr;
-    keep.push_back(t->to(at::kDouble).contiguous());
-    return keep.back().const_data_ptr<double>();
-  };
-  const double* grad_sq_norm = in.max_grad_norm > 0 ? ptr(in.grad_sq_norm) : nullptr;
-  return {ptr(in.grad_scale), ptr(in.found_inf), grad_sq_norm, in.max_grad_norm, in.clip_eps};
-}
-
 __global__ void increment_steps_kernel(StepCounters sc, DeviceGradInputs d) {
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t < sc.n && !d.skip()) *sc.step[t] += 1.0f;
@@ -220,7 +230,7 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
                             const GradInputs& in, const Rounding& r) {
   check_grad_inputs(op, in, params[0]);
   std::vector<at::Tensor> keep;
-  const DeviceGradInputs d = device_grad_inputs(in, keep);
+  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/true);
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& s = state_steps[i];
     TORCH_CHECK(s.device() == params[i].device() && s.numel() == 1 && s.scalar_type() == at::kFloat, "hotkernels.", op,
@@ -271,9 +281,9 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
     return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, copies, state_steps, h,
                                   in, r);
   }
-  const HostGradScaling scaling = read_grad_inputs(op, in, params[0]);
-  if (scaling.skip) return check_steps(op, state_steps, params.size());
-  h.grad_factor = scaling.factor;
+  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+  std::vector<at::Tensor> keep;
+  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
   const std::vector<double> steps = increment_steps(op, state_steps, params.size());
   for (const Bucket& b : buckets(params, steps, grads)) {
     dispatch_param_grad(b, [&]<class T, class G>() {
@@ -284,11 +294,11 @@ void adam_family(const char* op, bool rectified, at::TensorList params, at::Tens
       for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, copies}, b.index,
                          [&](const TensorChunks<6>& tc, int n) {
                            if (!adaptive) {
-                             adam_kernel<T, G, false, false><<<n, kThreads, 0, stream()>>>(tc, c, r);
+                             adam_kernel<T, G, false, false><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
                            } else if (h.amsgrad) {
-                             adam_kernel<T, G, true, true><<<n, kThreads, 0, stream()>>>(tc, c, r);
+                             adam_kernel<T, G, true, true><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
                            } else {
-                             adam_kernel<T, G, false, true><<<n, kThreads, 0, stream()>>>(tc, c, r);
+                             adam_kernel<T, G, false, true><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
                            }
                            C10_CUDA_KERNEL_LAUNCH_CHECK();
                          });
@@ -353,8 +363,10 @@ at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    lamb_moments_kernel(TensorChunks<4> tc, math::LambConsts<at::opmath_type<T>> c, double* norms) {
+    lamb_moments_kernel(TensorChunks<4> tc, math::LambConsts<at::opmath_type<T>> c, DeviceGradInputs d,
+                        double* norms) {
   using Op = at::opmath_type<T>;
+  c.inv_clip = Op(d.factor());
   const BlockWork w = block_work(tc);
   const T* p = at_<T>(tc.ptr[0][w.t]);
   const T* g = at_<T>(tc.ptr[1][w.t]);
@@ -405,21 +417,19 @@ void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorLis
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
   const c10::cuda::CUDAGuard guard(params[0].device());
-  // the step counters are on the CPU: the grad inputs are read on the host (one sync)
-  const HostGradScaling scaling =
-      read_grad_inputs(op, {grad_scale, found_inf, grad_sq_norm, grad_sq_norm ? max_grad_norm : 0.0, clip_eps},
-                       params[0]);
-  if (scaling.skip) return check_steps(op, state_steps, params.size());
+  const GradInputs in{grad_scale, found_inf, grad_sq_norm, grad_sq_norm ? max_grad_norm : 0.0, clip_eps};
+  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+  std::vector<at::Tensor> keep;
+  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
   const std::vector<double> steps = increment_steps(op, state_steps, params.size());
   norms.zero_();
   const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
   for (const Bucket& b : buckets(params, steps)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lamb_moments_cuda", [&] {
       using Op = at::opmath_type<scalar_t>;
-      math::LambConsts<Op> c = lamb_consts<Op>(h, b.step);
-      c.inv_clip = Op(scaling.factor);
+      const math::LambConsts<Op> c = lamb_consts<Op>(h, b.step);
       for_each_launch<4>({params, grads, exp_avgs, exp_avg_sqs}, b.index, [&](const TensorChunks<4>& tc, int n) {
-        lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, norms.mutable_data_ptr<double>());
+        lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, d, norms.mutable_data_ptr<double>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -438,7 +448,7 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
   check_norms(op, norms, params[0], params.size());
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   const c10::cuda::CUDAGuard guard(params[0].device());
-  if (read_grad_inputs(op, {std::nullopt, found_inf, std::nullopt, 0.0}, params[0]).skip) return;
+  if (skip_on_host(op, {std::nullopt, found_inf, std::nullopt, 0.0}, params[0])) return;
   std::vector<double> steps(params.size());
   for (size_t i = 0; i < params.size(); ++i) steps[i] = read_step(op, state_steps, i);
   const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
@@ -506,13 +516,14 @@ struct LayerMoments {
 };
 
 template <class T>
-__global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double sq_factor, double beta2,
+__global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, DeviceGradInputs d, double beta2,
                                       bool amsgrad) {
   using Op = at::opmath_type<T>;
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= lm.n) return;
   T* v = at_<T>(lm.v[t]);
-  const Op norm = Op(sq_factor * sq[lm.index[t]]);
+  const double f = d.factor();  // ‖f·g‖² = f²‖g‖²
+  const Op norm = Op(f * f * sq[lm.index[t]]);
   const Op cur = *v;
   const Op next = cur == Op(0) ? norm : Op(beta2) * cur + Op(1 - beta2) * norm;
   *v = T(next);
@@ -526,10 +537,10 @@ __global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double 
 // divided by the gradient factor f ((f·g)/d = g/(d/f)).
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    novograd_kernel(TensorChunks<4> tc, math::NovoGradConsts<at::opmath_type<T>> c, double eps, double grad_factor) {
+    novograd_kernel(TensorChunks<4> tc, math::NovoGradConsts<at::opmath_type<T>> c, double eps, DeviceGradInputs d) {
   using Op = at::opmath_type<T>;
   const BlockWork w = block_work(tc);
-  c.denom = Op((double(DeviceSqrt{}(Op(*at_<T>(tc.ptr[3][w.t])))) + eps) / grad_factor);
+  c.denom = Op((double(DeviceSqrt{}(Op(*at_<T>(tc.ptr[3][w.t])))) + eps) / d.factor());
   T* p = at_<T>(tc.ptr[0][w.t]);
   const T* g = at_<T>(tc.ptr[1][w.t]);
   T* m = at_<T>(tc.ptr[2][w.t]);
@@ -565,9 +576,10 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
   TORCH_CHECK(grad_sq_norms.numel() == int64_t(params.size()), "hotkernels.", op,
               ": expected 'grad_sq_norms' to hold one value per param");
   const c10::cuda::CUDAGuard guard(params[0].device());
-  // the step counters are on the CPU: the grad inputs are read on the host (one sync)
-  const HostGradScaling scaling = read_grad_inputs(op, {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, params[0]);
-  if (scaling.skip) return check_steps(op, state_steps, params.size());
+  const GradInputs in{grad_scale, found_inf, grad_sq_norm, max_grad_norm};
+  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+  std::vector<at::Tensor> keep;
+  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
   increment_steps(op, state_steps, params.size());  // the last check: nothing is written before it
   const at::Tensor sq = grad_sq_norms.to(at::kDouble).contiguous();
   const at::TensorList second = amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
@@ -585,12 +597,12 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
           lm.index[k] = static_cast<int32_t>(i);
         }
         novograd_layer_kernel<scalar_t><<<1, kMaxTensors, 0, stream()>>>(
-            lm, sq.const_data_ptr<double>(), scaling.factor * scaling.factor, beta2, amsgrad);
+            lm, sq.const_data_ptr<double>(), d, beta2, amsgrad);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       const math::NovoGradConsts<Op> c{Op(1), Op(weight_decay), Op(averaging), Op(beta1), Op(lr)};
       for_each_launch<4>({params, grads, exp_avgs, second}, b.index, [&](const TensorChunks<4>& tc, int n) {
-        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, eps, scaling.factor);
+        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, eps, d);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

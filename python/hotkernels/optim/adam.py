@@ -50,8 +50,9 @@ class Adam(_base.CapturableOptimizer):
         capturable: keep the step counters on the params' device (float32, as torch.optim's
             capturable); on CUDA the kernels then derive the bias corrections from them on the
             device, so the step never syncs with the host and can be captured in a CUDA graph (with a
-            float lr: a tensor lr is read on the host). Also with a GradScaler: its ``found_inf`` and
-            ``grad_scale`` are then read on the device (without capturable, on the host).
+            float lr: a tensor lr is read on the host). Also with a GradScaler: its ``found_inf`` is then
+            read on the device (without capturable, on the host: one sync per step; its
+            ``grad_scale`` and the clipping norm are read on the device either way).
         max_grad_norm: clip the gradients of all groups to this total norm (None: off).
         master_weights: keep a float32 copy of each float16/bfloat16 param, and float32 state, and
             step that, writing the rounded result into the param (see
