@@ -18,6 +18,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/elementwise.h"
+#include "cpu/kernels/optim.h"
 #include "math/optim.h"
 
 namespace hotkernels::cpu {
@@ -92,8 +93,12 @@ struct ParamRounding {
   int64_t first = 0;   // the span's first element in its tensor
 };
 
-// m floats of a float16/bfloat16 operand from element `at` of its span.
+// m floats of a float16/bfloat16 operand from element `at` of its span (bfloat16 through the SIMD
+// conversion of the instruction set in use).
 inline void widen_block(const Operand& o, int64_t at, int64_t m, float* out) {
+  if (o.type == at::kBFloat16) {
+    return HK_ISA_TABLE(optim_kernels).widen_bf16(static_cast<const uint16_t*>(o.data) + at, out, m);
+  }
   AT_DISPATCH_REDUCED_FLOATING_TYPES(o.type, "hotkernels_widen", [&] {
     const scalar_t* src = static_cast<const scalar_t*>(o.data) + at;
     for (int64_t i = 0; i < m; ++i) out[i] = static_cast<float>(src[i]);
@@ -108,6 +113,9 @@ inline void narrow_block(const float* in, const Operand& o, int64_t at, int64_t 
       dst[i] = c10::BFloat16(math::bfloat16_bits_stochastic(in[i], bits), c10::BFloat16::from_bits());
     }
     return;
+  }
+  if (o.type == at::kBFloat16) {
+    return HK_ISA_TABLE(optim_kernels).narrow_bf16(in, static_cast<uint16_t*>(o.data) + at, m);
   }
   AT_DISPATCH_REDUCED_FLOATING_TYPES(o.type, "hotkernels_narrow", [&] {
     scalar_t* dst = static_cast<scalar_t*>(o.data) + at;
