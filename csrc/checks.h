@@ -45,8 +45,7 @@ struct TensorListArg {
   bool used = true;
 };
 
-inline void check_param_group(const char* op, at::TensorList params, std::initializer_list<TensorListArg> lists,
-                              bool allow_half) {
+inline void check_param_group(const char* op, at::TensorList params, std::initializer_list<TensorListArg> lists) {
   for (const auto& arg : lists) {
     TORCH_CHECK(!arg.used || arg.list.size() == params.size(), "hotkernels.", op, ": expected '", arg.name,
                 "' to hold one tensor per param (", params.size(), "), but got ", arg.list.size());
@@ -57,9 +56,6 @@ inline void check_param_group(const char* op, at::TensorList params, std::initia
     TORCH_CHECK(!p.is_sparse(), "hotkernels.", op, ": sparse params are not supported ('", pname, "')");
     check_floating(op, pname.c_str(), p);
     check_same_device(op, pname.c_str(), p, "params[0]", params[0]);
-    TORCH_CHECK(allow_half || p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble, "hotkernels.", op,
-                ": expected '", pname, "' to be a float32 or float64 tensor on ", p.device(), ", but got ",
-                p.scalar_type());
     TORCH_CHECK(p.is_non_overlapping_and_dense(), "hotkernels.", op, ": expected '", pname,
                 "' to be dense (non-overlapping, no gaps), but got strides ", p.strides());
     for (const auto& arg : lists) {

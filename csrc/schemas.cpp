@@ -71,22 +71,37 @@ TORCH_LIBRARY(hotkernels, m) {
 
   // optimizers: python/hotkernels/optim/. One call updates a whole param group in place (lists of
   // tensors, one per param); per-step scalars come from the state steps, which the ops increment.
+  // grad_scale, found_inf (torch.amp's GradScaler, as torch's fused Adam takes them), grad_sq_norm
+  // and max_grad_norm (clip_grad_norm_ in the step; LAMB's moments pass: with clip_eps 0, NVLAMB's
+  // clipping): csrc/optim_host.h, GradInputs. param_copies (master weights): params are then the
+  // float32 master copies of these float16/bfloat16 params (whose dtype the grads have), written with
+  // the rounded result (an entry that is its param itself: no master copy; [] : no master weights);
+  // rounding_seed: stochastic rounding of the bfloat16 param writes.
   m.def("adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-        "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, float lr, float beta1, float beta2, float eps, "
-        "float weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) -> ()", pt2);
+        "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, Tensor(f!)[] param_copies, float lr, float beta1, "
+        "float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay, "
+        "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor? grad_sq_norm=None, float max_grad_norm=0., "
+        "int? rounding_seed=None) -> ()", pt2);
   m.def("radam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-        "Tensor(e!)[] state_steps, float lr, float beta1, float beta2, float eps, float weight_decay, "
-        "bool decoupled_weight_decay, bool maximize) -> ()", pt2);
+        "Tensor(e!)[] state_steps, Tensor(f!)[] param_copies, float lr, float beta1, float beta2, float eps, "
+        "float weight_decay, bool decoupled_weight_decay, bool maximize, Tensor? grad_scale=None, "
+        "Tensor? found_inf=None, Tensor? grad_sq_norm=None, float max_grad_norm=0., int? rounding_seed=None) -> ()",
+        pt2);
   m.def("multi_tensor_sq_norms(Tensor[] tensors) -> Tensor", pt2);
   m.def("lamb_moments_(Tensor[] params, Tensor[] grads, Tensor(a!)[] exp_avgs, Tensor(b!)[] exp_avg_sqs, "
-        "Tensor(e!)[] state_steps, Tensor(n!) norms, Tensor? grad_sq_norm, float max_grad_norm, float beta1, "
-        "float beta2, float eps, float weight_decay, bool grad_averaging, bool bias_correction, bool rectify) -> ()",
+        "Tensor(e!)[] state_steps, Tensor[] param_copies, Tensor(n!) norms, Tensor? grad_sq_norm, "
+        "float max_grad_norm, float beta1, float beta2, float eps, float weight_decay, bool grad_averaging, "
+        "bool bias_correction, bool rectify, float clip_eps=0., Tensor? grad_scale=None, Tensor? found_inf=None) -> ()",
         pt2);
   m.def("lamb_apply_(Tensor(a!)[] params, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, Tensor[] state_steps, "
-        "Tensor norms, float lr, float beta1, float beta2, float eps, float weight_decay, bool grad_averaging, "
-        "bool bias_correction, bool rectify, bool adapt, bool trust_clip) -> ()", pt2);
+        "Tensor(f!)[] param_copies, Tensor norms, float lr, float beta1, float beta2, float eps, float weight_decay, "
+        "bool grad_averaging, bool bias_correction, bool rectify, bool adapt, bool trust_clip, Tensor? found_inf=None, "
+        "int? rounding_seed=None) -> ()", pt2);
   m.def("novograd_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-        "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, Tensor grad_sq_norms, float lr, float beta1, "
-        "float beta2, float eps, float weight_decay, bool grad_averaging, bool amsgrad) -> ()", pt2);
-  m.def("lookahead_sync_(Tensor(a!)[] fast, Tensor(b!)[] slow, float alpha) -> ()", pt2);
+        "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, Tensor(f!)[] param_copies, Tensor grad_sq_norms, "
+        "float lr, float beta1, float beta2, float eps, float weight_decay, bool grad_averaging, bool amsgrad, "
+        "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor? grad_sq_norm=None, float max_grad_norm=0., "
+        "int? rounding_seed=None) -> ()", pt2);
+  m.def("lookahead_sync_(Tensor(a!)[] fast, Tensor(b!)[] slow, Tensor(f!)[] param_copies, float alpha, "
+        "int? rounding_seed=None) -> ()", pt2);
 }

@@ -3,7 +3,12 @@
 // The host part (checks, step counters on the CPU, per-step scalars) is csrc/optim_host.h, as on the
 // CPU; tensors are bucketed by (dtype, step) so that each launch takes its scalars by value.
 // Reductions (norms) go through a block reduction and one double atomicAdd per block and tensor;
-// LAMB's clipping factor and trust ratios are read on the device, so a step never syncs the host.
+// LAMB's trust ratios and every gradient factor (GradScaler's grad_scale, the clipping norm:
+// optim_host.h, GradInputs) are read on the device, by every block, so a step never syncs the host
+// for them. GradScaler's found_inf: with capturable (device) step counters it is read on the device
+// too (the step-counter kernel and every block skip); with step counters on the CPU, whether to
+// count the step is a host decision, so it alone is read on the host (one sync per step with a
+// GradScaler).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/zeros.h>
@@ -14,6 +19,8 @@
 #include <cub/block/block_reduce.cuh>
 #include <map>
 #include <optional>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -50,56 +57,141 @@ __device__ __forceinline__ void block_add2(Acc a, Acc b, double* out) {
   }
 }
 
+// GradInputs on the device (float64 copies; null when absent).
+struct DeviceGradInputs {
+  const double* grad_scale;
+  const double* found_inf;
+  const double* grad_sq_norm;
+  double max_grad_norm, clip_eps;
+
+  __device__ bool skip() const { return found_inf != nullptr && *found_inf != 0; }
+  __device__ double factor() const {
+    return math::grad_factor(grad_scale != nullptr ? *grad_scale : 1.0,
+                             grad_sq_norm != nullptr ? *grad_sq_norm : 0.0, max_grad_norm, clip_eps);
+  }
+};
+
+// Device float64 copies of the grad inputs (queued on the stream: no sync), kept alive by `keep`;
+// found_inf left out where the host has read it (skip_on_host).
+DeviceGradInputs device_grad_inputs(const GradInputs& in, std::vector<at::Tensor>& keep, bool with_found_inf) {
+  auto ptr = [&](const OptTensor& t) -> const double* {
+    if (!t.has_value()) return nullptr;
+    keep.push_back(t->to(at::kDouble).contiguous());
+    return keep.back().const_data_ptr<double>();
+  };
+  const double* grad_sq_norm = in.max_grad_norm > 0 ? ptr(in.grad_sq_norm) : nullptr;
+  const double* found_inf = with_found_inf ? ptr(in.found_inf) : nullptr;
+  return {ptr(in.grad_scale), found_inf, grad_sq_norm, in.max_grad_norm, in.clip_eps};
+}
+
+// Step counters on the CPU: found_inf read on the host (checked with the other grad inputs first).
+bool skip_on_host(const char* op, const GradInputs& in, const at::Tensor& p0) {
+  check_grad_inputs(op, in, p0);
+  return in.found_inf.has_value() && in.found_inf->item<double>() != 0;
+}
+
+// How a param's value is written (csrc/math/optim.h): rounded to nearest, or for bfloat16
+// stochastically with the bits of (seed, tensor, element), as on the CPU.
+struct Rounding {
+  bool stochastic;
+  uint64_t seed;
+};
+
+template <class G, class Op>
+__device__ __forceinline__ G round_param(Op x, const Rounding& r, int64_t tensor, int64_t i) {
+  if constexpr (std::is_same_v<G, c10::BFloat16>) {
+    if (r.stochastic) {
+      return G(math::bfloat16_bits_stochastic(float(x), math::rounding_bits(r.seed, tensor, i)), G::from_bits());
+    }
+  }
+  return G(x);
+}
+
 // One Adam-family step on this block's range of one tensor: p, g, m, v (and v̂ with kAmsgrad) are
-// tc's first five lists.
-template <class T, bool kAmsgrad, bool kAdaptive, class Chunks>
+// tc's first five lists, the sixth the param copies. G is the grads' type: T's, or with master
+// weights (T float32) the half params' (then the sixth list), written with the rounded result.
+template <class T, class G, bool kAmsgrad, bool kAdaptive, class Chunks>
 __device__ __forceinline__ void adam_range(const Chunks& tc, const BlockWork& w,
-                                           const math::AdamConsts<at::opmath_type<T>>& c) {
+                                           const math::AdamConsts<at::opmath_type<T>>& c, const Rounding& r) {
   using Op = at::opmath_type<T>;
+  constexpr bool kCopy = !std::is_same_v<T, G>;
   T* p = at_<T>(tc.ptr[0][w.t]);
-  const T* g = at_<T>(tc.ptr[1][w.t]);
+  const G* g = at_<G>(tc.ptr[1][w.t]);
   T* m = at_<T>(tc.ptr[2][w.t]);
   T* v = at_<T>(tc.ptr[3][w.t]);
   T* vmax = at_<T>(tc.ptr[4][w.t]);
+  G* copy = at_<G>(tc.ptr[5][w.t]);
+  const int64_t tensor = tc.index[w.t];
   for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
     Op pv = p[i], mv = m[i], vv = v[i];
     Op xv = kAmsgrad ? Op(vmax[i]) : Op(0);
     math::adam_step<kAmsgrad, kAdaptive>(pv, Op(g[i]), mv, vv, xv, c, DeviceSqrt{});
-    p[i] = T(pv);
+    if constexpr (kCopy) {
+      p[i] = T(pv);
+      copy[i] = round_param<G>(pv, r, tensor, i);
+    } else {
+      p[i] = round_param<T>(pv, r, tensor, i);
+    }
     m[i] = T(mv);
     v[i] = T(vv);
     if constexpr (kAmsgrad) vmax[i] = T(xv);
   }
 }
 
-template <class T, bool kAmsgrad, bool kAdaptive>
-__global__ void __launch_bounds__(kThreads) adam_kernel(TensorChunks<5> tc, math::AdamConsts<at::opmath_type<T>> c) {
-  adam_range<T, kAmsgrad, kAdaptive>(tc, block_work(tc), c);
+template <class T, class G, bool kAmsgrad, bool kAdaptive>
+__global__ void __launch_bounds__(kThreads)
+    adam_kernel(TensorChunks<6> tc, math::AdamConsts<at::opmath_type<T>> c, DeviceGradInputs d, Rounding r) {
+  c.grad_factor *= at::opmath_type<T>(d.factor());  // ±1 from the host
+  adam_range<T, G, kAmsgrad, kAdaptive>(tc, block_work(tc), c, r);
 }
 
 struct Bucket {
-  at::ScalarType dtype;
+  at::ScalarType dtype, grad_dtype;
   double step;
   std::vector<int64_t> index;
 };
 
-// Tensors grouped by (dtype, step), in first-seen order.
-std::vector<Bucket> buckets(at::TensorList params, const std::vector<double>& steps) {
+// Tensors grouped by (dtype, grads' dtype, step), in first-seen order (the grads' dtype differs with
+// master weights: float32 params, float16/bfloat16 grads).
+std::vector<Bucket> buckets(at::TensorList params, const std::vector<double>& steps, at::TensorList grads = {}) {
   std::vector<Bucket> out;
-  std::map<std::pair<int, double>, size_t> where;
+  std::map<std::tuple<int, int, double>, size_t> where;
   for (size_t i = 0; i < params.size(); ++i) {
-    const auto key = std::make_pair(int(params[i].scalar_type()), steps.empty() ? 0.0 : steps[i]);
+    const at::ScalarType g = grads.empty() ? params[i].scalar_type() : grads[i].scalar_type();
+    const auto key = std::make_tuple(int(params[i].scalar_type()), int(g), steps.empty() ? 0.0 : steps[i]);
     auto it = where.find(key);
     if (it == where.end()) {
       it = where.emplace(key, out.size()).first;
-      out.push_back({params[i].scalar_type(), key.second, {}});
+      out.push_back({params[i].scalar_type(), g, std::get<2>(key), {}});
     }
     out[it->second].index.push_back(int64_t(i));
   }
   return out;
 }
 
+// Runs f.template operator()<T, G>() for a bucket's dtypes: T the params', G the grads' or the param
+// copies' (T's, or with master weights float16/bfloat16 for float32 params).
+template <class F>
+void dispatch_param_grad(const Bucket& b, const F& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_optim_cuda", [&] {
+    using T = scalar_t;
+    if constexpr (std::is_same_v<T, float>) {
+      if (b.grad_dtype == at::kHalf) return f.template operator()<T, c10::Half>();
+      if (b.grad_dtype == at::kBFloat16) return f.template operator()<T, c10::BFloat16>();
+    }
+    f.template operator()<T, T>();
+  });
+}
+
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
+
+// Master weights and stochastic rounding: the Adam family and Lookahead's sync take them; LAMB and
+// NovoGrad on CUDA not yet: refused here, by name.
+void check_no_master_copies(const char* op, at::TensorList param_copies, std::optional<int64_t> rounding_seed) {
+  TORCH_CHECK(param_copies.empty() && !rounding_seed.has_value(), "hotkernels.", op,
+              ": 'param_copies' (master weights) and 'rounding_seed' (stochastic rounding) are not implemented on "
+              "CUDA yet");
+}
 
 // Capturable steps (torch.optim's capturable=True): the step counters are float32 tensors on the
 // device, incremented by a kernel, and every block derives its tensor's step scalars from its
@@ -110,28 +202,35 @@ struct StepCounters {
   int n;
 };
 
-__global__ void increment_steps_kernel(StepCounters sc) {
+__global__ void increment_steps_kernel(StepCounters sc, DeviceGradInputs d) {
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
-  if (t < sc.n) *sc.step[t] += 1.0f;
+  if (t < sc.n && !d.skip()) *sc.step[t] += 1.0f;
 }
 
-template <class T, bool kAmsgrad>
-__global__ void __launch_bounds__(kThreads) adam_capturable_kernel(TensorChunks<6> tc, AdamHyper h, bool rectified) {
+template <class T, class G, bool kAmsgrad>
+__global__ void __launch_bounds__(kThreads)
+    adam_capturable_kernel(TensorChunks<7> tc, AdamHyper h, bool rectified, DeviceGradInputs d, Rounding r) {
   using Op = at::opmath_type<T>;
+  if (d.skip()) return;
+  h.grad_factor = d.factor();
   const BlockWork w = block_work(tc);
-  const double t = *at_<float>(tc.ptr[5][w.t]);
+  const double t = *at_<float>(tc.ptr[6][w.t]);
   bool adaptive = true;
   const math::AdamConsts<Op> c = rectified ? radam_consts<Op>(h, t, &adaptive) : adam_consts<Op>(h, t);
   if (adaptive) {
-    adam_range<T, kAmsgrad, true>(tc, w, c);
+    adam_range<T, G, kAmsgrad, true>(tc, w, c, r);
   } else {
-    adam_range<T, false, false>(tc, w, c);  // RAdam before rectification (no amsgrad in RAdam)
+    adam_range<T, G, false, false>(tc, w, c, r);  // RAdam before rectification (no amsgrad in RAdam)
   }
 }
 
 void adam_family_capturable(const char* op, bool rectified, at::TensorList params, at::TensorList grads,
                             at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList fifth,
-                            at::TensorList state_steps, const AdamHyper& h) {
+                            at::TensorList copies, at::TensorList state_steps, const AdamHyper& h,
+                            const GradInputs& in, const Rounding& r) {
+  check_grad_inputs(op, in, params[0]);
+  std::vector<at::Tensor> keep;
+  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/true);
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& s = state_steps[i];
     TORCH_CHECK(s.device() == params[i].device() && s.numel() == 1 && s.scalar_type() == at::kFloat, "hotkernels.", op,
@@ -143,17 +242,17 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
     StepCounters sc;
     sc.n = static_cast<int>(std::min<size_t>(kMaxTensors, params.size() - k0));
     for (int k = 0; k < sc.n; ++k) sc.step[k] = state_steps[k0 + k].mutable_data_ptr<float>();
-    increment_steps_kernel<<<1, kMaxTensors, 0, stream()>>>(sc);
+    increment_steps_kernel<<<1, kMaxTensors, 0, stream()>>>(sc, d);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  for (const Bucket& b : buckets(params, {})) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_capturable_cuda", [&] {
-      for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps}, b.index,
-                         [&](const TensorChunks<6>& tc, int n) {
+  for (const Bucket& b : buckets(params, {}, grads)) {
+    dispatch_param_grad(b, [&]<class T, class G>() {
+      for_each_launch<7>({params, grads, exp_avgs, exp_avg_sqs, fifth, copies, state_steps}, b.index,
+                         [&](const TensorChunks<7>& tc, int n) {
                            if (h.amsgrad) {
-                             adam_capturable_kernel<scalar_t, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified);
+                             adam_capturable_kernel<T, G, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d, r);
                            } else {
-                             adam_capturable_kernel<scalar_t, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified);
+                             adam_capturable_kernel<T, G, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d, r);
                            }
                            C10_CUDA_KERNEL_LAUNCH_CHECK();
                          });
@@ -161,55 +260,71 @@ void adam_family_capturable(const char* op, bool rectified, at::TensorList param
   }
 }
 
-void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs,
-                 at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
-                 const AdamHyper& h) {
-  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
+void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in,
+                 at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                 at::TensorList state_steps, AdamHyper h, const GradInputs& in, at::TensorList param_copies,
+                 std::optional<int64_t> rounding_seed) {
+  const std::vector<at::Tensor> grads = checked_grads(op, params, param_copies, grads_in);
   check_param_group(op, params,
-                    {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs},
-                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}},
-                    /*allow_half=*/true);
+                    {{"exp_avgs", exp_avgs},
+                     {"exp_avg_sqs", exp_avg_sqs},
+                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}});
   if (params.empty()) return;
   const c10::cuda::CUDAGuard guard(params[0].device());
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
-  // Without amsgrad the fifth pointer is never read: exp_avg_sqs stands in for it.
+  // Without amsgrad the fifth pointer is never read: exp_avg_sqs stands in for it; without master
+  // weights the copies are never written: the params stand in for them.
   const at::TensorList fifth = h.amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
+  const at::TensorList copies = param_copies.empty() ? params : param_copies;
+  const Rounding r{rounding_seed.has_value(), uint64_t(rounding_seed.value_or(0))};
   if (state_steps[0].is_cuda()) {
-    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, state_steps, h);
+    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, copies, state_steps, h,
+                                  in, r);
   }
+  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+  std::vector<at::Tensor> keep;
+  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
   const std::vector<double> steps = increment_steps(op, state_steps, params.size());
-  for (const Bucket& b : buckets(params, steps)) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_adam_cuda", [&] {
-      using Op = at::opmath_type<scalar_t>;
+  for (const Bucket& b : buckets(params, steps, grads)) {
+    dispatch_param_grad(b, [&]<class T, class G>() {
+      using Op = at::opmath_type<T>;
       bool adaptive = true;
       const math::AdamConsts<Op> c =
           rectified ? radam_consts<Op>(h, b.step, &adaptive) : adam_consts<Op>(h, b.step);
-      for_each_launch<5>({params, grads, exp_avgs, exp_avg_sqs, fifth}, b.index, [&](const TensorChunks<5>& tc, int n) {
-        if (!adaptive) {
-          adam_kernel<scalar_t, false, false><<<n, kThreads, 0, stream()>>>(tc, c);
-        } else if (h.amsgrad) {
-          adam_kernel<scalar_t, true, true><<<n, kThreads, 0, stream()>>>(tc, c);
-        } else {
-          adam_kernel<scalar_t, false, true><<<n, kThreads, 0, stream()>>>(tc, c);
-        }
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+      for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, copies}, b.index,
+                         [&](const TensorChunks<6>& tc, int n) {
+                           if (!adaptive) {
+                             adam_kernel<T, G, false, false><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
+                           } else if (h.amsgrad) {
+                             adam_kernel<T, G, true, true><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
+                           } else {
+                             adam_kernel<T, G, false, true><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
+                           }
+                           C10_CUDA_KERNEL_LAUNCH_CHECK();
+                         });
     });
   }
 }
 
 void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, double lr, double beta1, double beta2,
-                double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies, double lr,
+                double beta1, double beta2, double eps, double weight_decay, bool amsgrad, bool maximize,
+                bool decoupled_weight_decay,
+                const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
+                double max_grad_norm, std::optional<int64_t> rounding_seed) {
   adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-              {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay});
+              {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
+              {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, param_copies, rounding_seed);
 }
 
 void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, double lr, double beta1, double beta2, double eps, double weight_decay,
-                 bool decoupled_weight_decay, bool maximize) {
+                 at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2,
+                 double eps, double weight_decay, bool decoupled_weight_decay, bool maximize,
+                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
+                 double max_grad_norm, std::optional<int64_t> rounding_seed) {
   adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
-              {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay});
+              {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay},
+              {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, param_copies, rounding_seed);
 }
 
 template <class T>
@@ -229,7 +344,7 @@ __global__ void __launch_bounds__(kThreads) sq_norm_kernel(TensorChunks<1> tc, d
 }
 
 at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
-  check_param_group("multi_tensor_sq_norms", tensors, {}, /*allow_half=*/true);
+  check_param_group("multi_tensor_sq_norms", tensors, {});
   TORCH_CHECK(!tensors.empty(), "hotkernels.multi_tensor_sq_norms: expected at least one tensor");
   const c10::cuda::CUDAGuard guard(tensors[0].device());
   at::Tensor out = at::zeros({int64_t(tensors.size())}, tensors[0].options().dtype(at::kDouble));
@@ -248,10 +363,10 @@ at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    lamb_moments_kernel(TensorChunks<4> tc, math::LambConsts<at::opmath_type<T>> c, const double* grad_sq_norm,
-                        double max_grad_norm, double* norms) {
+    lamb_moments_kernel(TensorChunks<4> tc, math::LambConsts<at::opmath_type<T>> c, DeviceGradInputs d,
+                        double* norms) {
   using Op = at::opmath_type<T>;
-  if (grad_sq_norm != nullptr) c.inv_clip = Op(1.0 / math::clip_divisor(*grad_sq_norm, max_grad_norm));
+  c.inv_clip = Op(d.factor());
   const BlockWork w = block_work(tc);
   const T* p = at_<T>(tc.ptr[0][w.t]);
   const T* g = at_<T>(tc.ptr[1][w.t]);
@@ -290,27 +405,31 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                   at::TensorList state_steps, at::Tensor& norms, const std::optional<at::Tensor>& grad_sq_norm,
-                   double max_grad_norm, double beta1, double beta2, double eps, double weight_decay,
-                   bool grad_averaging, bool bias_correction, bool rectify) {
+                   at::TensorList state_steps, at::TensorList param_copies, at::Tensor& norms,
+                   const OptTensor& grad_sq_norm, double max_grad_norm,
+                   double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
+                   bool bias_correction, bool rectify, double clip_eps, const OptTensor& grad_scale,
+                   const OptTensor& found_inf) {
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "lamb_moments_";
-  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, true);
+  check_no_master_copies(op, param_copies, std::nullopt);
+  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
-  if (grad_sq_norm.has_value()) check_same_device(op, "grad_sq_norm", *grad_sq_norm, "params[0]", params[0]);
   const c10::cuda::CUDAGuard guard(params[0].device());
+  const GradInputs in{grad_scale, found_inf, grad_sq_norm, grad_sq_norm ? max_grad_norm : 0.0, clip_eps};
+  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+  std::vector<at::Tensor> keep;
+  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
   const std::vector<double> steps = increment_steps(op, state_steps, params.size());
-  const at::Tensor gsq = grad_sq_norm.has_value() ? grad_sq_norm->to(at::kDouble).contiguous() : at::Tensor();
   norms.zero_();
   const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
   for (const Bucket& b : buckets(params, steps)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lamb_moments_cuda", [&] {
-      const auto c = lamb_consts<at::opmath_type<scalar_t>>(h, b.step);
+      using Op = at::opmath_type<scalar_t>;
+      const math::LambConsts<Op> c = lamb_consts<Op>(h, b.step);
       for_each_launch<4>({params, grads, exp_avgs, exp_avg_sqs}, b.index, [&](const TensorChunks<4>& tc, int n) {
-        lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(
-            tc, c, gsq.defined() ? gsq.const_data_ptr<double>() : nullptr, max_grad_norm,
-            norms.mutable_data_ptr<double>());
+        lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, d, norms.mutable_data_ptr<double>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -318,15 +437,18 @@ void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorLis
 }
 
 void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, const at::Tensor& norms, double lr, double beta1, double beta2,
+                 at::TensorList state_steps, at::TensorList param_copies, const at::Tensor& norms, double lr,
+                 double beta1, double beta2,
                  double eps, double weight_decay, bool grad_averaging, bool bias_correction, bool rectify,
-                 bool adapt, bool trust_clip) {
+                 bool adapt, bool trust_clip, const OptTensor& found_inf, std::optional<int64_t> rounding_seed) {
   const char* op = "lamb_apply_";
-  check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}}, true);
+  check_no_master_copies(op, param_copies, rounding_seed);
+  check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
   if (params.empty()) return;
   check_norms(op, norms, params[0], params.size());
   TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
   const c10::cuda::CUDAGuard guard(params[0].device());
+  if (skip_on_host(op, {std::nullopt, found_inf, std::nullopt, 0.0}, params[0])) return;
   std::vector<double> steps(params.size());
   for (size_t i = 0; i < params.size(); ++i) steps[i] = read_step(op, state_steps, i);
   const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
@@ -342,28 +464,42 @@ void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList 
   }
 }
 
-template <class T>
-__global__ void __launch_bounds__(kThreads) lookahead_kernel(TensorChunks<2> tc, at::opmath_type<T> alpha) {
+// fast, slow, and the param copies (G ≠ T: fast are their float32 master weights, the copies
+// written with the rounded result, as adam_range).
+template <class T, class G>
+__global__ void __launch_bounds__(kThreads)
+    lookahead_kernel(TensorChunks<3> tc, at::opmath_type<T> alpha, Rounding r) {
   using Op = at::opmath_type<T>;
   const BlockWork w = block_work(tc);
   T* fast = at_<T>(tc.ptr[0][w.t]);
   T* slow = at_<T>(tc.ptr[1][w.t]);
+  G* copy = at_<G>(tc.ptr[2][w.t]);
+  const int64_t tensor = tc.index[w.t];
   for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
     Op f = fast[i], s = slow[i];
     math::lookahead_sync(f, s, alpha);
-    fast[i] = T(f);
+    if constexpr (!std::is_same_v<T, G>) {
+      fast[i] = T(f);
+      copy[i] = round_param<G>(f, r, tensor, i);
+    } else {
+      fast[i] = round_param<T>(f, r, tensor, i);
+    }
     slow[i] = T(s);
   }
 }
 
-void lookahead_sync_(at::TensorList fast, at::TensorList slow, double alpha) {
-  check_param_group("lookahead_sync_", fast, {{"slow", slow}}, true);
+void lookahead_sync_(at::TensorList fast, at::TensorList slow, at::TensorList param_copies, double alpha,
+                     std::optional<int64_t> rounding_seed) {
+  check_param_group("lookahead_sync_", fast, {{"slow", slow}});
+  check_master_copies("lookahead_sync_", fast, param_copies);
   if (fast.empty()) return;
   const c10::cuda::CUDAGuard guard(fast[0].device());
-  for (const Bucket& b : buckets(fast, {})) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lookahead_cuda", [&] {
-      for_each_launch<2>({fast, slow}, b.index, [&](const TensorChunks<2>& tc, int n) {
-        lookahead_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, at::opmath_type<scalar_t>(alpha));
+  const at::TensorList copies = param_copies.empty() ? fast : param_copies;
+  const Rounding r{rounding_seed.has_value(), uint64_t(rounding_seed.value_or(0))};
+  for (const Bucket& b : buckets(fast, {}, copies)) {
+    dispatch_param_grad(b, [&]<class T, class G>() {
+      for_each_launch<3>({fast, slow, copies}, b.index, [&](const TensorChunks<3>& tc, int n) {
+        lookahead_kernel<T, G><<<n, kThreads, 0, stream()>>>(tc, at::opmath_type<T>(alpha), r);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -380,12 +516,14 @@ struct LayerMoments {
 };
 
 template <class T>
-__global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double beta2, bool amsgrad) {
+__global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, DeviceGradInputs d, double beta2,
+                                      bool amsgrad) {
   using Op = at::opmath_type<T>;
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= lm.n) return;
   T* v = at_<T>(lm.v[t]);
-  const Op norm = Op(sq[lm.index[t]]);
+  const double f = d.factor();  // ‖f·g‖² = f²‖g‖²
+  const Op norm = Op(f * f * sq[lm.index[t]]);
   const Op cur = *v;
   const Op next = cur == Op(0) ? norm : Op(beta2) * cur + Op(1 - beta2) * norm;
   *v = T(next);
@@ -395,13 +533,14 @@ __global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, double 
   }
 }
 
-// The elementwise pass; the fourth pointer is the tensor's (max_)exp_avg_sq, read for its denominator.
+// The elementwise pass; the fourth pointer is the tensor's (max_)exp_avg_sq, read for its denominator,
+// divided by the gradient factor f ((f·g)/d = g/(d/f)).
 template <class T>
-__global__ void __launch_bounds__(kThreads) novograd_kernel(TensorChunks<4> tc, math::NovoGradConsts<at::opmath_type<T>> c,
-                                                              double eps) {
+__global__ void __launch_bounds__(kThreads)
+    novograd_kernel(TensorChunks<4> tc, math::NovoGradConsts<at::opmath_type<T>> c, double eps, DeviceGradInputs d) {
   using Op = at::opmath_type<T>;
   const BlockWork w = block_work(tc);
-  c.denom = DeviceSqrt{}(Op(*at_<T>(tc.ptr[3][w.t]))) + Op(eps);
+  c.denom = Op((double(DeviceSqrt{}(Op(*at_<T>(tc.ptr[3][w.t])))) + eps) / d.factor());
   T* p = at_<T>(tc.ptr[0][w.t]);
   const T* g = at_<T>(tc.ptr[1][w.t]);
   T* m = at_<T>(tc.ptr[2][w.t]);
@@ -414,12 +553,15 @@ __global__ void __launch_bounds__(kThreads) novograd_kernel(TensorChunks<4> tc, 
 }
 
 void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& grad_sq_norms,
+                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies,
+                    const at::Tensor& grad_sq_norms,
                     double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
-                    bool amsgrad) {
+                    bool amsgrad, const OptTensor& grad_scale, const OptTensor& found_inf,
+                    const OptTensor& grad_sq_norm, double max_grad_norm, std::optional<int64_t> rounding_seed) {
   const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
   const char* op = "novograd_step_";
-  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}}, true);
+  check_no_master_copies(op, param_copies, rounding_seed);
+  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}});
   if (params.empty()) return;
   TORCH_CHECK(exp_avg_sqs.size() == params.size() && (!amsgrad || max_exp_avg_sqs.size() == params.size()),
               "hotkernels.", op, ": expected one exp_avg_sq (and max_exp_avg_sq) per param");
@@ -434,10 +576,14 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
   TORCH_CHECK(grad_sq_norms.numel() == int64_t(params.size()), "hotkernels.", op,
               ": expected 'grad_sq_norms' to hold one value per param");
   const c10::cuda::CUDAGuard guard(params[0].device());
+  const GradInputs in{grad_scale, found_inf, grad_sq_norm, max_grad_norm};
+  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+  std::vector<at::Tensor> keep;
+  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
   increment_steps(op, state_steps, params.size());  // the last check: nothing is written before it
   const at::Tensor sq = grad_sq_norms.to(at::kDouble).contiguous();
   const at::TensorList second = amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
-  const double grad_scale = grad_averaging ? 1 - beta1 : 1.0;
+  const double averaging = grad_averaging ? 1 - beta1 : 1.0;
   for (const Bucket& b : buckets(params, {})) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_novograd_cuda", [&] {
       using Op = at::opmath_type<scalar_t>;
@@ -450,13 +596,13 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
           lm.vmax[k] = amsgrad ? max_exp_avg_sqs[i].data_ptr() : nullptr;
           lm.index[k] = static_cast<int32_t>(i);
         }
-        novograd_layer_kernel<scalar_t><<<1, kMaxTensors, 0, stream()>>>(lm, sq.const_data_ptr<double>(), beta2,
-                                                                         amsgrad);
+        novograd_layer_kernel<scalar_t><<<1, kMaxTensors, 0, stream()>>>(
+            lm, sq.const_data_ptr<double>(), d, beta2, amsgrad);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      const math::NovoGradConsts<Op> c{Op(1), Op(weight_decay), Op(grad_scale), Op(beta1), Op(lr)};
+      const math::NovoGradConsts<Op> c{Op(1), Op(weight_decay), Op(averaging), Op(beta1), Op(lr)};
       for_each_launch<4>({params, grads, exp_avgs, second}, b.index, [&](const TensorChunks<4>& tc, int n) {
-        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, eps);
+        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, eps, d);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -2,7 +2,8 @@
 // Per-step scalars (bias corrections, rectification, trust ratio) are computed once per tensor on
 // the host or per block on the device and arrive here as plain numbers of the compute type S.
 //
-// Adam family (torch.optim.Adam/AdamW/RAdam), with g negated first when maximizing:
+// Adam family (torch.optim.Adam/AdamW/RAdam), with g first unscaled and clipped (grad_factor below)
+// and negated when maximizing:
 //   g ← g + λ·p                       (L2 weight decay, Adam/RAdam; skipped when λ = 0, as torch)
 //   p ← p·(1 − lr·λ)                  (decoupled weight decay, AdamW; factor 1 otherwise)
 //   m ← m + (1 − β₁)(g − m)           (torch's lerp_)
@@ -14,12 +15,14 @@
 // RAdam: step_size = lr·r_t/(1 − β₁ᵗ), s = √(1 − β₂ᵗ), ε_in = ε, ε_out = 0 (torch adds ε to √v).
 //
 // LAMB family (NVLAMB, Ralamb), two passes:
-//   moments: g ← g/c (global clip c ≥ 1), m ← β₁·m + β₃·g, v ← β₂·v + (1 − β₂)·g²
+//   moments: g ← g·f (unscale and global clip, grad_factor), m ← β₁·m + β₃·g, v ← β₂·v + (1 − β₂)·g²
 //   direction: u = a·m / ((√v + ε_in)/s + ε_out) (adaptive) or a·m, then u ← u + λ·p
 //   apply: p ← p − lr·τ·u with τ the per-tensor trust ratio ‖p‖/‖u‖.
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "math/common.h"
 
@@ -44,14 +47,14 @@ struct AdamConsts {
   S beta2, one_minus_beta2;
   S step_size;
   Denominator<S> denom;
-  S sign;             // −1 when maximizing, else 1
+  S grad_factor;      // the gradient's factor: grad_factor below (unscale, clip), negated when maximizing
 };
 
 // One Adam-family step on p, m, v (and v̂ when kAmsgrad); kAdaptive false is RAdam's un-rectified
 // step (momentum only).
 template <bool kAmsgrad, bool kAdaptive, class V, class S, class Sqrt>
 HK_HOST_DEVICE void adam_step(V& p, V g, V& m, V& v, V& vmax, const AdamConsts<S>& c, Sqrt sqrt) {
-  g = g * c.sign;
+  g = g * c.grad_factor;
   // L2 weight decay only when λ ≠ 0, as torch.optim (which skips the term): 0·p is NaN for a NaN or
   // infinite param, and would carry it into the moments where torch's stay finite.
   if (c.l2 != S(0)) g = g + c.l2 * p;
@@ -72,7 +75,7 @@ HK_HOST_DEVICE void adam_step(V& p, V g, V& m, V& v, V& vmax, const AdamConsts<S
 
 template <class S>
 struct LambConsts {
-  S inv_clip;         // 1/c, the global gradient clipping factor
+  S inv_clip;         // the gradient factor (grad_factor: unscale and global clipping)
   S beta1, beta3;     // β₃ = 1 − β₁ with grad averaging, else 1
   S beta2, one_minus_beta2;
   S m_scale;          // a
@@ -102,10 +105,21 @@ HK_HOST_DEVICE double trust_ratio(double p_sq, double u_sq, bool adapt, bool tru
   return trust_clip && r > 1.0 ? 1.0 : r;
 }
 
-// NVLAMB's global clipping divisor: ‖g‖/max_grad_norm where that exceeds 1, else 1 (also when off).
-HK_HOST_DEVICE double clip_divisor(double grad_sq_norm, double max_grad_norm) {
-  const double norm = sqrt(grad_sq_norm);
-  return max_grad_norm > 0 && norm > max_grad_norm ? norm / max_grad_norm : 1.0;
+// The gradient clipping factor of torch.nn.utils.clip_grad_norm_: min(1, max_norm/(‖g‖ + ε)) with
+// ε = 10⁻⁶, NaN for a NaN norm (as torch's clamp); 1 when off (max_norm 0). ε = 0 is NVLAMB's
+// (apex FusedLAMB) global clipping g ← g/(‖g‖/max_norm) where ‖g‖ > max_norm.
+HK_HOST_DEVICE double clip_coefficient(double grad_norm, double max_grad_norm, double eps) {
+  if (!(max_grad_norm > 0)) return 1.0;
+  const double coef = max_grad_norm / (grad_norm + eps);
+  return coef > 1.0 ? 1.0 : coef;
+}
+
+// The factor every optimizer multiplies its gradient by before the update: torch.amp's unscale
+// 1/grad_scale (as GradScaler, whose unscale multiplies by the reciprocal), then the clip factor of
+// the unscaled norm ‖g‖/grad_scale (clip_grad_norm_ of the unscaled gradient).
+HK_HOST_DEVICE double grad_factor(double grad_scale, double grad_sq_norm, double max_grad_norm, double clip_eps) {
+  const double inv_scale = 1.0 / grad_scale;
+  return inv_scale * clip_coefficient(sqrt(grad_sq_norm) * inv_scale, max_grad_norm, clip_eps);
 }
 
 // NovoGrad (Ginsburg et al. 2019, as torch_optimizer.NovoGrad) with the layer's denominator
@@ -113,14 +127,40 @@ HK_HOST_DEVICE double clip_divisor(double grad_sq_norm, double max_grad_norm) {
 //   g' ← g/d + λ·p, g' ← (1 − β₁)·g' (grad averaging), m ← β₁·m + g', p ← p − lr·m
 template <class S>
 struct NovoGradConsts {
-  S denom, weight_decay, grad_scale, beta1, lr;
+  S denom, weight_decay, averaging, beta1, lr;  // averaging: 1 − β₁ with grad averaging, else 1
 };
 
 template <class V, class S>
 HK_HOST_DEVICE void novograd_step(V& p, V g, V& m, const NovoGradConsts<S>& c) {
-  g = (g / c.denom + c.weight_decay * p) * c.grad_scale;
+  g = (g / c.denom + c.weight_decay * p) * c.averaging;
   m = c.beta1 * m + g;
   p = p - c.lr * m;
+}
+
+// Stochastic rounding of the bfloat16 param writes (master weights or not), the same bits on the CPU
+// and on CUDA: 16 random bits per element from a splitmix64 hash of (seed, tensor, element), so the
+// result does not depend on how the work is split; 4 elements' bits from each hash.
+HK_HOST_DEVICE uint64_t splitmix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+HK_HOST_DEVICE uint32_t rounding_bits(uint64_t seed, int64_t tensor, int64_t element) {
+  const uint64_t e = uint64_t(element);
+  return uint32_t(splitmix64((seed ^ splitmix64(uint64_t(tensor))) + (e >> 2)) >> (16 * (e & 3))) & 0xFFFFu;
+}
+
+// bfloat16 keeps float32's upper 16 bits: adding 16 random bits below them, then truncating, rounds
+// x up with probability equal to its distance from the bfloat16 value below, in units of the last
+// place (so updates under half a unit still move the param on average). inf stays inf, NaN a
+// (quiet) NaN; a finite value may round up to inf past the largest bfloat16, as rounding up does.
+HK_HOST_DEVICE uint16_t bfloat16_bits_stochastic(float x, uint32_t random16) {
+  uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7F800000u) == 0x7F800000u) return uint16_t(bits >> 16) | ((bits & 0x007FFFFFu) != 0 ? 0x40 : 0);
+  return uint16_t((bits + random16) >> 16);
 }
 
 // Lookahead sync (Zhang et al. 2019): slow ← slow + α(fast − slow), fast ← slow.

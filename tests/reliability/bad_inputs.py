@@ -387,14 +387,14 @@ def run():
 def expected(): return torch.tensor([float(BIG + 4 * M)])
 """, mem_gb=8.9)
 # Optimizer steps hold 2 (Lookahead) to 4 (Adam family) tensors of the param's size: 17 to 35 GB
-# past 2^31 float32 elements (the CPU steps take no half types). Lookahead's sync runs on request.
+# past 2^31 float32 elements. Lookahead's sync runs on request.
 case("optim", "Lookahead sync of 2^31 + 2^20 float32 elements (~17 GB: on request)", "equal", BIG_PRELUDE + """
 M = 1 << 20
 picks = torch.tensor([BIG - 1, BIG, BIG + M - 1])
 def run():
     fast, slow = torch.ones(BIG + M), torch.zeros(BIG + M)
     fast[BIG:] = 3.0
-    torch.ops.hotkernels.lookahead_sync_([fast], [slow], 0.5)
+    torch.ops.hotkernels.lookahead_sync_([fast], [slow], [], 0.5)
     return fast[picks], slow[picks]
 def expected(): return torch.tensor([0.5, 1.5, 1.5]), torch.tensor([0.5, 1.5, 1.5])
 """, mem_gb=17.5)

@@ -3,6 +3,8 @@
 // formulas on scalars (a zero-padded vector tail could divide 0 by 0 and poison the norms).
 #include "cpu/kernels/optim.h"
 
+#include <cstring>
+
 #include "cpu/kernels/simd.h"
 #include "cpu/kernels/vmath.h"
 
@@ -125,6 +127,24 @@ void lookahead(T alpha, T* fast, T* slow, int64_t n) {
   for (; i < n; ++i) math::lookahead_sync(fast[i], slow[i], alpha);
 }
 
+// A bfloat16 is float32's upper 16 bits. Plain loops over the bits: the compiler vectorises them at
+// each instruction set.
+void widen_bf16(const uint16_t* in, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = uint32_t(in[i]) << 16;
+    std::memcpy(out + i, &bits, sizeof bits);
+  }
+}
+
+void narrow_bf16(const float* in, uint16_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, in + i, sizeof bits);
+    const uint16_t rounded = uint16_t((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);  // to nearest even
+    out[i] = (bits & 0x7FFFFFFFu) > 0x7F800000u ? uint16_t(0x7FC0) : rounded;
+  }
+}
+
 template <class T>
 constexpr OptimKernelsOf<T> table() {
   return {&adam<T>, &sq_norm<T>, &lamb_moments<T>, &lamb_apply<T>, &novograd<T>, &lookahead<T>};
@@ -132,6 +152,6 @@ constexpr OptimKernelsOf<T> table() {
 
 }  // namespace
 
-extern const OptimKernels optim_kernels = {table<float>(), table<double>()};
+extern const OptimKernels optim_kernels = {table<float>(), table<double>(), &widen_bf16, &narrow_bf16};
 
 }  // namespace hotkernels::cpu::HK_ISA

@@ -29,6 +29,10 @@ struct OptimKernelsOf {
 struct OptimKernels {
   OptimKernelsOf<float> f32;
   OptimKernelsOf<double> f64;
+  // bfloat16 (its bits) ⇄ float32 for the widened spans (cpu/multi_tensor.h), as c10::BFloat16
+  // converts: widening exact, narrowing to nearest even, NaN to 0x7FC0.
+  void (*widen_bf16)(const uint16_t* in, float* out, int64_t n);
+  void (*narrow_bf16)(const float* in, uint16_t* out, int64_t n);
   template <class T> const OptimKernelsOf<T>& of() const {
     if constexpr (sizeof(T) == 4) {
       return f32;

@@ -20,6 +20,17 @@ param-sized temporaries: the global gradient norm reads g, the moments pass read
 updates m and v, the update pass reads m and v and updates p. NovoGrad: the gradient norm reads g,
 then g is read and p and m updated. Ranger: 6 RAdam steps and one sync (slow and fast updated);
 Lookahead: 5 Adam steps and one sync.
+
+Mixed precision and the training loop (issue 17), Adam on the same parameter sets: "amp adam"
+times what a training step with a ``torch.amp.GradScaler`` adds after backward (``scaler.step``
+then ``scaler.update``: its inf check, then ours with the scale and the inf flag read in the step)
+against the same optimizer behind GradScaler's own unscale pass (its slow path: unscale and inf
+check writing every gradient, a host sync, then the step); the scale is 1 and never grows, so that
+repeated calls see the same gradients. "clip adam": ``max_grad_norm`` against
+``clip_grad_norm_`` followed by our step (max_norm above the gradients' norm, so that repeated calls
+see the same gradients: the factor, 1, is still computed and applied). "bf16 adam": bfloat16 params
+and state against torch's fused Adam on them. Least traffic: amp adam, GradScaler's inf check
+reads g, then Adam; clip adam, the norm pass reads g, then Adam; bf16 adam, Adam on 2-byte values.
 """
 
 from __future__ import annotations
@@ -46,6 +57,11 @@ TARGETS = [
     Target(3, "cuda", "radam *", speedup=4.0),
     Target(3, "cuda", "lamb *", speedup=8.0),
     Target(3, "cuda", "*", floor_share=0.8),
+    Target(17, "cpu", "amp adam *", speedup=1.3),
+    Target(17, "cuda", "amp adam *", speedup=1.3),
+    Target(17, "cpu", "clip adam *", speedup=1.5),
+    Target(17, "cuda", "clip adam *", speedup=1.5),
+    Target(17, "cpu", "bf16 adam *", speedup=1.0),
 ]
 
 
@@ -141,11 +157,40 @@ class ForeachLookahead:
             torch._foreach_copy_(self.fast, self.slow)
 
 
-def _setup(shapes, device: str, makers: dict[str, Callable], steps_per_call: int = 1):
+class ScaledStep:
+    """An optimizer stepped as a training loop with a torch.amp.GradScaler steps it (scaler.step,
+    then scaler.update). `in_step` False: behind GradScaler's own unscale pass, as for an optimizer
+    without ``_step_supports_amp_scaling``. Scale 1, never grown: repeated calls see the same
+    gradients (the unscale pass still reads and writes each)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, device: str, in_step: bool) -> None:
+        if not in_step:
+            opt._step_supports_amp_scaling = False
+        self.opt = opt
+        self.scaler = torch.amp.GradScaler(device, init_scale=1.0, growth_interval=2**30)
+        self.scaler.scale(torch.ones((), device=device))  # the scale tensor is made by the first scale()
+
+    def step(self) -> None:
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+
+class ClipThenStep:
+    """torch.nn.utils.clip_grad_norm_ over the params, then the optimizer's step."""
+
+    def __init__(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], max_norm: float) -> None:
+        self.opt, self.params, self.max_norm = opt, params, max_norm
+
+    def step(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        self.opt.step()
+
+
+def _setup(shapes, device: str, makers: dict[str, Callable], steps_per_call: int = 1, dtype=torch.float32):
     def setup():
         torch.manual_seed(0)
-        init = [torch.randn(s, device=device) for s in shapes]
-        grads = [torch.randn(s, device=device) * 1e-2 for s in shapes]
+        init = [torch.randn(s, device=device, dtype=dtype) for s in shapes]
+        grads = [torch.randn(s, device=device, dtype=dtype) * 1e-2 for s in shapes]
         impls = {}
         for name, make in makers.items():
             params = [p.clone().requires_grad_() for p in init]
@@ -181,14 +226,16 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     per_param = {"adam": radam, "radam": radam,
                  "lamb": traffic(read=4) + traffic(read=8, update=8) + traffic(read=8, update=4),
                  "novograd": traffic(read=4) + traffic(read=4, update=8), "ranger x6": 6 * radam + traffic(update=8),
-                 "lookahead adam x5": 5 * radam + traffic(update=8)}
+                 "lookahead adam x5": 5 * radam + traffic(update=8),
+                 "amp adam": traffic(read=4) + radam, "clip adam": traffic(read=4) + radam,
+                 "bf16 adam": traffic(read=2, update=6)}
     for set_name, shapes in _param_sets(quick).items():
         n = sum(math.prod(s) for s in shapes)
         size = f"{set_name} {n / 1e6:.1f}M"
 
         def add(name: str, makers: dict[str, Callable], baselines: tuple[str, ...], reference: str = "",
-                steps: int = 1) -> None:
-            out.append(Case("optim", f"{name} {size}", device, _setup(shapes, device, makers, steps),
+                steps: int = 1, dtype: torch.dtype = torch.float32) -> None:
+            out.append(Case("optim", f"{name} {size}", device, _setup(shapes, device, makers, steps, dtype),
                             baselines=baselines, reference=reference, bytes=per_param[name] * n))
 
         add("adam", {"torch Adam fused": lambda p: torch.optim.Adam(p, fused=True),
@@ -214,4 +261,16 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                                   REFERENCE: lambda p: ForeachLookahead(fused_adam(p), k=5),
                                   "hotkernels": lambda p: HO.Lookahead(HO.Adam(p), k=5)},
             ("torch_optimizer",), REFERENCE, steps=5)
+
+        unscale_pass = "torch GradScaler unscale pass + hotkernels Adam"  # torch's part named first
+        add("amp adam", {unscale_pass: lambda p: ScaledStep(HO.Adam(p), device, in_step=False),
+                         "torch Adam fused, GradScaler": lambda p: ScaledStep(torch.optim.Adam(p, fused=True), device,
+                                                                              in_step=True),
+                         "hotkernels": lambda p: ScaledStep(HO.Adam(p), device, in_step=True)}, (unscale_pass,))
+        clip_then_step = "torch clip_grad_norm_ + hotkernels Adam"
+        add("clip adam", {clip_then_step: lambda p: ClipThenStep(HO.Adam(p), p, 1e6),
+                          "hotkernels": lambda p: HO.Adam(p, max_grad_norm=1e6)}, (clip_then_step,))
+        if device == "cpu":  # bfloat16 params on the CPU are new here; CUDA has always taken them
+            add("bf16 adam", {"torch Adam fused": lambda p: torch.optim.Adam(p, fused=True),
+                              "hotkernels": lambda p: HO.Adam(p)}, ("torch Adam fused",), dtype=torch.bfloat16)
     return out

@@ -12,12 +12,89 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
+_ops = torch.ops.hotkernels
+
 
 class FusedOptimizer(Optimizer):
-    """torch.optim.Optimizer whose step runs the closure, then `_update()`: the fused kernels."""
+    r"""torch.optim.Optimizer whose step runs the closure, then `_update()`: the fused kernels.
+
+    torch.amp.GradScaler: as for torch's fused Adam (``_step_supports_amp_scaling``), the scaler does
+    not unscale the gradients in a pass of its own; it sets ``grad_scale`` and ``found_inf`` on the
+    optimizer, and the kernels read the gradient as g / grad_scale and skip the whole step (params,
+    state, step counters) when found_inf is nonzero.
+
+    Gradient clipping (``max_grad_norm``): one norm over every gradient of the optimizer (all param
+    groups, as ``clip_grad_norm_(model.parameters(), max_grad_norm)``), then the step scales each
+    gradient by :math:`\min(1, \text{max\_grad\_norm} / (\lVert g\rVert + 10^{-6}))` as it reads
+    it; with a GradScaler the norm is that of the unscaled gradients. :attr:`grad_norm` holds it.
+
+    float16/bfloat16 params compute in float32 with their state in the param's dtype (as torch's
+    fused Adam), or with ``master_weights`` (a group option) on a float32 copy of each half param
+    (state ``master_param``) with float32 state, the param written with the rounded result after
+    each step. ``stochastic_rounding`` rounds the bfloat16 param writes stochastically (up with the
+    probability of the value's distance from the one below, so updates under half a unit of the last
+    place still move the param on average; float16 writes round to nearest), from random bits seeded
+    each step by torch's default CPU generator (deterministic under ``torch.manual_seed``; the same
+    bits on the CPU and on CUDA). On CUDA so far Adam, AdamW, RAdam, Lookahead and Ranger take them
+    (LAMB, Ralamb, RangerLars and NovoGrad refuse them there, by name).
+    """
+
+    _step_supports_amp_scaling = True
 
     def _update(self) -> None:
         raise NotImplementedError
+
+    @property
+    def grad_norm(self) -> Tensor | None:
+        """The total norm of the (unscaled) gradients at the last step, as ``clip_grad_norm_`` returns
+        it: set by steps with ``max_grad_norm``, else None. Computed when read (a step only keeps the
+        squared norm its kernels use)."""
+        kept = getattr(self, "_grad_norm_parts", None)
+        if kept is None:
+            return None
+        sq_norm, grad_scale = kept
+        return sq_norm.sqrt() if grad_scale is None else sq_norm.sqrt() / grad_scale
+
+    def _grad_inputs(self) -> dict[str, Tensor | None]:
+        """GradScaler's inputs for the step ops (set on the optimizer by ``GradScaler.step``)."""
+        return dict(grad_scale=getattr(self, "grad_scale", None), found_inf=getattr(self, "found_inf", None))
+
+    def _total_grad_sq_norm(self, params: list[Tensor], local_grads: list[Tensor],
+                            sq_norms: Tensor | None = None) -> Tensor | None:
+        """Σ‖g‖² over every gradient of the optimizer (`local_grads`, the local shards of `params`'
+        gradients; `sq_norms` when the caller has them per tensor already) when clipping, else None.
+        Kept for :attr:`grad_norm`."""
+        if self.defaults.get("max_grad_norm") is None or not local_grads:
+            return None
+        if sq_norms is None:
+            try:
+                sq_norms = _ops.multi_tensor_sq_norms(local_grads)
+            except RuntimeError as e:  # over the grads of every group
+                raise op_error(self, e, None, lists_hold_grads=True)
+            sq_norms = global_sq_norms(sq_norms, params)
+        total = sq_norms.sum()
+        self._grad_norm_parts = (total, getattr(self, "grad_scale", None))
+        return total
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # torch.optim casts every floating state tensor to its param's dtype on load: the float32
+        # master copy and state of a half param of a master_weights group are put back as saved
+        super().load_state_dict(state_dict)
+        # the saved groups' param ids in order, as torch.optim maps them to this optimizer's params
+        ids = iter([i for g in state_dict["param_groups"] for i in g["params"]])
+        for group in self.param_groups:
+            for p in group["params"]:
+                saved = state_dict["state"].get(next(ids))
+                if not group.get("master_weights") or p.dtype not in HALF or not saved:
+                    continue
+                for key, value in saved.items():
+                    if key != "step" and isinstance(value, Tensor) and value.dtype == torch.float32:
+                        self.state[p][key] = value.to(p.device, copy=True)
+
+    def _clip_inputs(self, grad_sq_norm: Tensor | None) -> dict[str, Any]:
+        """The clipping arguments of the step ops (max_grad_norm 0: off)."""
+        max_grad_norm = self.defaults.get("max_grad_norm")
+        return dict(grad_sq_norm=grad_sq_norm, max_grad_norm=0.0 if grad_sq_norm is None else float(max_grad_norm))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -39,7 +116,8 @@ class CapturableOptimizer(FusedOptimizer):
     ``__setstate__`` defaults), and step counters on the params' device with ``capturable``."""
 
     _INIT: dict[str, Callable[[Tensor], Tensor]] = {}
-    _GROUP_DEFAULTS: dict[str, Any] = dict(maximize=False, decoupled_weight_decay=False, capturable=False)
+    _GROUP_DEFAULTS: dict[str, Any] = dict(maximize=False, decoupled_weight_decay=False, capturable=False,
+                                           master_weights=False, stochastic_rounding=False)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -59,6 +137,35 @@ def check_lr(lr: float | Tensor) -> None:
         raise ValueError(f"Invalid learning rate: {lr}")
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
+def rounding_seed() -> int:
+    """A step's stochastic rounding seed, drawn from torch's default CPU generator."""
+    return int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
+
+
+def param_writes(group: dict[str, Any], params: list[Tensor]) -> tuple[list[Tensor], int | None]:
+    """The step ops' ``param_copies`` and ``rounding_seed`` for a group's `params` (the model's):
+    with master_weights the params themselves (the kernels update kernel_params), with
+    stochastic_rounding a fresh seed."""
+    return (params if group.get("master_weights") else [],
+            rounding_seed() if group.get("stochastic_rounding") else None)
+
+
+def kernel_params(state: Any, params: list[Tensor], group: dict[str, Any]) -> list[Tensor]:
+    """What the kernels update: the params, or with master_weights their float32 master copies
+    (made by state_lists)."""
+    if not group.get("master_weights"):
+        return params
+    return [state.get(p, {}).get("master_param", p) for p in params]
+
+
+def check_max_grad_norm(max_grad_norm: float | None) -> None:
+    if max_grad_norm is not None and not 0.0 < max_grad_norm:
+        raise ValueError(f"Invalid max_grad_norm value: {max_grad_norm}")
+
+
 def check_hyper(lr: float | Tensor, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
     """torch.optim.Adam's checks and messages (also RAdam's, and this package's other optimizers')."""
     check_lr(lr)
@@ -73,7 +180,8 @@ def check_hyper(lr: float | Tensor, betas: tuple[float, float], eps: float, weig
 
 
 # An entry of a kernel op's tensor list, as its checks name it ('params[3]', 'exp_avgs[0]', ...).
-_LIST_ENTRY = re.compile(r"'(params|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps|slow)\[(\d+)\]'")
+_LIST_ENTRY = re.compile(
+    r"'(params|param_copies|grads|exp_avgs|exp_avg_sqs|max_exp_avg_sqs|state_steps|slow)\[(\d+)\]'")
 _STATE_KEYS = {"exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq", "max_exp_avg_sqs": "max_exp_avg_sq",
                "state_steps": "step"}
 
@@ -232,14 +340,25 @@ def global_sq_norms(sq_norms: Tensor, params: list[Tensor]) -> Tensor:
     return sq_norms
 
 
-def state_lists(state: Any, params: list[Tensor], init: dict[str, Any], keys: list[str]) -> list[list[Tensor]]:
+def state_lists(state: Any, params: list[Tensor], init: dict[str, Any], keys: list[str],
+                master: bool = False) -> list[list[Tensor]]:
     """For each key, the list of that state entry over params; missing entries are created from
-    ``init[key](p)`` (lazy state initialisation, also for entries a loaded state lacks)."""
+    ``init[key](p)`` (lazy state initialisation, also for entries a loaded state lacks). `master`
+    (master_weights): a half param gets a float32 copy, state ``master_param``, and its state is
+    made like that copy (float32; state loaded in another dtype, as torch.optim's, is widened)."""
     out: list[list[Tensor]] = [[] for _ in keys]
     for p in params:
         s = state[p]
+        like = p
+        if master and p.dtype in HALF:
+            if "master_param" not in s:
+                s["master_param"] = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+            like = s["master_param"]
+            for key in keys:
+                if key != "step" and key in s and s[key].dtype != torch.float32:
+                    s[key] = s[key].float()
         for lst, key in zip(out, keys):
             if key not in s:
-                s[key] = init[key](p)
+                s[key] = init[key](like)
             lst.append(s[key])
     return out

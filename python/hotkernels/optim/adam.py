@@ -30,8 +30,13 @@ class Adam(_base.CapturableOptimizer):
 
     All params of a group run in one call of ``hotkernels::adam_step_`` (one parallel region on the
     CPU, a multi-tensor apply of a few launches on CUDA), which also increments the ``step`` counters.
-    Params must be float32 or float64 on the CPU; on CUDA also float16 and bfloat16 (state in the
-    param's dtype, math in float32).
+    Params may be float32, float64, float16 or bfloat16 (the half types compute in float32, with
+    their state in the param's dtype, as torch's fused Adam keeps it).
+
+    With a ``torch.amp.GradScaler``, :math:`g` is the unscaled gradient, read from the scaled one in
+    the step's own pass, and a step with an inf/NaN gradient is skipped entirely; ``max_grad_norm``
+    clips :math:`g` as ``clip_grad_norm_`` over all param groups first (see
+    :class:`~hotkernels.optim._base.FusedOptimizer`; the norm is :attr:`grad_norm`).
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
@@ -45,7 +50,14 @@ class Adam(_base.CapturableOptimizer):
         capturable: keep the step counters on the params' device (float32, as torch.optim's
             capturable); on CUDA the kernels then derive the bias corrections from them on the
             device, so the step never syncs with the host and can be captured in a CUDA graph (with a
-            float lr: a tensor lr is read on the host).
+            float lr: a tensor lr is read on the host). Also with a GradScaler: its ``found_inf`` is then
+            read on the device (without capturable, on the host: one sync per step; its
+            ``grad_scale`` and the clipping norm are read on the device either way).
+        max_grad_norm: clip the gradients of all groups to this total norm (None: off).
+        master_weights: keep a float32 copy of each float16/bfloat16 param, and float32 state, and
+            step that, writing the rounded result into the param (see
+            :class:`~hotkernels.optim._base.FusedOptimizer`).
+        stochastic_rounding: round the bfloat16 param writes stochastically.
     """
 
     _INIT = {
@@ -68,28 +80,40 @@ class Adam(_base.CapturableOptimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         capturable: bool = False,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
+        _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
+                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable,
+                        max_grad_norm=max_grad_norm, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults)
 
     def _update(self) -> None:
+        work = []
         for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, "Adam", ", please consider SparseAdam instead")
             if not params:
                 continue
             keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-            steps, *moments = _base.state_lists(self.state, params, self._init(group), keys)
-            params, grads, moments = _base.local_shards("Adam", params, grads, moments)
+            steps, *moments = _base.state_lists(self.state, params, self._init(group), keys, group["master_weights"])
+            work.append((k, group, params, steps, *_base.local_shards("Adam", params, grads, moments)))
+        clip = self._clip_inputs(self._total_grad_sq_norm([p for w in work for p in w[2]],
+                                                          [g for w in work for g in w[5]]))
+        for k, group, _, steps, params, grads, moments in work:
             exp_avgs, exp_avg_sqs = moments[:2]
+            copies, seed = _base.param_writes(group, params)
             max_exp_avg_sqs = moments[2] if group["amsgrad"] else []
             beta1, beta2 = group["betas"]
             try:
                 _ops.adam_step_(
-                    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                    _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
-                    group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
+                    _base.kernel_params(self.state, params, group), grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                    steps, copies, _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2),
+                    group["eps"], group["weight_decay"], group["amsgrad"], group["maximize"],
+                    group["decoupled_weight_decay"], **self._grad_inputs(), **clip, rounding_seed=seed,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)
@@ -111,9 +135,13 @@ class AdamW(Adam):
         *,
         maximize: bool = False,
         capturable: bool = False,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True,
-                         capturable=capturable)
+                         capturable=capturable, max_grad_norm=max_grad_norm, master_weights=master_weights,
+                         stochastic_rounding=stochastic_rounding)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)

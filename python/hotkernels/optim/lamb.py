@@ -23,12 +23,10 @@ class _TrustRatioOptimizer(_base.FusedOptimizer):
 
     _name = ""
     _rectify = False
+    _clip_eps = 1e-6  # clip_grad_norm_'s; LAMB's NVLAMB clipping has none
 
     def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
-
-    def _grad_sq_norm(self, params: list[Tensor], grads: list[Tensor]) -> Tensor | None:
-        return None
 
     def _update(self) -> None:
         # DTensor params run on their local shards; their norms (the trust ratio's, LAMB's global
@@ -38,23 +36,28 @@ class _TrustRatioOptimizer(_base.FusedOptimizer):
             params, grads = _base.params_with_grad(group, self._name)
             if not params:
                 continue
-            steps, *moments = _base.state_lists(self.state, params, _INIT, ["step", "exp_avg", "exp_avg_sq"])
+            steps, *moments = _base.state_lists(self.state, params, _INIT, ["step", "exp_avg", "exp_avg_sq"],
+                                                group.get("master_weights", False))
             local_params, grads, moments = _base.local_shards(self._name, params, grads, moments)
             work.append((k, group, params, steps, local_params, grads, moments))
-        grad_sq_norm = self._grad_sq_norm([p for _, _, params, *_ in work for p in params],
-                                          [g for *_, grads, _ in work for g in grads])
+        grad_sq_norm = self._total_grad_sq_norm([p for _, _, params, *_ in work for p in params],
+                                                [g for *_, grads, _ in work for g in grads])
+        clip = self._clip_inputs(grad_sq_norm)
+        amp = self._grad_inputs()
         for k, group, params, steps, local_params, grads, (exp_avgs, exp_avg_sqs) in work:
             f = self._group_flags(group)
             beta1, beta2 = group["betas"]
             shared = (beta1, beta2, group["eps"], group["weight_decay"], f["grad_averaging"], f["bias_correction"],
                       self._rectify)
             norms = torch.empty((len(params), 2), dtype=torch.float64, device=local_params[0].device)
+            copies, seed = _base.param_writes(group, local_params)
+            masters = _base.kernel_params(self.state, local_params, group)
             try:
-                _ops.lamb_moments_(local_params, grads, exp_avgs, exp_avg_sqs, steps, norms, grad_sq_norm,
-                                   f["max_grad_norm"], *shared)
+                _ops.lamb_moments_(masters, grads, exp_avgs, exp_avg_sqs, steps, copies, norms, clip["grad_sq_norm"],
+                                   clip["max_grad_norm"], *shared, self._clip_eps, **amp)
                 _base.global_sq_norms(norms, params)
-                _ops.lamb_apply_(local_params, exp_avgs, exp_avg_sqs, steps, norms, _base.as_float(group["lr"]),
-                                 *shared, f["adapt"], f["trust_clip"])
+                _ops.lamb_apply_(masters, exp_avgs, exp_avg_sqs, steps, copies, norms, _base.as_float(group["lr"]),
+                                 *shared, f["adapt"], f["trust_clip"], found_inf=amp["found_inf"], rounding_seed=seed)
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)
 
@@ -64,7 +67,9 @@ class Lamb(_TrustRatioOptimizer):
 
     With :math:`c = \max(1, \lVert g_{\text{all}} \rVert / \text{max\_grad\_norm})` the global
     gradient-norm clipping divisor over every param of the optimizer (off when
-    ``max_grad_norm`` is None), and per param at its step :math:`t`:
+    ``max_grad_norm`` is None; NVLAMB's, without clip_grad_norm_'s :math:`10^{-6}`; the norm is
+    :attr:`grad_norm`), and per param at its step :math:`t` (:math:`g` unscaled with a GradScaler,
+    as in :class:`~hotkernels.optim.Adam`):
 
     .. math::
         g &\leftarrow g / c \\
@@ -89,9 +94,13 @@ class Lamb(_TrustRatioOptimizer):
         max_grad_norm: global gradient-norm clipping threshold (None: off).
         trust_clip: clip the trust ratio to at most 1.
         always_adapt: apply the trust ratio even without weight decay.
+        master_weights: keep float32 master copies of float16/bfloat16 params and state (see
+            :class:`~hotkernels.optim.Adam`; on the CPU only so far).
+        stochastic_rounding: round the bfloat16 param writes stochastically (on the CPU only so far).
     """
 
     _name = "Lamb"
+    _clip_eps = 0.0
 
     def __init__(
         self,
@@ -105,29 +114,20 @@ class Lamb(_TrustRatioOptimizer):
         max_grad_norm: float | None = 1.0,
         trust_clip: bool = False,
         always_adapt: bool = False,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
-        if max_grad_norm is not None and not 0.0 < max_grad_norm:
-            raise ValueError(f"Invalid max_grad_norm value: {max_grad_norm}")
+        _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps, weight_decay=weight_decay,
                         grad_averaging=grad_averaging, max_grad_norm=max_grad_norm, trust_clip=trust_clip,
-                        always_adapt=always_adapt)
+                        always_adapt=always_adapt, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults)
 
-    def _grad_sq_norm(self, params: list[Tensor], grads: list[Tensor]) -> Tensor | None:
-        # Global over the optimizer (as apex and timm): the optimizer-wide max_grad_norm decides.
-        if self.defaults["max_grad_norm"] is None or not grads:
-            return None
-        try:
-            sq_norms = _ops.multi_tensor_sq_norms(grads)
-        except RuntimeError as e:  # over the grads of every group
-            raise _base.op_error(self, e, None, lists_hold_grads=True)
-        return _base.global_sq_norms(sq_norms, params).sum()
-
     def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
-        max_grad_norm = self.defaults["max_grad_norm"]
+        # max_grad_norm is global over the optimizer (as apex and timm): the optimizer-wide one decides
         return dict(grad_averaging=group["grad_averaging"], bias_correction=group["bias_correction"],
-                    max_grad_norm=0.0 if max_grad_norm is None else max_grad_norm,
                     adapt=group["weight_decay"] != 0 or group["always_adapt"], trust_clip=group["trust_clip"])
 
 
@@ -144,7 +144,8 @@ class Ralamb(_TrustRatioOptimizer):
             \quad (\text{ratio } 1 \text{ where either norm is } 0)
 
     The trust ratio is that of the step :math:`u` itself (not of :math:`\theta - u`, a known slip in
-    some implementations); weight decay is decoupled, inside :math:`u` as in LAMB.
+    some implementations); weight decay is decoupled, inside :math:`u` as in LAMB. GradScaler and
+    ``max_grad_norm`` (``clip_grad_norm_``'s clipping) as :class:`~hotkernels.optim.Adam`.
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
@@ -152,6 +153,10 @@ class Ralamb(_TrustRatioOptimizer):
         betas: :math:`(\beta_1, \beta_2)`.
         eps: :math:`\epsilon`.
         weight_decay: :math:`\lambda`.
+        max_grad_norm: clip the gradients of all groups to this total norm (None: off).
+        master_weights: keep float32 master copies of float16/bfloat16 params and state (see
+            :class:`~hotkernels.optim.Adam`; on the CPU only so far).
+        stochastic_rounding: round the bfloat16 param writes stochastically (on the CPU only so far).
     """
 
     _name = "Ralamb"
@@ -164,9 +169,15 @@ class Ralamb(_TrustRatioOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        _base.check_max_grad_norm(max_grad_norm)
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      max_grad_norm=max_grad_norm, master_weights=master_weights,
+                                      stochastic_rounding=stochastic_rounding))
 
     def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
-        return dict(grad_averaging=True, bias_correction=True, max_grad_norm=0.0, adapt=True, trust_clip=False)
+        return dict(grad_averaging=True, bias_correction=True, adapt=True, trust_clip=False)

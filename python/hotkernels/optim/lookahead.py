@@ -31,6 +31,13 @@ class Lookahead(Optimizer):
     position (over the groups, in order) and the step count, so it reloads into a fresh Lookahead
     over the same parameter layout.
 
+    A ``torch.amp.GradScaler`` steps it as it steps the inner optimizer (its ``grad_scale`` and
+    ``found_inf`` are passed on, when the inner optimizer takes them); a step skipped for an inf/NaN
+    gradient does not count towards the k steps (``found_inf`` is read on the host for that).
+    :attr:`grad_norm` is the inner optimizer's. With an inner optimizer's ``master_weights``, a half
+    param's slow weights are float32 and the sync runs on its float32 master copy, then writes the
+    rounded result into the param (``stochastic_rounding`` as the inner group's).
+
     Args:
         optimizer: the inner (fast) optimizer.
         k: inner steps between syncs.
@@ -66,6 +73,15 @@ class Lookahead(Optimizer):
     def defaults(self) -> dict[str, Any]:  # type: ignore[override]
         return self.optimizer.defaults
 
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        return getattr(self.optimizer, "_step_supports_amp_scaling", False)
+
+    @property
+    def grad_norm(self) -> Tensor | None:
+        """The inner optimizer's :attr:`~hotkernels.optim._base.FusedOptimizer.grad_norm`."""
+        return getattr(self.optimizer, "grad_norm", None)
+
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__
 
@@ -83,10 +99,17 @@ class Lookahead(Optimizer):
         for k, group in enumerate(self.param_groups):
             fast = group["params"]
             if fast:
+                if group.get("master_weights"):  # the masters (made here if not stepped yet), float32 slow weights
+                    _base.state_lists(self.state, fast, {}, [], master=True)
+                    for j, p in enumerate(fast, start=i):
+                        if p.dtype in _base.HALF and self.slow[j].dtype != torch.float32:
+                            self.slow[j] = self.slow[j].float()
                 # DTensor params: each rank syncs its shard (the slow weights are DTensors like them)
                 local_fast, _, (slow,) = _base.local_shards("Lookahead", fast, None, [self.slow[i : i + len(fast)]])
+                copies, seed = _base.param_writes(group, local_fast)
                 try:
-                    _ops.lookahead_sync_(local_fast, slow, self.alpha)
+                    _ops.lookahead_sync_(_base.kernel_params(self.state, local_fast, group), slow, copies, self.alpha,
+                                         rounding_seed=seed)
                 except RuntimeError as e:
                     raise _base.op_error(self, e, k, every_param=True)
             i += len(fast)
@@ -97,6 +120,9 @@ class Lookahead(Optimizer):
         Args:
             closure: a closure that reevaluates the model and returns the loss.
         """
+        amp = {name: getattr(self, name) for name in ("grad_scale", "found_inf") if hasattr(self, name)}
+        for name, value in amp.items():  # set by GradScaler.step on this optimizer: the inner one reads them
+            setattr(self.optimizer, name, value)
         try:
             loss = self.optimizer.step(closure)
         except RuntimeError as e:
@@ -111,6 +137,11 @@ class Lookahead(Optimizer):
                 rest = f"{rest[:at]} (in its {type(self.optimizer).__name__}'s {rest[at + 5:]}"
             named = RuntimeError(f"hotkernels.optim.{type(self).__name__}: {rest}")
             raise named from e
+        finally:
+            for name in amp:
+                delattr(self.optimizer, name)
+        if amp.get("found_inf") is not None and bool(amp["found_inf"]):
+            return loss  # the inner step was skipped: so is this one
         self.lookahead_step += 1
         if self.lookahead_step % self.k == 0:
             self.sync()
@@ -141,7 +172,8 @@ class Lookahead(Optimizer):
 
 class Ranger(Lookahead):
     r"""Ranger: :class:`Lookahead` over :class:`RAdam` (defaults lr=1e-3, betas=(0.95, 0.999),
-    eps=1e-5, k=6, alpha=0.5)."""
+    eps=1e-5, k=6, alpha=0.5; ``max_grad_norm``, ``master_weights`` and ``stochastic_rounding`` the inner
+    RAdam's)."""
 
     def __init__(
         self,
@@ -152,13 +184,19 @@ class Ranger(Lookahead):
         weight_decay: float = 0,
         k: int = 6,
         alpha: float = 0.5,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
-        super().__init__(RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), k=k, alpha=alpha)
+        super().__init__(RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                               max_grad_norm=max_grad_norm, master_weights=master_weights,
+                               stochastic_rounding=stochastic_rounding), k=k, alpha=alpha)
 
 
 class RangerLars(Lookahead):
     r"""RangerLars: :class:`Lookahead` over :class:`Ralamb` (defaults lr=1e-3, betas=(0.95, 0.999),
-    eps=1e-5, k=6, alpha=0.5)."""
+    eps=1e-5, k=6, alpha=0.5; ``max_grad_norm``, ``master_weights`` and ``stochastic_rounding`` the inner
+    Ralamb's)."""
 
     def __init__(
         self,
@@ -169,5 +207,10 @@ class RangerLars(Lookahead):
         weight_decay: float = 0,
         k: int = 6,
         alpha: float = 0.5,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
-        super().__init__(Ralamb(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), k=k, alpha=alpha)
+        super().__init__(Ralamb(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                               max_grad_norm=max_grad_norm, master_weights=master_weights,
+                               stochastic_rounding=stochastic_rounding), k=k, alpha=alpha)

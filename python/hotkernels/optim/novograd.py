@@ -38,7 +38,9 @@ class NovoGrad(_base.FusedOptimizer):
         m &\leftarrow \beta_1 m + g', \qquad \theta \leftarrow \theta - \gamma m
 
     A step is two passes per group: ``hotkernels::multi_tensor_sq_norms`` over the gradients, then
-    ``hotkernels::novograd_step_``. ``exp_avg_sq`` is a 0-dim tensor per param.
+    ``hotkernels::novograd_step_``. ``exp_avg_sq`` is a 0-dim tensor per param. GradScaler and
+    ``max_grad_norm`` as :class:`~hotkernels.optim.Adam` (the clipping norm is the sum of the layer
+    norms: no extra pass).
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
@@ -48,6 +50,10 @@ class NovoGrad(_base.FusedOptimizer):
         weight_decay: :math:`\lambda`.
         grad_averaging: scale the normalized gradient by :math:`1 - \beta_1`.
         amsgrad: use the maximum of past layer second moments.
+        max_grad_norm: clip the gradients of all groups to this total norm (None: off).
+        master_weights: keep float32 master copies of float16/bfloat16 params and state (see
+            :class:`~hotkernels.optim.Adam`; on the CPU only so far).
+        stochastic_rounding: round the bfloat16 param writes stochastically (on the CPU only so far).
     """
 
     def __init__(
@@ -59,19 +65,25 @@ class NovoGrad(_base.FusedOptimizer):
         weight_decay: float = 0,
         grad_averaging: bool = False,
         amsgrad: bool = False,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
+        _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging,
-                        amsgrad=amsgrad)
+                        amsgrad=amsgrad, max_grad_norm=max_grad_norm, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults)
 
     def _update(self) -> None:
+        work = []
         for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, "NovoGrad")
             if not params:
                 continue
             keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-            lists = _base.state_lists(self.state, params, _INIT, keys)
+            lists = _base.state_lists(self.state, params, _INIT, keys, group.get("master_weights", False))
             steps, exp_avgs, exp_avg_sqs = lists[:3]
             max_exp_avg_sqs = lists[3] if group["amsgrad"] else []
             # DTensor params: the local shards, and their layer norms summed over the shards (the
@@ -81,13 +93,21 @@ class NovoGrad(_base.FusedOptimizer):
                 sq_norms = _ops.multi_tensor_sq_norms(grads)
             except RuntimeError as e:
                 raise _base.op_error(self, e, k, lists_hold_grads=True)
-            grad_sq_norms = _base.global_sq_norms(sq_norms, params)
+            work.append((k, group, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                         _base.global_sq_norms(sq_norms, params)))
+        # the clipping norm from the layer norms (of every group) the step needs anyway
+        layer_sq_norms = torch.cat([w[-1] for w in work]) if work and self.defaults["max_grad_norm"] else None
+        clip = self._clip_inputs(self._total_grad_sq_norm([], [g for w in work for g in w[3]], layer_sq_norms))
+        for k, group, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_sq_norms in work:
             beta1, beta2 = group["betas"]
             try:
+                copies, seed = _base.param_writes(group, local_params)
                 _ops.novograd_step_(
-                    local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                    grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
-                    group["grad_averaging"], group["amsgrad"],
+                    _base.kernel_params(self.state, local_params, group), grads, exp_avgs, exp_avg_sqs,
+                    max_exp_avg_sqs, steps, copies, grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2,
+                    group["eps"], group["weight_decay"],
+                    group["grad_averaging"], group["amsgrad"], **self._grad_inputs(), **clip,
+                    rounding_seed=seed,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)

@@ -28,7 +28,8 @@ class RAdam(_base.CapturableOptimizer):
         r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}{(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}}
 
     All params of a group run in one call of ``hotkernels::radam_step_`` (one parallel region on the
-    CPU); the step scalars are computed per tensor from its step count.
+    CPU); the step scalars are computed per tensor from its step count. Dtypes, GradScaler and
+    ``max_grad_norm`` as :class:`Adam`.
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
@@ -39,6 +40,10 @@ class RAdam(_base.CapturableOptimizer):
         decoupled_weight_decay: decay the weights directly (as AdamW) instead of L2 on the gradient.
         maximize: maximize the objective instead of minimizing.
         capturable: keep the step counters on the params' device (see :class:`Adam`).
+        max_grad_norm: clip the gradients of all groups to this total norm (None: off).
+        master_weights: keep float32 master copies of float16/bfloat16 params and state (see
+            :class:`~hotkernels.optim.Adam`).
+        stochastic_rounding: round the bfloat16 param writes stochastically.
     """
 
     _INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
@@ -54,27 +59,40 @@ class RAdam(_base.CapturableOptimizer):
         *,
         maximize: bool = False,
         capturable: bool = False,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         _base.check_hyper(lr, betas, eps, weight_decay)
+        _base.check_max_grad_norm(max_grad_norm)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable)
+                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable,
+                        max_grad_norm=max_grad_norm, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults)
 
     def _update(self) -> None:
+        work = []
         for k, group in enumerate(self.param_groups):
             params, grads = _base.params_with_grad(group, "RAdam")
             if not params:
                 continue
             steps, exp_avgs, exp_avg_sqs = _base.state_lists(self.state, params, self._init(group),
-                                                             ["step", "exp_avg", "exp_avg_sq"])
-            params, grads, (exp_avgs, exp_avg_sqs) = _base.local_shards("RAdam", params, grads,
-                                                                        [exp_avgs, exp_avg_sqs])
+                                                             ["step", "exp_avg", "exp_avg_sq"], group["master_weights"])
+            work.append((k, group, params, steps,
+                         *_base.local_shards("RAdam", params, grads, [exp_avgs, exp_avg_sqs])))
+        clip = self._clip_inputs(self._total_grad_sq_norm([p for w in work for p in w[2]],
+                                                          [g for w in work for g in w[5]]))
+        for k, group, _, steps, params, grads, (exp_avgs, exp_avg_sqs) in work:
             beta1, beta2 = group["betas"]
             try:
+                copies, seed = _base.param_writes(group, params)
                 _ops.radam_step_(
-                    params, grads, exp_avgs, exp_avg_sqs, steps, _base.as_float(group["lr"]),
+                    _base.kernel_params(self.state, params, group), grads, exp_avgs, exp_avg_sqs, steps, copies,
+                    _base.as_float(group["lr"]),
                     _base.as_float(beta1), _base.as_float(beta2), group["eps"], group["weight_decay"],
-                    group["decoupled_weight_decay"], group["maximize"],
+                    group["decoupled_weight_decay"], group["maximize"], **self._grad_inputs(), **clip,
+                    rounding_seed=seed,
                 )  # fmt: skip
             except RuntimeError as e:
                 raise _base.op_error(self, e, k)
