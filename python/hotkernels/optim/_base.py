@@ -41,6 +41,20 @@ class FusedOptimizer(Optimizer):
 
     _step_supports_amp_scaling = True
 
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        super().__init__(params, defaults)
+        self._keep_grad_norm_state()
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._keep_grad_norm_state()
+
+    def _keep_grad_norm_state(self) -> None:
+        # The last clipping step's squared norm and grad_scale, for grad_norm: a dict that the step
+        # fills in place, since torch.compile (torch 2.11) cannot trace a step that sets a new
+        # attribute on the optimizer.
+        self.__dict__.setdefault("_grad_norm_parts", {})
+
     def _update(self) -> None:
         raise NotImplementedError
 
@@ -49,10 +63,9 @@ class FusedOptimizer(Optimizer):
         """The total norm of the (unscaled) gradients at the last step, as ``clip_grad_norm_`` returns
         it: set by steps with ``max_grad_norm``, else None. Computed when read (a step only keeps the
         squared norm its kernels use)."""
-        kept = getattr(self, "_grad_norm_parts", None)
-        if kept is None:
+        if "sq_norm" not in self._grad_norm_parts:
             return None
-        sq_norm, grad_scale = kept
+        sq_norm, grad_scale = self._grad_norm_parts["sq_norm"], self._grad_norm_parts["grad_scale"]
         return sq_norm.sqrt() if grad_scale is None else sq_norm.sqrt() / grad_scale
 
     def _grad_inputs(self) -> dict[str, Tensor | None]:
@@ -73,7 +86,7 @@ class FusedOptimizer(Optimizer):
                 raise op_error(self, e, None, lists_hold_grads=True)
             sq_norms = global_sq_norms(sq_norms, params)
         total = sq_norms.sum()
-        self._grad_norm_parts = (total, getattr(self, "grad_scale", None))
+        self._grad_norm_parts.update(sq_norm=total, grad_scale=getattr(self, "grad_scale", None))
         return total
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
