@@ -5,6 +5,7 @@
 
 #include "checks.h"
 #include "cpu/elementwise.h"
+#include "cpu/huge_pages.h"
 #include "cpu/kernels/mish.h"
 #include "layout.h"
 
@@ -13,7 +14,7 @@ namespace {
 
 at::Tensor mish(const at::Tensor& self) {
   check_floating("mish", "input", self);
-  at::Tensor out = at::empty_like(self);
+  at::Tensor out = huge_pages(at::empty_like(self));
   parallel_map<1>(HK_ISA_TABLE(mish_kernels).forward, out, {match_layout(self, out)});
   return out;
 }
@@ -32,7 +33,7 @@ at::Tensor mish_backward(const at::Tensor& grad_output, const at::Tensor& self) 
   check_same_dtype("mish_backward", "grad_output", grad_output, "input", self);
   check_same_shape("mish_backward", "grad_output", grad_output, "input", self);
   check_same_device("mish_backward", "grad_output", grad_output, "input", self);
-  at::Tensor grad_input = at::empty_like(self);
+  at::Tensor grad_input = huge_pages(at::empty_like(self));
   parallel_map<2>(HK_ISA_TABLE(mish_kernels).backward, grad_input,
                   {match_layout(grad_output, grad_input), match_layout(self, grad_input)});
   return grad_input;

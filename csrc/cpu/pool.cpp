@@ -13,8 +13,6 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -23,6 +21,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu/huge_pages.h"
 #include "cpu/kernels/pool.h"
 #include "pool_geometry.h"
 
@@ -38,23 +37,6 @@ at::MemoryFormat format_of(bool channels_last) {
 // The layout a pooling op keeps: channels_last for a 4-D input that suggests it, else contiguous.
 bool is_channels_last(const at::Tensor& input) {
   return input.dim() == 4 && input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-}
-
-// A new tensor that the op then writes in full. A large CPU allocation is fresh memory from the OS
-// (glibc maps blocks above 32 MiB anew each time), and faulting it in 4 KiB pages costs more than
-// writing it: on this project's 2-core EPYC, a fresh 100 MB tensor took 40-150 ms to fill against
-// 6 ms for one already mapped, 17-21 ms with transparent huge pages. So its 2 MiB-aligned interior
-// is advised MADV_HUGEPAGE (advice only: the kernel ignores it where THP is off; the whole tensor is
-// written, so huge pages waste no memory).
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
-#ifdef MADV_HUGEPAGE
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  const auto data = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t begin = (data + kHugePage - 1) & ~(kHugePage - 1), end = (data + t.nbytes()) & ~(kHugePage - 1);
-  if (end > begin + kHugePage) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#endif
-  return t;
 }
 
 std::vector<int64_t> output_shape(const at::Tensor& input, const math::Pool2d& p) {
@@ -106,10 +88,11 @@ std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& in
   const auto fmt = format_of(g.channels_last);
   const at::Tensor x = input.contiguous(fmt);
   const auto shape = output_shape(input, p);
-  at::Tensor out = empty_output(shape, input.options().memory_format(fmt));
+  at::Tensor out = huge_pages(at::empty(shape, input.options().memory_format(fmt)));
   at::Tensor argmax;
   if (arg != MaxArg::none) {
-    argmax = empty_output(shape, input.options().dtype(arg == MaxArg::indices ? at::kLong : at::kByte).memory_format(fmt));
+    const at::ScalarType type = arg == MaxArg::indices ? at::kLong : at::kByte;
+    argmax = huge_pages(at::empty(shape, input.options().dtype(type).memory_format(fmt)));
   }
   if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hotkernels_pool2d", [&] {
@@ -190,7 +173,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const auto fmt = format_of(cl);
   const at::Tensor go = grad_output.contiguous(fmt);
   const at::Tensor ix = indices.contiguous(fmt);
-  at::Tensor grad_input = empty_output(input.sizes(), grad_output.options().memory_format(fmt));
+  at::Tensor grad_input = huge_pages(at::empty(input.sizes(), grad_output.options().memory_format(fmt)));
   if (grad_input.numel() == 0) return grad_input;
   const int64_t H = input.size(-2), W = input.size(-1), C = input.size(-3);
   const int64_t planes = input.numel() / (H * W), plane = H * W;
@@ -299,7 +282,7 @@ at::Tensor max_pool2d_offsets_backward(const at::Tensor& grad_output, const at::
   const auto fmt = format_of(g.channels_last);
   const at::Tensor go = grad_output.contiguous(fmt);
   const at::Tensor off = offsets.contiguous(fmt);
-  at::Tensor grad_input = empty_output(input.sizes(), grad_output.options().memory_format(fmt));
+  at::Tensor grad_input = huge_pages(at::empty(input.sizes(), grad_output.options().memory_format(fmt)));
   if (grad_input.numel() == 0) return grad_input;
   AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "hotkernels_pool2d_backward", [&] {
     const auto& k = kernels<scalar_t>();
@@ -336,7 +319,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
   const math::Pool2d& p = g.p;
   const auto fmt = format_of(g.channels_last);
   const at::Tensor x = input.contiguous(fmt);
-  at::Tensor out = empty_output(output_shape(input, p), input.options().memory_format(fmt));
+  at::Tensor out = huge_pages(at::empty(output_shape(input, p), input.options().memory_format(fmt)));
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hotkernels_pool2d", [&] {
     const auto& k = kernels<scalar_t>();
@@ -374,7 +357,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   }
   const auto fmt = format_of(g.channels_last);
   const at::Tensor go = grad_output.contiguous(fmt);
-  at::Tensor grad_input = empty_output(input.sizes(), grad_output.options().memory_format(fmt));
+  at::Tensor grad_input = huge_pages(at::empty(input.sizes(), grad_output.options().memory_format(fmt)));
   if (grad_input.numel() == 0) return grad_input;
   AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "hotkernels_pool2d_backward", [&] {
     const auto& k = kernels<scalar_t>();
