@@ -124,7 +124,7 @@ def _loss_lines(results: list[Result]) -> list[str]:
     lines = []
     for r in results:
         if r.losses:
-            losses = ", ".join(f"{name} {loss:.4f}" for name, loss in r.losses.items())
+            losses = ", ".join(f"{name} {loss:.6g}" for name, loss in r.losses.items())
             lines.append(f"Loss after {r.steps} training steps, {r.id}: {losses}.  ")
     return lines
 
