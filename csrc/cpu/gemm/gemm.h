@@ -86,7 +86,7 @@ Interleave<T> interleave_kernel() {
 // Row starts u·ld for u < rows: the interleave's row offsets for a strided matrix. At most 128 rows,
 // the widest shape's nr (1 × 8 vectors of 16 floats).
 inline std::array<int64_t, 128> strided_rows(int64_t rows, int64_t ld) {
-  std::array<int64_t, 128> at{};
+  std::array<int64_t, 128> at;  // only the first `rows` are read
   TORCH_INTERNAL_ASSERT(rows <= static_cast<int64_t>(at.size()));
   for (int64_t u = 0; u < rows; ++u) at[u] = u * ld;
   return at;
