@@ -1,4 +1,4 @@
-// Runs a MapKernel (csrc/cpu/kernels/map_kernel.h) over tensors of one dense layout (csrc/layout.h),
+// Runs a MapKernel of N inputs (csrc/cpu/kernels/map_kernel.h) over tensors of one dense layout (csrc/layout.h),
 // split across threads with at::parallel_for. float16/bfloat16 are widened to float through stack
 // buffers of kWidenBlock elements, so half types compute in float.
 #pragma once
@@ -21,7 +21,7 @@ constexpr int64_t kMapGrain = 32768;
 constexpr int64_t kWidenBlock = 512;
 
 template <int N>
-void parallel_map(const MapKernel<N>& kernel, const at::Tensor& out, const std::array<at::Tensor, N>& in) {
+void parallel_map(const MapKernel& kernel, const at::Tensor& out, const std::array<at::Tensor, N>& in) {
   const int64_t n = out.numel();
   if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "hotkernels_map", [&] {

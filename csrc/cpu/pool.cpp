@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "checks.h"
-#include "cpu/huge_pages.h"
+#include "huge_pages.h"
 #include "cpu/kernels/pool.h"
 #include "pool_geometry.h"
 

@@ -1,12 +1,8 @@
-// Mish on CUDA: the formulas of csrc/math/mish.h through the vectorised elementwise map.
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty_like.h>
-#include <torch/library.h>
+// Mish's CUDA kernels: the formulas of csrc/math/mish.h through the vectorised elementwise map.
+#include "mish.h"
 
-#include "checks.h"
 #include "cuda/device_math.cuh"
 #include "cuda/elementwise.cuh"
-#include "layout.h"
 #include "math/mish.h"
 
 namespace hotkernels::cuda {
@@ -19,38 +15,15 @@ struct Backward {
   template <class V> __device__ V operator()(V grad, V x) const { return math::mish_backward(grad, x, DeviceExp{}, DeviceReciprocal{}); }
 };
 
-at::Tensor mish(const at::Tensor& self) {
-  check_floating("mish", "input", self);
-  at::Tensor out = at::empty_like(self);
-  map<1>(Forward{}, out, {match_layout(self, out)});
-  return out;
-}
+void mish(const at::Tensor& out, const at::Tensor& self) { map<1>(Forward{}, out, {self}); }
 
-void mish_(at::Tensor& self) {
-  check_floating("mish_", "input", self);
-  if (self.is_non_overlapping_and_dense()) {
-    map<1>(Forward{}, self, {self});
-  } else {
-    self.copy_(mish(self));
-  }
-}
-
-at::Tensor mish_backward(const at::Tensor& grad_output, const at::Tensor& self) {
-  check_floating("mish_backward", "input", self);
-  check_same_dtype("mish_backward", "grad_output", grad_output, "input", self);
-  check_same_shape("mish_backward", "grad_output", grad_output, "input", self);
-  check_same_device("mish_backward", "grad_output", grad_output, "input", self);
-  at::Tensor grad_input = at::empty_like(self);
-  map<2>(Backward{}, grad_input, {match_layout(grad_output, grad_input), match_layout(self, grad_input)});
-  return grad_input;
+void mish_backward(const at::Tensor& grad_input, const at::Tensor& grad_output, const at::Tensor& self) {
+  map<2>(Backward{}, grad_input, {grad_output, self});
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hotkernels, CUDA, m) {
-  m.impl("mish", &mish);
-  m.impl("mish_", &mish_);
-  m.impl("mish_backward", &mish_backward);
-}
+HK_REGISTER_STUB(mish_stub, cuda, &mish);
+HK_REGISTER_STUB(mish_backward_stub, cuda, &mish_backward);
 
 }  // namespace hotkernels::cuda

@@ -1,16 +1,17 @@
-// Elementwise kernels over contiguous spans: out[i] = f(in_0[i], ..., in_{N-1}[i]) for i < n.
-// The table holds one entry per compute type; float16/bfloat16 tensors are widened to float by the
-// caller (csrc/cpu/elementwise.h). Torch-free: included by the per-instruction-set kernel files.
+// An elementwise kernel over contiguous spans: out[i] = f(in_0[i], ..., in_{N-1}[i]) for i < n, the
+// number of inputs N fixed by the kernel. One entry per compute type; float16/bfloat16 tensors are
+// widened to float by the caller (csrc/cpu/elementwise.h). Torch-free: included by the
+// per-instruction-set kernel files, whose tables of this type are the kernels themselves.
 #pragma once
 
 #include <cstdint>
 
+#include "cpu/kernels/per_dtype.h"
+
 namespace hotkernels::cpu {
 
-template <int N>
-struct MapKernel {
-  void (*f32)(float* out, const float* const* in, int64_t n);
-  void (*f64)(double* out, const double* const* in, int64_t n);
-};
+template <class T>
+using MapFn = void (*)(T* out, const T* const* in, int64_t n);
+using MapKernel = PerDtype<MapFn>;
 
 }  // namespace hotkernels::cpu

@@ -16,9 +16,7 @@ struct Backward {
 
 }  // namespace
 
-extern const MishKernels mish_kernels = {
-    simd::map_kernel<Forward, 1, MapKernel<1>>(),
-    simd::map_kernel<Backward, 2, MapKernel<2>>(),
-};
+extern const MapKernel mish_forward = simd::map_kernel<Forward, 1>();
+extern const MapKernel mish_backward = simd::map_kernel<Backward, 2>();
 
 }  // namespace hotkernels::cpu::HK_ISA

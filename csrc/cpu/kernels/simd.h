@@ -15,6 +15,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "cpu/kernels/map_kernel.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -193,23 +195,16 @@ inline void map(int64_t n, F f, T* out, const In*... in) {
 
 namespace hotkernels::cpu::HK_ISA::simd {
 
-// A MapKernel<N> (map_kernel.h) whose entries run the functor F (default-constructible, callable on
-// N vectors of float and of double) through simd::map.
-template <class F, int N>
-struct MapEntries {
-  template <class T, size_t... I>
-  static void run(T* out, const T* const* in, int64_t n, std::index_sequence<I...>) {
-    map(n, F{}, out, in[I]...);
-  }
-  template <class T>
-  static void run(T* out, const T* const* in, int64_t n) {
-    run(out, in, n, std::make_index_sequence<N>{});
-  }
-};
+// A MapKernel (map_kernel.h) whose entries run the functor F (default-constructible, callable on N
+// vectors of float and of double) through simd::map.
+template <class F, int N, class T>
+void map_span(T* out, const T* const* in, int64_t n) {
+  [&]<size_t... I>(std::index_sequence<I...>) { map(n, F{}, out, in[I]...); }(std::make_index_sequence<N>{});
+}
 
-template <class F, int N, class Table>
-constexpr Table map_kernel() {
-  return {&MapEntries<F, N>::template run<float>, &MapEntries<F, N>::template run<double>};
+template <class F, int N>
+constexpr MapKernel map_kernel() {
+  return {&map_span<F, N, float>, &map_span<F, N, double>};
 }
 
 }  // namespace hotkernels::cpu::HK_ISA::simd

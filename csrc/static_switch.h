@@ -1,0 +1,28 @@
+// A run-time value turned into a compile-time one (flash-attention's static_switch.h, as a function):
+//
+//   static_switch<false, true>(channels_last, [&]<bool kChannelsLast>() { launch<kChannelsLast>(...); });
+//
+// calls the lambda's instantiation for the listed value equal to `value`, and returns what it
+// returns. Every listed value is compiled; a value not listed is a bug in the caller, refused with a
+// message. For a type rather than a value, switch on a bool and pick the type with
+// std::conditional_t inside.
+#pragma once
+
+#include <c10/util/Exception.h>
+
+#include <utility>
+
+namespace hotkernels {
+
+template <auto First, auto... Rest, class V, class F>
+decltype(auto) static_switch(const V& value, F&& f) {
+  if constexpr (sizeof...(Rest) == 0) {
+    TORCH_CHECK(value == First, "hotkernels: internal error: static_switch met a value it was not given");
+    return f.template operator()<First>();
+  } else {
+    if (value == First) return f.template operator()<First>();
+    return static_switch<Rest...>(value, std::forward<F>(f));
+  }
+}
+
+}  // namespace hotkernels
