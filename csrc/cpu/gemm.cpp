@@ -43,13 +43,7 @@ int64_t fma_peak_loop(std::string_view isa, int64_t iterations) {
   TORCH_CHECK(want <= active_isa(), "hotkernels.fma_peak_loop: 'isa' ", isa, " is above what this CPU runs (",
               isa_name(active_isa()), ")");
   TORCH_CHECK(iterations >= 0, "hotkernels.fma_peak_loop: expected 'iterations' >= 0, got ", iterations);
-#if defined(__x86_64__) || defined(_M_X64)
-  const GemmKernels& table = want == Isa::avx512 ? avx512::gemm_kernels
-                             : want == Isa::avx2 ? avx2::gemm_kernels
-                                                 : base::gemm_kernels;
-#else
-  const GemmKernels& table = base::gemm_kernels;
-#endif
+  const GemmKernels& table = HK_ISA_TABLE_OF(want, gemm_kernels);
   std::atomic<int64_t> flops{0};
   const int64_t threads = at::get_num_threads();
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {

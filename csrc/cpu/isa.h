@@ -17,8 +17,8 @@ Isa active_isa();
 const char* isa_name(Isa isa);
 
 template <class Table>
-const Table& select_isa(const Table& base, const Table& avx2, const Table& avx512) {
-  switch (active_isa()) {
+const Table& select_isa(Isa isa, const Table& base, const Table& avx2, const Table& avx512) {
+  switch (isa) {
     case Isa::avx512: return avx512;
     case Isa::avx2: return avx2;
     default: return base;
@@ -39,10 +39,13 @@ const Table& select_isa(const Table& base, const Table& avx2, const Table& avx51
   extern const Table name;                      \
   }
 
+// The table `name` of instruction set `isa` (at most what this CPU runs: the caller checks).
 #if defined(__x86_64__) || defined(_M_X64)
-#define HK_ISA_TABLE(name)                                                               \
-  ::hotkernels::cpu::select_isa(::hotkernels::cpu::base::name, ::hotkernels::cpu::avx2::name, \
+#define HK_ISA_TABLE_OF(isa, name)                                                                   \
+  ::hotkernels::cpu::select_isa((isa), ::hotkernels::cpu::base::name, ::hotkernels::cpu::avx2::name, \
                                 ::hotkernels::cpu::avx512::name)
 #else
-#define HK_ISA_TABLE(name) (::hotkernels::cpu::base::name)
+#define HK_ISA_TABLE_OF(isa, name) (::hotkernels::cpu::base::name)
 #endif
+// The table `name` of the instruction set the kernels run (active_isa()).
+#define HK_ISA_TABLE(name) HK_ISA_TABLE_OF(::hotkernels::cpu::active_isa(), name)

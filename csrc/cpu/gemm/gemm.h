@@ -65,22 +65,13 @@ int64_t max_tile_rows(int64_t kc) {
 template <class T>
 std::span<const GemmKernel<T>> shapes() {
   const GemmKernels& table = HK_ISA_TABLE(gemm_kernels);
-  if constexpr (std::is_same_v<T, float>) {
-    return {table.f32, static_cast<size_t>(table.shapes)};
-  } else {
-    return {table.f64, static_cast<size_t>(table.shapes)};
-  }
+  return {table.typed.of<T>().shapes, static_cast<size_t>(table.shapes)};
 }
 
 // The packing transpose of this CPU's instruction set (csrc/cpu/kernels/gemm.h).
 template <class T>
 Interleave<T> interleave_kernel() {
-  const GemmKernels& table = HK_ISA_TABLE(gemm_kernels);
-  if constexpr (std::is_same_v<T, float>) {
-    return table.interleave_f32;
-  } else {
-    return table.interleave_f64;
-  }
+  return HK_ISA_TABLE(gemm_kernels).typed.of<T>().interleave;
 }
 
 // Row starts u·ld for u < rows: the interleave's row offsets for a strided matrix. At most 128 rows,

@@ -188,11 +188,9 @@ int64_t fma_loop(int64_t iterations) {
 // input's gradient) without padding them to 8; 1 × 8 a single row (an LSTM step of batch one:
 // memory-bound, so B is read once and unpadded, 512 columns being 4 whole panels).
 extern const GemmKernels gemm_kernels = {
-    {shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 4, 6>(), shape<float, 1, 8>()},
-    {shape<double, 8, 3>(), shape<double, 12, 2>(), shape<double, 4, 6>(), shape<double, 1, 8>()},
+    {{{shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 4, 6>(), shape<float, 1, 8>()}, &interleave<float>},
+     {{shape<double, 8, 3>(), shape<double, 12, 2>(), shape<double, 4, 6>(), shape<double, 1, 8>()}, &interleave<double>}},
     4,
-    &interleave<float>,
-    &interleave<double>,
     &fma_loop<24>,
 };
 #else
@@ -200,11 +198,9 @@ extern const GemmKernels gemm_kernels = {
 // the one that pads it least: 64 or 128 rows are whole blocks of 4 but not of 6 (3% padding), 3
 // rows half a block of 6; 1 × 8 for a single row (8 accumulators: enough to cover the FMA latency).
 extern const GemmKernels gemm_kernels = {
-    {shape<float, 6, 2>(), shape<float, 4, 3>(), shape<float, 1, 8>(), {}},
-    {shape<double, 6, 2>(), shape<double, 4, 3>(), shape<double, 1, 8>(), {}},
+    {{{shape<float, 6, 2>(), shape<float, 4, 3>(), shape<float, 1, 8>(), {}}, &interleave<float>},
+     {{shape<double, 6, 2>(), shape<double, 4, 3>(), shape<double, 1, 8>(), {}}, &interleave<double>}},
     3,
-    &interleave<float>,
-    &interleave<double>,
     &fma_loop<12>,
 };
 #endif

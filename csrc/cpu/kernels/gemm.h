@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
+#include "cpu/kernels/per_dtype.h"
 
 namespace hotkernels::cpu {
 
@@ -41,12 +42,16 @@ struct GemmKernel {
 template <class T>
 using Interleave = void (*)(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps);
 
+// One compute type's micro-kernels: shapes [0, GemmKernels::shapes) valid, and the packing transpose.
+template <class T>
+struct GemmTyped {
+  GemmKernel<T> shapes[kMaxGemmShapes];
+  Interleave<T> interleave;
+};
+
 struct GemmKernels {
-  GemmKernel<float> f32[kMaxGemmShapes];
-  GemmKernel<double> f64[kMaxGemmShapes];
+  PerDtype<GemmTyped> typed;
   int shapes;
-  Interleave<float> interleave_f32;
-  Interleave<double> interleave_f64;
   // The machine's floor for these kernels: `iterations` rounds of float32 FMAs on as many
   // independent vector accumulators as the shapes use, registers only (no loads). Returns the
   // floating-point operations done (2 per lane per FMA) and keeps the result observable.
