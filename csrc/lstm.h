@@ -5,7 +5,8 @@
 // differ from there on. The CPU (csrc/cpu/lstm.cpp) runs its GEMMs and time loops on its own GEMM
 // core, each pointwise pass fused into the epilogue of the GEMM that completes its input, and
 // computes float16/bfloat16 in float; CUDA (csrc/cuda/lstm.cu) runs cuBLAS GEMMs (at::mm/addmm) with
-// its pointwise passes as separate kernels, in every dtype.
+// its pointwise passes as separate kernels, in every dtype. So a body also allocates its outputs:
+// the CPU's float16/bfloat16 ones are its float results narrowed.
 //
 // Layouts: gates are [rows, 4·hidden] (i, f, g, o blocks, torch's order), states [rows, hidden], all
 // contiguous; a layer's tensors are time-major [T, B, ...].
