@@ -14,22 +14,10 @@
 
 namespace hotkernels::lstm {
 
-HK_DEFINE_STUB(cell_stub, "lstm_cell",
-               Tensors3(const Dims& d, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
-                        const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& bias));
-HK_DEFINE_STUB(cell_backward_stub, "lstm_cell_backward",
-               Tensors6(const Dims& d, const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
-                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                        const at::Tensor& cy, const at::Tensor& gates, Mask mask));
-HK_DEFINE_STUB(layer_stub, "lstm_layer",
-               Tensors3(const Dims& d, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
-                        const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& bias,
-                        const OptTensor& w_hr, bool reverse));
-HK_DEFINE_STUB(layer_backward_stub, "lstm_layer_backward",
-               Tensors7(const Dims& d, const at::Tensor& grad_output, const at::Tensor& grad_cs,
-                        const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
-                        const at::Tensor& w_hh, const at::Tensor& output, const at::Tensor& cs,
-                        const at::Tensor& gates, const OptTensor& w_hr, bool reverse, LayerMask mask));
+HK_DEFINE_STUB(cell_stub, "lstm_cell", CellFn);
+HK_DEFINE_STUB(cell_backward_stub, "lstm_cell_backward", CellBackwardFn);
+HK_DEFINE_STUB(layer_stub, "lstm_layer", LayerFn);
+HK_DEFINE_STUB(layer_backward_stub, "lstm_layer_backward", LayerBackwardFn);
 
 namespace {
 

@@ -76,26 +76,29 @@ const T* ptr_or_null(const at::Tensor& t) {
 // undefined without biases.
 
 // lstm_cell: (h', c', gates [B, 4H]); gates are the activations, saved for backward.
-HK_DECLARE_STUB(cell_stub, Tensors3(const Dims& d, const at::Tensor& input, const at::Tensor& hx,
-                                    const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                    const at::Tensor& bias));
+using CellFn = Tensors3(const Dims& d, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                        const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& bias);
+HK_DECLARE_STUB(cell_stub, CellFn);
 // lstm_cell_backward: (grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias); grad_bias is
 // that of b_ih and of b_hh.
-HK_DECLARE_STUB(cell_backward_stub,
-                Tensors6(const Dims& d, const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
-                         const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                         const at::Tensor& cy, const at::Tensor& gates, Mask mask));
+using CellBackwardFn = Tensors6(const Dims& d, const at::Tensor& grad_hy, const at::Tensor& grad_cy,
+                                const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                                const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& cy,
+                                const at::Tensor& gates, Mask mask);
+HK_DECLARE_STUB(cell_backward_stub, CellBackwardFn);
 // lstm_layer, one direction of one layer over all T steps of input [T, B, I]: (output [T, B, P or
 // H] = every h, cs [T, B, H] = every c, gates [T, B, 4H]). `reverse` runs from step T−1 down to 0.
-HK_DECLARE_STUB(layer_stub, Tensors3(const Dims& d, const at::Tensor& input, const at::Tensor& hx,
-                                     const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                     const at::Tensor& bias, const OptTensor& w_hr, bool reverse));
+using LayerFn = Tensors3(const Dims& d, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                         const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& bias,
+                         const OptTensor& w_hr, bool reverse);
+HK_DECLARE_STUB(layer_stub, LayerFn);
 // lstm_layer_backward, backward through time: grads of (input, hx, cx, w_ih, w_hh, bias, w_hr)
 // from those of output and cs.
-HK_DECLARE_STUB(layer_backward_stub,
-                Tensors7(const Dims& d, const at::Tensor& grad_output, const at::Tensor& grad_cs,
-                         const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
-                         const at::Tensor& w_hh, const at::Tensor& output, const at::Tensor& cs,
-                         const at::Tensor& gates, const OptTensor& w_hr, bool reverse, LayerMask mask));
+using LayerBackwardFn = Tensors7(const Dims& d, const at::Tensor& grad_output, const at::Tensor& grad_cs,
+                                 const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                                 const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
+                                 const at::Tensor& cs, const at::Tensor& gates, const OptTensor& w_hr, bool reverse,
+                                 LayerMask mask);
+HK_DECLARE_STUB(layer_backward_stub, LayerBackwardFn);
 
 }  // namespace hotkernels::lstm
