@@ -1,5 +1,6 @@
-// LSTM on the CPU, on the GEMM core (csrc/cpu/gemm/gemm.h); formulas in csrc/math/lstm.h, the
-// vectorised pointwise passes in csrc/cpu/kernels/lstm.cpp, argument checks in csrc/lstm.cpp.
+// LSTM on the CPU: the whole body of each op once csrc/lstm.cpp has checked its arguments (one stub
+// per op, csrc/lstm.h says why), on the GEMM core (csrc/cpu/gemm/gemm.h); formulas in
+// csrc/math/lstm.h, the vectorised pointwise passes in csrc/cpu/kernels/lstm.cpp.
 //
 // Forward of a layer: the input projection of every step is one GEMM into gates [T, B, 4H]. W_hhᵀ
 // is packed once per call, its four gates as separate column groups, so each tile of a step's GEMM
@@ -16,24 +17,20 @@
 // = grad_output(t) + dgates(t+1)·W_hh is a plain GEMM kept for every step; dr(t) = dh(t)·W_hr
 // [B, H] (W_hr packed once) has the pointwise backward of step t as its epilogue (dr as its dh);
 // grad W_hr = Σ_t dh(t)ᵀ·r(t), with r recomputed from the saved gates (o) and cs.
-#include <ATen/Dispatch.h>
+#include "lstm.h"
+
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mul.h>
-#include <ATen/ops/tanh.h>
 #include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <optional>
 #include <tuple>
-#include <type_traits>
 
 #include "cpu/dispatch.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/kernels/lstm.h"
-#include "lstm.h"
 
 namespace hotkernels::cpu {
 namespace {
@@ -41,8 +38,10 @@ namespace {
 using gemm::Matrix;
 using gemm::matrix;
 using gemm::PackedB;
+using lstm::Dims;
 using lstm::Mask;
 using lstm::OptTensor;
+using lstm::ptr_or_null;
 using lstm::Tensors3;
 using lstm::Tensors6;
 using lstm::Tensors7;
@@ -50,20 +49,6 @@ using lstm::Tensors7;
 // Rows per task of a pointwise pass run on its own (not as an epilogue): about 8k elements, five
 // exponentials each forward, so a task is tens of microseconds; small batches stay on one thread.
 int64_t row_grain(int64_t hidden) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, hidden)); }
-
-template <class T, template <class> class Args>
-auto pick(const LstmTyped<Args>& typed) {
-  if constexpr (std::is_same_v<T, float>) {
-    return typed.f32;
-  } else {
-    return typed.f64;
-  }
-}
-
-template <class T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
 
 // W_hhᵀ (H × 4H, or P × 4H with a projection) packed for the steps' GEMMs (B rows each), one
 // column group of H per gate.
@@ -93,7 +78,7 @@ at::Tensor product(const Matrix<T>& a, const Matrix<T>& b, const at::Tensor& lik
 // pointwise pass: activations in place, h and c out.
 template <class T>
 void forward_step(const Matrix<T>& h_prev, const PackedB<T>& w_hh_t, const LstmForwardArgs<T>& args) {
-  const auto kernel = pick<T>(HK_ISA_TABLE(lstm_kernels).forward);
+  const auto kernel = HK_ISA_TABLE(lstm_kernels).forward.of<T>();
   const int64_t H = args.hidden;
   gemm::multiply(h_prev, w_hh_t, args.gates, 4 * H, H, true, [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
     kernel(args, i0, i0 + rows, j0, j0 + cols);
@@ -103,64 +88,57 @@ void forward_step(const Matrix<T>& h_prev, const PackedB<T>& w_hh_t, const LstmF
 // The pointwise backward pass over every row, split over threads.
 template <class T>
 void backward_rows(const LstmBackwardArgs<T>& args, int64_t rows) {
-  const auto kernel = pick<T>(HK_ISA_TABLE(lstm_kernels).backward);
+  const auto kernel = HK_ISA_TABLE(lstm_kernels).backward.of<T>();
   at::parallel_for(0, rows, row_grain(args.hidden), [&](int64_t begin, int64_t end) {
     kernel(args, begin, end, 0, args.hidden);
   });
 }
 
-// float16 and bfloat16 run in float32, our kernels' compute type (as torch's CPU LSTM computes
-// them): once its arguments are checked, an op widens its tensors, runs the float32 path and narrows
-// what it returns to the input's type, the saved gate activations and states included, so that
-// backward sees what a half-type forward keeps.
-bool is_half(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
-at::Tensor widen(const at::Tensor& t) { return t.to(at::kFloat); }
-OptTensor widen(const OptTensor& t) { return t ? OptTensor(t->to(at::kFloat)) : std::nullopt; }
+// float16 and bfloat16 run in their op-math type, float32, our kernels' compute type (as torch's CPU
+// LSTM computes them): a body widens its tensors, runs the float32 path and narrows what it returns
+// to the input's type, the saved gate activations and states included, so that backward sees what a
+// half-type forward keeps. (The bias comes in the op-math type already.)
+bool is_half(const at::Tensor& t) { return at::toOpMathType(t.scalar_type()) != t.scalar_type(); }
+at::Tensor widen(const at::Tensor& t) { return t.to(at::toOpMathType(t.scalar_type())); }
+OptTensor widen(const OptTensor& t) { return t ? OptTensor(widen(*t)) : std::nullopt; }
 template <class Tuple>
 Tuple narrow(Tuple out, at::ScalarType dtype) {
   std::apply([&](auto&... t) { ((t = t.to(dtype)), ...); }, out);
   return out;
 }
 
-Tensors3 cell_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
-                      const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
-  const lstm::Dims d = lstm::check_args("lstm_cell", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 2);
+Tensors3 cell_forward(const Dims& d, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                      const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& bias) {
   if (is_half(input)) {
-    return narrow(cell_forward(widen(input), widen(hx), widen(cx), widen(w_ih), widen(w_hh), widen(b_ih), widen(b_hh)),
+    return narrow(cell_forward(d, widen(input), widen(hx), widen(cx), widen(w_ih), widen(w_hh), bias),
                   input.scalar_type());
   }
   const int64_t B = d.batch, H = d.hidden;
-  const at::Tensor bias = lstm::combined_bias(b_ih, b_hh, input.scalar_type()), c_prev = cx.contiguous();
   at::Tensor gates = at::empty({B, 4 * H}, input.options());
   at::Tensor h = at::empty({B, H}, input.options()), c = at::empty({B, H}, input.options());
   dispatch_compute(input.scalar_type(), [&]<class T>() {
     gemm::multiply(matrix<T>(input), matrix<T>(w_ih).t(), gates.mutable_data_ptr<T>(), 4 * H, false);
-    const LstmForwardArgs<T> args{gates.mutable_data_ptr<T>(), ptr_or_null<T>(bias), c_prev.const_data_ptr<T>(),
+    const LstmForwardArgs<T> args{gates.mutable_data_ptr<T>(), ptr_or_null<T>(bias), cx.const_data_ptr<T>(),
                                   h.mutable_data_ptr<T>(), c.mutable_data_ptr<T>(), H};
     forward_step(matrix<T>(hx), pack_recurrent<T>(w_hh, B), args);
   });
   return {h, c, gates};
 }
 
-Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
+Tensors6 cell_backward(const Dims& d, const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
                        const at::Tensor& cy, const at::Tensor& gates, Mask mask) {
-  const char* op = "lstm_cell_backward";
-  const lstm::Dims d = lstm::check_args(op, input, hx, cx, w_ih, w_hh, {}, {}, 2);
-  lstm::check_saved(op, input, hx.sizes(), gates, {{"grad_hy", &grad_hy}, {"grad_cy", &grad_cy}, {"cy", &cy}});
   if (is_half(input)) {
-    return narrow(cell_backward(widen(grad_hy), widen(grad_cy), widen(input), widen(hx), widen(cx), widen(w_ih),
+    return narrow(cell_backward(d, widen(grad_hy), widen(grad_cy), widen(input), widen(hx), widen(cx), widen(w_ih),
                                 widen(w_hh), widen(cy), widen(gates), mask),
                   input.scalar_type());
   }
-  const at::Tensor g = gates.contiguous(), c_prev = cx.contiguous(), c = cy.contiguous();
-  const at::Tensor dh = grad_hy.contiguous(), dc = grad_cy.contiguous();
   at::Tensor dgates = at::empty(gates.sizes(), gates.options()), grad_cx = at::empty(cx.sizes(), cx.options());
   at::Tensor grad_input = lstm::unused(input), grad_hx = lstm::unused(input);
   at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input);
   dispatch_compute(input.scalar_type(), [&]<class T>() {
-    backward_rows(LstmBackwardArgs<T>{g.const_data_ptr<T>(), c_prev.const_data_ptr<T>(), c.const_data_ptr<T>(),
-                                      dh.const_data_ptr<T>(), dc.const_data_ptr<T>(), nullptr,
+    backward_rows(LstmBackwardArgs<T>{gates.const_data_ptr<T>(), cx.const_data_ptr<T>(), cy.const_data_ptr<T>(),
+                                      grad_hy.const_data_ptr<T>(), grad_cy.const_data_ptr<T>(), nullptr,
                                       dgates.mutable_data_ptr<T>(), grad_cx.mutable_data_ptr<T>(), d.hidden},
                   d.batch);
     const Matrix<T> dg = matrix<T>(dgates);
@@ -172,19 +150,15 @@ Tensors6 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, con
   return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, mask[4] ? dgates.sum(0) : lstm::unused(input)};
 }
 
-Tensors3 layer_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
-                       const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+Tensors3 layer_forward(const Dims& d, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                       const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& bias, const OptTensor& w_hr,
                        bool reverse) {
-  const lstm::Dims d = lstm::check_args("lstm_layer", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
-  const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
-  TORCH_CHECK(T > 0, "hotkernels.lstm_layer: expected 'input' to have at least one time step, but got shape ",
-              input.sizes());
   if (is_half(input)) {
-    return narrow(layer_forward(widen(input), widen(hx), widen(cx), widen(w_ih), widen(w_hh), widen(b_ih), widen(b_hh),
-                                widen(w_hr), reverse),
+    return narrow(layer_forward(d, widen(input), widen(hx), widen(cx), widen(w_ih), widen(w_hh), bias, widen(w_hr),
+                                reverse),
                   input.scalar_type());
   }
-  const at::Tensor bias = lstm::combined_bias(b_ih, b_hh, input.scalar_type()), cx_c = cx.contiguous();
+  const int64_t T = d.steps, B = d.batch, H = d.hidden, P = d.state;
   at::Tensor gates = at::empty({T, B, 4 * H}, input.options());
   at::Tensor output = at::empty({T, B, P}, input.options()), cs = at::empty({T, B, H}, input.options());
   // With a projection: the unprojected r = o ⊙ tanh(c) of the step being computed.
@@ -195,7 +169,7 @@ Tensors3 layer_forward(const at::Tensor& input, const at::Tensor& hx, const at::
     const PackedB<S> w_hh_t = pack_recurrent<S>(w_hh, B);
     const std::optional<PackedB<S>> w_hr_t = w_hr ? std::optional(pack(matrix<S>(*w_hr).t(), B)) : std::nullopt;
     Matrix<S> h_prev = matrix<S>(hx);
-    const S* c_prev = cx_c.const_data_ptr<S>();
+    const S* c_prev = cx.const_data_ptr<S>();
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = reverse ? T - 1 - s : s;
       S* h = output.mutable_data_ptr<S>() + t * B * P;
@@ -212,25 +186,18 @@ Tensors3 layer_forward(const at::Tensor& input, const at::Tensor& hx, const at::
   return {output, cs, gates};
 }
 
-Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs, const at::Tensor& input,
-                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                        const at::Tensor& output, const at::Tensor& cs, const at::Tensor& gates,
-                        const OptTensor& w_hr, bool reverse, lstm::LayerMask mask) {
-  const char* op = "lstm_layer_backward";
-  const lstm::Dims d = lstm::check_args(op, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
-  const int64_t T = input.size(0), B = d.batch, H = d.hidden, P = d.state;
-  TORCH_CHECK(T > 0, "hotkernels.", op, ": expected 'input' to have at least one time step, but got shape ",
-              input.sizes());
-  lstm::check_saved(op, input, {T, B, H}, gates, {{"grad_cs", &grad_cs}, {"cs", &cs}});
-  lstm::check_states(op, input, {T, B, P}, w_hr ? "seq_len, batch, proj_size" : "the shape of the hidden state",
-                     {{"grad_output", &grad_output}, {"output", &output}});
+Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::Tensor& grad_cs,
+                        const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+                        const at::Tensor& w_hh, const at::Tensor& output, const at::Tensor& cs,
+                        const at::Tensor& gates, const OptTensor& w_hr, bool reverse, lstm::LayerMask mask) {
   if (is_half(input)) {
-    return narrow(layer_backward(widen(grad_output), widen(grad_cs), widen(input), widen(hx), widen(cx), widen(w_ih),
-                                 widen(w_hh), widen(output), widen(cs), widen(gates), widen(w_hr), reverse, mask),
+    return narrow(layer_backward(d, widen(grad_output), widen(grad_cs), widen(input), widen(hx), widen(cx),
+                                 widen(w_ih), widen(w_hh), widen(output), widen(cs), widen(gates), widen(w_hr),
+                                 reverse, mask),
                   input.scalar_type());
   }
-  const at::Tensor go = grad_output.contiguous(), gcs = grad_cs.contiguous(), cs_c = cs.contiguous();
-  const at::Tensor g_c = gates.contiguous(), cx_c = cx.contiguous(), out_c = output.contiguous();
+  const int64_t T = d.steps, B = d.batch, H = d.hidden, P = d.state;
+  const at::Tensor out_c = output.contiguous();
   at::Tensor dgates = at::empty({T, B, 4 * H}, gates.options());
   // dh, dc: the gradients reaching the state of the step being processed, from later steps (in
   // forward order) and from the outputs. With a projection, dh of every step ([T, B, P], kept for
@@ -247,13 +214,13 @@ Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs
     // The pointwise backward of step t, whose dh (dr with a projection) is ready and whose later dc
     // is in `dc`.
     auto step_args = [&](int64_t t) {
-      const S* c_prev = t == t_first ? cx_c.const_data_ptr<S>() : cs_c.const_data_ptr<S>() + (reverse ? t + 1 : t - 1) * BH;
+      const S* c_prev = t == t_first ? cx.const_data_ptr<S>() : cs.const_data_ptr<S>() + (reverse ? t + 1 : t - 1) * BH;
       S* dcp = dc.mutable_data_ptr<S>();
-      return LstmBackwardArgs<S>{g_c.const_data_ptr<S>() + t * 4 * BH, c_prev, cs_c.const_data_ptr<S>() + t * BH,
-                                 w_hr ? dr.const_data_ptr<S>() : dh_of(t), dcp, gcs.const_data_ptr<S>() + t * BH,
+      return LstmBackwardArgs<S>{gates.const_data_ptr<S>() + t * 4 * BH, c_prev, cs.const_data_ptr<S>() + t * BH,
+                                 w_hr ? dr.const_data_ptr<S>() : dh_of(t), dcp, grad_cs.const_data_ptr<S>() + t * BH,
                                  dgates.mutable_data_ptr<S>() + t * 4 * BH, dcp, H};
     };
-    const auto kernel = pick<S>(HK_ISA_TABLE(lstm_kernels).backward);
+    const auto kernel = HK_ISA_TABLE(lstm_kernels).backward.of<S>();
     const PackedB<S> w_hh_p(matrix<S>(w_hh), 1, gemm::least_padding<S>(B, P));
     const std::optional<PackedB<S>> w_hr_p = w_hr ? std::optional(pack(matrix<S>(*w_hr), B)) : std::nullopt;
     // The pointwise backward of step t once its dh is complete: with a projection, as the epilogue of
@@ -269,11 +236,11 @@ Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs
       }
     };
     int64_t later = reverse ? 0 : T - 1;  // the last step in forward order comes first
-    std::copy_n(go.const_data_ptr<S>() + later * BP, BP, dh_of(later));
+    std::copy_n(grad_output.const_data_ptr<S>() + later * BP, BP, dh_of(later));
     pointwise(later);
     for (int64_t s = 1; s < T; ++s) {
       const int64_t t = reverse ? s : T - 1 - s;
-      std::copy_n(go.const_data_ptr<S>() + t * BP, BP, dh_of(t));
+      std::copy_n(grad_output.const_data_ptr<S>() + t * BP, BP, dh_of(t));
       const Matrix<S> dg_later{dgates.const_data_ptr<S>() + later * 4 * BH, B, 4 * H, 4 * H, 1};
       if (w_hr) {
         gemm::multiply(dg_later, w_hh_p, dh_of(t), P, 0, true, no_epilogue);
@@ -304,8 +271,8 @@ Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs
       }
     }
     if (w_hr && mask[5]) {
-      // Σ_t dh(t)ᵀ·r(t), with r = o ⊙ tanh(c) recomputed from the saved activations and cell states.
-      const at::Tensor r = at::mul(g_c.narrow(2, 3 * H, H), at::tanh(cs_c));
+      // Σ_t dh(t)ᵀ·r(t)
+      const at::Tensor r = lstm::recompute_r(gates, cs, H);
       grad_w_hr = product(Matrix<S>{dh.const_data_ptr<S>(), T * B, P, P, 1}.t(), matrix<S>(r.view({T * B, H})), input);
     }
   });
@@ -315,11 +282,9 @@ Tensors7 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hotkernels, CPU, m) {
-  m.impl("lstm_cell", &cell_forward);
-  m.impl("lstm_cell_backward", &cell_backward);
-  m.impl("lstm_layer", &layer_forward);
-  m.impl("lstm_layer_backward", &layer_backward);
-}
+HK_REGISTER_STUB(lstm::cell_stub, cpu, &cell_forward);
+HK_REGISTER_STUB(lstm::cell_backward_stub, cpu, &cell_backward);
+HK_REGISTER_STUB(lstm::layer_stub, cpu, &layer_forward);
+HK_REGISTER_STUB(lstm::layer_backward_stub, cpu, &layer_backward);
 
 }  // namespace hotkernels::cpu

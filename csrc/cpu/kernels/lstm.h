@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
+#include "cpu/kernels/per_dtype.h"
 
 namespace hotkernels::cpu {
 
@@ -35,18 +36,18 @@ struct LstmBackwardArgs {
   int64_t hidden;
 };
 
-// One function per compute type (float16/bfloat16 are not computed by the CPU kernels).
-template <template <class> class Args>
-struct LstmTyped {
-  void (*f32)(const Args<float>&, int64_t row_begin, int64_t row_end, int64_t unit_begin, int64_t unit_end);
-  void (*f64)(const Args<double>&, int64_t row_begin, int64_t row_end, int64_t unit_begin, int64_t unit_end);
-};
+template <class T>
+using LstmForwardFn = void (*)(const LstmForwardArgs<T>&, int64_t row_begin, int64_t row_end, int64_t unit_begin,
+                               int64_t unit_end);
+template <class T>
+using LstmBackwardFn = void (*)(const LstmBackwardArgs<T>&, int64_t row_begin, int64_t row_end, int64_t unit_begin,
+                                int64_t unit_end);
 
 struct LstmKernels {
-  LstmTyped<LstmForwardArgs> forward;
-  LstmTyped<LstmBackwardArgs> backward;
+  PerDtype<LstmForwardFn> forward;
+  PerDtype<LstmBackwardFn> backward;
 };
 
 }  // namespace hotkernels::cpu
 
-HK_DECLARE_ISA_TABLE(LstmKernels, lstm_kernels)
+HK_DECLARE_ISA_TABLE(hotkernels::cpu::LstmKernels, lstm_kernels)
