@@ -28,6 +28,8 @@ struct Conv2dGeometry {
   HK_HOST_DEVICE int64_t taps() const { return kh * kw; }
   // Reduction length of the forward GEMM: input channels of a group × kernel taps.
   HK_HOST_DEVICE int64_t kdim() const { return cin_g() * kh * kw; }
+  // One input and one output channel per group: the depthwise kernels' case on either device.
+  HK_HOST_DEVICE bool depthwise() const { return cin_g() == 1 && cout_g() == 1; }
 };
 
 // Output extent along one dimension (torch's formula); ≤ 0 when the kernel exceeds the padded input.
