@@ -1,13 +1,16 @@
-// conv2d argument checks and geometry, shared by the CPU and CUDA ops. Messages follow torch's own
-// (F.conv2d), prefixed with the op's name.
+// conv2d (formulas and geometry: csrc/math/conv2d.h): the checks and geometry of the ops
+// (csrc/conv2d.cpp), the layout of their results, and the stubs that the ops call and each device's
+// kernels register into. Messages follow torch's own (F.conv2d), prefixed with the op's name.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 #include <optional>
 
 #include "checks.h"
+#include "dispatch_stub.h"
 #include "math/conv2d.h"
 
 namespace hotkernels {
@@ -38,35 +41,42 @@ inline math::Conv2dGeometry conv2d_geometry(const char* op, at::IntArrayRef inpu
   const int64_t eh = dilation[0] * (weight[2] - 1) + 1, ew = dilation[1] * (weight[3] - 1) + 1;
   TORCH_CHECK(hp >= eh && wp >= ew, "hotkernels.", op, ": Calculated padded input size per channel: (", hp, " x ", wp,
               "). Kernel size: (", eh, " x ", ew, "). Kernel size can't be greater than actual input size");
-  math::Conv2dGeometry g{};
-  g.n = input[0];
-  g.c = input[1];
-  g.h = input[2];
-  g.w = input[3];
-  g.k = weight[0];
-  g.kh = weight[2];
-  g.kw = weight[3];
-  g.sh = stride[0];
-  g.sw = stride[1];
-  g.pt = padding[0];
-  g.pl = padding[1];
-  g.dh = dilation[0];
-  g.dw = dilation[1];
-  g.groups = groups;
-  g.oh = math::conv_out_size(g.h, padding[0], padding[2], g.kh, g.sh, g.dh);
-  g.ow = math::conv_out_size(g.w, padding[1], padding[3], g.kw, g.sw, g.dw);
-  return g;
+  return {.n = input[0], .c = input[1], .h = input[2], .w = input[3],
+          .k = weight[0],
+          .oh = math::conv_out_size(input[2], padding[0], padding[2], weight[2], stride[0], dilation[0]),
+          .ow = math::conv_out_size(input[3], padding[1], padding[3], weight[3], stride[1], dilation[1]),
+          .kh = weight[2], .kw = weight[3],
+          .sh = stride[0], .sw = stride[1],
+          .pt = padding[0], .pl = padding[1],
+          .dh = dilation[0], .dw = dilation[1],
+          .groups = groups};
 }
 
-// The layout torch's convolutions (oneDNN, cuDNN) give their output: channels_last when the input
-// or the weight suggests it, else contiguous. The gradients follow the same rule with grad_output
-// standing in for the argument the op does not take (python/hotkernels/ops/conv2d.py hands
-// grad_output over in the output's layout): the input gradient from (grad_output, weight), the
-// weight gradient from (grad_output, input). The fake kernels there keep it too.
-inline at::MemoryFormat conv2d_output_format(const at::Tensor& input, const at::Tensor& weight) {
-  const bool cl = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
-                  weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+// The layout torch's convolutions give their output: channels_last when the input or the weight
+// suggests it, else contiguous. The gradients follow the same rule with grad_output standing in for
+// the argument the op does not take (python/hotkernels/ops/conv2d.py hands grad_output over in the
+// output's layout): the input gradient from (grad_output, weight), the weight gradient from
+// (grad_output, input). float64 on CUDA is always contiguous: torch runs it on cuDNN (or, depthwise,
+// its native kernel), which keep float64 in NCHW whatever the arguments' layouts
+// (cudnn_conv_suggest_memory_format in aten/src/ATen/native/ConvUtils.h; the native depthwise kernel
+// is NCHW only). The fake kernels there keep the same rule.
+inline at::MemoryFormat conv2d_output_format(const at::Tensor& a, const at::Tensor& b) {
+  if (a.is_cuda() && a.scalar_type() == at::kDouble) return at::MemoryFormat::Contiguous;
+  const bool cl = a.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                  b.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// Where a kernel that writes a contiguous array of dtype `dtype` puts a result bound for `out`: `out`
+// itself when it is one already, else a contiguous scratch that finish_into then copies into `out`
+// (dtype and layout in one conversion).
+inline at::Tensor contiguous_target(const at::Tensor& out, at::ScalarType dtype) {
+  if (out.scalar_type() == dtype && out.is_contiguous()) return out;
+  return at::empty(out.sizes(), out.options().dtype(dtype), at::MemoryFormat::Contiguous);
+}
+
+inline void finish_into(const at::Tensor& out, const at::Tensor& target) {
+  if (!target.is_same(out)) out.copy_(target);
 }
 
 inline void check_conv2d_tensors(const char* op, const at::Tensor& input, const char* input_name,
@@ -92,5 +102,26 @@ inline void check_conv2d_grad_output(const char* op, const at::Tensor& grad_outp
               "hotkernels.", op, ": expected 'grad_output' of size [", g.n, ", ", g.k, ", ", g.oh, ", ", g.ow,
               "], but got ", grad_output.sizes());
 }
+
+// The device kernels. Each writes every value of its result, which the op has allocated in its
+// dtype and layout (conv2d_output_format; `layout` is that layout) and which is never empty.
+// A kernel reads its tensor arguments in whatever layout they come.
+
+// y = conv(input, weight) + bias (bias undefined: none)
+using Conv2dFn = void(const at::Tensor& y, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                      const math::Conv2dGeometry& g, at::MemoryFormat layout);
+// grad_input: the transposed convolution of grad_output
+using Conv2dBackwardInputFn = void(const at::Tensor& grad_input, const at::Tensor& grad_output,
+                                   const at::Tensor& weight, const math::Conv2dGeometry& g, at::MemoryFormat layout);
+// grad_weight = Σ over the batch's output pixels of grad_output × the taps' input pixels
+using Conv2dBackwardWeightFn = void(const at::Tensor& grad_weight, const at::Tensor& grad_output,
+                                    const at::Tensor& input, const math::Conv2dGeometry& g);
+// grad_bias[c] = Σ over batch and pixels of grad_output[:, c]
+using Conv2dBackwardBiasFn = void(const at::Tensor& grad_bias, const at::Tensor& grad_output);
+
+HK_DECLARE_STUB(conv2d_stub, Conv2dFn);
+HK_DECLARE_STUB(conv2d_backward_input_stub, Conv2dBackwardInputFn);
+HK_DECLARE_STUB(conv2d_backward_weight_stub, Conv2dBackwardWeightFn);
+HK_DECLARE_STUB(conv2d_backward_bias_stub, Conv2dBackwardBiasFn);
 
 }  // namespace hotkernels

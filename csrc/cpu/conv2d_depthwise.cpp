@@ -17,11 +17,10 @@ namespace hotkernels::cpu::conv {
 
 using gemm::ceil_div;
 
-template <class T> const DepthwiseKernel<T>& depthwise_kernel();
-template <> const DepthwiseKernel<float>& depthwise_kernel<float>() { return HK_ISA_TABLE(conv2d_kernels).depthwise_f32; }
-template <> const DepthwiseKernel<double>& depthwise_kernel<double>() { return HK_ISA_TABLE(conv2d_kernels).depthwise_f64; }
-
-bool is_depthwise(const Conv2dGeometry& g) { return g.cin_g() == 1 && g.cout_g() == 1; }
+template <class T>
+const Conv2dKernel<T>& kernels() {
+  return HK_ISA_TABLE(conv2d_kernels).of<T>();
+}
 
 // Rows and columns of a zero-padded plane holding every tap of every output pixel and the input.
 std::pair<int64_t, int64_t> padded_plane(const Conv2dGeometry& g) {
@@ -83,8 +82,8 @@ void depthwise_forward(const T* x, const T* w, const T* bias, T* y, const Conv2d
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t c = nc % g.c;
       fill_planes(x + nc * g.h * g.w, g, p, xp.data());
-      depthwise_kernel<T>().forward(xp.data(), p.cols, off.data(), w + c * g.taps(), bias ? bias[c] : T(0),
-                                    y + nc * g.oh * g.ow, g);
+      kernels<T>().depthwise_forward(xp.data(), p.cols, off.data(), w + c * g.taps(), bias ? bias[c] : T(0),
+                                     y + nc * g.oh * g.ow, g);
     }
   });
 }
@@ -112,7 +111,7 @@ void depthwise_backward_input(const T* gy, const T* w, T* gx, const Conv2dGeomet
     std::vector<T> gxp(hp * wp);
     for (int64_t nc = begin; nc < end; ++nc) {
       std::fill(gxp.begin(), gxp.end(), T(0));
-      depthwise_kernel<T>().backward_input(gy + nc * g.oh * g.ow, w + nc % g.c * g.taps(), gxp.data(), wp, g);
+      kernels<T>().depthwise_backward_input(gy + nc * g.oh * g.ow, w + nc % g.c * g.taps(), gxp.data(), wp, g);
       for (int64_t y = 0; y < g.h; ++y) {
         std::memcpy(gx + (nc * g.h + y) * g.w, gxp.data() + (y + g.pt) * wp + g.pl, g.w * sizeof(T));
       }
@@ -130,8 +129,8 @@ void depthwise_backward_weight(const T* gy, const T* x, T* gw, const Conv2dGeome
       std::fill(gw + c * g.taps(), gw + (c + 1) * g.taps(), T(0));
       for (int64_t n = 0; n < g.n; ++n) {
         fill_planes(x + (n * g.c + c) * g.h * g.w, g, p, xp.data());
-        depthwise_kernel<T>().backward_weight(gy + (n * g.c + c) * g.oh * g.ow, xp.data(), p.cols, off.data(),
-                                              gw + c * g.taps(), g);
+        kernels<T>().depthwise_backward_weight(gy + (n * g.c + c) * g.oh * g.ow, xp.data(), p.cols, off.data(),
+                                               gw + c * g.taps(), g);
       }
     }
   });

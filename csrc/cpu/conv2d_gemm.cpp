@@ -1,14 +1,15 @@
-// conv2d on the CPU, the general path: an implicit GEMM without an im2col matrix. The input is copied once, zero-padded
-// and split by stride phase: xs[n][c][a][b][y][x] = x[n][c][y·sh + a − pt][x·sw + b − pl] (zero
-// outside x), each phase plane Hs × Ws. Output pixel (oy, ox) then reads, for tap (i, j) with
-// i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for
-// the "virtual" pixel index v = oy·Ws + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive
-// virtual pixels read consecutive memory for every (channel, tap), and the micro-kernel
-// (csrc/cpu/kernels/gemm.cpp) can stream B straight from xs (run_pass_virtual). Virtual pixels
-// with ox ≥ OW are computed and thrown away: a few percent at 56×56, but a quarter of the work at
-// 7×7 and 14×14 once tiles are rounded. So passes with many output rows (≥ 128 channels) or a
-// wasteful grid gather B instead, per tile of real pixels of the whole batch and per reduction
-// chunk, into an aligned [step][pixel] buffer (run_pass_packed: an im2col of one tile, ≤ 128 KiB).
+// conv2d on the CPU, the general path: an implicit GEMM without an im2col matrix. The input is
+// copied once, zero-padded and split by stride phase: xs[n][c][a][b][y][x] =
+// x[n][c][y·sh + a − pt][x·sw + b − pl] (zero outside x), each phase plane Hs × Ws. Output pixel
+// (oy, ox) then reads, for tap (i, j) with i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at
+// (oy + qi, ox + qj) of phase (ai, bj): for the "virtual" pixel index v = oy·Ws + ox, that is
+// xs_plane[v + offset(c, i, j)]. So consecutive virtual pixels read consecutive memory for every
+// (channel, tap), and the micro-kernel (csrc/cpu/kernels/gemm.cpp) can stream B straight from xs
+// (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown away: a few percent at
+// 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded. So passes with many
+// output rows (≥ 128 channels) or a wasteful grid gather B instead, per tile of real pixels of the
+// whole batch and per reduction chunk, into an aligned [step][pixel] buffer (run_pass_packed: an
+// im2col of one tile and one chunk, at most 128 KiB of float).
 // The workspace is the padded copy (about the input's size) plus per-thread tiles.
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
@@ -34,10 +35,12 @@ using gemm::ceil_div;
 using gemm::max_nr;
 using gemm::reduction_chunk;
 
-// Columns per task tile (rounded up to whole blocks of the micro-kernel): with kChunk reduction
-// steps, a packed B tile of 128 KiB (float) stays in L2.
+// Columns per task tile (rounded up to whole blocks of the micro-kernel): with kReductionChunk
+// reduction steps, a packed B tile of 128 KiB (float) stays in L2.
 constexpr int64_t kTileColumns = 128;
-constexpr int64_t kChunk = 256;  // reduction steps per GEMM call: B runs and A block stay in cache
+// Reduction steps per micro-kernel call at most (reduction_chunk evens the chunks out): the B runs
+// and the A block stay in cache.
+constexpr int64_t kReductionChunk = 256;
 
 // Columns of a task tile for a micro-kernel nr columns wide.
 int64_t tile_columns(int64_t nr) { return ceil_div(kTileColumns, nr) * nr; }
@@ -183,8 +186,9 @@ struct GemmPass {
   const T* bias;
 };
 
-// Real pixels of a rows × cols grid, numbered q = (n·rows + Y)·cols + X over the whole batch, walked in runs that
-// stay in one row of one image: f(q, len, n, Y, X) for each run of [q0, q0 + count).
+// Real pixels of a rows × cols grid, numbered q = (n·rows + Y)·cols + X over the whole batch,
+// walked in runs that stay in one row of one image: f(q, len, n, Y, X) for each run of
+// [q0, q0 + count).
 template <class F>
 void for_each_run(int64_t rows, int64_t cols, int64_t q0, int64_t count, F&& f) {
   for (int64_t q = q0; q < q0 + count;) {
@@ -214,12 +218,12 @@ void scatter(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int
 template <class T>
 void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = *p.kern;
-  const int64_t chunk = reduction_chunk(p.kd, kChunk), mr = kern.mr;
+  const int64_t chunk = reduction_chunk(p.kd, kReductionChunk), mr = kern.mr;
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
   const int64_t tile = std::min(tile_columns(kern.nr), ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
   const int64_t m = p.m, channels = groups * m;
   // Small images give few tiles: then a task takes several images, so that each block of weights
-  // (mr rows × kChunk steps, in L1) serves all of them before the next is loaded — the weights
+  // (mr rows × one reduction chunk, in L1) serves all of them before the next is loaded — the weights
   // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
   const int64_t threads = at::get_num_threads();
   const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
@@ -278,14 +282,14 @@ void gather_runs(const T* src, const std::vector<Run>& runs, T* dst, int64_t cou
   std::fill(dst + count, dst + width, T(0));
 }
 
-// Packed tiles over the real pixels of the whole batch: per reduction chunk, B (kChunk steps × tile
-// pixels, ≤ 128 KiB: in L2) is gathered from the phase-split source into [step][pixel] rows, then
-// every row block of A runs over it. For small maps (7×7, 14×14) this wastes almost nothing where
+// Packed tiles over the real pixels of the whole batch: per reduction chunk, B (chunk steps × tile
+// pixels, at most 128 KiB of float: in L2) is gathered from the phase-split source into
+// [step][pixel] rows, then every row block of A runs over it. For small maps (7×7, 14×14) this wastes almost nothing where
 // the virtual grid wastes ~25%; the gather (one copy per B value) is amortised over the rows.
 template <class T>
 void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = *p.kern;
-  const int64_t chunk = reduction_chunk(p.kd, kChunk), mr = kern.mr;
+  const int64_t chunk = reduction_chunk(p.kd, kReductionChunk), mr = kern.mr;
   const int64_t threads = at::get_num_threads(), pixels = batch * p.rows * p.cols, channels = groups * p.m;
   // Tiles in a multiple of the thread count, of near-equal width; when there are too few of them
   // to balance, the rows (output channels) are split across threads as well, rows outermost so that
@@ -296,9 +300,9 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const int64_t rows = ceil_div(ceil_div(p.m, splits), mr) * mr;
   const int64_t tasks = splits * groups * tiles;
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
-    Aligned<T> bt(kChunk * tile + kCopy<T>);
+    Aligned<T> bt(kReductionChunk * tile + kCopy<T>);
     std::vector<T> ct(rows * tile);
-    const std::vector<int64_t> steps = gemm::steps(kChunk, tile);
+    const std::vector<int64_t> steps = gemm::steps(kReductionChunk, tile);
     std::vector<Run> runs;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;

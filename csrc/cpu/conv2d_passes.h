@@ -1,4 +1,4 @@
-// conv2d on the CPU: the passes behind the ops of csrc/cpu/conv2d.cpp, by role. The implicit GEMM
+// conv2d on the CPU: the passes behind the kernels of csrc/cpu/conv2d.cpp, by role. The implicit GEMM
 // on the GEMM core's micro-kernels (csrc/cpu/conv2d_gemm.cpp) and the direct depthwise kernels
 // (csrc/cpu/conv2d_depthwise.cpp). Each computes in T = float or double on contiguous NCHW arrays
 // (x: input, w: weight, y: output, gy/gx/gw: their gradients) of geometry g.
@@ -31,10 +31,9 @@ template <class T>
 void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g);
 
 // ---- depthwise: one input and one output channel per group (conv2d_depthwise.cpp) ----
-bool is_depthwise(const Conv2dGeometry& g);
 template <class T>
 void depthwise_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g);
-// Adds into gx (zeroed by the caller).
+// Writes every value of gx.
 template <class T>
 void depthwise_backward_input(const T* gy, const T* w, T* gx, const Conv2dGeometry& g);
 template <class T>

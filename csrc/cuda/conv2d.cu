@@ -9,9 +9,8 @@
 //  - exact (below): a shared-memory tiled FMA implicit GEMM on NCHW tensors, for float64, for float32
 //    with TF32 off (exact FP32, like cuDNN then) and for shapes beyond the tensor-core kernels' int32
 //    index bounds (mma_fits).
-// Output layouts follow torch's CUDA convolutions (output_format below): channels_last when the input
-// or the weight suggests it (conv2d_output_format in csrc/conv2d.h), grad_output standing in for the
-// argument a gradient op lacks; float64 always contiguous.
+// The ops (csrc/conv2d.cpp) hand over results allocated in torch's layout (conv2d_output_format in
+// csrc/conv2d.h); the kernels below fill them through the stubs declared there.
 //
 // Exact path tiles: C is cut into 64 × 64 tiles per group (grid x: columns, y: rows, z: group × K
 // split, each walked grid-stride past CUDA's grid limits); 256 threads stage 16-deep slices of A
@@ -20,26 +19,27 @@
 // into a float/double buffer.
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
 #include <numeric>
+#include <tuple>
 #include <type_traits>
 
 #include "conv2d.h"
 #include "conv2d_depthwise.cuh"
 #include "conv2d_mma_problems.cuh"
 #include "cuda/grid.cuh"
+#include "static_switch.h"
 
 namespace hotkernels::cuda {
 namespace {
@@ -48,12 +48,16 @@ using math::Conv2dGeometry;
 
 constexpr int kBM = 64, kBN = 64, kBK = 16, kThreads = 256;
 
-// Input pixel of output pixel q = oy·ow + ox for tap (i, j); false when it falls in the padding.
-__device__ __forceinline__ bool input_pixel(const Conv2dGeometry& g, int64_t q, int64_t i, int64_t j, int64_t& iy,
-                                            int64_t& ix) {
-  iy = q / g.ow * g.sh - g.pt + i * g.dh;
-  ix = q % g.ow * g.sw - g.pl + j * g.dw;
-  return iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
+// x_col[k][p] of group gi, the implicit im2col matrix that the forward GEMM and the weight gradient
+// read: for output pixel p = (n, oy, ox) and k = (ci, i, j), input pixel (oy·sh − pt + i·dh,
+// ox·sw − pl + j·dw) of channel gi·Cin_g + ci; 0 in the padding.
+template <class Acc, class T>
+__device__ __forceinline__ Acc x_col(const T* x, const Conv2dGeometry& g, int64_t gi, int64_t k, int64_t p) {
+  const int64_t ci = k / g.taps(), i = k % g.taps() / g.kw, j = k % g.kw;
+  const int64_t n = p / (g.oh * g.ow), q = p % (g.oh * g.ow);
+  const int64_t iy = q / g.ow * g.sh - g.pt + i * g.dh, ix = q % g.ow * g.sw - g.pl + j * g.dw;
+  if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return Acc(0);
+  return static_cast<Acc>(x[((n * g.c + gi * g.cin_g() + ci) * g.h + iy) * g.w + ix]);
 }
 
 // y[n][gi·M + m][q] = Σ_k w[gi·M + m][k] · x_col[k][(n, q)] + bias; k = (ci, i, j).
@@ -68,13 +72,7 @@ struct Forward {
   __device__ int64_t cols() const { return g.n * g.oh * g.ow; }
   __device__ int64_t depth() const { return g.kdim(); }
   __device__ Acc a(int64_t gi, int64_t m, int64_t k) const { return static_cast<Acc>(w[(gi * rows() + m) * depth() + k]); }
-  __device__ Acc b(int64_t gi, int64_t k, int64_t p) const {
-    const int64_t ci = k / g.taps(), i = k % g.taps() / g.kw, j = k % g.kw;
-    const int64_t n = p / (g.oh * g.ow), q = p % (g.oh * g.ow);
-    int64_t iy, ix;
-    if (!input_pixel(g, q, i, j, iy, ix)) return Acc(0);
-    return static_cast<Acc>(x[((n * g.c + gi * g.cin_g() + ci) * g.h + iy) * g.w + ix]);
-  }
+  __device__ Acc b(int64_t gi, int64_t k, int64_t p) const { return x_col<Acc>(x, g, gi, k, p); }
   __device__ void store(int64_t gi, int64_t m, int64_t p, Acc v) const {
     const int64_t n = p / (g.oh * g.ow), q = p % (g.oh * g.ow), co = gi * rows() + m;
     y[(n * g.k + co) * g.oh * g.ow + q] = static_cast<T>(bias ? v + static_cast<Acc>(bias[co]) : v);
@@ -126,13 +124,7 @@ struct BackwardWeight {
     const int64_t n = p / (g.oh * g.ow), q = p % (g.oh * g.ow);
     return static_cast<Acc>(gy[(n * g.k + gi * g.cout_g() + m) * g.oh * g.ow + q]);
   }
-  __device__ Acc b(int64_t gi, int64_t k, int64_t p) const {
-    const int64_t ci = k / g.taps(), i = k % g.taps() / g.kw, j = k % g.kw;
-    const int64_t n = p / (g.oh * g.ow), q = p % (g.oh * g.ow);
-    int64_t iy, ix;
-    if (!input_pixel(g, q, i, j, iy, ix)) return Acc(0);
-    return static_cast<Acc>(x[((n * g.c + gi * g.cin_g() + ci) * g.h + iy) * g.w + ix]);
-  }
+  __device__ Acc b(int64_t gi, int64_t k, int64_t p) const { return x_col<Acc>(x, g, gi, k, p); }
   __device__ void store(int64_t gi, int64_t m, int64_t k, Acc v) const {
     atomicAdd(gw + (gi * g.cout_g() + m) * g.kdim() + k, v);
   }
@@ -222,8 +214,6 @@ void launch(const P& prob, int64_t rows, int64_t cols, int64_t groups, int64_t s
 
 enum class Path { kDepthwise, kTensorCore, kExact };
 
-bool is_depthwise(const Conv2dGeometry& g) { return g.cin_g() == 1 && g.cout_g() == 1; }
-
 // float32 runs as TF32 when torch's flag for cuDNN convolutions says so
 // (torch.backends.cudnn.allow_tf32, or torch.backends.cudnn.conv.fp32_precision = "tf32"); read on
 // every call, as torch's own cuDNN convolution does. Half types always use the tensor cores
@@ -246,21 +236,12 @@ bool mma_fits(const Conv2dGeometry& g) {
 }
 
 Path select_path(const Conv2dGeometry& g, at::ScalarType t) {
-  if (is_depthwise(g)) return Path::kDepthwise;
+  if (g.depthwise()) return Path::kDepthwise;
   if (tensor_core_dtype(t) && mma_fits(g)) return Path::kTensorCore;
   return Path::kExact;
 }
 
 at::MemoryFormat layout_of(const at::Tensor& t) { return t.suggest_memory_format(); }
-
-// The layout torch's CUDA convolution gives its results: float64 runs on cuDNN (or, depthwise, on
-// torch's native kernel), which keep float64 in NCHW whatever the layouts of the arguments
-// (cudnn_conv_suggest_memory_format in aten/src/ATen/native/ConvUtils.h; the native depthwise
-// kernel is NCHW only); other dtypes by the rule shared with the CPU. The fake kernels
-// (python/hotkernels/ops/conv2d.py) apply the same rule to CUDA tensors.
-at::MemoryFormat output_format(const at::Tensor& a, const at::Tensor& b) {
-  return a.scalar_type() == at::kDouble ? at::MemoryFormat::Contiguous : conv2d_output_format(a, b);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tensor-core path (host side).
@@ -274,15 +255,6 @@ template <> struct DeviceType<at::Half> {
 template <> struct DeviceType<at::BFloat16> {
   using type = __nv_bfloat16;
 };
-
-template <class F> void dispatch_mma(at::ScalarType t, F&& f) {
-  switch (t) {
-    case at::kFloat: return f(std::type_identity<float>{});
-    case at::kHalf: return f(std::type_identity<at::Half>{});
-    case at::kBFloat16: return f(std::type_identity<at::BFloat16>{});
-    default: TORCH_INTERNAL_ASSERT(false, "hotkernels.conv2d: no tensor-core kernel for ", t);
-  }
-}
 
 template <class S> const typename DeviceType<S>::type* dptr(const at::Tensor& t) {
   return reinterpret_cast<const typename DeviceType<S>::type*>(t.const_data_ptr<S>());
@@ -303,7 +275,8 @@ int64_t reduction_splits(int64_t wanted) { return deterministic() ? 1 : wanted; 
 // Tile shape and K splits for an M × N × K GEMM per group: 128 rows and columns (64 on a side that
 // has no more) when that gives every SM a block; otherwise 64 × 64 and, when `split_ok`, enough K
 // splits for about two blocks per SM, each still at least 4 k-slices deep.
-enum class TileShape { k128x128, k128x64, k64x128, k64x64 };
+enum class TileShape { k128x128, k128x64, k64x128, k64x64 };  // in the order of Tiles
+using Tiles = std::tuple<mma::Tile128x128, mma::Tile128x64, mma::Tile64x128, mma::Tile64x64>;
 
 struct Plan {
   TileShape tile;
@@ -335,21 +308,11 @@ void launch_tile(const P& p, int64_t groups, int splits, Out* out) {
 }
 
 template <bool kAtomic, bool kVec, class P, class Out> void launch_shape(const P& p, int64_t groups, const Plan& plan, Out* out) {
-  switch (plan.tile) {
-    case TileShape::k128x128: return launch_tile<mma::Tile128x128, kAtomic, kVec>(p, groups, plan.splits, out);
-    case TileShape::k128x64: return launch_tile<mma::Tile128x64, kAtomic, kVec>(p, groups, plan.splits, out);
-    case TileShape::k64x128: return launch_tile<mma::Tile64x128, kAtomic, kVec>(p, groups, plan.splits, out);
-    case TileShape::k64x64: return launch_tile<mma::Tile64x64, kAtomic, kVec>(p, groups, plan.splits, out);
-  }
-}
-
-template <bool kVec, class P> void launch_stores(const P& p, int64_t groups, const Plan& plan, const at::Tensor& out, const at::Tensor& acc) {
-  if (acc.defined()) {
-    TORCH_INTERNAL_ASSERT(plan.tile == TileShape::k64x64);
-    launch_tile<mma::Tile64x64, true, kVec>(p, groups, plan.splits, acc.mutable_data_ptr<float>());
-  } else {
-    launch_shape<false, kVec>(p, groups, plan, static_cast<typename P::T*>(out.mutable_data_ptr()));
-  }
+  static_switch<TileShape::k128x128, TileShape::k128x64, TileShape::k64x128, TileShape::k64x64>(
+      plan.tile, [&]<TileShape kShape>() {
+        using Cfg = std::tuple_element_t<static_cast<size_t>(kShape), Tiles>;
+        launch_tile<Cfg, kAtomic, kVec>(p, groups, plan.splits, out);
+      });
 }
 
 // Launches problem p for every group: into `out` (T), or, when `acc` is defined, adding into that
@@ -361,10 +324,15 @@ void launch_mma(const P& p, int64_t groups, const Plan& plan, const at::Tensor& 
   if constexpr (P::kAccumulates) {
     TORCH_INTERNAL_ASSERT(!vec);
     launch_shape<true, false>(p, groups, plan, acc.mutable_data_ptr<float>());
-  } else if (vec) {
-    launch_stores<true>(p, groups, plan, out, acc);
   } else {
-    launch_stores<false>(p, groups, plan, out, acc);
+    static_switch<false, true>(vec, [&]<bool kVec>() {
+      if (acc.defined()) {
+        TORCH_INTERNAL_ASSERT(plan.tile == TileShape::k64x64);
+        launch_tile<mma::Tile64x64, true, kVec>(p, groups, plan.splits, acc.mutable_data_ptr<float>());
+      } else {
+        launch_shape<false, kVec>(p, groups, plan, static_cast<typename P::T*>(out.mutable_data_ptr()));
+      }
+    });
   }
 }
 
@@ -392,17 +360,16 @@ void forward_mma(const at::Tensor& input, const at::Tensor& weight, const at::Te
                  const at::Tensor& y, bool nchw_out) {
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor w = weight.permute({0, 2, 3, 1}).contiguous();  // [C_out][kh][kw][C_in/groups]
-  dispatch_mma(x.scalar_type(), [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    using T = typename DeviceType<S>::type;
+  AT_DISPATCH_V2(x.scalar_type(), "hotkernels_conv2d_mma_cuda", AT_WRAP([&] {
+    using T = typename DeviceType<scalar_t>::type;
     const mma::ForwardProblem<T> p{static_cast<int>(g.n * g.oh * g.ow), static_cast<int>(g.cout_g()), static_cast<int>(g.kdim()),
-                                   static_cast<int>(g.h), static_cast<int>(g.w), 1, 1, dptr<S>(x), dptr<S>(w),
-                                   bias.defined() ? dptr<S>(bias) : nullptr, conv_dims(g, nchw_out)};
+                                   static_cast<int>(g.h), static_cast<int>(g.w), 1, 1, dptr<scalar_t>(x), dptr<scalar_t>(w),
+                                   bias.defined() ? dptr<scalar_t>(bias) : nullptr, conv_dims(g, nchw_out)};
     const Plan plan = plan_gemm(p.M, p.N, p.K, g.groups, mma::Traits<T>::kBK, true);
     const at::Tensor acc = plan.splits > 1 ? split_buffer(y) : at::Tensor();
     launch_mma(p, g.groups, plan, y, acc, vector_loads(g.cin_g(), sizeof(T), {&x, &w}));
     finish_split(y, acc);
-  });
+  }), at::kFloat, at::kHalf, at::kBFloat16);
 }
 
 // The stride classes of the input gradient (see BackwardInputProblem): for each residue (ry, rx), the
@@ -438,9 +405,8 @@ void backward_input_mma(const at::Tensor& grad_output, const at::Tensor& weight,
   const at::Tensor gy = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
   // [groups][C_in/groups][kh][kw][C_out/groups]: k = (tap, co) contiguous for each input channel.
   const at::Tensor w = weight.reshape({g.groups, g.cout_g(), g.cin_g(), g.kh, g.kw}).permute({0, 2, 3, 4, 1}).contiguous();
-  dispatch_mma(gy.scalar_type(), [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    using T = typename DeviceType<S>::type;
+  AT_DISPATCH_V2(gy.scalar_type(), "hotkernels_conv2d_mma_cuda", AT_WRAP([&] {
+    using T = typename DeviceType<scalar_t>::type;
     // One plan for all classes, from the largest (class (0, 0) has the most pixels; K ≤ all taps):
     // split-K then accumulates every class in one zeroed buffer.
     const int64_t m_max = g.n * ((g.h + g.sh - 1) / g.sh) * ((g.w + g.sw - 1) / g.sw);
@@ -452,32 +418,29 @@ void backward_input_mma(const at::Tensor& grad_output, const at::Tensor& weight,
         const mma::StrideClass s = stride_class(g, ry, rx);
         const mma::BackwardInputProblem<T> p{static_cast<int>(g.n) * s.cy * s.cx, static_cast<int>(g.cin_g()),
                                              s.ti * s.tj * static_cast<int>(g.cout_g()), static_cast<int>(g.oh),
-                                             static_cast<int>(g.ow), 1, 1, dptr<S>(gy), dptr<S>(w), nullptr,
+                                             static_cast<int>(g.ow), 1, 1, dptr<scalar_t>(gy), dptr<scalar_t>(w), nullptr,
                                              conv_dims(g, nchw_out), s};
         if (acc.defined() && p.K == 0) continue;  // no tap reaches this class: the zeroed buffer is its result
         launch_mma(p, g.groups, plan, gx, acc, vec);
       }
     }
     finish_split(gx, acc);
-  });
+  }), at::kFloat, at::kHalf, at::kBFloat16);
 }
 
-// Returns the weight gradient as float32 (split-K sums; the caller converts).
-at::Tensor backward_weight_mma(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
-                               const Conv2dGeometry& g) {
+// Adds the weight gradient into `acc` (float32, contiguous, zeroed): split-K sums.
+void backward_weight_mma(const at::Tensor& grad_output, const at::Tensor& input, const Conv2dGeometry& g,
+                         const at::Tensor& acc) {
   const at::Tensor gy = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor acc = at::zeros(weight_size, gy.options().dtype(at::kFloat));
-  dispatch_mma(gy.scalar_type(), [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    using T = typename DeviceType<S>::type;
+  AT_DISPATCH_V2(gy.scalar_type(), "hotkernels_conv2d_mma_cuda", AT_WRAP([&] {
+    using T = typename DeviceType<scalar_t>::type;
     const mma::BackwardWeightProblem<T> p{static_cast<int>(g.cout_g()), static_cast<int>(g.kdim()),
                                           static_cast<int>(g.n * g.oh * g.ow), 1, 1, static_cast<int>(g.h),
-                                          static_cast<int>(g.w), dptr<S>(gy), dptr<S>(x), nullptr,
+                                          static_cast<int>(g.w), dptr<scalar_t>(gy), dptr<scalar_t>(x), nullptr,
                                           conv_dims(g, false)};
     launch_mma(p, g.groups, plan_gemm(p.M, p.N, p.K, g.groups, mma::Traits<T>::kBK, true), acc, acc, false);
-  });
-  return acc;
+  }), at::kFloat, at::kHalf, at::kBFloat16);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,15 +460,16 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 // last step (index + blocks · 256 threads) must not pass INT32_MAX either.
 int64_t int32_loop_bound(unsigned blocks) { return kInt32Max - int64_t{blocks} * 256; }
 
-// Runs f.template operator()<I>() with the index type a depthwise grid of `blocks` needs for tensors
-// of up to `numel` elements: int where it is enough (fewer registers), else int64_t.
+// Launches a depthwise kernel of one thread per element of `out` (grid-stride) as
+// `launch.template operator()<I>(blocks)`, I the index type the grid needs for `in` and `out`: int
+// where it is enough (fewer registers, faster div/mod), else int64_t.
 template <class F>
-void with_index_type(int64_t numel, unsigned blocks, F&& f) {
-  if (numel <= int32_loop_bound(blocks)) {
-    f.template operator()<int>();
-  } else {
-    f.template operator()<int64_t>();
-  }
+void launch_per_element(const at::Tensor& in, const at::Tensor& out, F&& launch) {
+  const unsigned blocks = grid_stride_blocks(out.numel(), 256, 32);
+  static_switch<true, false>(std::max(in.numel(), out.numel()) <= int32_loop_bound(blocks), [&]<bool kInt32>() {
+    launch.template operator()<std::conditional_t<kInt32, int, int64_t>>(blocks);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 void forward_depthwise(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, const Conv2dGeometry& g,
@@ -514,13 +478,11 @@ void forward_depthwise(const at::Tensor& input, const at::Tensor& weight, const 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_depthwise_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    const unsigned blocks = grid_stride_blocks(y.numel(), 256, 32);
-    with_index_type(std::max(x.numel(), y.numel()), blocks, [&]<class I>() {
+    launch_per_element(x, y, [&]<class I>(unsigned blocks) {
       depthwise::forward_kernel<scalar_t, Acc, I><<<blocks, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
           x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp, y.mutable_data_ptr<scalar_t>(), g,
           strides_of(x, layout), strides_of(y, layout));
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
@@ -529,23 +491,19 @@ void backward_input_depthwise(const at::Tensor& grad_output, const at::Tensor& w
   const at::Tensor gy = grad_output.contiguous(layout), w = weight.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_depthwise_backward_input_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
-    const unsigned blocks = grid_stride_blocks(gx.numel(), 256, 32);
-    with_index_type(std::max(gy.numel(), gx.numel()), blocks, [&]<class I>() {
+    launch_per_element(gy, gx, [&]<class I>(unsigned blocks) {
       depthwise::backward_input_kernel<scalar_t, Acc, I><<<blocks, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
           gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g,
           strides_of(gy, layout), strides_of(gx, layout));
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
-// Returns the weight gradient in the accumulation type (float or double; the caller converts).
-at::Tensor backward_weight_depthwise(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
-                                     const Conv2dGeometry& g) {
+// Adds the weight gradient into `gw` (the accumulation type, contiguous, zeroed).
+void backward_weight_depthwise(const at::Tensor& grad_output, const at::Tensor& input, const Conv2dGeometry& g,
+                               const at::Tensor& gw) {
   const at::MemoryFormat layout = layout_of(input);
   const at::Tensor x = input.contiguous(layout), gy = grad_output.contiguous(layout);
-  const at::ScalarType acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor gw = at::zeros(weight_size, x.options().dtype(acc_type));
   const int cb = layout == at::MemoryFormat::ChannelsLast ? 32 : 1;
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t cblocks = (g.c + cb - 1) / cb, tblocks = (g.taps() + depthwise::kTapChunk - 1) / depthwise::kTapChunk;
@@ -566,89 +524,40 @@ at::Tensor backward_weight_depthwise(const at::Tensor& grad_output, const at::Te
         strides_of(x, layout), cb, per_split);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return gw;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ops.
+// Exact path (host side): NCHW problems, written into the result itself when it is contiguous.
 
-at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  check_conv2d_tensors("conv2d", input, "input", weight, "weight");
-  check_conv2d_bias("conv2d", bias, input, weight);
-  const Conv2dGeometry g = conv2d_geometry("conv2d", input.sizes(), weight.sizes(), stride, padding, dilation, groups);
-  const c10::cuda::CUDAGuard guard(input.device());
-  const at::MemoryFormat layout = output_format(input, weight);
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  at::Tensor y = at::empty({g.n, g.k, g.oh, g.ow}, input.options().memory_format(layout));
-  if (y.numel() == 0) return y;
-  switch (select_path(g, input.scalar_type())) {
-    case Path::kDepthwise: forward_depthwise(input, weight, b, g, y, layout); return y;
-    case Path::kTensorCore: forward_mma(input, weight, b, g, y, layout != at::MemoryFormat::ChannelsLast); return y;
-    case Path::kExact: break;
-  }
-  const at::Tensor x = input.contiguous(), w = weight.contiguous();
-  const at::Tensor yc = layout == at::MemoryFormat::Contiguous ? y : at::empty({g.n, g.k, g.oh, g.ow}, x.options());
+void forward_exact(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, const Conv2dGeometry& g,
+                   const at::Tensor& y) {
+  const at::Tensor x = input.contiguous(), w = weight.contiguous(), yc = contiguous_target(y, y.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hotkernels_conv2d_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
-    const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     const Forward<scalar_t, Acc> prob{x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp,
                                       yc.mutable_data_ptr<scalar_t>(), g};
     launch<Acc>(prob, g.cout_g(), g.n * g.oh * g.ow, g.groups, 1);
   });
-  if (!yc.is_same(y)) y.copy_(yc);
-  return y;
+  finish_into(y, yc);
 }
 
-at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
-                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                 int64_t groups) {
-  const char* op = "conv2d_backward_input";
-  check_conv2d_tensors(op, grad_output, "grad_output", weight, "weight");
-  const Conv2dGeometry g = conv2d_geometry(op, input_size, weight.sizes(), stride, padding, dilation, groups);
-  check_conv2d_grad_output(op, grad_output, g);
-  const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::MemoryFormat layout = output_format(grad_output, weight);
-  if (grad_output.numel() == 0) return at::zeros({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
-  at::Tensor gx = at::empty({g.n, g.c, g.h, g.w}, grad_output.options().memory_format(layout));
-  if (gx.numel() == 0) return gx;
-  switch (select_path(g, grad_output.scalar_type())) {
-    case Path::kDepthwise: backward_input_depthwise(grad_output, weight, g, gx, layout); return gx;
-    case Path::kTensorCore: backward_input_mma(grad_output, weight, g, gx, layout != at::MemoryFormat::ChannelsLast); return gx;
-    case Path::kExact: break;
-  }
-  const at::Tensor gy = grad_output.contiguous(), w = weight.contiguous();
-  const at::Tensor gxc = layout == at::MemoryFormat::Contiguous ? gx : at::empty({g.n, g.c, g.h, g.w}, gy.options());
+void backward_input_exact(const at::Tensor& grad_output, const at::Tensor& weight, const Conv2dGeometry& g,
+                          const at::Tensor& gx) {
+  const at::Tensor gy = grad_output.contiguous(), w = weight.contiguous(), gxc = contiguous_target(gx, gx.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_input_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const BackwardInput<scalar_t, Acc> prob{gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                             gxc.mutable_data_ptr<scalar_t>(), g};
     launch<Acc>(prob, g.cin_g(), g.n * g.h * g.w, g.groups, 1);
   });
-  if (!gxc.is_same(gx)) gx.copy_(gxc);
-  return gx;
+  finish_into(gx, gxc);
 }
 
-at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
-                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                  int64_t groups) {
-  const char* op = "conv2d_backward_weight";
-  check_conv2d_tensors(op, grad_output, "grad_output", input, "input");
-  const Conv2dGeometry g = conv2d_geometry(op, input.sizes(), weight_size, stride, padding, dilation, groups);
-  check_conv2d_grad_output(op, grad_output, g);
-  const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::ScalarType acc_type = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  // The kernels sum into a contiguous buffer (float or double); one conversion to torch's type and layout.
-  const at::MemoryFormat layout = output_format(grad_output, input);
-  auto result = [&](const at::Tensor& acc) { return acc.to(grad_output.scalar_type(), false, false, layout); };
-  if (grad_output.numel() == 0) return result(at::zeros(weight_size, grad_output.options()));
-  switch (select_path(g, grad_output.scalar_type())) {
-    case Path::kDepthwise: return result(backward_weight_depthwise(grad_output, input, weight_size, g));
-    case Path::kTensorCore: return result(backward_weight_mma(grad_output, input, weight_size, g));
-    case Path::kExact: break;
-  }
+// Adds the weight gradient into `gw` (the accumulation type, contiguous, zeroed).
+void backward_weight_exact(const at::Tensor& grad_output, const at::Tensor& input, const Conv2dGeometry& g,
+                           const at::Tensor& gw) {
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
-  at::Tensor acc = at::zeros(weight_size, gy.options().dtype(acc_type));
   // Enough K splits to give every SM a few blocks, each still reducing over ≥ 1024 pixels.
   const int64_t tiles = g.groups * ((g.cout_g() + kBM - 1) / kBM) * ((g.kdim() + kBN - 1) / kBN);
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
@@ -659,10 +568,9 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
     using Acc = at::opmath_type<scalar_t>;
     Transposed<BackwardWeight<scalar_t, Acc>> prob;
     static_cast<BackwardWeight<scalar_t, Acc>&>(prob) = {gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                                         acc.mutable_data_ptr<Acc>(), g};
+                                                         gw.mutable_data_ptr<Acc>(), g};
     launch<Acc>(prob, g.cout_g(), g.kdim(), g.groups, splits);
   });
-  return result(acc);
 }
 
 // Σ over batch and pixels per channel, in either layout: block = `cb` channels (grid x) × pixel lanes,
@@ -688,17 +596,11 @@ __global__ void __launch_bounds__(256) channel_sum_kernel(const T* __restrict__ 
   if (lane == 0 && c < k) atomicAdd(out + c, part[threadIdx.x]);
 }
 
-at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
-  check_floating("conv2d_backward_bias", "grad_output", grad_output);
-  TORCH_CHECK(grad_output.dim() == 4, "hotkernels.conv2d_backward_bias: expected 'grad_output' to be 4-D, but got ",
-              grad_output.sizes());
-  const c10::cuda::CUDAGuard guard(grad_output.device());
+// Adds grad_output's per-channel sums into `gb` (the accumulation type, zeroed).
+void bias_gradient(const at::Tensor& grad_output, const at::Tensor& gb) {
   const at::MemoryFormat layout = layout_of(grad_output);
   const at::Tensor gy = grad_output.contiguous(layout);
   const int64_t n = gy.size(0), k = gy.size(1), hw = gy.size(2) * gy.size(3);
-  const at::ScalarType acc_type = gy.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor acc = at::zeros({k}, gy.options().dtype(acc_type));
-  if (k == 0 || n * hw == 0) return acc.to(gy.scalar_type());
   const int cb = layout == at::MemoryFormat::ChannelsLast ? 32 : 1;
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount, cblocks = (k + cb - 1) / cb;
   // About four blocks per SM, each lane still summing at least 8 pixels.
@@ -711,19 +613,66 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "hotkernels_conv2d_backward_bias_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     channel_sum_kernel<scalar_t, Acc><<<grid, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
-        gy.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<Acc>(), n, k, hw, strides_of(gy, layout), cb, per_split);
+        gy.const_data_ptr<scalar_t>(), gb.mutable_data_ptr<Acc>(), n, k, hw, strides_of(gy, layout), cb, per_split);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return acc.to(gy.scalar_type());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stubs' kernels: the path per call (select_path). The sums (weight and bias gradients) go into
+// a zeroed contiguous buffer in the accumulation type (the result itself when it is one), then one
+// conversion to the result's dtype and layout.
+
+at::Tensor zeroed_accumulator(const at::Tensor& out) {
+  return contiguous_target(out, at::toOpMathType(out.scalar_type())).zero_();
+}
+
+void conv2d(const at::Tensor& y, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+            const Conv2dGeometry& g, at::MemoryFormat layout) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
+  switch (select_path(g, input.scalar_type())) {
+    case Path::kDepthwise: return forward_depthwise(input, weight, b, g, y, layout);
+    case Path::kTensorCore: return forward_mma(input, weight, b, g, y, layout != at::MemoryFormat::ChannelsLast);
+    case Path::kExact: return forward_exact(input, weight, b, g, y);
+  }
+}
+
+void conv2d_backward_input(const at::Tensor& gx, const at::Tensor& grad_output, const at::Tensor& weight,
+                           const Conv2dGeometry& g, at::MemoryFormat layout) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  switch (select_path(g, grad_output.scalar_type())) {
+    case Path::kDepthwise: return backward_input_depthwise(grad_output, weight, g, gx, layout);
+    case Path::kTensorCore:
+      return backward_input_mma(grad_output, weight, g, gx, layout != at::MemoryFormat::ChannelsLast);
+    case Path::kExact: return backward_input_exact(grad_output, weight, g, gx);
+  }
+}
+
+void conv2d_backward_weight(const at::Tensor& gw, const at::Tensor& grad_output, const at::Tensor& input,
+                            const Conv2dGeometry& g) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const at::Tensor acc = zeroed_accumulator(gw);
+  switch (select_path(g, grad_output.scalar_type())) {
+    case Path::kDepthwise: backward_weight_depthwise(grad_output, input, g, acc); break;
+    case Path::kTensorCore: backward_weight_mma(grad_output, input, g, acc); break;
+    case Path::kExact: backward_weight_exact(grad_output, input, g, acc); break;
+  }
+  finish_into(gw, acc);
+}
+
+void conv2d_backward_bias(const at::Tensor& gb, const at::Tensor& grad_output) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const at::Tensor acc = zeroed_accumulator(gb);
+  bias_gradient(grad_output, acc);
+  finish_into(gb, acc);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hotkernels, CUDA, m) {
-  m.impl("conv2d", &conv2d);
-  m.impl("conv2d_backward_input", &conv2d_backward_input);
-  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
-  m.impl("conv2d_backward_bias", &conv2d_backward_bias);
-}
+HK_REGISTER_STUB(conv2d_stub, cuda, &conv2d);
+HK_REGISTER_STUB(conv2d_backward_input_stub, cuda, &conv2d_backward_input);
+HK_REGISTER_STUB(conv2d_backward_weight_stub, cuda, &conv2d_backward_weight);
+HK_REGISTER_STUB(conv2d_backward_bias_stub, cuda, &conv2d_backward_bias);
 
 }  // namespace hotkernels::cuda

@@ -28,9 +28,12 @@ struct Conv2dGeometry {
   HK_HOST_DEVICE int64_t taps() const { return kh * kw; }
   // Reduction length of the forward GEMM: input channels of a group × kernel taps.
   HK_HOST_DEVICE int64_t kdim() const { return cin_g() * kh * kw; }
+  // One input and one output channel per group: the depthwise kernels' case on either device.
+  HK_HOST_DEVICE bool depthwise() const { return cin_g() == 1 && cout_g() == 1; }
 };
 
-// Output extent along one dimension (torch's formula); ≤ 0 when the kernel exceeds the padded input.
+// Output extent along one dimension (torch's formula); 0, never negative, when the dilated kernel
+// exceeds the padded input (a negative span: the ops reject it before they get here).
 HK_HOST_DEVICE int64_t conv_out_size(int64_t in, int64_t pad_begin, int64_t pad_end, int64_t k, int64_t s, int64_t d) {
   const int64_t span = in + pad_begin + pad_end - d * (k - 1) - 1;
   return span < 0 ? 0 : span / s + 1;

@@ -119,17 +119,12 @@ double sum(const T* x, int64_t n) {
 }
 
 template <class T>
-constexpr DepthwiseKernel<T> depthwise() {
-  return {&depthwise_forward<T>, &depthwise_backward_input<T>, &depthwise_backward_weight<T>};
+constexpr Conv2dKernel<T> kernels() {
+  return {&depthwise_forward<T>, &depthwise_backward_input<T>, &depthwise_backward_weight<T>, &sum<T>};
 }
 
 }  // namespace
 
-extern const Conv2dKernels conv2d_kernels = {
-    depthwise<float>(),
-    depthwise<double>(),
-    &sum<float>,
-    &sum<double>,
-};
+extern const Conv2dKernels conv2d_kernels = {kernels<float>(), kernels<double>()};
 
 }  // namespace hotkernels::cpu::HK_ISA

@@ -1,44 +1,39 @@
-// Vectorised convolution kernels (csrc/cpu/kernels/conv2d.cpp), one table per instruction set.
-//
-// The general convolution is an implicit GEMM on the GEMM core's micro-kernels
-// (csrc/cpu/kernels/gemm.h), its three passes included. Depthwise convolution (one input and one output channel per group) has direct kernels over one
-// zero-padded channel plane.
+// Vectorised conv2d kernels (csrc/cpu/kernels/conv2d.cpp), one table per instruction set: the
+// depthwise kernels (one input and one output channel per group), direct over one zero-padded
+// channel plane, and the bias gradient's sum. The general convolution is an implicit GEMM on the
+// GEMM core's micro-kernels instead (csrc/cpu/conv2d_gemm.cpp).
 #pragma once
 
 #include <cstdint>
 
 #include "cpu/isa.h"
+#include "cpu/kernels/per_dtype.h"
 #include "math/conv2d.h"
 
 namespace hotkernels::cpu {
 
-// Depthwise kernels over one channel plane. `xp` is the input plane zero-padded by (pt, pl) in front
-// and enough behind that every tap of every output pixel is inside it, written xp[y][x] below.
-// forward and backward_weight read it split by column phase: phase b < sw holds the padded columns
-// b, b + sw, b + 2·sw, … of every row (row stride xp_w). Tap (i, j) of output pixel (oy, ox) is then
-// at phase (j·dw) mod sw, row oy·sh + i·dh, column ox + (j·dw) div sw: consecutive output columns
-// read consecutive values, whatever the stride. offsets[i·kw + j] is the place of tap (i, j) for
-// output pixel (0, 0); row oy adds oy·sh·xp_w. backward_input writes a plain padded plane (row
-// stride xp_w).
+// The kernels of one compute type. The depthwise ones work over one channel plane: `xp` is the
+// input plane zero-padded by (pt, pl) in front and enough behind that every tap of every output
+// pixel is inside it, written xp[y][x] below. depthwise_forward and depthwise_backward_weight read it
+// split by column phase: phase b < sw holds the padded columns b, b + sw, b + 2·sw, … of every row
+// (row stride xp_w). Tap (i, j) of output pixel (oy, ox) is then at phase (j·dw) mod sw, row
+// oy·sh + i·dh, column ox + (j·dw) div sw: consecutive output columns read consecutive values,
+// whatever the stride. offsets[i·kw + j] is the place of tap (i, j) for output pixel (0, 0); row oy
+// adds oy·sh·xp_w. depthwise_backward_input writes a plain padded plane (row stride xp_w).
 template <class T>
-struct DepthwiseKernel {
+struct Conv2dKernel {
   // out[oy][ox] = bias + Σ_ij w[i][j] · xp[oy·sh + i·dh][ox·sw + j·dw]
-  void (*forward)(const T* xp, int64_t xp_w, const int64_t* offsets, const T* w, T bias, T* out,
-                  const math::Conv2dGeometry& g);
+  void (*depthwise_forward)(const T* xp, int64_t xp_w, const int64_t* offsets, const T* w, T bias, T* out,
+                            const math::Conv2dGeometry& g);
   // gxp[oy·sh + i·dh][ox·sw + j·dw] += w[i][j] · gy[oy][ox]   (the transpose of forward)
-  void (*backward_input)(const T* gy, const T* w, T* gxp, int64_t xp_w, const math::Conv2dGeometry& g);
+  void (*depthwise_backward_input)(const T* gy, const T* w, T* gxp, int64_t xp_w, const math::Conv2dGeometry& g);
   // gw[i][j] += Σ_{oy,ox} gy[oy][ox] · xp[oy·sh + i·dh][ox·sw + j·dw]
-  void (*backward_weight)(const T* gy, const T* xp, int64_t xp_w, const int64_t* offsets, T* gw,
-                          const math::Conv2dGeometry& g);
-};
-
-struct Conv2dKernels {
-  DepthwiseKernel<float> depthwise_f32;
-  DepthwiseKernel<double> depthwise_f64;
+  void (*depthwise_backward_weight)(const T* gy, const T* xp, int64_t xp_w, const int64_t* offsets, T* gw,
+                                    const math::Conv2dGeometry& g);
   // Σ x[0..n) (for the bias gradient)
-  double (*sum_f32)(const float* x, int64_t n);
-  double (*sum_f64)(const double* x, int64_t n);
+  double (*sum)(const T* x, int64_t n);
 };
+using Conv2dKernels = PerDtype<Conv2dKernel>;
 
 }  // namespace hotkernels::cpu
 
