@@ -28,17 +28,17 @@ using math::MaxArg;
 
 bool is_reduced_float(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
 
-// The tensor the kernels read: float16/bfloat16 widened to float, in the same layout.
-at::Tensor as_compute(const at::Tensor& t) { return is_reduced_float(t) ? t.to(at::kFloat) : t; }
-
-// The tensor the kernels write: `out` itself, or for float16/bfloat16 a float one of its layout that
-// round_into then rounds into `out`.
-at::Tensor compute_output(const at::Tensor& out) {
-  return is_reduced_float(out) ? huge_pages(at::empty_like(out, out.options().dtype(at::kFloat))) : out;
-}
-
-void round_into(const at::Tensor& out, const at::Tensor& result) {
-  if (!result.is_same(out)) out.copy_(result);
+// Runs f(kernels, in, out) in the compute type T: `in` is input's data (float16/bfloat16 widened to
+// float, same layout), `out` the data that ends up in `out` (for float16/bfloat16 a float tensor
+// of its layout, rounded into it once f is done), `kernels` the table's entry for T.
+template <class F>
+void in_compute_type(const at::Tensor& out, const at::Tensor& input, const F& f) {
+  const at::Tensor x = is_reduced_float(input) ? input.to(at::kFloat) : input;
+  const at::Tensor y = is_reduced_float(out) ? huge_pages(at::empty_like(out, out.options().dtype(at::kFloat))) : out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hotkernels_pool2d", [&] {
+    f(HK_ISA_TABLE(pool_kernels).of<scalar_t>(), x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>());
+  });
+  if (!y.is_same(out)) out.copy_(y);
 }
 
 // fn(unit, scratch) for every unit in [0, n), across threads; each thread gets `scratch_bytes` of
@@ -68,17 +68,13 @@ void for_each_unit(const PoolProblem& g, size_t scratch_bytes, int64_t rows, int
 
 void max_pool2d(const at::Tensor& out, const at::Tensor& argmax, const at::Tensor& input, const PoolProblem& g,
                 MaxArg arg) {
-  const at::Tensor x = as_compute(input), y = compute_output(out);
   const math::Pool2d& p = g.p;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hotkernels_pool2d", [&] {
-    const auto& k = HK_ISA_TABLE(pool_kernels).of<scalar_t>();
-    const scalar_t* in = x.const_data_ptr<scalar_t>();
-    scalar_t* o = y.mutable_data_ptr<scalar_t>();
-    int64_t* ix = arg == MaxArg::indices ? argmax.mutable_data_ptr<int64_t>() : nullptr;
-    uint8_t* off = arg == MaxArg::offsets ? argmax.mutable_data_ptr<uint8_t>() : nullptr;
-    // The argmax from output `at` on, or null where this call writes none.
-    const auto at_ = [](auto* a, int64_t at) { return a ? a + at : nullptr; };
-    const int64_t row = p.OW * g.C;
+  int64_t* ix = arg == MaxArg::indices ? argmax.mutable_data_ptr<int64_t>() : nullptr;
+  uint8_t* off = arg == MaxArg::offsets ? argmax.mutable_data_ptr<uint8_t>() : nullptr;
+  // The argmax from output `at` on, or null where this call writes none.
+  const auto at_ = [](auto* a, int64_t at) { return a ? a + at : nullptr; };
+  const int64_t row = p.OW * g.C;
+  in_compute_type(out, input, [&]<class T>(const PoolKernel<T>& k, const T* in, T* o) {
     for_each_unit(
         g, pool_plane_scratch_bytes(p), p.OH, row,
         [&](int64_t q, void* scratch) {
@@ -90,21 +86,17 @@ void max_pool2d(const at::Tensor& out, const at::Tensor& argmax, const at::Tenso
           k.max_row_cl(in + n * p.H * p.W * g.C, o + at, at_(ix, at), at_(off, at), p, g.C, oh);
         });
   });
-  round_into(out, y);
 }
 
 // grad_input[n, c, indices[o]] += grad_output[o]: a scatter, each plane (NCHW) or image
 // (channels_last) by one thread in output order, so overlapping windows sum deterministically.
 void max_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_output, const at::Tensor& indices,
                          const PoolProblem& g) {
-  const at::Tensor go = as_compute(grad_output), result = compute_output(grad_input);
   const math::Pool2d& p = g.p;
   const int64_t H = p.H, W = p.W, C = g.C;
   const int64_t planes = g.N * C, plane = H * W, out_plane = p.OH * p.OW;
-  AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "hotkernels_pool2d_backward", [&] {
-    const scalar_t* gout = go.const_data_ptr<scalar_t>();
-    const int64_t* idx = indices.const_data_ptr<int64_t>();
-    scalar_t* gi = result.mutable_data_ptr<scalar_t>();
+  const int64_t* idx = indices.const_data_ptr<int64_t>();
+  in_compute_type(grad_input, grad_output, [&]<class T>(const PoolKernel<T>&, const T* gout, T* gi) {
     // An index outside the plane would write out of bounds: flag it in the loop, raise after.
     auto check_in_plane = [&](bool bad) {
       TORCH_CHECK(!bad, "hotkernels.max_pool2d_backward: 'indices' holds an index outside the ", H, "x", W,
@@ -126,10 +118,10 @@ void max_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_ou
     const auto skip = [&](int64_t o) { return any_empty && (empty_row[o / p.OW] || empty_col[o % p.OW]); };
     if (!g.channels_last) {
       parallel_units(planes, plane + out_plane, 0, [&](int64_t q, void*) {
-        scalar_t* dst = gi + q * plane;
-        std::fill(dst, dst + plane, scalar_t(0));
+        T* dst = gi + q * plane;
+        std::fill(dst, dst + plane, T(0));
         const int64_t* iq = idx + q * out_plane;
-        const scalar_t* gq = gout + q * out_plane;
+        const T* gq = gout + q * out_plane;
         bool bad = false;
         for (int64_t o = 0; o < out_plane; ++o) {
           if (skip(o)) continue;
@@ -145,15 +137,15 @@ void max_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_ou
       // An index beyond the rows zeroed so far (not one a forward pass makes) redoes the image plainly.
       const int64_t row = W * C;
       parallel_units(planes / C, (plane + out_plane) * C, 0, [&](int64_t n, void*) {
-        scalar_t* dst = gi + n * plane * C;
+        T* dst = gi + n * plane * C;
         const int64_t* in_ = idx + n * out_plane * C;
-        const scalar_t* gn = gout + n * out_plane * C;
+        const T* gn = gout + n * out_plane * C;
         int64_t zeroed = 0;
         bool outside = false;
         for (int64_t oh = 0; oh < p.OH && !outside; ++oh) {
           const int64_t reach = std::min(H, oh * p.sH - p.pH + (p.kH - 1) * p.dH + 1);
           if (reach > zeroed) {
-            std::fill(dst + zeroed * row, dst + reach * row, scalar_t(0));
+            std::fill(dst + zeroed * row, dst + reach * row, T(0));
             zeroed = reach;
           }
           const int64_t limit = zeroed * W;
@@ -166,9 +158,9 @@ void max_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_ou
             }
           }
         }
-        std::fill(dst + zeroed * row, dst + plane * C, scalar_t(0));
+        std::fill(dst + zeroed * row, dst + plane * C, T(0));
         if (!outside) return;
-        std::fill(dst, dst + plane * C, scalar_t(0));
+        std::fill(dst, dst + plane * C, T(0));
         bool bad = false;
         for (int64_t o = 0; o < out_plane * C; o += C) {
           if (skip(o / C)) continue;
@@ -182,7 +174,6 @@ void max_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_ou
       });
     }
   });
-  round_into(grad_input, result);
 }
 
 // grad_input[n, c, h, w] = Σ grad_output[n, c, oh, ow] over the windows covering (h, w) whose offset
@@ -190,14 +181,10 @@ void max_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_ou
 // scatter). An offset no forward pass writes (>= kH·kW) names no tap and passes nothing.
 void max_pool2d_offsets_backward(const at::Tensor& grad_input, const at::Tensor& grad_output,
                                  const at::Tensor& offsets, const PoolProblem& g) {
-  const at::Tensor go = as_compute(grad_output), result = compute_output(grad_input);
   const math::Pool2d& p = g.p;
-  AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "hotkernels_pool2d_backward", [&] {
-    const auto& k = HK_ISA_TABLE(pool_kernels).of<scalar_t>();
-    const scalar_t* gout = go.const_data_ptr<scalar_t>();
-    const uint8_t* o = offsets.const_data_ptr<uint8_t>();
-    scalar_t* gi = result.mutable_data_ptr<scalar_t>();
-    const int64_t row = p.W * g.C;
+  const uint8_t* o = offsets.const_data_ptr<uint8_t>();
+  const int64_t row = p.W * g.C;
+  in_compute_type(grad_input, grad_output, [&]<class T>(const PoolKernel<T>& k, const T* gout, T* gi) {
     for_each_unit(
         g, pool_gather_scratch_bytes(p), p.H, row,
         [&](int64_t q, void* scratch) {
@@ -209,17 +196,12 @@ void max_pool2d_offsets_backward(const at::Tensor& grad_input, const at::Tensor&
           k.max_backward_row_cl(gout + at, o + at, gi + (n * p.H + ih) * row, p, g.C, ih);
         });
   });
-  round_into(grad_input, result);
 }
 
 void avg_pool2d(const at::Tensor& out, const at::Tensor& input, const PoolProblem& g, const math::AvgMode& mode) {
-  const at::Tensor x = as_compute(input), y = compute_output(out);
   const math::Pool2d& p = g.p;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hotkernels_pool2d", [&] {
-    const auto& k = HK_ISA_TABLE(pool_kernels).of<scalar_t>();
-    const scalar_t* in = x.const_data_ptr<scalar_t>();
-    scalar_t* o = y.mutable_data_ptr<scalar_t>();
-    const int64_t row = p.OW * g.C;
+  const int64_t row = p.OW * g.C;
+  in_compute_type(out, input, [&]<class T>(const PoolKernel<T>& k, const T* in, T* o) {
     for_each_unit(
         g, pool_plane_scratch_bytes(p), p.OH, row,
         [&](int64_t q, void* scratch) { k.avg_plane(in + q * p.H * p.W, o + q * p.OH * p.OW, p, mode, scratch); },
@@ -227,20 +209,15 @@ void avg_pool2d(const at::Tensor& out, const at::Tensor& input, const PoolProble
           k.avg_row_cl(in + n * p.H * p.W * g.C, o + (n * p.OH + oh) * row, p, mode, g.C, oh);
         });
   });
-  round_into(out, y);
 }
 
 // The adjoint of avg_pool2d: each input element gathers grad_output / divisor over the windows that
 // cover it.
 void avg_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_output, const PoolProblem& g,
                          const math::AvgMode& mode) {
-  const at::Tensor go = as_compute(grad_output), result = compute_output(grad_input);
   const math::Pool2d& p = g.p;
-  AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "hotkernels_pool2d_backward", [&] {
-    const auto& k = HK_ISA_TABLE(pool_kernels).of<scalar_t>();
-    const scalar_t* gout = go.const_data_ptr<scalar_t>();
-    scalar_t* gi = result.mutable_data_ptr<scalar_t>();
-    const int64_t row = p.W * g.C;
+  const int64_t row = p.W * g.C;
+  in_compute_type(grad_input, grad_output, [&]<class T>(const PoolKernel<T>& k, const T* gout, T* gi) {
     for_each_unit(
         g, pool_plane_scratch_bytes(p), p.H, row,
         [&](int64_t q, void* scratch) {
@@ -250,7 +227,6 @@ void avg_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_ou
           k.avg_backward_row_cl(gout + n * p.OH * p.OW * g.C, gi + (n * p.H + ih) * row, p, mode, g.C, ih);
         });
   });
-  round_into(grad_input, result);
 }
 
 }  // namespace
