@@ -52,17 +52,24 @@ void parallel_units(int64_t n, int64_t unit_elements, size_t scratch_bytes, cons
   });
 }
 
-// The units of a pass of the table's kernels: plane(q, scratch) for each (n, c) plane q (NCHW), with
-// `scratch_bytes` of scratch; row(n, r) for each row r < rows, of `row_elements` elements, of each
-// image n (channels_last), its grain set by the kH·kW taps that reach each element.
+// The units of a pass of the table's kernels, from src planes (src_h × src_w) to dst planes
+// (dst_h × dst_w): input to output planes forward, output to input planes backward. NCHW:
+// plane(src, dst, scratch) for each (n, c) plane, src and dst the offsets of its planes, with
+// `scratch_bytes` of scratch. channels_last: row(src, dst, r) for each dst row r of each image, src
+// the offset of the image's src plane, dst that of the row; the grain counts the kH·kW taps that
+// reach each of the row's elements.
 template <class PlaneFn, class RowFn>
-void for_each_unit(const PoolProblem& g, size_t scratch_bytes, int64_t rows, int64_t row_elements,
-                   const PlaneFn& plane, const RowFn& row) {
+void for_each_unit(const PoolProblem& g, int64_t src_h, int64_t src_w, int64_t dst_h, int64_t dst_w,
+                   size_t scratch_bytes, const PlaneFn& plane, const RowFn& row) {
   const math::Pool2d& p = g.p;
+  const int64_t src_plane = src_h * src_w;
   if (!g.channels_last) {
-    parallel_units(g.N * g.C, p.H * p.W, scratch_bytes, plane);
+    parallel_units(g.N * g.C, p.H * p.W, scratch_bytes,
+                   [&](int64_t q, void* scratch) { plane(q * src_plane, q * dst_h * dst_w, scratch); });
   } else {
-    parallel_units(g.N * rows, row_elements * p.kH * p.kW, 0, [&](int64_t r, void*) { row(r / rows, r % rows); });
+    const int64_t dst_row = dst_w * g.C;
+    parallel_units(g.N * dst_h, dst_row * p.kH * p.kW, 0,
+                   [&](int64_t r, void*) { row(r / dst_h * src_plane * g.C, r * dst_row, r % dst_h); });
   }
 }
 
@@ -73,17 +80,14 @@ void max_pool2d(const at::Tensor& out, const at::Tensor& argmax, const at::Tenso
   uint8_t* off = arg == MaxArg::offsets ? argmax.mutable_data_ptr<uint8_t>() : nullptr;
   // The argmax from output `at` on, or null where this call writes none.
   const auto at_ = [](auto* a, int64_t at) { return a ? a + at : nullptr; };
-  const int64_t row = p.OW * g.C;
   in_compute_type(out, input, [&]<class T>(const PoolKernel<T>& k, const T* in, T* o) {
     for_each_unit(
-        g, pool_plane_scratch_bytes(p), p.OH, row,
-        [&](int64_t q, void* scratch) {
-          const int64_t at = q * p.OH * p.OW;
-          k.max_plane(in + q * p.H * p.W, o + at, at_(ix, at), at_(off, at), p, scratch);
+        g, p.H, p.W, p.OH, p.OW, pool_plane_scratch_bytes(p),
+        [&](int64_t src, int64_t dst, void* scratch) {
+          k.max_plane(in + src, o + dst, at_(ix, dst), at_(off, dst), p, scratch);
         },
-        [&](int64_t n, int64_t oh) {
-          const int64_t at = (n * p.OH + oh) * row;
-          k.max_row_cl(in + n * p.H * p.W * g.C, o + at, at_(ix, at), at_(off, at), p, g.C, oh);
+        [&](int64_t src, int64_t dst, int64_t oh) {
+          k.max_row_cl(in + src, o + dst, at_(ix, dst), at_(off, dst), p, g.C, oh);
         });
   });
 }
@@ -183,31 +187,25 @@ void max_pool2d_offsets_backward(const at::Tensor& grad_input, const at::Tensor&
                                  const at::Tensor& offsets, const PoolProblem& g) {
   const math::Pool2d& p = g.p;
   const uint8_t* o = offsets.const_data_ptr<uint8_t>();
-  const int64_t row = p.W * g.C;
   in_compute_type(grad_input, grad_output, [&]<class T>(const PoolKernel<T>& k, const T* gout, T* gi) {
     for_each_unit(
-        g, pool_gather_scratch_bytes(p), p.H, row,
-        [&](int64_t q, void* scratch) {
-          const int64_t at = q * p.OH * p.OW;
-          k.max_backward_plane(gout + at, o + at, gi + q * p.H * p.W, p, scratch);
+        g, p.OH, p.OW, p.H, p.W, pool_gather_scratch_bytes(p),
+        [&](int64_t src, int64_t dst, void* scratch) {
+          k.max_backward_plane(gout + src, o + src, gi + dst, p, scratch);
         },
-        [&](int64_t n, int64_t ih) {
-          const int64_t at = n * p.OH * p.OW * g.C;
-          k.max_backward_row_cl(gout + at, o + at, gi + (n * p.H + ih) * row, p, g.C, ih);
+        [&](int64_t src, int64_t dst, int64_t ih) {
+          k.max_backward_row_cl(gout + src, o + src, gi + dst, p, g.C, ih);
         });
   });
 }
 
 void avg_pool2d(const at::Tensor& out, const at::Tensor& input, const PoolProblem& g, const math::AvgMode& mode) {
   const math::Pool2d& p = g.p;
-  const int64_t row = p.OW * g.C;
   in_compute_type(out, input, [&]<class T>(const PoolKernel<T>& k, const T* in, T* o) {
     for_each_unit(
-        g, pool_plane_scratch_bytes(p), p.OH, row,
-        [&](int64_t q, void* scratch) { k.avg_plane(in + q * p.H * p.W, o + q * p.OH * p.OW, p, mode, scratch); },
-        [&](int64_t n, int64_t oh) {
-          k.avg_row_cl(in + n * p.H * p.W * g.C, o + (n * p.OH + oh) * row, p, mode, g.C, oh);
-        });
+        g, p.H, p.W, p.OH, p.OW, pool_plane_scratch_bytes(p),
+        [&](int64_t src, int64_t dst, void* scratch) { k.avg_plane(in + src, o + dst, p, mode, scratch); },
+        [&](int64_t src, int64_t dst, int64_t oh) { k.avg_row_cl(in + src, o + dst, p, mode, g.C, oh); });
   });
 }
 
@@ -216,16 +214,11 @@ void avg_pool2d(const at::Tensor& out, const at::Tensor& input, const PoolProble
 void avg_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_output, const PoolProblem& g,
                          const math::AvgMode& mode) {
   const math::Pool2d& p = g.p;
-  const int64_t row = p.W * g.C;
   in_compute_type(grad_input, grad_output, [&]<class T>(const PoolKernel<T>& k, const T* gout, T* gi) {
     for_each_unit(
-        g, pool_plane_scratch_bytes(p), p.H, row,
-        [&](int64_t q, void* scratch) {
-          k.avg_backward_plane(gout + q * p.OH * p.OW, gi + q * p.H * p.W, p, mode, scratch);
-        },
-        [&](int64_t n, int64_t ih) {
-          k.avg_backward_row_cl(gout + n * p.OH * p.OW * g.C, gi + (n * p.H + ih) * row, p, mode, g.C, ih);
-        });
+        g, p.OH, p.OW, p.H, p.W, pool_plane_scratch_bytes(p),
+        [&](int64_t src, int64_t dst, void* scratch) { k.avg_backward_plane(gout + src, gi + dst, p, mode, scratch); },
+        [&](int64_t src, int64_t dst, int64_t ih) { k.avg_backward_row_cl(gout + src, gi + dst, p, mode, g.C, ih); });
   });
 }
 
