@@ -10,6 +10,7 @@
 #include "pool.h"
 
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty_like.h>
 
@@ -26,16 +27,17 @@ namespace {
 
 using math::MaxArg;
 
-bool is_reduced_float(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
-
-// Runs f(kernels, in, out) in the compute type T: `in` is input's data (float16/bfloat16 widened to
-// float, same layout), `out` the data that ends up in `out` (for float16/bfloat16 a float tensor
-// of its layout, rounded into it once f is done), `kernels` the table's entry for T.
+// Runs f(kernels, in, out) in the compute type T, the accumulation type of the tensors' dtype: `in`
+// is input's data (float16/bfloat16 widened to float, same layout), `out` the data that ends up in
+// `out` (for float16/bfloat16 a float tensor of its layout, rounded into it once f is done),
+// `kernels` the table's entry for T.
 template <class F>
 void in_compute_type(const at::Tensor& out, const at::Tensor& input, const F& f) {
-  const at::Tensor x = is_reduced_float(input) ? input.to(at::kFloat) : input;
-  const at::Tensor y = is_reduced_float(out) ? huge_pages(at::empty_like(out, out.options().dtype(at::kFloat))) : out;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hotkernels_pool2d", [&] {
+  const at::ScalarType compute = at::toOpMathType(input.scalar_type());
+  const at::Tensor x = input.to(compute);
+  const at::Tensor y =
+      out.scalar_type() == compute ? out : huge_pages(at::empty_like(out, out.options().dtype(compute)));
+  AT_DISPATCH_FLOATING_TYPES(compute, "hotkernels_pool2d", [&] {
     f(HK_ISA_TABLE(pool_kernels).of<scalar_t>(), x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>());
   });
   if (!y.is_same(out)) out.copy_(y);
