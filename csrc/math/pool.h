@@ -1,6 +1,6 @@
 // 2-D pooling windows, shared by the CPU kernels (csrc/cpu/kernels/pool.cpp, csrc/cpu/pool.cpp) and
 // the CUDA kernels (csrc/cuda/pool.cu). Torch-free: the shapes are computed and checked once by
-// csrc/pool_geometry.h (mirroring python/hotkernels/ops/pool.py's `pool2d_geometry`).
+// csrc/pool.h (mirroring python/hotkernels/ops/pool.py's `pool2d_geometry`).
 //
 // Output (oh, ow)'s window starts at (oh·sH − pH, ow·sW − pW) and takes kH × kW taps, dH rows and
 // dW columns apart. Taps outside the input are padding: max pooling skips them (torch's CPU and CUDA
@@ -74,6 +74,10 @@ HK_HOST_DEVICE Cover covering_outputs(int64_t i, int64_t k, int64_t s, int64_t p
 // Max pooling's compact argmax: the position kh·kW + kw of the maximum's tap within its window, one
 // byte per output, so kernels of at most 256 taps (larger ones keep torch's int64 indices).
 constexpr int64_t kMaxOffsetTaps = 256;
+
+// What max pooling writes besides the values: nothing (inference), torch's int64 indices (flat
+// h·W + w in the plane), or the uint8 window offsets above (what autograd saves).
+enum class MaxArg { none, indices, offsets };
 
 // The tap of output o's window (start o·s − p, taps d apart, k of them) that lands on input index i:
 // (i − o·s + p) / d when that is a whole number below k, else −1 (i lies between taps or past them).

@@ -31,6 +31,7 @@ namespace hotkernels::cpu::HK_ISA {
 namespace {
 
 using math::AvgMode;
+using math::MaxArg;
 using math::Pool2d;
 using simd::Vec;
 
@@ -49,9 +50,6 @@ template <class T> using I64Vec = std::conditional_t<sizeof(T) == 4, vint64x2, v
 typedef uint8_t vu8_f32 __attribute__((vector_size(HK_VEC_BYTES / 4)));
 typedef uint8_t vu8_f64 __attribute__((vector_size(HK_VEC_BYTES / 8)));
 template <class T> using U8Vec = std::conditional_t<sizeof(T) == 4, vu8_f32, vu8_f64>;
-
-// What max pooling writes besides the values: nothing, torch's indices, or window offsets.
-enum class Arg { none, indices, offsets };
 
 template <class T> inline IxVec<T> iota() {
   IxVec<T> v;
@@ -162,7 +160,7 @@ void store_arg_values(Dst* dst, IxVec<T> v, int64_t n) {
 
 // Horizontal max of one buffered row: hv[ow] and, unless A is none, hc[ow]: the maximum's input
 // column (indices) or its tap kw (offsets); whole vectors up to the padded output width.
-template <class T, Arg A, int S>
+template <class T, MaxArg A, int S>
 void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
   const IxVec<T> lane_col = iota<T>() * static_cast<Ix<T>>(p.sW);
   for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
@@ -171,13 +169,13 @@ void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
     const IxVec<T> col0 = lane_col + static_cast<Ix<T>>(start);
     // Each lane starts at its first tap inside the row (kept while every tap is −inf, as torch's).
     IxVec<T> first{};
-    if constexpr (A != Arg::none) {
+    if constexpr (A != MaxArg::none) {
       if (start < 0) {
         for (int64_t j = 0; j < L<T> && col0[j] < 0; ++j) first[j] = (-col0[j] + p.dW - 1) / p.dW;
       }
     }
     const auto arg_of = [&](auto k) -> IxVec<T> {
-      if constexpr (A == Arg::indices) return col0 + k * static_cast<Ix<T>>(p.dW);
+      if constexpr (A == MaxArg::indices) return col0 + k * static_cast<Ix<T>>(p.dW);
       return IxVec<T>{} + k;
     };
     IxVec<T> arg = arg_of(first);
@@ -186,21 +184,21 @@ void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
       const Vec<T> v = load_strided<T, S>(base + k * p.dW, p.sW);
       const auto take = takes_mask(v, m);
       m = take ? v : m;
-      if constexpr (A != Arg::none) arg = take ? arg_of(static_cast<Ix<T>>(k)) : arg;
+      if constexpr (A != MaxArg::none) arg = take ? arg_of(static_cast<Ix<T>>(k)) : arg;
     }
     simd::store(hv + ow, m);
-    if constexpr (A != Arg::none) std::memcpy(hc + ow, &arg, sizeof(arg));
+    if constexpr (A != MaxArg::none) std::memcpy(hc + ow, &arg, sizeof(arg));
   }
 }
 
 // The argmax of tap kh (input row ih) from its row's hc: the flat index (indices) or kh·kW + kw.
-template <class T, Arg A>
+template <class T, MaxArg A>
 IxVec<T> window_arg(IxVec<T> hc, int64_t kh, int64_t ih, const Pool2d& p) {
-  return hc + static_cast<Ix<T>>(A == Arg::indices ? ih * p.W : kh * p.kW);
+  return hc + static_cast<Ix<T>>(A == MaxArg::indices ? ih * p.W : kh * p.kW);
 }
 
 // ArgT: int64_t (indices) or uint8_t (offsets); ignored for values only.
-template <class T, Arg A, int S, class ArgT>
+template <class T, MaxArg A, int S, class ArgT>
 void max_plane_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scratch) {
   const int64_t OWp = pool_padded_width(p);
   T* hv = static_cast<T*>(scratch);
@@ -226,29 +224,29 @@ void max_plane_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scrat
         const int64_t ws = ow * p.sW - p.pW;
         const int64_t kw0 = math::window_taps(ws, p.kW, p.dW, p.W).k0;
         out[oh * p.OW + ow] = -std::numeric_limits<T>::infinity();
-        if constexpr (A == Arg::indices) arg[oh * p.OW + ow] = ih0 * p.W + ws + kw0 * p.dW;
-        if constexpr (A == Arg::offsets) arg[oh * p.OW + ow] = static_cast<uint8_t>(t.k0 * p.kW + kw0);
+        if constexpr (A == MaxArg::indices) arg[oh * p.OW + ow] = ih0 * p.W + ws + kw0 * p.dW;
+        if constexpr (A == MaxArg::offsets) arg[oh * p.OW + ow] = static_cast<uint8_t>(t.k0 * p.kW + kw0);
       }
       continue;
     }
     for (int64_t ow = 0; ow < p.OW; ow += L<T>) {
       Vec<T> m = simd::load(hv + ih0 * OWp + ow);
       IxVec<T> idx{};
-      if constexpr (A != Arg::none) idx = window_arg<T, A>(load_ix<T>(hc + ih0 * OWp + ow), t.k0, ih0, p);
+      if constexpr (A != MaxArg::none) idx = window_arg<T, A>(load_ix<T>(hc + ih0 * OWp + ow), t.k0, ih0, p);
       for (int64_t k = t.k0 + 1; k < t.k1; ++k) {
         const int64_t ih = start + k * p.dH;
         const Vec<T> v = simd::load(hv + ih * OWp + ow);
         const auto take = takes_mask(v, m);
         m = take ? v : m;
-        if constexpr (A != Arg::none) idx = take ? window_arg<T, A>(load_ix<T>(hc + ih * OWp + ow), k, ih, p) : idx;
+        if constexpr (A != MaxArg::none) idx = take ? window_arg<T, A>(load_ix<T>(hc + ih * OWp + ow), k, ih, p) : idx;
       }
       store_values<T>(out + oh * p.OW + ow, m, p.OW - ow);
-      if constexpr (A != Arg::none) store_arg_values<T>(arg + oh * p.OW + ow, idx, p.OW - ow);
+      if constexpr (A != MaxArg::none) store_arg_values<T>(arg + oh * p.OW + ow, idx, p.OW - ow);
     }
   }
 }
 
-template <class T, Arg A, class ArgT>
+template <class T, MaxArg A, class ArgT>
 void max_plane_stride(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scratch) {
   switch (p.sW) {
     case 1: return max_plane_impl<T, A, 1>(in, out, arg, p, scratch);
@@ -260,11 +258,11 @@ void max_plane_stride(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scr
 template <class T>
 void max_plane(const T* in, T* out, int64_t* indices, uint8_t* offsets, const Pool2d& p, void* scratch) {
   if (indices != nullptr) {
-    max_plane_stride<T, Arg::indices>(in, out, indices, p, scratch);
+    max_plane_stride<T, MaxArg::indices>(in, out, indices, p, scratch);
   } else if (offsets != nullptr) {
-    max_plane_stride<T, Arg::offsets>(in, out, offsets, p, scratch);
+    max_plane_stride<T, MaxArg::offsets>(in, out, offsets, p, scratch);
   } else {
-    max_plane_stride<T, Arg::none>(in, out, offsets, p, scratch);
+    max_plane_stride<T, MaxArg::none>(in, out, offsets, p, scratch);
   }
 }
 
@@ -506,20 +504,20 @@ inline int64_t for_channel_blocks(int64_t C, const Block& block) {
   return c;
 }
 
-template <class T, Arg A, class ArgT>
+template <class T, MaxArg A, class ArgT>
 void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C, int64_t oh) {
   const int64_t hs = oh * p.sH - p.pH;
   const math::Taps th = math::window_taps(hs, p.kH, p.dH, p.H);
   // The argmax of tap (kh, kw): its flat index in the plane, or its offset in the window.
   const auto arg_of = [&](int64_t kh, int64_t kw, int64_t ws) {
-    return A == Arg::indices ? (hs + kh * p.dH) * p.W + ws + kw * p.dW : kh * p.kW + kw;
+    return A == MaxArg::indices ? (hs + kh * p.dH) * p.W + ws + kw * p.dW : kh * p.kW + kw;
   };
   for (int64_t ow = 0; ow < p.OW; ++ow) {
     const int64_t ws = ow * p.sW - p.pW;
     const math::Taps tw = math::window_taps(ws, p.kW, p.dW, p.W);
     const int64_t first = arg_of(th.k0, tw.k0, ws);
     T* o = out + ow * C;
-    ArgT* oi = A != Arg::none ? arg + ow * C : nullptr;
+    ArgT* oi = A != MaxArg::none ? arg + ow * C : nullptr;
     const int64_t c = for_channel_blocks<T>(C, [&](int64_t c, auto unroll) {
       constexpr int U = decltype(unroll)::value;
       Vec<T> m[U];
@@ -537,14 +535,14 @@ void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C,
             const Vec<T> v = simd::load(src + j * L<T>);
             const auto take = takes_mask(v, m[j]);
             m[j] = take ? v : m[j];
-            if constexpr (A != Arg::none) idx[j] = take ? IxVec<T>{} + a : idx[j];
+            if constexpr (A != MaxArg::none) idx[j] = take ? IxVec<T>{} + a : idx[j];
           }
         }
       }
       for (int j = 0; j < U; ++j) {
         simd::store(o + c + j * L<T>, m[j]);
-        if constexpr (A == Arg::indices) store_indices<T>(oi + c + j * L<T>, idx[j]);
-        if constexpr (A == Arg::offsets) store_offsets<T>(oi + c + j * L<T>, idx[j]);
+        if constexpr (A == MaxArg::indices) store_indices<T>(oi + c + j * L<T>, idx[j]);
+        if constexpr (A == MaxArg::offsets) store_offsets<T>(oi + c + j * L<T>, idx[j]);
       }
     });
     for (int64_t c1 = c; c1 < C; ++c1) {
@@ -562,7 +560,7 @@ void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C,
         }
       }
       o[c] = m;
-      if constexpr (A != Arg::none) oi[c] = static_cast<ArgT>(idx);
+      if constexpr (A != MaxArg::none) oi[c] = static_cast<ArgT>(idx);
     }
   }
 }
@@ -570,11 +568,11 @@ void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C,
 template <class T>
 void max_row_cl(const T* in, T* out, int64_t* indices, uint8_t* offsets, const Pool2d& p, int64_t C, int64_t oh) {
   if (indices != nullptr) {
-    max_row_cl_impl<T, Arg::indices>(in, out, indices, p, C, oh);
+    max_row_cl_impl<T, MaxArg::indices>(in, out, indices, p, C, oh);
   } else if (offsets != nullptr) {
-    max_row_cl_impl<T, Arg::offsets>(in, out, offsets, p, C, oh);
+    max_row_cl_impl<T, MaxArg::offsets>(in, out, offsets, p, C, oh);
   } else {
-    max_row_cl_impl<T, Arg::none>(in, out, offsets, p, C, oh);
+    max_row_cl_impl<T, MaxArg::none>(in, out, offsets, p, C, oh);
   }
 }
 
@@ -692,13 +690,13 @@ void avg_backward_row_cl(const T* grad_out, T* grad_in, const Pool2d& p, const A
 }
 
 template <class T>
-constexpr PoolKernelsOf<T> table() {
+constexpr PoolKernel<T> table() {
   return {&max_plane<T>,  &max_backward_plane<T>,  &avg_plane<T>,  &avg_backward_plane<T>,
           &max_row_cl<T>, &max_backward_row_cl<T>, &avg_row_cl<T>, &avg_backward_row_cl<T>};
 }
 
 }  // namespace
 
-extern const PoolKernels pool_kernels = {table<float>(), table<double>()};
+extern const PerDtype<PoolKernel> pool_kernels = {table<float>(), table<double>()};
 
 }  // namespace hotkernels::cpu::HK_ISA

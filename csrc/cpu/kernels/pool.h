@@ -9,12 +9,14 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
+#include "cpu/kernels/per_dtype.h"
 #include "math/pool.h"
 
 namespace hotkernels::cpu {
 
+// The kernels of one compute type.
 template <class T>
-struct PoolKernelsOf {
+struct PoolKernel {
   // NCHW plane: in (H×W), out (OH×OW), contiguous; the argmax in indices (OH×OW flat h·W + w indices,
   // as torch's) or in offsets (OH×OW window positions kh·kW + kw, csrc/math/pool.h), at most one of
   // them non-null (neither: values only). scratch: pool_plane_scratch_bytes(p) bytes.
@@ -36,11 +38,6 @@ struct PoolKernelsOf {
   // channels_last, one image: grad_in's row ih (W×C) from grad_out (OH×OW×C).
   void (*avg_backward_row_cl)(const T* grad_out, T* grad_in, const math::Pool2d& p, const math::AvgMode& mode,
                               int64_t C, int64_t ih);
-};
-
-struct PoolKernels {
-  PoolKernelsOf<float> f32;
-  PoolKernelsOf<double> f64;
 };
 
 // The plane kernels work on whole vectors: rows of output width are padded to a multiple of
@@ -95,4 +92,4 @@ inline size_t pool_gather_scratch_bytes(const math::Pool2d& p) {
 
 }  // namespace hotkernels::cpu
 
-HK_DECLARE_ISA_TABLE(PoolKernels, pool_kernels)
+HK_DECLARE_ISA_TABLE(hotkernels::cpu::PerDtype<hotkernels::cpu::PoolKernel>, pool_kernels)

@@ -1,4 +1,5 @@
-// Output size and argument checks of 2-D pooling, shared by the CPU and CUDA ops. Mirrors
+// 2-D max and average pooling (windows: csrc/math/pool.h): the geometry and the checks of the ops
+// (csrc/pool.cpp), and the stubs that each device's kernels register into. The geometry mirrors
 // `pool2d_geometry` in python/hotkernels/ops/pool.py (which the functional API, the modules and the
 // fake kernels use) check for check, with torch's messages, so a direct call of a
 // torch.ops.hotkernels pooling op fails the way F.max_pool2d / F.avg_pool2d do.
@@ -7,7 +8,10 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
+
 #include "checks.h"
+#include "dispatch_stub.h"
 #include "math/pool.h"
 
 namespace hotkernels {
@@ -69,6 +73,20 @@ inline PoolProblem pool2d_geometry(const char* op, const at::Tensor& input, at::
   return out;
 }
 
+// The checks of every backward op before its geometry: grad_output is (..., OH, OW) over input's
+// leading dimensions, of input's dtype and device.
+inline void check_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& input) {
+  check_floating(op, "input", input);
+  check_same_dtype(op, "grad_output", grad_output, "input", input);
+  check_same_device(op, "grad_output", grad_output, "input", input);
+  TORCH_CHECK(input.dim() == 3 || input.dim() == 4, "hotkernels.", op, ": expected 'input' to be 3-D or 4-D, but got ",
+              input.dim(), " dimensions");
+  TORCH_CHECK(grad_output.dim() == input.dim() &&
+                  grad_output.sizes().slice(0, input.dim() - 2) == input.sizes().slice(0, input.dim() - 2),
+              "hotkernels.", op, ": expected 'grad_output' to have the leading dimensions of 'input' ", input.sizes(),
+              ", but got ", grad_output.sizes());
+}
+
 // A backward op's grad_output must have the forward's output size.
 inline void check_output_size(const char* op, const at::Tensor& grad_output, const math::Pool2d& p) {
   TORCH_CHECK(grad_output.size(-2) == p.OH && grad_output.size(-1) == p.OW, "hotkernels.", op,
@@ -80,6 +98,15 @@ inline void check_offset_taps(const char* op, const math::Pool2d& p) {
   TORCH_CHECK(p.kH * p.kW <= math::kMaxOffsetTaps, "hotkernels.", op, ": expected 'kernel_size' to have at most ",
               math::kMaxOffsetTaps, " taps (uint8 offsets), but got ", p.kH, "x", p.kW,
               "; larger windows need max_pool2d_with_indices");
+}
+
+// The checks of max_pool2d_backward's indices, beyond those of every backward op.
+inline void check_indices(const char* op, const at::Tensor& indices, const at::Tensor& grad_output,
+                          const at::Tensor& input) {
+  check_same_device(op, "indices", indices, "input", input);
+  TORCH_CHECK(indices.scalar_type() == at::kLong, "hotkernels.", op, ": expected 'indices' to be int64, but got ",
+              indices.scalar_type());
+  check_same_shape(op, "indices", indices, "grad_output", grad_output);
 }
 
 // The checks of max_pool2d_offsets_backward's offsets, beyond those of every backward op.
@@ -96,5 +123,24 @@ inline math::AvgMode avg_mode(bool count_include_pad, std::optional<int64_t> div
   TORCH_CHECK(divisor_override.value_or(1) != 0, "divisor must be not zero");
   return {count_include_pad, divisor_override.has_value(), divisor_override.value_or(0)};
 }
+
+// The kernels' signatures. Every tensor a kernel gets is dense in the layout g names (channels_last
+// or contiguous), of the input's dtype (the argmax aside), and not empty. A kernel computes in
+// the accumulation type of that dtype (float for float16/bfloat16).
+
+// out, and unless `arg` is none the argmax (int64 indices or uint8 offsets), from input.
+using MaxPool2dFn = void(const at::Tensor& out, const at::Tensor& argmax, const at::Tensor& input,
+                         const PoolProblem& g, math::MaxArg arg);
+// grad_input from grad_output and the forward's argmax (indices or offsets, as the stub says).
+using MaxPool2dBackwardFn = void(const at::Tensor& grad_input, const at::Tensor& grad_output,
+                                 const at::Tensor& argmax, const PoolProblem& g);
+// out from input (forward), or grad_input from grad_output (backward).
+using AvgPool2dFn = void(const at::Tensor& out, const at::Tensor& in, const PoolProblem& g, const math::AvgMode& mode);
+
+HK_DECLARE_STUB(max_pool2d_stub, MaxPool2dFn);
+HK_DECLARE_STUB(max_pool2d_backward_stub, MaxPool2dBackwardFn);          // argmax: indices
+HK_DECLARE_STUB(max_pool2d_offsets_backward_stub, MaxPool2dBackwardFn);  // argmax: offsets
+HK_DECLARE_STUB(avg_pool2d_stub, AvgPool2dFn);
+HK_DECLARE_STUB(avg_pool2d_backward_stub, AvgPool2dFn);
 
 }  // namespace hotkernels
