@@ -202,6 +202,7 @@ void adam_family(const char* op, AdamStep s, at::TensorList grads_in, at::Tensor
   if (s.params.empty()) return;
   const at::Tensor& p0 = s.params[0];
   check_grad_inputs(op, s.in, p0);
+  // capturable (counters on the GPU): the kernels read found_inf and count the step
   if (p0.is_cuda() && !state_steps.empty() && state_steps[0].is_cuda()) {
     check_device_steps(op, s.params, state_steps);
     return adam_capturable_stub(p0.device().type(), s, state_steps);

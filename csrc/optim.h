@@ -42,13 +42,6 @@ struct GradInputs {
   double clip_eps = 1e-6;  // clip_grad_norm_'s
 };
 
-// math::grad_factor, the gradient's multiplier, from the grad inputs read on the host.
-inline double read_grad_factor(const GradInputs& in) {
-  const double scale = in.grad_scale.has_value() ? read_scalar(*in.grad_scale) : 1.0;
-  const double sq = in.max_grad_norm > 0 ? read_scalar(*in.grad_sq_norm) : 0.0;
-  return math::grad_factor(scale, sq, in.max_grad_norm, in.clip_eps);
-}
-
 // Master weights (param_copies given): params are the float32 master copies of the float16/bfloat16
 // param_copies (the model's params), of their shapes and strides on their device; an entry that is
 // its param itself has no master copy (a float32 param of a master-weights group). The grads are the

@@ -24,6 +24,13 @@ namespace {
 
 const OptimKernels& kernels() { return HK_ISA_TABLE(optim_kernels); }
 
+// math::grad_factor, the gradient's multiplier, from the grad inputs (CPU tensors) read here.
+double read_grad_factor(const GradInputs& in) {
+  const double scale = in.grad_scale.has_value() ? read_scalar(*in.grad_scale) : 1.0;
+  const double sq = in.max_grad_norm > 0 ? read_scalar(*in.grad_sq_norm) : 0.0;
+  return math::grad_factor(scale, sq, in.max_grad_norm, in.clip_eps);
+}
+
 // The param's writes of a span: into the half copy with master weights, rounded stochastically
 // with a rounding seed.
 struct ParamWrite {

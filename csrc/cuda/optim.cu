@@ -9,7 +9,6 @@
 // count the step is a host decision, taken by the op (one sync per step with a GradScaler).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <algorithm>
@@ -18,7 +17,6 @@
 #include <optional>
 #include <tuple>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "cuda/multi_tensor.cuh"
