@@ -75,7 +75,8 @@ void adam(const AdamStep& s, const std::vector<double>& steps) {
   });
 }
 
-// Σ x² per tensor, summed over spans in span order (deterministic for any thread count).
+// out[width·t + j]: the per-span sums (width per span) of tensor t's spans, added in span order, so
+// the result does not depend on the thread count.
 void span_sums_to_tensors(const std::vector<Span>& spans, const std::vector<double>& per_span, int width,
                           double* out, size_t tensors) {
   std::fill(out, out + tensors * width, 0.0);
