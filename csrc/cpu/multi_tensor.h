@@ -97,7 +97,7 @@ struct ParamRounding {
 // conversion of the instruction set in use).
 inline void widen_block(const Operand& o, int64_t at, int64_t m, float* out) {
   if (o.type == at::kBFloat16) {
-    return HK_ISA_TABLE(optim_kernels).widen_bf16(static_cast<const uint16_t*>(o.data) + at, out, m);
+    return HK_ISA_TABLE(bf16_conversions).widen(static_cast<const uint16_t*>(o.data) + at, out, m);
   }
   AT_DISPATCH_REDUCED_FLOATING_TYPES(o.type, "hotkernels_widen", [&] {
     const scalar_t* src = static_cast<const scalar_t*>(o.data) + at;
@@ -115,7 +115,7 @@ inline void narrow_block(const float* in, const Operand& o, int64_t at, int64_t 
     return;
   }
   if (o.type == at::kBFloat16) {
-    return HK_ISA_TABLE(optim_kernels).narrow_bf16(in, static_cast<uint16_t*>(o.data) + at, m);
+    return HK_ISA_TABLE(bf16_conversions).narrow(in, static_cast<uint16_t*>(o.data) + at, m);
   }
   AT_DISPATCH_REDUCED_FLOATING_TYPES(o.type, "hotkernels_narrow", [&] {
     scalar_t* dst = static_cast<scalar_t*>(o.data) + at;

@@ -1,19 +1,15 @@
-// Optimizer steps on CUDA: multi-tensor apply (csrc/cuda/multi_tensor.cuh) of the formulas in
-// csrc/math/optim.h, computing in at::opmath_type (float for float16/bfloat16 params and state).
-// The host part (checks, step counters on the CPU, per-step scalars) is csrc/optim_host.h, as on the
-// CPU; tensors are bucketed by (dtype, step) so that each launch takes its scalars by value.
-// Reductions (norms) go through a block reduction and one double atomicAdd per block and tensor;
-// LAMB's trust ratios and every gradient factor (GradScaler's grad_scale, the clipping norm:
-// optim_host.h, GradInputs) are read on the device, by every block, so a step never syncs the host
+// The optimizer steps' CUDA kernels (csrc/optim.h): multi-tensor apply (csrc/cuda/multi_tensor.cuh)
+// of the formulas in csrc/math/optim.h, computing in at::opmath_type (float for float16/bfloat16
+// params and state). Tensors are bucketed by (dtype, step) so that each launch takes its scalars by
+// value. Reductions (norms) go through a block reduction and one double atomicAdd per block and
+// tensor; LAMB's trust ratios and every gradient factor (GradScaler's grad_scale, the clipping norm:
+// csrc/optim.h, GradInputs) are read on the device, by every block, so a step never syncs the host
 // for them. GradScaler's found_inf: with capturable (device) step counters it is read on the device
 // too (the step-counter kernel and every block skip); with step counters on the CPU, whether to
-// count the step is a host decision, so it alone is read on the host (one sync per step with a
-// GradScaler).
+// count the step is a host decision, taken by the op (one sync per step with a GradScaler).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cub/block/block_reduce.cuh>
@@ -21,14 +17,12 @@
 #include <optional>
 #include <tuple>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
-#include "checks.h"
 #include "cuda/multi_tensor.cuh"
 #include "math/optim.h"
-#include "layout.h"
-#include "optim_host.h"
+#include "optim.h"
+#include "static_switch.h"
 
 namespace hotkernels::cuda {
 namespace {
@@ -72,7 +66,7 @@ struct DeviceGradInputs {
 };
 
 // Device float64 copies of the grad inputs (queued on the stream: no sync), kept alive by `keep`;
-// found_inf left out where the host has read it (skip_on_host).
+// found_inf only with_found_inf (capturable steps: the op has read it otherwise).
 DeviceGradInputs device_grad_inputs(const GradInputs& in, std::vector<at::Tensor>& keep, bool with_found_inf) {
   auto ptr = [&](const OptTensor& t) -> const double* {
     if (!t.has_value()) return nullptr;
@@ -84,18 +78,14 @@ DeviceGradInputs device_grad_inputs(const GradInputs& in, std::vector<at::Tensor
   return {ptr(in.grad_scale), found_inf, grad_sq_norm, in.max_grad_norm, in.clip_eps};
 }
 
-// Step counters on the CPU: found_inf read on the host (checked with the other grad inputs first).
-bool skip_on_host(const char* op, const GradInputs& in, const at::Tensor& p0) {
-  check_grad_inputs(op, in, p0);
-  return in.found_inf.has_value() && in.found_inf->item<double>() != 0;
-}
-
 // How a param's value is written (csrc/math/optim.h): rounded to nearest, or for bfloat16
 // stochastically with the bits of (seed, tensor, element), as on the CPU.
 struct Rounding {
   bool stochastic;
   uint64_t seed;
 };
+
+Rounding rounding(std::optional<int64_t> seed) { return {seed.has_value(), uint64_t(seed.value_or(0))}; }
 
 template <class G, class Op>
 __device__ __forceinline__ G round_param(Op x, const Rounding& r, int64_t tensor, int64_t i) {
@@ -185,14 +175,6 @@ void dispatch_param_grad(const Bucket& b, const F& f) {
 
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
 
-// Master weights and stochastic rounding: the Adam family and Lookahead's sync take them; LAMB and
-// NovoGrad on CUDA not yet: refused here, by name.
-void check_no_master_copies(const char* op, at::TensorList param_copies, std::optional<int64_t> rounding_seed) {
-  TORCH_CHECK(param_copies.empty() && !rounding_seed.has_value(), "hotkernels.", op,
-              ": 'param_copies' (master weights) and 'rounding_seed' (stochastic rounding) are not implemented on "
-              "CUDA yet");
-}
-
 // Capturable steps (torch.optim's capturable=True): the step counters are float32 tensors on the
 // device, incremented by a kernel, and every block derives its tensor's step scalars from its
 // counter, so a step neither reads anything on the host nor depends on host values that change
@@ -224,107 +206,62 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void adam_family_capturable(const char* op, bool rectified, at::TensorList params, at::TensorList grads,
-                            at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList fifth,
-                            at::TensorList copies, at::TensorList state_steps, const AdamHyper& h,
-                            const GradInputs& in, const Rounding& r) {
-  check_grad_inputs(op, in, params[0]);
+// The lists of an Adam-family launch: p, g, m, v, then v̂ (without amsgrad never read: exp_avg_sqs
+// stands in for it), then the param copies (without master weights never written: the params stand
+// in for them).
+std::array<at::TensorList, 6> adam_lists(const AdamStep& s) {
+  return {s.params, s.grads, s.exp_avgs, s.exp_avg_sqs, s.h.amsgrad ? s.max_exp_avg_sqs : s.exp_avg_sqs,
+          s.param_copies.empty() ? s.params : s.param_copies};
+}
+
+void adam_capturable(const AdamStep& s, at::TensorList state_steps) {
+  const c10::cuda::CUDAGuard guard(s.params[0].device());
   std::vector<at::Tensor> keep;
-  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/true);
-  for (size_t i = 0; i < params.size(); ++i) {
-    const at::Tensor& s = state_steps[i];
-    TORCH_CHECK(s.device() == params[i].device() && s.numel() == 1 && s.scalar_type() == at::kFloat, "hotkernels.", op,
-                ": with state steps on the GPU (capturable), expected each to be a one-element float32 tensor on its "
-                "param's device, but 'state_steps[", i, "]' is ", s.scalar_type(), " of shape ", s.sizes(), " on ",
-                s.device());
-  }
-  for (size_t k0 = 0; k0 < params.size(); k0 += kMaxTensors) {
+  const DeviceGradInputs d = device_grad_inputs(s.in, keep, /*with_found_inf=*/true);
+  const Rounding r = rounding(s.rounding_seed);
+  for (size_t k0 = 0; k0 < s.params.size(); k0 += kMaxTensors) {
     StepCounters sc;
-    sc.n = static_cast<int>(std::min<size_t>(kMaxTensors, params.size() - k0));
+    sc.n = static_cast<int>(std::min<size_t>(kMaxTensors, s.params.size() - k0));
     for (int k = 0; k < sc.n; ++k) sc.step[k] = state_steps[k0 + k].mutable_data_ptr<float>();
     increment_steps_kernel<<<1, kMaxTensors, 0, stream()>>>(sc, d);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  for (const Bucket& b : buckets(params, {}, grads)) {
+  const std::array<at::TensorList, 6> l = adam_lists(s);
+  for (const Bucket& b : buckets(s.params, {}, s.grads)) {
     dispatch_param_grad(b, [&]<class T, class G>() {
-      for_each_launch<7>({params, grads, exp_avgs, exp_avg_sqs, fifth, copies, state_steps}, b.index,
-                         [&](const TensorChunks<7>& tc, int n) {
-                           if (h.amsgrad) {
-                             adam_capturable_kernel<T, G, true><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d, r);
-                           } else {
-                             adam_capturable_kernel<T, G, false><<<n, kThreads, 0, stream()>>>(tc, h, rectified, d, r);
-                           }
-                           C10_CUDA_KERNEL_LAUNCH_CHECK();
-                         });
+      static_switch<false, true>(s.h.amsgrad, [&]<bool kAmsgrad>() {
+        for_each_launch<7>({l[0], l[1], l[2], l[3], l[4], l[5], state_steps}, b.index,
+                           [&](const TensorChunks<7>& tc, int n) {
+          adam_capturable_kernel<T, G, kAmsgrad><<<n, kThreads, 0, stream()>>>(tc, s.h, s.rectified, d, r);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+      });
     });
   }
 }
 
-void adam_family(const char* op, bool rectified, at::TensorList params, at::TensorList grads_in,
-                 at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-                 at::TensorList state_steps, AdamHyper h, const GradInputs& in, at::TensorList param_copies,
-                 std::optional<int64_t> rounding_seed) {
-  const std::vector<at::Tensor> grads = checked_grads(op, params, param_copies, grads_in);
-  check_param_group(op, params,
-                    {{"exp_avgs", exp_avgs},
-                     {"exp_avg_sqs", exp_avg_sqs},
-                     {"max_exp_avg_sqs", max_exp_avg_sqs, h.amsgrad}});
-  if (params.empty()) return;
-  const c10::cuda::CUDAGuard guard(params[0].device());
-  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
-  // Without amsgrad the fifth pointer is never read: exp_avg_sqs stands in for it; without master
-  // weights the copies are never written: the params stand in for them.
-  const at::TensorList fifth = h.amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
-  const at::TensorList copies = param_copies.empty() ? params : param_copies;
-  const Rounding r{rounding_seed.has_value(), uint64_t(rounding_seed.value_or(0))};
-  if (state_steps[0].is_cuda()) {
-    return adam_family_capturable(op, rectified, params, grads, exp_avgs, exp_avg_sqs, fifth, copies, state_steps, h,
-                                  in, r);
-  }
-  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+void adam(const AdamStep& s, const std::vector<double>& steps) {
+  const c10::cuda::CUDAGuard guard(s.params[0].device());
   std::vector<at::Tensor> keep;
-  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
-  const std::vector<double> steps = increment_steps(op, state_steps, params.size());
-  for (const Bucket& b : buckets(params, steps, grads)) {
+  const DeviceGradInputs d = device_grad_inputs(s.in, keep, /*with_found_inf=*/false);
+  const Rounding r = rounding(s.rounding_seed);
+  for (const Bucket& b : buckets(s.params, steps, s.grads)) {
     dispatch_param_grad(b, [&]<class T, class G>() {
       using Op = at::opmath_type<T>;
       bool adaptive = true;
       const math::AdamConsts<Op> c =
-          rectified ? radam_consts<Op>(h, b.step, &adaptive) : adam_consts<Op>(h, b.step);
-      for_each_launch<6>({params, grads, exp_avgs, exp_avg_sqs, fifth, copies}, b.index,
-                         [&](const TensorChunks<6>& tc, int n) {
-                           if (!adaptive) {
-                             adam_kernel<T, G, false, false><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
-                           } else if (h.amsgrad) {
-                             adam_kernel<T, G, true, true><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
-                           } else {
-                             adam_kernel<T, G, false, true><<<n, kThreads, 0, stream()>>>(tc, c, d, r);
-                           }
-                           C10_CUDA_KERNEL_LAUNCH_CHECK();
-                         });
+          s.rectified ? radam_consts<Op>(s.h, b.step, &adaptive) : adam_consts<Op>(s.h, b.step);
+      using math::AdamMode;
+      static_switch<AdamMode::adam, AdamMode::amsgrad, AdamMode::momentum_only>(
+          math::adam_mode(s.h.amsgrad, adaptive), [&]<AdamMode kMode>() {
+            for_each_launch<6>(adam_lists(s), b.index, [&](const TensorChunks<6>& tc, int n) {
+              adam_kernel<T, G, kMode == AdamMode::amsgrad, kMode != AdamMode::momentum_only>
+                  <<<n, kThreads, 0, stream()>>>(tc, c, d, r);
+              C10_CUDA_KERNEL_LAUNCH_CHECK();
+            });
+          });
     });
   }
-}
-
-void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies, double lr,
-                double beta1, double beta2, double eps, double weight_decay, bool amsgrad, bool maximize,
-                bool decoupled_weight_decay,
-                const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
-                double max_grad_norm, std::optional<int64_t> rounding_seed) {
-  adam_family("adam_step_", false, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-              {lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
-              {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, param_copies, rounding_seed);
-}
-
-void radam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, at::TensorList param_copies, double lr, double beta1, double beta2,
-                 double eps, double weight_decay, bool decoupled_weight_decay, bool maximize,
-                 const OptTensor& grad_scale, const OptTensor& found_inf, const OptTensor& grad_sq_norm,
-                 double max_grad_norm, std::optional<int64_t> rounding_seed) {
-  adam_family("radam_step_", true, params, grads, exp_avgs, exp_avg_sqs, {}, state_steps,
-              {lr, beta1, beta2, eps, weight_decay, false, maximize, decoupled_weight_decay},
-              {grad_scale, found_inf, grad_sq_norm, max_grad_norm}, param_copies, rounding_seed);
 }
 
 template <class T>
@@ -343,14 +280,10 @@ __global__ void __launch_bounds__(kThreads) sq_norm_kernel(TensorChunks<1> tc, d
   if (threadIdx.x == 0) atomicAdd(out + tc.index[w.t], double(total));
 }
 
-at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
-  check_param_group("multi_tensor_sq_norms", tensors, {});
-  TORCH_CHECK(!tensors.empty(), "hotkernels.multi_tensor_sq_norms: expected at least one tensor");
+void sq_norms(const at::Tensor& out, at::TensorList tensors) {
   const c10::cuda::CUDAGuard guard(tensors[0].device());
-  at::Tensor out = at::zeros({int64_t(tensors.size())}, tensors[0].options().dtype(at::kDouble));
-  bool any_double = false;
+  out.zero_();  // the blocks add into it
   for (const Bucket& b : buckets(tensors, {})) {
-    any_double = any_double || b.dtype == at::kDouble;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_sq_norms_cuda", [&] {
       for_each_launch<1>({tensors}, b.index, [&](const TensorChunks<1>& tc, int n) {
         sq_norm_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, out.mutable_data_ptr<double>());
@@ -358,7 +291,6 @@ at::Tensor multi_tensor_sq_norms(at::TensorList tensors) {
       });
     });
   }
-  return any_double ? out : out.to(at::kFloat);
 }
 
 template <class T>
@@ -404,60 +336,32 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void lamb_moments_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                   at::TensorList state_steps, at::TensorList param_copies, at::Tensor& norms,
-                   const OptTensor& grad_sq_norm, double max_grad_norm,
-                   double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
-                   bool bias_correction, bool rectify, double clip_eps, const OptTensor& grad_scale,
-                   const OptTensor& found_inf) {
-  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
-  const char* op = "lamb_moments_";
-  check_no_master_copies(op, param_copies, std::nullopt);
-  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
-  if (params.empty()) return;
-  check_norms(op, norms, params[0], params.size());
-  const c10::cuda::CUDAGuard guard(params[0].device());
-  const GradInputs in{grad_scale, found_inf, grad_sq_norm, grad_sq_norm ? max_grad_norm : 0.0, clip_eps};
-  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+void lamb_moments(const LambMoments& s, const std::vector<double>& steps) {
+  const c10::cuda::CUDAGuard guard(s.params[0].device());
   std::vector<at::Tensor> keep;
-  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
-  const std::vector<double> steps = increment_steps(op, state_steps, params.size());
-  norms.zero_();
-  const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
-  for (const Bucket& b : buckets(params, steps)) {
+  const DeviceGradInputs d = device_grad_inputs(s.in, keep, /*with_found_inf=*/false);
+  s.norms.zero_();  // the blocks add into it
+  for (const Bucket& b : buckets(s.params, steps)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lamb_moments_cuda", [&] {
-      using Op = at::opmath_type<scalar_t>;
-      const math::LambConsts<Op> c = lamb_consts<Op>(h, b.step);
-      for_each_launch<4>({params, grads, exp_avgs, exp_avg_sqs}, b.index, [&](const TensorChunks<4>& tc, int n) {
-        lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, d, norms.mutable_data_ptr<double>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+      const auto c = lamb_consts<at::opmath_type<scalar_t>>(s.h, b.step);
+      for_each_launch<4>({s.params, s.grads, s.exp_avgs, s.exp_avg_sqs}, b.index,
+                         [&](const TensorChunks<4>& tc, int n) {
+                           lamb_moments_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(
+                               tc, c, d, s.norms.mutable_data_ptr<double>());
+                           C10_CUDA_KERNEL_LAUNCH_CHECK();
+                         });
     });
   }
 }
 
-void lamb_apply_(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                 at::TensorList state_steps, at::TensorList param_copies, const at::Tensor& norms, double lr,
-                 double beta1, double beta2,
-                 double eps, double weight_decay, bool grad_averaging, bool bias_correction, bool rectify,
-                 bool adapt, bool trust_clip, const OptTensor& found_inf, std::optional<int64_t> rounding_seed) {
-  const char* op = "lamb_apply_";
-  check_no_master_copies(op, param_copies, rounding_seed);
-  check_param_group(op, params, {{"exp_avgs", exp_avgs}, {"exp_avg_sqs", exp_avg_sqs}});
-  if (params.empty()) return;
-  check_norms(op, norms, params[0], params.size());
-  TORCH_CHECK(state_steps.size() == params.size(), "hotkernels.", op, ": expected one state step per param");
-  const c10::cuda::CUDAGuard guard(params[0].device());
-  if (skip_on_host(op, {std::nullopt, found_inf, std::nullopt, 0.0}, params[0])) return;
-  std::vector<double> steps(params.size());
-  for (size_t i = 0; i < params.size(); ++i) steps[i] = read_step(op, state_steps, i);
-  const LambHyper h{beta1, beta2, eps, weight_decay, grad_averaging, bias_correction, rectify};
-  for (const Bucket& b : buckets(params, steps)) {
+void lamb_apply(const LambApply& s, const std::vector<double>& steps) {
+  const c10::cuda::CUDAGuard guard(s.params[0].device());
+  for (const Bucket& b : buckets(s.params, steps)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_lamb_apply_cuda", [&] {
-      const auto c = lamb_consts<at::opmath_type<scalar_t>>(h, b.step);
-      for_each_launch<3>({params, exp_avgs, exp_avg_sqs}, b.index, [&](const TensorChunks<3>& tc, int n) {
-        lamb_apply_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, norms.const_data_ptr<double>(), lr, adapt,
-                                                                  trust_clip);
+      const auto c = lamb_consts<at::opmath_type<scalar_t>>(s.h, b.step);
+      for_each_launch<3>({s.params, s.exp_avgs, s.exp_avg_sqs}, b.index, [&](const TensorChunks<3>& tc, int n) {
+        lamb_apply_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, s.norms.const_data_ptr<double>(), s.lr,
+                                                                  s.adapt, s.trust_clip);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -488,14 +392,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void lookahead_sync_(at::TensorList fast, at::TensorList slow, at::TensorList param_copies, double alpha,
-                     std::optional<int64_t> rounding_seed) {
-  check_param_group("lookahead_sync_", fast, {{"slow", slow}});
-  check_master_copies("lookahead_sync_", fast, param_copies);
-  if (fast.empty()) return;
+void lookahead(at::TensorList fast, at::TensorList slow, at::TensorList param_copies, double alpha,
+               std::optional<int64_t> rounding_seed) {
   const c10::cuda::CUDAGuard guard(fast[0].device());
   const at::TensorList copies = param_copies.empty() ? fast : param_copies;
-  const Rounding r{rounding_seed.has_value(), uint64_t(rounding_seed.value_or(0))};
+  const Rounding r = rounding(rounding_seed);
   for (const Bucket& b : buckets(fast, {}, copies)) {
     dispatch_param_grad(b, [&]<class T, class G>() {
       for_each_launch<3>({fast, slow, copies}, b.index, [&](const TensorChunks<3>& tc, int n) {
@@ -506,8 +407,8 @@ void lookahead_sync_(at::TensorList fast, at::TensorList slow, at::TensorList pa
   }
 }
 
-// NovoGrad's layer moments, one thread per tensor: v ← ‖g‖² on the first step (v = 0), else
-// β₂·v + (1 − β₂)·‖g‖²; with amsgrad v̂ ← max(v̂, v).
+// NovoGrad's layer moments (math::novograd_layer_moment), one thread per tensor; with amsgrad
+// v̂ ← max(v̂, v).
 struct LayerMoments {
   void* v[kMaxTensors];
   void* vmax[kMaxTensors];
@@ -524,9 +425,7 @@ __global__ void novograd_layer_kernel(LayerMoments lm, const double* sq, DeviceG
   T* v = at_<T>(lm.v[t]);
   const double f = d.factor();  // ‖f·g‖² = f²‖g‖²
   const Op norm = Op(f * f * sq[lm.index[t]]);
-  const Op cur = *v;
-  const Op next = cur == Op(0) ? norm : Op(beta2) * cur + Op(1 - beta2) * norm;
-  *v = T(next);
+  *v = T(math::novograd_layer_moment(Op(*v), norm, Op(beta2), Op(1 - beta2)));
   if (amsgrad) {
     T* vmax = at_<T>(lm.vmax[t]);
     *vmax = Op(*vmax) > Op(*v) ? *vmax : *v;
@@ -552,39 +451,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                    at::TensorList max_exp_avg_sqs, at::TensorList state_steps, at::TensorList param_copies,
-                    const at::Tensor& grad_sq_norms,
-                    double lr, double beta1, double beta2, double eps, double weight_decay, bool grad_averaging,
-                    bool amsgrad, const OptTensor& grad_scale, const OptTensor& found_inf,
-                    const OptTensor& grad_sq_norm, double max_grad_norm, std::optional<int64_t> rounding_seed) {
-  const std::vector<at::Tensor> grads = grads_like_params(grads_in, params);
-  const char* op = "novograd_step_";
-  check_no_master_copies(op, param_copies, rounding_seed);
-  check_param_group(op, params, {{"grads", grads}, {"exp_avgs", exp_avgs}});
-  if (params.empty()) return;
-  TORCH_CHECK(exp_avg_sqs.size() == params.size() && (!amsgrad || max_exp_avg_sqs.size() == params.size()),
-              "hotkernels.", op, ": expected one exp_avg_sq (and max_exp_avg_sq) per param");
-  for (size_t i = 0; i < params.size(); ++i) {
-    for (const at::Tensor& s : {exp_avg_sqs[i], amsgrad ? max_exp_avg_sqs[i] : exp_avg_sqs[i]}) {
-      TORCH_CHECK(s.numel() == 1 && s.scalar_type() == params[i].scalar_type() && s.device() == params[i].device(),
-                  "hotkernels.", op, ": expected each layer moment to be a one-element tensor of its param's dtype "
-                  "and device");
-    }
-  }
-  check_same_device(op, "grad_sq_norms", grad_sq_norms, "params[0]", params[0]);
-  TORCH_CHECK(grad_sq_norms.numel() == int64_t(params.size()), "hotkernels.", op,
-              ": expected 'grad_sq_norms' to hold one value per param");
-  const c10::cuda::CUDAGuard guard(params[0].device());
-  const GradInputs in{grad_scale, found_inf, grad_sq_norm, max_grad_norm};
-  if (skip_on_host(op, in, params[0])) return check_steps(op, state_steps, params.size());
+void novograd(const NovoGradStep& s) {
+  const NovoGradHyper& h = s.h;
+  const c10::cuda::CUDAGuard guard(s.params[0].device());
   std::vector<at::Tensor> keep;
-  const DeviceGradInputs d = device_grad_inputs(in, keep, /*with_found_inf=*/false);
-  increment_steps(op, state_steps, params.size());  // the last check: nothing is written before it
-  const at::Tensor sq = grad_sq_norms.to(at::kDouble).contiguous();
-  const at::TensorList second = amsgrad ? max_exp_avg_sqs : exp_avg_sqs;
-  const double averaging = grad_averaging ? 1 - beta1 : 1.0;
-  for (const Bucket& b : buckets(params, {})) {
+  const DeviceGradInputs d = device_grad_inputs(s.in, keep, /*with_found_inf=*/false);
+  const at::Tensor sq = s.grad_sq_norms.to(at::kDouble).contiguous();
+  const at::TensorList second = h.amsgrad ? s.max_exp_avg_sqs : s.exp_avg_sqs;
+  const double averaging = h.grad_averaging ? 1 - h.beta1 : 1.0;
+  for (const Bucket& b : buckets(s.params, {})) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.dtype, "hotkernels_novograd_cuda", [&] {
       using Op = at::opmath_type<scalar_t>;
       for (size_t k0 = 0; k0 < b.index.size(); k0 += kMaxTensors) {
@@ -592,17 +467,17 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
         lm.n = static_cast<int>(std::min<size_t>(kMaxTensors, b.index.size() - k0));
         for (int k = 0; k < lm.n; ++k) {
           const int64_t i = b.index[k0 + k];
-          lm.v[k] = exp_avg_sqs[i].data_ptr();
-          lm.vmax[k] = amsgrad ? max_exp_avg_sqs[i].data_ptr() : nullptr;
+          lm.v[k] = s.exp_avg_sqs[i].data_ptr();
+          lm.vmax[k] = h.amsgrad ? s.max_exp_avg_sqs[i].data_ptr() : nullptr;
           lm.index[k] = static_cast<int32_t>(i);
         }
-        novograd_layer_kernel<scalar_t><<<1, kMaxTensors, 0, stream()>>>(
-            lm, sq.const_data_ptr<double>(), d, beta2, amsgrad);
+        novograd_layer_kernel<scalar_t><<<1, kMaxTensors, 0, stream()>>>(lm, sq.const_data_ptr<double>(), d, h.beta2,
+                                                                         h.amsgrad);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      const math::NovoGradConsts<Op> c{Op(1), Op(weight_decay), Op(averaging), Op(beta1), Op(lr)};
-      for_each_launch<4>({params, grads, exp_avgs, second}, b.index, [&](const TensorChunks<4>& tc, int n) {
-        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, eps, d);
+      const math::NovoGradConsts<Op> c{Op(1), Op(h.weight_decay), Op(averaging), Op(h.beta1), Op(h.lr)};
+      for_each_launch<4>({s.params, s.grads, s.exp_avgs, second}, b.index, [&](const TensorChunks<4>& tc, int n) {
+        novograd_kernel<scalar_t><<<n, kThreads, 0, stream()>>>(tc, c, h.eps, d);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -611,14 +486,12 @@ void novograd_step_(at::TensorList params, at::TensorList grads_in, at::TensorLi
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hotkernels, CUDA, m) {
-  m.impl("adam_step_", &adam_step_);
-  m.impl("radam_step_", &radam_step_);
-  m.impl("multi_tensor_sq_norms", &multi_tensor_sq_norms);
-  m.impl("lamb_moments_", &lamb_moments_);
-  m.impl("lamb_apply_", &lamb_apply_);
-  m.impl("novograd_step_", &novograd_step_);
-  m.impl("lookahead_sync_", &lookahead_sync_);
-}
+HK_REGISTER_STUB(adam_stub, cuda, &adam);
+HK_REGISTER_STUB(adam_capturable_stub, cuda, &adam_capturable);
+HK_REGISTER_STUB(sq_norms_stub, cuda, &sq_norms);
+HK_REGISTER_STUB(lamb_moments_stub, cuda, &lamb_moments);
+HK_REGISTER_STUB(lamb_apply_stub, cuda, &lamb_apply);
+HK_REGISTER_STUB(novograd_stub, cuda, &novograd);
+HK_REGISTER_STUB(lookahead_stub, cuda, &lookahead);
 
 }  // namespace hotkernels::cuda

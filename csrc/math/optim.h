@@ -73,6 +73,14 @@ HK_HOST_DEVICE void adam_step(V& p, V g, V& m, V& v, V& vmax, const AdamConsts<S
   }
 }
 
+// adam_step's three instantiations, for the code that picks one at run time: Adam, Adam with
+// AMSGrad, and RAdam's un-rectified step.
+enum class AdamMode { adam, amsgrad, momentum_only };
+
+HK_HOST_DEVICE AdamMode adam_mode(bool amsgrad, bool adaptive) {
+  return !adaptive ? AdamMode::momentum_only : (amsgrad ? AdamMode::amsgrad : AdamMode::adam);
+}
+
 template <class S>
 struct LambConsts {
   S inv_clip;         // the gradient factor (grad_factor: unscale and global clipping)
@@ -129,6 +137,13 @@ template <class S>
 struct NovoGradConsts {
   S denom, weight_decay, averaging, beta1, lr;  // averaging: 1 − β₁ with grad averaging, else 1
 };
+
+// The layer's second moment from ‖g‖² (of the unscaled, clipped gradient): v ← ‖g‖² on the first
+// step (v = 0), else β₂·v + (1 − β₂)·‖g‖².
+template <class V>
+HK_HOST_DEVICE V novograd_layer_moment(V v, V g_sq, V beta2, V one_minus_beta2) {
+  return v == V(0) ? g_sq : beta2 * v + one_minus_beta2 * g_sq;
+}
 
 template <class V, class S>
 HK_HOST_DEVICE void novograd_step(V& p, V g, V& m, const NovoGradConsts<S>& c) {

@@ -36,11 +36,11 @@ void adam_span(const math::AdamConsts<T>& c, T* p, const T* g, T* m, T* v, T* vm
 }
 
 template <class T>
-void adam(const math::AdamConsts<T>& c, AdamMode mode, T* p, const T* g, T* m, T* v, T* vmax, int64_t n) {
+void adam(const math::AdamConsts<T>& c, math::AdamMode mode, T* p, const T* g, T* m, T* v, T* vmax, int64_t n) {
   switch (mode) {
-    case AdamMode::adam: return adam_span<T, false, true>(c, p, g, m, v, vmax, n);
-    case AdamMode::amsgrad: return adam_span<T, true, true>(c, p, g, m, v, vmax, n);
-    case AdamMode::momentum_only: return adam_span<T, false, false>(c, p, g, m, v, vmax, n);
+    case math::AdamMode::adam: return adam_span<T, false, true>(c, p, g, m, v, vmax, n);
+    case math::AdamMode::amsgrad: return adam_span<T, true, true>(c, p, g, m, v, vmax, n);
+    case math::AdamMode::momentum_only: return adam_span<T, false, false>(c, p, g, m, v, vmax, n);
   }
 }
 
@@ -146,12 +146,13 @@ void narrow_bf16(const float* in, uint16_t* out, int64_t n) {
 }
 
 template <class T>
-constexpr OptimKernelsOf<T> table() {
+constexpr OptimKernel<T> table() {
   return {&adam<T>, &sq_norm<T>, &lamb_moments<T>, &lamb_apply<T>, &novograd<T>, &lookahead<T>};
 }
 
 }  // namespace
 
-extern const OptimKernels optim_kernels = {table<float>(), table<double>(), &widen_bf16, &narrow_bf16};
+extern const OptimKernels optim_kernels = {table<float>(), table<double>()};
+extern const Bf16Conversions bf16_conversions = {&widen_bf16, &narrow_bf16};
 
 }  // namespace hotkernels::cpu::HK_ISA
