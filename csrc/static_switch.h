@@ -4,12 +4,12 @@
 //
 // calls the lambda's instantiation for the listed value equal to `value`, and returns what it
 // returns. Every listed value is compiled; a value not listed is a bug in the caller, refused with a
-// message. For a type rather than a value, switch on a bool and pick the type with
+// std::logic_error (a RuntimeError in Python). Torch-free, so that the per-instruction-set kernel
+// files (csrc/cpu/kernels/) use it too. For a type rather than a value, switch on a bool and pick the type with
 // std::conditional_t inside.
 #pragma once
 
-#include <c10/util/Exception.h>
-
+#include <stdexcept>
 #include <utility>
 
 namespace hotkernels {
@@ -17,7 +17,7 @@ namespace hotkernels {
 template <auto First, auto... Rest, class V, class F>
 decltype(auto) static_switch(const V& value, F&& f) {
   if constexpr (sizeof...(Rest) == 0) {
-    TORCH_CHECK(value == First, "hotkernels: internal error: static_switch met a value it was not given");
+    if (!(value == First)) throw std::logic_error("hotkernels: internal error: static_switch met a value it was not given");
     return f.template operator()<First>();
   } else {
     if (value == First) return f.template operator()<First>();

@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "cpu/kernels/simd.h"
+#include "static_switch.h"
 
 namespace hotkernels::cpu::HK_ISA {
 namespace {
@@ -97,6 +98,13 @@ template <class T> inline IxVec<T> load_offsets(const uint8_t* p) {
   std::memcpy(&w, p, sizeof(w));
   return __builtin_convertvector(w, IxVec<T>);
 #endif
+}
+
+// Runs f.template operator()<S>() with S the column stride where it has its own loads (1, 2), else 0
+// (load_strided's gather at run-time stride).
+template <class F>
+void column_stride_switch(int64_t stride, F&& f) {
+  static_switch<1, 2, 0>(stride == 1 || stride == 2 ? stride : 0, f);
 }
 
 template <class T> inline bool takes(T v, T m) { return v > m || v != v; }
@@ -248,11 +256,7 @@ void max_plane_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scrat
 
 template <class T, MaxArg A, class ArgT>
 void max_plane_stride(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scratch) {
-  switch (p.sW) {
-    case 1: return max_plane_impl<T, A, 1>(in, out, arg, p, scratch);
-    case 2: return max_plane_impl<T, A, 2>(in, out, arg, p, scratch);
-    default: return max_plane_impl<T, A, 0>(in, out, arg, p, scratch);
-  }
+  column_stride_switch(p.sW, [&]<int S>() { max_plane_impl<T, A, S>(in, out, arg, p, scratch); });
 }
 
 template <class T>
@@ -377,11 +381,7 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
 
 template <class T>
 void max_backward_plane(const T* grad_out, const uint8_t* offsets, T* grad_in, const Pool2d& p, void* scratch) {
-  switch (p.sW) {
-    case 1: return max_backward_plane_impl<T, 1>(grad_out, offsets, grad_in, p, scratch);
-    case 2: return max_backward_plane_impl<T, 2>(grad_out, offsets, grad_in, p, scratch);
-    default: return max_backward_plane_impl<T, 0>(grad_out, offsets, grad_in, p, scratch);
-  }
+  column_stride_switch(p.sW, [&]<int S>() { max_backward_plane_impl<T, S>(grad_out, offsets, grad_in, p, scratch); });
 }
 
 // Average, NCHW (no dilation: p.dH == p.dW == 1). Padding is 0, so adding it changes nothing; the
@@ -445,11 +445,7 @@ void avg_plane_impl(const T* in, T* out, const Pool2d& p, const AvgMode& mode, v
 
 template <class T>
 void avg_plane(const T* in, T* out, const Pool2d& p, const AvgMode& mode, void* scratch) {
-  switch (p.sW) {
-    case 1: return avg_plane_impl<T, 1>(in, out, p, mode, scratch);
-    case 2: return avg_plane_impl<T, 2>(in, out, p, mode, scratch);
-    default: return avg_plane_impl<T, 0>(in, out, p, mode, scratch);
-  }
+  column_stride_switch(p.sW, [&]<int S>() { avg_plane_impl<T, S>(in, out, p, mode, scratch); });
 }
 
 // grad_in[ih, iw] = Σ over the windows (oh, ow) covering it of grad_out[oh, ow] / divisor(oh, ow).
