@@ -73,7 +73,7 @@ TORCH_LIBRARY(hotkernels, m) {
   // tensors, one per param); per-step scalars come from the state steps, which the ops increment.
   // grad_scale, found_inf (torch.amp's GradScaler, as torch's fused Adam takes them), grad_sq_norm
   // and max_grad_norm (clip_grad_norm_ in the step; LAMB's moments pass: with clip_eps 0, NVLAMB's
-  // clipping): csrc/optim_host.h, GradInputs. param_copies (master weights): params are then the
+  // clipping): csrc/optim.h, GradInputs. param_copies (master weights): params are then the
   // float32 master copies of these float16/bfloat16 params (whose dtype the grads have), written with
   // the rounded result (an entry that is its param itself: no master copy; [] : no master weights);
   // rounding_seed: stochastic rounding of the bfloat16 param writes.

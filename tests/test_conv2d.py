@@ -660,7 +660,7 @@ def _need_gpu_memory(gib: float) -> None:
 @CUDA_ONLY
 def test_cuda_depthwise_past_int32_indices():
     """The direct depthwise kernels index in int32 only up to INT32_MAX − blocks·256 elements
-    (with_index_type in csrc/cuda/conv2d.cu); 33 × 8 × 2896² = 2^31 + 66,790,784 elements take their
+    (launch_per_element in csrc/cuda/conv2d.cu); 33 × 8 × 2896² = 2^31 + 66,790,784 elements take their
     int64 kernels, forward and input gradient (checked on whole batch items)."""
     _need_gpu_memory(16)
     n, c, h, w = 33, 8, 2896, 2896

@@ -139,11 +139,11 @@ def test_conv2d(args):
 # thresholds live in the C++ only; they are mirrored here, each with the name it has there:
 MAP_GRAIN = 32768  # csrc/cpu/elementwise.h kMapGrain: elementwise maps (mish) split across threads above it
 POOL_GRAIN = 16384  # csrc/cpu/pool.cpp for_each_unit: elements of work per thread (planes or rows)
-CONV_PACKED_ROWS = 128  # csrc/cpu/conv2d.cpp run_pass: packed tiles from 128 output rows (channels a group)
-CONV_PACKED_GRADIENT_ROWS = 64  # csrc/cpu/conv2d.cpp kPackedGradientRows: packed weight gradient from 64
-CONV_TILE_COLUMNS = 128  # csrc/cpu/conv2d.cpp kTileColumns: pixels per task tile
-CONV_CHUNK = 256  # csrc/cpu/conv2d.cpp kChunk: reduction steps per GEMM call (longer ones are split)
-LSTM_GRAIN = 8192  # csrc/cpu/lstm.cpp kLstmGrain: batch·hidden elements per task of the pointwise kernels
+CONV_PACKED_ROWS = 128  # csrc/cpu/conv2d_gemm.cpp run_pass: packed tiles from 128 output rows (channels a group)
+CONV_PACKED_GRADIENT_ROWS = 64  # an earlier weight-gradient kernel's switch (packed from 64 rows), still drawn as a boundary
+CONV_TILE_COLUMNS = 128  # csrc/cpu/conv2d_gemm.cpp kTileColumns: pixels per task tile
+CONV_CHUNK = 256  # csrc/cpu/conv2d_gemm.cpp kReductionChunk: reduction steps per GEMM call (longer ones are split)
+LSTM_GRAIN = 8192  # csrc/cpu/lstm.cpp row_grain: batch·hidden elements per task of the pointwise kernels
 OPTIM_SPAN = 16384  # csrc/cpu/multi_tensor.h kSpan: tensors are cut into spans of this many elements
 OPTIM_SERIAL_BELOW = 65536  # csrc/cpu/multi_tensor.h kSerialBelow: groups this small run on one thread
 
