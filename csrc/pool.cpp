@@ -44,7 +44,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& in
                                             at::IntArrayRef dilation, bool ceil_mode, MaxArg arg) {
   const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   if (arg == MaxArg::offsets) check_offset_taps(op, g.p);
-  // The CPU's float32 kernels keep plane indices in int32 lanes (csrc/cpu/kernels/pool.cpp), and
+  // The CPU's float32 kernels keep plane indices in int32 lanes (csrc/cpu/simd/pool.cpp), and
   // float16 and bfloat16 compute in float32 there: refused here, before any copy of the input.
   TORCH_CHECK(!input.is_cpu() || input.scalar_type() == at::kDouble || g.p.H * g.p.W <= INT32_MAX, "hotkernels.",
               op, ": float32, float16 and bfloat16 'input' planes of 2^31 or more elements are not supported "

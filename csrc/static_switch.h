@@ -5,7 +5,7 @@
 // calls the lambda's instantiation for the listed value equal to `value`, and returns what it
 // returns. Every listed value is compiled; a value not listed is a bug in the caller, refused with a
 // std::logic_error (a RuntimeError in Python). Torch-free, so that the per-instruction-set kernel
-// files (csrc/cpu/kernels/) use it too. For a type rather than a value, switch on a bool and pick the type with
+// files (csrc/cpu/simd/) use it too. For a type rather than a value, switch on a bool and pick the type with
 // std::conditional_t inside.
 #pragma once
 

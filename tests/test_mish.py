@@ -29,7 +29,7 @@ TOL_GRAD = {
 # ---- float32 error bounds, derived from the kernel's formula (csrc/math/mish.h) ----------------------
 #
 # With u = 2^-24 (float32's unit roundoff; one ulp is at most 2u relative), e = exp(x) by simd::exp
-# (csrc/cpu/kernels/simd.h: "about 1 ulp"; taken as 2 ulp = 4u) and r = 1/(n + 2) by simd::reciprocal
+# (csrc/cpu/simd/simd.h: "about 1 ulp"; taken as 2 ulp = 4u) and r = 1/(n + 2) by simd::reciprocal
 # (an estimate and one Newton step: "about 2 ulp" = 4u), every other operation rounding once (u):
 #
 # forward, mish = x·n·r with n = e(e + 2): a relative error δ of e moves n/(n+2) by at most δ

@@ -11,7 +11,7 @@
 
 #include "cpu/conv2d_passes.h"
 #include "cpu/dispatch.h"
-#include "cpu/kernels/conv2d.h"
+#include "cpu/simd/conv2d.h"
 
 namespace hotkernels::cpu {
 namespace {

@@ -1,5 +1,5 @@
 // conv2d on the CPU, depthwise (one input and one output channel per group): direct kernels
-// (csrc/cpu/kernels/conv2d.h) over one zero-padded channel plane at a time, split by column phase
+// (csrc/cpu/simd/conv2d.h) over one zero-padded channel plane at a time, split by column phase
 // for strides, so that consecutive output columns read consecutive values.
 #include <ATen/Parallel.h>
 
@@ -11,7 +11,7 @@
 
 #include "cpu/conv2d_passes.h"
 #include "cpu/gemm/gemm.h"
-#include "cpu/kernels/conv2d.h"
+#include "cpu/simd/conv2d.h"
 
 namespace hotkernels::cpu::conv {
 
@@ -30,7 +30,7 @@ std::pair<int64_t, int64_t> padded_plane(const Conv2dGeometry& g) {
 }
 
 // The column-phase planes the depthwise forward and weight-gradient kernels read
-// (csrc/cpu/kernels/conv2d.h): `phases` (= sw) planes of rows × cols.
+// (csrc/cpu/simd/conv2d.h): `phases` (= sw) planes of rows × cols.
 struct PhasePlanes {
   int64_t rows, cols, phases;
   int64_t phase() const { return rows * cols; }

@@ -4,7 +4,7 @@
 // (oy, ox) then reads, for tap (i, j) with i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at
 // (oy + qi, ox + qj) of phase (ai, bj): for the "virtual" pixel index v = oy·Ws + ox, that is
 // xs_plane[v + offset(c, i, j)]. So consecutive virtual pixels read consecutive memory for every
-// (channel, tap), and the micro-kernel (csrc/cpu/kernels/gemm.cpp) can stream B straight from xs
+// (channel, tap), and the micro-kernel (csrc/cpu/simd/gemm.cpp) can stream B straight from xs
 // (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown away: a few percent at
 // 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded. So passes with many
 // output rows (≥ 128 channels) or a wasteful grid gather B instead, per tile of real pixels of the

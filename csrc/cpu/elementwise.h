@@ -1,4 +1,4 @@
-// Runs a MapKernel of N inputs (csrc/cpu/kernels/map_kernel.h) over tensors of one dense layout (csrc/layout.h),
+// Runs a MapKernel of N inputs (csrc/cpu/simd/map_kernel.h) over tensors of one dense layout (csrc/layout.h),
 // split across threads with at::parallel_for. float16/bfloat16 are widened to float through stack
 // buffers of kWidenBlock elements, so half types compute in float.
 #pragma once
@@ -11,7 +11,7 @@
 #include <array>
 #include <type_traits>
 
-#include "cpu/kernels/map_kernel.h"
+#include "cpu/simd/map_kernel.h"
 
 namespace hotkernels::cpu {
 

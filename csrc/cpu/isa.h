@@ -1,6 +1,6 @@
 // Run-time choice of the CPU instruction set for the vectorised kernels.
 //
-// Every file in csrc/cpu/kernels/ is compiled once per instruction set (CMakeLists.txt), each copy
+// Every file in csrc/cpu/simd/ is compiled once per instruction set (CMakeLists.txt), each copy
 // inside its own namespace: hotkernels::cpu::base (the compiler's baseline: SSE2 on x86-64),
 // ::avx2 (AVX2 + FMA) and ::avx512 (AVX-512 F/VL/DQ/BW). A kernel file defines a table of function
 // pointers in its namespace; the op picks the table of the best instruction set this CPU supports

@@ -1,6 +1,6 @@
 // LSTM on the CPU: the whole body of each op once csrc/lstm.cpp has checked its arguments (one stub
 // per op, csrc/lstm.h says why), on the GEMM core (csrc/cpu/gemm/gemm.h); formulas in
-// csrc/math/lstm.h, the vectorised pointwise passes in csrc/cpu/kernels/lstm.cpp.
+// csrc/math/lstm.h, the vectorised pointwise passes in csrc/cpu/simd/lstm.cpp.
 //
 // Forward of a layer: the input projection of every step is one GEMM into gates [T, B, 4H]. W_hhᵀ
 // is packed once per call, its four gates as separate column groups, so each tile of a step's GEMM
@@ -30,7 +30,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/gemm/gemm.h"
-#include "cpu/kernels/lstm.h"
+#include "cpu/simd/lstm.h"
 
 namespace hotkernels::cpu {
 namespace {

@@ -1,8 +1,8 @@
-// Mish's CPU kernels: the SIMD map of csrc/cpu/kernels/mish.cpp over threads (csrc/cpu/elementwise.h).
+// Mish's CPU kernels: the SIMD map of csrc/cpu/simd/mish.cpp over threads (csrc/cpu/elementwise.h).
 #include "mish.h"
 
 #include "cpu/elementwise.h"
-#include "cpu/kernels/mish.h"
+#include "cpu/simd/mish.h"
 
 namespace hotkernels::cpu {
 namespace {

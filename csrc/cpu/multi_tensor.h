@@ -18,7 +18,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/elementwise.h"
-#include "cpu/kernels/optim.h"
+#include "cpu/simd/optim.h"
 #include "math/optim.h"
 
 namespace hotkernels::cpu {

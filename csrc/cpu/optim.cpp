@@ -1,6 +1,6 @@
 // The optimizer steps' CPU kernels (csrc/optim.h): per-tensor step scalars, then one parallel region
 // per call over every span of every tensor of the param group; the SIMD loops are
-// csrc/cpu/kernels/optim.cpp. A group may mix dtypes: each span runs the kernel of its tensor's
+// csrc/cpu/simd/optim.cpp. A group may mix dtypes: each span runs the kernel of its tensor's
 // compute type, float16/bfloat16 widened to float32 (cpu/multi_tensor.h, widened), their state in
 // the param's dtype as torch's fused CPU Adam keeps it, or with master weights (param_copies) on
 // float32 copies and state, the half params written with the rounded result (stochastically with a
@@ -15,8 +15,8 @@
 #include <optional>
 #include <vector>
 
-#include "cpu/kernels/optim.h"
-#include "cpu/kernels/per_dtype.h"
+#include "cpu/simd/optim.h"
+#include "cpu/simd/per_dtype.h"
 #include "cpu/multi_tensor.h"
 
 namespace hotkernels::cpu {

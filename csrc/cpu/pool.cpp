@@ -1,4 +1,4 @@
-// 2-D max and average pooling on the CPU: the SIMD kernels of csrc/cpu/kernels/pool.cpp over
+// 2-D max and average pooling on the CPU: the SIMD kernels of csrc/cpu/simd/pool.cpp over
 // threads, and the scatter of max pooling's backward from indices. The op is csrc/pool.cpp.
 //
 // Work splits into independent units — an (n, c) plane for NCHW, an (n, oh) output row for
@@ -19,7 +19,7 @@
 #include <memory>
 #include <vector>
 
-#include "cpu/kernels/pool.h"
+#include "cpu/simd/pool.h"
 #include "huge_pages.h"
 
 namespace hotkernels::cpu {

@@ -1,4 +1,4 @@
-// 2-D pooling windows, shared by the CPU kernels (csrc/cpu/kernels/pool.cpp, csrc/cpu/pool.cpp) and
+// 2-D pooling windows, shared by the CPU kernels (csrc/cpu/simd/pool.cpp, csrc/cpu/pool.cpp) and
 // the CUDA kernels (csrc/cuda/pool.cu). Torch-free: the shapes are computed and checked once by
 // csrc/pool.h (mirroring python/hotkernels/ops/pool.py's `pool2d_geometry`).
 //

@@ -1,4 +1,4 @@
-// The CPU GEMM core: C (+)= A·B on the micro-kernels of csrc/cpu/kernels/gemm.h, with packing,
+// The CPU GEMM core: C (+)= A·B on the micro-kernels of csrc/cpu/simd/gemm.h, with packing,
 // cache blocking, threading over a grid of tiles and an epilogue run on each tile while it is hot.
 // conv2d's implicit GEMM (csrc/cpu/conv2d.cpp) uses the shapes and buffers here with its own
 // packing of B; the LSTM (csrc/cpu/lstm.cpp) uses `multiply`.
@@ -26,7 +26,7 @@
 #include <span>
 #include <vector>
 
-#include "cpu/kernels/gemm.h"
+#include "cpu/simd/gemm.h"
 
 namespace hotkernels::cpu::gemm {
 
@@ -68,7 +68,7 @@ std::span<const GemmKernel<T>> shapes() {
   return {table.typed.of<T>().shapes, static_cast<size_t>(table.shapes)};
 }
 
-// The packing transpose of this CPU's instruction set (csrc/cpu/kernels/gemm.h).
+// The packing transpose of this CPU's instruction set (csrc/cpu/simd/gemm.h).
 template <class T>
 Interleave<T> interleave_kernel() {
   return HK_ISA_TABLE(gemm_kernels).typed.of<T>().interleave;

@@ -17,7 +17,7 @@
 // position kh·kW + kw in its window, a byte: csrc/math/pool.h); both come from the same scan. The
 // backward kernels from offsets are gathers: each input gradient sums, in a fixed order, the output
 // gradients of the windows covering it whose offset names the tap landing on it, and is written once.
-#include "cpu/kernels/pool.h"
+#include "cpu/simd/pool.h"
 
 #include <algorithm>
 #include <cstring>
@@ -25,7 +25,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "cpu/kernels/simd.h"
+#include "cpu/simd/simd.h"
 #include "static_switch.h"
 
 namespace hotkernels::cpu::HK_ISA {
@@ -272,7 +272,7 @@ void max_plane(const T* in, T* out, int64_t* indices, uint8_t* offsets, const Po
 
 // Max backward, NCHW, from offsets. Input row ih gathers from the output rows oh whose window has a
 // row tap kh landing on it (math::tap_landing_on), in phases along the row (PoolGatherRow,
-// csrc/cpu/kernels/pool.h): phase r sums, over those rows and the taps kw of that phase (its
+// csrc/cpu/simd/pool.h): phase r sums, over those rows and the taps kw of that phase (its
 // "terms"), the output gradient at column m − shift(kw) where the offset there is kh·kW + kw. Phases
 // of stride 2 interleave into the row with shuffles; other strides > 1 go a lane at a time.
 template <class T, size_t... I>

@@ -1,9 +1,9 @@
 // LSTM pointwise passes on SIMD vectors; the formulas are shared with CUDA (csrc/math/lstm.h).
-#include "cpu/kernels/lstm.h"
+#include "cpu/simd/lstm.h"
 
 #include <algorithm>
 
-#include "cpu/kernels/simd.h"
+#include "cpu/simd/simd.h"
 #include "math/lstm.h"
 
 namespace hotkernels::cpu::HK_ISA {

@@ -1,4 +1,4 @@
-// Vectorised LSTM pointwise passes (csrc/cpu/kernels/lstm.cpp), one table per instruction set.
+// Vectorised LSTM pointwise passes (csrc/cpu/simd/lstm.cpp), one table per instruction set.
 //
 // Every array is row-major and contiguous: rows of `hidden` elements for states, of 4·hidden (gates
 // i, f, g, o one after another) for gates. A call covers rows [row_begin, row_end) × hidden units
@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
-#include "cpu/kernels/per_dtype.h"
+#include "cpu/simd/per_dtype.h"
 
 namespace hotkernels::cpu {
 

@@ -1,11 +1,11 @@
-// GEMM micro-kernels on SIMD vectors (the table's contract: csrc/cpu/kernels/gemm.h).
-#include "cpu/kernels/gemm.h"
+// GEMM micro-kernels on SIMD vectors (the table's contract: csrc/cpu/simd/gemm.h).
+#include "cpu/simd/gemm.h"
 
 #include <algorithm>
 #include <type_traits>
 #include <utility>
 
-#include "cpu/kernels/simd.h"
+#include "cpu/simd/simd.h"
 
 namespace hotkernels::cpu::HK_ISA {
 namespace {
@@ -121,7 +121,7 @@ inline void transpose(simd::Vec<T>* r) {
   }
 }
 
-// The packing transpose (the table's contract: csrc/cpu/kernels/gemm.h), in L × L blocks where the
+// The packing transpose (the table's contract: csrc/cpu/simd/gemm.h), in L × L blocks where the
 // destination rows are whole vectors (B's panels, nr a multiple of L): L rows (zero past `rows`) ×
 // L steps loaded as vectors, transposed in registers, stored as L vectors of destination rows.
 // Destination rows narrower than a vector (A's mr rows) go a value at a time: measured on AVX-512

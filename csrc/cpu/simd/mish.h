@@ -1,8 +1,8 @@
-// Vectorised Mish (csrc/cpu/kernels/mish.cpp), one kernel of each per instruction set.
+// Vectorised Mish (csrc/cpu/simd/mish.cpp), one kernel of each per instruction set.
 #pragma once
 
 #include "cpu/isa.h"
-#include "cpu/kernels/map_kernel.h"
+#include "cpu/simd/map_kernel.h"
 
 // y = mish(x); one input (x)
 HK_DECLARE_ISA_TABLE(hotkernels::cpu::MapKernel, mish_forward)

@@ -1,4 +1,4 @@
-// The register-blocked GEMM micro-kernels (csrc/cpu/kernels/gemm.cpp), one table per instruction
+// The register-blocked GEMM micro-kernels (csrc/cpu/simd/gemm.cpp), one table per instruction
 // set. Everything around them (packing, cache blocking, threading, epilogues) is the GEMM core in
 // csrc/cpu/gemm/gemm.h; conv2d's implicit GEMM and the LSTM both run on these.
 #pragma once
@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
-#include "cpu/kernels/per_dtype.h"
+#include "cpu/simd/per_dtype.h"
 
 namespace hotkernels::cpu {
 

@@ -1,4 +1,4 @@
-// Vectorised 2-D pooling kernels (csrc/cpu/kernels/pool.cpp), one table per instruction set.
+// Vectorised 2-D pooling kernels (csrc/cpu/simd/pool.cpp), one table per instruction set.
 // Window geometry and conventions: csrc/math/pool.h. Every kernel handles one independent unit of
 // work (an NCHW plane, or a channels_last row), so the op splits work across threads by units and
 // each output element is written by exactly one thread, in a fixed order (deterministic).
@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
-#include "cpu/kernels/per_dtype.h"
+#include "cpu/simd/per_dtype.h"
 #include "math/pool.h"
 
 namespace hotkernels::cpu {

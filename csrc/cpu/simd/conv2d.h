@@ -1,4 +1,4 @@
-// Vectorised conv2d kernels (csrc/cpu/kernels/conv2d.cpp), one table per instruction set: the
+// Vectorised conv2d kernels (csrc/cpu/simd/conv2d.cpp), one table per instruction set: the
 // depthwise kernels (one input and one output channel per group), direct over one zero-padded
 // channel plane, and the bias gradient's sum. The general convolution is an implicit GEMM on the
 // GEMM core's micro-kernels instead (csrc/cpu/conv2d_gemm.cpp).
@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
-#include "cpu/kernels/per_dtype.h"
+#include "cpu/simd/per_dtype.h"
 #include "math/conv2d.h"
 
 namespace hotkernels::cpu {

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "cpu/kernels/per_dtype.h"
+#include "cpu/simd/per_dtype.h"
 
 namespace hotkernels::cpu {
 

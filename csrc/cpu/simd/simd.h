@@ -1,4 +1,4 @@
-// Portable SIMD for the per-instruction-set kernel files (csrc/cpu/kernels/*.cpp).
+// Portable SIMD for the per-instruction-set kernel files (csrc/cpu/simd/*.cpp).
 //
 // Vectors are GCC/Clang vector extensions of HK_VEC_BYTES bytes (16, 32 or 64, set by CMake per
 // instruction set), so one source compiles to SSE2, AVX2 or AVX-512. Arithmetic, comparisons and
@@ -15,14 +15,14 @@
 #include <type_traits>
 #include <utility>
 
-#include "cpu/kernels/map_kernel.h"
+#include "cpu/simd/map_kernel.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
 #ifndef HK_ISA
-#error "simd.h is only for csrc/cpu/kernels/*.cpp, which CMake compiles with HK_ISA set"
+#error "simd.h is only for csrc/cpu/simd/*.cpp, which CMake compiles with HK_ISA set"
 #endif
 
 namespace hotkernels::cpu::HK_ISA::simd {

@@ -2,7 +2,7 @@
 // sqrt of their own; a lane loop through libm would keep errno handling and not vectorise).
 #pragma once
 
-#include "cpu/kernels/simd.h"
+#include "cpu/simd/simd.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>

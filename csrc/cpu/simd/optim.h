@@ -1,4 +1,4 @@
-// Vectorised optimizer kernels (csrc/cpu/kernels/optim.cpp), one table per instruction set. Each
+// Vectorised optimizer kernels (csrc/cpu/simd/optim.cpp), one table per instruction set. Each
 // entry runs over one contiguous span of one tensor; csrc/cpu/optim.cpp splits a whole param group
 // into spans and runs them in one parallel region. Torch-free.
 #pragma once
@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
-#include "cpu/kernels/per_dtype.h"
+#include "cpu/simd/per_dtype.h"
 #include "math/optim.h"
 
 namespace hotkernels::cpu {

@@ -1,10 +1,10 @@
 // Convolution inner loops on SIMD vectors: the depthwise kernels and the bias gradient's sum.
-#include "cpu/kernels/conv2d.h"
+#include "cpu/simd/conv2d.h"
 
 #include <algorithm>
 #include <utility>
 
-#include "cpu/kernels/simd.h"
+#include "cpu/simd/simd.h"
 
 namespace hotkernels::cpu::HK_ISA {
 namespace {

@@ -1,7 +1,7 @@
 // Mish on SIMD vectors; the formulas are shared with CUDA (csrc/math/mish.h).
-#include "cpu/kernels/mish.h"
+#include "cpu/simd/mish.h"
 
-#include "cpu/kernels/simd.h"
+#include "cpu/simd/simd.h"
 #include "math/mish.h"
 
 namespace hotkernels::cpu::HK_ISA {

@@ -1,12 +1,12 @@
 // Optimizer steps on SIMD vectors over one contiguous span; the formulas are csrc/math/optim.h,
 // shared with CUDA. Full vectors first, then the tail element by element through the same
 // formulas on scalars (a zero-padded vector tail could divide 0 by 0 and poison the norms).
-#include "cpu/kernels/optim.h"
+#include "cpu/simd/optim.h"
 
 #include <cstring>
 
-#include "cpu/kernels/simd.h"
-#include "cpu/kernels/vmath.h"
+#include "cpu/simd/simd.h"
+#include "cpu/simd/vmath.h"
 
 namespace hotkernels::cpu::HK_ISA {
 namespace {
