@@ -2,8 +2,9 @@
 (``benchmarks/test_bench.py``).
 
 Each op family has a module here with ``cases(device, quick)``, returning :class:`Case` objects, and
-``TARGETS``, the speed targets its issue set (:class:`Target`, read by the generated summary of
-:mod:`hotkernels.bench.report`); so has ``models``, whole-model training steps. A case allocates its inputs lazily (``setup``) and returns named
+``TARGETS``, its speed targets (:class:`Target`, read by the generated summary of
+:mod:`hotkernels.bench.report`); so has ``models``, whole-model training steps. A case allocates
+its inputs lazily (``setup``) and returns named
 zero-argument callables: ``"hotkernels"``, its baseline(s), and optionally others (a composed op, a
 third-party library). Every callable returns its result so that the runner can compare it with the
 case's reference.
@@ -74,7 +75,8 @@ class Case:
 
 @dataclass(frozen=True)
 class Target:
-    """A speed target set by an op family's issue, checked by the generated results summary.
+    """A speed target of an op family, checked by the generated results summary. ``issue``: the
+    number of the tracker issue that set it, which the summary names.
 
     ``cases`` is an ``fnmatch`` pattern over case names (without family and device). ``over``:
     ``"each"`` holds every matching case to ``speedup`` (the worst is reported), ``"geomean"``

@@ -20,15 +20,15 @@ POOLS: list[tuple[str, str, Pool, Pool, float]] = [
     ("avg 2x2", "torch F.avg_pool2d", lambda x: F.avg_pool2d(x, 2), lambda x: avg_pool2d(x, 2), 0.25),
 ]
 
-# Issue 4: CPU float32 (32, 64, 112, 112); GPU at >= 80% of the measured copy bandwidth.
+# Against torch: the CPU on float32 (32, 64, 112, 112); the GPU at >= 80% of the measured copy bandwidth.
 TARGETS = [
     Target(4, "cpu", "max 3x3/s2/p1 forward nchw 32x64x112x112", speedup=8.0),
     Target(4, "cpu", "max 3x3/s2/p1 forward+backward nchw 32x64x112x112", speedup=5.0),
     Target(4, "cpu", "avg 2x2 forward nchw 32x64x112x112", speedup=3.0),
     Target(4, "cpu", "* channels_last 32x64x112x112", speedup=1.0),
     Target(4, "cuda", "*", speedup=1.0, floor_share=0.8),
-    # Issue 16: max pooling at its memory floor (forward+backward counts a one-byte argmax per output,
-    # what autograd saves), and channels_last forward+backward ahead of torch.
+    # The CPU on each instruction set: max pooling at its memory floor (forward+backward counts a
+    # one-byte argmax per output, what autograd saves), and channels_last forward+backward ahead of torch.
     Target(16, "cpu", "max 3x3/s2/p1 forward nchw 32x64x112x112", floor_share=0.8),
     Target(16, "cpu", "max 3x3/s2/p1 forward+backward nchw 32x64x112x112", floor_share=0.8),
     Target(16, "cpu", "max 3x3/s2/p1 forward+backward channels_last 32x64x112x112", speedup=1.2),
