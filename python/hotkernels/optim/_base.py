@@ -1,6 +1,7 @@
-"""Shared pieces of the fused optimizers: torch.optim's argument checks (same wording), the
-collection of a param group's tensors and lazy state, DTensor params (their local shards and global
-norms), and the scalar conversions."""
+"""Shared pieces of the fused optimizers: the step itself up to each optimizer's op call
+(:class:`FusedOptimizer`), torch.optim's argument checks (same wording), the collection of a param
+group's tensors and lazy state, DTensor params (their local shards and global norms), and the scalar
+conversions."""
 
 from __future__ import annotations
 
