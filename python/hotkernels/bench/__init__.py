@@ -39,6 +39,19 @@ def traffic(read: int = 0, write: int = 0, update: int = 0) -> int:
     return read + 2 * write + 2 * update
 
 
+def input_grad(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+               grad_output: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """A forward+backward run of ``fn`` on ``x`` (a leaf that requires grad), backpropagating
+    ``grad_output``; it returns x's gradient, made anew each run."""
+
+    def run() -> torch.Tensor:
+        x.grad = None
+        fn(x).backward(grad_output)
+        return x.grad
+
+    return run
+
+
 @dataclass(frozen=True)
 class Case:
     """One benchmark: what to run, against what, and the work it does (for its rate)."""

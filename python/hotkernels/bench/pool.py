@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import Case, Target, traffic
+from . import Case, Target, input_grad, traffic
 from ..ops.pool import avg_pool2d, max_pool2d
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
@@ -54,16 +54,7 @@ def _forward_backward(shape, dtype, device, channels_last, torch_name: str, thei
     def setup():
         x = _input(shape, dtype, device, channels_last, requires_grad=True)
         g = torch.randn_like(theirs(x.detach()))
-
-        def step(fn: Pool):
-            def run():
-                x.grad = None
-                fn(x).backward(g)
-                return x.grad
-
-            return run
-
-        return {torch_name: step(theirs), "hotkernels": step(ours)}
+        return {torch_name: input_grad(theirs, x, g), "hotkernels": input_grad(ours, x, g)}
 
     return setup
 
