@@ -113,9 +113,8 @@ def _conv2d_grad(ctx, grad_output: Tensor):
 
 
 def _setup_backward_input(ctx, inputs, output) -> None:
-    grad_output, weight, input_size = inputs[:3]
+    grad_output, weight = inputs[:2]
     _save_conv(ctx, inputs, output)
-    ctx.input_size = list(input_size)
     ctx.save_for_backward(grad_output, weight)
 
 
@@ -129,7 +128,7 @@ def _backward_input_grad(ctx, grad: Tensor):
 
 
 def _setup_backward_weight(ctx, inputs, output) -> None:
-    grad_output, input, weight_size = inputs[:3]
+    grad_output, input = inputs[:2]
     _save_conv(ctx, inputs, output)
     ctx.save_for_backward(grad_output, input)
 
