@@ -84,7 +84,8 @@ def pool2d_geometry(
 ) -> Pool2dGeometry:
     """Expands torch's pooling arguments to two ints each (``stride`` defaults to ``kernel_size``),
     checks them and the input shape like torch does (same order; torch's messages behind the op's
-    name, which torch's own do not always carry) and computes the output shape. ``op`` is ``"max_pool2d"`` or ``"avg_pool2d"`` (whose dilation is 1)."""
+    name, which torch's own do not always carry) and computes the output shape. ``op`` is
+    ``"max_pool2d"`` or ``"avg_pool2d"`` (whose dilation is 1)."""
     k = pair(kernel_size, "kernel_size", op, "must either be a single int, or a tuple of two ints")
     omitted = stride is None or (isinstance(stride, Sequence) and not stride)  # torch's modules pass []
     s = k if omitted else pair(stride, "stride", op, "must either be omitted, a single int, or a tuple of two ints")
