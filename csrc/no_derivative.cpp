@@ -6,11 +6,11 @@
 // - the backward ops that python/hotkernels/ops differentiate another way (lstm: _double_backward)
 //   get torch's NotImplemented node: backward through them raises "derivative for ... is not
 //   implemented";
-// - the in-place ops (schemas "Tensor(a!)", returning nothing) refuse inputs that require grad
-//   while grad mode is on (Autograd key), and bump the version of every tensor they write, as
-//   torch's own in-place ops do (ADInplaceOrView key, so also in inference mode). The hotkernels
-//   wrappers call them under no_grad (the optimizers) or only when no gradient is needed
-//   (mish(inplace=True)).
+// - the in-place ops (every hotkernels op whose schema writes an argument, "Tensor(a!)") refuse
+//   inputs that require grad while grad mode is on (Autograd key), and bump the version of every
+//   tensor they write, as torch's own in-place ops do (ADInplaceOrView key, so also in inference
+//   mode). The hotkernels wrappers call them under no_grad (the optimizers) or only when no gradient
+//   is needed (mish(inplace=True)).
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
@@ -66,20 +66,29 @@ void bump_versions(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torc
   for (const at::Tensor& t : written) torch::autograd::impl::bump_version(t);
 }
 
-constexpr const char* kInPlaceOps[] = {"mish_",         "adam_step_",     "radam_step_",    "lamb_moments_",
-                                       "lamb_apply_",   "novograd_step_", "lookahead_sync_"};
-
 }  // namespace
+
+// The in-place ops are found from their schemas, so that a new one needs no entry here. Called at
+// the end of TORCH_LIBRARY (csrc/schemas.cpp), with its library: the schemas must be defined by
+// then, and static initialisers of different files (a TORCH_LIBRARY_IMPL block here) run in no
+// set order.
+void register_in_place_kernels(torch::Library& m) {
+  c10::Dispatcher& dispatcher = c10::Dispatcher::singleton();
+  for (const c10::OperatorName& name : dispatcher.getAllOpNames()) {
+    if (name.getNamespace() != "hotkernels") continue;
+    const std::optional<c10::OperatorHandle> op = dispatcher.findSchema(name);
+    if (!op || !op->schema().is_mutable()) continue;
+    m.impl(name.name.c_str(), torch::dispatch(c10::DispatchKey::Autograd,
+                                              torch::CppFunction::makeFromBoxedFunction<&refuse_grad>()));
+    m.impl(name.name.c_str(), torch::dispatch(c10::DispatchKey::ADInplaceOrView,
+                                              torch::CppFunction::makeFromBoxedFunction<&bump_versions>()));
+  }
+}
 
 TORCH_LIBRARY_IMPL(hotkernels, Autograd, m) {
   for (const char* op : {"lstm_cell_backward", "lstm_layer_backward", "multi_tensor_sq_norms"}) {
     m.impl(op, torch::autograd::autogradNotImplementedFallback());
   }
-  for (const char* op : kInPlaceOps) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&refuse_grad>());
-}
-
-TORCH_LIBRARY_IMPL(hotkernels, ADInplaceOrView, m) {
-  for (const char* op : kInPlaceOps) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_versions>());
 }
 
 }  // namespace hotkernels

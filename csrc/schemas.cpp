@@ -3,6 +3,10 @@
 // Python next to each op's wrapper (python/hotkernels/ops/<op>.py).
 #include <torch/library.h>
 
+namespace hotkernels {
+void register_in_place_kernels(torch::Library& m);  // csrc/no_derivative.cpp
+}
+
 TORCH_LIBRARY(hotkernels, m) {
   const std::vector<at::Tag> pt2 = {at::Tag::pt2_compliant_tag};
 
@@ -104,4 +108,7 @@ TORCH_LIBRARY(hotkernels, m) {
         "int? rounding_seed=None) -> ()", pt2);
   m.def("lookahead_sync_(Tensor(a!)[] fast, Tensor(b!)[] slow, Tensor(f!)[] param_copies, float alpha, "
         "int? rounding_seed=None) -> ()", pt2);
+
+  // the Autograd and ADInplaceOrView kernels of the ops above that write an argument
+  hotkernels::register_in_place_kernels(m);
 }

@@ -5,6 +5,10 @@ for ``torch.nn`` modules. Every op lives in the ``torch.ops.hotkernels`` namespa
 kernels and autograd registered in :mod:`hotkernels.ops`, so it works under ``torch.compile``.
 """
 
+import importlib.metadata
+import pathlib
+import sys
+
 import torch
 
 from . import _library  # loads the library: registers every op with the dispatcher
@@ -12,7 +16,22 @@ from . import ops  # fake kernels and autograd for those ops
 from . import functional, nn, optim
 from .convert import Conversion, convert
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The version pyproject.toml declares: read from the source tree's own pyproject.toml when
+    hotkernels runs from it (``PYTHONPATH=python``, the in-place build, which has no package metadata,
+    or an installed copy's that may be older), else from the installed package's metadata."""
+    pyproject = pathlib.Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if sys.version_info >= (3, 11) and pyproject.is_file():  # tomllib is new in Python 3.11
+        import tomllib
+
+        project = tomllib.loads(pyproject.read_text()).get("project", {})
+        if project.get("name") == "hotkernels":
+            return project["version"]
+    return importlib.metadata.version("hotkernels")
+
+
+__version__ = _version()
 
 
 def build_info() -> dict:

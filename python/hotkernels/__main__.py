@@ -13,7 +13,7 @@ import sys
 import torch
 
 import hotkernels
-from hotkernels import bench
+from hotkernels import bench, train
 from hotkernels.bench import report
 from hotkernels._progress import progress
 
@@ -157,8 +157,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from hotkernels import train
-
     device = _devices(args.device)[0] if args.device != "all" else "cpu"
     models = args.models.split(",")
     optimizers = args.optimizers.split(",")
@@ -197,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--seeds", type=int, default=2)
     t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    t.add_argument("--models", default="cnn,lstm", help="comma-separated: cnn, lstm")
-    t.add_argument("--optimizers", default="Adam,RAdam,LAMB,Lookahead,Ranger,Ralamb,RangerLars,NovoGrad")
+    t.add_argument("--models", default=",".join(train.MODELS), help=f"comma-separated: {', '.join(train.MODELS)}")
+    t.add_argument("--optimizers", default=",".join(train.OPTIMIZERS),
+                   help="comma-separated hotkernels.optim names (default: each optimizer once)")
     t.add_argument("--plot", metavar="PATH", help="also draw test-accuracy curves as a PNG (needs matplotlib)")
     t.set_defaults(func=_train)
     argv = sys.argv[1:] if argv is None else argv

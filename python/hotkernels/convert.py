@@ -16,8 +16,8 @@ def _pairs() -> list[tuple[type[nn.Module], type[nn.Module]]]:
     why a torch module cannot be swapped, or ``None``."""
     from . import nn as hk
 
-    names = ["Conv2d", "MaxPool2d", "AvgPool2d", "LSTMCell", "LSTM", "Mish"]
-    return [(getattr(nn, n), getattr(hk, n)) for n in names if hasattr(hk, n)]
+    # every hotkernels.nn module is the drop-in for the torch.nn module of its name
+    return [(getattr(nn, name), getattr(hk, name)) for name in hk.__all__]
 
 
 @dataclass
@@ -43,8 +43,9 @@ class Conversion:
 
 
 def convert(model: nn.Module, inplace: bool = True, reverse: bool = False, verbose: bool = False) -> nn.Module:
-    """Replace the torch.nn Conv2d, MaxPool2d, AvgPool2d, LSTMCell, LSTM and Mish modules inside
-    ``model`` (the model itself included) with their hotkernels drop-ins, or, with ``reverse=True``,
+    """Replace the torch.nn modules inside ``model`` (the model itself included) that
+    :mod:`hotkernels.nn` has a drop-in for (Conv2d, MaxPool2d, AvgPool2d, LSTMCell, LSTM and Mish)
+    with those drop-ins, or, with ``reverse=True``,
     the hotkernels ones with torch's, and return the model (as ``torch.ao.quantization.convert``
     and ``torch.compile`` do): ``model = hotkernels.convert(model)``.
 

@@ -21,7 +21,10 @@ from . import nn as hnn
 from . import optim as hoptim
 from ._progress import progress
 
-OPTIMIZERS = ["Adam", "RAdam", "LAMB", "Lookahead", "Ranger", "Ralamb", "RangerLars", "NovoGrad"]
+# Every optimizer hotkernels.optim exports, each once, under the first of its names there (LAMB, not
+# its alias Lamb): the shoot-out's default.
+OPTIMIZERS = sorted({getattr(hoptim, name): name for name in reversed(hoptim.__all__)}.values(),
+                    key=hoptim.__all__.index)
 LR = 1e-2  # one learning rate for every optimizer, as in the over9000 comparison
 
 
@@ -68,8 +71,9 @@ MODELS: dict[str, Callable[[object], nn.Module]] = {"cnn": CNN, "lstm": RowLSTM}
 
 
 def make_optimizer(name: str, params, impl: str) -> torch.optim.Optimizer:
-    """hotkernels' optimizer, or torch's built-in where torch has one (Adam, RAdam); the others
-    exist only in hotkernels, so both columns use it and the comparison is of the modules."""
+    """hotkernels' optimizer, or torch's built-in where torch has one (Adam, AdamW, RAdam); the
+    others exist only in hotkernels, so both columns use it and the comparison is of the modules.
+    Lookahead runs over Adam."""
     if impl == "torch" and hasattr(torch.optim, name):
         return getattr(torch.optim, name)(params, lr=LR)
     if name == "Lookahead":

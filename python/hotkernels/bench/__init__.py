@@ -2,8 +2,9 @@
 (``benchmarks/test_bench.py``).
 
 Each op family has a module here with ``cases(device, quick)``, returning :class:`Case` objects, and
-``TARGETS``, the speed targets its issue set (:class:`Target`, read by the generated summary of
-:mod:`hotkernels.bench.report`); so has ``models``, whole-model training steps. A case allocates its inputs lazily (``setup``) and returns named
+``TARGETS``, its speed targets (:class:`Target`, read by the generated summary of
+:mod:`hotkernels.bench.report`); so has ``models``, whole-model training steps. A case allocates
+its inputs lazily (``setup``) and returns named
 zero-argument callables: ``"hotkernels"``, its baseline(s), and optionally others (a composed op, a
 third-party library). Every callable returns its result so that the runner can compare it with the
 case's reference.
@@ -36,6 +37,19 @@ def traffic(read: int = 0, write: int = 0, update: int = 0) -> int:
     ``update`` bytes read and written in place (one read, one write back). The memory ceiling
     (:func:`probe`) counts its bytes the same way, so a case's share of it is like for like."""
     return read + 2 * write + 2 * update
+
+
+def input_grad(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+               grad_output: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """A forward+backward run of ``fn`` on ``x`` (a leaf that requires grad), backpropagating
+    ``grad_output``; it returns x's gradient, made anew each run."""
+
+    def run() -> torch.Tensor:
+        x.grad = None
+        fn(x).backward(grad_output)
+        return x.grad
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,8 @@ class Case:
 
 @dataclass(frozen=True)
 class Target:
-    """A speed target set by an op family's issue, checked by the generated results summary.
+    """A speed target of an op family, checked by the generated results summary. ``issue``: the
+    number of the tracker issue that set it, which the summary names.
 
     ``cases`` is an ``fnmatch`` pattern over case names (without family and device). ``over``:
     ``"each"`` holds every matching case to ``speedup`` (the worst is reported), ``"geomean"``

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from . import Case, Target
 from ..ops.conv2d import conv2d
 
-# Issue 5 (GPU: against cuDNN with the same TF32 setting); issue 16 (the CPU on each instruction set:
-# no case below 0.9x, and the 3x3 convolutions of at least 64 input channels, dense or dilated, at
-# 75% of the FMA peak).
+# Against torch (on the GPU: cuDNN, with the same TF32 setting); then the CPU on each instruction set:
+# no case below 0.9x, and the 3x3 convolutions of at least 64 input channels, dense or dilated, at 75%
+# of the FMA peak.
 TARGETS = [
     Target(5, "cpu", "forward+backward *", speedup=1.0, over="geomean"),
     Target(5, "cpu", "*", speedup=0.7),

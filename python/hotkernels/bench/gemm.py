@@ -11,8 +11,8 @@ import torch
 from . import Case, Target
 from ..ops.gemm import mm
 
-# Issue 15: the core at >= 85% of the machine's FMA peak on 2048², and no slower than torch.mm on
-# the LSTM's shapes.
+# The core at >= 85% of the machine's FMA peak on 2048², and no slower than torch.mm on the LSTM's
+# shapes.
 TARGETS = [
     Target(15, "cpu", "mm float32 2048x2048x2048", floor_share=0.85),
     Target(15, "cpu", "mm float32 * (LSTM *)", speedup=1.0),

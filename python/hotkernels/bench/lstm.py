@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from . import Case, Target
 from .. import nn as hnn
 
-# Issue 6 (GPU nn.LSTM: cuDNN's); issue 15 (the CPU LSTM on our GEMM core).
+# Against torch (on the GPU, nn.LSTM runs cuDNN's); on the CPU, the LSTM on our GEMM core.
 TARGETS = [
     Target(15, "cpu", "LSTMCell forward+backward float32 B64 I256 H512", speedup=1.5),
     Target(6, "cpu", "LSTMCell forward+backward float32 B256 I1024 H1024", speedup=1.15),

@@ -21,7 +21,7 @@ updates m and v, the update pass reads m and v and updates p. NovoGrad: the grad
 then g is read and p and m updated. Ranger: 6 RAdam steps and one sync (slow and fast updated);
 Lookahead: 5 Adam steps and one sync.
 
-Mixed precision and the training loop (issue 17), Adam on the same parameter sets: "amp adam"
+Mixed precision and the training loop, Adam on the same parameter sets: "amp adam"
 times what a training step with a ``torch.amp.GradScaler`` adds after backward (``scaler.step``
 then ``scaler.update``: its inf check, then ours with the scale and the inf flag read in the step)
 against the same optimizer behind GradScaler's own unscale pass (its slow path: unscale and inf
@@ -45,8 +45,9 @@ from .. import optim as HO
 
 REFERENCE = "hotkernels reference loop"
 
-# Issue 3: CPU each at >= 80% of the memory ceiling; GPU against torch's foreach RAdam and at >= 80%
-# of the measured copy bandwidth.
+# The CPU each at >= 80% of the memory ceiling; the GPU against torch's foreach RAdam and at >= 80% of
+# the measured copy bandwidth; then what GradScaler, clipping and bfloat16 params add, against torch's
+# ways to the same step.
 TARGETS = [
     Target(3, "cpu", "adam *", speedup=0.95, floor_share=0.8),
     Target(3, "cpu", "radam *", speedup=2.5, floor_share=0.8),

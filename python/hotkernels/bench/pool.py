@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import Case, Target, traffic
+from . import Case, Target, input_grad, traffic
 from ..ops.pool import avg_pool2d, max_pool2d
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
@@ -20,15 +20,15 @@ POOLS: list[tuple[str, str, Pool, Pool, float]] = [
     ("avg 2x2", "torch F.avg_pool2d", lambda x: F.avg_pool2d(x, 2), lambda x: avg_pool2d(x, 2), 0.25),
 ]
 
-# Issue 4: CPU float32 (32, 64, 112, 112); GPU at >= 80% of the measured copy bandwidth.
+# Against torch: the CPU on float32 (32, 64, 112, 112); the GPU at >= 80% of the measured copy bandwidth.
 TARGETS = [
     Target(4, "cpu", "max 3x3/s2/p1 forward nchw 32x64x112x112", speedup=8.0),
     Target(4, "cpu", "max 3x3/s2/p1 forward+backward nchw 32x64x112x112", speedup=5.0),
     Target(4, "cpu", "avg 2x2 forward nchw 32x64x112x112", speedup=3.0),
     Target(4, "cpu", "* channels_last 32x64x112x112", speedup=1.0),
     Target(4, "cuda", "*", speedup=1.0, floor_share=0.8),
-    # Issue 16: max pooling at its memory floor (forward+backward counts a one-byte argmax per output,
-    # what autograd saves), and channels_last forward+backward ahead of torch.
+    # The CPU on each instruction set: max pooling at its memory floor (forward+backward counts a
+    # one-byte argmax per output, what autograd saves), and channels_last forward+backward ahead of torch.
     Target(16, "cpu", "max 3x3/s2/p1 forward nchw 32x64x112x112", floor_share=0.8),
     Target(16, "cpu", "max 3x3/s2/p1 forward+backward nchw 32x64x112x112", floor_share=0.8),
     Target(16, "cpu", "max 3x3/s2/p1 forward+backward channels_last 32x64x112x112", speedup=1.2),
@@ -54,16 +54,7 @@ def _forward_backward(shape, dtype, device, channels_last, torch_name: str, thei
     def setup():
         x = _input(shape, dtype, device, channels_last, requires_grad=True)
         g = torch.randn_like(theirs(x.detach()))
-
-        def step(fn: Pool):
-            def run():
-                x.grad = None
-                fn(x).backward(g)
-                return x.grad
-
-            return run
-
-        return {torch_name: step(theirs), "hotkernels": step(ours)}
+        return {torch_name: input_grad(theirs, x, g), "hotkernels": input_grad(ours, x, g)}
 
     return setup
 

@@ -16,8 +16,9 @@ _FLOAT_TYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 def unsupported_parameters(module: nn.Module) -> str | None:
     """Why the ops cannot take ``module``'s parameters as they are now (their device, or their
-    dtype: float32, float64, float16 or bfloat16), or ``None`` when they can. A module with none (pooling, Mish) only shows its
-    input's dtype and device at the call, so this cannot decide for it."""
+    dtype: float32, float64, float16 or bfloat16), or ``None`` when they can. A module with none
+    (pooling, Mish) only shows its input's dtype and device at the call, so this cannot decide for
+    it."""
     for name, param in module.named_parameters():
         device = param.device.type
         if device not in DEVICE_TYPES:

@@ -20,32 +20,20 @@ double backward works through ops.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence, Union
 
 import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
+from ._args import IntPair, pair
 from ._autocast import register_lower_precision
 
 _ops = torch.ops.hotkernels
 
-_Size2 = Union[int, Sequence[int]]
-
-
-def _pair(value: _Size2, name: str) -> list[int]:
-    if isinstance(value, int):
-        return [value, value]
-    value = list(value)
-    if len(value) == 1:
-        return value * 2
-    if len(value) != 2:
-        raise ValueError(f"hotkernels.conv2d: expected '{name}' to be an int or a pair of ints, but got {value}")
-    return [int(v) for v in value]
-
-
-def _conv_out(size: int, begin: int, end: int, k: int, s: int, d: int) -> int:
-    return (size + begin + end - d * (k - 1) - 1) // s + 1
+# conv2d's size arguments as two ints each (tests call it as _pair(value, name))
+_pair = functools.partial(pair, op="hotkernels.conv2d")
 
 
 # Output layouts as torch's convolutions give them (conv2d_output_format in csrc/conv2d.h):
@@ -70,8 +58,14 @@ def _empty_in_format(shape: Sequence[int], like: Tensor, weight: Tensor) -> Tens
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     torch._check(input.dim() == 4, lambda: "hotkernels.conv2d: expected 'input' to be 4-D")
     torch._check(weight.dim() == 4, lambda: "hotkernels.conv2d: expected 'weight' to be 4-D")
-    oh = _conv_out(input.shape[2], padding[0], padding[2], weight.shape[2], stride[0], dilation[0])
-    ow = _conv_out(input.shape[3], padding[1], padding[3], weight.shape[3], stride[1], dilation[1])
+    # the padded input and the dilated kernel's extents; the op refuses a kernel larger than the input
+    # (conv2d_geometry in csrc/conv2d.h, torch's message), so the output has at least one pixel
+    hp, wp = input.shape[2] + padding[0] + padding[2], input.shape[3] + padding[1] + padding[3]
+    eh, ew = dilation[0] * (weight.shape[2] - 1) + 1, dilation[1] * (weight.shape[3] - 1) + 1
+    for padded, extent in ((hp, eh), (wp, ew)):
+        torch._check(padded >= extent, lambda: f"hotkernels.conv2d: Calculated padded input size per channel: ({hp} x "
+                     f"{wp}). Kernel size: ({eh} x {ew}). Kernel size can't be greater than actual input size")
+    oh, ow = (hp - eh) // stride[0] + 1, (wp - ew) // stride[1] + 1
     return _empty_in_format((input.shape[0], weight.shape[0], oh, ow), input, weight)
 
 
@@ -119,9 +113,8 @@ def _conv2d_grad(ctx, grad_output: Tensor):
 
 
 def _setup_backward_input(ctx, inputs, output) -> None:
-    grad_output, weight, input_size = inputs[:3]
+    grad_output, weight = inputs[:2]
     _save_conv(ctx, inputs, output)
-    ctx.input_size = list(input_size)
     ctx.save_for_backward(grad_output, weight)
 
 
@@ -135,7 +128,7 @@ def _backward_input_grad(ctx, grad: Tensor):
 
 
 def _setup_backward_weight(ctx, inputs, output) -> None:
-    grad_output, input, weight_size = inputs[:3]
+    grad_output, input = inputs[:2]
     _save_conv(ctx, inputs, output)
     ctx.save_for_backward(grad_output, input)
 
@@ -170,7 +163,7 @@ torch.library.register_autograd("hotkernels::conv2d_backward_bias", _backward_bi
 register_lower_precision("conv2d", "cpu", "cuda")
 
 
-def conv2d_padding(padding: Union[str, _Size2], weight_shape: Sequence[int], stride: list[int],
+def conv2d_padding(padding: Union[str, IntPair], weight_shape: Sequence[int], stride: list[int],
                    dilation: list[int]) -> list[int]:
     """``[top, left, bottom, right]`` for an int, a pair, ``'valid'`` or ``'same'`` (as F.conv2d: the
     odd one out of an even total padding goes at the end)."""
@@ -188,8 +181,8 @@ def conv2d_padding(padding: Union[str, _Size2], weight_shape: Sequence[int], str
     return [ph, pw, ph, pw]
 
 
-def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _Size2 = 1,
-           padding: Union[str, _Size2] = 0, dilation: _Size2 = 1, groups: int = 1) -> Tensor:
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
+           padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> Tensor:
     r"""Applies a 2-D convolution over an input of shape ``(N, C_in, H, W)`` or ``(C_in, H, W)``,
     like :func:`torch.nn.functional.conv2d`.
 

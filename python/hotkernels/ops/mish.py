@@ -16,11 +16,6 @@ def _mish_fake(input: Tensor) -> Tensor:
     return torch.empty_like(input)
 
 
-@torch.library.register_fake("hotkernels::mish_")
-def _mish_inplace_fake(input: Tensor) -> None:
-    return None
-
-
 @torch.library.register_fake("hotkernels::mish_backward")
 def _mish_backward_fake(grad_output: Tensor, input: Tensor) -> Tensor:
     return torch.empty_like(input)

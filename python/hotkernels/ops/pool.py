@@ -31,34 +31,19 @@ kernels (csrc/pool_geometry.h repeats it check for check, with the same messages
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Sequence
 
 import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-_ops = torch.ops.hotkernels
+from ._args import IntPair, pair
 
-IntPair = Union[int, Sequence[int]]
+_ops = torch.ops.hotkernels
 
 #: The most taps (``kH * kW``) a window may have for its argmax to be saved as a uint8 offset
 #: (csrc/math/pool.h ``kMaxOffsetTaps``); larger windows save torch's int64 indices.
 MAX_OFFSET_TAPS = 256
-
-
-def _pair(op: str, name: str, value: IntPair | None, usage: str) -> list[int] | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, torch.SymInt)):
-        return [value, value]
-    value = list(value)
-    if name == "stride" and not value:
-        return None
-    if len(value) == 1:
-        return [value[0], value[0]]
-    if len(value) != 2:
-        raise RuntimeError(f"{op}: {name} {usage}")
-    return value
 
 
 def _output_size(op: str, size, k, pad, s, d, ceil_mode: bool):
@@ -99,11 +84,13 @@ def pool2d_geometry(
 ) -> Pool2dGeometry:
     """Expands torch's pooling arguments to two ints each (``stride`` defaults to ``kernel_size``),
     checks them and the input shape like torch does (same order; torch's messages behind the op's
-    name, which torch's own do not always carry) and computes the output shape. ``op`` is ``"max_pool2d"`` or ``"avg_pool2d"`` (whose dilation is 1)."""
-    k = _pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints")
-    s = _pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints") or k
-    p = _pair(op, "padding", padding, "must either be a single int, or a tuple of two ints")
-    d = _pair(op, "dilation", dilation, "must be either a single int, or a tuple of two ints")
+    name, which torch's own do not always carry) and computes the output shape. ``op`` is
+    ``"max_pool2d"`` or ``"avg_pool2d"`` (whose dilation is 1)."""
+    k = pair(kernel_size, "kernel_size", op, "must either be a single int, or a tuple of two ints")
+    omitted = stride is None or (isinstance(stride, Sequence) and not stride)  # torch's modules pass []
+    s = k if omitted else pair(stride, "stride", op, "must either be omitted, a single int, or a tuple of two ints")
+    p = pair(padding, "padding", op, "must either be a single int, or a tuple of two ints")
+    d = pair(dilation, "dilation", op, "must be either a single int, or a tuple of two ints")
     if len(shape) not in (3, 4):
         raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input")
     C, H, W = shape[-3], shape[-2], shape[-1]

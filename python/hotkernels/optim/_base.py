@@ -1,12 +1,14 @@
-"""Shared pieces of the fused optimizers: torch.optim's argument checks (same wording), the
-collection of a param group's tensors and lazy state, DTensor params (their local shards and global
-norms), and the scalar conversions."""
+"""Shared pieces of the fused optimizers: the step itself up to each optimizer's op call
+(:class:`FusedOptimizer`), torch.optim's argument checks (same wording), the collection of a param
+group's tensors and lazy state, DTensor params (their local shards and global norms), and the scalar
+conversions."""
 
 from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -15,8 +17,26 @@ from torch.optim.optimizer import Optimizer
 _ops = torch.ops.hotkernels
 
 
+@dataclass
+class GroupStep:
+    """One param group's part of a step: the lists its op call takes."""
+
+    index: int  # the group's position in param_groups (for op_error)
+    group: dict[str, Any]
+    params: list[Tensor]  # the params that have a grad, as the model holds them (DTensors for global norms)
+    kernel_params: list[Tensor]  # what the kernels update: their local shards, or those shards' master copies
+    param_copies: list[Tensor]  # the step ops' param_copies (master_weights: the params the masters round into)
+    rounding_seed: int | None  # the step ops' rounding_seed (stochastic_rounding)
+    grads: list[Tensor]  # the local shards of the params' grads
+    steps: list[Tensor]
+    states: dict[str, list[Tensor]]  # by state key, the local shards (those per param tensor as they are)
+    grad_sq_norms: Tensor | None = None  # ‖g‖² per param, where the optimizer takes them (NovoGrad)
+
+
 class FusedOptimizer(Optimizer):
-    r"""torch.optim.Optimizer whose step runs the closure, then `_update()`: the fused kernels.
+    r"""torch.optim.Optimizer whose step runs the closure, then the fused kernels: per param group,
+    its params with a grad and their state (created lazily from :attr:`_INIT`) are gathered, then
+    :meth:`_step_group` makes the group's op call.
 
     torch.amp.GradScaler: as for torch's fused Adam (``_step_supports_amp_scaling``), the scaler does
     not unscale the gradients in a pass of its own; it sets ``grad_scale`` and ``found_inf`` on the
@@ -41,7 +61,15 @@ class FusedOptimizer(Optimizer):
 
     _step_supports_amp_scaling = True
 
+    _name: ClassVar[str]  # the name errors give the optimizer, as torch's do
+    _sparse_hint: ClassVar[str] = ""  # what the sparse gradient error suggests instead
+    # each state entry's initial value from its param: "step" first, then the order of the op's lists
+    _INIT: ClassVar[dict[str, Callable[[Tensor], Tensor]]] = {}
+    _PER_TENSOR: ClassVar[frozenset[str]] = frozenset()  # state entries of one scalar per param tensor
+
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        check_hyper(defaults["lr"], defaults["betas"], defaults["eps"], defaults["weight_decay"])
+        check_max_grad_norm(defaults["max_grad_norm"])
         super().__init__(params, defaults)
         self._keep_grad_norm_state()
 
@@ -55,8 +83,47 @@ class FusedOptimizer(Optimizer):
         # attribute on the optimizer.
         self.__dict__.setdefault("_grad_norm_parts", {})
 
-    def _update(self) -> None:
+    def _init(self, group: dict[str, Any]) -> dict[str, Callable[[Tensor], Tensor]]:
+        return self._INIT
+
+    def _state_keys(self, group: dict[str, Any]) -> list[str]:
+        """The state entries a group's step takes: max_exp_avg_sq only with amsgrad."""
+        return [key for key in self._INIT if key != "max_exp_avg_sq" or group.get("amsgrad")]
+
+    def _gather(self, k: int, group: dict[str, Any]) -> GroupStep | None:
+        """Param group `k`'s params with a grad, their grads and state (made where missing) as the
+        kernels take them; None when no param has a grad."""
+        params, grads = params_with_grad(group, self._name, self._sparse_hint)
+        if not params:
+            return None
+        keys = self._state_keys(group)
+        steps, *lists = state_lists(self.state, params, self._init(group), keys, group.get("master_weights", False))
+        states = dict(zip(keys[1:], lists))
+        # DTensor params: their local shards, with their grads' and state's (a scalar per param tensor
+        # is no DTensor: the same on every rank)
+        sharded = [key for key in states if key not in self._PER_TENSOR]
+        local_params, grads, local = local_shards(self._name, params, grads, [states[key] for key in sharded])
+        states.update(zip(sharded, local))
+        return GroupStep(k, group, params, kernel_params(self.state, local_params, group),
+                         *param_writes(group, local_params), grads, steps, states)
+
+    def _clip_sq_norm(self, work: list[GroupStep]) -> Tensor | None:
+        """The clipping norm's square (None: no clipping) over every group's gradients."""
+        return self._total_grad_sq_norm([p for w in work for p in w.params], [g for w in work for g in w.grads])
+
+    def _step_group(self, w: GroupStep, grad_inputs: dict[str, Any]) -> None:
+        """The group's op call. `grad_inputs`: GradScaler's ``grad_scale`` and ``found_inf``, and the
+        clipping's ``grad_sq_norm`` and ``max_grad_norm``, as the step ops take them."""
         raise NotImplementedError
+
+    def _update(self) -> None:
+        work = [w for k, group in enumerate(self.param_groups) if (w := self._gather(k, group)) is not None]
+        grad_inputs = dict(self._grad_inputs(), **self._clip_inputs(self._clip_sq_norm(work)))
+        for w in work:
+            try:
+                self._step_group(w, grad_inputs)
+            except RuntimeError as e:
+                raise op_error(self, e, w.index)
 
     @property
     def grad_norm(self) -> Tensor | None:
@@ -128,7 +195,6 @@ class CapturableOptimizer(FusedOptimizer):
     """Adam and RAdam: groups whose older state dicts may lack some flags (torch.optim's
     ``__setstate__`` defaults), and step counters on the params' device with ``capturable``."""
 
-    _INIT: dict[str, Callable[[Tensor], Tensor]] = {}
     _GROUP_DEFAULTS: dict[str, Any] = dict(maximize=False, decoupled_weight_decay=False, capturable=False,
                                            master_weights=False, stochastic_rounding=False)
 

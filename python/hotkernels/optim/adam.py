@@ -7,6 +7,8 @@ Drop-in for :class:`torch.optim.Adam` and :class:`torch.optim.AdamW`: the same c
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
@@ -14,6 +16,7 @@ from torch.optim.optimizer import ParamsT
 from . import _base
 
 _ops = torch.ops.hotkernels
+
 
 class Adam(_base.CapturableOptimizer):
     r"""Adam (Kingma & Ba 2015), as :class:`torch.optim.Adam`, fused.
@@ -60,6 +63,8 @@ class Adam(_base.CapturableOptimizer):
         stochastic_rounding: round the bfloat16 param writes stochastically.
     """
 
+    _name = "Adam"
+    _sparse_hint = ", please consider SparseAdam instead"
     _INIT = {
         "step": lambda p: _base.new_step(),
         "exp_avg": _base.zeros_like,
@@ -84,39 +89,20 @@ class Adam(_base.CapturableOptimizer):
         master_weights: bool = False,
         stochastic_rounding: bool = False,
     ) -> None:
-        _base.check_hyper(lr, betas, eps, weight_decay)
-        _base.check_max_grad_norm(max_grad_norm)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable,
-                        max_grad_norm=max_grad_norm, master_weights=master_weights,
-                        stochastic_rounding=stochastic_rounding)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+                                      capturable=capturable, max_grad_norm=max_grad_norm,
+                                      master_weights=master_weights, stochastic_rounding=stochastic_rounding))
 
-    def _update(self) -> None:
-        work = []
-        for k, group in enumerate(self.param_groups):
-            params, grads = _base.params_with_grad(group, "Adam", ", please consider SparseAdam instead")
-            if not params:
-                continue
-            keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-            steps, *moments = _base.state_lists(self.state, params, self._init(group), keys, group["master_weights"])
-            work.append((k, group, params, steps, *_base.local_shards("Adam", params, grads, moments)))
-        clip = self._clip_inputs(self._total_grad_sq_norm([p for w in work for p in w[2]],
-                                                          [g for w in work for g in w[5]]))
-        for k, group, _, steps, params, grads, moments in work:
-            exp_avgs, exp_avg_sqs = moments[:2]
-            copies, seed = _base.param_writes(group, params)
-            max_exp_avg_sqs = moments[2] if group["amsgrad"] else []
-            beta1, beta2 = group["betas"]
-            try:
-                _ops.adam_step_(
-                    _base.kernel_params(self.state, params, group), grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                    steps, copies, _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2),
-                    group["eps"], group["weight_decay"], group["amsgrad"], group["maximize"],
-                    group["decoupled_weight_decay"], **self._grad_inputs(), **clip, rounding_seed=seed,
-                )  # fmt: skip
-            except RuntimeError as e:
-                raise _base.op_error(self, e, k)
+    def _step_group(self, w: _base.GroupStep, grad_inputs: dict[str, Any]) -> None:
+        group, state = w.group, w.states
+        beta1, beta2 = group["betas"]
+        _ops.adam_step_(
+            w.kernel_params, w.grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", []),
+            w.steps, w.param_copies, _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2),
+            group["eps"], group["weight_decay"], group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
+            **grad_inputs, rounding_seed=w.rounding_seed,
+        )  # fmt: skip
 
 
 class AdamW(Adam):

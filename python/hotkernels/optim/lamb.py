@@ -15,51 +15,32 @@ from . import _base
 
 _ops = torch.ops.hotkernels
 
-_INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
-
 
 class _TrustRatioOptimizer(_base.FusedOptimizer):
     """The two-pass step shared by Lamb and Ralamb."""
 
-    _name = ""
+    _INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
     _rectify = False
     _clip_eps = 1e-6  # clip_grad_norm_'s; LAMB's NVLAMB clipping has none
 
     def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _update(self) -> None:
-        # DTensor params run on their local shards; their norms (the trust ratio's, LAMB's global
-        # gradient norm) are summed over the shards (_base.global_sq_norms).
-        work = []
-        for k, group in enumerate(self.param_groups):
-            params, grads = _base.params_with_grad(group, self._name)
-            if not params:
-                continue
-            steps, *moments = _base.state_lists(self.state, params, _INIT, ["step", "exp_avg", "exp_avg_sq"],
-                                                group.get("master_weights", False))
-            local_params, grads, moments = _base.local_shards(self._name, params, grads, moments)
-            work.append((k, group, params, steps, local_params, grads, moments))
-        grad_sq_norm = self._total_grad_sq_norm([p for _, _, params, *_ in work for p in params],
-                                                [g for *_, grads, _ in work for g in grads])
-        clip = self._clip_inputs(grad_sq_norm)
-        amp = self._grad_inputs()
-        for k, group, params, steps, local_params, grads, (exp_avgs, exp_avg_sqs) in work:
-            f = self._group_flags(group)
-            beta1, beta2 = group["betas"]
-            shared = (beta1, beta2, group["eps"], group["weight_decay"], f["grad_averaging"], f["bias_correction"],
-                      self._rectify)
-            norms = torch.empty((len(params), 2), dtype=torch.float64, device=local_params[0].device)
-            copies, seed = _base.param_writes(group, local_params)
-            masters = _base.kernel_params(self.state, local_params, group)
-            try:
-                _ops.lamb_moments_(masters, grads, exp_avgs, exp_avg_sqs, steps, copies, norms, clip["grad_sq_norm"],
-                                   clip["max_grad_norm"], *shared, self._clip_eps, **amp)
-                _base.global_sq_norms(norms, params)
-                _ops.lamb_apply_(masters, exp_avgs, exp_avg_sqs, steps, copies, norms, _base.as_float(group["lr"]),
-                                 *shared, f["adapt"], f["trust_clip"], found_inf=amp["found_inf"], rounding_seed=seed)
-            except RuntimeError as e:
-                raise _base.op_error(self, e, k)
+    def _step_group(self, w: _base.GroupStep, grad_inputs: dict[str, Any]) -> None:
+        group, f = w.group, self._group_flags(w.group)
+        exp_avgs, exp_avg_sqs = w.states["exp_avg"], w.states["exp_avg_sq"]
+        beta1, beta2 = group["betas"]
+        shared = (beta1, beta2, group["eps"], group["weight_decay"], f["grad_averaging"], f["bias_correction"],
+                  self._rectify)
+        # per param ‖θ‖² and ‖u‖²: of a DTensor param, summed over its shards between the two passes
+        norms = torch.empty((len(w.params), 2), dtype=torch.float64, device=w.kernel_params[0].device)
+        _ops.lamb_moments_(w.kernel_params, w.grads, exp_avgs, exp_avg_sqs, w.steps, w.param_copies, norms,
+                           grad_inputs["grad_sq_norm"], grad_inputs["max_grad_norm"], *shared, self._clip_eps,
+                           grad_scale=grad_inputs["grad_scale"], found_inf=grad_inputs["found_inf"])
+        _base.global_sq_norms(norms, w.params)
+        _ops.lamb_apply_(w.kernel_params, exp_avgs, exp_avg_sqs, w.steps, w.param_copies, norms,
+                         _base.as_float(group["lr"]), *shared, f["adapt"], f["trust_clip"],
+                         found_inf=grad_inputs["found_inf"], rounding_seed=w.rounding_seed)
 
 
 class Lamb(_TrustRatioOptimizer):
@@ -117,13 +98,10 @@ class Lamb(_TrustRatioOptimizer):
         master_weights: bool = False,
         stochastic_rounding: bool = False,
     ) -> None:
-        _base.check_hyper(lr, betas, eps, weight_decay)
-        _base.check_max_grad_norm(max_grad_norm)
-        defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps, weight_decay=weight_decay,
-                        grad_averaging=grad_averaging, max_grad_norm=max_grad_norm, trust_clip=trust_clip,
-                        always_adapt=always_adapt, master_weights=master_weights,
-                        stochastic_rounding=stochastic_rounding)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps,
+                                      weight_decay=weight_decay, grad_averaging=grad_averaging,
+                                      max_grad_norm=max_grad_norm, trust_clip=trust_clip, always_adapt=always_adapt,
+                                      master_weights=master_weights, stochastic_rounding=stochastic_rounding))
 
     def _group_flags(self, group: dict[str, Any]) -> dict[str, Any]:
         # max_grad_norm is global over the optimizer (as apex and timm): the optimizer-wide one decides
@@ -173,8 +151,6 @@ class Ralamb(_TrustRatioOptimizer):
         master_weights: bool = False,
         stochastic_rounding: bool = False,
     ) -> None:
-        _base.check_hyper(lr, betas, eps, weight_decay)
-        _base.check_max_grad_norm(max_grad_norm)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       max_grad_norm=max_grad_norm, master_weights=master_weights,
                                       stochastic_rounding=stochastic_rounding))

@@ -170,47 +170,41 @@ class Lookahead(Optimizer):
         return f"Lookahead(k={self.k}, alpha={self.alpha}, optimizer={self.optimizer!r})"
 
 
-class Ranger(Lookahead):
+class _LookaheadOver(Lookahead):
+    """Lookahead over an optimizer of its own, `_inner`, made from the params and its options (the
+    over9000 combinations: defaults lr=1e-3, betas=(0.95, 0.999), eps=1e-5, k=6, alpha=0.5)."""
+
+    _inner: type[Optimizer]
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.95, 0.999),
+        eps: float = 1e-5,
+        weight_decay: float = 0,
+        k: int = 6,
+        alpha: float = 0.5,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
+    ) -> None:
+        super().__init__(self._inner(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                     max_grad_norm=max_grad_norm, master_weights=master_weights,
+                                     stochastic_rounding=stochastic_rounding), k=k, alpha=alpha)
+
+
+class Ranger(_LookaheadOver):
     r"""Ranger: :class:`Lookahead` over :class:`RAdam` (defaults lr=1e-3, betas=(0.95, 0.999),
     eps=1e-5, k=6, alpha=0.5; ``max_grad_norm``, ``master_weights`` and ``stochastic_rounding`` the inner
     RAdam's)."""
 
-    def __init__(
-        self,
-        params: ParamsT,
-        lr: float | Tensor = 1e-3,
-        betas: tuple[float, float] = (0.95, 0.999),
-        eps: float = 1e-5,
-        weight_decay: float = 0,
-        k: int = 6,
-        alpha: float = 0.5,
-        max_grad_norm: float | None = None,
-        master_weights: bool = False,
-        stochastic_rounding: bool = False,
-    ) -> None:
-        super().__init__(RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                               max_grad_norm=max_grad_norm, master_weights=master_weights,
-                               stochastic_rounding=stochastic_rounding), k=k, alpha=alpha)
+    _inner = RAdam
 
 
-class RangerLars(Lookahead):
+class RangerLars(_LookaheadOver):
     r"""RangerLars: :class:`Lookahead` over :class:`Ralamb` (defaults lr=1e-3, betas=(0.95, 0.999),
     eps=1e-5, k=6, alpha=0.5; ``max_grad_norm``, ``master_weights`` and ``stochastic_rounding`` the inner
     Ralamb's)."""
 
-    def __init__(
-        self,
-        params: ParamsT,
-        lr: float | Tensor = 1e-3,
-        betas: tuple[float, float] = (0.95, 0.999),
-        eps: float = 1e-5,
-        weight_decay: float = 0,
-        k: int = 6,
-        alpha: float = 0.5,
-        max_grad_norm: float | None = None,
-        master_weights: bool = False,
-        stochastic_rounding: bool = False,
-    ) -> None:
-        super().__init__(Ralamb(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                               max_grad_norm=max_grad_norm, master_weights=master_weights,
-                               stochastic_rounding=stochastic_rounding), k=k, alpha=alpha)
+    _inner = Ralamb

@@ -3,6 +3,8 @@ fused; the semantics, defaults and state of ``torch_optimizer.NovoGrad``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
@@ -14,14 +16,6 @@ _ops = torch.ops.hotkernels
 
 def _layer_scalar(p: Tensor) -> Tensor:
     return torch.zeros((), dtype=p.dtype, device=p.device)
-
-
-_INIT = {
-    "step": lambda p: _base.new_step(),
-    "exp_avg": _base.zeros_like,
-    "exp_avg_sq": _layer_scalar,
-    "max_exp_avg_sq": _layer_scalar,
-}
 
 
 class NovoGrad(_base.FusedOptimizer):
@@ -56,6 +50,15 @@ class NovoGrad(_base.FusedOptimizer):
         stochastic_rounding: round the bfloat16 param writes stochastically (on the CPU only so far).
     """
 
+    _name = "NovoGrad"
+    _INIT = {
+        "step": lambda p: _base.new_step(),
+        "exp_avg": _base.zeros_like,
+        "exp_avg_sq": _layer_scalar,
+        "max_exp_avg_sq": _layer_scalar,
+    }
+    _PER_TENSOR = frozenset({"exp_avg_sq", "max_exp_avg_sq"})
+
     def __init__(
         self,
         params: ParamsT,
@@ -69,45 +72,30 @@ class NovoGrad(_base.FusedOptimizer):
         master_weights: bool = False,
         stochastic_rounding: bool = False,
     ) -> None:
-        _base.check_hyper(lr, betas, eps, weight_decay)
-        _base.check_max_grad_norm(max_grad_norm)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging,
-                        amsgrad=amsgrad, max_grad_norm=max_grad_norm, master_weights=master_weights,
-                        stochastic_rounding=stochastic_rounding)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      grad_averaging=grad_averaging, amsgrad=amsgrad, max_grad_norm=max_grad_norm,
+                                      master_weights=master_weights, stochastic_rounding=stochastic_rounding))
 
-    def _update(self) -> None:
-        work = []
-        for k, group in enumerate(self.param_groups):
-            params, grads = _base.params_with_grad(group, "NovoGrad")
-            if not params:
-                continue
-            keys = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-            lists = _base.state_lists(self.state, params, _INIT, keys, group.get("master_weights", False))
-            steps, exp_avgs, exp_avg_sqs = lists[:3]
-            max_exp_avg_sqs = lists[3] if group["amsgrad"] else []
-            # DTensor params: the local shards, and their layer norms summed over the shards (the
-            # per-layer second moments are plain scalars, the same on every rank).
-            local_params, grads, (exp_avgs,) = _base.local_shards("NovoGrad", params, grads, [exp_avgs])
+    def _gather(self, k: int, group: dict[str, Any]) -> _base.GroupStep | None:
+        w = super()._gather(k, group)
+        if w is not None:  # the layer norms (of DTensor params: summed over their shards)
             try:
-                sq_norms = _ops.multi_tensor_sq_norms(grads)
+                w.grad_sq_norms = _base.global_sq_norms(_ops.multi_tensor_sq_norms(w.grads), w.params)
             except RuntimeError as e:
                 raise _base.op_error(self, e, k, lists_hold_grads=True)
-            work.append((k, group, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                         _base.global_sq_norms(sq_norms, params)))
-        # the clipping norm from the layer norms (of every group) the step needs anyway
-        layer_sq_norms = torch.cat([w[-1] for w in work]) if work and self.defaults["max_grad_norm"] else None
-        clip = self._clip_inputs(self._total_grad_sq_norm([], [g for w in work for g in w[3]], layer_sq_norms))
-        for k, group, local_params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_sq_norms in work:
-            beta1, beta2 = group["betas"]
-            try:
-                copies, seed = _base.param_writes(group, local_params)
-                _ops.novograd_step_(
-                    _base.kernel_params(self.state, local_params, group), grads, exp_avgs, exp_avg_sqs,
-                    max_exp_avg_sqs, steps, copies, grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2,
-                    group["eps"], group["weight_decay"],
-                    group["grad_averaging"], group["amsgrad"], **self._grad_inputs(), **clip,
-                    rounding_seed=seed,
-                )  # fmt: skip
-            except RuntimeError as e:
-                raise _base.op_error(self, e, k)
+        return w
+
+    def _clip_sq_norm(self, work: list[_base.GroupStep]) -> Tensor | None:
+        # the sum of the layer norms (of every group) the step needs anyway
+        layer_sq_norms = torch.cat([w.grad_sq_norms for w in work]) if work and self.defaults["max_grad_norm"] else None
+        return self._total_grad_sq_norm([], [g for w in work for g in w.grads], layer_sq_norms)
+
+    def _step_group(self, w: _base.GroupStep, grad_inputs: dict[str, Any]) -> None:
+        group, state = w.group, w.states
+        beta1, beta2 = group["betas"]
+        _ops.novograd_step_(
+            w.kernel_params, w.grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", []),
+            w.steps, w.param_copies, w.grad_sq_norms, _base.as_float(group["lr"]), beta1, beta2, group["eps"],
+            group["weight_decay"], group["grad_averaging"], group["amsgrad"], **grad_inputs,
+            rounding_seed=w.rounding_seed,
+        )  # fmt: skip

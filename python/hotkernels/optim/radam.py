@@ -3,6 +3,8 @@ drop-in for :class:`torch.optim.RAdam` (same constructor, groups and state keys)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
@@ -10,6 +12,7 @@ from torch.optim.optimizer import ParamsT
 from . import _base
 
 _ops = torch.ops.hotkernels
+
 
 class RAdam(_base.CapturableOptimizer):
     r"""RAdam, as :class:`torch.optim.RAdam`, fused.
@@ -46,6 +49,7 @@ class RAdam(_base.CapturableOptimizer):
         stochastic_rounding: round the bfloat16 param writes stochastically.
     """
 
+    _name = "RAdam"
     _INIT = {"step": lambda p: _base.new_step(), "exp_avg": _base.zeros_like, "exp_avg_sq": _base.zeros_like}
 
     def __init__(
@@ -63,36 +67,17 @@ class RAdam(_base.CapturableOptimizer):
         master_weights: bool = False,
         stochastic_rounding: bool = False,
     ) -> None:
-        _base.check_hyper(lr, betas, eps, weight_decay)
-        _base.check_max_grad_norm(max_grad_norm)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay, capturable=capturable,
-                        max_grad_norm=max_grad_norm, master_weights=master_weights,
-                        stochastic_rounding=stochastic_rounding)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay, capturable=capturable,
+                                      max_grad_norm=max_grad_norm, master_weights=master_weights,
+                                      stochastic_rounding=stochastic_rounding))
 
-    def _update(self) -> None:
-        work = []
-        for k, group in enumerate(self.param_groups):
-            params, grads = _base.params_with_grad(group, "RAdam")
-            if not params:
-                continue
-            steps, exp_avgs, exp_avg_sqs = _base.state_lists(self.state, params, self._init(group),
-                                                             ["step", "exp_avg", "exp_avg_sq"], group["master_weights"])
-            work.append((k, group, params, steps,
-                         *_base.local_shards("RAdam", params, grads, [exp_avgs, exp_avg_sqs])))
-        clip = self._clip_inputs(self._total_grad_sq_norm([p for w in work for p in w[2]],
-                                                          [g for w in work for g in w[5]]))
-        for k, group, _, steps, params, grads, (exp_avgs, exp_avg_sqs) in work:
-            beta1, beta2 = group["betas"]
-            try:
-                copies, seed = _base.param_writes(group, params)
-                _ops.radam_step_(
-                    _base.kernel_params(self.state, params, group), grads, exp_avgs, exp_avg_sqs, steps, copies,
-                    _base.as_float(group["lr"]),
-                    _base.as_float(beta1), _base.as_float(beta2), group["eps"], group["weight_decay"],
-                    group["decoupled_weight_decay"], group["maximize"], **self._grad_inputs(), **clip,
-                    rounding_seed=seed,
-                )  # fmt: skip
-            except RuntimeError as e:
-                raise _base.op_error(self, e, k)
+    def _step_group(self, w: _base.GroupStep, grad_inputs: dict[str, Any]) -> None:
+        group = w.group
+        beta1, beta2 = group["betas"]
+        _ops.radam_step_(
+            w.kernel_params, w.grads, w.states["exp_avg"], w.states["exp_avg_sq"], w.steps, w.param_copies,
+            _base.as_float(group["lr"]), _base.as_float(beta1), _base.as_float(beta2), group["eps"],
+            group["weight_decay"], group["decoupled_weight_decay"], group["maximize"], **grad_inputs,
+            rounding_seed=w.rounding_seed,
+        )  # fmt: skip
