@@ -25,7 +25,7 @@ once; its own backward gathers grad by offsets), ``avg_pool2d`` and ``avg_pool2d
 adjoint of average pooling; its own backward is average pooling). All take kernel_size, stride,
 padding and dilation as two ints each: :func:`pool2d_geometry`, the one place that expands and checks
 torch's arguments and computes the output size, serves the functional API, the modules and the fake
-kernels (csrc/pool_geometry.h repeats it check for check, with the same messages, in the C++ ops).
+kernels (csrc/pool.h repeats it check for check, with the same messages, in the C++ ops).
 """
 
 from __future__ import annotations
