@@ -34,11 +34,7 @@ void parallel_map(const MapKernel& kernel, const at::Tensor& out, const std::arr
       if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
         std::array<const T*, N> span;
         for (int k = 0; k < N; ++k) span[k] = in_ptr[k] + begin;
-        if constexpr (std::is_same_v<T, float>) {
-          kernel.f32(out_ptr + begin, span.data(), end - begin);
-        } else {
-          kernel.f64(out_ptr + begin, span.data(), end - begin);
-        }
+        kernel.template of<T>()(out_ptr + begin, span.data(), end - begin);
       } else {
         float in_buf[N][kWidenBlock];
         float out_buf[kWidenBlock];
