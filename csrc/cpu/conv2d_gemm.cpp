@@ -460,6 +460,8 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
   std::vector<Aligned<T>> copies;  // parts 1.. sum into their own copy; part 0 into gw
   for (int64_t part = 1; part < parts; ++part) copies.emplace_back(size);
   const std::vector<int64_t> steps = gemm::steps(chunk, nr);
+  const Interleave<T> interleave = gemm::interleave_kernel<T>();
+  const auto row_at = gemm::strided_rows(mr, plane);  // a block of fewer rows reads the first ones
   // A run of pixels along one output row: tile columns [col, col + len), read in place from the
   // phase-split input at x + off[t] and from grad_output at gy.
   struct PixelRun {
@@ -482,16 +484,15 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
           });
           for (int64_t b = 0; b < blocks; ++b) {  // A: ab[b][q][u] = gy[n][gi·m + b·mr + u][pixel q]
             const int64_t rows = std::min(mr, m - b * mr);
-            const auto row_at = gemm::strided_rows(rows, plane);
             for (const PixelRun& run : runs) {
-              gemm::interleave_kernel<T>()(gy + run.gy + b * mr * plane, row_at.data(), rows,
+              interleave(gy + run.gy + b * mr * plane, row_at.data(), rows,
                                            ab.data() + (b * chunk + run.col) * mr, mr, run.len);
             }
           }
           for (int64_t j = 0; j < panels; ++j) {  // B: bt[q][v] = x(pixel q, tap j·nr + v)
             const int64_t cols = std::min(nr, kd - j * nr);
             for (const PixelRun& run : runs) {
-              gemm::interleave_kernel<T>()(xsp + run.x, off.data() + j * nr, cols, bt.data() + run.col * nr, nr,
+              interleave(xsp + run.x, off.data() + j * nr, cols, bt.data() + run.col * nr, nr,
                                            run.len);
             }
             for (int64_t b = 0; b < blocks; ++b) {

@@ -9,7 +9,6 @@
 // exact either way; average rounds its float sum once, as torch's opmath accumulation does).
 #include "pool.h"
 
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty_like.h>
@@ -19,6 +18,7 @@
 #include <memory>
 #include <vector>
 
+#include "cpu/dispatch.h"
 #include "cpu/simd/pool.h"
 #include "huge_pages.h"
 
@@ -37,8 +37,8 @@ void in_compute_type(const at::Tensor& out, const at::Tensor& input, const F& f)
   const at::Tensor x = input.to(compute);
   const at::Tensor y =
       out.scalar_type() == compute ? out : huge_pages(at::empty_like(out, out.options().dtype(compute)));
-  AT_DISPATCH_FLOATING_TYPES(compute, "hotkernels_pool2d", [&] {
-    f(HK_ISA_TABLE(pool_kernels).of<scalar_t>(), x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>());
+  dispatch_compute(compute, [&]<class T>() {
+    f(HK_ISA_TABLE(pool_kernels).of<T>(), x.const_data_ptr<T>(), y.mutable_data_ptr<T>());
   });
   if (!y.is_same(out)) out.copy_(y);
 }

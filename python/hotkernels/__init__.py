@@ -28,7 +28,10 @@ def _version() -> str:
         project = tomllib.loads(pyproject.read_text()).get("project", {})
         if project.get("name") == "hotkernels":
             return project["version"]
-    return importlib.metadata.version("hotkernels")
+    try:
+        return importlib.metadata.version("hotkernels")
+    except importlib.metadata.PackageNotFoundError:  # a source tree, not installed, on Python 3.10
+        return "unknown"
 
 
 __version__ = _version()

@@ -64,23 +64,11 @@ def _write(path: str, text: str) -> None:
     out.write_text(text)
 
 
-# What `bench --isa` sets for each instruction set: hotkernels' cap, then torch's three libraries'
-# (ATen's vectorized kernels, oneDNN, MKL), each in its own spelling.
-ISA_CAPS = {
-    "base": {"HOTKERNELS_CPU_ISA": "base", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-             "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
-    "avx2": {"HOTKERNELS_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-    "avx512": {"HOTKERNELS_CPU_ISA": "avx512", "ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
-               "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
-}
-
-
 def _capped_rerun(args: argparse.Namespace) -> int | None:
     """``bench --isa X``: torch's libraries read their caps once, when they load, so a run capped at
     X is this command again in a subprocess whose environment sets them. Returns its exit status, or
     None where this process already runs under those caps (it is that subprocess) and benches."""
-    caps = ISA_CAPS[args.isa]
+    caps = report.ISA_CAPS[args.isa]
     if all(os.environ.get(k) == v for k, v in caps.items()):
         if hotkernels._library.cpu_isa() != args.isa:
             sys.exit(f"hotkernels bench: --isa {args.isa}: this CPU's best is {hotkernels._library.cpu_isa()}")
@@ -177,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     b.add_argument("--models", action="store_true",
                    help="the whole-model training steps (alone, or beside the --ops families)")
-    b.add_argument("--isa", choices=sorted(ISA_CAPS),
+    b.add_argument("--isa", choices=sorted(report.ISA_CAPS),
                    help="cap hotkernels and torch (ATen, oneDNN, MKL) at this CPU instruction set")
     b.add_argument("--quick", action="store_true", help="small sizes and few rounds")
     b.add_argument("--rounds", type=int, help="timed rounds per implementation (median reported)")

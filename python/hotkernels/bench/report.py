@@ -51,11 +51,21 @@ def machine_info() -> dict[str, Any]:
         "hotkernels": hotkernels.__version__,
         "python": platform.python_version(),
         # Instruction-set caps on hotkernels and torch's libraries (an AVX2 run on an AVX-512 CPU).
-        "caps": {k: os.environ[k] for k in _ISA_CAPS if os.environ.get(k)},
+        "caps": {k: os.environ[k] for k in ISA_CAPS["base"] if os.environ.get(k)},
     }
 
 
-_ISA_CAPS = ("HOTKERNELS_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+# What `bench --isa` sets for each instruction set: hotkernels' cap, then torch's three libraries'
+# (ATen's vectorized kernels, oneDNN, MKL), each in its own spelling; they read it as they load. The
+# machine line records those set.
+ISA_CAPS = {
+    "base": {"HOTKERNELS_CPU_ISA": "base", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+             "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "avx2": {"HOTKERNELS_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "avx512": {"HOTKERNELS_CPU_ISA": "avx512", "ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+               "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+}
 
 
 def machine_line(m: dict[str, Any]) -> str:

@@ -13,11 +13,11 @@ dimensions, or a sequence of one or two ints, as torch's 2-D ops take them."""
 
 def pair(value: IntPair, name: str, op: str, usage: str = "must be a single int or a pair of ints") -> list[int]:
     """``value`` as two ints ([v, v] for a single one). Anything else raises what torch raises for
-    it, a ``RuntimeError``: "`op`: `name` `usage`, but got ...". SymInts pass through unchanged
-    (under ``torch.compile``)."""
+    it, a ``RuntimeError``: "`op`: `name` `usage`, but got ...". Other integers (numpy's) become
+    ints; SymInts pass through unchanged (under ``torch.compile``)."""
     if isinstance(value, (int, torch.SymInt)):
         return [value, value]
-    values = list(value)
+    values = [v if isinstance(v, torch.SymInt) else int(v) for v in value]
     if len(values) == 1:
         return values * 2
     if len(values) != 2:
