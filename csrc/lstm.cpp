@@ -121,10 +121,29 @@ Tensors6 lstm_cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy
                             cx.contiguous(), w_ih, w_hh, cy.contiguous(), gates.contiguous(), mask);
 }
 
+// d with a layer's batch_sizes, checked: one per step, non-increasing, each at most the batch, and
+// only for the forward direction (a reversed padded sequence would start in its padding).
+Dims with_batch_sizes(const char* op, Dims d, at::OptionalIntArrayRef batch_sizes, bool reverse) {
+  if (!batch_sizes) return d;
+  const at::IntArrayRef bs = *batch_sizes;
+  TORCH_CHECK(!reverse, "hotkernels.", op, ": 'batch_sizes' needs reverse=False (reverse each sequence within its ",
+              "length instead)");
+  TORCH_CHECK(static_cast<int64_t>(bs.size()) == d.steps, "hotkernels.", op, ": expected 'batch_sizes' to have ",
+              d.steps, " entries (one per step of 'input'), but got ", bs.size());
+  for (size_t t = 0; t < bs.size(); ++t) {
+    TORCH_CHECK(bs[t] >= 0 && bs[t] <= (t == 0 ? d.batch : bs[t - 1]), "hotkernels.", op, ": expected 'batch_sizes' ",
+                "to be non-increasing and within [0, batch] (", d.batch, "), but got ", bs);
+  }
+  d.batch_sizes = bs;
+  return d;
+}
+
 Tensors3 lstm_layer(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
                     const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-                    bool reverse) {
-  const Dims d = check_args("lstm_layer", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr);
+                    bool reverse, at::OptionalIntArrayRef batch_sizes) {
+  const char* op = "lstm_layer";
+  const Dims d = with_batch_sizes(op, check_args(op, input, hx, cx, w_ih, w_hh, b_ih, b_hh, 3, w_hr), batch_sizes,
+                                  reverse);
   return layer_stub(input.device().type(), d, input, hx, cx.contiguous(), w_ih, w_hh,
                     combined_bias(b_ih, b_hh, input.scalar_type()), w_hr, reverse);
 }
@@ -132,9 +151,10 @@ Tensors3 lstm_layer(const at::Tensor& input, const at::Tensor& hx, const at::Ten
 Tensors7 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_cs, const at::Tensor& input,
                              const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
                              const at::Tensor& w_hh, const at::Tensor& output, const at::Tensor& cs,
-                             const at::Tensor& gates, const OptTensor& w_hr, bool reverse, LayerMask mask) {
+                             const at::Tensor& gates, const OptTensor& w_hr, bool reverse, LayerMask mask,
+                             at::OptionalIntArrayRef batch_sizes) {
   const char* op = "lstm_layer_backward";
-  const Dims d = check_args(op, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr);
+  const Dims d = with_batch_sizes(op, check_args(op, input, hx, cx, w_ih, w_hh, {}, {}, 3, w_hr), batch_sizes, reverse);
   const int64_t T = d.steps, B = d.batch;
   check_saved(op, input, {T, B, d.hidden}, gates, {{"grad_cs", &grad_cs}, {"cs", &cs}});
   check_states(op, input, {T, B, d.state}, w_hr ? "seq_len, batch, proj_size" : "the shape of the hidden state",

@@ -44,6 +44,10 @@ struct Dims {
   int64_t steps;  // T: input.size(0) of a layer, 1 for a cell
   int64_t batch, input, hidden;
   int64_t state;  // features of h: proj_size P with a projection, else hidden
+  // A layer's batch_sizes (the schemas' comment): the rows of step t that are sequences, the first
+  // rows(t) (non-increasing in t); empty: every row. The CPU computes only those; CUDA all rows.
+  at::IntArrayRef batch_sizes = {};
+  int64_t rows(int64_t t) const { return batch_sizes.empty() ? batch : batch_sizes[t]; }
 };
 
 // Checks the forward arguments of a cell (input_dim 2: input [B, I]) or a layer (3: [T, B, I], at

@@ -23,15 +23,21 @@ TORCH_LIBRARY(hotkernels, m) {
   // while c keeps H (cx [B, H], cs [T, B, H]). lstm_layer_backward's mask has a 6th entry, for
   // w_hr, and a 7th output, grad_w_hr: empty when w_hr is None or that entry is false. Backward
   // recomputes the unprojected o ⊙ tanh(c) from the saved gates and cs (nothing more is saved).
+  // Their batch_sizes (a packed batch's, non-increasing, one per step; forward direction only) say
+  // that at step t only the first batch_sizes[t] rows are sequences, the others padding: the CPU
+  // computes only those rows (the padding's outputs come back 0 and its output gradients are
+  // ignored); CUDA computes every row, which gives the same sequences' results when the caller
+  // reads none of the padding's outputs and gives them no gradient.
   m.def("lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
         "-> (Tensor hy, Tensor cy, Tensor gates)", pt2);
   m.def("lstm_cell_backward(Tensor grad_hy, Tensor grad_cy, Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
         "Tensor w_hh, Tensor cy, Tensor gates, bool[5] output_mask) -> (Tensor grad_input, Tensor grad_hx, "
         "Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)", pt2);
   m.def("lstm_layer(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-        "Tensor? w_hr, bool reverse) -> (Tensor output, Tensor cs, Tensor gates)", pt2);
+        "Tensor? w_hr, bool reverse, int[]? batch_sizes=None) -> (Tensor output, Tensor cs, Tensor gates)", pt2);
   m.def("lstm_layer_backward(Tensor grad_output, Tensor grad_cs, Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
-        "Tensor w_hh, Tensor output, Tensor cs, Tensor gates, Tensor? w_hr, bool reverse, bool[6] output_mask) -> "
+        "Tensor w_hh, Tensor output, Tensor cs, Tensor gates, Tensor? w_hr, bool reverse, bool[6] output_mask, "
+        "int[]? batch_sizes=None) -> "
         "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, "
         "Tensor grad_w_hr)", pt2);
 

@@ -306,6 +306,58 @@ def test_gradcheck_and_gradgradcheck_layer(device, reverse, proj):
     assert torch.autograd.gradgradcheck(layer, args)
 
 
+# A packed batch's batch_sizes for T = 4, B = 3 (lengths 4, 2, 1): the rows past them are padding.
+BATCH_SIZES = [3, 2, 1, 1]
+
+
+@pytest.mark.parametrize("proj", [None, 2], ids=["no-proj", "proj"])
+def test_gradcheck_layer_with_batch_sizes(device, proj):
+    args = _layer_args(device, 4, 3, 3, 3, proj)
+
+    def layer(*a):
+        out, cs, _ = torch.ops.hotkernels.lstm_layer(*a, False, BATCH_SIZES)
+        return out, cs
+
+    assert torch.autograd.gradcheck(layer, args if proj else args[:-1] + (None,))
+
+
+@pytest.mark.parametrize("proj", [None, 2], ids=["no-proj", "proj"])
+def test_layer_batch_sizes_skip_only_the_padding(device, proj):
+    """With batch_sizes the sequences' outputs and every gradient are those of the full computation
+    when the padding's output gradients are 0; on the CPU, which skips the padding, its outputs
+    are 0 and gradients given to them change nothing."""
+    T, B = len(BATCH_SIZES), BATCH_SIZES[0]
+    args = _layer_args(device, T, B, 5, 6, proj)
+    pad = torch.arange(B, device=device) >= torch.tensor(BATCH_SIZES, device=device).unsqueeze(1)  # [T, B]
+    full = torch.ops.hotkernels.lstm_layer(*args, False)[:2]
+    skip = torch.ops.hotkernels.lstm_layer(*args, False, BATCH_SIZES)[:2]
+    cot = [torch.randn_like(t).masked_fill(pad.unsqueeze(-1), 0) for t in full]
+    wanted = [a for a in args if a is not None]
+    for f, s in zip(full, skip):
+        torch.testing.assert_close(s[~pad], f[~pad], rtol=1e-12, atol=1e-12)
+    for f, s in zip(torch.autograd.grad(full, wanted, cot), torch.autograd.grad(skip, wanted, cot)):
+        torch.testing.assert_close(s, f, rtol=1e-12, atol=1e-12)
+    if device == "cpu":
+        assert all(bool((s[pad] == 0).all()) for s in skip)
+        noisy = [c + torch.randn_like(c).masked_fill(~pad.unsqueeze(-1), 0) for c in cot]
+        full = torch.ops.hotkernels.lstm_layer(*args, False)[:2]
+        skip = torch.ops.hotkernels.lstm_layer(*args, False, BATCH_SIZES)[:2]
+        for f, s in zip(torch.autograd.grad(full, wanted, cot), torch.autograd.grad(skip, wanted, noisy)):
+            torch.testing.assert_close(s, f, rtol=1e-12, atol=1e-12)
+
+
+def test_layer_rejects_bad_batch_sizes(device):
+    x, h, c, *w = _layer_args(device, 4, 3, 3, 2)
+    op = torch.ops.hotkernels.lstm_layer
+    for bad, match in (([3, 2, 1], "to have 4 entries"), ([3, 2, 3, 1], "to be non-increasing"),
+                       ([4, 2, 1, 1], "to be non-increasing and within \\[0, batch\\] \\(3\\)"),
+                       ([3, 2, -1, -1], "to be non-increasing")):
+        with pytest.raises(RuntimeError, match=f"hotkernels.lstm_layer: expected 'batch_sizes' {match}"):
+            op(x, h, c, *w, False, bad)
+    with pytest.raises(RuntimeError, match="hotkernels.lstm_layer: 'batch_sizes' needs reverse=False"):
+        op(x, h, c, *w, True, BATCH_SIZES)
+
+
 @pytest.mark.parametrize("proj", [None, 4], ids=["no-proj", "proj"])
 def test_double_backward_path_matches_the_fused_backward(device, proj):
     # gradgradcheck above checks the create_graph=True path against itself; here its first-order
@@ -391,6 +443,11 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.hotkernels.lstm_layer_backward.default,
                           (torch.randn_like(out), torch.randn_like(cs), xs, h, c, w[0], w[1], out, cs, gates, None,
                            True, [True] * 6))
+    out, cs, gates = torch.ops.hotkernels.lstm_layer(xs, h, c, *w, None, False, [3, 2, 2, 1])
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer.default, (xs, h, c, *w, None, False, [3, 2, 2, 1]))
+    torch.library.opcheck(torch.ops.hotkernels.lstm_layer_backward.default,
+                          (torch.randn_like(out), torch.randn_like(cs), xs, h, c, w[0], w[1], out, cs, gates, None,
+                           False, [True] * 6, [3, 2, 2, 1]))
     out, cs, gates = torch.ops.hotkernels.lstm_layer(xs, hp, c, w[0], w_hh_p, w[2], w[3], w_hr, False)
     for mask in ([True] * 6, [False, True, False, False, True, True], [True, False, True, True, False, False]):
         torch.library.opcheck(torch.ops.hotkernels.lstm_layer_backward.default,

@@ -146,3 +146,17 @@ def test_packed_rejects_bad_state(device):
     with pytest.raises(RuntimeError, match=r"input.size\(-1\) must be equal to input_size"):
         rnn(pack_padded_sequence(torch.randn(5, 4, I + 1, device=device), torch.tensor(LENGTHS["mixed"]),
                                  enforce_sorted=False))
+
+
+def test_sorted_lengths_skip_the_padding():
+    """A packed batch (sorted lengths) runs its layers with batch_sizes, so the CPU computes no padding
+    step: the padding's outputs come back 0 (computed, they would not be), in both directions."""
+    from hotkernels.ops.lstm import lstm
+
+    rnn = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True).double()
+    lengths = torch.tensor([5, 3, 3, 1])
+    x = torch.randn(5, 4, I, dtype=torch.float64)
+    state = (torch.randn(4, 4, H, dtype=torch.float64), torch.randn(4, 4, H, dtype=torch.float64))
+    out, _, _ = lstm(x, state, rnn._flat_weights, True, 2, 0.0, False, True, lengths=lengths)
+    pad = torch.arange(5).unsqueeze(1) >= lengths
+    assert bool((out[pad] == 0).all()) and bool((out[~pad] != 0).all())

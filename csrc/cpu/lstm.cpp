@@ -171,14 +171,18 @@ Tensors3 layer_forward(const Dims& d, const at::Tensor& input, const at::Tensor&
     Matrix<S> h_prev = matrix<S>(hx);
     const S* c_prev = cx.const_data_ptr<S>();
     for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = reverse ? T - 1 - s : s;
+      const int64_t t = reverse ? T - 1 - s : s, rows = d.rows(t);
       S* h = output.mutable_data_ptr<S>() + t * B * P;
       S* c = cs.mutable_data_ptr<S>() + t * B * H;
       S* pointwise_h = w_hr ? r.mutable_data_ptr<S>() : h;
-      forward_step(h_prev, w_hh_t,
+      // Only the step's first `rows` rows are sequences (the earlier step's h covers them); the
+      // padding's h and c are 0.
+      forward_step(Matrix<S>{h_prev.data, rows, h_prev.cols, h_prev.rs, h_prev.cs}, w_hh_t,
                    LstmForwardArgs<S>{gates.mutable_data_ptr<S>() + t * B * 4 * H, ptr_or_null<S>(bias), c_prev,
                                       pointwise_h, c, H});
-      if (w_hr) gemm::multiply(Matrix<S>{pointwise_h, B, H, H, 1}, *w_hr_t, h, P, 0, false, no_epilogue);
+      if (w_hr) gemm::multiply(Matrix<S>{pointwise_h, rows, H, H, 1}, *w_hr_t, h, P, 0, false, no_epilogue);
+      std::fill(h + rows * P, h + B * P, S(0));
+      std::fill(c + rows * H, c + B * H, S(0));
       h_prev = Matrix<S>{h, B, P, P, 1};
       c_prev = c;
     }
@@ -229,19 +233,28 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
     auto pointwise = [&](int64_t t) {
       const LstmBackwardArgs<S> args = step_args(t);
       if (w_hr) {
-        gemm::multiply(Matrix<S>{dh_of(t), B, P, P, 1}, *w_hr_p, dr.mutable_data_ptr<S>(), H, 0, false,
+        gemm::multiply(Matrix<S>{dh_of(t), d.rows(t), P, P, 1}, *w_hr_p, dr.mutable_data_ptr<S>(), H, 0, false,
                        [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) { kernel(args, i0, i0 + rows, j0, j0 + cols); });
       } else {
-        backward_rows(args, B);
+        backward_rows(args, d.rows(t));
       }
     };
+    // With batch_sizes, step t computes its first d.rows(t) rows only; its padding rows of dh and
+    // dgates are 0, so the GEMMs over all steps (and the next step's, over its own rows, a superset)
+    // add nothing for them, and dc stays 0 on a row until its sequence's last step.
+    auto start_dh = [&](int64_t t) {  // dh(t) = grad_output(t), 0 in the padding
+      std::copy_n(grad_output.const_data_ptr<S>() + t * BP, d.rows(t) * P, dh_of(t));
+      std::fill(dh_of(t) + d.rows(t) * P, dh_of(t) + BP, S(0));
+      S* dg = dgates.mutable_data_ptr<S>() + t * 4 * BH;
+      std::fill(dg + d.rows(t) * 4 * H, dg + 4 * BH, S(0));
+    };
     int64_t later = reverse ? 0 : T - 1;  // the last step in forward order comes first
-    std::copy_n(grad_output.const_data_ptr<S>() + later * BP, BP, dh_of(later));
+    start_dh(later);
     pointwise(later);
     for (int64_t s = 1; s < T; ++s) {
       const int64_t t = reverse ? s : T - 1 - s;
-      std::copy_n(grad_output.const_data_ptr<S>() + t * BP, BP, dh_of(t));
-      const Matrix<S> dg_later{dgates.const_data_ptr<S>() + later * 4 * BH, B, 4 * H, 4 * H, 1};
+      start_dh(t);
+      const Matrix<S> dg_later{dgates.const_data_ptr<S>() + later * 4 * BH, d.rows(t), 4 * H, 4 * H, 1};
       if (w_hr) {
         gemm::multiply(dg_later, w_hh_p, dh_of(t), P, 0, true, no_epilogue);
         pointwise(t);

@@ -18,11 +18,15 @@ Ops (schemas in csrc/schemas.cpp):
 * ``hotkernels::lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> (hy, cy, gates)``: the gate
   pre-activations by two GEMMs, then one fused pass for the biases, the gates, ``c'`` and ``h'``.
   ``gates`` holds the activations ``[B, 4H]``; backward saves them, ``cx`` and ``cy``, nothing else.
-* ``hotkernels::lstm_layer(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse) -> (output, cs,
-  gates)``: one direction of one layer over ``input`` ``[T, B, I]``: the input projection of every
-  step in one GEMM, then per step one GEMM for ``h·W_hhᵀ`` and the fused pass (and, with ``w_hr``,
-  one GEMM for the projection). ``output`` and ``cs`` hold ``h`` (``[T, B, P]`` with ``w_hr``) and
-  ``c`` of every step, ``gates`` ``[T, B, 4H]`` the activations.
+* ``hotkernels::lstm_layer(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, batch_sizes=None)
+  -> (output, cs, gates)``: one direction of one layer over ``input`` ``[T, B, I]``: the input
+  projection of every step in one GEMM, then per step one GEMM for ``h·W_hhᵀ`` and the fused pass
+  (and, with ``w_hr``, one GEMM for the projection). ``output`` and ``cs`` hold ``h`` (``[T, B, P]``
+  with ``w_hr``) and ``c`` of every step, ``gates`` ``[T, B, 4H]`` the activations. A packed batch's
+  ``batch_sizes`` (non-increasing, forward direction only) mark the rows past ``batch_sizes[t]`` of
+  step ``t`` as padding: the CPU skips them (their outputs are 0, their output gradients ignored),
+  CUDA computes them; either way the sequences' results are the same when the caller reads none of
+  the padding's outputs and gives them no gradient.
 * ``lstm_cell_backward`` / ``lstm_layer_backward``: one fused pass for the gate gradients and ``dc``
   (per step, backward through time, for the layer), then GEMMs for the gradients of the input, the
   state and the weights (for the layer: one GEMM each over all steps) and a sum for the biases.
@@ -60,7 +64,7 @@ def _lstm_cell_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
 
 
 @torch.library.register_fake("hotkernels::lstm_layer")
-def _lstm_layer_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
+def _lstm_layer_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, batch_sizes=None):
     steps, batch = input.shape[:2]
     hidden = cx.shape[1]  # hx has proj_size features with w_hr, hidden_size without
     return (input.new_empty(steps, batch, hx.shape[1]), input.new_empty(steps, batch, hidden),
@@ -85,7 +89,7 @@ def _lstm_cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, ga
 
 @torch.library.register_fake("hotkernels::lstm_layer_backward")
 def _lstm_layer_backward_fake(grad_output, grad_cs, input, hx, cx, w_ih, w_hh, output, cs, gates, w_hr, reverse,
-                              output_mask):
+                              output_mask, batch_sizes=None):
     grad_w_hr = _empty_unless(w_hr is not None and output_mask[5], input, w_hr.shape if w_hr is not None else (0,))
     return (*_backward_fake(input, hx, cx, w_ih, w_hh, output_mask), grad_w_hr)
 
@@ -167,7 +171,7 @@ def _cell_grad(ctx, grad_hy: Tensor, grad_cy: Tensor, _grad_gates: Tensor):
 
 
 def _layer_setup(ctx, inputs, output) -> None:
-    ctx.reverse = inputs[8]
+    ctx.reverse, ctx.batch_sizes = inputs[8], inputs[9]
     out, cs, gates = output
     ctx.mark_non_differentiable(gates)
     ctx.save_for_backward(*inputs[:8], out, cs, gates)  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, ...
@@ -180,8 +184,8 @@ def _layer_grad(ctx, grad_output: Tensor, grad_cs: Tensor, _grad_gates: Tensor):
         return _double_backward(ctx, _layer_reference, args, (grad_output, grad_cs))
     need_w_hr = w_hr is not None and ctx.needs_input_grad[7]
     grads = _ops.lstm_layer_backward(grad_output, grad_cs, input, hx, cx, w_ih, w_hh, out, cs, gates, w_hr,
-                                     ctx.reverse, [*_mask(ctx), need_w_hr])
-    return _grads(ctx, grads) + (grads[6] if need_w_hr else None, None)
+                                     ctx.reverse, [*_mask(ctx), need_w_hr], ctx.batch_sizes)
+    return _grads(ctx, grads) + (grads[6] if need_w_hr else None, None, None)
 
 
 torch.library.register_autograd("hotkernels::lstm_cell", _cell_grad, setup_context=_cell_setup)
@@ -283,7 +287,8 @@ def lstm(
             own earlier steps, so what is computed in the padding reaches no result that is read
             (if the caller reads none of the padding's outputs): the reverse direction runs over
             each sequence reversed within its length, and ``h_n``, ``c_n`` are taken at each
-            sequence's last step.
+            sequence's last step. Sorted lengths (longest first, as a packed batch's) let the
+            layers skip the padding (their ``batch_sizes``).
 
     Returns:
         ``(output, h_n, c_n)``: ``output`` ``(seq_len, batch, num_directions * (proj_size or
@@ -295,9 +300,12 @@ def lstm(
     per_direction = (4 if has_biases else 2) + (1 if projected else 0)
     directions = 2 if bidirectional else 1
     steps, batch = input.shape[:2]
+    batch_sizes = None
     if lengths is not None:
         reversal = _reversal_index(lengths, steps).to(input.device) if bidirectional else None
         last = (lengths - 1).to(input.device), torch.arange(batch, device=input.device)
+        if bool((lengths[1:] <= lengths[:-1]).all()):  # sorted, as a packed batch: step t's sequences lead
+            batch_sizes = (lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1).tolist()
     layer_input = input
     h_n: list[Tensor] = []
     c_n: list[Tensor] = []
@@ -316,7 +324,7 @@ def lstm(
                 c_n.append(cs[0 if reverse else -1])
             else:
                 x = layer_input if direction == 0 else _reverse_sequences(layer_input, reversal)
-                out, cs, _ = _ops.lstm_layer(x, *weights, False)
+                out, cs, _ = _ops.lstm_layer(x, *weights, False, batch_sizes)
                 h_n.append(out[last])
                 c_n.append(cs[last])
                 out = out if direction == 0 else _reverse_sequences(out, reversal)
