@@ -263,6 +263,16 @@ def test_radam_threshold_steps(beta2):
 # --------------------------------------------------- references from the papers' formulas (plain PyTorch)
 
 
+def ref_norm(x: torch.Tensor) -> float:
+    """‖x‖. torch's norm() sums the plain squares: a float64 tensor of several elements below ~1e-154
+    has norm 0, one above ~1e154 inf. So float64 is first divided by its largest magnitude (a few ulp
+    of rounding); float32 stays torch's (squares in float32, as our float32 kernels sum them)."""
+    m = x.abs().max().item() if x.numel() else 0.0
+    if x.dtype != torch.float64 or not 0 < m < math.inf:
+        return x.norm().item()
+    return m * (x / m).norm().item()
+
+
 class RefLamb(torch.optim.Optimizer):
     """LAMB, NVLAMB variant (You et al. 2020; apex FusedLAMB, timm Lamb), one tensor at a time."""
 
@@ -296,7 +306,7 @@ class RefLamb(torch.optim.Optimizer):
                 u = (st["m"] / bc1) / (st["v"].sqrt() / math.sqrt(bc2) + group["eps"]) + group["weight_decay"] * p
                 trust = 1.0
                 if group["weight_decay"] != 0 or group["always_adapt"]:
-                    w_norm, u_norm = p.norm().item(), u.norm().item()
+                    w_norm, u_norm = ref_norm(p), ref_norm(u)
                     trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
                     if group["trust_clip"]:
                         trust = min(trust, 1.0)
@@ -335,7 +345,7 @@ class RefRalamb(torch.optim.Optimizer):
                 rect = radam_rect(b2, t)
                 u = m_hat if rect is None else rect * m_hat * math.sqrt(1 - b2**t) / (st["v"].sqrt() + group["eps"])
                 u = u + group["weight_decay"] * p
-                w_norm, u_norm = p.norm().item(), u.norm().item()
+                w_norm, u_norm = ref_norm(p), ref_norm(u)
                 trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
                 p.sub_(group["lr"] * trust * u)
 
