@@ -126,13 +126,15 @@ void check_grad_inputs(const char* op, const GradInputs& in, const at::Tensor& p
 // since whether to count the step on the CPU counters is a host decision.
 bool found_inf_set(const GradInputs& in) { return in.found_inf.has_value() && read_scalar(*in.found_inf) != 0; }
 
-// LAMB's per-tensor squared norms (‖p‖², ‖u‖²), written by the moments pass, read by the update pass.
+// LAMB's per-tensor squared norms (‖p‖², ‖u‖², each as its math::SqSums parts), written by the
+// moments pass, read by the update pass.
 void check_norms(const char* op, const at::Tensor& norms, const at::Tensor& p0, size_t n) {
-  TORCH_CHECK(norms.device() == p0.device() && norms.dim() == 2 && norms.size(0) == int64_t(n) &&
-                  norms.size(1) == 2 && norms.scalar_type() == at::kDouble && norms.is_contiguous(),
-              "hotkernels.", op, ": expected 'norms' to be a contiguous float64 tensor of shape [", n,
-              ", 2] on the params' device, but got ", norms.scalar_type(), " of shape ", norms.sizes(), " on ",
-              norms.device());
+  TORCH_CHECK(norms.device() == p0.device() && norms.dim() == 3 && norms.size(0) == int64_t(n) &&
+                  norms.size(1) == 2 && norms.size(2) == math::kSqParts && norms.scalar_type() == at::kDouble &&
+                  norms.is_contiguous(),
+              "hotkernels.", op, ": expected 'norms' to be a contiguous float64 tensor of shape [", n, ", 2, ",
+              math::kSqParts, "] on the params' device, but got ", norms.scalar_type(), " of shape ", norms.sizes(),
+              " on ", norms.device());
 }
 
 // The step counters, as torch.optim keeps them without capturable: one per param, each a one-element

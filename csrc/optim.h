@@ -163,7 +163,8 @@ HK_DECLARE_STUB(adam_capturable_stub, void(const AdamStep& s, at::TensorList sta
 HK_DECLARE_STUB(sq_norms_stub, void(const at::Tensor& out, at::TensorList tensors));
 
 // LAMB/Ralamb pass 1: unscale, clip and fold the gradient into m and v, and write ‖p‖², ‖u‖² of each
-// tensor into norms[i] (float64 [n, 2], contiguous) for pass 2's trust ratios.
+// tensor into norms[i] (float64 [n, 2, 3], contiguous: each as the three partial sums of
+// math::SqSums, which do not underflow or overflow in float64) for pass 2's trust ratios.
 struct LambMoments {
   at::TensorList params, grads, exp_avgs, exp_avg_sqs;
   const at::Tensor& norms;

@@ -263,6 +263,16 @@ def test_radam_threshold_steps(beta2):
 # --------------------------------------------------- references from the papers' formulas (plain PyTorch)
 
 
+def ref_norm(x: torch.Tensor) -> float:
+    """‖x‖. torch's norm() sums the plain squares: a float64 tensor of several elements below ~1e-154
+    has norm 0, one above ~1e154 inf. So float64 is first divided by its largest magnitude (a few ulp
+    of rounding); float32 stays torch's (squares in float32, as our float32 kernels sum them)."""
+    m = x.abs().max().item() if x.numel() else 0.0
+    if x.dtype != torch.float64 or not 0 < m < math.inf:
+        return x.norm().item()
+    return m * (x / m).norm().item()
+
+
 class RefLamb(torch.optim.Optimizer):
     """LAMB, NVLAMB variant (You et al. 2020; apex FusedLAMB, timm Lamb), one tensor at a time."""
 
@@ -296,7 +306,7 @@ class RefLamb(torch.optim.Optimizer):
                 u = (st["m"] / bc1) / (st["v"].sqrt() / math.sqrt(bc2) + group["eps"]) + group["weight_decay"] * p
                 trust = 1.0
                 if group["weight_decay"] != 0 or group["always_adapt"]:
-                    w_norm, u_norm = p.norm().item(), u.norm().item()
+                    w_norm, u_norm = ref_norm(p), ref_norm(u)
                     trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
                     if group["trust_clip"]:
                         trust = min(trust, 1.0)
@@ -335,7 +345,7 @@ class RefRalamb(torch.optim.Optimizer):
                 rect = radam_rect(b2, t)
                 u = m_hat if rect is None else rect * m_hat * math.sqrt(1 - b2**t) / (st["v"].sqrt() + group["eps"])
                 u = u + group["weight_decay"] * p
-                w_norm, u_norm = p.norm().item(), u.norm().item()
+                w_norm, u_norm = ref_norm(p), ref_norm(u)
                 trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
                 p.sub_(group["lr"] * trust * u)
 
@@ -444,6 +454,71 @@ def test_lamb_zero_param_trust_ratio_is_one(device):
     ref.step()
     assert p.abs().sum() > 0
     torch.testing.assert_close(p, r, **TOL[torch.float64])
+
+
+# float64 trust ratios whose plain squared norms leave double's range (csrc/math/optim.h, SqSums).
+# β₁ = 2.2e-194 and ε = 0: a zero gradient makes u ~1e-194 times the step before's.
+TINY_STEP = dict(lr=0.1, betas=(2.2e-194, 0.999), eps=0.0, weight_decay=0.0)
+
+
+def assert_params_close_at_scale(ref_params, our_params):
+    """TOL[float64] with atol shrunk for params below 1 to their magnitude: atol 1e-14 alone would
+    pass any two params of ~1e-154."""
+    for r, o in zip(ref_params, our_params):
+        tol = TOL[torch.float64]
+        torch.testing.assert_close(o, r, rtol=tol["rtol"], atol=tol["atol"] * min(1.0, r.abs().max().item()))
+
+
+def step_with_grads(ref, ours, ref_params, our_params, kinds):
+    """One step of both per kind: random gradients ("randn") or zero ones ("zero")."""
+    for kind in kinds:
+        for r, o in zip(ref_params, our_params):
+            g = torch.zeros_like(r) if kind == "zero" else torch.randn_like(r)
+            r.grad, o.grad = g.clone(), g.clone()
+        ref.step()
+        ours.step()
+
+
+def test_rangerlars_trust_ratio_of_a_tiny_step(device):
+    """A hypothesis find (test_optim_properties.py::test_ranger, HOTKERNELS_HYPOTHESIS=long): β₁ =
+    2.2e-194, ε = 0 and a zero gradient at step 2 make u ≈ 1e-194, whose plain Σu² is 0 in float64,
+    so the trust ratio ‖θ‖/‖u‖ ≈ 1e194 fell back to 1."""
+    ps = [torch.randn(s, dtype=torch.float64, device=device) for s in [(4, 3), (5,), ()]]
+    r, o = clone(ps), clone(ps)
+    ref = RefLookahead(RefRalamb(r, **TINY_STEP), k=2, alpha=0.5)
+    ours = HO.RangerLars(o, **TINY_STEP, k=2, alpha=0.5)
+    step_with_grads(ref, ours, r, o, ["randn", "zero", "randn"])
+    assert_params_close_at_scale(r, o)
+
+
+LAMB_FAMILY = {"Lamb": (RefLamb, HO.Lamb, {"always_adapt": True}), "Ralamb": (RefRalamb, HO.Ralamb, {})}
+
+
+@pytest.mark.parametrize("name", list(LAMB_FAMILY))
+def test_trust_ratio_of_tiny_norms_mixed_with_normal_ones(device, name):
+    """Params mixing tiny and normal values, and a param whose values straddle 2^-511 ≈ 1.5e-154
+    (where the scaled sum of the small squares starts: both sums count), stepped with u ~1e-194
+    (TINY_STEP) after zero gradients. 25 elements: full vectors and a tail at every instruction set."""
+    ref_cls, our_cls, kw = LAMB_FAMILY[name]
+    ps = [torch.tensor(v, dtype=torch.float64, device=device).repeat(5)
+          for v in ([3.0, 1e-170, -2e-160, 1e-300, 0.5], [1e-154, 2e-154, -1.2e-154, 1.6e-154, 5e-160])]
+    r, o = clone(ps), clone(ps)
+    ref, ours = ref_cls(r, **TINY_STEP, **kw), our_cls(o, **TINY_STEP, **kw)
+    step_with_grads(ref, ours, r, o, ["randn", "zero", "zero", "randn"])
+    assert_params_close_at_scale(r, o)
+
+
+@pytest.mark.parametrize("name", list(LAMB_FAMILY))
+def test_trust_ratio_of_huge_norms(device, name):
+    """float64 params ~1e200, and a param straddling 2^486 ≈ 2e146 (where the scaled sum of the big
+    squares starts): the plain Σθ² and Σu² (u ∋ λθ) overflowed to inf, the trust ratio inf/inf = NaN."""
+    ref_cls, our_cls, kw = LAMB_FAMILY[name]
+    ps = [torch.randn(5, 5, dtype=torch.float64, device=device) * 1e200,
+          torch.tensor([1e146, -3e146, 2e146, 5e145, 1.0], dtype=torch.float64, device=device).repeat(5)]
+    r, o = clone(ps), clone(ps)
+    ref, ours = ref_cls(r, lr=0.1, weight_decay=0.01, **kw), our_cls(o, lr=0.1, weight_decay=0.01, **kw)
+    step_with_grads(ref, ours, r, o, ["randn", "randn"])
+    assert_params_close_at_scale(r, o)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -790,7 +865,7 @@ def _step_op_args(name, bad, device):
     v = layer()
     if bad == "layer moment shape":
         v[-1] = torch.rand(2, device=device)
-    norms = torch.zeros(len(shapes), 2, dtype=torch.float64, device=device)
+    norms = torch.zeros(len(shapes), 2, 3, dtype=torch.float64, device=device)
     grad_sq_norm = torch.tensor(4.0, device="cpu" if bad == "grad_sq_norm on the CPU" else device)
     hyper = (0.1, 0.9, 0.999, 1e-8, 0.01)
     return {
@@ -822,7 +897,7 @@ def test_lamb_apply_checks_its_state_steps(device):
     or on the GPU (a device pointer dereferenced on the host before: a crash) is refused by name."""
     shapes = [(4, 3), (5,)]
     ps, ms, vs = ([torch.rand(s, device=device) for s in shapes] for _ in range(3))
-    norms = torch.ones(len(shapes), 2, dtype=torch.float64, device=device)
+    norms = torch.ones(len(shapes), 2, 3, dtype=torch.float64, device=device)
     bad_steps = [torch.tensor(1)] + ([torch.tensor(1.0, device=device)] if device == "cuda" else [])
     for bad in bad_steps:
         steps = [torch.tensor(1.0), bad]
@@ -848,7 +923,7 @@ def _opcheck_args(name):
     zeros = lambda: [torch.zeros(s, dtype=torch.float64) for s in shapes]  # noqa: E731
     steps = lambda: [torch.tensor(0.0) for _ in shapes]  # noqa: E731
     scalars = lambda: [torch.zeros((), dtype=torch.float64) for _ in shapes]  # noqa: E731
-    norms = torch.zeros(len(shapes), 2, dtype=torch.float64)
+    norms = torch.zeros(len(shapes), 2, 3, dtype=torch.float64)
     return {
         "adam_step_": (lists(), lists(), zeros(), zeros(), zeros(), steps(), [], 0.1, 0.9, 0.999, 1e-8, 0.01, True,
                        False, False),
@@ -1066,10 +1141,15 @@ def test_norm_optimizers_past_one_launch_cuda(name):
 
 def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA): Adam (amsgrad), RAdam (across
-    its threshold), the norm reduction and the Lookahead sync, on sizes with vector tails."""
+    its threshold), the norm reduction, LAMB's float64 trust ratio of tiny and huge norms and the
+    Lookahead sync, on sizes with vector tails."""
     code = (
         "import torch, hotkernels, hotkernels.optim as HO\n"
         "from tests.test_optim import assert_float32_trajectory\n"
+        "import tests.test_optim as T\n"
+        "for name in T.LAMB_FAMILY:\n"
+        "    T.test_trust_ratio_of_tiny_norms_mixed_with_normal_ones('cpu', name)\n"
+        "    T.test_trust_ratio_of_huge_norms('cpu', name)\n"
         "for dt, tol in [(torch.float64, dict(rtol=1e-12, atol=1e-14)), (torch.float32, None)]:\n"
         "    ps = [torch.randn(40_007, dtype=dt), torch.randn(13, dtype=dt)]\n"
         "    for ref_cls, our_cls, kw in [(torch.optim.Adam, HO.Adam, dict(amsgrad=True, weight_decay=0.1)),\n"

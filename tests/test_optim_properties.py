@@ -226,7 +226,15 @@ def test_lookahead(s, kw, la, inner):
         close(s_ours, s_ref)
 
 
+# β₁ = 2.2e-194, ε = 0 and a zero gradient at step 2: u ~1e-194, whose float64 Σu² is 0 unless scaled
+# (csrc/math/optim.h, SqSums); a long search's find, once at trust ratio 1 instead of ~1e194.
+TINY_STEP = ([[torch.randn(3, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]], [{}],
+             [["randn", "randn"], ["zero", "zero"], ["randn", "randn"]], 0)
+
+
 @given(setup(adam_hyper(), max_steps=9), adam_hyper(), lookahead_args(), st.sampled_from(["Ranger", "RangerLars"]))
+@example(TINY_STEP, {"lr": 0.1, "betas": (2.2e-194, 0.999), "eps": 0.0, "weight_decay": 0.0}, {"k": 2, "alpha": 0.5},
+         "RangerLars")
 def test_ranger(s, kw, la, cls):
     inner = torch.optim.RAdam if cls == "Ranger" else RefRalamb
     rp, op, ref, ours = step_both(s, lambda g: RefLookahead(inner(g, **kw), **la),

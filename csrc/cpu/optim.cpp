@@ -105,22 +105,23 @@ void lamb_moments(const LambMoments& s, const std::vector<double>& steps) {
     consts[i].f32.inv_clip = float(factor);
     consts[i].f64.inv_clip = factor;
   }
+  // per span and tensor: the math::SqSums parts of ‖p‖², then of ‖u‖²
+  constexpr int kWidth = 2 * math::kSqParts;
   const std::vector<Span> spans = split_spans(s.params);
-  std::vector<double> per_span(2 * spans.size());
+  std::vector<double> per_span(kWidth * spans.size());
   parallel_typed(s.params, spans, [&]<class C>(const Span& sp) {
     const auto i = sp.tensor;
-    double* out = per_span.data() + 2 * (&sp - spans.data());
-    out[0] = out[1] = 0;
+    double* out = per_span.data() + kWidth * (&sp - spans.data());
+    std::fill(out, out + kWidth, 0.0);
     widened<C, 4>({operand(s.params[i], sp, false), operand(s.grads[i], sp, false), operand(s.exp_avgs[i], sp, true),
                    operand(s.exp_avg_sqs[i], sp, true)},
                   sp.size, [&](const std::array<C*, 4>& o, int64_t n) {
-                    double block[2];
+                    double block[kWidth];
                     kernels().of<C>().lamb_moments(consts[i].template of<C>(), o[0], o[1], o[2], o[3], n, block);
-                    out[0] += block[0];
-                    out[1] += block[1];
+                    for (int k = 0; k < kWidth; ++k) out[k] += block[k];
                   });
   });
-  span_sums_to_tensors(spans, per_span, 2, s.norms.mutable_data_ptr<double>(), s.params.size());
+  span_sums_to_tensors(spans, per_span, kWidth, s.norms.mutable_data_ptr<double>(), s.params.size());
 }
 
 void lamb_apply(const LambApply& s, const std::vector<double>& steps) {
@@ -129,7 +130,8 @@ void lamb_apply(const LambApply& s, const std::vector<double>& steps) {
   std::vector<double> step_sizes(s.params.size());
   for (size_t i = 0; i < s.params.size(); ++i) {
     consts[i] = {lamb_consts<float>(s.h, steps[i]), lamb_consts<double>(s.h, steps[i])};
-    step_sizes[i] = s.lr * math::trust_ratio(sq[2 * i], sq[2 * i + 1], s.adapt, s.trust_clip);
+    const double* parts = sq + 2 * math::kSqParts * i;  // of ‖p‖², then of ‖u‖²
+    step_sizes[i] = s.lr * math::trust_ratio(parts, parts + math::kSqParts, s.adapt, s.trust_clip);
   }
   const ParamWrite write{s.params, s.param_copies, s.rounding_seed};
   parallel_typed(s.params, [&]<class C>(const Span& sp) {

@@ -37,17 +37,23 @@ __device__ __forceinline__ T* at_(void* p) {
   return static_cast<T*>(p);
 }
 
-// Sum over the block of (a, b), added into out[0], out[1] by thread 0.
-template <class Acc>
-__device__ __forceinline__ void block_add2(Acc a, Acc b, double* out) {
-  using Reduce = cub::BlockReduce<Acc, kThreads>;
+// Sums over the block of the math::SqSums parts of p and u, added into out[0..5] (p's parts, then
+// u's) by thread 0. Only the middle part where the compute type keeps one plain sum (float).
+template <class Op>
+__device__ __forceinline__ void block_add_sq_sums(const math::SqSums<Op>& p, const math::SqSums<Op>& u,
+                                                  double* out) {
+  using Reduce = cub::BlockReduce<Op, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
-  const Acc sa = Reduce(tmp).Sum(a);
-  __syncthreads();
-  const Acc sb = Reduce(tmp).Sum(b);
-  if (threadIdx.x == 0) {
-    atomicAdd(out, double(sa));
-    atomicAdd(out + 1, double(sb));
+  const math::SqSums<Op>* sums[2] = {&p, &u};
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+#pragma unroll
+    for (int k = 0; k < math::kSqParts; ++k) {
+      if (!math::kScaledSqSums<Op> && k != 1) continue;
+      const Op total = Reduce(tmp).Sum(sums[j]->part[k]);
+      __syncthreads();  // tmp is reused by the next sum
+      if (threadIdx.x == 0) atomicAdd(out + j * math::kSqParts + k, double(total));
+    }
   }
 }
 
@@ -304,19 +310,18 @@ __global__ void __launch_bounds__(kThreads)
   const T* g = at_<T>(tc.ptr[1][w.t]);
   T* m = at_<T>(tc.ptr[2][w.t]);
   T* v = at_<T>(tc.ptr[3][w.t]);
-  Op p_sq = 0, u_sq = 0;
+  math::SqSums<Op> p_sq, u_sq;
   for (int64_t i = w.begin + threadIdx.x; i < w.end; i += blockDim.x) {
     Op mv = m[i], vv = v[i];
     const Op pv = p[i];
     math::lamb_moments(Op(g[i]), mv, vv, c);
     m[i] = T(mv);
     v[i] = T(vv);
+    p_sq.add(pv);
     // The direction from the stored (rounded) moments, exactly as the apply pass will see them.
-    const Op u = math::lamb_direction(pv, Op(T(mv)), Op(T(vv)), c, DeviceSqrt{});
-    p_sq += pv * pv;
-    u_sq += u * u;
+    u_sq.add(math::lamb_direction(pv, Op(T(mv)), Op(T(vv)), c, DeviceSqrt{}));
   }
-  block_add2(p_sq, u_sq, norms + 2 * tc.index[w.t]);
+  block_add_sq_sums(p_sq, u_sq, norms + 2 * math::kSqParts * tc.index[w.t]);
 }
 
 template <class T>
@@ -325,8 +330,8 @@ __global__ void __launch_bounds__(kThreads)
                       bool adapt, bool trust_clip) {
   using Op = at::opmath_type<T>;
   const BlockWork w = block_work(tc);
-  const double* sq = norms + 2 * tc.index[w.t];
-  const Op step = Op(lr * math::trust_ratio(sq[0], sq[1], adapt, trust_clip));
+  const double* parts = norms + 2 * math::kSqParts * tc.index[w.t];  // of ‖p‖², then of ‖u‖²
+  const Op step = Op(lr * math::trust_ratio(parts, parts + math::kSqParts, adapt, trust_clip));
   T* p = at_<T>(tc.ptr[0][w.t]);
   const T* m = at_<T>(tc.ptr[1][w.t]);
   const T* v = at_<T>(tc.ptr[2][w.t]);

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "math/common.h"
 
@@ -106,10 +107,61 @@ HK_HOST_DEVICE V lamb_direction(V p, V m, V v, const LambConsts<S>& c, Sqrt sqrt
   return u + c.weight_decay * p;
 }
 
-// LAMB's trust ratio ‖p‖/‖u‖ from the squared norms; 1 where either norm is 0 (or not adapting).
-HK_HOST_DEVICE double trust_ratio(double p_sq, double u_sq, bool adapt, bool trust_clip) {
-  if (!adapt || !(p_sq > 0) || !(u_sq > 0)) return 1.0;
-  const double r = sqrt(p_sq) / sqrt(u_sq);
+// LAMB's squared norms ‖p‖², ‖u‖² without underflow or overflow (Blue's algorithm, as LAPACK's
+// dnrm2 since 3.10): Σx² is kept as three partial sums, of
+//   (x·2⁵³⁷)²  for |x| < 2⁻⁵¹¹: below, x² would be subnormal (under 2⁻¹⁰²²) or 0; scaled, the
+//              smallest subnormal 2⁻¹⁰⁷⁴ still squares to 2⁻¹⁰⁷⁴ (not 0), and every square is < 2⁵²;
+//   x²         for the rest up to 2⁴⁸⁶: squares from 2⁻¹⁰²² to 2⁹⁷², so 2⁵² of them sum below 2¹⁰²⁴;
+//   (x·2⁻⁵³⁸)² for |x| > 2⁴⁸⁶: the largest double scales below 2⁴⁸⁶, so the same headroom holds.
+// Scaling by powers of two is exact, and the parts add across spans, blocks and shards as plain sums
+// do. Only float64 takes the three: a float32 compute type (float16/bfloat16 params included) keeps
+// the one plain sum, in float32 as torch's float32 norm() sums its squares (both lose the squares
+// of |x| below ~1e-19 and overflow above ~2e19), without compares and selects per element on its
+// fast path. NaN compares false and lands in the middle sum, inf in the big one, as in a plain sum.
+template <class C>
+inline constexpr bool kScaledSqSums = std::is_same_v<C, double>;
+
+inline constexpr int kSqParts = 3;  // small, middle, big
+
+template <class C, class V = C>  // C the compute type, V what accumulates it (a vector of C, or double)
+struct SqSums {
+  V part[kSqParts]{};
+
+  HK_HOST_DEVICE void add(V x) {
+    if constexpr (kScaledSqSums<C>) {
+      const V a = x < V{} ? -x : x;
+      const auto small = a < 0x1p-511, big = a > 0x1p486;
+      const V up = x * 0x1p537, down = x * 0x1p-538;
+      part[0] += small ? up * up : V{};
+      part[1] += small | big ? V{} : x * x;
+      part[2] += big ? down * down : V{};
+    } else {
+      part[1] += x * x;
+    }
+  }
+};
+
+// ‖x‖ = root·2^exp from the three parts, combined as dnrm2 does: with a big part the middle one
+// joins it at its scale (the small one is below its rounding), else the small one joins the middle
+// one at its scale (a subnormal there is off by about 2⁻¹⁰⁷⁵, below the middle one's ulp), else the
+// small part alone. root is then a normal number whatever the norm.
+struct ScaledNorm {
+  double root;
+  int exp;
+};
+
+HK_HOST_DEVICE ScaledNorm scaled_norm(const double* part) {
+  if (part[2] > 0) return {sqrt(part[2] + part[1] * 0x1p-538 * 0x1p-538), 538};
+  if (part[1] == 0 && part[0] > 0) return {sqrt(part[0]), -537};
+  return {sqrt(part[1] + part[0] * 0x1p-537 * 0x1p-537), 0};
+}
+
+// LAMB's trust ratio ‖p‖/‖u‖ from their SqSums parts; 1 where either norm is 0 (or NaN, or not
+// adapting). The powers of two apply after the division, so neither norm needs to be representable.
+HK_HOST_DEVICE double trust_ratio(const double* p_parts, const double* u_parts, bool adapt, bool trust_clip) {
+  const ScaledNorm p = scaled_norm(p_parts), u = scaled_norm(u_parts);
+  if (!adapt || !(p.root > 0) || !(u.root > 0)) return 1.0;
+  const double r = ldexp(p.root / u.root, p.exp - u.exp);
   return trust_clip && r > 1.0 ? 1.0 : r;
 }
 

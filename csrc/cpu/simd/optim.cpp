@@ -3,6 +3,7 @@
 // formulas on scalars (a zero-padded vector tail could divide 0 by 0 and poison the norms).
 #include "cpu/simd/optim.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "cpu/simd/simd.h"
@@ -64,7 +65,7 @@ template <class T>
 void lamb_moments(const math::LambConsts<T>& c, const T* p, const T* g, T* m, T* v, int64_t n, double* out) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
-  V p_sq{}, u_sq{};
+  math::SqSums<T, V> p_sq, u_sq;
   int64_t i = 0;
   for (; i + L <= n; i += L) {
     V mv = load(m + i), vv = load(v + i);
@@ -72,19 +73,21 @@ void lamb_moments(const math::LambConsts<T>& c, const T* p, const T* g, T* m, T*
     math::lamb_moments(load(g + i), mv, vv, c);
     store(m + i, mv);
     store(v + i, vv);
-    const V u = math::lamb_direction(pv, mv, vv, c, simd::Sqrt{});
-    p_sq += pv * pv;
-    u_sq += u * u;
+    p_sq.add(pv);
+    u_sq.add(math::lamb_direction(pv, mv, vv, c, simd::Sqrt{}));
   }
-  double ps = simd::reduce_add(p_sq), us = simd::reduce_add(u_sq);
+  math::SqSums<T, double> ps, us;  // the lanes' sums, then the tail's squares in double
+  for (int k = 0; k < math::kSqParts; ++k) {
+    ps.part[k] = simd::reduce_add(p_sq.part[k]);
+    us.part[k] = simd::reduce_add(u_sq.part[k]);
+  }
   for (; i < n; ++i) {
     math::lamb_moments(g[i], m[i], v[i], c);
-    const T u = math::lamb_direction(p[i], m[i], v[i], c, simd::Sqrt{});
-    ps += double(p[i]) * double(p[i]);
-    us += double(u) * double(u);
+    ps.add(double(p[i]));
+    us.add(double(math::lamb_direction(p[i], m[i], v[i], c, simd::Sqrt{})));
   }
-  out[0] = ps;
-  out[1] = us;
+  std::copy(ps.part, ps.part + math::kSqParts, out);
+  std::copy(us.part, us.part + math::kSqParts, out + math::kSqParts);
 }
 
 template <class T>

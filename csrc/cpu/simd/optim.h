@@ -17,7 +17,8 @@ struct OptimKernel {
   void (*adam)(const math::AdamConsts<T>& c, math::AdamMode mode, T* p, const T* g, T* m, T* v, T* vmax, int64_t n);
   // Σ x², accumulated in T within the span.
   double (*sq_norm)(const T* x, int64_t n);
-  // LAMB moments on m, v; returns Σ p² and Σ u² (u the direction after the update) through out[0..1].
+  // LAMB moments on m, v; returns the math::SqSums parts of Σ p² then of Σ u² (u the direction after
+  // the update) through out[0..5].
   void (*lamb_moments)(const math::LambConsts<T>& c, const T* p, const T* g, T* m, T* v, int64_t n, double* out);
   // p ← p − step·u (step = lr·trust ratio).
   void (*lamb_apply)(const math::LambConsts<T>& c, T step, T* p, const T* m, const T* v, int64_t n);

@@ -1,7 +1,7 @@
 r"""LAMB (You et al. 2020, NVLAMB variant as apex FusedLAMB and timm Lamb) and Ralamb (RAdam with
 LAMB's layer-wise trust ratio), fused: per param group a moments pass (which also reduces ‖p‖² and
-‖u‖² per tensor), then one update pass; LAMB's global gradient norm is one more reduction pass over
-all gradients of the optimizer."""
+‖u‖² per tensor, of float64 params without underflow or overflow), then one update pass; LAMB's
+global gradient norm is one more reduction pass over all gradients of the optimizer."""
 
 from __future__ import annotations
 
@@ -32,8 +32,10 @@ class _TrustRatioOptimizer(_base.FusedOptimizer):
         beta1, beta2 = group["betas"]
         shared = (beta1, beta2, group["eps"], group["weight_decay"], f["grad_averaging"], f["bias_correction"],
                   self._rectify)
-        # per param ‖θ‖² and ‖u‖²: of a DTensor param, summed over its shards between the two passes
-        norms = torch.empty((len(w.params), 2), dtype=torch.float64, device=w.kernel_params[0].device)
+        # per param ‖θ‖² and ‖u‖², each as three partial sums (small values' squares scaled up, the
+        # middle ones', big ones' scaled down: csrc/math/optim.h, SqSums): of a DTensor param, summed
+        # over its shards between the two passes
+        norms = torch.empty((len(w.params), 2, 3), dtype=torch.float64, device=w.kernel_params[0].device)
         _ops.lamb_moments_(w.kernel_params, w.grads, exp_avgs, exp_avg_sqs, w.steps, w.param_copies, norms,
                            grad_inputs["grad_sq_norm"], grad_inputs["max_grad_norm"], *shared, self._clip_eps,
                            grad_scale=grad_inputs["grad_scale"], found_inf=grad_inputs["found_inf"])
