@@ -89,5 +89,6 @@ def test_bench_isa_caps_both_sides_and_models_report_their_losses(tmp_path):
     for r in trained:
         assert r["steps"] == 1 + bench.WARMUP + 1 + 1 and set(r["losses"]) == set(r["ms"])
         assert all(math.isfinite(loss) for loss in r["losses"].values())
-        assert f"Loss after {r['steps']} training steps, models/cpu/{r['name']}: " in out.stdout
+        assert f"Loss of training step {r['steps']} (after {r['steps'] - 1} updates), models/cpu/{r['name']}: " \
+            in out.stdout
     assert not any(r["losses"] for r in rec["results"] if r["family"] == "mish")

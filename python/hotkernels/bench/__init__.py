@@ -121,7 +121,7 @@ class Result:
     max_error: float  # largest difference of hotkernels' result from the reference's
     bytes: int = 0
     flops: int = 0
-    losses: dict[str, float] = field(default_factory=dict)  # training cases: each one's loss after `steps`
+    losses: dict[str, float] = field(default_factory=dict)  # training cases: each one's loss at step `steps`
     steps: int = 0
 
     @property
@@ -220,7 +220,7 @@ def run(case: Case, rounds: int) -> Result:
     error = max_error(impls["hotkernels"](), impls[case.reference_impl]())
     ms = measure(impls, case.device, rounds)
     losses, steps = {}, 0
-    if case.trains:  # one more step each: the loss after all of them (the first call, warmup, rounds, this)
+    if case.trains:  # one more step each: its loss is the model's after all the others (first call, warmup, rounds)
         losses = {name: float(fn()) for name, fn in impls.items()}
         steps = 1 + WARMUP + rounds + 1
     del impls

@@ -129,13 +129,14 @@ def table(results: list[Result], ceilings: dict[str, Ceilings]) -> list[str]:
 
 
 def _loss_lines(results: list[Result]) -> list[str]:
-    """The whole-model training cases' losses after their steps: the two models start from the same
+    """The whole-model training cases' losses at their last step: the two models start from the same
     weights and take the same steps on the same batch, so their losses should stay close."""
     lines = []
     for r in results:
         if r.losses:
             losses = ", ".join(f"{name} {loss:.6g}" for name, loss in r.losses.items())
-            lines.append(f"Loss after {r.steps} training steps, {r.id}: {losses}.  ")
+            # A step returns the loss of its forward pass, before its own update.
+            lines.append(f"Loss of training step {r.steps} (after {r.steps - 1} updates), {r.id}: {losses}.  ")
     return lines
 
 
