@@ -14,9 +14,10 @@ ops = torch.ops.hotkernels
 # row blocks and panels for every shape (1–4, 6, 8, 12 rows; 16–128 columns), split over threads
 # by (panel, row block) runs; more than one reduction chunk (<= 512 steps); several row tiles (600
 # rows of a 1100-step reduction: tiles hold at most half of L2 of A, 357 rows with a 1 MiB L2) on
-# the tile grid; an empty reduction (C = 0) and empty outputs.
+# the tile grid; an empty reduction (C = 0) and empty outputs; the most rows of A for which B's
+# whole panels are read in place (8 blocks of 8, 1100 steps: chunks of B's rows), and one more.
 SHAPES = [(1, 1, 1), (1, 64, 200), (3, 5, 7), (37, 300, 97), (300, 513, 50), (13, 1000, 130), (257, 40, 33),
-          (600, 1100, 70), (6, 0, 9), (0, 4, 5), (4, 3, 0)]
+          (600, 1100, 70), (6, 0, 9), (0, 4, 5), (4, 3, 0), (64, 1100, 200), (65, 70, 200)]
 
 
 def check_product(got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
@@ -39,16 +40,20 @@ def test_mm_matches_exact_product(dtype, shape):
     check_product(got, a, b, f"{shape}")
 
 
-@pytest.mark.parametrize("layout", ["a transposed", "b transposed", "both strided"])
+@pytest.mark.parametrize("layout", ["a transposed", "b transposed", "both strided", "b a column slice, few rows"])
 def test_mm_reads_any_strides(layout):
-    """Operands in place, as the LSTM passes them (W_ihᵀ, dgatesᵀ, slices of a time-major tensor)."""
+    """Operands in place, as the LSTM passes them (W_ihᵀ, dgatesᵀ, slices of a time-major tensor).
+    With few rows of A, B's whole panels are read in place at its row stride (the last row's run
+    ends inside the row, columns past the slice are never read into the result)."""
     a, b = torch.randn(70, 150), torch.randn(150, 90)
     if layout == "a transposed":
         a = a.T.contiguous().T
     elif layout == "b transposed":
         b = b.T.contiguous().T
-    else:
+    elif layout == "both strided":
         a, b = torch.randn(140, 300)[::2, ::2], torch.randn(300, 270)[::2, ::3]
+    else:
+        a, b = torch.randn(20, 150), torch.randn(150, 200)[:, 13:113]
     check_product(mm(a, b), a, b, layout)
 
 

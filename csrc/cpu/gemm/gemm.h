@@ -150,18 +150,24 @@ Matrix<T> matrix(const at::Tensor& t) {
 
 // B (k × groups·n) packed for one micro-kernel shape: per group, ceil(n / nr) panels of [k][nr],
 // zero past column n. Packed once and reused by every multiply with it (an LSTM's W_hh, every step).
+// `in_place` (one group, rows contiguous): the whole panels are read from B itself, row by row at
+// B's row stride, and only a last partial panel is packed (the micro-kernels read whole panels).
+// For a product packed for a few row blocks only, where packing would cost as much as the GEMM.
 template <class T>
 class PackedB {
  public:
-  PackedB(const Matrix<T>& b, int64_t groups, const GemmKernel<T>& kern)
+  PackedB(const Matrix<T>& b, int64_t groups, const GemmKernel<T>& kern, bool in_place = false)
       : kern_(&kern), k_(b.rows), n_(b.cols / groups), groups_(groups), panels_(ceil_div(n_, kern.nr)),
-        data_(groups * panels_ * k_ * kern.nr) {
+        in_place_(in_place ? n_ / kern.nr : 0), b_(b),
+        data_((groups * panels_ - in_place_) * k_ * kern.nr) {
+    TORCH_INTERNAL_ASSERT(!in_place || (groups == 1 && b.cs == 1));
     const int64_t nr = kern.nr;
-    at::parallel_for(0, groups * panels_, std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k_ * nr)),
+    at::parallel_for(in_place_, groups * panels_,
+                     std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k_ * nr)),
                      [&](int64_t begin, int64_t end) {
       for (int64_t gp = begin; gp < end; ++gp) {
         const int64_t col0 = gp / panels_ * n_ + gp % panels_ * nr, cols = std::min(nr, n_ - gp % panels_ * nr);
-        T* dst = data_.data() + gp * k_ * nr;
+        T* dst = data_.data() + (gp - in_place_) * k_ * nr;
         // Walk B in its storage order: along a row when rows are contiguous (a copy per row); as
         // a transpose of W's rows when B = Wᵀ (the SIMD interleave); else one value at a time.
         if (b.cs <= b.rs) {
@@ -191,11 +197,18 @@ class PackedB {
   int64_t n() const { return n_; }  // columns per group
   int64_t groups() const { return groups_; }
   int64_t panels() const { return panels_; }  // per group
-  const T* panel(int64_t group, int64_t p) const { return data_.data() + (group * panels_ + p) * k_ * kern_->nr; }
+  // Panel p of a group (its row t at panel + t·stride(p)), and the stride between its rows.
+  const T* panel(int64_t group, int64_t p) const {
+    const int64_t gp = group * panels_ + p;
+    return gp < in_place_ ? b_.data + p * kern_->nr : data_.data() + (gp - in_place_) * k_ * kern_->nr;
+  }
+  int64_t stride(int64_t p) const { return p < in_place_ ? b_.rs : kern_->nr; }
 
  private:
   const GemmKernel<T>* kern_;
   int64_t k_, n_, groups_, panels_;
+  int64_t in_place_;  // the first panels, read from b_ in place
+  Matrix<T> b_;
   Aligned<T> data_;
 };
 
@@ -289,7 +302,8 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   const int64_t work = m * b.n() * b.groups() * k;
   const int64_t threads = work < (int64_t{1} << 18) ? 1 : at::get_num_threads();
   const Grid grid = plan(m, mr, b.panels(), threads, max_tile_rows<T>(kc_max));
-  const std::vector<int64_t> offsets = steps(kc_max, nr);
+  // The micro-kernels' B offsets: for packed panels, and for panels read in place.
+  const std::vector<int64_t> offsets = steps(kc_max, nr), in_place = steps(kc_max, b.stride(0));
 
   // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the epilogue.
   auto run_tile = [&](T* ap, int64_t i0, int64_t rows, int64_t p0, int64_t p1) {
@@ -299,8 +313,8 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t cols = std::min(nr, b.n() - p * nr);
         for (int64_t g = 0; g < b.groups(); ++g) {
-          kern.run(ap, kc * mr, b.panel(g, p) + t0 * nr, offsets.data(), c + i0 * ldc + g * c_group + p * nr, ldc,
-                   rows, cols, kc, accumulate || t0 > 0);
+          kern.run(ap, kc * mr, b.panel(g, p) + t0 * b.stride(p), (b.stride(p) == nr ? offsets : in_place).data(),
+                   c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0);
         }
       }
     }
@@ -344,10 +358,17 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   });
 }
 
-// C (+)= A·B for a plain C (ldc), B packed here for the shape that pads the product least.
+// Row blocks of A up to which a B with contiguous rows is read in place rather than packed: each
+// of its panels is then used by few blocks, and packing it (a copy of all of B through memory) cost
+// ~40% of a 32 × 512 × 2048 product on a Xeon.
+constexpr int64_t kInPlaceBlocks = 8;
+
+// C (+)= A·B for a plain C (ldc), B packed here for the shape that pads the product least (or read
+// in place, for few rows of A).
 template <class T>
 void multiply(const Matrix<T>& a, const Matrix<T>& b, T* c, int64_t ldc, bool accumulate) {
-  const PackedB<T> packed(b, 1, least_padding<T>(a.rows, b.cols));
+  const GemmKernel<T>& kern = least_padding<T>(a.rows, b.cols);
+  const PackedB<T> packed(b, 1, kern, b.cs == 1 && ceil_div(a.rows, kern.mr) <= kInPlaceBlocks);
   multiply(a, packed, c, ldc, 0, accumulate, [](int64_t, int64_t, int64_t, int64_t) {});
 }
 
