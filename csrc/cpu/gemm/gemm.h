@@ -223,8 +223,8 @@ void pack_a(const Matrix<T>& a, int64_t i0, int64_t rows, int64_t t0, int64_t kc
     if (a.rs <= a.cs) {  // columns contiguous (Aᵀ stored row-major): a block row is one run
       for (int64_t t = 0; t < kc; ++t) {
         const T* s = src + t * a.cs;
-        if (a.rs == 1) {
-          std::copy_n(s, n, out + t * mr);
+        if (a.rs == 1) {  // a handful of values: a loop, not a memmove call per step
+          for (int64_t u = 0; u < n; ++u) out[t * mr + u] = s[u];
         } else {
           for (int64_t u = 0; u < n; ++u) out[t * mr + u] = s[u * a.rs];
         }
