@@ -346,6 +346,23 @@ def test_layer_batch_sizes_skip_only_the_padding(device, proj):
             torch.testing.assert_close(s, f, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("used", ["output", "cs", "both"])
+def test_layer_backward_with_an_output_unused(device, used):
+    """Autograd passes None for outputs without a gradient (the gates always, output or cs when the
+    loss does not reach them): the gradients equal those with explicit zeros for them."""
+    args = _layer_args(device, 4, 3, 5, 6)
+    out, cs, _ = torch.ops.hotkernels.lstm_layer(*args, False)
+    g_out, g_cs = torch.randn_like(out), torch.randn_like(cs)
+    loss = {"output": (out * g_out).sum(), "cs": (cs * g_cs).sum(), "both": (out * g_out).sum() + (cs * g_cs).sum()}
+    got = torch.autograd.grad(loss[used], [a for a in args if a is not None])
+    out, cs, _ = torch.ops.hotkernels.lstm_layer(*args, False)
+    zero_out, zero_cs = used == "cs", used == "output"
+    want = torch.autograd.grad((out, cs), [a for a in args if a is not None],
+                               (g_out * (not zero_out), g_cs * (not zero_cs)))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
 def test_layer_rejects_bad_batch_sizes(device):
     x, h, c, *w = _layer_args(device, 4, 3, 3, 2)
     op = torch.ops.hotkernels.lstm_layer
