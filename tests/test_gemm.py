@@ -12,8 +12,8 @@ ops = torch.ops.hotkernels
 
 # (m, k, n): one element; a batch of one against an LSTM's W_hhᵀ; ragged sizes that leave partial
 # row blocks and panels for every shape (1–4, 6, 8, 12 rows; 16–128 columns), split over threads
-# by (panel, row block) runs; more than one reduction chunk (<= 512 steps); several row tiles (600
-# rows of a 1100-step reduction: tiles hold at most half of L2 of A, 357 rows with a 1 MiB L2) on
+# by (panel, row block) runs; more than one reduction chunk (<= 1024 steps); several row tiles (600
+# rows of a 1100-step reduction: tiles hold at most half of L2 of A, 238 rows with a 1 MiB L2) on
 # the tile grid; an empty reduction (C = 0) and empty outputs; the most rows of A for which B's
 # whole panels are read in place (8 blocks of 8, 1100 steps: chunks of B's rows), and one more.
 SHAPES = [(1, 1, 1), (1, 64, 200), (3, 5, 7), (37, 300, 97), (300, 513, 50), (13, 1000, 130), (257, 40, 33),
