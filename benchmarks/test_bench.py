@@ -16,7 +16,7 @@ from hotkernels import bench
 
 
 def test_case(benchmark, case: bench.Case, rounds: int) -> None:
-    impls = case.setup()
+    impls = case.implementations()
     ours = impls.pop("hotkernels")
     error = bench.max_error(ours(), impls[case.reference_impl]())
     if not benchmark.disabled:

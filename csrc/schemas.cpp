@@ -46,6 +46,9 @@ TORCH_LIBRARY(hotkernels, m) {
   // intra-op thread (for the benchmarks' ceiling; no tensor in, none out).
   m.def("mm(Tensor self, Tensor mat2) -> Tensor", pt2);
   m.def("fma_peak_loop(str isa, int iterations) -> int");
+  // The benchmarks' memory floor (CPU only; csrc/cpu/stream.cpp): one fused pass that reads `reads`,
+  // copies `sources` into `copies` and adds 1 to `updates`, no other work; returns the read bits OR-ed.
+  m.def("stream_pass(Tensor[] reads, Tensor[] sources, Tensor(a!)[] copies, Tensor(b!)[] updates) -> int");
 
   // pool: python/hotkernels/ops/pool.py. kernel_size, stride, padding, dilation as two ints each
   // (the Python wrappers expand torch's shorthand); max_pool2d returns values only (no indices to

@@ -53,7 +53,9 @@ def _result(name="adam x", family="optim", ms=None, baselines=("torch a", "torch
     return bench.Result(family, name, "cpu", list(baselines), baselines[0], ms, 0.0, bytes, flops)
 
 
-CEILINGS = {"cpu": bench.Ceilings([10.0, 12.0, 8.0], [60.0, 50.0, 90.0])}
+# An old record's ceilings (a memory stream probed over the run) and a new one's (compute only).
+CEILINGS = {"cpu": bench.Ceilings([60.0, 50.0, 90.0], stream_probes=[10.0, 12.0, 8.0])}
+COMPUTE = {"cpu": bench.Ceilings([60.0, 90.0], [200.0, 240.0])}
 
 
 def test_baseline_is_the_fastest_present():
@@ -68,23 +70,87 @@ def test_baseline_is_the_fastest_present():
 def test_ceilings_are_the_fastest_of_their_probes():
     assert CEILINGS["cpu"].stream_gbs == 12.0 and CEILINGS["cpu"].matmul_gflops == 90.0
     assert CEILINGS["cpu"].compute_gflops == 90.0  # no FMA probe: the matmul is the compute ceiling
-    with_fma = bench.Ceilings([10.0], [60.0, 90.0], [200.0, 240.0])
+    with_fma = COMPUTE["cpu"]
     assert with_fma.compute_gflops == 240.0  # the FMA peak, which a GEMM library's rate is not
     flops = _result("mm", ms={"torch a": 2.0, "hotkernels": 1.0}, baselines=("torch a",), flops=120 * 10**6)
     assert flops.share(with_fma) == 0.5
 
 
-def test_probe_measures_all_three_ceilings_on_the_cpu():
+def test_probe_measures_both_compute_ceilings_on_the_cpu():
     # Rates only, never compared with each other: a timed comparison fails on a loaded machine
     # (the FMA loop's exact FLOP count is tests/test_gemm.py's).
-    stream, matmul, fma = bench.probe("cpu", quick=True)
-    assert all(math.isfinite(x) and x > 0 for x in (stream, matmul, fma))
+    matmul, fma = bench.probe("cpu", quick=True)
+    assert all(math.isfinite(x) and x > 0 for x in (matmul, fma))
 
 
-def test_copy_ceiling_counts_write_allocate():
-    # read + write-allocate + write, as the cases count theirs
-    assert bench.traffic(read=4, write=4) == 12
-    assert bench.traffic(update=4) == 8
+def test_traffic_counts_write_allocate():
+    # read + write-allocate + write, as the floors move theirs
+    assert bench.Traffic(read=4, write=(4,)).bytes == 12
+    assert bench.Traffic(read=8, write=(4, 4), overwrite=4).bytes == 32
+    assert bench.Traffic(update=4).bytes == 8
+    radam = bench.Traffic(read=4, update=12)
+    assert 2 * radam + bench.Traffic(write=(8,)) == bench.Traffic(read=8, write=(8,), update=24)
+    assert radam * 3 == 3 * radam
+
+
+def test_copy_floor_moves_the_cases_bytes():
+    t = bench.Traffic(read=4 * 1000, write=(4 * 300, 4 * 200), overwrite=4 * 100, update=4 * 50)
+    impls = bench.Case("x", "y", "cpu", lambda: {"hotkernels": lambda: None}, ("torch a",), traffic=t).implementations()
+    floor = impls.pop(bench.FLOOR)
+    assert list(impls) == ["hotkernels"]
+    # Its buffers, by the closure's cells: the clones' sources, the copy's source and destination,
+    # the reads left over, the updated buffer; as many bytes as the case counts, of each kind.
+    sizes = sorted(4 * t.numel() for c in floor.__closure__ for x in [c.cell_contents]
+                   for t in (x if isinstance(x, list) else [x]) if isinstance(t, torch.Tensor))
+    assert sizes == sorted([4 * 300, 4 * 200, 4 * 100, 4 * 100, 4 * 400, 4 * 50])
+    floor()
+    with pytest.raises(ValueError, match="writes more than it reads"):
+        bench.copy_floor(bench.Traffic(read=4, write=(8,)), "cpu")
+    # No traffic, no floor (a compute-bound case)
+    assert bench.FLOOR not in bench.Case("x", "y", "cpu", lambda: {"hotkernels": lambda: None}, ("a",)).implementations()
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 1000, 3 * 4096 + 17, 100_003])
+def test_stream_pass_reads_copies_and_updates_every_value(n):
+    # Lengths around the vector width, the cache line and the chunk (4096 floats), tensors of
+    # different lengths walked in lockstep.
+    reads = [torch.full((n,), 2.0**-126), torch.zeros(3 * n + 1)]  # bit 23, and nothing
+    reads[1][-1] = 1.0  # the last value of the longest tensor: bits 23-29
+    sources = [torch.randn(n), torch.randn(2 * n + 5)]
+    copies = [torch.empty_like(s) for s in sources]
+    updates = [torch.arange(n, dtype=torch.float32), torch.zeros(7)]
+    before = [u.clone() for u in updates]
+    bits = torch.ops.hotkernels.stream_pass(reads, sources, copies, updates)
+    assert bits == 0x3F800000 | 0x00800000
+    for s, c in zip(sources, copies):
+        assert torch.equal(s, c)
+    for b, u in zip(before, updates):
+        assert torch.equal(u, b + 1)
+
+
+def test_stream_pass_rejects_what_it_cannot_stream():
+    x = torch.ones(8)
+    with pytest.raises(RuntimeError, match=r"hotkernels.stream_pass: expected 'reads' to hold contiguous float32"):
+        torch.ops.hotkernels.stream_pass([x.double()], [], [], [])
+    with pytest.raises(RuntimeError, match=r"'updates' to hold contiguous float32 CPU tensors.*not contiguous"):
+        torch.ops.hotkernels.stream_pass([], [], [], [torch.ones(4, 4).t()])
+    with pytest.raises(RuntimeError, match=r"expected as many 'copies' as 'sources'"):
+        torch.ops.hotkernels.stream_pass([], [x], [], [])
+    with pytest.raises(RuntimeError, match=r"expected 'copies'\[0\] to have the 8 elements of 'sources'\[0\]"):
+        torch.ops.hotkernels.stream_pass([], [x], [torch.ones(7)], [])
+
+
+def test_a_memory_bound_case_is_judged_against_its_own_floor():
+    ms = {"torch a": 4.0, bench.FLOOR: 1.5, "hotkernels": 2.0}
+    slow = _result("adam slow", ms=ms, baselines=("torch a",), bytes=24 * 10**6)
+    fast = _result("adam fast", ms={**ms, "hotkernels": 1.0}, baselines=("torch a",), bytes=24 * 10**6)
+    assert slow.share(COMPUTE["cpu"]) == 0.75 and fast.share(COMPUTE["cpu"]) == 1.5
+    assert report.above_ceiling([slow, fast], COMPUTE) == [fast]
+    rec = {"machine": report.machine_info(), "date": "d", "command": "c", "rounds": 1, "quick": False,
+           "ceilings": {"cpu": {"matmul_probes": [90.0], "fma_probes": [240.0]}}, "results": [vars(slow), vars(fast)]}
+    text = report.render(rec)
+    assert "12.0 GB/s (75%) | copy floor 1.500 |" in text and "24.0 GB/s (150%) **above the ceiling**" in text
+    assert "the case's own floor" in text and "memory stream" not in text
 
 
 def test_a_case_above_its_ceiling_is_flagged():

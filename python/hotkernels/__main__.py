@@ -92,7 +92,7 @@ def _bench(args: argparse.Namespace) -> int:
     cases = {(d, n): families[n](d, args.quick) for d in devices for n in names}
     total, done = sum(map(len, cases.values())), 0
     results: list[bench.Result] = []
-    probes: dict[str, list[tuple[float, float, float | None]]] = {d: [] for d in devices}
+    probes: dict[str, list[tuple[float, float | None]]] = {d: [] for d in devices}
     for device in devices:
         # The ceilings are probed before each family and after the last, so that their medians
         # see the load the shared machine had over the whole run, as the cases did.
@@ -106,8 +106,7 @@ def _bench(args: argparse.Namespace) -> int:
         progress(done, total, f"probing the ceilings of {device}")
         probes[device].append(bench.probe(device, args.quick))
     progress(total, total, "done")
-    ceilings = {d: bench.Ceilings([c for c, _, _ in p], [m for _, m, _ in p], [f for _, _, f in p if f is not None])
-                for d, p in probes.items()}
+    ceilings = {d: bench.Ceilings([m for m, _ in p], [f for _, f in p if f is not None]) for d, p in probes.items()}
     missing = sorted({b for r in results if r.baseline is None for b in r.baselines})
     if missing:
         print(f"hotkernels bench: {', '.join(missing)} not installed: rows whose baseline it is have no speedup "
@@ -115,7 +114,7 @@ def _bench(args: argparse.Namespace) -> int:
     over = report.above_ceiling(results, ceilings)
     if over:
         print(f"hotkernels bench: WARNING: {len(over)} cases ran faster than their floor (bytes or flops "
-              f"miscounted, or a ceiling probe ran under load{'; --quick sizes fit in caches' if args.quick else ''}): "
+              f"miscounted, or a ceiling probe ran under load): "
               f"{', '.join(r.id for r in over)}", file=sys.stderr)
     rec = report.record(results, ceilings, shlex.join(["python", "-m", "hotkernels", *args.argv]), rounds,
                         args.quick)

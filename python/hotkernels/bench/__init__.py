@@ -19,8 +19,10 @@ baseline, ...) so that machine noise hits them alike, and each reports the media
 
 from __future__ import annotations
 
+import ctypes
 import math
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -31,12 +33,94 @@ import torch.nn.functional as F
 Impls = dict[str, Callable[[], Any]]
 
 
-def traffic(read: int = 0, write: int = 0, update: int = 0) -> int:
-    """The least bytes a pass moves through DRAM: ``read`` bytes only read; ``write`` bytes written to
-    memory it has not read (each costs a write-allocate read of its cache line, then the write back);
-    ``update`` bytes read and written in place (one read, one write back). The memory ceiling
-    (:func:`probe`) counts its bytes the same way, so a case's share of it is like for like."""
-    return read + 2 * write + 2 * update
+@dataclass(frozen=True)
+class Traffic:
+    """The least bytes a pass moves through memory, by kind: ``read``, bytes only read; ``write``,
+    the sizes of the outputs the pass allocates, bytes written to fresh memory (an allocation of
+    tens of MB is fresh pages, faulted in on first touch, on every call);
+    ``overwrite``, bytes written over memory that exists and is not read (a copy into a kept buffer);
+    ``update``, bytes read and written back in place.
+
+    :attr:`bytes` counts them as DRAM traffic: a write (fresh or not) also costs the read of its
+    cache line before it (write-allocate), an update one read and one write back. The case's floor
+    (:func:`copy_floor`) moves the same bytes of the same kinds, so a case's share of it is like for
+    like."""
+
+    read: int = 0
+    write: tuple[int, ...] = ()
+    overwrite: int = 0
+    update: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.read + 2 * (sum(self.write) + self.overwrite + self.update)
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(self.read + other.read, self.write + other.write, self.overwrite + other.overwrite,
+                       self.update + other.update)
+
+    def __mul__(self, k: int) -> Traffic:
+        return Traffic(k * self.read, k * self.write, k * self.overwrite, k * self.update)
+
+    __rmul__ = __mul__
+
+
+#: The name of a memory-bound case's floor among its implementations (:func:`copy_floor`).
+FLOOR = "copy floor"
+
+
+_MADV_HUGEPAGE = 14  # <sys/mman.h> on Linux
+
+
+def _fresh(like: torch.Tensor) -> torch.Tensor:
+    """A new tensor like ``like``, uninitialised; on the CPU under Linux with its 2 MiB-aligned
+    interior advised ``MADV_HUGEPAGE``, as hotkernels' ops advise their large outputs
+    (``csrc/huge_pages.h``): fresh memory of tens of MB comes from the OS on every call, and faults
+    in faster in huge pages (with transparent huge pages off, the advice does nothing)."""
+    out = torch.empty_like(like)
+    if out.is_cpu and sys.platform == "linux":
+        huge = 2 << 20
+        begin = -(-out.data_ptr() // huge) * huge
+        end = (out.data_ptr() + out.nbytes) // huge * huge
+        if end > begin + huge:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise(ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), ctypes.c_int(_MADV_HUGEPAGE))
+    return out
+
+
+def copy_floor(t: Traffic, device: str) -> Callable[[], Any]:
+    """The floor of a memory-bound case: a pass that moves the case's bytes, of the same kinds, over
+    buffers of the same total size (so from the same level of the cache hierarchy), and does
+    nothing else, timed in the case's own interleaved rounds (so under the same load). Each
+    ``write`` is a copy into a fresh allocation of its size, as the case's output is (with huge
+    pages advised, as hotkernels' ops advise theirs: :func:`_fresh`), ``overwrite`` a copy into a
+    kept buffer; each copy reads its source, taken from the case's reads, and the reads left over
+    are read alone; ``update`` adds 1 in place. On the CPU all of it is one fused pass
+    (``hotkernels::stream_pass``, in the instruction set's vector width), as the fused kernels it
+    is the floor of stream their operands together: separate passes take longer. Elsewhere torch's
+    clone, copy_, sum and add_. A case faster than its floor has its bytes miscounted, or the floor
+    is to be fixed."""
+    if t.read < sum(t.write) + t.overwrite:
+        raise ValueError(f"copy_floor: {t} writes more than it reads, and the copies would read as much as they write")
+
+    def floats(nbytes: int) -> torch.Tensor:
+        return torch.ones(nbytes // 4, device=device)
+
+    fresh_src = [floats(n) for n in t.write]
+    over_src, over_dst = floats(t.overwrite), floats(t.overwrite)
+    rest, updated = floats(t.read - sum(t.write) - t.overwrite), floats(t.update)
+    if device == "cpu":
+        return lambda: torch.ops.hotkernels.stream_pass([rest], [*fresh_src, over_src],
+                                                        [*map(_fresh, fresh_src), over_dst], [updated])
+
+    def run() -> None:
+        for src in fresh_src:
+            _fresh(src).copy_(src)
+        over_dst.copy_(over_src)
+        rest.sum()
+        updated.add_(1.0)
+
+    return run
 
 
 def input_grad(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -66,7 +150,7 @@ class Case:
     # Implementation whose result hotkernels' must match (default: the first baseline). Differs
     # where the baseline computes a variant of the algorithm (torch_optimizer's Lamb is not NVLAMB).
     reference: str = ""
-    bytes: int = 0  # least DRAM traffic, from traffic(); for GB/s
+    traffic: Traffic | None = None  # least memory traffic: for GB/s, and the case's floor
     flops: int = 0  # floating-point operations, for GFLOP/s
     # A training step (the whole-model cases): every call takes one optimizer step and returns the
     # loss, so the run also reports the loss each implementation reached after its last step.
@@ -80,10 +164,17 @@ class Case:
     def reference_impl(self) -> str:
         return self.reference or self.baselines[0]
 
+    def implementations(self) -> Impls:
+        """What the case times: its setup's implementations, and a memory-bound case's floor."""
+        impls = self.setup()
+        if self.traffic:
+            impls[FLOOR] = copy_floor(self.traffic, self.device)
+        return impls
+
     def result(self, ms: dict[str, float], max_error: float, losses: dict[str, float] | None = None,
                steps: int = 0) -> Result:
         return Result(self.family, self.name, self.device, list(self.baselines), self.reference_impl, ms, max_error,
-                      self.bytes, self.flops, losses or {}, steps)
+                      self.traffic.bytes if self.traffic else 0, self.flops, losses or {}, steps)
 
 
 @dataclass(frozen=True)
@@ -150,12 +241,18 @@ class Result:
         return None
 
     def share(self, ceilings: Ceilings | None) -> float | None:
-        """The rate as a share of the machine's ceiling for its kind (compute or copy); above 1
-        means the case beat its floor, i.e. its bytes or flops are miscounted or a probe ran slow."""
+        """The rate as a share of the machine's ceiling for its kind; above 1 means the case beat its
+        floor, i.e. its bytes or flops are miscounted or a probe ran slow. GFLOP/s: of the compute
+        ceiling. GB/s: its own floor's time over its time (:func:`copy_floor`, the same bytes); in
+        records made before cases had floors, of the memory stream probed over the run."""
         rate = self.rate()
         if rate is None or ceilings is None:
             return None
-        return rate[0] / (ceilings.compute_gflops if rate[1] == "GFLOP/s" else ceilings.stream_gbs)
+        if rate[1] == "GFLOP/s":
+            return rate[0] / ceilings.compute_gflops
+        if FLOOR in self.ms:
+            return self.ms[FLOOR] / self.ms["hotkernels"]
+        return rate[0] / ceilings.stream_gbs if ceilings.stream_probes else None
 
 
 def synchronize(device: str) -> None:
@@ -216,7 +313,7 @@ def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP) -> dic
 
 
 def run(case: Case, rounds: int) -> Result:
-    impls = case.setup()
+    impls = case.implementations()
     error = max_error(impls["hotkernels"](), impls[case.reference_impl]())
     ms = measure(impls, case.device, rounds)
     losses, steps = {}, 0
@@ -243,43 +340,17 @@ def targets() -> dict[str, list[Target]]:
             "optim": optim.TARGETS, "pool": pool.TARGETS, "models": models.TARGETS}
 
 
-def _last_level_cache_bytes(device: str) -> int:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_properties(device).L2_cache_size
-    sizes = []
-    for index in range(8):
-        try:
-            with open(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size") as f:
-                text = f.read().strip()
-        except OSError:
-            break
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
-        sizes.append(int(text.rstrip("KMG")) * scale)
-    return max(sizes, default=0)
+def probe(device: str, quick: bool) -> tuple[float, float | None]:
+    """One measurement of the machine's compute ceilings: (float32 matmul GFLOP/s, float32 FMA
+    GFLOP/s or None on CUDA). (Memory-bound cases have floors of their own: :func:`copy_floor`.)
 
-
-def probe(device: str, quick: bool) -> tuple[float, float, float | None]:
-    """One measurement of the machine's ceilings: (copy GB/s, float32 matmul GFLOP/s, float32 FMA
-    GFLOP/s or None on CUDA).
-
-    Memory: the faster of two streams over buffers of at least 256 MiB and 4x the last-level cache,
-    so that they run from DRAM, bytes counted as :func:`traffic` counts a case's: a copy
-    ``dst.copy_(src)`` (read src, write-allocate and write dst: 12 per float32) and an in-place
-    update ``dst.add_(src)`` (read src, read and write back dst: 12 per float32), the pattern of the
-    optimizer steps and in-place ops, which skips the write-allocate and streams faster on some
-    CPUs: a case of that pattern must not beat a ceiling measured with copies alone. Matmul: a square float32 matmul (2048 on the CPU, 8192 on CUDA,
+    Matmul: a square float32 matmul (2048 on the CPU, 8192 on CUDA,
     1024 quick), the compute ceiling of the GEMM-bound cases. On the CPU the faster of torch's two
     GEMM libraries: its BLAS (``torch.mm``; MKL takes a slow path on AMD CPUs) and oneDNN
     (``F.linear`` on ``to_mkldnn()`` tensors). On CUDA with the TF32 setting that cuDNN uses, as
     the conv2d cases do. Each a median of its rounds. FMA (CPU only): the register-only FMA loop of
     the instruction set hotkernels runs (:func:`hotkernels.ops.gemm.fma_peak_gflops`) on every
     thread, the floor no float32 kernel can pass, where a GEMM library's rate is one it can."""
-    n = max(1 << 28, 4 * _last_level_cache_bytes(device)) // 4
-    src = torch.ones(n, device=device)
-    dst = torch.empty_like(src)
-    stream_ms = min(measure({"copy": lambda: dst.copy_(src), "update": lambda: dst.add_(src)}, device,
-                            rounds=5).values())
-    del src, dst
     m = 1024 if quick else (2048 if device == "cpu" else 8192)
     a = torch.randn(m, m, device=device)
     b = torch.randn(m, m, device=device)
@@ -299,20 +370,21 @@ def probe(device: str, quick: bool) -> tuple[float, float, float | None]:
         from ..ops.gemm import fma_peak_gflops
 
         fma = max(fma_peak_gflops(cpu_isa(), seconds=0.05 if quick else 0.2) for _ in range(3))
-    # traffic(read=4n, write=4n) == traffic(read=4n, update=4n): one byte count for both streams.
-    return traffic(read=4 * n, write=4 * n) / (stream_ms / 1e3) / 1e9, 2 * m**3 / (mm_ms / 1e3) / 1e9, fma
+    return 2 * m**3 / (mm_ms / 1e3) / 1e9, fma
 
 
 @dataclass(frozen=True)
 class Ceilings:
-    """What this machine reaches at all: the fastest of several :func:`probe` runs spread over a
-    benchmark run. One probe catches whatever load the shared machine had at that moment, and the
-    bandwidth a shared machine gives moves within a run (seen here: 51 to 90 GB/s), so a median
-    of the probes is no ceiling: cases that ran in a fast spell beat it."""
+    """What this machine computes at all: the fastest of several :func:`probe` runs spread over a
+    benchmark run. One probe catches whatever load the shared machine had at that moment, so a
+    median of the probes is no ceiling: cases that ran in a fast spell beat it.
 
-    stream_probes: list[float]  # GB/s, each counted as traffic() counts
+    ``stream_probes`` only in records made before memory-bound cases had floors of their own: a
+    DRAM stream of 4x the last-level cache, which cases that fit in a large L3 beat."""
+
     matmul_probes: list[float]  # float32 GEMM GFLOP/s
     fma_probes: list[float] = field(default_factory=list)  # float32 FMA-loop GFLOP/s (CPU)
+    stream_probes: list[float] = field(default_factory=list)  # GB/s, as Traffic.bytes counts
 
     @property
     def stream_gbs(self) -> float:

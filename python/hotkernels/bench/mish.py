@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Case, Target, input_grad, traffic
+from . import Case, Target, Traffic, input_grad
 from ..ops.mish import mish
 
 # Against torch: the CPU on float32 16M on 2 threads; the GPU at >= 85% of the measured copy bandwidth.
@@ -69,16 +69,16 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     for dtype in dtypes:
         b = torch.empty((), dtype=dtype).element_size()
         name = str(dtype).removeprefix("torch.")
-        # Least traffic: forward reads x and writes y; in place, the copy that restores the input
-        # each round (the same on both sides) reads x and writes y, and mish's update of y may then
-        # run from the cache where the copy left y's last lines (a 64 MB y is within a few last-level
-        # caches of it), so the least is the copy's; forward+backward: the forward, then the backward
-        # reads x and g and writes dx.
+        # Least traffic: forward reads x and writes a fresh y; in place, the copy that restores the
+        # input each round (the same on both sides) reads x and overwrites y, and mish's update of y
+        # may then run from the cache where the copy left y's last lines (a 64 MB y is within a few
+        # last-level caches of it), so the least is the copy's; forward+backward: the forward, then
+        # the backward reads x and g and writes a fresh dx.
         case = dict(device=device, baselines=("torch F.mish",))
         out.append(Case("mish", f"forward {name} {size}", setup=_forward(n, dtype, device),
-                        bytes=traffic(read=n * b, write=n * b), **case))
+                        traffic=Traffic(read=n * b, write=(n * b,)), **case))
         out.append(Case("mish", f"forward in place {name} {size}", setup=_forward_inplace(n, dtype, device),
-                        bytes=traffic(read=n * b, write=n * b), **case))
+                        traffic=Traffic(read=n * b, overwrite=n * b), **case))
         out.append(Case("mish", f"forward+backward {name} {size}", setup=_forward_backward(n, dtype, device),
-                        bytes=traffic(read=3 * n * b, write=2 * n * b), **case))
+                        traffic=Traffic(read=3 * n * b, write=(n * b, n * b)), **case))
     return out

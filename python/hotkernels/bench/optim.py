@@ -14,7 +14,7 @@ but whose results do not.
 
 Each call of an implementation is one optimizer step (Ranger: k = 6 steps, Lookahead: k = 5, so
 that the sync is counted once per cycle). Ralamb and RangerLars are not benchmarked: neither torch
-nor torch_optimizer has them. Least traffic per param, float32, as :func:`~hotkernels.bench.traffic`
+nor torch_optimizer has them. Least traffic per param, float32, as :class:`~hotkernels.bench.Traffic`
 counts it (the state is updated in place): Adam/RAdam read g and update p, m, v. LAMB without
 param-sized temporaries: the global gradient norm reads g, the moments pass reads p and g and
 updates m and v, the update pass reads m and v and updates p. NovoGrad: the gradient norm reads g,
@@ -40,7 +40,7 @@ from typing import Callable
 
 import torch
 
-from . import Case, Target, traffic
+from . import Case, Target, Traffic
 from .. import optim as HO
 
 REFERENCE = "hotkernels reference loop"
@@ -223,13 +223,13 @@ def _torch_optimizer(name: str, inner: Callable | None = None, **kwargs) -> dict
 def cases(device: str, quick: bool = False) -> list[Case]:
     out = []
     # Least traffic per float32 param, pass by pass (module docstring).
-    radam = traffic(read=4, update=12)
+    radam = Traffic(read=4, update=12)
     per_param = {"adam": radam, "radam": radam,
-                 "lamb": traffic(read=4) + traffic(read=8, update=8) + traffic(read=8, update=4),
-                 "novograd": traffic(read=4) + traffic(read=4, update=8), "ranger x6": 6 * radam + traffic(update=8),
-                 "lookahead adam x5": 5 * radam + traffic(update=8),
-                 "amp adam": traffic(read=4) + radam, "clip adam": traffic(read=4) + radam,
-                 "bf16 adam": traffic(read=2, update=6)}
+                 "lamb": Traffic(read=4) + Traffic(read=8, update=8) + Traffic(read=8, update=4),
+                 "novograd": Traffic(read=4) + Traffic(read=4, update=8), "ranger x6": 6 * radam + Traffic(update=8),
+                 "lookahead adam x5": 5 * radam + Traffic(update=8),
+                 "amp adam": Traffic(read=4) + radam, "clip adam": Traffic(read=4) + radam,
+                 "bf16 adam": Traffic(read=2, update=6)}
     for set_name, shapes in _param_sets(quick).items():
         n = sum(math.prod(s) for s in shapes)
         size = f"{set_name} {n / 1e6:.1f}M"
@@ -237,7 +237,7 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         def add(name: str, makers: dict[str, Callable], baselines: tuple[str, ...], reference: str = "",
                 steps: int = 1, dtype: torch.dtype = torch.float32) -> None:
             out.append(Case("optim", f"{name} {size}", device, _setup(shapes, device, makers, steps, dtype),
-                            baselines=baselines, reference=reference, bytes=per_param[name] * n))
+                            baselines=baselines, reference=reference, traffic=per_param[name] * n))
 
         add("adam", {"torch Adam fused": lambda p: torch.optim.Adam(p, fused=True),
                      "torch Adam foreach": lambda p: torch.optim.Adam(p, foreach=True),

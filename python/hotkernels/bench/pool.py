@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import Case, Target, input_grad, traffic
+from . import Case, Target, Traffic, input_grad
 from ..ops.pool import avg_pool2d, max_pool2d
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
@@ -73,13 +73,13 @@ def cases(device: str, quick: bool = False) -> list[Case]:
             impls = (torch_name, theirs, ours)
             # Least traffic: forward reads x and writes y; forward+backward (max) also writes the
             # argmax autograd saves (a byte per output: the window offset), then reads grad_output
-            # and the argmax and writes grad_input (each element once).
+            # and the argmax and writes grad_input (each element once). Every output is fresh.
             out.append(Case("pool", f"{name} forward {fmt} {size}", device,
                             _forward(shape, dtype, device, channels_last, *impls), baselines=(torch_name,),
-                            bytes=traffic(read=n * b, write=m * b)))
+                            traffic=Traffic(read=n * b, write=(m * b,))))
             if name.startswith("max"):
                 out.append(Case("pool", f"{name} forward+backward {fmt} {size}", device,
                                 _forward_backward(shape, dtype, device, channels_last, *impls),
                                 baselines=(torch_name,),
-                                bytes=traffic(read=n * b + m * (b + 1), write=m * (b + 1) + n * b)))
+                                traffic=Traffic(read=n * b + m * (b + 1), write=(m * b, m, n * b))))
     return out

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import Ceilings, Result, Target, targets
+from . import FLOOR, Ceilings, Result, Target, targets
 
 
 def cpu_model() -> str:
@@ -98,7 +98,8 @@ def parse(rec: dict[str, Any]) -> tuple[list[Result], dict[str, Ceilings]]:
 
 def above_ceiling(results: list[Result], ceilings: dict[str, Ceilings]) -> list[Result]:
     """Cases that ran faster than their floor: their bytes or flops are miscounted, or a ceiling
-    probe ran under more load than the case did. Either way their share is not to be believed."""
+    probe ran under more load than the case did, or a copy floor is slower than it should be.
+    Either way their share is not to be believed."""
     return [r for r in results if (r.share(ceilings.get(r.device)) or 0) > 1]
 
 
@@ -143,7 +144,6 @@ def _loss_lines(results: list[Result]) -> list[str]:
 def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
     lines = []
     for device, c in ceilings.items():
-        streams = ", ".join(f"{v:.1f}" for v in c.stream_probes)
         mms = ", ".join(f"{v:.1f}" for v in c.matmul_probes)
         compute = f"float32 matmul {c.matmul_gflops:.1f} GFLOP/s (probes {mms})"
         if c.fma_probes:
@@ -151,8 +151,11 @@ def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
             compute = (f"float32 FMA peak of the instruction set in use {c.compute_gflops:.1f} GFLOP/s (probes {fmas}; "
                        f"the compute ceiling), "
                        f"torch's best {compute}")
-        lines.append(f"Ceilings on {device}, the fastest of {len(c.stream_probes)} probes spread over the run: "
-                     f"memory stream {c.stream_gbs:.1f} GB/s (probes {streams}), {compute}.  ")
+        if c.stream_probes:  # a record from before memory-bound cases had floors of their own
+            streams = ", ".join(f"{v:.1f}" for v in c.stream_probes)
+            compute = f"memory stream {c.stream_gbs:.1f} GB/s (probes {streams}), {compute}"
+        lines.append(f"Ceilings on {device}, the fastest of {len(c.matmul_probes)} probes spread over the run: "
+                     f"{compute}.  ")
     return lines
 
 
@@ -207,7 +210,14 @@ def summary(results: list[Result], ceilings: dict[str, Ceilings]) -> list[str]:
 def render(rec: dict[str, Any]) -> str:
     """The Markdown of a run record: machine, legend, table, ceilings, summary against the targets."""
     results, ceilings = parse(rec)
-    quick = " (--quick sizes: small enough to sit in caches, so shares above the ceiling are expected)"
+    quick = " (--quick sizes: small, and run from the caches)"
+    # Memory-bound cases are judged against their own copy floor; records from before that, against
+    # a memory stream probed over the run.
+    own_floors = any(FLOOR in r.ms for r in results)
+    memory_floor = (f"for GB/s: the case's own floor, its \"{FLOOR}\" (torch's clone, copy_, sum and add_ "
+                    "moving the same bytes of the same kinds over buffers of the same size, an allocation per "
+                    "output included, timed in the case's rounds): floor ms / hotkernels ms" if own_floors else
+                    "for GB/s: the faster of a large copy and a large in-place update, counted the same way, for GB/s")
     lines = [
         f"Machine: {machine_line(rec['machine'])}.  ",
         f"Run: {rec['date']}, `{rec['command']}`, medians of {rec['rounds']} interleaved rounds"
@@ -218,7 +228,8 @@ def render(rec: dict[str, Any]) -> str:
         "largest absolute difference of hotkernels' result from the baseline's (or the named reference's); an "
         "inf or NaN where the other side differs counts as inf. \"rate\": GFLOP/s, or GB/s over the case's "
         "least DRAM traffic (reads, write-allocates and writes), with its share of the machine's ceiling "
-        "(for GFLOP/s: on the CPU the float32 FMA peak of a register-only loop, elsewhere the faster of torch's float32 GEMMs; for GB/s: the faster of a large copy and a large in-place update, counted the same way, for GB/s).",
+        "(for GFLOP/s: on the CPU the float32 FMA peak of a register-only loop, elsewhere the faster of torch's "
+        f"float32 GEMMs; {memory_floor}).",
         "",
         *table(results, ceilings),
         "",
@@ -227,7 +238,8 @@ def render(rec: dict[str, Any]) -> str:
     ]
     over = above_ceiling(results, ceilings)
     if over:
-        lines += ["", f"**Above the ceiling** (bytes or flops miscounted, or a probe ran under load): "
+        lines += ["", f"**Above the ceiling** (bytes or flops miscounted, or a probe ran under load"
+                      f"{', or a copy floor is slow' if own_floors else ''}): "
                       f"{', '.join(r.id for r in over)}."]
     lines += ["", "Against the targets of the issues (`TARGETS` in `python/hotkernels/bench/<family>.py`):", "",
               *summary(results, ceilings)]

@@ -1,0 +1,43 @@
+// Vector loops of the memory floor (csrc/cpu/simd/stream.h): whole vectors, then a scalar tail.
+#include "cpu/simd/stream.h"
+
+#include "cpu/simd/simd.h"
+
+namespace hotkernels::cpu::HK_ISA {
+namespace {
+
+using simd::kLanes;
+using simd::vfloat;
+using simd::vint32;
+
+uint32_t read(const uint32_t* p, int64_t n) {
+  vint32 bits{};
+  int64_t i = 0;
+  for (; i + kLanes<float> <= n; i += kLanes<float>) {
+    vint32 v;
+    std::memcpy(&v, p + i, sizeof(v));
+    bits |= v;
+  }
+  uint32_t out = 0;
+  for (int64_t l = 0; l < kLanes<float>; ++l) out |= static_cast<uint32_t>(bits[l]);
+  for (; i < n; ++i) out |= p[i];
+  return out;
+}
+
+void copy(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes<float> <= n; i += kLanes<float>) simd::store(dst + i, simd::load(src + i));
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+void add_one(float* p, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes<float> <= n; i += kLanes<float>) simd::store(p + i, simd::load(p + i) + 1.0f);
+  for (; i < n; ++i) p[i] += 1.0f;
+}
+
+}  // namespace
+
+extern const StreamKernels stream_kernels{read, copy, add_one};
+
+}  // namespace hotkernels::cpu::HK_ISA

@@ -1,0 +1,19 @@
+// The loops of the benchmarks' memory floor (csrc/cpu/stream.cpp), one table per instruction set:
+// memory traffic at the vector width of the kernels it is the floor of, and no other work.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/isa.h"
+
+namespace hotkernels::cpu {
+
+struct StreamKernels {
+  uint32_t (*read)(const uint32_t* p, int64_t n);      // the bits of p[0, n) OR-ed
+  void (*copy)(float* dst, const float* src, int64_t n);
+  void (*add_one)(float* p, int64_t n);                 // p[i] += 1, in place
+};
+
+}  // namespace hotkernels::cpu
+
+HK_DECLARE_ISA_TABLE(hotkernels::cpu::StreamKernels, stream_kernels)

@@ -1,0 +1,77 @@
+// `stream_pass` (schema in csrc/schemas.cpp): the memory floor of the benchmarks' memory-bound cases
+// (python/hotkernels/bench copy_floor), as `fma_peak_loop` (csrc/cpu/gemm.cpp) is the compute one.
+// One pass that reads `reads`, copies each of `sources` into its `copies` and adds 1 to each of
+// `updates` in place, with no other work: a fused kernel's traffic (an optimizer step reads g and
+// updates p, m and v in one pass) at no compute, which separate torch passes (a sum, then an add_
+// per tensor) do not reach. All tensors advance in lockstep, chunk c of each together, as a fused
+// kernel walks its operands, and the chunks are split over the intra-op threads. The loops are
+// the instruction set's (csrc/cpu/simd/stream.cpp), so `HOTKERNELS_CPU_ISA` caps them too.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "cpu/simd/stream.h"
+
+namespace hotkernels::cpu {
+namespace {
+
+void check_stream(const char* arg, const at::Tensor& t) {
+  TORCH_CHECK(t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(), "hotkernels.stream_pass: expected '",
+              arg, "' to hold contiguous float32 CPU tensors, but got a ", t.scalar_type(), " tensor on ", t.device(),
+              t.is_contiguous() ? "" : " (not contiguous)");
+}
+
+// The bits of every value read, OR-ed: a result that depends on all reads, so that none is elided.
+int64_t stream_pass(at::TensorList reads, at::TensorList sources, at::TensorList copies, at::TensorList updates) {
+  TORCH_CHECK(sources.size() == copies.size(), "hotkernels.stream_pass: expected as many 'copies' as 'sources', got ",
+              copies.size(), " and ", sources.size());
+  int64_t most = 0;
+  for (auto [arg, list] : {std::pair{"reads", reads}, {"sources", sources}, {"copies", copies}, {"updates", updates}}) {
+    for (const at::Tensor& t : list) {
+      check_stream(arg, t);
+      most = std::max(most, t.numel());
+    }
+  }
+  for (size_t i = 0; i < sources.size(); ++i) {
+    TORCH_CHECK(copies[i].numel() == sources[i].numel(), "hotkernels.stream_pass: expected 'copies'[", i,
+                "] to have the ", sources[i].numel(), " elements of 'sources'[", i, "], but got ", copies[i].numel());
+  }
+  constexpr int64_t kChunk = 4096;  // floats of the largest tensor per chunk (16 KiB; 1 KiB ran slower)
+  const int64_t chunks = std::max<int64_t>(1, (most + kChunk - 1) / kChunk);
+  const StreamKernels& kernel = HK_ISA_TABLE(stream_kernels);
+  std::atomic<uint32_t> seen{0};
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    uint32_t bits = 0;
+    for (int64_t c = begin; c < end; ++c) {
+      // Chunk c of a tensor of n values: [c·n / chunks, (c + 1)·n / chunks), the bounds rounded down
+      // to 16 floats (a cache line; the last chunk ends at n), so that every chunk but the last runs
+      // whole vectors from a line boundary, as a fused kernel's elementwise loop does.
+      auto bound = [&](int64_t n, int64_t at) { return at == chunks ? n : at * n / chunks / 16 * 16; };
+      auto chunk = [&](const at::Tensor& t) { return std::pair{bound(t.numel(), c), bound(t.numel(), c + 1)}; };
+      for (const at::Tensor& t : reads) {
+        const auto [lo, hi] = chunk(t);
+        bits |= kernel.read(static_cast<const uint32_t*>(t.const_data_ptr()) + lo, hi - lo);
+      }
+      for (size_t k = 0; k < sources.size(); ++k) {
+        const auto [lo, hi] = chunk(sources[k]);
+        kernel.copy(copies[k].mutable_data_ptr<float>() + lo, sources[k].const_data_ptr<float>() + lo, hi - lo);
+      }
+      for (const at::Tensor& t : updates) {
+        const auto [lo, hi] = chunk(t);
+        kernel.add_one(t.mutable_data_ptr<float>() + lo, hi - lo);
+      }
+    }
+    seen.fetch_or(bits);
+  });
+  return seen.load();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hotkernels, CPU, m) { m.impl("stream_pass", &stream_pass); }
+
+}  // namespace hotkernels::cpu
