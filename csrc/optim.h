@@ -68,7 +68,7 @@ HK_HOST_DEVICE math::AdamConsts<S> adam_consts(const AdamHyper& h, double t) {
           S(h.beta2),
           S(1 - h.beta2),
           S(h.lr / bias_correction1),
-          {S(0), S(sqrt(bias_correction2)), S(h.eps)},
+          {S(0), S(1 / sqrt(bias_correction2)), S(h.eps)},
           S(h.maximize ? -h.grad_factor : h.grad_factor)};
 }
 
@@ -120,7 +120,7 @@ math::LambConsts<S> lamb_consts(const LambHyper& h, double t) {
   c.beta2 = S(h.beta2);
   c.one_minus_beta2 = S(1 - h.beta2);
   c.weight_decay = S(h.weight_decay);
-  c.denom.divisor = S(std::sqrt(bias_correction2));
+  c.denom.inv_divisor = S(1 / std::sqrt(bias_correction2));
   if (h.rectify) {
     const Rectification r = radam_rectification(h.beta2, t);
     c.adaptive = r.adaptive;

@@ -376,6 +376,36 @@ def test_master_weights_in_a_mixed_group_and_state_dict_round_trip():
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RAdam"])
+@pytest.mark.parametrize("n", [7, 1005, 70_000], ids=["tail", "vectors+tail", "spans"])
+def test_bfloat16_step_is_the_float32_step_rounded(name, n):
+    """A bfloat16 param with bfloat16 state (the CPU converts each vector in registers, a kernel of
+    its own) steps exactly as float32 Adam on the widened values, rounded to nearest: params, moments,
+    every step (RAdam's first ones un-rectified), with L2 or decoupled weight decay and maximize.
+    Lengths: a tail shorter than a vector, vectors and a tail, several spans over threads. (Not with
+    clipping: the norm of bfloat16 grads is summed in widened blocks, of float32 ones per span, so the
+    two factors may differ in their last bits.)"""
+    make = {"Adam": lambda q: HO.Adam(q, lr=1e-2, weight_decay=0.1),
+            "AdamW": lambda q: HO.AdamW(q, lr=1e-2, maximize=True),
+            "RAdam": lambda q: HO.RAdam(q, lr=1e-2, weight_decay=0.1)}[name]
+    torch.manual_seed(0)
+    p = torch.randn(n).bfloat16().requires_grad_()
+    opt = make([p])
+    for _ in range(STEPS):
+        p.grad = torch.randn(n).bfloat16()
+        twin = p.detach().float().requires_grad_()
+        twin.grad = p.grad.float()
+        ref = make([twin])
+        if opt.state[p]:
+            ref.state[twin] = {k: v.float() if v.dtype == torch.bfloat16 else v.clone() for k, v in opt.state[p].items()}
+        opt.step()
+        ref.step()
+        assert torch.equal(p.detach(), twin.detach().bfloat16())
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert opt.state[p][key].dtype == torch.bfloat16
+            assert torch.equal(opt.state[p][key], ref.state[twin][key].bfloat16()), key
+
+
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.8])
 def test_stochastic_rounding_is_unbiased(fraction):
     """A float32 master value `fraction` of a bfloat16 unit above a bfloat16 value rounds up with that

@@ -148,6 +148,56 @@ void narrow_bf16(const float* in, uint16_t* out, int64_t n) {
   }
 }
 
+// The same conversions on vectors: a bfloat16 vector (L values) widened to float lanes; float
+// lanes narrowed to nearest even, NaN to 0x7FC0.
+typedef uint16_t vbf16 __attribute__((vector_size(HK_VEC_BYTES / 2)));
+typedef uint32_t vuint32 __attribute__((vector_size(HK_VEC_BYTES)));
+
+inline simd::vfloat load_bf16(const uint16_t* p) {
+  vbf16 h;
+  std::memcpy(&h, p, sizeof h);
+  return (simd::vfloat)(__builtin_convertvector(h, vuint32) << 16);
+}
+
+inline void store_bf16(uint16_t* p, simd::vfloat x) {
+  const vuint32 bits = (vuint32)x;
+  const vuint32 rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  const vuint32 out = (bits & 0x7FFFFFFFu) > 0x7F800000u ? vuint32{} + 0x7FC0u : rounded;
+  const vbf16 h = __builtin_convertvector(out, vbf16);
+  std::memcpy(p, &h, sizeof h);
+}
+
+template <bool kAdaptive>
+void adam_bf16_span(const math::AdamConsts<float>& c, uint16_t* p, const uint16_t* g, uint16_t* m, uint16_t* v,
+                    int64_t n) {
+  using V = simd::vfloat;
+  constexpr int64_t L = simd::kLanes<float>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V pv = load_bf16(p + i), mv = load_bf16(m + i), vv = load_bf16(v + i), unused{};
+    math::adam_step<false, kAdaptive>(pv, load_bf16(g + i), mv, vv, unused, c, simd::Sqrt{});
+    store_bf16(p + i, pv);
+    store_bf16(m + i, mv);
+    store_bf16(v + i, vv);
+  }
+  if (i == n) return;
+  // The tail as a widened span's: widened, stepped by the float kernel's scalar tail, narrowed.
+  float buf[4][L];
+  uint16_t* ops[4] = {p + i, const_cast<uint16_t*>(g + i), m + i, v + i};
+  for (int k = 0; k < 4; ++k) widen_bf16(ops[k], buf[k], n - i);
+  adam_span<float, false, kAdaptive>(c, buf[0], buf[1], buf[2], buf[3], nullptr, n - i);
+  for (int k : {0, 2, 3}) narrow_bf16(buf[k], ops[k], n - i);
+}
+
+void adam_bf16(const math::AdamConsts<float>& c, math::AdamMode mode, uint16_t* p, const uint16_t* g, uint16_t* m,
+               uint16_t* v, int64_t n) {
+  switch (mode) {
+    case math::AdamMode::adam: return adam_bf16_span<true>(c, p, g, m, v, n);
+    case math::AdamMode::momentum_only: return adam_bf16_span<false>(c, p, g, m, v, n);
+    case math::AdamMode::amsgrad: break;  // widened instead (csrc/cpu/optim.cpp)
+  }
+}
+
 template <class T>
 constexpr OptimKernel<T> table() {
   return {&adam<T>, &sq_norm<T>, &lamb_moments<T>, &lamb_apply<T>, &novograd<T>, &lookahead<T>};
@@ -156,6 +206,6 @@ constexpr OptimKernel<T> table() {
 }  // namespace
 
 extern const OptimKernels optim_kernels = {table<float>(), table<double>()};
-extern const Bf16Conversions bf16_conversions = {&widen_bf16, &narrow_bf16};
+extern const Bf16Kernels bf16_kernels = {&widen_bf16, &narrow_bf16, &adam_bf16};
 
 }  // namespace hotkernels::cpu::HK_ISA
