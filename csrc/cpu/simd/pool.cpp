@@ -205,6 +205,18 @@ IxVec<T> window_arg(IxVec<T> hc, int64_t kh, int64_t ih, const Pool2d& p) {
   return hc + static_cast<Ix<T>>(A == MaxArg::indices ? ih * p.W : kh * p.kW);
 }
 
+// The plane kernels fetch the row kRowsAhead rows on (past the plane's end: the next plane's, this
+// thread's next unit of work) while they work on one: for reading, or (kWrite) for writing, the
+// gradient rows of the backward kernels. Without it, 3x3/s2 max pooling of (32, 64, 112, 112) ran at
+// ~0.67 of its copy floor on a Xeon, ~0.8-0.9 with it (4 to 16 rows ahead measured alike).
+constexpr int64_t kRowsAhead = 8;
+template <int kWrite = 0, class T>
+void prefetch_row(const T* row, int64_t n) {
+  for (int64_t byte = 0; byte < n * static_cast<int64_t>(sizeof(T)); byte += 64) {
+    __builtin_prefetch(reinterpret_cast<const char*>(row) + byte, kWrite);
+  }
+}
+
 // ArgT: int64_t (indices) or uint8_t (offsets); ignored for values only.
 template <class T, MaxArg A, int S, class ArgT>
 void max_plane_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scratch) {
@@ -220,6 +232,7 @@ void max_plane_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scrat
     for (int64_t k = t.k0; k < t.k1; ++k) {
       const int64_t ih = start + k * p.dH;
       if (!done[ih]) {
+        prefetch_row(in + (ih + kRowsAhead) * p.W, p.W);
         max_row<T, A, S>(load_row(buf, in + ih * p.W, p), hv + ih * OWp, hc + ih * OWp, p);
         done[ih] = 1;
       }
@@ -310,6 +323,7 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
   T* gs = static_cast<T*>(scratch);
   uint8_t* os = reinterpret_cast<uint8_t*>(gs + p.OH * gr.row);
   for (int64_t oh = 0; oh < p.OH; ++oh) {
+    prefetch_row(grad_out + (oh + kRowsAhead) * p.OW, p.OW);
     T* g = gs + oh * gr.row;
     std::fill(g, g + gr.pad, T(0));
     std::copy(grad_out + oh * p.OW, grad_out + (oh + 1) * p.OW, g + gr.pad);
@@ -346,6 +360,7 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
   GatherTerm<T> terms[math::kMaxOffsetTaps];
   for (int64_t ih = 0; ih < p.H; ++ih) {
     T* gi = grad_in + ih * p.W;
+    prefetch_row<1>(gi + kRowsAhead * p.W, p.W);
     const RowTap* rows = row_taps + ih * p.kH;
     const int64_t nr = row_count[ih], n = nr * p.kW;
     if (n == 0) {  // no window reaches this row
@@ -429,6 +444,7 @@ void avg_plane_impl(const T* in, T* out, const Pool2d& p, const AvgMode& mode, v
     const math::AvgSpan h = math::avg_span(oh, p.kH, p.sH, p.pH, p.H);
     for (int64_t ih = h.lo; ih < h.hi; ++ih) {
       if (!done[ih]) {
+        prefetch_row(in + (ih + kRowsAhead) * p.W, p.W);
         sum_row<T, S>(load_row(buf, in + ih * p.W, p), hv + ih * OWp, p);
         done[ih] = 1;
       }
