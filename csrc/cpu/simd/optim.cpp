@@ -15,12 +15,21 @@ namespace {
 using simd::load;
 using simd::store;
 
+// The operands simd::kMapAhead bytes on are prefetched at each vector, as the elementwise maps do
+// (on a Xeon the hardware prefetchers alone fetched too late).
+template <class... P>
+inline void prefetch_ahead(int64_t i, const P*... p) {
+  (__builtin_prefetch(p + i + simd::kMapAhead / static_cast<int64_t>(sizeof(P))), ...);
+}
+
 template <class T, bool kAmsgrad, bool kAdaptive>
 void adam_span(const math::AdamConsts<T>& c, T* p, const T* g, T* m, T* v, T* vmax, int64_t n) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
   int64_t i = 0;
   for (; i + L <= n; i += L) {
+    prefetch_ahead(i, p, g, m, v);
+    if constexpr (kAmsgrad) prefetch_ahead(i, vmax);
     V pv = load(p + i), mv = load(m + i), vv = load(v + i);
     V xv = kAmsgrad ? load(vmax + i) : V{};
     math::adam_step<kAmsgrad, kAdaptive>(pv, load(g + i), mv, vv, xv, c, simd::Sqrt{});
@@ -52,6 +61,7 @@ double sq_norm(const T* x, int64_t n) {
   V acc0{}, acc1{};  // two accumulators: the adds need not wait on each other
   int64_t i = 0;
   for (; i + 2 * L <= n; i += 2 * L) {
+    prefetch_ahead(i, x);
     const V a = load(x + i), b = load(x + i + L);
     acc0 += a * a;
     acc1 += b * b;
@@ -68,6 +78,7 @@ void lamb_moments(const math::LambConsts<T>& c, const T* p, const T* g, T* m, T*
   math::SqSums<T, V> p_sq, u_sq;
   int64_t i = 0;
   for (; i + L <= n; i += L) {
+    prefetch_ahead(i, p, g, m, v);
     V mv = load(m + i), vv = load(v + i);
     const V pv = load(p + i);
     math::lamb_moments(load(g + i), mv, vv, c);
@@ -96,6 +107,7 @@ void lamb_apply(const math::LambConsts<T>& c, T step, T* p, const T* m, const T*
   constexpr int64_t L = simd::kLanes<T>;
   int64_t i = 0;
   for (; i + L <= n; i += L) {
+    prefetch_ahead(i, p, m, v);
     const V pv = load(p + i);
     store(p + i, pv - step * math::lamb_direction(pv, load(m + i), load(v + i), c, simd::Sqrt{}));
   }
@@ -108,6 +120,7 @@ void novograd(const math::NovoGradConsts<T>& c, T* p, const T* g, T* m, int64_t 
   constexpr int64_t L = simd::kLanes<T>;
   int64_t i = 0;
   for (; i + L <= n; i += L) {
+    prefetch_ahead(i, p, g, m);
     V pv = load(p + i), mv = load(m + i);
     math::novograd_step(pv, load(g + i), mv, c);
     store(p + i, pv);
@@ -122,6 +135,7 @@ void lookahead(T alpha, T* fast, T* slow, int64_t n) {
   constexpr int64_t L = simd::kLanes<T>;
   int64_t i = 0;
   for (; i + L <= n; i += L) {
+    prefetch_ahead(i, fast, slow);
     V f = load(fast + i), s = load(slow + i);
     math::lookahead_sync(f, s, alpha);
     store(fast + i, f);
@@ -174,6 +188,7 @@ void adam_bf16_span(const math::AdamConsts<float>& c, uint16_t* p, const uint16_
   constexpr int64_t L = simd::kLanes<float>;
   int64_t i = 0;
   for (; i + L <= n; i += L) {
+    prefetch_ahead(i, p, g, m, v);
     V pv = load_bf16(p + i), mv = load_bf16(m + i), vv = load_bf16(v + i), unused{};
     math::adam_step<false, kAdaptive>(pv, load_bf16(g + i), mv, vv, unused, c, simd::Sqrt{});
     store_bf16(p + i, pv);
