@@ -70,6 +70,7 @@ FLOOR = "copy floor"
 
 
 _MADV_HUGEPAGE = 14  # <sys/mman.h> on Linux
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
 
 
 def _fresh(like: torch.Tensor) -> torch.Tensor:
@@ -78,13 +79,12 @@ def _fresh(like: torch.Tensor) -> torch.Tensor:
     (``csrc/huge_pages.h``): fresh memory of tens of MB comes from the OS on every call, and faults
     in faster in huge pages (with transparent huge pages off, the advice does nothing)."""
     out = torch.empty_like(like)
-    if out.is_cpu and sys.platform == "linux":
+    if out.is_cpu and _LIBC is not None:
         huge = 2 << 20
         begin = -(-out.data_ptr() // huge) * huge
         end = (out.data_ptr() + out.nbytes) // huge * huge
         if end > begin + huge:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.madvise(ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), ctypes.c_int(_MADV_HUGEPAGE))
+            _LIBC.madvise(ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), ctypes.c_int(_MADV_HUGEPAGE))
     return out
 
 
