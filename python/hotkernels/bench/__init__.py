@@ -60,6 +60,8 @@ class Traffic:
                        self.update + other.update)
 
     def __mul__(self, k: int) -> Traffic:
+        """k runs of the pass: each output allocated k times. (For a pass that allocates nothing,
+        also its per-element traffic scaled to k elements, as the optimizer cases use it.)"""
         return Traffic(k * self.read, k * self.write, k * self.overwrite, k * self.update)
 
     __rmul__ = __mul__
@@ -98,7 +100,7 @@ def copy_floor(t: Traffic, device: str) -> Callable[[], Any]:
     are read alone; ``update`` adds 1 in place. On the CPU all of it is one fused pass
     (``hotkernels::stream_pass``, in the instruction set's vector width), as the fused kernels it
     is the floor of stream their operands together: separate passes take longer. Elsewhere torch's
-    clone, copy_, sum and add_. A case faster than its floor has its bytes miscounted, or the floor
+    copy_ (into fresh and kept buffers), sum and add_. A case faster than its floor has its bytes miscounted, or the floor
     is to be fixed."""
     if t.read < sum(t.write) + t.overwrite:
         raise ValueError(f"copy_floor: {t} writes more than it reads, and the copies would read as much as they write")
