@@ -123,14 +123,14 @@ inline void narrow_block(const float* in, const Operand& o, int64_t at, int64_t 
   });
 }
 
+// How far ahead `widened` prefetches its widened operands, in elements: two blocks.
+constexpr int64_t kPrefetchAhead = 2 * kWidenBlock;
+
 // kernel(operands, n) on n elements of N operands in the compute type C: operands of type C in
 // place; float16/bfloat16 ones (C is then float) kWidenBlock elements at a time, widened into stack
 // buffers and, when written, narrowed back afterwards (round to nearest; operand 0, the param, as
 // `rounding` says). `copy`: a float16/bfloat16 param written with the rounded operand 0 (its float32
 // master weights).
-// How far ahead `widened` prefetches its widened operands, in elements: two blocks.
-constexpr int64_t kPrefetchAhead = 2 * kWidenBlock;
-
 template <class C, size_t N, class K>
 void widened(const std::array<Operand, N>& ops, int64_t n, const K& kernel, const Operand& copy = {},
              const ParamRounding& rounding = {}) {

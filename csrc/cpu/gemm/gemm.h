@@ -302,7 +302,8 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   // columns: 8 KiB): their lines then fall into a few cache sets, and a long chunk overflows the
   // L2's ways (measured on a Xeon, 2 MiB 16-way L2, 32 × 512 × 2048 on one thread: 69 GFLOP/s in
   // one chunk of 512, 105 in two of 256). So those chunks stop at kInPlaceChunk steps.
-  const int64_t kc_max = reduction_chunk(k, b.stride(0) != nr ? std::min(kInPlaceChunk, max_chunk<T>(nr)) : max_chunk<T>(nr));
+  const int64_t chunk = max_chunk<T>(nr);
+  const int64_t kc_max = reduction_chunk(k, b.stride(0) != nr ? std::min(kInPlaceChunk, chunk) : chunk);
   // A thread gets work unless the whole product is tiny.
   const int64_t work = m * b.n() * b.groups() * k;
   const int64_t threads = work < (int64_t{1} << 18) ? 1 : at::get_num_threads();

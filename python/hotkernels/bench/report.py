@@ -214,9 +214,10 @@ def render(rec: dict[str, Any]) -> str:
     # Memory-bound cases are judged against their own copy floor; records from before that, against
     # a memory stream probed over the run.
     own_floors = any(FLOOR in r.ms for r in results)
-    memory_floor = (f"for GB/s: the case's own floor, its \"{FLOOR}\" (torch's clone, copy_, sum and add_ "
-                    "moving the same bytes of the same kinds over buffers of the same size, an allocation per "
-                    "output included, timed in the case's rounds): floor ms / hotkernels ms" if own_floors else
+    memory_floor = (f"for GB/s: the case's own floor, its \"{FLOOR}\" (one pass moving the same bytes of the same "
+                    "kinds over buffers of the same size, an allocation per output included, and nothing else: "
+                    "hotkernels::stream_pass on the CPU, torch's copy_, sum and add_ elsewhere; timed in the case's "
+                    "rounds): floor ms / hotkernels ms" if own_floors else
                     "for GB/s: the faster of a large copy and a large in-place update, counted the same way, for GB/s")
     lines = [
         f"Machine: {machine_line(rec['machine'])}.  ",
