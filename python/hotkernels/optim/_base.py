@@ -328,14 +328,11 @@ def zeros_like(p: Tensor) -> Tensor:
 
 def params_with_grad(group: dict[str, Any], name: str, sparse_hint: str = "") -> tuple[list[Tensor], list[Tensor]]:
     """The params of a group that have a gradient, and those gradients (never written to)."""
-    params, grads = [], []
-    for p in group["params"]:
-        if p.grad is None:
-            continue
-        if p.grad.is_sparse:
-            raise RuntimeError(f"{name} does not support sparse gradients{sparse_hint}")
-        params.append(p)
-        grads.append(p.grad)
+    # comprehensions, not one loop: with a thousand small params this runs every step
+    params = [p for p in group["params"] if p.grad is not None]
+    grads = [p.grad for p in params]
+    if any(g.is_sparse for g in grads):
+        raise RuntimeError(f"{name} does not support sparse gradients{sparse_hint}")
     return params, grads
 
 
@@ -425,19 +422,19 @@ def state_lists(state: Any, params: list[Tensor], init: dict[str, Any], keys: li
     ``init[key](p)`` (lazy state initialisation, also for entries a loaded state lacks). `master`
     (master_weights): a half param gets a float32 copy, state ``master_param``, and its state is
     made like that copy (float32; state loaded in another dtype, as torch.optim's, is widened)."""
-    out: list[list[Tensor]] = [[] for _ in keys]
-    for p in params:
-        s = state[p]
-        like = p
-        if master and p.dtype in HALF:
-            if "master_param" not in s:
-                s["master_param"] = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
-            like = s["master_param"]
-            for key in keys:
-                if key != "step" and key in s and s[key].dtype != torch.float32:
-                    s[key] = s[key].float()
-        for lst, key in zip(out, keys):
-            if key not in s:
-                s[key] = init[key](like)
-            lst.append(s[key])
-    return out
+    states = [state[p] for p in params]
+    if master:
+        for p, s in zip(params, states):
+            if p.dtype in HALF:
+                if "master_param" not in s:
+                    s["master_param"] = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+                for key in keys:
+                    if key != "step" and key in s and s[key].dtype != torch.float32:
+                        s[key] = s[key].float()
+    for key in keys:  # lazy initialisation, like the param (its float32 master where it has one)
+        for i in [i for i, s in enumerate(states) if key not in s]:
+            p, s = params[i], states[i]
+            s[key] = init[key](s["master_param"] if master and p.dtype in HALF else p)
+    # one C-level lookup per param once every entry exists: with a thousand small params this runs
+    # every step
+    return [[s[key] for s in states] for key in keys]
