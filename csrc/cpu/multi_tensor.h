@@ -18,6 +18,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/elementwise.h"
+#include "cpu/prefetch.h"
 #include "cpu/simd/optim.h"
 #include "math/optim.h"
 
@@ -124,7 +125,7 @@ inline void narrow_block(const float* in, const Operand& o, int64_t at, int64_t 
 }
 
 // How far ahead `widened` prefetches its widened operands, in elements: two blocks.
-constexpr int64_t kPrefetchAhead = 2 * kWidenBlock;
+constexpr int64_t kWidenAhead = 2 * kWidenBlock;
 
 // kernel(operands, n) on n elements of N operands in the compute type C: operands of type C in
 // place; float16/bfloat16 ones (C is then float) kWidenBlock elements at a time, widened into stack
@@ -150,16 +151,14 @@ void widened(const std::array<Operand, N>& ops, int64_t n, const K& kernel, cons
         block[k] = in_place(ops[k]) ? at(ops[k], b) : buf[k];
         if (!in_place(ops[k])) widen_block(ops[k], b, m, buf[k]);
       }
-      // The widened operands' block kPrefetchAhead further on is fetched while this one computes
-      // (the kernel reads only the stack buffers, so without this, memory idles during its divisions:
-      // bfloat16 Adam on a Xeon 10.6 -> 9.3 ms for 11.7M params).
-      for (size_t k = 0; k < N && b + kPrefetchAhead < n; ++k) {
+      // The widened operands' block kWidenAhead further on is fetched while this one computes
+      // (csrc/cpu/prefetch.h; the kernel reads only the stack buffers, so without this, memory idles
+      // during its divisions).
+      for (size_t k = 0; k < N && b + kWidenAhead < n; ++k) {
         if (in_place(ops[k])) continue;
         const int64_t size = c10::elementSize(ops[k].type);
-        const char* ahead = static_cast<const char*>(ops[k].data) + (b + kPrefetchAhead) * size;
-        for (int64_t byte = 0; byte < std::min(m, n - b - kPrefetchAhead) * size; byte += 64) {
-          __builtin_prefetch(ahead + byte);
-        }
+        prefetch_range(static_cast<const char*>(ops[k].data) + (b + kWidenAhead) * size,
+                       std::min(m, n - b - kWidenAhead) * size);
       }
       kernel(block, m);
       for (size_t k = 0; k < N; ++k) {

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cpu/simd/simd.h"
+#include "cpu/prefetch.h"
 #include "cpu/simd/vmath.h"
 
 namespace hotkernels::cpu::HK_ISA {
@@ -14,13 +15,6 @@ namespace {
 
 using simd::load;
 using simd::store;
-
-// The operands simd::kMapAhead bytes on are prefetched at each vector, as the elementwise maps do
-// (on a Xeon the hardware prefetchers alone fetched too late).
-template <class... P>
-inline void prefetch_ahead(int64_t i, const P*... p) {
-  (__builtin_prefetch(p + i + simd::kMapAhead / static_cast<int64_t>(sizeof(P))), ...);
-}
 
 template <class T, bool kAmsgrad, bool kAdaptive>
 void adam_span(const math::AdamConsts<T>& c, T* p, const T* g, T* m, T* v, T* vmax, int64_t n) {

@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "cpu/prefetch.h"
 #include "cpu/simd/simd.h"
 #include "static_switch.h"
 
@@ -206,15 +207,12 @@ IxVec<T> window_arg(IxVec<T> hc, int64_t kh, int64_t ih, const Pool2d& p) {
 }
 
 // The plane kernels fetch the row kRowsAhead rows on (past the plane's end: the next plane's, this
-// thread's next unit of work) while they work on one: for reading, or (kWrite) for writing, the
-// gradient rows of the backward kernels. Without it, 3x3/s2 max pooling of (32, 64, 112, 112) ran at
-// ~0.67 of its copy floor on a Xeon, ~0.8-0.9 with it (4 to 16 rows ahead measured alike).
+// thread's next unit of work) while they work on one (csrc/cpu/prefetch.h): for reading, or for
+// writing the gradient rows of the backward kernels. 4 to 16 rows ahead measured alike.
 constexpr int64_t kRowsAhead = 8;
-template <int kWrite = 0, class T>
+template <Access A = Access::read, class T>
 void prefetch_row(const T* row, int64_t n) {
-  for (int64_t byte = 0; byte < n * static_cast<int64_t>(sizeof(T)); byte += 64) {
-    __builtin_prefetch(reinterpret_cast<const char*>(row) + byte, kWrite);
-  }
+  prefetch_range<A>(row, n * static_cast<int64_t>(sizeof(T)));
 }
 
 // ArgT: int64_t (indices) or uint8_t (offsets); ignored for values only.
@@ -360,7 +358,7 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
   GatherTerm<T> terms[math::kMaxOffsetTaps];
   for (int64_t ih = 0; ih < p.H; ++ih) {
     T* gi = grad_in + ih * p.W;
-    prefetch_row<1>(gi + kRowsAhead * p.W, p.W);
+    prefetch_row<Access::write>(gi + kRowsAhead * p.W, p.W);
     const RowTap* rows = row_taps + ih * p.kH;
     const int64_t nr = row_count[ih], n = nr * p.kW;
     if (n == 0) {  // no window reaches this row

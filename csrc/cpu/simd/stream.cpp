@@ -1,6 +1,7 @@
 // Vector loops of the memory floor (csrc/cpu/simd/stream.h): whole vectors, then a scalar tail.
 #include "cpu/simd/stream.h"
 
+#include "cpu/prefetch.h"
 #include "cpu/simd/simd.h"
 
 namespace hotkernels::cpu::HK_ISA {
@@ -10,15 +11,14 @@ using simd::kLanes;
 using simd::vfloat;
 using simd::vint32;
 
-// Software prefetch as far ahead as the kernels' elementwise loops fetch (simd::kMapAhead): the
-// floor must stream at least as well as they do.
-constexpr int64_t kAhead = simd::kMapAhead / sizeof(float);
+// Each loop prefetches as the kernels' elementwise loops do (csrc/cpu/prefetch.h): the floor must
+// stream at least as well as they do.
 
 uint32_t read(const uint32_t* p, int64_t n) {
   vint32 bits{};
   int64_t i = 0;
   for (; i + kLanes<float> <= n; i += kLanes<float>) {
-    __builtin_prefetch(p + i + kAhead);
+    prefetch_ahead(i, p);
     vint32 v;
     std::memcpy(&v, p + i, sizeof(v));
     bits |= v;
@@ -32,8 +32,8 @@ uint32_t read(const uint32_t* p, int64_t n) {
 void copy(float* dst, const float* src, int64_t n) {
   int64_t i = 0;
   for (; i + kLanes<float> <= n; i += kLanes<float>) {
-    __builtin_prefetch(src + i + kAhead);
-    __builtin_prefetch(dst + i + kAhead, 1);
+    prefetch_ahead(i, src);
+    prefetch_ahead<Access::write>(i, dst);
     simd::store(dst + i, simd::load(src + i));
   }
   for (; i < n; ++i) dst[i] = src[i];
@@ -42,7 +42,7 @@ void copy(float* dst, const float* src, int64_t n) {
 void add_one(float* p, int64_t n) {
   int64_t i = 0;
   for (; i + kLanes<float> <= n; i += kLanes<float>) {
-    __builtin_prefetch(p + i + kAhead, 1);
+    prefetch_ahead<Access::write>(i, p);
     simd::store(p + i, simd::load(p + i) + 1.0f);
   }
   for (; i < n; ++i) p[i] += 1.0f;
