@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import hotkernels.optim as HO
+from tests.conftest import run_with_isa
 from tests.test_optim import TOL
 
 # Every optimizer on a list of param groups, with its max_grad_norm (None: no clipping; LAMB's
@@ -405,6 +406,32 @@ def test_bfloat16_step_is_the_float32_step_rounded(name, n):
             assert opt.state[p][key].dtype == torch.bfloat16
             assert torch.equal(opt.state[p][key], ref.state[twin][key].bfloat16()), key
 
+
+
+def test_bfloat16_step_on_every_cpu_instruction_set(cpu_isa):
+    """The bfloat16 Adam kernel converts two vectors at a time in an order of its own on AVX2 and
+    AVX-512 (lane halves), in element order elsewhere: each path this CPU runs steps as float32 Adam
+    rounded, at every length class, and writes special values' bits as torch's rounding does (±inf and
+    the largest finite value kept; NaN as 0x7FC0)."""
+    code = (
+        "import torch, hotkernels.optim as HO\n"
+        "import tests.test_optim_amp as T\n"
+        "for name in ['Adam', 'AdamW', 'RAdam']:\n"
+        "    for n in [7, 1005, 70_000]:\n"
+        "        T.test_bfloat16_step_is_the_float32_step_rounded(name, n)\n"
+        "n = 100\n"
+        "p = torch.randn(n).bfloat16().requires_grad_()\n"
+        "with torch.no_grad():\n"
+        "    p[3], p[40], p[41], p[42] = float('nan'), float('inf'), -float('inf'), 3.3895313892515355e38\n"
+        "p.grad = torch.randn(n).bfloat16()\n"
+        "twin = p.detach().float().requires_grad_(); twin.grad = p.grad.float()\n"
+        "HO.Adam([p], lr=0.0).step(); HO.Adam([twin], lr=0.0).step()\n"
+        "got, want = p.detach().view(torch.int16), twin.detach().bfloat16().view(torch.int16)\n"
+        "assert got[3] == 0x7FC0 and p[3].isnan() and twin[3].isnan()  # torch's own NaN bits vary\n"
+        "keep = torch.arange(n) != 3\n"
+        "assert torch.equal(got[keep], want[keep])\n"
+    )
+    run_with_isa(cpu_isa, code)
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.8])
 def test_stochastic_rounding_is_unbiased(fraction):

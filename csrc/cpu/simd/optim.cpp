@@ -156,10 +156,49 @@ void narrow_bf16(const float* in, uint16_t* out, int64_t n) {
   }
 }
 
-// The same conversions on vectors: a bfloat16 vector (L values) widened to float lanes; float
-// lanes narrowed to nearest even, NaN to 0x7FC0.
-typedef uint16_t vbf16 __attribute__((vector_size(HK_VEC_BYTES / 2)));
+// The same conversions on vectors, two at a time: 2L bfloat16 values (one vector register of 16-bit
+// lanes) to and from two float vectors. Where the instruction set packs 32-bit lanes to 16 with
+// unsigned saturation (AVX2, AVX-512), the two are the low and high halves of each 128-bit lane,
+// as unpack instructions make them: one shuffle per float vector to widen (the value lands in the
+// upper half of a zeroed 32-bit lane, the float's bits), one per two to narrow, where converting a
+// vector in element order costs several (on AVX2 the shuffle port bounded bfloat16 Adam). Elementwise
+// kernels that narrow with store_bf16x2 what they widened with load_bf16x2 never see the order.
+// Narrowing rounds to nearest even and writes NaN as 0x7FC0.
 typedef uint32_t vuint32 __attribute__((vector_size(HK_VEC_BYTES)));
+
+// The bfloat16 bits of x, in the low half of each 32-bit lane.
+inline vuint32 round_bf16(simd::vfloat x) {
+  const vuint32 bits = (vuint32)x;
+  const vuint32 rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return x != x ? vuint32{} + 0x7FC0u : rounded;
+}
+
+#if (defined(__AVX512BW__) && HK_VEC_BYTES == 64) || (defined(__AVX2__) && HK_VEC_BYTES == 32)
+#if HK_VEC_BYTES == 64
+using vbits = __m512i;
+inline vbits unpack_lo(vbits a, vbits b) { return _mm512_unpacklo_epi16(a, b); }
+inline vbits unpack_hi(vbits a, vbits b) { return _mm512_unpackhi_epi16(a, b); }
+inline vbits pack_u16(vbits a, vbits b) { return _mm512_packus_epi32(a, b); }
+#else
+using vbits = __m256i;
+inline vbits unpack_lo(vbits a, vbits b) { return _mm256_unpacklo_epi16(a, b); }
+inline vbits unpack_hi(vbits a, vbits b) { return _mm256_unpackhi_epi16(a, b); }
+inline vbits pack_u16(vbits a, vbits b) { return _mm256_packus_epi32(a, b); }
+#endif
+
+inline void load_bf16x2(const uint16_t* p, simd::vfloat& a, simd::vfloat& b) {
+  vbits h;
+  std::memcpy(&h, p, sizeof h);
+  a = (simd::vfloat)unpack_lo(vbits{}, h);
+  b = (simd::vfloat)unpack_hi(vbits{}, h);
+}
+
+inline void store_bf16x2(uint16_t* p, simd::vfloat a, simd::vfloat b) {
+  const vbits h = pack_u16((vbits)round_bf16(a), (vbits)round_bf16(b));  // values below 2^16: exact
+  std::memcpy(p, &h, sizeof h);
+}
+#else
+typedef uint16_t vbf16 __attribute__((vector_size(HK_VEC_BYTES / 2)));
 
 inline simd::vfloat load_bf16(const uint16_t* p) {
   vbf16 h;
@@ -167,30 +206,38 @@ inline simd::vfloat load_bf16(const uint16_t* p) {
   return (simd::vfloat)(__builtin_convertvector(h, vuint32) << 16);
 }
 
-inline void store_bf16(uint16_t* p, simd::vfloat x) {
-  const vuint32 bits = (vuint32)x;
-  const vuint32 rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-  const vuint32 out = (bits & 0x7FFFFFFFu) > 0x7F800000u ? vuint32{} + 0x7FC0u : rounded;
-  const vbf16 h = __builtin_convertvector(out, vbf16);
-  std::memcpy(p, &h, sizeof h);
+inline void load_bf16x2(const uint16_t* p, simd::vfloat& a, simd::vfloat& b) {
+  a = load_bf16(p);
+  b = load_bf16(p + simd::kLanes<float>);
 }
+
+inline void store_bf16x2(uint16_t* p, simd::vfloat a, simd::vfloat b) {
+  const vbf16 lo = __builtin_convertvector(round_bf16(a), vbf16), hi = __builtin_convertvector(round_bf16(b), vbf16);
+  std::memcpy(p, &lo, sizeof lo);
+  std::memcpy(p + simd::kLanes<float>, &hi, sizeof hi);
+}
+#endif
 
 template <bool kAdaptive>
 void adam_bf16_span(const math::AdamConsts<float>& c, uint16_t* p, const uint16_t* g, uint16_t* m, uint16_t* v,
                     int64_t n) {
   using V = simd::vfloat;
-  constexpr int64_t L = simd::kLanes<float>;
+  constexpr int64_t L = 2 * simd::kLanes<float>;  // two vectors per iteration
   int64_t i = 0;
   for (; i + L <= n; i += L) {
     prefetch_ahead(i, p, g, m, v);
-    V pv = load_bf16(p + i), mv = load_bf16(m + i), vv = load_bf16(v + i), unused{};
-    math::adam_step<false, kAdaptive>(pv, load_bf16(g + i), mv, vv, unused, c, simd::Sqrt{});
-    store_bf16(p + i, pv);
-    store_bf16(m + i, mv);
-    store_bf16(v + i, vv);
+    V pv[2], gv[2], mv[2], vv[2], unused{};
+    load_bf16x2(p + i, pv[0], pv[1]);
+    load_bf16x2(g + i, gv[0], gv[1]);
+    load_bf16x2(m + i, mv[0], mv[1]);
+    load_bf16x2(v + i, vv[0], vv[1]);
+    for (int k = 0; k < 2; ++k) math::adam_step<false, kAdaptive>(pv[k], gv[k], mv[k], vv[k], unused, c, simd::Sqrt{});
+    store_bf16x2(p + i, pv[0], pv[1]);
+    store_bf16x2(m + i, mv[0], mv[1]);
+    store_bf16x2(v + i, vv[0], vv[1]);
   }
   if (i == n) return;
-  // The tail as a widened span's: widened, stepped by the float kernel's scalar tail, narrowed.
+  // The tail (under two vectors) as a widened span's: widened, stepped by the float kernel, narrowed.
   float buf[4][L];
   uint16_t* ops[4] = {p + i, const_cast<uint16_t*>(g + i), m + i, v + i};
   for (int k = 0; k < 4; ++k) widen_bf16(ops[k], buf[k], n - i);
