@@ -1,10 +1,11 @@
 """torch.autocast (mixed precision) with the hotkernels ops, against torch's own ops under autocast:
 the same output dtypes, values within the autocast dtype's tolerance, gradients in the parameters'
 dtype, and a converted model trained a few steps under autocast as torch's. The rules are in
-python/hotkernels/ops/_autocast.py: conv2d and the LSTM layer compute in the autocast dtype, the
+csrc/autocast.cpp: conv2d and the LSTM layer compute in the autocast dtype, the
 LSTM cell too on CUDA (on the CPU in promote(autocast dtype, cx.dtype), as torch's), Mish and
 pooling in their input's dtype."""
 
+import collections
 import copy
 
 import pytest
@@ -186,7 +187,7 @@ def test_lstm_under_autocast_as_torch(device, dtype, name):
 
     # The outputs' dtypes: torch's, except where torch's CPU LSTM falls back from oneDNN (projections,
     # packed batches: its cell runs only the GEMMs in the half type and returns h or c in float32);
-    # ours compute in the half type throughout, as torch's oneDNN path and CUDA do (ops/_autocast.py).
+    # ours compute in the half type throughout, as torch's oneDNN path and CUDA do (csrc/autocast.cpp).
     torch_fallback = device == "cpu" and name in ("lstm-proj", "lstm-packed")
     for k, (o, t) in enumerate(zip(ours_outs, theirs_outs, strict=True)):
         assert o.dtype == want, (k, o.dtype)
@@ -259,6 +260,49 @@ def test_kernels_receive_the_autocast_dtype(device, dtype, backward_in_region, n
             _grads(outs, [x, *module.parameters()])
     want = torch.float32 if name == "lstm-cell" and device == "cpu" else dtype
     assert record.seen == {op: {want} for op in ops}, record.seen
+
+
+class _RecordCasts(TorchDispatchMode):
+    """Records the shape of every tensor cast (aten::_to_copy) to a half type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and (kwargs or {}).get("dtype") in HALF:
+            self.shapes.append(tuple(args[0].shape))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cache_enabled", [True, False], ids=["cached", "uncached"])
+@pytest.mark.parametrize("name", ["conv2d", "lstm", "lstm-cell"])
+def test_weight_casts_are_cached_in_a_region(device, cache_enabled, name):
+    """Casts are torch's cached ones: within one region a float32 weight (a leaf that requires grad)
+    is cast once however many calls use it, the input at every call, and every cast is made again
+    when the region was entered with cache_enabled=False; for conv2d and the CUDA cell the same casts
+    as torch's module makes, called alike. (The CPU cell casts nothing: it computes in
+    promote(autocast dtype, cx.dtype), float32 here.)"""
+    make, shape, _ = RECEIVED[name]
+    theirs = make().to(device)
+    ours = hotkernels.convert(copy.deepcopy(theirs))
+    x = torch.randn(shape, device=device)
+    casts = []
+    for module in (ours, theirs):
+        with _RecordCasts() as record, torch.autocast(device, dtype=torch.bfloat16, cache_enabled=cache_enabled):
+            for _ in range(3):
+                module(x)
+        casts.append(sorted(record.shapes))
+    ours_casts = collections.Counter(casts[0])
+    if name == "lstm-cell" and device == "cpu":
+        assert not ours_casts
+        return
+    assert ours_casts[shape] == 3
+    for weight, n in collections.Counter(tuple(p.shape) for p in ours.parameters()).items():
+        assert ours_casts[weight] == n * (1 if cache_enabled else 3), weight
+    if name != "lstm":  # torch's LSTMs cast flattened weights of their own
+        assert casts[0] == casts[1]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -28,7 +28,6 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from ._args import IntPair, pair
-from ._autocast import register_lower_precision
 
 _ops = torch.ops.hotkernels
 
@@ -157,10 +156,6 @@ torch.library.register_autograd("hotkernels::conv2d_backward_weight", _backward_
                                 setup_context=_setup_backward_weight)
 torch.library.register_autograd("hotkernels::conv2d_backward_bias", _backward_bias_grad,
                                 setup_context=_setup_backward_bias)
-
-# Under torch.autocast, conv2d computes in the region's dtype on the CPU and CUDA, as torch's conv2d
-# (in autocast's lower-precision list on both); its backward ops take the forward's dtypes.
-register_lower_precision("conv2d", "cpu", "cuda")
 
 
 def conv2d_padding(padding: Union[str, IntPair], weight_shape: Sequence[int], stride: list[int],

@@ -48,7 +48,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._autocast import register_autocast, register_lower_precision
 
 _ops = torch.ops.hotkernels
 
@@ -206,13 +205,6 @@ def _layer_grad(ctx, grad_output: Tensor | None, grad_cs: Tensor | None, _grad_g
 
 torch.library.register_autograd("hotkernels::lstm_cell", _cell_grad, setup_context=_cell_setup)
 torch.library.register_autograd("hotkernels::lstm_layer", _layer_grad, setup_context=_layer_setup)
-
-# Under torch.autocast, as torch's LSTMs (their lists: ops/_autocast.py): the layer in the region's
-# dtype on the CPU and CUDA, the cell on CUDA; the CPU cell in promote(region's dtype, cx.dtype), the
-# dtype torch's CPU cell returns.
-register_lower_precision("lstm_layer", "cpu", "cuda")
-register_lower_precision("lstm_cell", "cuda")
-register_autocast("lstm_cell", "cpu", lambda autocast_dtype, args: torch.promote_types(autocast_dtype, args[2].dtype))
 
 
 def lstm_cell(
