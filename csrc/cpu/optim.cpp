@@ -62,7 +62,8 @@ void adam(const AdamStep& s, const std::vector<double>& steps) {
     modes[i] = math::adam_mode(h.amsgrad, adaptive);
   }
   const ParamWrite write{s.params, s.param_copies, s.rounding_seed};
-  // bfloat16 p, g, m and v, written back to nearest: converted in the kernel's registers.
+  // bfloat16 p, g, m and v, written back to nearest, without amsgrad: converted in the kernel's
+  // registers.
   auto fused_bf16 = [&](size_t i) {
     if (h.amsgrad || write.seed || has_master(s.params, s.param_copies, i)) return false;
     for (const at::Tensor* t : {&s.params[i], &s.grads[i], &s.exp_avgs[i], &s.exp_avg_sqs[i]}) {
@@ -74,8 +75,9 @@ void adam(const AdamStep& s, const std::vector<double>& steps) {
     const auto i = sp.tensor;
     if (std::is_same_v<C, float> && fused_bf16(i)) {
       auto bits = [&](const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()) + sp.begin; };
-      return HK_ISA_TABLE(bf16_kernels).adam(consts[i].template of<float>(), modes[i], bits(s.params[i]),
-                                             bits(s.grads[i]), bits(s.exp_avgs[i]), bits(s.exp_avg_sqs[i]), sp.size);
+      return HK_ISA_TABLE(bf16_kernels).adam(consts[i].template of<float>(), modes[i] == math::AdamMode::adam,
+                                             bits(s.params[i]), bits(s.grads[i]), bits(s.exp_avgs[i]),
+                                             bits(s.exp_avg_sqs[i]), sp.size);
     }
     widened<C, 5>({operand(s.params[i], sp, true), operand(s.grads[i], sp, false), operand(s.exp_avgs[i], sp, true),
                    operand(s.exp_avg_sqs[i], sp, true),

@@ -245,13 +245,9 @@ void adam_bf16_span(const math::AdamConsts<float>& c, uint16_t* p, const uint16_
   for (int k : {0, 2, 3}) narrow_bf16(buf[k], ops[k], n - i);
 }
 
-void adam_bf16(const math::AdamConsts<float>& c, math::AdamMode mode, uint16_t* p, const uint16_t* g, uint16_t* m,
+void adam_bf16(const math::AdamConsts<float>& c, bool adaptive, uint16_t* p, const uint16_t* g, uint16_t* m,
                uint16_t* v, int64_t n) {
-  switch (mode) {
-    case math::AdamMode::adam: return adam_bf16_span<true>(c, p, g, m, v, n);
-    case math::AdamMode::momentum_only: return adam_bf16_span<false>(c, p, g, m, v, n);
-    case math::AdamMode::amsgrad: break;  // widened instead (csrc/cpu/optim.cpp)
-  }
+  return adaptive ? adam_bf16_span<true>(c, p, g, m, v, n) : adam_bf16_span<false>(c, p, g, m, v, n);
 }
 
 template <class T>

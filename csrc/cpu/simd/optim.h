@@ -29,13 +29,14 @@ using OptimKernels = PerDtype<OptimKernel>;
 
 // bfloat16 (its bits) ⇄ float32 for the widened spans (cpu/multi_tensor.h), as c10::BFloat16
 // converts: widening exact, narrowing to nearest even, NaN to 0x7FC0. And the Adam step on bfloat16
-// p, g, m, v (no amsgrad), converting each vector in registers: the same values as a widened span
-// (the same conversions, the same float32 arithmetic), without its round trip through memory, which
-// cost more than the step's arithmetic.
+// p, g, m, v, converting each vector in registers: the same values as a widened span (the same
+// conversions, the same float32 arithmetic), without its round trip through memory, which cost more
+// than the step's arithmetic. No amsgrad (its v̂ goes through a widened span); `adaptive` false is
+// RAdam's un-rectified step (momentum only).
 struct Bf16Kernels {
   void (*widen)(const uint16_t* in, float* out, int64_t n);
   void (*narrow)(const float* in, uint16_t* out, int64_t n);
-  void (*adam)(const math::AdamConsts<float>& c, math::AdamMode mode, uint16_t* p, const uint16_t* g, uint16_t* m,
+  void (*adam)(const math::AdamConsts<float>& c, bool adaptive, uint16_t* p, const uint16_t* g, uint16_t* m,
                uint16_t* v, int64_t n);
 };
 
