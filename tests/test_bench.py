@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hotkernels import bench
 from hotkernels.bench import optim, report
@@ -93,17 +94,32 @@ def test_traffic_counts_write_allocate():
     assert radam * 3 == 3 * radam
 
 
+class _RecordCalls(TorchDispatchMode):
+    """Records the arguments of every hotkernels::stream_pass call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.args: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.hotkernels.stream_pass.default:
+            self.args.append(args)
+        return func(*args, **(kwargs or {}))
+
 def test_copy_floor_moves_the_cases_bytes():
     t = bench.Traffic(read=4 * 1000, write=(4 * 300, 4 * 200), overwrite=4 * 100, update=4 * 50)
     impls = bench.Case("x", "y", "cpu", lambda: {"hotkernels": lambda: None}, ("torch a",), traffic=t).implementations()
     floor = impls.pop(bench.FLOOR)
     assert list(impls) == ["hotkernels"]
-    # Its buffers, by the closure's cells: the clones' sources, the copy's source and destination,
-    # the reads left over, the updated buffer; as many bytes as the case counts, of each kind.
-    sizes = sorted(4 * t.numel() for c in floor.__closure__ for x in [c.cell_contents]
-                   for t in (x if isinstance(x, list) else [x]) if isinstance(t, torch.Tensor))
-    assert sizes == sorted([4 * 300, 4 * 200, 4 * 100, 4 * 100, 4 * 400, 4 * 50])
-    floor()
+    # What it moves, seen at its op call: the reads left over, the copies' sources and destinations
+    # (fresh for the case's outputs, a kept one for its overwrite), the updated buffer; as many bytes
+    # as the case counts, of each kind.
+    with _RecordCalls() as calls:
+        floor()
+    assert len(calls.args) == 1
+    reads, sources, copies, updates = ([4 * x.numel() for x in arg] for arg in calls.args[0])
+    assert (reads, sources, copies, updates) == ([4 * 400], [4 * 300, 4 * 200, 4 * 100], [4 * 300, 4 * 200, 4 * 100],
+                                                 [4 * 50])
     with pytest.raises(ValueError, match="writes more than it reads"):
         bench.copy_floor(bench.Traffic(read=4, write=(8,)), "cpu")
     # No traffic, no floor (a compute-bound case)
