@@ -29,16 +29,15 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include <optional>
-#include <tuple>
+#include "lstm.h"
 
 namespace hotkernels {
 namespace {
 
 using at::Tensor;
 using c10::DeviceType;
-using OptTensor = std::optional<Tensor>;
-using Tensors3 = std::tuple<Tensor, Tensor, Tensor>;
+using lstm::OptTensor;
+using lstm::Tensors3;
 
 // The op `name` called through the dispatcher, from the autocast key down (autograd included).
 template <class Sig>

@@ -100,8 +100,8 @@ def copy_floor(t: Traffic, device: str) -> Callable[[], Any]:
     are read alone; ``update`` adds 1 in place. On the CPU all of it is one fused pass
     (``hotkernels::stream_pass``, in the instruction set's vector width), as the fused kernels it
     is the floor of stream their operands together: separate passes take longer. Elsewhere torch's
-    copy_ (into fresh and kept buffers), sum and add_. A case faster than its floor has its bytes miscounted, or the floor
-    is to be fixed."""
+    copy_ (into fresh and kept buffers), sum and add_. A case faster than its floor has its bytes
+    miscounted, or the floor is to be fixed."""
     if t.read < sum(t.write) + t.overwrite:
         raise ValueError(f"copy_floor: {t} writes more than it reads, and the copies would read as much as they write")
 
