@@ -40,11 +40,11 @@ def test_mm_matches_exact_product(dtype, shape):
     check_product(got, a, b, f"{shape}")
 
 
-@pytest.mark.parametrize("layout", ["a transposed", "b transposed", "both strided", "b a column slice, few rows"])
-def test_mm_reads_any_strides(layout):
-    """Operands in place, as the LSTM passes them (W_ihᵀ, dgatesᵀ, slices of a time-major tensor).
-    With few rows of A, B's whole panels are read in place at its row stride (the last row's run
-    ends inside the row, columns past the slice are never read into the result)."""
+LAYOUTS = ["a transposed", "b transposed", "both strided", "b a column slice, few rows", "b transposed, few rows",
+           "b strided, few rows", "b transposed and strided, few rows"]
+
+
+def operands(layout: str) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = torch.randn(70, 150), torch.randn(150, 90)
     if layout == "a transposed":
         a = a.T.contiguous().T
@@ -52,22 +52,42 @@ def test_mm_reads_any_strides(layout):
         b = b.T.contiguous().T
     elif layout == "both strided":
         a, b = torch.randn(140, 300)[::2, ::2], torch.randn(300, 270)[::2, ::3]
-    else:
+    elif layout == "b a column slice, few rows":
         a, b = torch.randn(20, 150), torch.randn(150, 200)[:, 13:113]
+    elif layout == "b transposed, few rows":
+        a, b = torch.randn(20, 1100), torch.randn(90, 1100).T
+    elif layout == "b strided, few rows":
+        a, b = torch.randn(20, 1100), torch.randn(1100, 270)[:, ::3]
+    else:
+        a, b = torch.randn(20, 1100), torch.randn(90, 2200)[:, ::2].T
+    return a, b
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_mm_reads_any_strides(layout):
+    """Operands in place, as the LSTM passes them (W_ihᵀ, dgatesᵀ, slices of a time-major tensor).
+    With few rows of A, B's whole panels are read in place at its row stride (the last row's run
+    ends inside the row, columns past the slice are never read into the result), or, where its rows
+    are not contiguous, packed a reduction chunk at a time as the tiles reach them (1100 steps: two
+    chunks), along B's rows, as a transpose of Wᵀ or one value at a time."""
+    a, b = operands(layout)
     check_product(mm(a, b), a, b, layout)
 
 
 def test_every_cpu_instruction_set(cpu_isa):
-    """Each instruction set's micro-kernels (capped by HOTKERNELS_CPU_ISA), over shapes that leave
-    partial blocks for all of them."""
+    """Each instruction set's micro-kernels and packing transpose (capped by HOTKERNELS_CPU_ISA),
+    over shapes that leave partial blocks for all of them and over every layout of the operands."""
     code = (
         "import torch\n"
         "from hotkernels.ops.gemm import mm\n"
-        "from tests.test_gemm import SHAPES, check_product\n"
+        "from tests.test_gemm import LAYOUTS, SHAPES, check_product, operands\n"
         "for dtype in (torch.float32, torch.float64):\n"
         "    for m, k, n in SHAPES:\n"
         "        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)\n"
         "        check_product(mm(a, b), a, b, f'{m}x{k}x{n} {dtype}')\n"
+        "for layout in LAYOUTS:\n"
+        "    a, b = operands(layout)\n"
+        "    check_product(mm(a, b), a, b, layout)\n"
     )
     run_with_isa(cpu_isa, code)
 

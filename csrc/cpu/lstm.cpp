@@ -50,12 +50,14 @@ using lstm::Tensors7;
 // exponentials each forward, so a task is tens of microseconds; small batches stay on one thread.
 int64_t row_grain(int64_t hidden) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, hidden)); }
 
-// W_hhᵀ (H × 4H, or P × 4H with a projection) packed for the steps' GEMMs (B rows each), one
-// column group of H per gate.
+// W_hhᵀ (H × 4H, or P × 4H with a projection) for the steps' GEMMs (B rows each), one column group
+// of H per gate: packed ahead for a layer's steps, or as a product used once likes it (a cell).
 template <class T>
-PackedB<T> pack_recurrent(const at::Tensor& w_hh, int64_t batch) {
+PackedB<T> pack_recurrent(const at::Tensor& w_hh, int64_t batch, bool once = false) {
   const int64_t hidden = w_hh.size(0) / 4;
-  return PackedB<T>(matrix<T>(w_hh).t(), 4, gemm::least_padding<T>(batch, hidden));
+  const Matrix<T> b = matrix<T>(w_hh).t();
+  const GemmKernel<T>& kern = gemm::least_padding<T>(batch, hidden);
+  return PackedB<T>(b, 4, kern, once ? gemm::packing_for(b, 4, batch, kern) : gemm::Packing::ahead);
 }
 
 // b (k × n) packed for products of `rows` rows: one group.
@@ -120,7 +122,7 @@ Tensors3 cell_forward(const Dims& d, const at::Tensor& input, const at::Tensor& 
     gemm::multiply(matrix<T>(input), matrix<T>(w_ih).t(), gates.mutable_data_ptr<T>(), 4 * H, false);
     const LstmForwardArgs<T> args{gates.mutable_data_ptr<T>(), ptr_or_null<T>(bias), cx.const_data_ptr<T>(),
                                   h.mutable_data_ptr<T>(), c.mutable_data_ptr<T>(), H};
-    forward_step(matrix<T>(hx), pack_recurrent<T>(w_hh, B), args);
+    forward_step(matrix<T>(hx), pack_recurrent<T>(w_hh, B, /*once=*/true), args);
   });
   return {h, c, gates};
 }

@@ -151,46 +151,38 @@ Matrix<T> matrix(const at::Tensor& t) {
   return {t.const_data_ptr<T>(), t.size(0), t.size(1), t.stride(0), t.stride(1)};
 }
 
-// B (k × groups·n) packed for one micro-kernel shape: per group, ceil(n / nr) panels of [k][nr],
-// zero past column n. Packed once and reused by every multiply with it (an LSTM's W_hh, every step).
-// `in_place` (one group, rows contiguous): the whole panels are read from B itself, row by row at
-// B's row stride, and only a last partial panel is packed (the micro-kernels read whole panels).
-// For a product packed for a few row blocks only, where packing would cost as much as the GEMM.
+// How a PackedB holds B's panels for the micro-kernels.
+enum class Packing {
+  // All panels packed at construction and reused by every multiply with them (an LSTM's W_hh, every
+  // step).
+  ahead,
+  // One group, rows contiguous: whole panels are read from B itself, row by row at B's row stride,
+  // and only a last partial panel is packed (the micro-kernels read whole panels). For a product
+  // with few row blocks, where packing would cost as much as the GEMM.
+  in_place,
+  // Nothing packed ahead: `multiply` packs each panel's chunk of kc steps just before the tile's row
+  // blocks run over it, into a buffer of its thread that stays in cache. For a B used once by few
+  // row blocks whose panels cannot be read in place (B = Wᵀ: an LSTMCell's weights): packing all of
+  // B ahead wrote it out and read it back, ~30% of a 64 × 512 × 2048 product on a Xeon.
+  deferred,
+};
+
+// B (k × groups·n) for one micro-kernel shape: per group, ceil(n / nr) panels of [k][nr], zero past
+// column n, packed as `packing` says.
 template <class T>
 class PackedB {
  public:
-  PackedB(const Matrix<T>& b, int64_t groups, const GemmKernel<T>& kern, bool in_place = false)
+  PackedB(const Matrix<T>& b, int64_t groups, const GemmKernel<T>& kern, Packing packing = Packing::ahead)
       : kern_(&kern), k_(b.rows), n_(b.cols / groups), groups_(groups), panels_(ceil_div(n_, kern.nr)),
-        in_place_(in_place ? n_ / kern.nr : 0), b_(b),
-        data_((groups * panels_ - in_place_) * k_ * kern.nr) {
-    TORCH_INTERNAL_ASSERT(!in_place || (groups == 1 && b.cs == 1));
-    const int64_t nr = kern.nr;
+        in_place_(packing == Packing::in_place ? n_ / kern.nr : 0), deferred_(packing == Packing::deferred), b_(b),
+        data_(deferred_ ? 0 : (groups * panels_ - in_place_) * k_ * kern.nr) {
+    TORCH_INTERNAL_ASSERT(packing != Packing::in_place || (groups == 1 && b.cs == 1));
+    if (deferred_) return;
     at::parallel_for(in_place_, groups * panels_,
-                     std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k_ * nr)),
+                     std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k_ * kern.nr)),
                      [&](int64_t begin, int64_t end) {
       for (int64_t gp = begin; gp < end; ++gp) {
-        const int64_t col0 = gp / panels_ * n_ + gp % panels_ * nr, cols = std::min(nr, n_ - gp % panels_ * nr);
-        T* dst = data_.data() + (gp - in_place_) * k_ * nr;
-        // Walk B in its storage order: along a row when rows are contiguous (a copy per row); as
-        // a transpose of W's rows when B = Wᵀ (the SIMD interleave); else one value at a time.
-        if (b.cs <= b.rs) {
-          for (int64_t t = 0; t < k_; ++t) {
-            const T* src = b.data + t * b.rs + col0 * b.cs;
-            if (b.cs == 1) {
-              std::copy_n(src, cols, dst + t * nr);
-            } else {
-              for (int64_t v = 0; v < cols; ++v) dst[t * nr + v] = src[v * b.cs];
-            }
-            std::fill(dst + t * nr + cols, dst + (t + 1) * nr, T(0));
-          }
-        } else if (b.rs == 1) {
-          interleave_kernel<T>()(b.data + col0 * b.cs, strided_rows(cols, b.cs).data(), cols, dst, nr, k_);
-        } else {
-          for (int64_t v = 0; v < nr; ++v) {
-            const T* src = b.data + (col0 + v) * b.cs;
-            for (int64_t t = 0; t < k_; ++t) dst[t * nr + v] = v < cols ? src[t * b.rs] : T(0);
-          }
-        }
+        pack(gp / panels_, gp % panels_, 0, k_, data_.data() + (gp - in_place_) * k_ * kern.nr);
       }
     });
   }
@@ -200,17 +192,45 @@ class PackedB {
   int64_t n() const { return n_; }  // columns per group
   int64_t groups() const { return groups_; }
   int64_t panels() const { return panels_; }  // per group
-  // Panel p of a group (its row t at panel + t·stride(p)), and the stride between its rows.
+  bool deferred() const { return deferred_; }
+  // Panel p of a group (its row t at panel + t·stride(p)), and the stride between its rows; not for
+  // deferred packing.
   const T* panel(int64_t group, int64_t p) const {
     const int64_t gp = group * panels_ + p;
     return gp < in_place_ ? b_.data + p * kern_->nr : data_.data() + (gp - in_place_) * k_ * kern_->nr;
   }
   int64_t stride(int64_t p) const { return p < in_place_ ? b_.rs : kern_->nr; }
 
+  // Steps [t0, t0 + kc) of panel p of a group into dst ([t][nr]), walking B in its storage order:
+  // along a row when rows are contiguous (a copy per row); as a transpose of W's rows when B = Wᵀ
+  // (the SIMD interleave); else one value at a time.
+  void pack(int64_t group, int64_t p, int64_t t0, int64_t kc, T* dst) const {
+    const int64_t nr = kern_->nr, col0 = group * n_ + p * nr, cols = std::min(nr, n_ - p * nr);
+    const T* b = b_.data + t0 * b_.rs + col0 * b_.cs;
+    if (b_.cs <= b_.rs) {
+      for (int64_t t = 0; t < kc; ++t) {
+        const T* src = b + t * b_.rs;
+        if (b_.cs == 1) {
+          std::copy_n(src, cols, dst + t * nr);
+        } else {
+          for (int64_t v = 0; v < cols; ++v) dst[t * nr + v] = src[v * b_.cs];
+        }
+        std::fill(dst + t * nr + cols, dst + (t + 1) * nr, T(0));
+      }
+    } else if (b_.rs == 1) {
+      interleave_kernel<T>()(b, strided_rows(cols, b_.cs).data(), cols, dst, nr, kc);
+    } else {
+      for (int64_t v = 0; v < nr; ++v) {
+        for (int64_t t = 0; t < kc; ++t) dst[t * nr + v] = v < cols ? b[v * b_.cs + t * b_.rs] : T(0);
+      }
+    }
+  }
+
  private:
   const GemmKernel<T>* kern_;
   int64_t k_, n_, groups_, panels_;
   int64_t in_place_;  // the first panels, read from b_ in place
+  bool deferred_;
   Matrix<T> b_;
   Aligned<T> data_;
 };
@@ -312,15 +332,22 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   const std::vector<int64_t> offsets = steps(kc_max, nr);
   const std::vector<int64_t> in_place = b.stride(0) != nr ? steps(kc_max, b.stride(0)) : std::vector<int64_t>{};
 
-  // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the epilogue.
-  auto run_tile = [&](T* ap, int64_t i0, int64_t rows, int64_t p0, int64_t p1) {
+  // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the
+  // epilogue. A thread's buffers: ap for A's rows, bp for a deferred panel chunk.
+  auto run_tile = [&](T* ap, T* bp, int64_t i0, int64_t rows, int64_t p0, int64_t p1) {
     for (int64_t t0 = 0; t0 < k; t0 += kc_max) {
       const int64_t kc = std::min(kc_max, k - t0);
       pack_a(a, i0, rows, t0, kc, mr, ap);
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t cols = std::min(nr, b.n() - p * nr);
         for (int64_t g = 0; g < b.groups(); ++g) {
-          kern.run(ap, kc * mr, b.panel(g, p) + t0 * b.stride(p), (b.stride(p) == nr ? offsets : in_place).data(),
+          const T* panel = bp;
+          if (b.deferred()) {
+            b.pack(g, p, t0, kc, bp);
+          } else {
+            panel = b.panel(g, p) + t0 * b.stride(p);
+          }
+          kern.run(ap, kc * mr, panel, (b.deferred() || b.stride(p) == nr ? offsets : in_place).data(),
                    c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0);
         }
       }
@@ -335,17 +362,17 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     // of a panel (22 calls each).
     const int64_t units = b.panels() * blocks;
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-      Aligned<T> ap(blocks * mr * kc_max);
+      Aligned<T> ap(blocks * mr * kc_max), bp(b.deferred() ? kc_max * nr : 0);
       for (int64_t th = begin; th < end; ++th) {
         for (int64_t q = slice(th, units, threads), q1 = slice(th + 1, units, threads); q < q1;) {
           const int64_t p = q / blocks, rb = q % blocks;
           if (rb > 0 || q1 - q < blocks) {  // row blocks [rb, rb1) of panel p
             const int64_t rb1 = std::min(blocks, rb + (q1 - q));
-            run_tile(ap.data(), rb * mr, std::min(m, rb1 * mr) - rb * mr, p, p + 1);
+            run_tile(ap.data(), bp.data(), rb * mr, std::min(m, rb1 * mr) - rb * mr, p, p + 1);
             q += rb1 - rb;
           } else {  // whole panels
             const int64_t p1 = p + (q1 - q) / blocks;
-            run_tile(ap.data(), 0, m, p, p1);
+            run_tile(ap.data(), bp.data(), 0, m, p, p1);
             q = p1 * blocks;
           }
         }
@@ -354,28 +381,36 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     return;
   }
   at::parallel_for(0, grid.row_tiles * grid.col_tiles, 1, [&](int64_t begin, int64_t end) {
-    Aligned<T> ap(ceil_div(blocks, grid.row_tiles) * mr * kc_max);
+    Aligned<T> ap(ceil_div(blocks, grid.row_tiles) * mr * kc_max), bp(b.deferred() ? kc_max * nr : 0);
     for (int64_t tile = begin; tile < end; ++tile) {
       // Column tiles outermost: consecutive tiles of one thread share their panels of B.
       const int64_t ct = tile / grid.row_tiles, rt = tile % grid.row_tiles;
       const int64_t i0 = slice(rt, blocks, grid.row_tiles) * mr;
-      run_tile(ap.data(), i0, std::min(m, slice(rt + 1, blocks, grid.row_tiles) * mr) - i0,
+      run_tile(ap.data(), bp.data(), i0, std::min(m, slice(rt + 1, blocks, grid.row_tiles) * mr) - i0,
                slice(ct, b.panels(), grid.col_tiles), slice(ct + 1, b.panels(), grid.col_tiles));
     }
   });
 }
 
-// Row blocks of A up to which a B with contiguous rows is read in place rather than packed: each
-// of its panels is then used by few blocks, and packing it (a copy of all of B through memory) cost
-// ~40% of a 32 × 512 × 2048 product on a Xeon.
+// Row blocks of A up to which B is not packed ahead: each of its panels is then used by few
+// blocks, and packing all of B (a copy through memory) cost ~40% of a 32 × 512 × 2048 product on a
+// Xeon. B with contiguous rows is read in place; another B is packed a chunk at a time, in cache.
 constexpr int64_t kInPlaceBlocks = 8;
 
-// C (+)= A·B for a plain C (ldc), B packed here for the shape that pads the product least (or read
-// in place, for few rows of A).
+// How a B of `groups` column groups, used once by `rows` rows of A, is best packed for the shape
+// `kern` (kInPlaceBlocks).
+template <class T>
+Packing packing_for(const Matrix<T>& b, int64_t groups, int64_t rows, const GemmKernel<T>& kern) {
+  if (ceil_div(rows, kern.mr) > kInPlaceBlocks) return Packing::ahead;
+  return b.cs == 1 && groups == 1 ? Packing::in_place : Packing::deferred;
+}
+
+// C (+)= A·B for a plain C (ldc), on the shape that pads the product least, B packed as
+// `packing_for` says.
 template <class T>
 void multiply(const Matrix<T>& a, const Matrix<T>& b, T* c, int64_t ldc, bool accumulate) {
   const GemmKernel<T>& kern = least_padding<T>(a.rows, b.cols);
-  const PackedB<T> packed(b, 1, kern, b.cs == 1 && ceil_div(a.rows, kern.mr) <= kInPlaceBlocks);
+  const PackedB<T> packed(b, 1, kern, packing_for(b, 1, a.rows, kern));
   multiply(a, packed, c, ldc, 0, accumulate, [](int64_t, int64_t, int64_t, int64_t) {});
 }
 
