@@ -2,6 +2,7 @@
 #include "cpu/simd/gemm.h"
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 
@@ -101,37 +102,73 @@ constexpr typename IndexOf<T>::vec lower_mask(std::index_sequence<J...>) {  // r
   return typename IndexOf<T>::vec{static_cast<I>((J & S) ? L + J : J + S)...};
 }
 
-// r[i][j] → r[j][i] for an L × L block in L vectors: for each bit s of the lane index, rows p and
-// p + s (p without bit s) swap the s-wide blocks where row and column bits differ. The swaps of
-// different bits commute and together exchange row and column indices: log2(L) stages of L
-// two-source shuffles.
-template <class T, int64_t S = 1>
+// r[i][j] → r[j][i] within each W-lane group of W vectors (W a power of two, at most L): for each
+// bit s < W of the lane index, rows p and p + s (p without bit s) swap the s-wide blocks where row
+// and column bits differ. The swaps of different bits commute and together exchange the row index
+// with the lane index's low bits: afterwards r[p][W·h + l] holds what r[l][W·h + p] held.
+// log2(W) stages of W two-source shuffles; W = L is the whole L × L transpose.
+template <class T, int64_t W, int64_t S = 1>
 inline void transpose(simd::Vec<T>* r) {
-  constexpr int64_t L = simd::kLanes<T>;
-  if constexpr (S < L) {
-    constexpr auto seq = std::make_index_sequence<L>{};
+  if constexpr (S < W) {
+    constexpr auto seq = std::make_index_sequence<simd::kLanes<T>>{};
     constexpr typename IndexOf<T>::vec upper = upper_mask<T, S>(seq), lower = lower_mask<T, S>(seq);
-    for (int64_t p = 0; p < L; ++p) {
+    for (int64_t p = 0; p < W; ++p) {
       if (p & S) continue;
       const simd::Vec<T> a = r[p], b = r[p + S];
       r[p] = __builtin_shuffle(a, b, upper);
       r[p + S] = __builtin_shuffle(a, b, lower);
     }
-    transpose<T, 2 * S>(r);
+    transpose<T, W, 2 * S>(r);
   }
 }
 
-// The packing transpose (the table's contract: csrc/cpu/simd/gemm.h), in L × L blocks where the
-// destination rows are whole vectors (B's panels, nr a multiple of L): L rows (zero past `rows`) ×
-// L steps loaded as vectors, transposed in registers, stored as L vectors of destination rows.
-// Destination rows narrower than a vector (A's mr rows) go a value at a time: measured on AVX-512
-// against the same transpose with masked stores of mr lanes, which shuffles a whole L × L block for
-// mr · L values and ran slower.
+// Destination rows of 4 to L values that are not whole vectors (A's mr rows), W the power of two
+// at least `width`: W source rows (zero past `rows`) × L steps loaded as W vectors, transposed
+// within W-lane groups, and step W·h + p written from group h of vector p. So 8 rows of floats on
+// AVX-512 take 3 shuffle stages and 16 half-vector stores per 16 steps, where a value at a time
+// took 128 loads and stores (A's packing was ~12% of an nn.LSTM's forward+backward on a Xeon).
+template <class T, int64_t W>
+void interleave_narrow(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  const T* row[W];
+  for (int64_t u = 0; u < W; ++u) row[u] = u < rows ? src + row_at[u] : nullptr;
+  for (int64_t t0 = 0; t0 < steps; t0 += L) {
+    const int64_t tn = std::min(L, steps - t0);
+    V r[W];
+#pragma GCC unroll 16
+    for (int64_t u = 0; u < W; ++u) {
+      r[u] = row[u] == nullptr ? V{} : tn == L ? simd::load(row[u] + t0) : simd::load_partial(row[u] + t0, tn);
+    }
+    transpose<T, W>(r);
+#pragma GCC unroll 16
+    for (int64_t h = 0; h < L / W; ++h) {
+#pragma GCC unroll 16
+      for (int64_t p = 0; p < W; ++p) {
+        const int64_t t = W * h + p;
+        if (t < tn) std::memcpy(dst + (t0 + t) * width, reinterpret_cast<const T*>(&r[p]) + W * h, width * sizeof(T));
+      }
+    }
+  }
+}
+
+// The packing transpose (the table's contract: csrc/cpu/simd/gemm.h). Destination rows of whole
+// vectors (B's panels, nr a multiple of L) go in L × L blocks: L rows (zero past `rows`) × L steps
+// loaded as vectors, transposed in registers, stored as L vectors of destination rows. Narrower
+// rows of 4 to L values go through interleave_narrow; others (fewer than 4 values, or more than L
+// and not whole vectors) a value at a time.
 template <class T>
 void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
   if (width % L != 0) {
+    if constexpr (L > 4) {
+      if (width >= 4 && width < L) {
+        if (width == 4) return interleave_narrow<T, 4>(src, row_at, rows, dst, width, steps);
+        if (width <= 8) return interleave_narrow<T, 8>(src, row_at, rows, dst, width, steps);
+        if constexpr (L >= 16) return interleave_narrow<T, 16>(src, row_at, rows, dst, width, steps);
+      }
+    }
     for (int64_t u = 0; u < width; ++u) {
       const T* row = u < rows ? src + row_at[u] : nullptr;
       for (int64_t t = 0; t < steps; ++t) dst[t * width + u] = row ? row[t] : T(0);
@@ -149,7 +186,7 @@ void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64
       for (int64_t u = 0; u < L; ++u) {
         r[u] = u >= present ? V{} : tn == L ? simd::load(row[u] + t0) : simd::load_partial(row[u] + t0, tn);
       }
-      transpose<T>(r);
+      transpose<T, L>(r);
 #pragma GCC unroll 16
       for (int64_t t = 0; t < L; ++t) {
         if (t < tn) simd::store(dst + (t0 + t) * width + u0, r[t]);
