@@ -122,11 +122,11 @@ inline void transpose(simd::Vec<T>* r) {
   }
 }
 
-// Destination rows of 4 to L values that are not whole vectors (A's mr rows), W the power of two
-// at least `width`: W source rows (zero past `rows`) × L steps loaded as W vectors, transposed
-// within W-lane groups, and step W·h + p written from group h of vector p. So 8 rows of floats on
-// AVX-512 take 3 shuffle stages and 16 half-vector stores per 16 steps, where a value at a time
-// took 128 loads and stores (A's packing was ~12% of an nn.LSTM's forward+backward on a Xeon).
+// Destination rows of `width` ≤ W values (A's mr rows), W a power of two below L: W source rows
+// (zero past `rows`) × L steps loaded as W vectors, transposed within W-lane groups, and step
+// W·h + p written from group h of vector p. So 8 rows of floats on AVX-512 take 3 shuffle stages
+// and 16 half-vector stores per 16 steps, where a value at a time took 128 loads and stores (A's
+// packing was ~12% of an nn.LSTM's forward+backward on a Xeon).
 template <class T, int64_t W>
 void interleave_narrow(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps) {
   using V = simd::Vec<T>;
@@ -154,20 +154,20 @@ void interleave_narrow(const T* src, const int64_t* row_at, int64_t rows, T* dst
 
 // The packing transpose (the table's contract: csrc/cpu/simd/gemm.h). Destination rows of whole
 // vectors (B's panels, nr a multiple of L) go in L × L blocks: L rows (zero past `rows`) × L steps
-// loaded as vectors, transposed in registers, stored as L vectors of destination rows. Narrower
-// rows of 4 to L values go through interleave_narrow; others (fewer than 4 values, or more than L
-// and not whole vectors) a value at a time.
+// loaded as vectors, transposed in registers, stored as L vectors of destination rows. Rows of 4
+// to 8 values, at most half a vector, go through interleave_narrow; others a value at a time
+// (measured on AVX-512: 12 rows through a 16-row transpose, a quarter of it zeros, packed a conv2d
+// weight slower than a value at a time).
 template <class T>
 void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
   if (width % L != 0) {
-    if constexpr (L > 4) {
-      if (width >= 4 && width < L) {
-        if (width == 4) return interleave_narrow<T, 4>(src, row_at, rows, dst, width, steps);
-        if (width <= 8) return interleave_narrow<T, 8>(src, row_at, rows, dst, width, steps);
-        if constexpr (L >= 16) return interleave_narrow<T, 16>(src, row_at, rows, dst, width, steps);
-      }
+    if constexpr (L >= 8) {
+      if (width == 4) return interleave_narrow<T, 4>(src, row_at, rows, dst, width, steps);
+    }
+    if constexpr (L >= 16) {
+      if (width > 4 && width <= 8) return interleave_narrow<T, 8>(src, row_at, rows, dst, width, steps);
     }
     for (int64_t u = 0; u < width; ++u) {
       const T* row = u < rows ? src + row_at[u] : nullptr;
