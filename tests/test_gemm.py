@@ -41,7 +41,7 @@ def test_mm_matches_exact_product(dtype, shape):
 
 
 LAYOUTS = ["a transposed", "b transposed", "both strided", "b a column slice, few rows", "b transposed, few rows",
-           "b strided, few rows", "b transposed and strided, few rows"]
+           "b strided, few rows", "b transposed and strided, few rows", "b transposed, one row tile"]
 
 
 def operands(layout: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +58,10 @@ def operands(layout: str) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = torch.randn(20, 1100), torch.randn(90, 1100).T
     elif layout == "b strided, few rows":
         a, b = torch.randn(20, 1100), torch.randn(1100, 270)[:, ::3]
-    else:
+    elif layout == "b transposed and strided, few rows":
         a, b = torch.randn(20, 1100), torch.randn(90, 2200)[:, ::2].T
+    else:
+        a, b = torch.randn(100, 1100), torch.randn(90, 1100).T
     return a, b
 
 
@@ -69,7 +71,8 @@ def test_mm_reads_any_strides(layout):
     With few rows of A, B's whole panels are read in place at its row stride (the last row's run
     ends inside the row, columns past the slice are never read into the result), or, where its rows
     are not contiguous, packed a reduction chunk at a time as the tiles reach them (1100 steps: two
-    chunks), along B's rows, as a transpose of Wᵀ or one value at a time."""
+    chunks), along B's rows, as a transpose of Wᵀ or one value at a time; so is B for rows of A
+    that fit one row tile (100 rows, where L2 holds 100 rows of a chunk: 800 KiB or more)."""
     a, b = operands(layout)
     check_product(mm(a, b), a, b, layout)
 

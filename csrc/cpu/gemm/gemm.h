@@ -407,11 +407,16 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
 constexpr int64_t kInPlaceBlocks = 8;
 
 // How a B of `groups` column groups, used once by `rows` rows of A, is best packed for the shape
-// `kern` (kInPlaceBlocks).
+// `kern`: few row blocks (kInPlaceBlocks) read it in place where they can; rows that fit one row
+// tile pack it deferred, since each panel is then used by one tile only and packing it in cache
+// costs no more than packing it ahead (an LSTMCell of batch 256, 1024 -> 1024: W_ihᵀ and W_hhᵀ are
+// 16 MB each); more rows pack it ahead, once for all their tiles.
 template <class T>
 Packing packing_for(const Matrix<T>& b, int64_t groups, int64_t rows, const GemmKernel<T>& kern) {
-  if (ceil_div(rows, kern.mr) > kInPlaceBlocks) return Packing::ahead;
-  return b.cs == 1 && groups == 1 ? Packing::in_place : Packing::deferred;
+  if (ceil_div(rows, kern.mr) <= kInPlaceBlocks) {
+    return b.cs == 1 && groups == 1 ? Packing::in_place : Packing::deferred;
+  }
+  return rows <= max_tile_rows<T>(max_chunk<T>(kern.nr)) ? Packing::deferred : Packing::ahead;
 }
 
 // C (+)= A·B for a plain C (ldc), on the shape that pads the product least, B packed as
