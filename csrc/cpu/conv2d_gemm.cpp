@@ -108,11 +108,13 @@ void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
 
 // Packs A(g, row, t) = w[g·group_stride + row·row_stride + t_offset[t]] for rows < m, t < kd into
 // [groups][ceil(m / mr)][kd][mr], zero-padded rows. Offsets precomputed per t keep the gather a
-// plain load, whatever order the reduction walks the weight's axes in.
+// plain load, whatever order the reduction walks the weight's axes in. Without offsets (t_offset
+// null: t_offset[t] = t, the forward's weight, rows contiguous along t) it is the GEMM core's SIMD
+// transpose.
 template <class T>
 std::unique_ptr<T[]> pack_a(int64_t groups, int64_t m, int64_t mr, const T* w, int64_t group_stride,
-                            int64_t row_stride, const std::vector<int64_t>& t_offset) {
-  const int64_t kd = static_cast<int64_t>(t_offset.size()), blocks = ceil_div(m, mr);
+                            int64_t row_stride, int64_t kd, const int64_t* t_offset) {
+  const int64_t blocks = ceil_div(m, mr);
   auto out = workspace<T>(groups * blocks * kd * mr, 0);
   // Steps in chunks, blocks inside: the input-gradient offsets jump a whole output channel of
   // weights (C_in · taps values) every few steps, and a chunk keeps those jumps to a few pages.
@@ -124,6 +126,11 @@ std::unique_ptr<T[]> pack_a(int64_t groups, int64_t m, int64_t mr, const T* w, i
         const int64_t g = gb / blocks, r0 = gb % blocks * mr, rows = std::min(mr, m - r0);
         const T* src = w + g * group_stride + r0 * row_stride;
         T* dst = out.get() + gb * kd * mr;
+        if (t_offset == nullptr) {
+          gemm::interleave_kernel<T>()(src + t0, gemm::strided_rows(rows, row_stride).data(), rows, dst + t0 * mr, mr,
+                                       t1 - t0);
+          continue;
+        }
         for (int64_t t = t0; t < t1; ++t) {
           int64_t u = 0;
           for (; u < rows; ++u) dst[t * mr + u] = src[u * row_stride + t_offset[t]];
@@ -356,10 +363,8 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
-  std::vector<int64_t> identity(kd);
-  for (int64_t t = 0; t < kd; ++t) identity[t] = t;
   const GemmKernel<T>& kern = gemm::least_padding<T>(m, g.oh * g.ow);
-  const auto a = pack_a(g.groups, m, kern.mr, w, m * kd, kd, identity);
+  const auto a = pack_a(g.groups, m, kern.mr, w, m * kd, kd, kd, static_cast<const int64_t*>(nullptr));
   const GemmPass<T> pass{&kern, xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
                          ceil_div(m, kern.mr) * kd * kern.mr, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
   run_pass(pass, g.n, g.groups);
@@ -426,7 +431,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
       }
       const int64_t rows = ceil_div(g.h - a, g.sh), cols = ceil_div(g.w - b, g.sw);
       const GemmKernel<T>& kern = gemm::least_padding<T>(cin, rows * cols);
-      const auto pa = pack_a(g.groups, cin, kern.mr, w, cout * cin * g.taps(), g.taps(), w_off);
+      const auto pa = pack_a(g.groups, cin, kern.mr, w, cout * cin * g.taps(), g.taps(), kd, w_off.data());
       const GemmPass<T> pass{&kern, gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.get(),
                              ceil_div(cin, kern.mr) * kd * kern.mr, cin, wq, rows, cols, gx, g.h, g.w, a, g.sh, b,
                              g.sw, static_cast<const T*>(nullptr)};

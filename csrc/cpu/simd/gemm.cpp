@@ -122,7 +122,7 @@ inline void transpose(simd::Vec<T>* r) {
   }
 }
 
-// Destination rows of `width` ≤ W values (A's mr rows), W a power of two below L: W source rows
+// W consecutive values of destination rows `width` apart (W a power of two below L): W source rows
 // (zero past `rows`) × L steps loaded as W vectors, transposed within W-lane groups, and step
 // W·h + p written from group h of vector p. So 8 rows of floats on AVX-512 take 3 shuffle stages
 // and 16 half-vector stores per 16 steps, where a value at a time took 128 loads and stores (A's
@@ -146,7 +146,7 @@ void interleave_narrow(const T* src, const int64_t* row_at, int64_t rows, T* dst
 #pragma GCC unroll 16
       for (int64_t p = 0; p < W; ++p) {
         const int64_t t = W * h + p;
-        if (t < tn) std::memcpy(dst + (t0 + t) * width, reinterpret_cast<const T*>(&r[p]) + W * h, width * sizeof(T));
+        if (t < tn) std::memcpy(dst + (t0 + t) * width, reinterpret_cast<const T*>(&r[p]) + W * h, W * sizeof(T));
       }
     }
   }
@@ -154,22 +154,27 @@ void interleave_narrow(const T* src, const int64_t* row_at, int64_t rows, T* dst
 
 // The packing transpose (the table's contract: csrc/cpu/simd/gemm.h). Destination rows of whole
 // vectors (B's panels, nr a multiple of L) go in L × L blocks: L rows (zero past `rows`) × L steps
-// loaded as vectors, transposed in registers, stored as L vectors of destination rows. Rows of 4
-// to 8 values, at most half a vector, go through interleave_narrow; others a value at a time
-// (measured on AVX-512: 12 rows through a 16-row transpose, a quarter of it zeros, packed a conv2d
-// weight slower than a value at a time).
+// loaded as vectors, transposed in registers, stored as L vectors of destination rows. Narrower
+// rows (A's mr) go 8 and then 4 values at a time through interleave_narrow (12 = 8 + 4: measured
+// on AVX-512, a 16-row transpose with a quarter of it zeros packed a conv2d weight slower than a
+// value at a time), and what remains a value at a time.
 template <class T>
 void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
   if (width % L != 0) {
-    if constexpr (L >= 8) {
-      if (width == 4) return interleave_narrow<T, 4>(src, row_at, rows, dst, width, steps);
-    }
+    int64_t u0 = 0;
+    auto narrow = [&]<int64_t W>() {
+      interleave_narrow<T, W>(src, row_at + u0, std::max<int64_t>(0, rows - u0), dst + u0, width, steps);
+      u0 += W;
+    };
     if constexpr (L >= 16) {
-      if (width > 4 && width <= 8) return interleave_narrow<T, 8>(src, row_at, rows, dst, width, steps);
+      while (width - u0 >= 8) narrow.template operator()<8>();
     }
-    for (int64_t u = 0; u < width; ++u) {
+    if constexpr (L >= 8) {
+      while (width - u0 >= 4) narrow.template operator()<4>();
+    }
+    for (int64_t u = u0; u < width; ++u) {
       const T* row = u < rows ? src + row_at[u] : nullptr;
       for (int64_t t = 0; t < steps; ++t) dst[t * width + u] = row ? row[t] : T(0);
     }
