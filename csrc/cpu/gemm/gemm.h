@@ -7,7 +7,9 @@
 // reduction, kc steps at a time: A's rows of the chunk are packed (mc × kc, at most half of L2),
 // then for each panel chunk (kc × nr, at most an eighth of L2) every row block of A runs over it.
 // So a panel is read from memory once per tile and from cache by the other row blocks. Packing is
-// a SIMD transpose where the source runs along the reduction (row-major A, B = Wᵀ).
+// a SIMD transpose where the source runs along the reduction (row-major A, B = Wᵀ). B is packed
+// whole ahead where it is reused (a weight over an LSTM's steps, or by several row tiles), else
+// read in place or packed a panel chunk at a time in cache (Packing).
 //
 // Column groups. B may hold `groups` equal blocks of columns (the LSTM's four gates: W_hh's rows
 // i, f, g, o) packed separately; a tile then covers the same column range of every group, so its
