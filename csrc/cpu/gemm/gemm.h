@@ -165,9 +165,10 @@ enum class Packing {
   // with few row blocks, where packing would cost as much as the GEMM.
   in_place,
   // Nothing packed ahead: `multiply` packs each panel's chunk of kc steps just before the tile's row
-  // blocks run over it, into a buffer of its thread that stays in cache. For a B used once by few
-  // row blocks whose panels cannot be read in place (B = Wᵀ: an LSTMCell's weights): packing all of
-  // B ahead wrote it out and read it back, ~30% of a 64 × 512 × 2048 product on a Xeon.
+  // blocks run over it, into a buffer of its thread that stays in cache. For a B used once, by one
+  // row tile (`packing_for`), whose panels are not read in place (B = Wᵀ: an LSTMCell's weights):
+  // packing all of B ahead wrote it out and read it back, ~30% of a 64 × 512 × 2048 product on a
+  // Xeon.
   deferred,
 };
 
