@@ -249,9 +249,9 @@ void pack_a(const Matrix<T>& a, int64_t i0, int64_t rows, int64_t t0, int64_t kc
     const int64_t r0 = i0 + blk * mr, n = std::min(mr, i0 + rows - r0);
     const T* src = a.data + r0 * a.rs + t0 * a.cs;
     if (a.rs <= a.cs) {  // columns contiguous (Aᵀ stored row-major): a block row is one run
-      // At most mr values per step: a loop (a memmove call per step cost more than the copy, ~410k
-      // calls for an LSTM weight gradient's dgatesᵀ), of a length known at compile time for whole
-      // contiguous blocks of the shapes' mr (so that it is a few vector moves).
+      // At most mr values per step, ~410k steps for an LSTM weight gradient's dgatesᵀ: a memmove
+      // call of run-time length per step cost more than the copy. So whole contiguous blocks of the
+      // shapes' mr take a copy of compile-time length (inlined as a few vector moves), others a loop.
       if (a.rs == 1 && n == mr && (mr == 4 || mr == 6 || mr == 8 || mr == 12)) {
         static_switch<int64_t{4}, int64_t{6}, int64_t{8}, int64_t{12}>(mr, [&]<int64_t MR>() {
           for (int64_t t = 0; t < kc; ++t) std::memcpy(out + t * MR, src + t * a.cs, MR * sizeof(T));
