@@ -395,6 +395,14 @@ def test_every_cpu_instruction_set(cpu_isa):
         "            xa = xd.clone().requires_grad_()\n"
         "            F.avg_pool2d(xa, **kw).backward(gy)\n"
         "            torch.testing.assert_close(gx, xa.grad, rtol=1e-13, atol=1e-14)\n"
+        "# windows reaching past both ends of a row (the masked loads): dilated, ceil mode, widths\n"
+        "# around whole vectors\n"
+        "for W, s, dt in itertools.product([15, 32, 33], [1, 2, 3], (torch.float32, torch.float64)):\n"
+        "    x = torch.randn(2, 3, 7, W, dtype=dt)\n"
+        "    kw = dict(kernel_size=(3, 5), stride=s, padding=(1, 2), dilation=(1, 2), ceil_mode=True, return_indices=True)\n"
+        "    assert all(torch.equal(a, b) for a, b in zip(max_pool2d(x, **kw), F.max_pool2d(x, **kw)))\n"
+        "    kw = dict(kernel_size=5, stride=s, padding=2, ceil_mode=True, count_include_pad=False)\n"
+        "    torch.testing.assert_close(avg_pool2d(x, **kw), F.avg_pool2d(x, **kw))\n"
     )
     run_with_isa(cpu_isa, code)
 
