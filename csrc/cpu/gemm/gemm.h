@@ -345,11 +345,18 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   const std::vector<int64_t> in_place = b.stride(0) != nr ? steps(kc_max, b.stride(0)) : std::vector<int64_t>{};
 
   // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the
-  // epilogue. A thread's buffers: ap for A's rows, bp for a deferred panel chunk.
-  auto run_tile = [&](T* ap, T* bp, int64_t i0, int64_t rows, int64_t p0, int64_t p1) {
+  // epilogue. A's rows of a chunk are read from a_packed where all of A is packed already (chunk t0
+  // at t0·blocks·mr, its block i at i·kc·mr), else packed into the thread's buffer ap; bp is the
+  // thread's buffer for a deferred panel chunk.
+  auto run_tile = [&](const T* a_packed, T* ap, T* bp, int64_t i0, int64_t rows, int64_t p0, int64_t p1) {
     for (int64_t t0 = 0; t0 < k; t0 += kc_max) {
       const int64_t kc = std::min(kc_max, k - t0);
-      pack_a(a, i0, rows, t0, kc, mr, ap);
+      const T* a_chunk = ap;
+      if (a_packed != nullptr) {
+        a_chunk = a_packed + t0 * blocks * mr + (i0 / mr) * kc * mr;
+      } else {
+        pack_a(a, i0, rows, t0, kc, mr, ap);
+      }
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t cols = std::min(nr, b.n() - p * nr);
         for (int64_t g = 0; g < b.groups(); ++g) {
@@ -359,7 +366,7 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
           } else {
             panel = b.panel(g, p) + t0 * b.stride(p);
           }
-          kern.run(ap, kc * mr, panel, (b.deferred() || b.stride(p) == nr ? offsets : in_place).data(),
+          kern.run(a_chunk, kc * mr, panel, (b.deferred() || b.stride(p) == nr ? offsets : in_place).data(),
                    c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0);
         }
       }
@@ -371,20 +378,31 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     // A small product, one tile per thread: the panels rarely divide evenly (an LSTM step of 4 row
     // blocks × 11 panels on 2 threads: 24 calls against 20). So cut the (panel, row block) units,
     // panel by panel, into equal runs instead: a run is a part of a panel, whole panels and a part
-    // of a panel (22 calls each).
+    // of a panel (22 calls each). A thread with whole panels reads all of A, and part of it once
+    // more for its partial panel: so A is packed once, shared, each thread packing a part of it
+    // (measured on a Xeon, alternating builds: 64 × 2048 × 512 from 0.76-0.83x to 0.82-0.90x
+    // torch.mm, nn.LSTM forward+backward 3-7% faster).
+    Aligned<T> shared_a(blocks * mr * k);
+    const int64_t chunks = ceil_div(k, kc_max);
+    at::parallel_for(0, chunks * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t u = begin; u < end; ++u) {
+        const int64_t t0 = (u / blocks) * kc_max, kc = std::min(kc_max, k - t0), i0 = (u % blocks) * mr;
+        pack_a(a, i0, std::min(mr, m - i0), t0, kc, mr, shared_a.data() + t0 * blocks * mr + (i0 / mr) * kc * mr);
+      }
+    });
     const int64_t units = b.panels() * blocks;
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-      Aligned<T> ap(blocks * mr * kc_max), bp(b.deferred() ? kc_max * nr : 0);
+      Aligned<T> bp(b.deferred() ? kc_max * nr : 0);
       for (int64_t th = begin; th < end; ++th) {
         for (int64_t q = slice(th, units, threads), q1 = slice(th + 1, units, threads); q < q1;) {
           const int64_t p = q / blocks, rb = q % blocks;
           if (rb > 0 || q1 - q < blocks) {  // row blocks [rb, rb1) of panel p
             const int64_t rb1 = std::min(blocks, rb + (q1 - q));
-            run_tile(ap.data(), bp.data(), rb * mr, std::min(m, rb1 * mr) - rb * mr, p, p + 1);
+            run_tile(shared_a.data(), nullptr, bp.data(), rb * mr, std::min(m, rb1 * mr) - rb * mr, p, p + 1);
             q += rb1 - rb;
           } else {  // whole panels
             const int64_t p1 = p + (q1 - q) / blocks;
-            run_tile(ap.data(), bp.data(), 0, m, p, p1);
+            run_tile(shared_a.data(), nullptr, bp.data(), 0, m, p, p1);
             q = p1 * blocks;
           }
         }
@@ -398,7 +416,7 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
       // Column tiles outermost: consecutive tiles of one thread share their panels of B.
       const int64_t ct = tile / grid.row_tiles, rt = tile % grid.row_tiles;
       const int64_t i0 = slice(rt, blocks, grid.row_tiles) * mr;
-      run_tile(ap.data(), bp.data(), i0, std::min(m, slice(rt + 1, blocks, grid.row_tiles) * mr) - i0,
+      run_tile(nullptr, ap.data(), bp.data(), i0, std::min(m, slice(rt + 1, blocks, grid.row_tiles) * mr) - i0,
                slice(ct, b.panels(), grid.col_tiles), slice(ct + 1, b.panels(), grid.col_tiles));
     }
   });
