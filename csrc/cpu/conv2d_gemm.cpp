@@ -364,7 +364,7 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
   const GemmKernel<T>& kern = gemm::least_padding<T>(m, g.oh * g.ow);
-  const auto a = pack_a(g.groups, m, kern.mr, w, m * kd, kd, kd, static_cast<const int64_t*>(nullptr));
+  const auto a = pack_a(g.groups, m, kern.mr, w, m * kd, kd, kd, nullptr);
   const GemmPass<T> pass{&kern, xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
                          ceil_div(m, kern.mr) * kd * kern.mr, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
   run_pass(pass, g.n, g.groups);
