@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "cpu/dispatch.h"
 #include "cpu/gemm/gemm.h"
@@ -93,6 +94,41 @@ void backward_rows(const LstmBackwardArgs<T>& args, int64_t rows) {
   const auto kernel = HK_ISA_TABLE(lstm_kernels).backward.of<T>();
   at::parallel_for(0, rows, row_grain(args.hidden), [&](int64_t begin, int64_t end) {
     kernel(args, begin, end, 0, args.hidden);
+  });
+}
+
+// A packed batch (Dims::batch_sizes) leaves the rows past rows(t) of each step as padding: the GEMMs
+// over all steps run on its sequences' rows only, gathered into one contiguous matrix (a quarter
+// of the rows for lengths spread over [T/2, T]; the copies cost a pass over memory, the skipped
+// rows their share of the GEMMs' flops).
+//
+// Steps [t0, T) of a time-major [T, B, width] tensor, the first rows(t) rows of step t read from
+// step t − lag, into [Σ rows(t), width].
+template <class S>
+at::Tensor gather_rows(const S* src, int64_t width, const Dims& d, int64_t t0, int64_t lag, const at::Tensor& like) {
+  std::vector<int64_t> at_row(d.steps + 1, 0);  // the first row of step t in the result
+  for (int64_t t = t0; t < d.steps; ++t) at_row[t + 1] = at_row[t] + d.rows(t);
+  at::Tensor out = at::empty({at_row[d.steps], width}, like.options());
+  S* dst = out.mutable_data_ptr<S>();
+  at::parallel_for(t0, d.steps, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      std::copy_n(src + (t - lag) * d.batch * width, d.rows(t) * width, dst + at_row[t] * width);
+    }
+  });
+  return out;
+}
+
+// The inverse for all steps: [Σ rows(t), width] back into dst [T, B, width], zeros in the padding.
+template <class S>
+void scatter_rows(const S* src, int64_t width, const Dims& d, S* dst) {
+  std::vector<int64_t> at_row(d.steps + 1, 0);
+  for (int64_t t = 0; t < d.steps; ++t) at_row[t + 1] = at_row[t] + d.rows(t);
+  at::parallel_for(0, d.steps, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      S* out = dst + t * d.batch * width;
+      std::copy_n(src + at_row[t] * width, d.rows(t) * width, out);
+      std::fill(out + d.rows(t) * width, out + d.batch * width, S(0));
+    }
   });
 }
 
@@ -166,8 +202,14 @@ Tensors3 layer_forward(const Dims& d, const at::Tensor& input, const at::Tensor&
   // With a projection: the unprojected r = o ⊙ tanh(c) of the step being computed.
   at::Tensor r = w_hr ? at::empty({B, H}, input.options()) : at::Tensor();
   dispatch_compute(input.scalar_type(), [&]<class S>() {
-    gemm::multiply(matrix<S>(input.reshape({T * B, d.input})), matrix<S>(w_ih).t(), gates.mutable_data_ptr<S>(),
-                   4 * H, false);
+    const Matrix<S> w_ih_t = matrix<S>(w_ih).t();
+    if (d.batch_sizes.empty()) {
+      gemm::multiply(matrix<S>(input.reshape({T * B, d.input})), w_ih_t, gates.mutable_data_ptr<S>(), 4 * H, false);
+    } else {
+      const at::Tensor x = gather_rows(input.contiguous().const_data_ptr<S>(), d.input, d, 0, 0, input);
+      const at::Tensor projected = product(matrix<S>(x), w_ih_t, input);
+      scatter_rows(projected.const_data_ptr<S>(), 4 * H, d, gates.mutable_data_ptr<S>());
+    }
     const PackedB<S> w_hh_t = pack_recurrent<S>(w_hh, B);
     const std::optional<PackedB<S>> w_hr_t = w_hr ? std::optional(pack(matrix<S>(*w_hr).t(), B)) : std::nullopt;
     Matrix<S> h_prev = matrix<S>(hx);
@@ -268,27 +310,45 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
       }
       later = t;
     }
-    const Matrix<S> dg{dgates.const_data_ptr<S>(), T * B, 4 * H, 4 * H, 1};
+    // The GEMMs over all steps take every row, or a packed batch's sequence rows only (gather_rows;
+    // reverse is false then). rows(x, width) is a time-major [T, B, width] tensor's rows of every step.
+    const bool packed = !d.batch_sizes.empty();
+    auto rows = [&](const at::Tensor& x, int64_t width) {
+      return packed ? gather_rows(x.const_data_ptr<S>(), width, d, 0, 0, x) : x.reshape({T * B, width});
+    };
+    const at::Tensor dg_rows = rows(dgates, 4 * H);
+    const Matrix<S> dg = matrix<S>(dg_rows);
     const Matrix<S> dg_first{dgates.const_data_ptr<S>() + t_first * 4 * BH, B, 4 * H, 4 * H, 1};
-    if (mask[0]) grad_input = product(dg, matrix<S>(w_ih), input).view({T, B, d.input});
+    if (mask[0]) {
+      const at::Tensor dx = product(dg, matrix<S>(w_ih), input);
+      if (packed) {
+        grad_input = at::empty({T, B, d.input}, input.options());
+        scatter_rows(dx.const_data_ptr<S>(), d.input, d, grad_input.mutable_data_ptr<S>());
+      } else {
+        grad_input = dx.view({T, B, d.input});
+      }
+    }
     if (mask[1]) {
       grad_hx = at::empty({B, P}, input.options());
       gemm::multiply(dg_first, w_hh_p, grad_hx.mutable_data_ptr<S>(), P, 0, false, no_epilogue);
     }
-    if (mask[2]) grad_w_ih = product(dg.t(), matrix<S>(input.reshape({T * B, d.input})), input);
+    if (mask[2]) grad_w_ih = product(dg.t(), matrix<S>(rows(input.contiguous(), d.input)), input);
     if (mask[3]) {
-      // Σ_t dgates(t)ᵀ·h(t−1): the first step's h(t−1) is hx, the others' are outputs.
+      // Σ_t dgates(t)ᵀ·h(t−1): the first step's h(t−1) is hx, the others' are outputs (a packed
+      // batch's: the first rows(t) rows of step t − 1, gathered).
       grad_w_hh = product(dg_first.t(), matrix<S>(hx), input);
       if (T > 1) {
-        const Matrix<S> dg_rest{dgates.const_data_ptr<S>() + (reverse ? 0 : 1) * 4 * BH, (T - 1) * B, 4 * H, 4 * H, 1};
-        const Matrix<S> h_rest{out_c.const_data_ptr<S>() + (reverse ? 1 : 0) * BP, (T - 1) * B, P, P, 1};
-        gemm::multiply(dg_rest.t(), h_rest, grad_w_hh.mutable_data_ptr<S>(), P, true);
+        const int64_t first_rows = packed ? d.rows(0) : B;
+        const Matrix<S> dg_rest{dg.data + (reverse ? 0 : first_rows) * 4 * H, dg.rows - first_rows, 4 * H, 4 * H, 1};
+        const at::Tensor h_rest = packed ? gather_rows(out_c.const_data_ptr<S>(), P, d, 1, 1, out_c)
+                                         : out_c.narrow(0, reverse ? 1 : 0, T - 1).reshape({(T - 1) * B, P});
+        gemm::multiply(dg_rest.t(), matrix<S>(h_rest), grad_w_hh.mutable_data_ptr<S>(), P, true);
       }
     }
     if (w_hr && mask[5]) {
       // Σ_t dh(t)ᵀ·r(t)
       const at::Tensor r = lstm::recompute_r(gates, cs, H);
-      grad_w_hr = product(Matrix<S>{dh.const_data_ptr<S>(), T * B, P, P, 1}.t(), matrix<S>(r.view({T * B, H})), input);
+      grad_w_hr = product(matrix<S>(rows(dh, P)).t(), matrix<S>(rows(r, H)), input);
     }
   });
   return {grad_input, grad_hx, dc, grad_w_ih, grad_w_hh,
