@@ -10,9 +10,12 @@ namespace hotkernels::cpu::HK_ISA {
 namespace {
 
 // Calls f(row, j, n) for the vectors of rows [r0, r1) × units [u0, u1): n = kLanes except at the
-// end of a row's range, where n < kLanes lanes are valid.
+// end of a row's range, where n < kLanes lanes are valid. Both it and the passes' f are forced
+// inline: GCC left f (five exponentials, ~150 instructions) an out-of-line call per vector, with
+// its constants reloaded each time (measured on a Xeon, AVX-512, one thread, the forward pass
+// over 32 × 512 units: 67 µs as a call, 42 µs inline).
 template <class T, class F>
-inline void for_each_vector(int64_t r0, int64_t r1, int64_t u0, int64_t u1, F f) {
+[[gnu::always_inline]] inline void for_each_vector(int64_t r0, int64_t r1, int64_t u0, int64_t u1, F f) {
   constexpr int64_t L = simd::kLanes<T>;
   for (int64_t row = r0; row < r1; ++row) {
     for (int64_t j = u0; j < u1; j += L) f(row, j, std::min(L, u1 - j));
@@ -35,7 +38,7 @@ inline void store(T* p, simd::Vec<T> v, int64_t n) {
 template <class T>
 void forward(const LstmForwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
   const int64_t H = a.hidden;
-  for_each_vector<T>(r0, r1, u0, u1, [&](int64_t row, int64_t j, int64_t n) {
+  for_each_vector<T>(r0, r1, u0, u1, [&](int64_t row, int64_t j, int64_t n) [[gnu::always_inline]] {
     T* g = a.gates + row * 4 * H + j;
     auto vi = load(g, n), vf = load(g + H, n), vg = load(g + 2 * H, n), vo = load(g + 3 * H, n);
     if (a.bias != nullptr) {
@@ -59,7 +62,7 @@ void forward(const LstmForwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, in
 template <class T>
 void backward(const LstmBackwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
   const int64_t H = a.hidden;
-  for_each_vector<T>(r0, r1, u0, u1, [&](int64_t row, int64_t j, int64_t n) {
+  for_each_vector<T>(r0, r1, u0, u1, [&](int64_t row, int64_t j, int64_t n) [[gnu::always_inline]] {
     const T* g = a.gates + row * 4 * H + j;
     T* dg = a.dgates + row * 4 * H + j;
     const int64_t s = row * H + j;
