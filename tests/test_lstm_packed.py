@@ -14,8 +14,11 @@ I, H = 5, 7
 
 # Lengths in the caller's order; sorted batches take them in decreasing order. "mixed" has a
 # sequence of one step and two of the same length, so sequences end at different steps and the
-# reverse direction starts at different steps.
-LENGTHS = {"mixed": [3, 5, 1, 3], "equal": [4, 4, 4], "batch1": [6]}
+# reverse direction starts at different steps. "many": 19 sequences, several of the GEMM core's
+# row blocks, whose steps' row counts (19 down to 4) each start a block of the gathered rows at a
+# different offset (the CPU's GEMMs over all steps take only the sequences' rows).
+LENGTHS = {"mixed": [3, 5, 1, 3], "equal": [4, 4, 4], "batch1": [6],
+           "many": [6, 1, 5, 2, 6, 3, 4, 4, 5, 1, 2, 3, 6, 5, 4, 3, 2, 1, 6]}
 
 CONFIGS = [
     dict(num_layers=1),
