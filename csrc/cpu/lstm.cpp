@@ -102,12 +102,19 @@ void backward_rows(const LstmBackwardArgs<T>& args, int64_t rows) {
 // of the rows for lengths spread over [T/2, T]; the copies cost a pass over memory, the skipped
 // rows their share of the GEMMs' flops).
 //
+// at_row[t]: where step t's rows start among the gathered rows of steps [t0, T) (at_row[T]: their
+// count).
+std::vector<int64_t> gathered_row_starts(const Dims& d, int64_t t0) {
+  std::vector<int64_t> at_row(d.steps + 1, 0);
+  for (int64_t t = t0; t < d.steps; ++t) at_row[t + 1] = at_row[t] + d.rows(t);
+  return at_row;
+}
+
 // Steps [t0, T) of a time-major [T, B, width] tensor, the first rows(t) rows of step t read from
 // step t − lag, into [Σ rows(t), width].
 template <class S>
 at::Tensor gather_rows(const S* src, int64_t width, const Dims& d, int64_t t0, int64_t lag, const at::Tensor& like) {
-  std::vector<int64_t> at_row(d.steps + 1, 0);  // the first row of step t in the result
-  for (int64_t t = t0; t < d.steps; ++t) at_row[t + 1] = at_row[t] + d.rows(t);
+  const std::vector<int64_t> at_row = gathered_row_starts(d, t0);
   at::Tensor out = at::empty({at_row[d.steps], width}, like.options());
   S* dst = out.mutable_data_ptr<S>();
   at::parallel_for(t0, d.steps, 1, [&](int64_t begin, int64_t end) {
@@ -121,8 +128,7 @@ at::Tensor gather_rows(const S* src, int64_t width, const Dims& d, int64_t t0, i
 // The inverse for all steps: [Σ rows(t), width] back into dst [T, B, width], zeros in the padding.
 template <class S>
 void scatter_rows(const S* src, int64_t width, const Dims& d, S* dst) {
-  std::vector<int64_t> at_row(d.steps + 1, 0);
-  for (int64_t t = 0; t < d.steps; ++t) at_row[t + 1] = at_row[t] + d.rows(t);
+  const std::vector<int64_t> at_row = gathered_row_starts(d, 0);
   at::parallel_for(0, d.steps, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       S* out = dst + t * d.batch * width;
