@@ -120,18 +120,18 @@ inline vfloat clamp(vfloat x, float lo, float hi) {
 // exp for float vectors, to about 1 ulp (Cephes' polynomial): exp(x) = 2^k · exp(r) with
 // k = round(x / ln 2) and r = x − k·ln 2 in [−ln2/2, ln2/2] (ln 2 split in two so r is exact),
 // exp(r) by a degree-6 polynomial. k is rounded with the 1.5·2^23 trick (adding it leaves round(t)
-// in the low mantissa bits), and 2^k is applied as two halves 2^(k/2)·2^(k−k/2), each a normal
-// float for k in [−150, 128]. So after clamping x to [−104, 88.8] the last product itself
-// underflows gradually through the subnormals to 0 and overflows to inf exactly where exp does,
-// with no selects; NaN passes the clamp and propagates. ~20 vector instructions, no division.
+// in the low mantissa bits). After clamping x to [−104, 88.8], 2^k (k in [−150, 128]) is applied
+// so that the result underflows gradually through the subnormals to 0 and overflows to inf exactly
+// where exp does, with no selects; NaN passes the clamp and propagates. AVX-512 scales in one
+// instruction (vscalefps: p·2^k, one rounding), elsewhere as two halves 2^(k/2)·2^(k−k/2), each a
+// normal float, built from k's bits. Both give the same bits (checked over 3M inputs, subnormal
+// results, ±inf and NaN included); the one instruction replaces eight. Measured on a Xeon, in
+// cache, alternating builds: Mish of 64K floats forward 35-39 → 30-33 µs, backward 43-47 → 35-40.
 inline vfloat exp(vfloat x) {
   constexpr float kRound = 12582912.0f;  // 1.5 · 2^23
   const vfloat xc = clamp(x, -104.0f, 88.8f);
   const vfloat t = xc * 1.44269504088896341f + kRound;
   const vfloat kf = t - kRound;
-  vint32 k;
-  std::memcpy(&k, &t, sizeof(k));
-  k -= 0x4B400000;  // the bits of kRound: what remains is k
   vfloat r = xc - kf * 0.693359375f;
   r = r - kf * -2.12194440e-4f;
   vfloat p = broadcast(1.9875691500e-4f);
@@ -141,12 +141,19 @@ inline vfloat exp(vfloat x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
+#if defined(__AVX512F__) && HK_VEC_BYTES == 64
+  return (vfloat)_mm512_scalef_ps((__m512)p, (__m512)kf);
+#else
+  vint32 k;
+  std::memcpy(&k, &t, sizeof(k));
+  k -= 0x4B400000;  // the bits of kRound: what remains is k
   const vint32 k1 = k >> 1;
   const vint32 bits1 = (k1 + 127) << 23, bits2 = (k - k1 + 127) << 23;
   vfloat s1, s2;
   std::memcpy(&s1, &bits1, sizeof(s1));
   std::memcpy(&s2, &bits2, sizeof(s2));
   return p * s1 * s2;
+#endif
 }
 
 // exp for double vectors: lane by lane through libm (exact to libm's ulp; double is not the fast
