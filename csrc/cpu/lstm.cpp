@@ -110,12 +110,14 @@ std::vector<int64_t> gathered_row_starts(const Dims& d, int64_t t0) {
   return at_row;
 }
 
-// Steps [t0, T) of a time-major [T, B, width] tensor, the first rows(t) rows of step t read from
+// Steps [t0, T) of a time-major [T, B, width] tensor x, the first rows(t) rows of step t read from
 // step t − lag, into [Σ rows(t), width].
 template <class S>
-at::Tensor gather_rows(const S* src, int64_t width, const Dims& d, int64_t t0, int64_t lag, const at::Tensor& like) {
+at::Tensor gather_rows(const at::Tensor& x, int64_t width, const Dims& d, int64_t t0, int64_t lag) {
+  const at::Tensor xc = x.contiguous();
+  const S* src = xc.const_data_ptr<S>();
   const std::vector<int64_t> at_row = gathered_row_starts(d, t0);
-  at::Tensor out = at::empty({at_row[d.steps], width}, like.options());
+  at::Tensor out = at::empty({at_row[d.steps], width}, x.options());
   S* dst = out.mutable_data_ptr<S>();
   at::parallel_for(t0, d.steps, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -212,7 +214,7 @@ Tensors3 layer_forward(const Dims& d, const at::Tensor& input, const at::Tensor&
     if (d.batch_sizes.empty()) {
       gemm::multiply(matrix<S>(input.reshape({T * B, d.input})), w_ih_t, gates.mutable_data_ptr<S>(), 4 * H, false);
     } else {
-      const at::Tensor x = gather_rows(input.contiguous().const_data_ptr<S>(), d.input, d, 0, 0, input);
+      const at::Tensor x = gather_rows<S>(input, d.input, d, 0, 0);
       const at::Tensor projected = product(matrix<S>(x), w_ih_t, input);
       scatter_rows(projected.const_data_ptr<S>(), 4 * H, d, gates.mutable_data_ptr<S>());
     }
@@ -320,7 +322,7 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
     // reverse is false then). rows(x, width) is a time-major [T, B, width] tensor's rows of every step.
     const bool packed = !d.batch_sizes.empty();
     auto rows = [&](const at::Tensor& x, int64_t width) {
-      return packed ? gather_rows(x.const_data_ptr<S>(), width, d, 0, 0, x) : x.reshape({T * B, width});
+      return packed ? gather_rows<S>(x, width, d, 0, 0) : x.reshape({T * B, width});
     };
     const at::Tensor dg_rows = rows(dgates, 4 * H);
     const Matrix<S> dg = matrix<S>(dg_rows);
@@ -338,7 +340,7 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
       grad_hx = at::empty({B, P}, input.options());
       gemm::multiply(dg_first, w_hh_p, grad_hx.mutable_data_ptr<S>(), P, 0, false, no_epilogue);
     }
-    if (mask[2]) grad_w_ih = product(dg.t(), matrix<S>(rows(input.contiguous(), d.input)), input);
+    if (mask[2]) grad_w_ih = product(dg.t(), matrix<S>(rows(input, d.input)), input);
     if (mask[3]) {
       // Σ_t dgates(t)ᵀ·h(t−1): the first step's h(t−1) is hx, the others' are outputs (a packed
       // batch's: the first rows(t) rows of step t − 1, gathered).
@@ -346,7 +348,7 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
       if (T > 1) {
         const int64_t first_rows = packed ? d.rows(0) : B;
         const Matrix<S> dg_rest{dg.data + (reverse ? 0 : first_rows) * 4 * H, dg.rows - first_rows, 4 * H, 4 * H, 1};
-        const at::Tensor h_rest = packed ? gather_rows(out_c.const_data_ptr<S>(), P, d, 1, 1, out_c)
+        const at::Tensor h_rest = packed ? gather_rows<S>(out_c, P, d, 1, 1)
                                          : out_c.narrow(0, reverse ? 1 : 0, T - 1).reshape({(T - 1) * B, P});
         gemm::multiply(dg_rest.t(), matrix<S>(h_rest), grad_w_hh.mutable_data_ptr<S>(), P, true);
       }
