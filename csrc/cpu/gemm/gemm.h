@@ -91,17 +91,20 @@ inline std::array<int64_t, 128> strided_rows(int64_t rows, int64_t ld) {
   return at;
 }
 
-// The shape that pads an m × n product least (rows to whole blocks of mr, columns of nr), taking a
-// later shape only where it pads at least 3% less: the first (8 × 3 vectors on AVX-512) runs
-// fastest, so 1600 rows stay on it rather than gain 0.2% on 12 × 2. One-row shapes serve m = 1 only
+// The shape that costs an m × n product least: its padded size (rows to whole blocks of mr,
+// columns of nr) over its speed, taking a later shape only where it costs at least 3% less: the
+// first (8 × 3 vectors on AVX-512) runs fastest, so 1600 rows stay on it rather than gain 0.2% on
+// 12 × 2. One-row shapes serve m = 1 only
 // (they load a B vector per FMA: fine where B streams from memory anyway, slow otherwise).
 template <class T>
 const GemmKernel<T>& least_padding(int64_t m, int64_t n) {
   const auto all = shapes<T>();
   const GemmKernel<T>* best = &all[0];
-  auto padded = [&](const GemmKernel<T>& k) { return ceil_div(m, k.mr) * k.mr * (ceil_div(n, k.nr) * k.nr); };
+  auto padded = [&](const GemmKernel<T>& k) {
+    return static_cast<double>(ceil_div(m, k.mr) * k.mr * (ceil_div(n, k.nr) * k.nr)) / k.speed;
+  };
   for (const GemmKernel<T>& k : all) {
-    if ((k.mr > 1 || m == 1) && padded(k) < 0.97 * static_cast<double>(padded(*best))) best = &k;
+    if ((k.mr > 1 || m == 1) && padded(k) < 0.97 * padded(*best)) best = &k;
   }
   return *best;
 }

@@ -11,7 +11,7 @@
 namespace hotkernels::cpu {
 
 // At most this many micro-kernel shapes per instruction set and type.
-constexpr int kMaxGemmShapes = 4;
+constexpr int kMaxGemmShapes = 5;
 
 // C[m × n] (row stride ldc) = A·B, or += when `accumulate`, reducing over t < r, in blocks of mr
 // rows (A broadcast from memory) × nr columns (nr / lanes vectors of B), rows outside, columns
@@ -27,12 +27,16 @@ struct GemmKernel {
   void (*run)(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
               int64_t n, int64_t r, bool accumulate);
   int64_t mr, nr;
+  // Its FMA rate relative to the first shape's on products whose operands stream from L2: the
+  // padding it saves must pay for a slower kernel (csrc/cpu/gemm/gemm.h, least_padding).
+  double speed;
 };
 
 // Shapes [0, shapes) are valid, in order of preference (csrc/cpu/gemm/gemm.h picks the one that
-// pads a product least, the earlier one unless a later pads clearly less). 16-register instruction
-// sets (SSE2, AVX2) have 12 accumulators per shape, AVX-512 (32 registers) 24: each shape leaves
-// room for its B vectors and one broadcast. The last shape of each has one row (a matrix-vector
+// costs a product least, its padded size over the shape's speed, the earlier one unless a later
+// costs clearly less). 16-register instruction sets (SSE2, AVX2) have 12 accumulators per shape,
+// AVX-512 (32 registers) 24, or 16 where narrower blocks pad less: each shape leaves room for its B
+// vectors and one broadcast. The last shape of each has one row (a matrix-vector
 // product: a batch of one), for products of a single row only.
 // Packing: dst[t·width + u] = src[row_at[u] + t] for u < rows, t < steps, and 0 for rows ≤ u <
 // width: `rows` rows, each contiguous along t from its own offset, interleaved into rows of `width`
