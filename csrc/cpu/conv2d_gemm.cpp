@@ -248,7 +248,7 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
           for (int64_t b = 0; b < nn; ++b) {
             const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
             kern.run(a, p.kd * mr, xb, p.offsets + k0, ct.data() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
-                     r, k0 > 0);
+                     r, k0 > 0, nullptr);
           }
         }
       }
@@ -325,7 +325,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
         for (int64_t i = r0; i < r0 + nr; i += mr) {
           const T* a = p.a + gi * p.a_group + (i / mr) * p.kd * mr + k0 * mr;
           kern.run(a, p.kd * mr, bt.data(), steps.data(), ct.data() + (i - r0) * tile, tile, std::min(mr, r0 + nr - i),
-                   qn, r, k0 > 0);
+                   qn, r, k0 > 0, nullptr);
         }
       }
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
@@ -502,7 +502,7 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
             }
             for (int64_t b = 0; b < blocks; ++b) {
               kern.run(ab.data() + b * chunk * mr, 0, bt.data(), steps.data(), sum + (gi * m + b * mr) * kd + j * nr,
-                       kd, std::min(mr, m - b * mr), cols, qn, q0 > q_begin);
+                       kd, std::min(mr, m - b * mr), cols, qn, q0 > q_begin, nullptr);
             }
           }
         }

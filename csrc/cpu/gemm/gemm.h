@@ -369,8 +369,21 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
           } else {
             panel = b.panel(g, p) + t0 * b.stride(p);
           }
+          // The panel chunk this tile runs next (the next group, panel, or the next chunk's first
+          // panel; after the last, the first again: the next call's, an LSTM's next step), where
+          // it is packed ahead: it is fetched into L2 while this one computes, so that its first
+          // row block does not wait on L3. Measured on the Xeon (AVX-512, 2 threads, paired in one
+          // process): nn.LSTM forward+backward ~3.5% faster, 2048² ~3.5%, 1600 × 256 × 2048 and
+          // 2048 × 1600 × 512 ~2%.
+          const T* next = nullptr;
+          if (!b.deferred()) {
+            int64_t gn = g + 1, pn = p, tn = t0;
+            if (gn == b.groups()) gn = 0, ++pn;
+            if (pn == p1) pn = p0, tn = t0 + kc < k ? t0 + kc : 0;
+            if (b.stride(pn) == nr) next = b.panel(gn, pn) + tn * nr;
+          }
           kern.run(a_chunk, kc * mr, panel, (b.deferred() || b.stride(p) == nr ? offsets : in_place).data(),
-                   c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0);
+                   c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0, next);
         }
       }
     }

@@ -15,7 +15,8 @@ namespace {
 // broadcasts of A feed MR·NV FMAs.
 template <class T, int64_t MR, int64_t NV>
 inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const int64_t* __restrict__ offsets,
-                         T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc, int64_t r, bool accumulate) {
+                         T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc, int64_t r, bool accumulate,
+                         const T* next) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
   V acc[MR][NV];
@@ -38,6 +39,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
       for (int64_t v = 0; v < NV * L; v += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(bp + v);
       __builtin_prefetch(a + (t + D) * MR);
     }
+    if (next != nullptr) __builtin_prefetch(next + t * (64 / static_cast<int64_t>(sizeof(T))), 0, 2);  // into L2
     V bv[NV];
 #pragma GCC unroll 8
     for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(bt + v * L);
@@ -66,12 +68,19 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
 
 template <class T, int64_t MR, int64_t NV>
 void gemm(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m, int64_t n,
-          int64_t r, bool accumulate) {
-  constexpr int64_t NR = NV * simd::kLanes<T>;
+          int64_t r, bool accumulate, const T* next) {
+  // `next` (the caller's next panel: r steps of NR values) is fetched a line per step by the calls
+  // of the last row blocks, as many as it has lines per step: it arrives just before it is used,
+  // rather than displace this call's operands from L2 long before (fetched from the first row
+  // block on, 2048² and 1600 × 256 × 2048 ran 1-3% slower than without it).
+  constexpr int64_t NR = NV * simd::kLanes<T>, kLine = 64 / sizeof(T), kLinesPerStep = (NR + kLine - 1) / kLine;
+  const int64_t lead = std::max<int64_t>(0, (m + MR - 1) / MR - kLinesPerStep);
   for (int64_t i = 0; i < m; i += MR) {
+    const int64_t blk = i / MR;
     for (int64_t j = 0; j < n; j += NR) {
       micro_kernel<T, MR, NV>(a + (i / MR) * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(MR, m - i),
-                              std::min(NR, n - j), r, accumulate);
+                              std::min(NR, n - j), r, accumulate,
+                              next == nullptr || blk < lead ? nullptr : next + (blk - lead) * r * kLine);
     }
   }
 }
