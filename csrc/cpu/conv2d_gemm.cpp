@@ -363,7 +363,7 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
-  const GemmKernel<T>& kern = gemm::least_padding<T>(m, g.oh * g.ow);
+  const GemmKernel<T>& kern = gemm::best_shape<T>(m, g.oh * g.ow);
   const auto a = pack_a(g.groups, m, kern.mr, w, m * kd, kd, kd, nullptr);
   const GemmPass<T> pass{&kern, xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd, a.get(),
                          ceil_div(m, kern.mr) * kd * kern.mr, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1, 0, 1, bias};
@@ -430,7 +430,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
         }
       }
       const int64_t rows = ceil_div(g.h - a, g.sh), cols = ceil_div(g.w - b, g.sw);
-      const GemmKernel<T>& kern = gemm::least_padding<T>(cin, rows * cols);
+      const GemmKernel<T>& kern = gemm::best_shape<T>(cin, rows * cols);
       const auto pa = pack_a(g.groups, cin, kern.mr, w, cout * cin * g.taps(), g.taps(), kd, w_off.data());
       const GemmPass<T> pass{&kern, gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd, pa.get(),
                              ceil_div(cin, kern.mr) * kd * kern.mr, cin, wq, rows, cols, gx, g.h, g.w, a, g.sh, b,
@@ -452,7 +452,7 @@ template <class T>
 void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p, T* gw,
                           const Conv2dGeometry& g) {
   const int64_t m = g.cout_g(), kd = g.kdim(), plane = g.oh * g.ow, pixels = g.n * plane;
-  const GemmKernel<T>& kern = gemm::least_padding<T>(m, kd);
+  const GemmKernel<T>& kern = gemm::best_shape<T>(m, kd);
   const int64_t mr = kern.mr, nr = kern.nr, blocks = ceil_div(m, mr), panels = ceil_div(kd, nr);
   // Pixels per chunk: grad_output's packed chunk (every row block) takes at most half of L2, where
   // it stays while each tap panel runs past it; at most 256 (a panel chunk of 256 × 48 floats, 48

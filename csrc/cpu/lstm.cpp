@@ -57,14 +57,14 @@ template <class T>
 PackedB<T> pack_recurrent(const at::Tensor& w_hh, int64_t batch, bool once = false) {
   const int64_t hidden = w_hh.size(0) / 4;
   const Matrix<T> b = matrix<T>(w_hh).t();
-  const GemmKernel<T>& kern = gemm::least_padding<T>(batch, hidden);
+  const GemmKernel<T>& kern = gemm::best_shape<T>(batch, hidden);
   return PackedB<T>(b, 4, kern, once ? gemm::packing_for(b, 4, batch, kern) : gemm::Packing::ahead);
 }
 
 // b (k × n) packed for products of `rows` rows: one group.
 template <class T>
 PackedB<T> pack(const Matrix<T>& b, int64_t rows) {
-  return PackedB<T>(b, 1, gemm::least_padding<T>(rows, b.cols));
+  return PackedB<T>(b, 1, gemm::best_shape<T>(rows, b.cols));
 }
 
 constexpr auto no_epilogue = [](int64_t, int64_t, int64_t, int64_t) {};
@@ -277,7 +277,7 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
                                  dgates.mutable_data_ptr<S>() + t * 4 * BH, dcp, H};
     };
     const auto kernel = HK_ISA_TABLE(lstm_kernels).backward.of<S>();
-    const PackedB<S> w_hh_p(matrix<S>(w_hh), 1, gemm::least_padding<S>(B, P));
+    const PackedB<S> w_hh_p(matrix<S>(w_hh), 1, gemm::best_shape<S>(B, P));
     const std::optional<PackedB<S>> w_hr_p = w_hr ? std::optional(pack(matrix<S>(*w_hr), B)) : std::nullopt;
     // The pointwise backward of step t once its dh is complete: with a projection, as the epilogue of
     // dr = dh·W_hr; without, over all rows (the steps after the first have it as their dh GEMM's

@@ -94,17 +94,17 @@ inline std::array<int64_t, 128> strided_rows(int64_t rows, int64_t ld) {
 // The shape that costs an m × n product least: its padded size (rows to whole blocks of mr,
 // columns of nr) over its speed, taking a later shape only where it costs at least 3% less: the
 // first (8 × 3 vectors on AVX-512) runs fastest, so 1600 rows stay on it rather than gain 0.2% on
-// 12 × 2. One-row shapes serve m = 1 only
-// (they load a B vector per FMA: fine where B streams from memory anyway, slow otherwise).
+// 12 × 2. One-row shapes serve m = 1 only (they load a B vector per FMA: fine where B streams from
+// memory anyway, slow otherwise).
 template <class T>
-const GemmKernel<T>& least_padding(int64_t m, int64_t n) {
+const GemmKernel<T>& best_shape(int64_t m, int64_t n) {
   const auto all = shapes<T>();
   const GemmKernel<T>* best = &all[0];
-  auto padded = [&](const GemmKernel<T>& k) {
+  auto cost = [&](const GemmKernel<T>& k) {
     return static_cast<double>(ceil_div(m, k.mr) * k.mr * (ceil_div(n, k.nr) * k.nr)) / k.speed;
   };
   for (const GemmKernel<T>& k : all) {
-    if ((k.mr > 1 || m == 1) && padded(k) < 0.97 * padded(*best)) best = &k;
+    if ((k.mr > 1 || m == 1) && cost(k) < 0.97 * cost(*best)) best = &k;
   }
   return *best;
 }
@@ -460,7 +460,7 @@ Packing packing_for(const Matrix<T>& b, int64_t groups, int64_t rows, const Gemm
 // `packing_for` says.
 template <class T>
 void multiply(const Matrix<T>& a, const Matrix<T>& b, T* c, int64_t ldc, bool accumulate) {
-  const GemmKernel<T>& kern = least_padding<T>(a.rows, b.cols);
+  const GemmKernel<T>& kern = best_shape<T>(a.rows, b.cols);
   const PackedB<T> packed(b, 1, kern, packing_for(b, 1, a.rows, kern));
   multiply(a, packed, c, ldc, 0, accumulate, [](int64_t, int64_t, int64_t, int64_t) {});
 }

@@ -78,7 +78,7 @@ void gemm(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c
   for (int64_t i = 0; i < m; i += MR) {
     const int64_t blk = i / MR;
     for (int64_t j = 0; j < n; j += NR) {
-      micro_kernel<T, MR, NV>(a + (i / MR) * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(MR, m - i),
+      micro_kernel<T, MR, NV>(a + blk * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(MR, m - i),
                               std::min(NR, n - j), r, accumulate,
                               next == nullptr || blk < lead ? nullptr : next + (blk - lead) * r * kLine);
     }

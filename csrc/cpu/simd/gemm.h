@@ -30,7 +30,7 @@ struct GemmKernel {
               int64_t n, int64_t r, bool accumulate, const T* next);
   int64_t mr, nr;
   // Its FMA rate relative to the first shape's on products whose operands stream from L2: the
-  // padding it saves must pay for a slower kernel (csrc/cpu/gemm/gemm.h, least_padding).
+  // padding it saves must pay for a slower kernel (csrc/cpu/gemm/gemm.h, best_shape).
   double speed;
 };
 
