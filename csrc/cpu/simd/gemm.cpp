@@ -12,8 +12,8 @@ namespace hotkernels::cpu::HK_ISA {
 namespace {
 
 // One MR × NV·L block of C in MR·NV vector registers: per step t, NV vector loads of B and MR
-// broadcasts of A feed MR·NV FMAs.
-template <class T, int64_t MR, int64_t NV>
+// broadcasts of A feed MR·NV FMAs. With kNext it also fetches a line of `next` into L2 per step.
+template <class T, int64_t MR, int64_t NV, bool kNext>
 inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const int64_t* __restrict__ offsets,
                          T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc, int64_t r, bool accumulate,
                          const T* next) {
@@ -39,7 +39,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
       for (int64_t v = 0; v < NV * L; v += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(bp + v);
       __builtin_prefetch(a + (t + D) * MR);
     }
-    if (next != nullptr) __builtin_prefetch(next + t * (64 / static_cast<int64_t>(sizeof(T))), 0, 2);  // into L2
+    if constexpr (kNext) __builtin_prefetch(next + t * (64 / static_cast<int64_t>(sizeof(T))), 0, 2);  // into L2
     V bv[NV];
 #pragma GCC unroll 8
     for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(bt + v * L);
@@ -78,9 +78,14 @@ void gemm(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c
   for (int64_t i = 0; i < m; i += MR) {
     const int64_t blk = i / MR;
     for (int64_t j = 0; j < n; j += NR) {
-      micro_kernel<T, MR, NV>(a + blk * a_stride, b + j, offsets, c + i * ldc + j, ldc, std::min(MR, m - i),
-                              std::min(NR, n - j), r, accumulate,
-                              next == nullptr || blk < lead ? nullptr : next + (blk - lead) * r * kLine);
+      const T *ai = a + blk * a_stride, *bj = b + j;
+      T* cij = c + i * ldc + j;
+      const int64_t mc = std::min(MR, m - i), nc = std::min(NR, n - j);
+      if (next == nullptr || blk < lead) {  // a loop without the prefetch, not one that tests for it
+        micro_kernel<T, MR, NV, false>(ai, bj, offsets, cij, ldc, mc, nc, r, accumulate, nullptr);
+      } else {
+        micro_kernel<T, MR, NV, true>(ai, bj, offsets, cij, ldc, mc, nc, r, accumulate, next + (blk - lead) * r * kLine);
+      }
     }
   }
 }
