@@ -371,7 +371,8 @@ def test_every_cpu_instruction_set(cpu_isa):
     code = (
         "import torch, hotkernels, itertools, torch.nn.functional as F\n"
         "from hotkernels.functional import max_pool2d, avg_pool2d\n"
-        "from tests.test_pool import assert_avg_pool_float32\n"
+        "from tests.test_pool import assert_avg_pool_float32, layout, with_ties_and_nans\n"
+        "from tests.conftest import assert_same_nans\n"
         "torch.manual_seed(0)\n"
         "for W, s, cl in itertools.product([37], [1, 2, 3], [False, True]):\n"
         "    x = torch.randn(2, 19, 9, W)\n"
@@ -385,6 +386,8 @@ def test_every_cpu_instruction_set(cpu_isa):
         "        F.max_pool2d(xa, 3, s, 1).backward(g)\n"
         "        max_pool2d(xb, 3, s, 1).backward(g)  # offsets and their gather\n"
         "        assert torch.equal(xa.grad, xb.grad)\n"
+        "        xn = layout(with_ties_and_nans((2, 19, 9, W), dt, 'cpu'), cl)  # values only: their own kernel\n"
+        "        assert_same_nans(max_pool2d(xn, 3, s, 1), F.max_pool2d(xn, 3, s, 1), f'values only W={W} s={s}')\n"
         "        kw = dict(kernel_size=3, stride=s, padding=1)\n"
         "        gy = torch.randn_like(F.avg_pool2d(xd, **kw))\n"
         "        gx = torch.ops.hotkernels.avg_pool2d_backward(gy, xd, [3, 3], [s, s], [1, 1], False, True, None)\n"
@@ -402,6 +405,8 @@ def test_every_cpu_instruction_set(cpu_isa):
         "    kw = dict(kernel_size=(3, 5), stride=s, padding=(1, 2), dilation=(1, 2), ceil_mode=True,\n"
         "              return_indices=True)\n"
         "    assert all(torch.equal(a, b) for a, b in zip(max_pool2d(x, **kw), F.max_pool2d(x, **kw)))\n"
+        "    kw.pop('return_indices')\n"
+        "    assert torch.equal(max_pool2d(x, **kw), F.max_pool2d(x, **kw))\n"
         "    kw = dict(kernel_size=5, stride=s, padding=2, ceil_mode=True, count_include_pad=False)\n"
         "    torch.testing.assert_close(avg_pool2d(x, **kw), F.avg_pool2d(x, **kw))\n"
     )

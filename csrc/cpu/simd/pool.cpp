@@ -4,6 +4,7 @@
 // output width; a window column of stride 1 is a plain load, of stride 2 the even lanes of two loads,
 // of other strides a lane-by-lane gather) into a scratch row, then output rows reduce kH scratch rows
 // vertically. Each input row is reduced once even when overlapping windows (kH > sH) share it.
+// Max without an argmax goes the other way round, vertically first (max_plane_values).
 //
 // Max follows torch's scan exactly: taps in row-major order, `v > m || isnan(v)` replaces (value,
 // index), starting from (−inf, first tap inside). So a NaN wins (the last one scanned), else the first
@@ -110,6 +111,9 @@ void column_stride_switch(int64_t stride, F&& f) {
 
 template <class T> inline bool takes(T v, T m) { return v > m || v != v; }
 template <class V> inline auto takes_mask(V v, V m) { return (v > m) | (v != v); }
+// The value `takes` leaves: the same choice, written as x86's max (v > m ? v : m, one instruction)
+// and a NaN test, rather than two comparisons, their union and a select.
+template <class T> inline Vec<T> scan_max(Vec<T> v, Vec<T> m) { return v != v ? v : simd::max<T>(v, m); }
 
 template <class T, size_t... I>
 inline Vec<T> even_lanes(Vec<T> a, Vec<T> b, std::index_sequence<I...>) {
@@ -191,9 +195,13 @@ void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
     Vec<T> m = simd::broadcast(-std::numeric_limits<T>::infinity());
     for (int64_t k = 0; k < p.kW; ++k) {
       const Vec<T> v = load_strided<T, S>(base + k * p.dW, p.sW);
-      const auto take = takes_mask(v, m);
-      m = take ? v : m;
-      if constexpr (A != MaxArg::none) arg = take ? arg_of(static_cast<Ix<T>>(k)) : arg;
+      if constexpr (A == MaxArg::none) {
+        m = scan_max<T>(v, m);
+      } else {
+        const auto take = takes_mask(v, m);
+        m = take ? v : m;
+        arg = take ? arg_of(static_cast<Ix<T>>(k)) : arg;
+      }
     }
     simd::store(hv + ow, m);
     if constexpr (A != MaxArg::none) std::memcpy(hc + ow, &arg, sizeof(arg));
@@ -265,9 +273,50 @@ void max_plane_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scrat
   }
 }
 
+// Max, NCHW, values only (no argmax to follow torch's scan): each output row reduces its window's
+// input rows vertically into the row buffer, whole rows with stride-1 vectors, and then the buffer
+// horizontally as max_row does. That reduces half as many rows horizontally (with strided loads) as
+// the separable order above, which reduces every input row once (a row shared by two windows is
+// loaded twice here, plainly), and copies no row. The maximum does not depend on the order of the
+// scan, and a window holding a NaN still gives a NaN; only which of two equal values is taken (+0
+// or −0) or which NaN (where several) may differ from torch's, never the value compared.
+template <class T, int S>
+void max_plane_values(const T* in, T* out, const Pool2d& p, void* scratch) {
+  T* buf = init_row_buffer(static_cast<T*>(scratch), p, -std::numeric_limits<T>::infinity());
+  T* hv = buf + pool_row_buffer(p);  // one output row, whole vectors
+  for (int64_t oh = 0; oh < p.OH; ++oh) {
+    const int64_t start = oh * p.sH - p.pH;
+    const math::Taps t = math::window_taps(start, p.kH, p.dH, p.H);
+    prefetch_row(in + (start + kRowsAhead) * p.W, p.sH * p.W);
+    if (t.k0 == t.k1) {  // every tap in the padding (dilation can do that)
+      std::fill(out + oh * p.OW, out + (oh + 1) * p.OW, -std::numeric_limits<T>::infinity());
+      continue;
+    }
+    const T* row0 = in + (start + t.k0 * p.dH) * p.W;
+    for (int64_t w = 0; w < p.W; w += L<T>) {
+      const int64_t n = std::min(L<T>, p.W - w);
+      const auto load = [&](const T* r) { return n == L<T> ? simd::load(r + w) : simd::load_partial(r + w, n); };
+      Vec<T> m = load(row0);
+      for (int64_t k = t.k0 + 1; k < t.k1; ++k) {
+        const Vec<T> v = load(row0 + (k - t.k0) * p.dH * p.W);
+        m = scan_max<T>(v, m);
+      }
+      store_values<T>(buf + p.pW + w, m, n);  // the padding around the row stays −inf
+    }
+    max_row<T, MaxArg::none, S>(buf, hv, nullptr, p);
+    std::memcpy(out + oh * p.OW, hv, p.OW * sizeof(T));
+  }
+}
+
 template <class T, MaxArg A, class ArgT>
 void max_plane_stride(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scratch) {
-  column_stride_switch(p.sW, [&]<int S>() { max_plane_impl<T, A, S>(in, out, arg, p, scratch); });
+  column_stride_switch(p.sW, [&]<int S>() {
+    if constexpr (A == MaxArg::none) {
+      max_plane_values<T, S>(in, out, p, scratch);
+    } else {
+      max_plane_impl<T, A, S>(in, out, arg, p, scratch);
+    }
+  });
 }
 
 template <class T>

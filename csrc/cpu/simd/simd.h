@@ -102,6 +102,23 @@ template <class T> inline Vec<T> load_partial(const T* p, int64_t n) {
 template <class T> inline void store_partial(T* p, Vec<T> v, int64_t n) { std::memcpy(p, &v, n * sizeof(T)); }
 #endif
 
+// a > b ? a : b, so b where either is NaN: x86's max, one instruction (GCC compiles the select
+// itself to a comparison and a blend).
+template <class T> inline Vec<T> max(Vec<T> a, Vec<T> b) {
+#if defined(__AVX512F__) && HK_VEC_BYTES == 64
+  if constexpr (sizeof(T) == 4) return (Vec<T>)_mm512_max_ps((__m512)a, (__m512)b);
+  else return (Vec<T>)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif defined(__AVX__) && HK_VEC_BYTES == 32
+  if constexpr (sizeof(T) == 4) return (Vec<T>)_mm256_max_ps((__m256)a, (__m256)b);
+  else return (Vec<T>)_mm256_max_pd((__m256d)a, (__m256d)b);
+#elif defined(__SSE2__) && HK_VEC_BYTES == 16
+  if constexpr (sizeof(T) == 4) return (Vec<T>)_mm_max_ps((__m128)a, (__m128)b);
+  else return (Vec<T>)_mm_max_pd((__m128d)a, (__m128d)b);
+#else
+  return a > b ? a : b;
+#endif
+}
+
 // min(max(x, lo), hi), with NaN passing through. x86's min/max return their second operand when
 // either is NaN, so x goes second; elsewhere, selects (which also keep NaN: comparisons are false).
 inline vfloat clamp(vfloat x, float lo, float hi) {
