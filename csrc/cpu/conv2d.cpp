@@ -11,7 +11,6 @@
 
 #include "cpu/conv2d_passes.h"
 #include "cpu/dispatch.h"
-#include "cpu/simd/conv2d.h"
 
 namespace hotkernels::cpu {
 namespace {
@@ -66,7 +65,7 @@ void conv2d_backward_bias(const at::Tensor& gb, const at::Tensor& grad_output) {
   const at::Tensor gbc = compute_target(gb);
   const int64_t n = gy.size(0), k = gy.size(1), hw = gy.size(2) * gy.size(3);
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
-    const auto sum = HK_ISA_TABLE(conv2d_kernels).of<T>().sum;
+    const auto sum = kernels<T>().sum;
     const T* src = gy.const_data_ptr<T>();
     T* out = gbc.mutable_data_ptr<T>();
     at::parallel_for(0, k, grain(n * hw), [&](int64_t begin, int64_t end) {

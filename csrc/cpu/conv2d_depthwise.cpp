@@ -11,16 +11,10 @@
 
 #include "cpu/conv2d_passes.h"
 #include "cpu/gemm/gemm.h"
-#include "cpu/simd/conv2d.h"
 
 namespace hotkernels::cpu::conv {
 
 using gemm::ceil_div;
-
-template <class T>
-const Conv2dKernel<T>& kernels() {
-  return HK_ISA_TABLE(conv2d_kernels).of<T>();
-}
 
 // Rows and columns of a zero-padded plane holding every tap of every output pixel and the input.
 std::pair<int64_t, int64_t> padded_plane(const Conv2dGeometry& g) {
@@ -67,8 +61,8 @@ void fill_planes(const T* x, const Conv2dGeometry& g, const PhasePlanes& p, T* x
     }
     for (int64_t x0 = 0; x0 < std::min(p.phases, g.w); ++x0) {  // input columns x0, x0 + sw, …: one phase
       const int64_t col = g.pl + x0;
-      T* dst = row + col % p.phases * p.phase() + col / p.phases;
-      for (int64_t q = 0; x0 + q * p.phases < g.w; ++q) dst[q] = src[x0 + q * p.phases];
+      kernels<T>().take_columns(src + x0, p.phases, row + col % p.phases * p.phase() + col / p.phases,
+                                ceil_div(g.w - x0, p.phases));
     }
   }
 }

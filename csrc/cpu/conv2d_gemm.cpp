@@ -99,8 +99,7 @@ void phase_split(const Source<T>& src, const PhaseLayout& p, T* dst) {
       const int64_t lo = std::clamp<int64_t>(ceil_div(-off, step), 0, p.ws);
       const int64_t hi = std::clamp<int64_t>(ceil_div(src.w - off, step), lo, p.ws);
       std::fill(out, out + lo, T(0));
-      const T* s = in + off;
-      for (int64_t x = lo; x < hi; ++x) out[x] = s[x * step];
+      kernels<T>().take_columns(in + off + lo * step, step, out + lo, hi - lo);
       std::fill(out + hi, out + p.ws, T(0));
     }
   });

@@ -7,11 +7,18 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cpu/simd/conv2d.h"
 #include "math/conv2d.h"
 
 namespace hotkernels::cpu::conv {
 
 using math::Conv2dGeometry;
+
+// The SIMD kernels of this machine's instruction set (csrc/cpu/simd/conv2d.h).
+template <class T>
+const Conv2dKernel<T>& kernels() {
+  return HK_ISA_TABLE(conv2d_kernels).of<T>();
+}
 
 // at::parallel_for grain for items of `work` operations each: a thread gets at least ~64k operations
 // (tens of microseconds), so small convolutions run inline instead of paying for a parallel region.

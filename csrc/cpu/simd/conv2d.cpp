@@ -1,4 +1,5 @@
-// Convolution inner loops on SIMD vectors: the depthwise kernels and the bias gradient's sum.
+// Convolution inner loops on SIMD vectors: the depthwise kernels, the bias gradient's sum and the
+// phase splits' column copy.
 #include "cpu/simd/conv2d.h"
 
 #include <algorithm>
@@ -118,9 +119,24 @@ double sum(const T* x, int64_t n) {
   return total;
 }
 
+// Stride 2: the even lanes of two loads. A vector of outputs q..q+L−1 loads src[2q, 2q + 2L), one
+// value past its last input: taken only while an output follows it, so no load leaves the row.
+template <class T>
+void take_columns(const T* src, int64_t step, T* dst, int64_t n) {
+  constexpr int64_t L = simd::kLanes<T>;
+  int64_t q = 0;
+  if (step == 2) {
+    for (; q + L < n; q += L) {
+      simd::store(dst + q, simd::even_lanes<T>(simd::load(src + 2 * q), simd::load(src + 2 * q + L)));
+    }
+  }
+  for (; q < n; ++q) dst[q] = src[q * step];
+}
+
 template <class T>
 constexpr Conv2dKernel<T> kernels() {
-  return {&depthwise_forward<T>, &depthwise_backward_input<T>, &depthwise_backward_weight<T>, &sum<T>};
+  return {&depthwise_forward<T>, &depthwise_backward_input<T>, &depthwise_backward_weight<T>, &sum<T>,
+          &take_columns<T>};
 }
 
 }  // namespace

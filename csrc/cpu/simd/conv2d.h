@@ -1,7 +1,8 @@
 // Vectorised conv2d kernels (csrc/cpu/simd/conv2d.cpp), one table per instruction set: the
 // depthwise kernels (one input and one output channel per group), direct over one zero-padded
-// channel plane, and the bias gradient's sum. The general convolution is an implicit GEMM on the
-// GEMM core's micro-kernels instead (csrc/cpu/conv2d_gemm.cpp).
+// channel plane, the bias gradient's sum, and the strided column copy of the phase splits. The
+// general convolution is an implicit GEMM on the GEMM core's micro-kernels instead
+// (csrc/cpu/conv2d_gemm.cpp).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,9 @@ struct Conv2dKernel {
                                     const math::Conv2dGeometry& g);
   // Σ x[0..n) (for the bias gradient)
   double (*sum)(const T* x, int64_t n);
+  // dst[q] = src[q·step] for q < n: one column phase of a row, as the phase splits of both the
+  // implicit GEMM and the depthwise kernels copy it (stride 2 in vectors).
+  void (*take_columns)(const T* src, int64_t step, T* dst, int64_t n);
 };
 using Conv2dKernels = PerDtype<Conv2dKernel>;
 

@@ -115,18 +115,13 @@ template <class V> inline auto takes_mask(V v, V m) { return (v > m) | (v != v);
 // and a NaN test, rather than two comparisons, their union and a select.
 template <class T> inline Vec<T> scan_max(Vec<T> v, Vec<T> m) { return v != v ? v : simd::max<T>(v, m); }
 
-template <class T, size_t... I>
-inline Vec<T> even_lanes(Vec<T> a, Vec<T> b, std::index_sequence<I...>) {
-  return __builtin_shufflevector(a, b, static_cast<int>(2 * I)...);
-}
-
 // Lanes p[0], p[s], ..., p[(L−1)s]; S is the stride when known at compile time (1, 2), else 0.
 template <class T, int S>
 inline Vec<T> load_strided(const T* p, int64_t s) {
   if constexpr (S == 1) {
     return simd::load(p);
   } else if constexpr (S == 2) {
-    return even_lanes<T>(simd::load(p), simd::load(p + L<T>), std::make_index_sequence<L<T>>{});
+    return simd::even_lanes<T>(simd::load(p), simd::load(p + L<T>));
   } else {
     Vec<T> v;
     for (int64_t j = 0; j < L<T>; ++j) v[j] = p[j * s];

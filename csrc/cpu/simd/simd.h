@@ -51,6 +51,14 @@ template <class T, size_t... I> inline Vec<T> broadcast(T x, std::index_sequence
 }
 template <class T> inline Vec<T> broadcast(T x) { return broadcast(x, std::make_index_sequence<kLanes<T>>{}); }
 
+// The even lanes of (a, b) as one vector: a stride-2 load from two contiguous ones.
+template <class T, size_t... I> inline Vec<T> even_lanes(Vec<T> a, Vec<T> b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, static_cast<int>(2 * I)...);
+}
+template <class T> inline Vec<T> even_lanes(Vec<T> a, Vec<T> b) {
+  return even_lanes<T>(a, b, std::make_index_sequence<kLanes<T>>{});
+}
+
 // Loads the first `n` (< kLanes) elements of p, zero-filling the rest; stores the first n lanes.
 // Masked loads and stores where the instruction set has them (lanes past n are never touched, so
 // they may lie past the end of an allocation); elsewhere a copy of run-time length, which costs a
