@@ -117,6 +117,25 @@ def test_matches_torch(device, dtype, case):
             torch.testing.assert_close(a, e, **TOL[dtype], msg=lambda m: f"grad {name}: {m}")
 
 
+@pytest.mark.parametrize("threads", [3, 8])
+def test_weight_gradient_on_any_thread_count(threads):
+    """The CPU weight gradient splits the pixels over the threads in chunks of equal size (each part
+    into its own copy of the gradient, added at the end), and the tap panels too where there are
+    fewer chunks than threads: every split must sum each pixel exactly once."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n, c, h, k in [(1, 8, 23, 16), (2, 16, 11, 16), (3, 8, 12, 16), (1, 4, 4, 40), (2, 3, 9, 130)]:
+            x = torch.randn(n, c, h, h, dtype=torch.float64)
+            w = torch.randn(k, c, 3, 3, dtype=torch.float64, requires_grad=True)
+            gy = torch.randn(n, k, h, h, dtype=torch.float64)
+            got = torch.autograd.grad(HF.conv2d(x, w, padding=1), w, gy)[0]
+            want = torch.autograd.grad(F.conv2d(x, w, padding=1), w, gy)[0]
+            torch.testing.assert_close(got, want, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, k)}: {m}")
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_types(device, dtype):
     x, w, b, kw = _run(GRID[2], dtype, device, True, grad=False)

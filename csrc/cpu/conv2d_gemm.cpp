@@ -444,25 +444,33 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
 // micro-kernel's broadcast rows (A: grad_output, packed per chunk of pixels into [block][q][mr])
 // and the taps its vector columns (B: each tap's input pixels, gathered from the phase-split input
 // by the SIMD interleave into a [q][nr] panel per chunk, then reused by every row block). The
-// pixels are split across the threads, each summing into its own copy of gw (C_out × C_in·taps:
-// small next to the inputs), and the copies are added at the end: every thread streams a
-// different part of x and grad_output, and the work splits evenly whatever the shape.
+// pixels are split across the threads, in chunks of equal size and as many per thread, each
+// thread summing into its own copy of gw (C_out × C_in·taps: small next to the inputs), and the
+// copies are added at the end: every thread streams a different part of x and grad_output. With
+// fewer chunks than threads (the deep layers of a small batch: 512 channels of 4 × 4 pixels, one
+// chunk, a 9 MB gw) the threads split the tap panels instead, disjoint columns of gw.
 template <class T>
 void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>& off, const PhaseLayout& p, T* gw,
                           const Conv2dGeometry& g) {
   const int64_t m = g.cout_g(), kd = g.kdim(), plane = g.oh * g.ow, pixels = g.n * plane;
   const GemmKernel<T>& kern = gemm::best_shape<T>(m, kd);
   const int64_t mr = kern.mr, nr = kern.nr, blocks = ceil_div(m, mr), panels = ceil_div(kd, nr);
+  const int64_t threads = at::get_num_threads();
   // Pixels per chunk: grad_output's packed chunk (every row block) takes at most half of L2, where
   // it stays while each tap panel runs past it; at most 256 (a panel chunk of 256 × 48 floats, 48
   // KiB, is reused by every row block from L2).
-  const int64_t chunk = std::clamp<int64_t>(gemm::l2_bytes() / (2 * blocks * mr * static_cast<int64_t>(sizeof(T))),
-                                            16, 256);
-  const int64_t chunks = ceil_div(pixels, chunk);
-  const int64_t parts = std::min<int64_t>(chunks, at::get_num_threads());
+  const int64_t max_chunk = std::clamp<int64_t>(
+      gemm::l2_bytes() / (2 * blocks * mr * static_cast<int64_t>(sizeof(T))), 16, 256);
+  int64_t chunks = ceil_div(pixels, max_chunk);
+  if (chunks >= threads) chunks = ceil_div(chunks, threads) * threads;  // as many per thread
+  const int64_t chunk = ceil_div(pixels, chunks);
+  chunks = ceil_div(pixels, chunk);  // none empty, so that every part writes all of its copy
+  const int64_t pixel_parts = std::min(chunks, threads);
+  const int64_t panel_parts = std::clamp<int64_t>(threads / pixel_parts, 1, panels);
+  const int64_t parts = pixel_parts * panel_parts;
   const int64_t size = g.groups * m * kd;
-  std::vector<Aligned<T>> copies;  // parts 1.. sum into their own copy; part 0 into gw
-  for (int64_t part = 1; part < parts; ++part) copies.emplace_back(size);
+  std::vector<Aligned<T>> copies;  // pixel parts 1.. sum into their own copy; part 0 into gw
+  for (int64_t part = 1; part < pixel_parts; ++part) copies.emplace_back(size);
   const std::vector<int64_t> steps = gemm::steps(chunk, nr);
   const Interleave<T> interleave = gemm::interleave_kernel<T>();
   const auto row_at = gemm::strided_rows(mr, plane);  // a block of fewer rows reads the first ones
@@ -475,9 +483,11 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
     Aligned<T> ab(blocks * chunk * mr), bt(chunk * nr);
     std::vector<PixelRun> runs;
     for (int64_t part = begin; part < end; ++part) {
-      T* sum = part == 0 ? gw : copies[part - 1].data();
-      const int64_t q_begin = gemm::slice(part, chunks, parts) * chunk;
-      const int64_t q_end = std::min(pixels, gemm::slice(part + 1, chunks, parts) * chunk);
+      const int64_t pp = part / panel_parts, jp = part % panel_parts;
+      T* sum = pp == 0 ? gw : copies[pp - 1].data();
+      const int64_t q_begin = gemm::slice(pp, chunks, pixel_parts) * chunk;
+      const int64_t q_end = std::min(pixels, gemm::slice(pp + 1, chunks, pixel_parts) * chunk);
+      const int64_t j_begin = gemm::slice(jp, panels, panel_parts), j_end = gemm::slice(jp + 1, panels, panel_parts);
       for (int64_t gi = 0; gi < g.groups; ++gi) {
         for (int64_t q0 = q_begin; q0 < q_end; q0 += chunk) {
           const int64_t qn = std::min(chunk, q_end - q0);
@@ -493,7 +503,7 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
                                            ab.data() + (b * chunk + run.col) * mr, mr, run.len);
             }
           }
-          for (int64_t j = 0; j < panels; ++j) {  // B: bt[q][v] = x(pixel q, tap j·nr + v)
+          for (int64_t j = j_begin; j < j_end; ++j) {  // B: bt[q][v] = x(pixel q, tap j·nr + v)
             const int64_t cols = std::min(nr, kd - j * nr);
             for (const PixelRun& run : runs) {
               interleave(xsp + run.x, off.data() + j * nr, cols, bt.data() + run.col * nr, nr,
