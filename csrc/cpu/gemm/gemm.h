@@ -208,6 +208,10 @@ class PackedB {
     return gp < in_place_ ? b_.data + p * kern_->nr : data_.data() + (gp - in_place_) * k_ * kern_->nr;
   }
   int64_t stride(int64_t p) const { return p < in_place_ ? b_.rs : kern_->nr; }
+  // Values from `from` (a place in a packed panel) to the end of the packed panels.
+  int64_t packed_after(const T* from) const {
+    return data_.data() + (groups_ * panels_ - in_place_) * k_ * kern_->nr - from;
+  }
 
   // Steps [t0, t0 + kc) of panel p of a group into dst ([t][nr]), walking B in its storage order:
   // along a row when rows are contiguous (a copy per row); as a transpose of W's rows when B = Wᵀ
@@ -375,12 +379,16 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
           // row block does not wait on L3. Measured on the Xeon (AVX-512, 2 threads, paired in one
           // process): nn.LSTM forward+backward ~3.5% faster, 2048² ~3.5%, 1600 × 256 × 2048 and
           // 2048 × 1600 × 512 ~2%.
+          // The micro-kernels fetch whole lines of it for kc steps: none where that would reach past
+          // the packed panels (the last of them, where a step is not a whole number of lines).
           const T* next = nullptr;
           if (!b.deferred()) {
             int64_t gn = g + 1, pn = p, tn = t0;
             if (gn == b.groups()) gn = 0, ++pn;
             if (pn == p1) pn = p0, tn = t0 + kc < k ? t0 + kc : 0;
+            constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
             if (b.stride(pn) == nr) next = b.panel(gn, pn) + tn * nr;
+            if (next != nullptr && b.packed_after(next) < ceil_div(nr, kLine) * kLine * kc) next = nullptr;
           }
           kern.run(a_chunk, kc * mr, panel, (b.deferred() || b.stride(p) == nr ? offsets : in_place).data(),
                    c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0, next);

@@ -261,8 +261,8 @@ extern const GemmKernels gemm_kernels = {
 // the one that pads it least: 64 or 128 rows are whole blocks of 4 but not of 6 (3% padding), 3
 // rows half a block of 6; 1 × 8 for a single row (8 accumulators: enough to cover the FMA latency).
 extern const GemmKernels gemm_kernels = {
-    {{{shape<float, 6, 2>(), shape<float, 4, 3>(), shape<float, 1, 8>(), {}}, &interleave<float>},
-     {{shape<double, 6, 2>(), shape<double, 4, 3>(), shape<double, 1, 8>(), {}}, &interleave<double>}},
+    {{{shape<float, 6, 2>(), shape<float, 4, 3>(), shape<float, 1, 8>()}, &interleave<float>},
+     {{shape<double, 6, 2>(), shape<double, 4, 3>(), shape<double, 1, 8>()}, &interleave<double>}},
     3,
     &fma_loop<12>,
 };

@@ -22,8 +22,8 @@ constexpr int kMaxGemmShapes = 5;
 // ([t][nr]) has offsets t·nr; conv2d's implicit GEMM points them into the phase-split input.
 // A partial block of columns (n not a multiple of nr) still loads whole vectors: up to nr − 1
 // values past column n must be readable (the result for them is dropped).
-// `next` (or nullptr) is the caller's next B panel, contiguous ([t][nr]): it is prefetched into L2
-// while this product computes (prefetches never fault, so it may be any address).
+// `next` (or nullptr) is the caller's next B panel, contiguous ([t][nr]) with r steps of whole lines
+// readable from it: it is prefetched into L2 while this product computes.
 template <class T>
 struct GemmKernel {
   void (*run)(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
