@@ -13,7 +13,9 @@ plane, exactly torch's (the first maximum in row-major order, or the last NaN). 
 taps as zeros; :math:`D` is ``divisor_override``, else the window size over the padded input
 (``count_include_pad``) or over the input only.
 
-Ops (schemas in csrc/schemas.cpp): ``max_pool2d`` (values only, for inference),
+Ops (schemas in csrc/schemas.cpp): ``max_pool2d`` (values only, for inference: torch's values,
+reduced in another order, so where a window's maximum is both +0 and −0, or it holds several NaNs,
+the one returned may differ from torch's bit for bit),
 ``max_pool2d_with_indices`` (torch's int64 indices, for ``return_indices=True``),
 ``max_pool2d_backward(grad_output, input, indices, ...)`` (grad_output routed by indices; its own
 backward is a gather by indices), ``max_pool2d_with_offsets`` and
