@@ -386,9 +386,10 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
             int64_t gn = g + 1, pn = p, tn = t0;
             if (gn == b.groups()) gn = 0, ++pn;
             if (pn == p1) pn = p0, tn = t0 + kc < k ? t0 + kc : 0;
-            constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
-            if (b.stride(pn) == nr) next = b.panel(gn, pn) + tn * nr;
-            if (next != nullptr && b.packed_after(next) < ceil_div(nr, kLine) * kLine * kc) next = nullptr;
+            if (b.stride(pn) == nr) {
+              const T* const ahead = b.panel(gn, pn) + tn * nr;
+              if (b.packed_after(ahead) >= next_fetch_values<T>(nr, kc)) next = ahead;
+            }
           }
           kern.run(a_chunk, kc * mr, panel, (b.deferred() || b.stride(p) == nr ? offsets : in_place).data(),
                    c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0, next);

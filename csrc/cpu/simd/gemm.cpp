@@ -27,7 +27,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
   // The C block is read (accumulate) and written after the loop: fetch its lines now, while the
   // FMAs run, rather than stall on rows that lie a page apart.
   for (int64_t u = 0; u < mc; ++u) {
-    for (int64_t v = 0; v < NV * L; v += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(c + u * ldc + v, 1);
+    for (int64_t v = 0; v < NV * L; v += kLineValues<T>) __builtin_prefetch(c + u * ldc + v, 1);
   }
   // The B run and A values D steps ahead are fetched while this step computes: with B streaming
   // from L2 the loads otherwise stall the FMAs (measured on Zen 5: ~60% → ~68% of the FMA peak).
@@ -36,10 +36,10 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, const
     const T* bt = b + offsets[t];
     if (t + D < r) {
       const T* bp = b + offsets[t + D];
-      for (int64_t v = 0; v < NV * L; v += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(bp + v);
+      for (int64_t v = 0; v < NV * L; v += kLineValues<T>) __builtin_prefetch(bp + v);
       __builtin_prefetch(a + (t + D) * MR);
     }
-    if constexpr (kNext) __builtin_prefetch(next + t * (64 / static_cast<int64_t>(sizeof(T))), 0, 2);  // into L2
+    if constexpr (kNext) __builtin_prefetch(next + t * kLineValues<T>, 0, 2);  // into L2
     V bv[NV];
 #pragma GCC unroll 8
     for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(bt + v * L);
@@ -73,7 +73,7 @@ void gemm(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c
   // of the last row blocks, as many as it has lines per step: it arrives just before it is used,
   // rather than displace this call's operands from L2 long before (fetched from the first row
   // block on, 2048² and 1600 × 256 × 2048 ran 1-3% slower than without it).
-  constexpr int64_t NR = NV * simd::kLanes<T>, kLine = 64 / sizeof(T), kLinesPerStep = (NR + kLine - 1) / kLine;
+  constexpr int64_t NR = NV * simd::kLanes<T>, kLine = kLineValues<T>, kLinesPerStep = (NR + kLine - 1) / kLine;
   const int64_t lead = std::max<int64_t>(0, (m + MR - 1) / MR - kLinesPerStep);
   for (int64_t i = 0; i < m; i += MR) {
     const int64_t blk = i / MR;

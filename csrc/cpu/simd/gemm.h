@@ -13,6 +13,16 @@ namespace hotkernels::cpu {
 // At most this many micro-kernel shapes per instruction set and type.
 constexpr int kMaxGemmShapes = 5;
 
+// Values of T in a 64-byte cache line, the unit the micro-kernels prefetch in.
+template <class T>
+constexpr int64_t kLineValues = 64 / static_cast<int64_t>(sizeof(T));
+
+// Values of `next` the micro-kernels fetch for r steps of a panel nr wide: whole lines per step.
+template <class T>
+constexpr int64_t next_fetch_values(int64_t nr, int64_t r) {
+  return (nr + kLineValues<T> - 1) / kLineValues<T> * kLineValues<T> * r;
+}
+
 // C[m × n] (row stride ldc) = A·B, or += when `accumulate`, reducing over t < r, in blocks of mr
 // rows (A broadcast from memory) × nr columns (nr / lanes vectors of B), rows outside, columns
 // inside: one A block stays in L1 while the B columns stream past it.
@@ -22,8 +32,8 @@ constexpr int kMaxGemmShapes = 5;
 // ([t][nr]) has offsets t·nr; conv2d's implicit GEMM points them into the phase-split input.
 // A partial block of columns (n not a multiple of nr) still loads whole vectors: up to nr − 1
 // values past column n must be readable (the result for them is dropped).
-// `next` (or nullptr) is the caller's next B panel, contiguous ([t][nr]) with r steps of whole lines
-// readable from it: it is prefetched into L2 while this product computes.
+// `next` (or nullptr) is the caller's next B panel, contiguous ([t][nr]) with next_fetch_values(nr,
+// r) values readable from it: it is prefetched into L2 while this product computes.
 template <class T>
 struct GemmKernel {
   void (*run)(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
