@@ -80,6 +80,7 @@ GRID = [
     (1, 4, 9, 8, 70, 3, 2, 1, 2, 1),  # packed forward tiles (the virtual grid wastes > 15%), strided, dilated
     (2, 66, 6, 5, 8, 3, 2, 1, 1, 1),  # packed input-gradient tiles (the same), strided
     (1, 8, 4, 4, 256, 3, 1, 1, 1, 1),  # >= 128 output channels: packed forward, rows split across threads
+    (1, 6, 5, 4, 260, 3, 1, 1, 1, 2),  # the same per group (130 rows each, a partial row block)
     (1, 130, 6, 6, 12, 3, 1, 1, 1, 1),  # >= 128 input channels: packed input gradient
 ]
 
@@ -132,6 +133,27 @@ def test_weight_gradient_on_any_thread_count(threads):
             got = torch.autograd.grad(HF.conv2d(x, w, padding=1), w, gy)[0]
             want = torch.autograd.grad(F.conv2d(x, w, padding=1), w, gy)[0]
             torch.testing.assert_close(got, want, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, k)}: {m}")
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_row_split_on_any_thread_count(threads):
+    """With few pixels and many rows (output channels forward, input channels for the input
+    gradient), the CPU passes split the rows across the threads, each task packing its own blocks of
+    the weights: every row must be computed once, whatever the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n, c, h, k in [(2, 8, 4, 200), (1, 8, 5, 520), (1, 200, 4, 8), (2, 520, 3, 4)]:
+            x = torch.randn(n, c, h, h, dtype=torch.float64, requires_grad=True)
+            w = torch.randn(k, c, 3, 3, dtype=torch.float64)
+            y = HF.conv2d(x, w, padding=1)
+            gy = torch.randn_like(y)
+            torch.testing.assert_close(y, F.conv2d(x, w, padding=1), **TOL[torch.float64])
+            want = torch.autograd.grad(F.conv2d(x, w, padding=1), x, gy)[0]
+            torch.testing.assert_close(torch.autograd.grad(y, x, gy)[0], want, **TOL[torch.float64],
+                                       msg=lambda m: f"{(n, c, h, k)}: {m}")
     finally:
         torch.set_num_threads(before)
 
