@@ -262,7 +262,7 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
           const T* a = p.a + ((gi * ceil_div(m, mr) + i / mr) * p.kd + k0) * mr;
           for (int64_t b = 0; b < nn; ++b) {
             const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
-            kern.run(a, p.kd * mr, xb, p.offsets + k0, ct.data() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
+            kern.run(a, p.kd * mr, xb, 0, p.offsets + k0, ct.data() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
                      r, k0 > 0, nullptr);
           }
         }
@@ -329,7 +329,6 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
     Aligned<T> bt(kReductionChunk * tile + kCopy<T>);
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
     std::vector<T> ct(rows * tile);
-    const std::vector<int64_t> steps = gemm::steps(kReductionChunk, tile);
     std::vector<Run> runs;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
@@ -346,7 +345,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
           const int64_t mc = std::min(mr, r0 + nr - i);
           const T* a = a_in_task ? ablock.data() : p.a + ((gi * blocks + i / mr) * p.kd + k0) * mr;
           if (a_in_task) pack_block(p.weight, gi, i, mc, mr, k0, r, ablock.data());
-          kern.run(a, p.kd * mr, bt.data(), steps.data(), ct.data() + (i - r0) * tile, tile, mc, qn, r, k0 > 0,
+          kern.run(a, p.kd * mr, bt.data(), tile, nullptr, ct.data() + (i - r0) * tile, tile, mc, qn, r, k0 > 0,
                    nullptr);
         }
       }
@@ -513,7 +512,6 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
   const int64_t size = g.groups * m * kd;
   std::vector<Aligned<T>> copies;  // pixel parts 1.. sum into their own copy; part 0 into gw
   for (int64_t part = 1; part < pixel_parts; ++part) copies.emplace_back(size);
-  const std::vector<int64_t> steps = gemm::steps(chunk, nr);
   const Interleave<T> interleave = gemm::interleave_kernel<T>();
   const auto row_at = gemm::strided_rows(mr, plane);  // a block of fewer rows reads the first ones
   // A run of pixels along one output row: tile columns [col, col + len), read in place from the
@@ -552,7 +550,7 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
                                            run.len);
             }
             for (int64_t b = 0; b < blocks; ++b) {
-              kern.run(ab.data() + b * chunk * mr, 0, bt.data(), steps.data(), sum + (gi * m + b * mr) * kd + j * nr,
+              kern.run(ab.data() + b * chunk * mr, 0, bt.data(), nr, nullptr, sum + (gi * m + b * mr) * kd + j * nr,
                        kd, std::min(mr, m - b * mr), cols, qn, q0 > q_begin, nullptr);
             }
           }

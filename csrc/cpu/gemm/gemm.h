@@ -137,13 +137,6 @@ class Aligned {
   std::unique_ptr<T, Free> data_;
 };
 
-// Offsets t·stride for t < n: the micro-kernels' B offsets for a packed panel.
-inline std::vector<int64_t> steps(int64_t n, int64_t stride) {
-  std::vector<int64_t> out(n);
-  for (int64_t t = 0; t < n; ++t) out[t] = t * stride;
-  return out;
-}
-
 // A strided matrix: element (i, j) at data[i·rs + j·cs]. A transpose is a swap of the strides.
 template <class T>
 struct Matrix {
@@ -347,9 +340,6 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   const int64_t work = m * b.n() * b.groups() * k;
   const int64_t threads = work < (int64_t{1} << 18) ? 1 : at::get_num_threads();
   const Grid grid = plan(m, mr, b.panels(), threads, max_tile_rows<T>(kc_max));
-  // The micro-kernels' B offsets: for packed panels, and for panels read in place (if any).
-  const std::vector<int64_t> offsets = steps(kc_max, nr);
-  const std::vector<int64_t> in_place = b.stride(0) != nr ? steps(kc_max, b.stride(0)) : std::vector<int64_t>{};
 
   // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the
   // epilogue. A's rows of a chunk are read from a_packed where all of A is packed already (chunk t0
@@ -391,7 +381,7 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
               if (b.packed_after(ahead) >= next_fetch_values<T>(nr, kc)) next = ahead;
             }
           }
-          kern.run(a_chunk, kc * mr, panel, (b.deferred() || b.stride(p) == nr ? offsets : in_place).data(),
+          kern.run(a_chunk, kc * mr, panel, b.deferred() ? nr : b.stride(p), nullptr,
                    c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0, next);
         }
       }

@@ -28,16 +28,17 @@ constexpr int64_t next_fetch_values(int64_t nr, int64_t r) {
 // inside: one A block stays in L1 while the B columns stream past it.
 // A is packed in blocks of mr rows, zero-padded: block i starts at a + i·a_stride and holds
 // element (row, t) at [t·mr + row].
-// B is read through per-step offsets: element (t, col) = b[offsets[t] + col]. A packed B panel
-// ([t][nr]) has offsets t·nr; conv2d's implicit GEMM points them into the phase-split input.
+// B's rows lie ldb apart, element (t, col) = b[t·ldb + col] (a packed panel [t][nr]: ldb = nr), or,
+// where `offsets` is given, wherever it says: b[offsets[t] + col] (conv2d's implicit GEMM points
+// them into the phase-split input; ldb is then unused).
 // A partial block of columns (n not a multiple of nr) still loads whole vectors: up to nr − 1
 // values past column n must be readable (the result for them is dropped).
 // `next` (or nullptr) is the caller's next B panel, contiguous ([t][nr]) with next_fetch_values(nr,
 // r) values readable from it: it is prefetched into L2 while this product computes.
 template <class T>
 struct GemmKernel {
-  void (*run)(const T* a, int64_t a_stride, const T* b, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
-              int64_t n, int64_t r, bool accumulate, const T* next);
+  void (*run)(const T* a, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets, T* c, int64_t ldc,
+              int64_t m, int64_t n, int64_t r, bool accumulate, const T* next);
   int64_t mr, nr;
   // Its FMA rate relative to the first shape's on products whose operands stream from L2: the
   // padding it saves must pay for a slower kernel (csrc/cpu/gemm/gemm.h, best_shape).
