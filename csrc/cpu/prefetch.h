@@ -24,14 +24,19 @@ constexpr int64_t kPrefetchAhead = 2048;
 
 enum class Access { read = 0, write = 1 };
 
-// Fetches the cache lines covering the `bytes` bytes at p, for reading or for writing. Past the end
-// of an allocation is fine: a prefetch never faults.
+// Fetches the cache lines covering the `bytes` bytes from address `begin`, for reading or for
+// writing. Past the end of an allocation is fine: a prefetch never faults. An address that may lie
+// past it is computed as an integer, never formed as an out-of-range pointer.
 template <Access A = Access::read>
-[[gnu::always_inline]] static inline void prefetch_range(const void* p, int64_t bytes) {
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(p), end = begin + static_cast<uintptr_t>(bytes);
+[[gnu::always_inline]] static inline void prefetch_range(uintptr_t begin, int64_t bytes) {
+  const uintptr_t end = begin + static_cast<uintptr_t>(bytes);
   for (uintptr_t line = begin & ~uintptr_t{63}; line < end; line += 64) {
     __builtin_prefetch(reinterpret_cast<const void*>(line), static_cast<int>(A));
   }
+}
+template <Access A = Access::read>
+[[gnu::always_inline]] static inline void prefetch_range(const void* p, int64_t bytes) {
+  prefetch_range<A>(reinterpret_cast<uintptr_t>(p), bytes);
 }
 
 // Fetches, for each pointer, the line kPrefetchAhead bytes past its element i: the call a streaming

@@ -209,13 +209,16 @@ IxVec<T> window_arg(IxVec<T> hc, int64_t kh, int64_t ih, const Pool2d& p) {
   return hc + static_cast<Ix<T>>(A == MaxArg::indices ? ih * p.W : kh * p.kW);
 }
 
-// The plane kernels fetch the row kRowsAhead rows on (past the plane's end: the next plane's, this
-// thread's next unit of work) while they work on one (csrc/cpu/prefetch.h): for reading, or for
-// writing the gradient rows of the backward kernels. 4 to 16 rows ahead measured alike.
+// The plane kernels fetch the row kRowsAhead rows on while they work on one (csrc/cpu/prefetch.h):
+// for reading, or for writing the gradient rows of the backward kernels. 4 to 16 rows ahead
+// measured alike. Near a plane's end that row lies in the next plane (this thread's next unit of
+// work), or, for the tensor's last plane, past the tensor: n values from row `row` of the `width`
+// wide rows at `plane`, its address computed as an integer.
 constexpr int64_t kRowsAhead = 8;
 template <Access A = Access::read, class T>
-void prefetch_row(const T* row, int64_t n) {
-  prefetch_range<A>(row, n * static_cast<int64_t>(sizeof(T)));
+void prefetch_row(const T* plane, int64_t row, int64_t width, int64_t n) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(plane) + static_cast<uintptr_t>(row * width) * sizeof(T);
+  prefetch_range<A>(at, n * static_cast<int64_t>(sizeof(T)));
 }
 
 // ArgT: int64_t (indices) or uint8_t (offsets); ignored for values only.
@@ -233,7 +236,7 @@ void max_plane_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, void* scrat
     for (int64_t k = t.k0; k < t.k1; ++k) {
       const int64_t ih = start + k * p.dH;
       if (!done[ih]) {
-        prefetch_row(in + (ih + kRowsAhead) * p.W, p.W);
+        prefetch_row(in, ih + kRowsAhead, p.W, p.W);
         max_row<T, A, S>(load_row(buf, in + ih * p.W, p), hv + ih * OWp, hc + ih * OWp, p);
         done[ih] = 1;
       }
@@ -282,7 +285,7 @@ void max_plane_values(const T* in, T* out, const Pool2d& p, void* scratch) {
   for (int64_t oh = 0; oh < p.OH; ++oh) {
     const int64_t start = oh * p.sH - p.pH;
     const math::Taps t = math::window_taps(start, p.kH, p.dH, p.H);
-    prefetch_row(in + (start + kRowsAhead) * p.W, p.sH * p.W);
+    prefetch_row(in, start + kRowsAhead, p.W, p.sH * p.W);
     if (t.k0 == t.k1) {  // every tap in the padding (dilation can do that)
       std::fill(out + oh * p.OW, out + (oh + 1) * p.OW, -std::numeric_limits<T>::infinity());
       continue;
@@ -365,7 +368,7 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
   T* gs = static_cast<T*>(scratch);
   uint8_t* os = reinterpret_cast<uint8_t*>(gs + p.OH * gr.row);
   for (int64_t oh = 0; oh < p.OH; ++oh) {
-    prefetch_row(grad_out + (oh + kRowsAhead) * p.OW, p.OW);
+    prefetch_row(grad_out, oh + kRowsAhead, p.OW, p.OW);
     T* g = gs + oh * gr.row;
     std::fill(g, g + gr.pad, T(0));
     std::copy(grad_out + oh * p.OW, grad_out + (oh + 1) * p.OW, g + gr.pad);
@@ -402,7 +405,7 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
   GatherTerm<T> terms[math::kMaxOffsetTaps];
   for (int64_t ih = 0; ih < p.H; ++ih) {
     T* gi = grad_in + ih * p.W;
-    prefetch_row<Access::write>(gi + kRowsAhead * p.W, p.W);
+    prefetch_row<Access::write>(grad_in, ih + kRowsAhead, p.W, p.W);
     const RowTap* rows = row_taps + ih * p.kH;
     const int64_t nr = row_count[ih], n = nr * p.kW;
     if (n == 0) {  // no window reaches this row
@@ -486,7 +489,7 @@ void avg_plane_impl(const T* in, T* out, const Pool2d& p, const AvgMode& mode, v
     const math::AvgSpan h = math::avg_span(oh, p.kH, p.sH, p.pH, p.H);
     for (int64_t ih = h.lo; ih < h.hi; ++ih) {
       if (!done[ih]) {
-        prefetch_row(in + (ih + kRowsAhead) * p.W, p.W);
+        prefetch_row(in, ih + kRowsAhead, p.W, p.W);
         sum_row<T, S>(load_row(buf, in + ih * p.W, p), hv + ih * OWp, p);
         done[ih] = 1;
       }
