@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "cpu/simd/simd.h"
+#include "static_switch.h"
 
 namespace hotkernels::cpu::HK_ISA {
 namespace {
@@ -111,11 +112,9 @@ void gemm_blocks(const T* a, int64_t a_stride, const T* b, int64_t ldb, const in
 template <class T, int64_t MR, int64_t NV>
 void gemm(const T* a, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets, T* c, int64_t ldc, int64_t m,
           int64_t n, int64_t r, bool accumulate, const T* next) {
-  if (offsets != nullptr) {
-    gemm_blocks<T, MR, NV, true>(a, a_stride, b, ldb, offsets, c, ldc, m, n, r, accumulate, next);
-  } else {
-    gemm_blocks<T, MR, NV, false>(a, a_stride, b, ldb, offsets, c, ldc, m, n, r, accumulate, next);
-  }
+  static_switch<false, true>(offsets != nullptr, [&]<bool kOffsets>() {
+    gemm_blocks<T, MR, NV, kOffsets>(a, a_stride, b, ldb, offsets, c, ldc, m, n, r, accumulate, next);
+  });
 }
 
 template <class T, int64_t MR, int64_t NV>
