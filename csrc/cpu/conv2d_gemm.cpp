@@ -118,8 +118,8 @@ struct WeightSource {
   const int64_t* t_offset;
 };
 
-// Steps [t0, t0 + steps) of A's rows [r0, r0 + rows) of group g into dst[(t − t0)·mr + u], zeros in
-// rows rows ≤ u < mr.
+// Steps [t0, t0 + steps) of A's rows [r0, r0 + rows) of group g into dst[(t − t0)·mr + u], zeros
+// for rows ≤ u < mr (a block's padding).
 template <class T>
 void pack_block(const WeightSource<T>& a, int64_t g, int64_t r0, int64_t rows, int64_t mr, int64_t t0,
                 int64_t steps, T* dst) {
@@ -373,7 +373,7 @@ double virtual_efficiency(const GemmPass<T>& p) {
 // of the batch fits in half of L2 (one tile) and the rows split across threads, each A block serves
 // one task, and packing it there, in cache, saves writing the whole of A out and reading it back
 // (a 512-channel 3×3 layer's weights: 9.4 MB). Measured on the Xeon (N = 8, paired with packing
-// ahead): 3×3 forward 512@4 1.20x (AVX2 1.17x), 512@7 1.10x, 256→512/s2 1.13x, 256@7 1.03x.
+// ahead): 3×3 forward 512@4 1.15x (AVX2 1.12x), 512@7 1.09x, 256→512/s2 1.11x, 256@7 1.04x.
 template <class T>
 bool packs_a_in_task(const GemmPass<T>& p, int64_t batch) {
   const int64_t columns = ceil_div(batch * p.rows * p.cols, p.kern->nr) * p.kern->nr;
