@@ -41,6 +41,17 @@ def allow_tf32(enabled: bool):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@contextlib.contextmanager
+def num_threads(threads: int):
+    """Runs a block on `threads` intra-op threads (torch.set_num_threads), restoring the count after."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     """The device of a parity test. On CUDA TF32 is off for the test: cuDNN takes TF32 for float32

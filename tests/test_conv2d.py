@@ -12,7 +12,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import hotkernels
 import hotkernels.functional as HF
 from hotkernels.ops.conv2d import _pair, conv2d_padding
-from tests.conftest import allow_tf32, assert_within_reduction_bound, check_inductor, run_with_isa
+from tests.conftest import allow_tf32, assert_within_reduction_bound, check_inductor, num_threads, run_with_isa
 
 ops = torch.ops.hotkernels
 
@@ -123,9 +123,7 @@ def test_weight_gradient_on_any_thread_count(threads):
     """The CPU weight gradient splits the pixels over the threads in chunks of equal size (each part
     into its own copy of the gradient, added at the end), and the tap panels too where there are
     fewer chunks than threads: every split must sum each pixel exactly once."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         for n, c, h, k in [(1, 8, 23, 16), (2, 16, 11, 16), (3, 8, 12, 16), (1, 4, 4, 40), (2, 3, 9, 130)]:
             x = torch.randn(n, c, h, h, dtype=torch.float64)
             w = torch.randn(k, c, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -133,8 +131,6 @@ def test_weight_gradient_on_any_thread_count(threads):
             got = torch.autograd.grad(HF.conv2d(x, w, padding=1), w, gy)[0]
             want = torch.autograd.grad(F.conv2d(x, w, padding=1), w, gy)[0]
             torch.testing.assert_close(got, want, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, k)}: {m}")
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("threads", [1, 3, 8])
@@ -142,9 +138,7 @@ def test_row_split_on_any_thread_count(threads):
     """With few pixels and many rows (output channels forward, input channels for the input
     gradient), the CPU passes split the rows across the threads, each task packing its own blocks of
     the weights: every row must be computed once, whatever the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         for n, c, h, k in [(2, 8, 4, 200), (1, 8, 5, 520), (1, 200, 4, 8), (2, 520, 3, 4)]:
             x = torch.randn(n, c, h, h, dtype=torch.float64, requires_grad=True)
             w = torch.randn(k, c, 3, 3, dtype=torch.float64)
@@ -154,8 +148,6 @@ def test_row_split_on_any_thread_count(threads):
             want = torch.autograd.grad(F.conv2d(x, w, padding=1), x, gy)[0]
             torch.testing.assert_close(torch.autograd.grad(y, x, gy)[0], want, **TOL[torch.float64],
                                        msg=lambda m: f"{(n, c, h, k)}: {m}")
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
