@@ -17,9 +17,9 @@ namespace {
 // kOffsets: B's rows through `offsets`, else ldb apart. A row at a fixed stride saves a load and an
 // address computation per step: on the Xeon (paired with offsets t·ldb), the LSTM's products ran
 // 3-7% faster and conv2d's 3×3 layers 1-5%, on AVX-512 and on AVX2.
-// A step's own work besides its FMAs (its B offset, its prefetches, the loop's test) is paid per
-// U steps on shapes of fewer than 24 FMAs a step (the 16-register shapes' 12): the loop issues
-// fewer instructions per FMA. On the Xeon capped at AVX2, U = 2 ran a 2048² product 6% and conv2d's
+// A step's own work besides its FMAs (its B row's address, its prefetches, the loop's test) is
+// paid per U steps on shapes of fewer than 24 FMAs a step (the 16-register shapes' 12): the loop
+// issues fewer instructions per FMA. On the Xeon capped at AVX2, U = 2 ran a 2048² product 6% and conv2d's
 // deep 3×3 layers 10-13% faster (U = 4 no better); AVX-512's 24-FMA shapes gain nothing from it.
 template <class T, int64_t MR, int64_t NV, bool kNext, bool kOffsets>
 inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t ldb,
