@@ -70,7 +70,8 @@ def test_mm_reads_any_strides(layout):
     """Operands in place, as the LSTM passes them (W_ihᵀ, dgatesᵀ, slices of a time-major tensor).
     With few rows of A, B's whole panels are read in place at its row stride (the last row's run
     ends inside the row, columns past the slice are never read into the result), or, where its rows
-    are not contiguous, packed a reduction chunk at a time as the tiles reach them (1100 steps: two
+    are not contiguous or a panel's row is not whole cache lines (AVX2's 4 × 3 shape, 20 rows of
+    100 columns), packed a reduction chunk at a time as the tiles reach them (1100 steps: two
     chunks), along B's rows, as a transpose of Wᵀ or one value at a time; so is B for rows of A
     that fit one row tile (100 rows, where L2 holds 100 rows of a chunk: 800 KiB or more)."""
     a, b = operands(layout)

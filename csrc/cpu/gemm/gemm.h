@@ -158,11 +158,13 @@ enum class Packing {
   ahead,
   // One group, rows contiguous: whole panels are read from B itself, row by row at B's row stride,
   // and only a last partial panel is packed (the micro-kernels read whole panels). For a product
-  // with few row blocks, where packing would cost as much as the GEMM.
+  // with few row blocks, where packing would cost as much as the GEMM, on panels of whole cache
+  // lines (`packing_for`).
   in_place,
   // Nothing packed ahead: `multiply` packs each panel's chunk of kc steps just before the tile's row
   // blocks run over it, into a buffer of its thread that stays in cache. For a B used once, by one
-  // row tile (`packing_for`), whose panels are not read in place (B = Wᵀ: an LSTMCell's weights):
+  // row tile (`packing_for`), whose panels are not read in place (B = Wᵀ: an LSTMCell's weights; or
+  // panels that straddle cache lines):
   // packing all of B ahead wrote it out and read it back, ~30% of a 64 × 512 × 2048 product on a
   // Xeon.
   deferred,
@@ -443,14 +445,20 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
 constexpr int64_t kInPlaceBlocks = 8;
 
 // How a B of `groups` column groups, used once by `rows` rows of A, is best packed for the shape
-// `kern`: few row blocks (kInPlaceBlocks) read it in place where they can; rows that fit one row
+// `kern`: few row blocks (kInPlaceBlocks) read it in place where they can, that is where a panel's
+// row is whole cache lines. A panel of AVX2's 4 × 3 shape (24 floats, 1.5 lines) shares a line with
+// each neighbour, so every row block fetched two lines per step at B's row stride, where few cache
+// sets hold them: on Zen 3 (512 KiB 8-way L2) 32 × 512 × 2048 ran 1.3-1.7x faster and 16 × 512 ×
+// 2048 1.3x with that panel packed deferred (paired, one process), while 6 × 2's one-line panels
+// stayed as fast in place (12 and 48 rows: 1.02x and 1.05x, within noise); rows that fit one row
 // tile pack it deferred, since each panel is then used by one tile only and packing it in cache
 // costs no more than packing it ahead (an LSTMCell of batch 256, 1024 -> 1024: W_ihᵀ and W_hhᵀ are
 // 16 MB each); more rows pack it ahead, once for all their tiles.
 template <class T>
 Packing packing_for(const Matrix<T>& b, int64_t groups, int64_t rows, const GemmKernel<T>& kern) {
   if (ceil_div(rows, kern.mr) <= kInPlaceBlocks) {
-    return b.cs == 1 && groups == 1 ? Packing::in_place : Packing::deferred;
+    const bool whole_lines = kern.nr % kLineValues<T> == 0;
+    return b.cs == 1 && groups == 1 && whole_lines ? Packing::in_place : Packing::deferred;
   }
   return rows <= max_tile_rows<T>(max_chunk<T>(kern.nr)) ? Packing::deferred : Packing::ahead;
 }
