@@ -77,11 +77,11 @@ GRID = [
     (2, 5, 5, 6, 67, 3, 1, 1, 1, 1),  # small map, many output channels: partial row blocks
     (2, 10, 5, 4, 134, 3, 1, 1, 1, 2),  # the same per group
     (3, 12, 23, 21, 10, 3, 1, 1, 1, 2),  # weight gradient over several pixel chunks per thread, chunks across images
-    (1, 4, 9, 8, 70, 3, 2, 1, 2, 1),  # packed forward tiles (the virtual grid wastes > 15%), strided, dilated
-    (2, 66, 6, 5, 8, 3, 2, 1, 1, 1),  # packed input-gradient tiles (the same), strided
-    (1, 8, 4, 4, 256, 3, 1, 1, 1, 1),  # >= 128 output channels: packed forward, rows split across threads
+    (1, 4, 9, 8, 40, 3, 2, 1, 2, 1),  # packed forward tiles (the virtual grid wastes > 15%), strided, dilated
+    (2, 40, 6, 5, 8, 3, 2, 1, 1, 1),  # packed input-gradient tiles (the same), strided
+    (1, 8, 4, 4, 256, 3, 1, 1, 1, 1),  # >= 64 output channels: packed forward, rows split across threads
     (1, 6, 5, 4, 260, 3, 1, 1, 1, 2),  # the same per group (130 rows each, a partial row block)
-    (1, 130, 6, 6, 12, 3, 1, 1, 1, 1),  # >= 128 input channels: packed input gradient
+    (1, 130, 6, 6, 12, 3, 1, 1, 1, 1),  # >= 64 input channels: packed input gradient
 ]
 
 

@@ -7,7 +7,7 @@
 // (channel, tap), and the micro-kernel (csrc/cpu/simd/gemm.cpp) can stream B straight from xs
 // (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown away: a few percent at
 // 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded. So passes with many
-// output rows (≥ 128 channels) or a wasteful grid gather B instead, per tile of real pixels of the
+// output rows (≥ 64 channels) or a wasteful grid gather B instead, per tile of real pixels of the
 // whole batch and per reduction chunk, into an aligned [step][pixel] buffer (run_pass_packed: an
 // im2col of one tile and one chunk, at most 128 KiB of float). A (the weights) is packed for the
 // micro-kernel once ahead, or, where each block of it serves a single task (few pixels: the deep
@@ -382,10 +382,12 @@ bool packs_a_in_task(const GemmPass<T>& p, int64_t batch) {
          columns * chunk * static_cast<int64_t>(sizeof(T)) <= gemm::l2_bytes() / 2;
 }
 
-// Packed tiles once there are enough rows to amortise the gather, or when the virtual grid wastes
-// too much. Measured on AVX2 (Zen 1): with 128 rows packing wins ~10% even at 56×56 on a strided
-// layer (whose virtual B runs hop between phase planes) and ties on a 1×1; with 64 rows and a short
-// reduction (ResNet's conv1, 147 steps) it loses ~10%, with 3 rows (conv1's input gradient) 30%.
+// Packed tiles once there are enough rows to amortise the gather (64: each gathered B run then
+// serves 11 row blocks of 6 or 8 of 8), or when the virtual grid wastes too much. Measured on Zen 3
+// (AVX2, 512 KiB L2; N = 8, paired in one process, packed against virtual at 64 rows): 3×3 64 -> 64
+// @56 forward 1.46x, forward+backward 1.13x; dilated 2 1.35x / 1.21x; N = 1 1.18x / 1.05x;
+// ResNet's conv1 (147 steps) 1.25x / 1.04x. (On Zen 1, with an earlier packed path, 64 rows had lost
+// ~10% on conv1; with 3 rows, conv1's input gradient, packing loses 30%.)
 // A is packed ahead unless the tasks pack it (packs_a_in_task).
 template <class T>
 void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
@@ -395,7 +397,7 @@ void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
   }
   const auto a = pack_a(p.weight, groups, p.m, p.kern->mr, p.kd);
   p.a = a.get();
-  if (p.m >= 128 || virtual_efficiency(p) < 0.85) {
+  if (p.m >= 64 || virtual_efficiency(p) < 0.85) {
     run_pass_packed(p, batch, groups);
   } else {
     run_pass_virtual(p, batch, groups);
