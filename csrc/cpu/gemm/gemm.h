@@ -448,10 +448,11 @@ constexpr int64_t kInPlaceBlocks = 8;
 // `kern`: few row blocks (kInPlaceBlocks) read it in place where they can, that is where a panel's
 // row is whole cache lines. A panel of AVX2's 4 × 3 shape (24 floats, 1.5 lines) shares a line with
 // each neighbour, so every row block fetched two lines per step at B's row stride, where few cache
-// sets hold them: on Zen 3 (512 KiB 8-way L2) 32 × 512 × 2048 ran 1.3-1.7x faster and 16 × 512 ×
-// 2048 1.3x with that panel packed deferred (paired, one process), while 6 × 2's one-line panels
-// stayed as fast in place (12 and 48 rows: 1.02x and 1.05x, within noise); rows that fit one row
-// tile pack it deferred, since each panel is then used by one tile only and packing it in cache
+// sets hold them: on Zen 3 (512 KiB 8-way L2), while 4 × 3 still served them, 32 × 512 × 2048 ran
+// 1.3-1.7x faster and 16 × 512 × 2048 1.3x with its panels packed deferred (paired, one process;
+// 4 × 3 now serves products of 2-4 and 7-8 rows, as a rule), while 6 × 2's one-line panels stayed
+// as fast in place (12 and 48 rows: 1.02x and 1.05x, within noise); rows that fit one row tile pack
+// it deferred, since each panel is then used by one tile only and packing it in cache
 // costs no more than packing it ahead (an LSTMCell of batch 256, 1024 -> 1024: W_ihᵀ and W_hhᵀ are
 // 16 MB each); more rows pack it ahead, once for all their tiles.
 template <class T>
