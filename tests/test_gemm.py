@@ -40,8 +40,8 @@ def test_mm_matches_exact_product(dtype, shape):
     check_product(got, a, b, f"{shape}")
 
 
-LAYOUTS = ["a transposed", "b transposed", "both strided", "b a column slice, few rows", "b contiguous, 8 rows",
-           "b transposed, few rows",
+LAYOUTS = ["a transposed", "b transposed", "both strided", "b a column slice, few rows", "b contiguous, 4 rows",
+           "b contiguous, 8 rows", "b transposed, few rows",
            "b strided, few rows", "b transposed and strided, few rows", "b transposed, one row tile"]
 
 
@@ -55,8 +55,8 @@ def operands(layout: str) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = torch.randn(140, 300)[::2, ::2], torch.randn(300, 270)[::2, ::3]
     elif layout == "b a column slice, few rows":
         a, b = torch.randn(20, 150), torch.randn(150, 200)[:, 13:113]
-    elif layout == "b contiguous, 8 rows":
-        a, b = torch.randn(8, 1100), torch.randn(1100, 100)
+    elif layout in ("b contiguous, 4 rows", "b contiguous, 8 rows"):
+        a, b = torch.randn(int(layout.split()[2]), 1100), torch.randn(1100, 100)
     elif layout == "b transposed, few rows":
         a, b = torch.randn(20, 1100), torch.randn(90, 1100).T
     elif layout == "b strided, few rows":
@@ -73,10 +73,11 @@ def test_mm_reads_any_strides(layout):
     """Operands in place, as the LSTM passes them (W_ihᵀ, dgatesᵀ, slices of a time-major tensor).
     With few rows of A, B's whole panels are read in place at its row stride (the last row's run
     ends inside the row, columns past the slice are never read into the result), or, where its rows
-    are not contiguous or a panel's row is not whole cache lines (AVX2's 4 × 3 shape, 24 floats, which
-    8 rows take), packed a reduction chunk at a time as the tiles reach them (1100 steps: two
-    chunks), along B's rows, as a transpose of Wᵀ or one value at a time; so is B for rows of A
-    that fit one row tile (100 rows, where L2 holds 100 rows of a chunk: 800 KiB or more)."""
+    are not contiguous or a panel's row is not whole cache lines and more than one row block reads it
+    (AVX2's 4 × 3 shape, 24 floats, on 8 rows; on 4 rows it is read in place), packed a reduction
+    chunk at a time as the tiles reach them (1100 steps: two chunks), along B's rows, as a transpose
+    of Wᵀ or one value at a time; so is B for rows of A that fit one row tile (100 rows, where L2
+    holds 100 rows of a chunk: 800 KiB or more)."""
     a, b = operands(layout)
     check_product(mm(a, b), a, b, layout)
 

@@ -159,7 +159,7 @@ enum class Packing {
   // One group, rows contiguous: whole panels are read from B itself, row by row at B's row stride,
   // and only a last partial panel is packed (the micro-kernels read whole panels). For a product
   // with few row blocks, where packing would cost as much as the GEMM, on panels of whole cache
-  // lines (`packing_for`).
+  // lines or by a single row block (`packing_for`).
   in_place,
   // Nothing packed ahead: `multiply` packs each panel's chunk of kc steps just before the tile's row
   // blocks run over it, into a buffer of its thread that stays in cache. For a B used once, by one
@@ -446,20 +446,21 @@ constexpr int64_t kInPlaceBlocks = 8;
 
 // How a B of `groups` column groups, used once by `rows` rows of A, is best packed for the shape
 // `kern`: few row blocks (kInPlaceBlocks) read it in place where they can, that is where a panel's
-// row is whole cache lines. A panel of AVX2's 4 × 3 shape (24 floats, 1.5 lines) shares a line with
-// each neighbour, so every row block fetched two lines per step at B's row stride, where few cache
-// sets hold them: on Zen 3 (512 KiB 8-way L2), while 4 × 3 still served them, 32 × 512 × 2048 ran
-// 1.3-1.7x faster and 16 × 512 × 2048 1.3x with its panels packed deferred (paired, one process;
-// 4 × 3 now serves products of 2-4 and 7-8 rows, as a rule), while 6 × 2's one-line panels stayed
-// as fast in place (12 and 48 rows: 1.02x and 1.05x, within noise); rows that fit one row tile pack
-// it deferred, since each panel is then used by one tile only and packing it in cache
-// costs no more than packing it ahead (an LSTMCell of batch 256, 1024 -> 1024: W_ihᵀ and W_hhᵀ are
-// 16 MB each); more rows pack it ahead, once for all their tiles.
+// row is whole cache lines or a single row block reads each panel once. A panel of AVX2's 4 × 3
+// shape (24 floats, 1.5 lines) shares a line with each neighbour, so every row block fetched two
+// lines per step at B's row stride, where few cache sets hold them. Measured on Zen 3 (512 KiB
+// 8-way L2; paired, one process), 4 × 3 panels packed deferred against read in place: 8 rows (two
+// blocks) 1.45x faster, and, while 4 × 3 still served them, 16 rows 1.3x and 32 rows 1.3-1.7x; 3
+// and 4 rows (one block) 1.1x slower. 6 × 2's one-line panels stayed as fast in place (12 and 48
+// rows: 1.02x and 1.05x, within noise). Rows that fit one row tile pack B deferred, since each
+// panel is then used by one tile only and packing it in cache costs no more than packing it ahead
+// (an LSTMCell of batch 256, 1024 -> 1024: W_ihᵀ and W_hhᵀ are 16 MB each); more rows pack it
+// ahead, once for all their tiles.
 template <class T>
 Packing packing_for(const Matrix<T>& b, int64_t groups, int64_t rows, const GemmKernel<T>& kern) {
   if (ceil_div(rows, kern.mr) <= kInPlaceBlocks) {
-    const bool whole_lines = kern.nr % kLineValues<T> == 0;
-    return b.cs == 1 && groups == 1 && whole_lines ? Packing::in_place : Packing::deferred;
+    const bool read_in_place = kern.nr % kLineValues<T> == 0 || rows <= kern.mr;
+    return b.cs == 1 && groups == 1 && read_in_place ? Packing::in_place : Packing::deferred;
   }
   return rows <= max_tile_rows<T>(max_chunk<T>(kern.nr)) ? Packing::deferred : Packing::ahead;
 }
