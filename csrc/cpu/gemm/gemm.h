@@ -164,9 +164,8 @@ enum class Packing {
   // Nothing packed ahead: `multiply` packs each panel's chunk of kc steps just before the tile's row
   // blocks run over it, into a buffer of its thread that stays in cache. For a B used once, by one
   // row tile (`packing_for`), whose panels are not read in place (B = Wᵀ: an LSTMCell's weights; or
-  // panels that straddle cache lines):
-  // packing all of B ahead wrote it out and read it back, ~30% of a 64 × 512 × 2048 product on a
-  // Xeon.
+  // panels that straddle cache lines, read by several row blocks): packing all of B ahead wrote it
+  // out and read it back, ~30% of a 64 × 512 × 2048 product on a Xeon.
   deferred,
 };
 
