@@ -71,8 +71,39 @@ template <class T> inline void store_indices(int64_t* dst, IxVec<T> v) {
   std::memcpy(dst, &w, sizeof(w));
 }
 
+// Offsets (each below 256) narrowed from index lanes to bytes: packing or narrowing instructions
+// where the instruction set has them (GCC compiles the generic conversion lane by lane, ~30
+// instructions a vector).
+template <class T> inline U8Vec<T> narrow_offsets(IxVec<T> v) {
+  U8Vec<T> w;
+#if defined(__AVX512F__) && HK_VEC_BYTES == 64
+  __m128i b;
+  if constexpr (sizeof(T) == 4) {
+    b = _mm512_cvtepi32_epi8((__m512i)v);
+  } else {
+    b = _mm512_cvtepi64_epi8((__m512i)v);
+  }
+  std::memcpy(&w, &b, sizeof(w));
+#elif defined(__AVX2__) && HK_VEC_BYTES == 32
+  const __m128i lo = _mm256_castsi256_si128((__m256i)v), hi = _mm256_extracti128_si256((__m256i)v, 1);
+  __m128i b;
+  if constexpr (sizeof(T) == 4) {
+    const __m128i w16 = _mm_packus_epi32(lo, hi);  // lanes 0-7 as uint16
+    b = _mm_packus_epi16(w16, w16);
+  } else {
+    // Each 128-bit half holds two int64: byte 0 and byte 8 are its two offsets.
+    const __m128i pick = _mm_setr_epi8(0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    b = _mm_unpacklo_epi16(_mm_shuffle_epi8(lo, pick), _mm_shuffle_epi8(hi, pick));
+  }
+  std::memcpy(&w, &b, sizeof(w));
+#else
+  w = __builtin_convertvector(v, U8Vec<T>);
+#endif
+  return w;
+}
+
 template <class T> inline void store_offsets(uint8_t* dst, IxVec<T> v) {
-  const U8Vec<T> w = __builtin_convertvector(v, U8Vec<T>);
+  const U8Vec<T> w = narrow_offsets<T>(v);
   std::memcpy(dst, &w, sizeof(w));
 }
 
@@ -159,8 +190,18 @@ void store_values(T* dst, Vec<T> v, int64_t n) {
 template <class T, class Dst>
 void store_arg_values(Dst* dst, IxVec<T> v, int64_t n) {
   using W = std::conditional_t<std::is_same_v<Dst, int64_t>, I64Vec<T>, U8Vec<T>>;
-  const W w = __builtin_convertvector(v, W);
-  std::memcpy(dst, &w, std::min(n, L<T>) * sizeof(Dst));
+  W w;
+  if constexpr (std::is_same_v<Dst, int64_t>) {
+    w = __builtin_convertvector(v, W);
+  } else {
+    w = narrow_offsets<T>(v);
+  }
+  // A whole vector in one store; only a row's last, partial one costs a copy of run-time length.
+  if (n >= L<T>) {
+    std::memcpy(dst, &w, sizeof(w));
+  } else {
+    std::memcpy(dst, &w, n * sizeof(Dst));
+  }
 }
 
 // Max, NCHW. Padding is −inf, which `takes` never picks, so it cannot change a value; the index
@@ -179,7 +220,8 @@ void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
     IxVec<T> first{};
     if constexpr (A != MaxArg::none) {
       if (start < 0) {
-        for (int64_t j = 0; j < L<T> && col0[j] < 0; ++j) first[j] = (-col0[j] + p.dW - 1) / p.dW;
+        // ⌈−col / dW⌉, without a division (tens of cycles, on every row) where dW is 1.
+        for (int64_t j = 0; j < L<T> && col0[j] < 0; ++j) first[j] = p.dW == 1 ? -col0[j] : (-col0[j] + p.dW - 1) / p.dW;
       }
     }
     const auto arg_of = [&](auto k) -> IxVec<T> {
