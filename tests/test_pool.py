@@ -366,6 +366,25 @@ def test_indices_work_with_max_unpool2d(device):
                                F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2, output_size=x.shape[-2:]))
 
 
+@pytest.mark.parametrize("size", [40, 300], ids=["plane in cache", "larger plane"])
+@pytest.mark.parametrize("kernel_size, stride", [(3, 2), (2, 2)], ids=["overlapping", "disjoint"])
+def test_max_pool_offsets_backward_paths(device, size, kernel_size, stride):
+    """NCHW planes of overlapping windows whose padded plane fits kPoolScatterBytes (256 KiB of float64)
+    scatter into it on the CPU, larger planes and disjoint windows gather: each gives torch's gradient,
+    and an offset no forward pass writes (>= kH·kW) passes nothing."""
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, device=device)
+    args = ([kernel_size] * 2, [stride] * 2, [1, 1] if kernel_size == 3 else [0, 0], [1, 1], False)
+    _, offsets = ops.max_pool2d_with_offsets(x, *args)
+    g = torch.randn(offsets.shape, dtype=x.dtype, device=device)
+    offsets[:, :, 1, 1] = kernel_size * kernel_size  # names no tap
+    got = ops.max_pool2d_offsets_backward(g, x, offsets, *args)
+    passed = g.clone()
+    passed[:, :, 1, 1] = 0
+    xa = x.clone().requires_grad_()
+    F.max_pool2d(xa, kernel_size, stride, args[2][0]).backward(passed)
+    torch.testing.assert_close(got, xa.grad, rtol=1e-14, atol=1e-14)
+
+
 def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (vector widths differ, so do the tails) matches torch."""
     code = (
@@ -384,7 +403,7 @@ def test_every_cpu_instruction_set(cpu_isa):
         "        xa, xb = xd.clone().requires_grad_(), xd.clone().requires_grad_()\n"
         "        g = torch.randint(-8, 8, F.max_pool2d(xd, 3, s, 1).shape).to(dt)  # exact sums in any order\n"
         "        F.max_pool2d(xa, 3, s, 1).backward(g)\n"
-        "        max_pool2d(xb, 3, s, 1).backward(g)  # offsets and their gather\n"
+        "        max_pool2d(xb, 3, s, 1).backward(g)  # offsets and their backward (scatter or gather)\n"
         "        assert torch.equal(xa.grad, xb.grad)\n"
         "        xn = layout(with_ties_and_nans((2, 19, 9, W), dt, 'cpu'), cl)  # values only: their own kernel\n"
         "        assert_same_nans(max_pool2d(xn, 3, s, 1), F.max_pool2d(xn, 3, s, 1), f'values only W={W} s={s}')\n"

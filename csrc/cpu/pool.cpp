@@ -183,15 +183,17 @@ void max_pool2d_backward(const at::Tensor& grad_input, const at::Tensor& grad_ou
 }
 
 // grad_input[n, c, h, w] = Σ grad_output[n, c, oh, ow] over the windows covering (h, w) whose offset
-// names the tap landing on it: a gather, each input gradient written once (no zero fill, no
-// scatter). An offset no forward pass writes (>= kH·kW) names no tap and passes nothing.
+// names the tap landing on it, each input gradient written once (no zero fill of grad_input, no
+// scatter into it): an NCHW plane by a gather, or where windows overlap by a scatter into a plane in
+// cache (csrc/cpu/simd/pool.h); channels_last rows by a gather. An offset no forward pass writes
+// (>= kH·kW) names no tap and passes nothing.
 void max_pool2d_offsets_backward(const at::Tensor& grad_input, const at::Tensor& grad_output,
                                  const at::Tensor& offsets, const PoolProblem& g) {
   const math::Pool2d& p = g.p;
   const uint8_t* o = offsets.const_data_ptr<uint8_t>();
   in_compute_type(grad_input, grad_output, [&]<class T>(const PoolKernel<T>& k, const T* gout, T* gi) {
     for_each_unit(
-        g, p.OH, p.OW, p.H, p.W, pool_gather_scratch_bytes(p),
+        g, p.OH, p.OW, p.H, p.W, pool_max_backward_scratch_bytes(p),
         [&](int64_t src, int64_t dst, void* scratch) {
           k.max_backward_plane(gout + src, o + src, gi + dst, p, scratch);
         },

@@ -21,7 +21,7 @@ struct PoolKernel {
   // as torch's) or in offsets (OH×OW window positions kh·kW + kw, csrc/math/pool.h), at most one of
   // them non-null (neither: values only). scratch: pool_plane_scratch_bytes(p) bytes.
   void (*max_plane)(const T* in, T* out, int64_t* indices, uint8_t* offsets, const math::Pool2d& p, void* scratch);
-  // grad_in (H×W) from grad_out and offsets (OH×OW). scratch: pool_gather_scratch_bytes(p) bytes.
+  // grad_in (H×W) from grad_out and offsets (OH×OW). scratch: pool_max_backward_scratch_bytes(p) bytes.
   void (*max_backward_plane)(const T* grad_out, const uint8_t* offsets, T* grad_in, const math::Pool2d& p,
                              void* scratch);
   void (*avg_plane)(const T* in, T* out, const math::Pool2d& p, const math::AvgMode& mode, void* scratch);
@@ -83,9 +83,37 @@ inline PoolGatherRow pool_gather_row(const math::Pool2d& p) {
   return g;
 }
 
-// Scratch of max_backward_plane: the output plane's rows in gather layout (values of 8 bytes at most,
-// offsets of 1), and per input row the output rows reaching it (at most kH pairs of int64, and a count).
-inline size_t pool_gather_scratch_bytes(const math::Pool2d& p) {
+// Where windows' spans overlap (an input element may be covered by several), max_backward_plane
+// scatters instead: each output gradient is added at its maximum's place in a zeroed copy of the
+// plane padded by the windows' reach (rows × cols, window (oh, ow) starting at row oh·sH and column
+// ow·sW of it), which then is copied out, each input gradient written once. That plane stays in L2
+// up to kPoolScatterBytes; larger ones, and windows that do not overlap (one term per input: the
+// gather is one pass), are gathered.
+struct PoolScatterPlane {
+  int64_t rows, cols;
+};
+
+inline PoolScatterPlane pool_scatter_plane(const math::Pool2d& p) {
+  return {std::max(p.H + p.pH, (p.OH - 1) * p.sH + (p.kH - 1) * p.dH + 1),
+          std::max(p.W + p.pW, (p.OW - 1) * p.sW + (p.kW - 1) * p.dW + 1)};
+}
+
+constexpr int64_t kPoolScatterBytes = int64_t{256} << 10;
+
+inline bool pool_backward_scatters(const math::Pool2d& p) {
+  const PoolScatterPlane s = pool_scatter_plane(p);
+  const bool overlap = (p.kH - 1) * p.dH + 1 > p.sH || (p.kW - 1) * p.dW + 1 > p.sW;
+  return overlap && s.rows * s.cols * 8 <= kPoolScatterBytes;
+}
+
+// Scratch of max_backward_plane: the padded plane where it scatters (values of 8 bytes at most); where
+// it gathers, the output plane's rows in gather layout (values of 8 bytes at most, offsets of 1), and
+// per input row the output rows reaching it (at most kH pairs of int64, and a count).
+inline size_t pool_max_backward_scratch_bytes(const math::Pool2d& p) {
+  if (pool_backward_scatters(p)) {
+    const PoolScatterPlane s = pool_scatter_plane(p);
+    return static_cast<size_t>(s.rows * s.cols * 8);
+  }
   const PoolGatherRow g = pool_gather_row(p);
   return static_cast<size_t>(p.OH * g.row * 9 + 8 + p.H * (p.kH * 16 + 8));
 }

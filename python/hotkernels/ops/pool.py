@@ -21,9 +21,9 @@ the one returned may differ from torch's bit for bit),
 backward is a gather by indices), ``max_pool2d_with_offsets`` and
 ``max_pool2d_offsets_backward(grad_output, input, offsets, ...)`` (what autograd uses otherwise: per
 output a uint8 offset :math:`k_h k_W + k_w`, the maximum's tap within its window, one byte instead of
-torch's eight, for windows of at most :data:`MAX_OFFSET_TAPS` taps; the backward gathers, for each
+torch's eight, for windows of at most :data:`MAX_OFFSET_TAPS` taps; the backward sums, for each
 input element, the output gradients of the windows covering it whose offset names it, and writes it
-once; its own backward gathers grad by offsets), ``avg_pool2d`` and ``avg_pool2d_backward`` (the
+once: a gather, or a scatter into a plane held in cache; its own backward gathers grad by offsets), ``avg_pool2d`` and ``avg_pool2d_backward`` (the
 adjoint of average pooling; its own backward is average pooling). All take kernel_size, stride,
 padding and dilation as two ints each: :func:`pool2d_geometry`, the one place that expands and checks
 torch's arguments and computes the output size, serves the functional API, the modules and the fake
@@ -344,7 +344,7 @@ def max_pool2d(
 
     When autograd needs the argmax and ``return_indices`` is False, each output saves it as a uint8
     offset :math:`k_h k_W + k_w` within its window (windows of at most :data:`MAX_OFFSET_TAPS` taps;
-    larger ones save torch's int64 indices), and backward gathers
+    larger ones save torch's int64 indices), and backward sums
     :math:`\partial x_{n c h w} = \sum \partial y_{n c o_h o_w}` over the windows covering
     :math:`(h, w)` whose maximum is there, writing each input gradient once.
     """
