@@ -232,7 +232,9 @@ void max_row(const T* buf, T* hv, Ix<T>* hc, const Pool2d& p) {
     if constexpr (A != MaxArg::none) {
       if (start < 0) {
         // ⌈−col / dW⌉, without a division (tens of cycles, on every row) where dW is 1.
-        for (int64_t j = 0; j < L<T> && col0[j] < 0; ++j) first[j] = p.dW == 1 ? -col0[j] : (-col0[j] + p.dW - 1) / p.dW;
+        for (int64_t j = 0; j < L<T> && col0[j] < 0; ++j) {
+          first[j] = p.dW == 1 ? -col0[j] : (-col0[j] + p.dW - 1) / p.dW;
+        }
       }
     }
     const auto arg_of = [&](auto k) -> IxVec<T> {

@@ -23,11 +23,12 @@ backward is a gather by indices), ``max_pool2d_with_offsets`` and
 output a uint8 offset :math:`k_h k_W + k_w`, the maximum's tap within its window, one byte instead of
 torch's eight, for windows of at most :data:`MAX_OFFSET_TAPS` taps; the backward sums, for each
 input element, the output gradients of the windows covering it whose offset names it, and writes it
-once: a gather, or a scatter into a plane held in cache; its own backward gathers grad by offsets), ``avg_pool2d`` and ``avg_pool2d_backward`` (the
-adjoint of average pooling; its own backward is average pooling). All take kernel_size, stride,
-padding and dilation as two ints each: :func:`pool2d_geometry`, the one place that expands and checks
-torch's arguments and computes the output size, serves the functional API, the modules and the fake
-kernels (csrc/pool.h repeats it check for check, with the same messages, in the C++ ops).
+once: a gather, or a scatter into a plane held in cache; its own backward gathers grad by offsets),
+``avg_pool2d`` and ``avg_pool2d_backward`` (the adjoint of average pooling; its own backward is
+average pooling). All take kernel_size, stride, padding and dilation as two ints each:
+:func:`pool2d_geometry`, the one place that expands and checks torch's arguments and computes the
+output size, serves the functional API, the modules and the fake kernels (csrc/pool.h repeats it
+check for check, with the same messages, in the C++ ops).
 """
 
 from __future__ import annotations
