@@ -47,7 +47,8 @@ TORCH_LIBRARY(hotkernels, m) {
   m.def("mm(Tensor self, Tensor mat2) -> Tensor", pt2);
   m.def("fma_peak_loop(str isa, int iterations) -> int");
   // The benchmarks' memory floor (CPU only; csrc/cpu/stream.cpp): one fused pass that reads `reads`,
-  // copies `sources` into `copies` and adds 1 to `updates`, no other work; returns the read bits OR-ed.
+  // copies `sources` into `copies` (a shorter copy takes the head of each chunk of its source and the rest is
+  // read) and adds 1 to `updates`, no other work; returns the read bits OR-ed.
   m.def("stream_pass(Tensor[] reads, Tensor[] sources, Tensor(a!)[] copies, Tensor(b!)[] updates) -> int");
 
   // pool: python/hotkernels/ops/pool.py. kernel_size, stride, padding, dilation as two ints each

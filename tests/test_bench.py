@@ -111,15 +111,24 @@ def test_copy_floor_moves_the_cases_bytes():
     impls = bench.Case("x", "y", "cpu", lambda: {"hotkernels": lambda: None}, ("torch a",), traffic=t).implementations()
     floor = impls.pop(bench.FLOOR)
     assert list(impls) == ["hotkernels"]
-    # What it moves, seen at its op call: the reads left over, the copies' sources and destinations
-    # (fresh for the case's outputs, a kept one for its overwrite), the updated buffer; as many bytes
-    # as the case counts, of each kind.
+    # What it moves, seen at its op call: the copies' destinations (fresh for the case's outputs, a
+    # kept one for its overwrite) and their sources, which share out the case's reads in proportion
+    # (1000 floats over 300, 200, 100: 500, 333, 166, and the one float rounded off read alone), the
+    # updated buffer; as many bytes as the case counts, of each kind.
     with _RecordCalls() as calls:
         floor()
     assert len(calls.args) == 1
     reads, sources, copies, updates = ([4 * x.numel() for x in arg] for arg in calls.args[0])
-    assert (reads, sources, copies, updates) == ([4 * 400], [4 * 300, 4 * 200, 4 * 100], [4 * 300, 4 * 200, 4 * 100],
+    assert (reads, sources, copies, updates) == ([4 * 1], [4 * 500, 4 * 333, 4 * 166], [4 * 300, 4 * 200, 4 * 100],
                                                  [4 * 50])
+    # Nothing copied: every read is read alone.
+    with _RecordCalls() as calls:
+        bench.copy_floor(bench.Traffic(read=4 * 1000, update=4 * 100), "cpu")()
+    assert [[x.numel() for x in arg] for arg in calls.args[0]] == [[1000], [0], [0], [100]]
+    # A case of 3 passes over its buffers (an optimizer's 3 steps): 3 passes over a third each.
+    with _RecordCalls() as calls:
+        bench.copy_floor(bench.Traffic(read=4 * 600, write=(4 * 300,), update=4 * 300), "cpu", passes=3)()
+    assert [[[x.numel() for x in arg] for arg in args] for args in calls.args] == 3 * [[[0], [200, 0], [100, 0], [100]]]
     with pytest.raises(ValueError, match="writes more than it reads"):
         bench.copy_floor(bench.Traffic(read=4, write=(8,)), "cpu")
     # No traffic, no floor (a compute-bound case)
@@ -144,6 +153,25 @@ def test_stream_pass_reads_copies_and_updates_every_value(n):
         assert torch.equal(u, b + 1)
 
 
+@pytest.mark.parametrize("n", [1, 1000, 3 * 4096 + 17, 100_003])
+def test_stream_pass_copies_the_head_of_each_chunk_of_a_longer_source(n):
+    # A copy of a quarter of its source: chunk c of the copy is the head of chunk c of the source
+    # (chunks: as many as the longest tensor has 4096 floats, bounds rounded down to 16 floats); the
+    # rest of each source chunk is read (the value that sets bit 30 lies in none of the heads).
+    source, copy = torch.zeros(4 * n), torch.empty(n)
+    chunks = -(-4 * n // 4096)
+
+    def bound(size: int, at: int) -> int:
+        return size if at == chunks else at * size // chunks // 16 * 16
+
+    source[bound(4 * n, 1) - 1] = 2.0  # the last value of the first chunk: bit 30
+    source[: bound(4 * n, 1) - 1] = torch.randn(bound(4 * n, 1) - 1).abs_().clamp_(max=1.5)
+    assert torch.ops.hotkernels.stream_pass([], [source], [copy], []) & 0x40000000
+    for c in range(chunks):
+        lo, hi = bound(n, c), bound(n, c + 1)
+        assert torch.equal(copy[lo:hi], source[bound(4 * n, c):bound(4 * n, c) + hi - lo])
+
+
 def test_stream_pass_rejects_what_it_cannot_stream():
     x = torch.ones(8)
     with pytest.raises(RuntimeError, match=r"hotkernels.stream_pass: expected 'reads' to hold contiguous float32"):
@@ -152,8 +180,8 @@ def test_stream_pass_rejects_what_it_cannot_stream():
         torch.ops.hotkernels.stream_pass([], [], [], [torch.ones(4, 4).t()])
     with pytest.raises(RuntimeError, match=r"expected as many 'copies' as 'sources'"):
         torch.ops.hotkernels.stream_pass([], [x], [], [])
-    with pytest.raises(RuntimeError, match=r"expected 'copies'\[0\] to have the 8 elements of 'sources'\[0\]"):
-        torch.ops.hotkernels.stream_pass([], [x], [torch.ones(7)], [])
+    with pytest.raises(RuntimeError, match=r"expected 'copies'\[0\] to have at most the 8 elements of 'sources'\[0\]"):
+        torch.ops.hotkernels.stream_pass([], [x], [torch.ones(9)], [])
 
 
 def test_a_memory_bound_case_is_judged_against_its_own_floor():

@@ -4,7 +4,10 @@
 // `updates` in place, with no other work: a fused kernel's traffic (an optimizer step reads g and
 // updates p, m and v in one pass) at no compute, which separate torch passes (a sum, then an add_
 // per tensor) do not reach. All tensors advance in lockstep, chunk c of each together, as a fused
-// kernel walks its operands, and the chunks are split over the intra-op threads. The loops are
+// kernel walks its operands, and the chunks are split over the intra-op threads. A copy may be
+// shorter than its source: each chunk of the source is then read whole, its head copied, as a
+// reduction (pooling: 4 values read per value written) streams its input once while it writes its
+// output; a separate source and read-only tensor would be two read streams, a slower floor. The loops are
 // the instruction set's (csrc/cpu/simd/stream.cpp), so `HOTKERNELS_CPU_ISA` caps them too.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -37,8 +40,8 @@ int64_t stream_pass(at::TensorList reads, at::TensorList sources, at::TensorList
     }
   }
   for (size_t i = 0; i < sources.size(); ++i) {
-    TORCH_CHECK(copies[i].numel() == sources[i].numel(), "hotkernels.stream_pass: expected 'copies'[", i,
-                "] to have the ", sources[i].numel(), " elements of 'sources'[", i, "], but got ", copies[i].numel());
+    TORCH_CHECK(copies[i].numel() <= sources[i].numel(), "hotkernels.stream_pass: expected 'copies'[", i,
+                "] to have at most the ", sources[i].numel(), " elements of 'sources'[", i, "], but got ", copies[i].numel());
   }
   constexpr int64_t kChunk = 4096;  // floats of the largest tensor per chunk (16 KiB; 1 KiB ran slower)
   const int64_t chunks = std::max<int64_t>(1, (most + kChunk - 1) / kChunk);
@@ -58,7 +61,10 @@ int64_t stream_pass(at::TensorList reads, at::TensorList sources, at::TensorList
       }
       for (size_t k = 0; k < sources.size(); ++k) {
         const auto [lo, hi] = chunk(sources[k]);
-        kernel.copy(copies[k].mutable_data_ptr<float>() + lo, sources[k].const_data_ptr<float>() + lo, hi - lo);
+        const auto [to, end] = chunk(copies[k]);  // at most as long as the source's chunk
+        const auto* src = static_cast<const uint32_t*>(sources[k].const_data_ptr());
+        kernel.copy(copies[k].mutable_data_ptr<float>() + to, reinterpret_cast<const float*>(src) + lo, end - to);
+        bits |= kernel.read(src + lo + (end - to), hi - lo - (end - to));
       }
       for (const at::Tensor& t : updates) {
         const auto [lo, hi] = chunk(t);

@@ -90,30 +90,54 @@ def _fresh(like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def copy_floor(t: Traffic, device: str) -> Callable[[], Any]:
+def copy_floor(t: Traffic, device: str, passes: int = 1) -> Callable[[], Any]:
     """The floor of a memory-bound case: a pass that moves the case's bytes, of the same kinds, over
     buffers of the same total size (so from the same level of the cache hierarchy), and does
-    nothing else, timed in the case's own interleaved rounds (so under the same load). Each
+    nothing else, timed in the case's own interleaved rounds (so under the same load). A case that
+    makes ``passes`` passes over its buffers (an optimizer's k steps) has as floor that many passes
+    over buffers of 1/passes of its bytes each. Each
     ``write`` is a copy into a fresh allocation of its size, as the case's output is (with huge
     pages advised, as hotkernels' ops advise theirs: :func:`_fresh`), ``overwrite`` a copy into a
-    kept buffer; each copy reads its source, taken from the case's reads, and the reads left over
-    are read alone; ``update`` adds 1 in place. On the CPU all of it is one fused pass
-    (``hotkernels::stream_pass``, in the instruction set's vector width), as the fused kernels it
-    is the floor of stream their operands together: separate passes take longer. Elsewhere torch's
-    copy_ (into fresh and kept buffers), sum and add_. A case faster than its floor has its bytes
-    miscounted, or the floor is to be fixed."""
-    if t.read < sum(t.write) + t.overwrite:
+    kept buffer; each copy reads its source, taken from the case's reads; ``update`` adds 1 in
+    place. On the CPU all of it is one fused pass (``hotkernels::stream_pass``, in the instruction
+    set's vector width), as the fused kernels it is the floor of stream their operands together:
+    separate passes take longer. There the reads beyond the copies' are shared out among the copies'
+    sources in proportion to their sizes, each source read in one stream of which the copy takes the
+    head of every chunk (a reduction reads its input in one stream as it writes its output), and read
+    alone where nothing is copied. Elsewhere torch's copy_ (into fresh and kept buffers), sum and
+    add_. A case faster than its floor has its bytes miscounted, or the floor is to be fixed."""
+    t = Traffic(t.read // passes, tuple(n // passes for n in t.write), t.overwrite // passes, t.update // passes)
+    once = _copy_pass(t, device)
+
+    def run() -> None:
+        for _ in range(passes):
+            once()
+
+    return run
+
+
+def _copy_pass(t: Traffic, device: str) -> Callable[[], Any]:
+    """One pass of :func:`copy_floor`."""
+    copied = sum(t.write) + t.overwrite
+    if t.read < copied:
         raise ValueError(f"copy_floor: {t} writes more than it reads, and the copies would read as much as they write")
 
     def floats(nbytes: int) -> torch.Tensor:
         return torch.ones(nbytes // 4, device=device)
 
+    if device == "cpu":
+        # In floats: copy k of `size` reads size + (read - copied)·size/copied, rounded down; the
+        # rounding's few floats (all reads, if nothing is copied) are read alone.
+        sizes = [n // 4 for n in (*t.write, t.overwrite)]
+        shares = [size * (t.read // 4) // sum(sizes) if size else 0 for size in sizes]
+        sources, rest = [torch.ones(n) for n in shares], torch.ones(t.read // 4 - sum(shares))
+        fresh_like, over_dst, updated = [torch.ones(n) for n in sizes[:-1]], torch.ones(sizes[-1]), floats(t.update)
+        return lambda: torch.ops.hotkernels.stream_pass([rest], sources, [*map(_fresh, fresh_like), over_dst],
+                                                        [updated])
+
     fresh_src = [floats(n) for n in t.write]
     over_src, over_dst = floats(t.overwrite), floats(t.overwrite)
-    rest, updated = floats(t.read - sum(t.write) - t.overwrite), floats(t.update)
-    if device == "cpu":
-        return lambda: torch.ops.hotkernels.stream_pass([rest], [*fresh_src, over_src],
-                                                        [*map(_fresh, fresh_src), over_dst], [updated])
+    rest, updated = floats(t.read - copied), floats(t.update)
 
     def run() -> None:
         for src in fresh_src:
@@ -153,6 +177,7 @@ class Case:
     # where the baseline computes a variant of the algorithm (torch_optimizer's Lamb is not NVLAMB).
     reference: str = ""
     traffic: Traffic | None = None  # least memory traffic: for GB/s, and the case's floor
+    passes: int = 1  # the passes over its buffers in which it moves `traffic`: its floor's (copy_floor)
     flops: int = 0  # floating-point operations, for GFLOP/s
     # A training step (the whole-model cases): every call takes one optimizer step and returns the
     # loss, so the run also reports the loss each implementation reached after its last step.
@@ -170,7 +195,7 @@ class Case:
         """What the case times: its setup's implementations, and a memory-bound case's floor."""
         impls = self.setup()
         if self.traffic:
-            impls[FLOOR] = copy_floor(self.traffic, self.device)
+            impls[FLOOR] = copy_floor(self.traffic, self.device, self.passes)
         return impls
 
     def result(self, ms: dict[str, float], max_error: float, losses: dict[str, float] | None = None,
@@ -302,8 +327,11 @@ def time_ms(fn: Callable[[], Any], device: str) -> float:
 WARMUP = 2  # untimed interleaved rounds before the timed ones
 
 
-def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP) -> dict[str, float]:
-    """Median milliseconds of each callable over interleaved rounds."""
+def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP,
+            fastest: tuple[str, ...] = ()) -> dict[str, float]:
+    """Milliseconds of each callable over interleaved rounds: the median, or for the names in
+    ``fastest`` (a floor) the least, as a ceiling is the best of its probes: the load on a shared
+    machine swings within a run, and a floor's median lets a case's fast spell beat it."""
     for _ in range(warmup):
         for fn in impls.values():
             fn()
@@ -311,13 +339,13 @@ def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP) -> dic
     for _ in range(rounds):
         for name, fn in impls.items():
             samples[name].append(time_ms(fn, device))
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return {name: (min if name in fastest else statistics.median)(s) for name, s in samples.items()}
 
 
 def run(case: Case, rounds: int) -> Result:
     impls = case.implementations()
     error = max_error(impls["hotkernels"](), impls[case.reference_impl]())
-    ms = measure(impls, case.device, rounds)
+    ms = measure(impls, case.device, rounds, fastest=(FLOOR,))
     losses, steps = {}, 0
     if case.trains:  # one more step each: its loss is the model's after all the others (first call, warmup, rounds)
         losses = {name: float(fn()) for name, fn in impls.items()}

@@ -237,7 +237,7 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         def add(name: str, makers: dict[str, Callable], baselines: tuple[str, ...], reference: str = "",
                 steps: int = 1, dtype: torch.dtype = torch.float32) -> None:
             out.append(Case("optim", f"{name} {size}", device, _setup(shapes, device, makers, steps, dtype),
-                            baselines=baselines, reference=reference, traffic=per_param[name] * n))
+                            baselines=baselines, reference=reference, traffic=per_param[name] * n, passes=steps))
 
         add("adam", {"torch Adam fused": lambda p: torch.optim.Adam(p, fused=True),
                      "torch Adam foreach": lambda p: torch.optim.Adam(p, foreach=True),
