@@ -15,9 +15,11 @@ ops = torch.ops.hotkernels
 # by (panel, row block) runs; more than one reduction chunk (<= 1024 steps); several row tiles (600
 # rows of a 1100-step reduction: tiles hold at most half of L2 of A, 238 rows with a 1 MiB L2) on
 # the tile grid; an empty reduction (C = 0) and empty outputs; the most rows of A for which B's
-# whole panels are read in place (8 blocks of 8, 1100 steps: chunks of at most 256 of B's rows), and one more.
+# whole panels are read in place (8 blocks of 8, 1100 steps: chunks of at most 256 of B's rows), and one more;
+# rows that fit one tile in shorter chunks only (float32, 200 rows of 1100 steps: 4 chunks of 275 with
+# a 512 KiB L2), B packed a chunk at a time.
 SHAPES = [(1, 1, 1), (1, 64, 200), (3, 5, 7), (37, 300, 97), (300, 513, 50), (13, 1000, 130), (257, 40, 33),
-          (600, 1100, 70), (6, 0, 9), (0, 4, 5), (4, 3, 0), (64, 1100, 200), (65, 70, 200)]
+          (600, 1100, 70), (6, 0, 9), (0, 4, 5), (4, 3, 0), (64, 1100, 200), (65, 70, 200), (200, 1100, 70)]
 
 
 def check_product(got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
