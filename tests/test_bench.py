@@ -153,23 +153,34 @@ def test_stream_pass_reads_copies_and_updates_every_value(n):
         assert torch.equal(u, b + 1)
 
 
-@pytest.mark.parametrize("n", [1, 1000, 3 * 4096 + 17, 100_003])
-def test_stream_pass_copies_the_head_of_each_chunk_of_a_longer_source(n):
-    # A copy of a quarter of its source: chunk c of the copy is the head of chunk c of the source
-    # (chunks: as many as the longest tensor has 4096 floats, bounds rounded down to 16 floats); the
-    # rest of each source chunk is read (the value that sets bit 30 lies in none of the heads).
-    source, copy = torch.zeros(4 * n), torch.empty(n)
-    chunks = -(-4 * n // 4096)
+@pytest.mark.parametrize("n, m", [(4, 1), (4000, 1000), (4 * (3 * 4096 + 17), 3 * 4096 + 17), (400_012, 100_003),
+                                  (100_003, 100_002), (5000, 0)])
+def test_stream_pass_copies_the_head_of_each_chunk_of_a_longer_source(n, m):
+    # A copy of m values from a source of n: chunk c of the copy (chunks: as many as the longest tensor
+    # has 4096 floats, bounds rounded down to 16 floats) is the head of the source's chunk at its
+    # bounds scaled by n / m, rounded up, which holds it whole; the rest of each source chunk is read
+    # (the value that sets bit 30 lies in the first chunk's tail). One value shorter than its source
+    # included: no chunk reaches past the source.
+    source, copy = torch.randn(n).abs_().clamp_(max=1.5), torch.empty(m)
+    chunks = -(-n // 4096)
 
     def bound(size: int, at: int) -> int:
         return size if at == chunks else at * size // chunks // 16 * 16
 
-    source[bound(4 * n, 1) - 1] = 2.0  # the last value of the first chunk: bit 30
-    source[: bound(4 * n, 1) - 1] = torch.randn(bound(4 * n, 1) - 1).abs_().clamp_(max=1.5)
-    assert torch.ops.hotkernels.stream_pass([], [source], [copy], []) & 0x40000000
+    def scaled(at: int) -> int:
+        return -(-at * n // m) if m else bound(n, at)
+
+    first = (bound(m, 0), bound(m, 1))
+    tail = scaled(first[1]) - 1 if m else bound(n, 1) - 1
+    if tail >= scaled(first[0]) + first[1] - first[0]:  # the first source chunk has a tail
+        source[tail] = 2.0
+        assert torch.ops.hotkernels.stream_pass([], [source], [copy], []) & 0x40000000
+    else:
+        torch.ops.hotkernels.stream_pass([], [source], [copy], [])
     for c in range(chunks):
-        lo, hi = bound(n, c), bound(n, c + 1)
-        assert torch.equal(copy[lo:hi], source[bound(4 * n, c):bound(4 * n, c) + hi - lo])
+        lo, hi = bound(m, c), bound(m, c + 1)
+        assert hi - lo <= scaled(hi) - scaled(lo)
+        assert torch.equal(copy[lo:hi], source[scaled(lo):scaled(lo) + hi - lo]), c
 
 
 def test_stream_pass_rejects_what_it_cannot_stream():

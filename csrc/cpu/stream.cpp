@@ -7,8 +7,8 @@
 // kernel walks its operands, and the chunks are split over the intra-op threads. A copy may be
 // shorter than its source: each chunk of the source is then read whole, its head copied, as a
 // reduction (pooling: 4 values read per value written) streams its input once while it writes its
-// output; a separate source and read-only tensor would be two read streams, a slower floor. The loops are
-// the instruction set's (csrc/cpu/simd/stream.cpp), so `HOTKERNELS_CPU_ISA` caps them too.
+// output; a separate source and read-only tensor would be two read streams, a slower floor. The
+// loops are the instruction set's (csrc/cpu/simd/stream.cpp), so `HOTKERNELS_CPU_ISA` caps them too.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -60,8 +60,12 @@ int64_t stream_pass(at::TensorList reads, at::TensorList sources, at::TensorList
         bits |= kernel.read(static_cast<const uint32_t*>(t.const_data_ptr()) + lo, hi - lo);
       }
       for (size_t k = 0; k < sources.size(); ++k) {
-        const auto [lo, hi] = chunk(sources[k]);
-        const auto [to, end] = chunk(copies[k]);  // at most as long as the source's chunk
+        // The copy's chunk, and the source's chunk it is the head of: the copy's bounds scaled by
+        // n / m, rounded up (so each source chunk holds its copy chunk whole, and a source as long
+        // as its copy is chunked alike).
+        const int64_t n = sources[k].numel(), m = copies[k].numel();
+        const auto [to, end] = chunk(copies[k]);
+        const auto [lo, hi] = m == 0 ? chunk(sources[k]) : std::pair{(to * n + m - 1) / m, (end * n + m - 1) / m};
         const auto* src = static_cast<const uint32_t*>(sources[k].const_data_ptr());
         kernel.copy(copies[k].mutable_data_ptr<float>() + to, reinterpret_cast<const float*>(src) + lo, end - to);
         bits |= kernel.read(src + lo + (end - to), hi - lo - (end - to));
