@@ -95,17 +95,19 @@ def copy_floor(t: Traffic, device: str, passes: int = 1) -> Callable[[], Any]:
     buffers of the same total size (so from the same level of the cache hierarchy), and does
     nothing else, timed in the case's own interleaved rounds (so under the same load). A case that
     makes ``passes`` passes over its buffers (an optimizer's k steps) has as floor that many passes
-    over buffers of 1/passes of its bytes each. Each
-    ``write`` is a copy into a fresh allocation of its size, as the case's output is (with huge
-    pages advised, as hotkernels' ops advise theirs: :func:`_fresh`), ``overwrite`` a copy into a
-    kept buffer; each copy reads its source, taken from the case's reads; ``update`` adds 1 in
-    place. On the CPU all of it is one fused pass (``hotkernels::stream_pass``, in the instruction
-    set's vector width), as the fused kernels it is the floor of stream their operands together:
-    separate passes take longer. There the reads beyond the copies' are shared out among the copies'
-    sources in proportion to their sizes, each source read in one stream of which the copy takes the
-    head of every chunk (a reduction reads its input in one stream as it writes its output), and read
-    alone where nothing is copied. Elsewhere torch's copy_ (into fresh and kept buffers), sum and
-    add_. A case faster than its floor has its bytes miscounted, or the floor is to be fixed."""
+    over buffers of 1/passes of its bytes each.
+
+    Each ``write`` is a copy into a fresh allocation of its size, as the case's output is (with
+    huge pages advised, as hotkernels' ops advise theirs: :func:`_fresh`), ``overwrite`` a copy
+    into a kept buffer; each copy reads its source, taken from the case's reads; ``update`` adds 1
+    in place. On the CPU all of it is one fused pass (``hotkernels::stream_pass``, in the
+    instruction set's vector width), as the fused kernels it is the floor of stream their operands
+    together: separate passes take longer. There the reads beyond the copies' are shared out among
+    the copies' sources in proportion to their sizes, each source read in one stream of which the
+    copy takes the head of every chunk (a reduction reads its input in one stream as it writes its
+    output), and read alone where nothing is copied. Elsewhere torch's copy_ (into fresh and kept
+    buffers), sum and add_. A case faster than its floor has its bytes miscounted, or the floor is
+    to be fixed."""
     t = Traffic(t.read // passes, tuple(n // passes for n in t.write), t.overwrite // passes, t.update // passes)
     once = _copy_pass(t, device)
 
