@@ -237,7 +237,7 @@ class Result:
     device: str
     baselines: list[str]
     reference: str
-    ms: dict[str, float]  # median milliseconds per implementation
+    ms: dict[str, float]  # milliseconds per implementation: the median of its rounds, a floor's fastest
     max_error: float  # largest difference of hotkernels' result from the reference's
     bytes: int = 0
     flops: int = 0
