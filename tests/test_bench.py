@@ -159,8 +159,8 @@ def test_stream_pass_copies_the_head_of_each_chunk_of_a_longer_source(n, m):
     # A copy of m values from a source of n: chunk c of the copy (chunks: as many as the longest tensor
     # has 4096 floats, bounds rounded down to 16 floats) is the head of the source's chunk at its
     # bounds scaled by n / m, rounded up, which holds it whole; the rest of each source chunk is read
-    # (the value that sets bit 30 lies in the first chunk's tail). One value shorter than its source
-    # included: no chunk reaches past the source.
+    # (the value that sets bit 30 lies in the first chunk's tail, which every case here has). One
+    # value shorter than its source included: no chunk reaches past the source.
     source, copy = torch.randn(n).abs_().clamp_(max=1.5), torch.empty(m)
     chunks = -(-n // 4096)
 
@@ -172,11 +172,9 @@ def test_stream_pass_copies_the_head_of_each_chunk_of_a_longer_source(n, m):
 
     first = (bound(m, 0), bound(m, 1))
     tail = scaled(first[1]) - 1 if m else bound(n, 1) - 1
-    if tail >= scaled(first[0]) + first[1] - first[0]:  # the first source chunk has a tail
-        source[tail] = 2.0
-        assert torch.ops.hotkernels.stream_pass([], [source], [copy], []) & 0x40000000
-    else:
-        torch.ops.hotkernels.stream_pass([], [source], [copy], [])
+    assert tail >= scaled(first[0]) + first[1] - first[0]  # past the first copy chunk's head
+    source[tail] = 2.0
+    assert torch.ops.hotkernels.stream_pass([], [source], [copy], []) & 0x40000000
     for c in range(chunks):
         lo, hi = bound(m, c), bound(m, c + 1)
         assert hi - lo <= scaled(hi) - scaled(lo)

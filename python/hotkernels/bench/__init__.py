@@ -124,18 +124,19 @@ def _copy_pass(t: Traffic, device: str) -> Callable[[], Any]:
     if t.read < copied:
         raise ValueError(f"copy_floor: {t} writes more than it reads, and the copies would read as much as they write")
 
-    def floats(nbytes: int) -> torch.Tensor:
-        return torch.ones(nbytes // 4, device=device)
-
     if device == "cpu":
         # In floats: copy k of `size` reads size + (read - copied)·size/copied, rounded down; the
         # rounding's few floats (all reads, if nothing is copied) are read alone.
         sizes = [n // 4 for n in (*t.write, t.overwrite)]
         shares = [size * (t.read // 4) // sum(sizes) if size else 0 for size in sizes]
         sources, rest = [torch.ones(n) for n in shares], torch.ones(t.read // 4 - sum(shares))
-        fresh_like, over_dst, updated = [torch.ones(n) for n in sizes[:-1]], torch.ones(sizes[-1]), floats(t.update)
+        fresh_like, over_dst = [torch.ones(n) for n in sizes[:-1]], torch.ones(sizes[-1])
+        updated = torch.ones(t.update // 4)
         return lambda: torch.ops.hotkernels.stream_pass([rest], sources, [*map(_fresh, fresh_like), over_dst],
                                                         [updated])
+
+    def floats(nbytes: int) -> torch.Tensor:
+        return torch.ones(nbytes // 4, device=device)
 
     fresh_src = [floats(n) for n in t.write]
     over_src, over_dst = floats(t.overwrite), floats(t.overwrite)
