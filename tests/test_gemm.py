@@ -59,6 +59,8 @@ def operands(layout: str) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = torch.randn(20, 150), torch.randn(150, 200)[:, 13:113]
     elif layout in ("b contiguous, 4 rows", "b contiguous, 8 rows"):
         a, b = torch.randn(int(layout.split()[2]), 1100), torch.randn(1100, 100)
+    elif layout == "b a column slice of 4 KiB rows, 30 rows":
+        a, b = torch.randn(30, 300), torch.randn(300, 1024)[:, 5:105]
     elif layout == "b transposed, few rows":
         a, b = torch.randn(20, 1100), torch.randn(90, 1100).T
     elif layout == "b strided, few rows":
@@ -76,7 +78,8 @@ def test_mm_reads_any_strides(layout):
     With few rows of A, B's whole panels are read in place at its row stride (the last row's run
     ends inside the row, columns past the slice are never read into the result), or, where its rows
     are not contiguous or a panel's row is not whole cache lines and more than one row block reads it
-    (AVX2's 4 × 3 shape, 24 floats, on 8 rows; on 4 rows it is read in place), packed a reduction
+    (AVX2's 4 × 3 shape, 24 floats, on 8 rows; on 4 rows it is read in place) or its row stride is a
+    multiple of 4 KiB and four row blocks or more read it (aliased_blocks), packed a reduction
     chunk at a time as the tiles reach them (1100 steps: two chunks), along B's rows, as a transpose
     of Wᵀ or one value at a time; so is B for rows of A that fit one row tile (100 rows, where L2
     holds 100 rows of a chunk: 800 KiB or more)."""
