@@ -17,9 +17,12 @@ ops = torch.ops.hotkernels
 # the tile grid; an empty reduction (C = 0) and empty outputs; the most rows of A for which B's
 # whole panels are read in place (8 blocks of 8, 1100 steps: chunks of at most 256 of B's rows), and one more;
 # rows that fit one tile in shorter chunks only (float32, 200 rows of 1100 steps: 4 chunks of 275 with
-# a 512 KiB L2), B packed a chunk at a time.
+# a 512 KiB L2), B packed a chunk at a time; last row blocks of 2 and 4 computed rows, the 2-row ones
+# summing odd and even steps apart (8, 10 and 28 rows: 6 + 2, 6 + 4 and 24 + 4 with 6-row blocks, 8 + 2
+# and 24 + 4 with 8-row ones; 333 steps, an odd count).
 SHAPES = [(1, 1, 1), (1, 64, 200), (3, 5, 7), (37, 300, 97), (300, 513, 50), (13, 1000, 130), (257, 40, 33),
-          (600, 1100, 70), (6, 0, 9), (0, 4, 5), (4, 3, 0), (64, 1100, 200), (65, 70, 200), (200, 1100, 70)]
+          (600, 1100, 70), (6, 0, 9), (0, 4, 5), (4, 3, 0), (64, 1100, 200), (65, 70, 200), (200, 1100, 70),
+          (8, 333, 50), (10, 333, 50), (28, 333, 50)]
 
 
 def check_product(got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:

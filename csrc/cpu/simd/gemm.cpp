@@ -21,17 +21,22 @@ namespace {
 // paid per U steps on shapes of fewer than 24 FMAs a step (the 16-register shapes' 12): the loop
 // issues fewer instructions per FMA. On the Xeon capped at AVX2, U = 2 ran a 2048² product 6% and conv2d's
 // deep 3×3 layers 10-13% faster (U = 4 no better); AVX-512's 24-FMA shapes gain nothing from it.
-template <class T, int64_t MR, int64_t NV, bool kNext, bool kOffsets>
+// A block's rows are MR apart in A's packing (its step t at a + t·MR); the kernel computes the first
+// MC of them (MC ≤ MR: a partial last block, below) in S sets of accumulators, step t adding into
+// set t mod S (S = 2 where MC·NV chains are too few to cover the FMA latency).
+template <class T, int64_t MR, int64_t MC, int64_t S, int64_t NV, bool kNext, bool kOffsets>
 inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t ldb,
                          const int64_t* __restrict__ offsets, T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc,
                          int64_t r, bool accumulate, const T* next) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
-  V acc[MR][NV];
+  V acc[S][MC][NV];
+#pragma GCC unroll 2
+  for (int64_t s = 0; s < S; ++s)
 #pragma GCC unroll 12
-  for (int64_t u = 0; u < MR; ++u)
+    for (int64_t u = 0; u < MC; ++u)
 #pragma GCC unroll 8
-    for (int64_t v = 0; v < NV; ++v) acc[u][v] = V{};
+      for (int64_t v = 0; v < NV; ++v) acc[s][u][v] = V{};
   // The C block is read (accumulate) and written after the loop: fetch its lines now, while the
   // FMAs run, rather than stall on rows that lie a page apart.
   for (int64_t u = 0; u < mc; ++u) {
@@ -40,20 +45,20 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
   // The B run and A values D steps ahead are fetched while this step computes: with B streaming
   // from L2 the loads otherwise stall the FMAs (measured on Zen 5: ~60% → ~68% of the FMA peak).
   // The last D steps have nothing left to fetch: a loop of their own, without the prefetches.
-  constexpr int64_t D = 16, U = MR * NV >= 24 ? 1 : 2;
+  constexpr int64_t D = 16, U = MC * NV >= 24 && S == 1 ? 1 : 2;
   constexpr int64_t kALines = (U * MR * static_cast<int64_t>(sizeof(T)) + 63) / 64;  // A lines per U steps
   auto row = [&](int64_t t) __attribute__((always_inline)) { return kOffsets ? b + offsets[t] : b + t * ldb; };
-  auto step = [&](int64_t t) __attribute__((always_inline)) {
+  auto step = [&](int64_t t, int64_t set) __attribute__((always_inline)) {
     const T* bt = row(t);
     if constexpr (kNext) __builtin_prefetch(next + t * kLineValues<T>, 0, 2);  // into L2
     V bv[NV];
 #pragma GCC unroll 8
     for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(bt + v * L);
 #pragma GCC unroll 12
-    for (int64_t u = 0; u < MR; ++u) {
+    for (int64_t u = 0; u < MC; ++u) {
       const V av = simd::broadcast(a[t * MR + u]);
 #pragma GCC unroll 8
-      for (int64_t v = 0; v < NV; ++v) acc[u][v] += av * bv[v];
+      for (int64_t v = 0; v < NV; ++v) acc[set][u][v] += av * bv[v];
     }
   };
   int64_t t = 0;
@@ -65,20 +70,28 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
     }
     for (int64_t i = 0; i < kALines; ++i) __builtin_prefetch(a + (t + D) * MR + i * kLineValues<T>);
 #pragma GCC unroll 2
-    for (int64_t s = 0; s < U; ++s) step(t + s);
+    for (int64_t s = 0; s < U; ++s) step(t + s, s % S);
   }
-  for (; t < r; ++t) step(t);
+  for (; t < r; ++t) step(t, 0);
+  if constexpr (S == 2) {
+#pragma GCC unroll 12
+    for (int64_t u = 0; u < MC; ++u)
+#pragma GCC unroll 8
+      for (int64_t v = 0; v < NV; ++v) acc[0][u][v] += acc[1][u][v];
+  }
   if (nc == NV * L) {
     for (int64_t u = 0; u < mc; ++u) {
       T* cu = c + u * ldc;
 #pragma GCC unroll 8
-      for (int64_t v = 0; v < NV; ++v) simd::store(cu + v * L, accumulate ? simd::load(cu + v * L) + acc[u][v] : acc[u][v]);
+      for (int64_t v = 0; v < NV; ++v) {
+        simd::store(cu + v * L, accumulate ? simd::load(cu + v * L) + acc[0][u][v] : acc[0][u][v]);
+      }
     }
     return;
   }
   for (int64_t u = 0; u < mc; ++u) {  // a partial block of columns: through a buffer
     T row[NV * L];
-    for (int64_t v = 0; v < NV; ++v) simd::store(row + v * L, acc[u][v]);
+    for (int64_t v = 0; v < NV; ++v) simd::store(row + v * L, acc[0][u][v]);
     T* cu = c + u * ldc;
     for (int64_t v = 0; v < nc; ++v) cu[v] = accumulate ? cu[v] + row[v] : row[v];
   }
@@ -99,12 +112,31 @@ void gemm_blocks(const T* a, int64_t a_stride, const T* b, int64_t ldb, const in
       const T *ai = a + blk * a_stride, *bj = b + j;
       T* cij = c + i * ldc + j;
       const int64_t mc = std::min(MR, m - i), nc = std::min(NR, n - j);
-      if (next == nullptr || blk < lead) {  // a loop without the prefetch, not one that tests for it
-        micro_kernel<T, MR, NV, false, kOffsets>(ai, bj, ldb, offsets, cij, ldc, mc, nc, r, accumulate, nullptr);
-      } else {
-        micro_kernel<T, MR, NV, true, kOffsets>(ai, bj, ldb, offsets, cij, ldc, mc, nc, r, accumulate,
-                                                next + (blk - lead) * r * kLine);
+      auto run = [&]<int64_t MC>() {
+        constexpr int64_t S = MC * NV < 8 ? 2 : 1;
+        if (next == nullptr || blk < lead) {  // a loop without the prefetch, not one that tests for it
+          micro_kernel<T, MR, MC, S, NV, false, kOffsets>(ai, bj, ldb, offsets, cij, ldc, mc, nc, r, accumulate,
+                                                          nullptr);
+        } else {
+          micro_kernel<T, MR, MC, S, NV, true, kOffsets>(ai, bj, ldb, offsets, cij, ldc, mc, nc, r, accumulate,
+                                                         next + (blk - lead) * r * kLine);
+        }
+      };
+      // A partial last block computes only the rows that cover it (computed_rows).
+      const int64_t rows = computed_rows(mc, MR);
+      if constexpr (MR > 2) {
+        if (rows == 2) {
+          run.template operator()<2>();
+          continue;
+        }
       }
+      if constexpr (MR > 4) {
+        if (rows == 4) {
+          run.template operator()<4>();
+          continue;
+        }
+      }
+      run.template operator()<MR>();
     }
   }
 }
@@ -271,8 +303,8 @@ int64_t fma_loop(int64_t iterations) {
 // per broadcast of A, not three) for few rows of 256 columns, which 48-column panels pad by 12.5%
 // and 12-row blocks pad at 64 rows (on the Xeon: 64 × 2048 × 256, an LSTMCell's input gradient,
 // 14% faster); its speed, 0.94, is from 2048 × 1600 × 512 (0.91x of 8 × 3 with 3% less padding),
-// which it therefore leaves to 8 × 3; 4 × 6 serves 2–4 rows (an RGB input's gradient) without
-// padding them to 8; 1 × 8 a single row (an LSTM step of batch one: memory-bound, so B is read
+// which it therefore leaves to 8 × 3; 4 × 6 serves 2–4 rows (an RGB input's gradient) where its
+// 96-column panels pad less than 8 × 3's last block of 2 or 4 computed rows; 1 × 8 a single row (an LSTM step of batch one: memory-bound, so B is read
 // once and unpadded, 512 columns being 4 whole panels).
 extern const GemmKernels gemm_kernels = {
     {{{shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 8, 2>(0.94), shape<float, 4, 6>(), shape<float, 1, 8>()},
@@ -285,11 +317,12 @@ extern const GemmKernels gemm_kernels = {
 };
 #else
 // SSE2 and AVX2, 16 registers: 12 accumulators. 6 × 2 and 4 × 3 vectors, so that a GEMM can take
-// the one that pads it least: 4 or 8 rows are whole blocks of 4 but not of 6, 3 rows half a block
-// of 6; 1 × 8 for a single row (8 accumulators: enough to cover the FMA latency). 4 × 3 loads three
-// B vectors per four rows, not two per six, and its panel's row is 1.5 cache lines: where the
-// panels stream from L2 it ran slower, so its speed, 0.85, leaves it the products that 6 × 2 pads
-// by a fifth or more. Measured on Zen 3 (paired, one process, 6 × 2 against 4 × 3): nn.LSTM
+// the one that pads it least: 6 × 2's last block computes 2, 4 or 6 rows (computed_rows), so its
+// rows pad by one at most, and 4 × 3 is left the products whose columns 24-wide panels pad less
+// (24 columns: 16-wide panels pad them to 32); 1 × 8 for a single row (8 accumulators: enough to
+// cover the FMA latency). 4 × 3 loads three B vectors per four rows, not two per six, and its
+// panel's row is 1.5 cache lines: where the panels stream from L2 it ran slower, so its speed,
+// 0.85, leaves it the products that 6 × 2 pads by a fifth or more. Measured on Zen 3 (paired, one process, 6 × 2 against 4 × 3): nn.LSTM
 // inference 1.18x and forward+backward 1.14x faster (32-row steps: 36 rows padded against 32),
 // 32 × 512 × 2048 1.33x, conv2d 128 -> 128 3×3 @28 forward+backward 1.12x, 64 -> 128 3×3/s2 1.08x,
 // 64-row products and LSTMCell(256, 512) of batch 64 within noise.

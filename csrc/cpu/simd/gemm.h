@@ -23,6 +23,14 @@ constexpr int64_t next_fetch_values(int64_t nr, int64_t r) {
   return (nr + kLineValues<T> - 1) / kLineValues<T> * kLineValues<T> * r;
 }
 
+// The rows a micro-kernel of mr-row blocks computes for a last block of mc ≤ mr rows: 2 or 4 where
+// that covers them (with two sets of accumulators where its FMAs are too few to cover their
+// latency, so 2 rows cost what 2 rows of a whole block do), else a whole block. A batch of 32 on
+// AVX2's 6-row blocks then costs 32 rows, not 36.
+constexpr int64_t computed_rows(int64_t mc, int64_t mr) {
+  return mc <= 2 && mr > 2 ? 2 : mc <= 4 && mr > 4 ? 4 : mr;
+}
+
 // C[m × n] (row stride ldc) = A·B, or += when `accumulate`, reducing over t < r, in blocks of mr
 // rows (A broadcast from memory) × nr columns (nr / lanes vectors of B), rows outside, columns
 // inside: one A block stays in L1 while the B columns stream past it.
