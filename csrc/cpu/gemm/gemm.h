@@ -110,18 +110,20 @@ inline std::array<int64_t, 128> strided_rows(int64_t rows, int64_t ld) {
 }
 
 // The shape that costs an m × n product least: its padded size (rows to whole blocks of mr, the
-// last block's computed_rows, and columns to whole blocks of nr) over its speed, taking a later
-// shape only where it costs at least 3% less: the first (8 × 3 vectors on AVX-512) runs fastest, so
-// 1600 rows stay on it rather than gain 0.2% on 12 × 2. One-row shapes serve m = 1 only (they load
-// a B vector per FMA: fine where B streams from memory anyway, slow otherwise). Measured on Zen 3
-// (AVX2, paired, one process): 8 rows, now 6 × 2 with a 2-row last block rather than 4 × 3, 8 × 512
-// × 2048 and 8 × 2048 × 512 1.49x and 1.51x faster.
+// last block's computed_rows after at least one whole block, and columns to whole blocks of nr) over
+// its speed, taking a later shape only where it costs at least 3% less: the first (8 × 3 vectors on
+// AVX-512) runs fastest, so 1600 rows stay on it rather than gain 0.2% on 12 × 2. A product of at
+// most mr rows is costed at a whole block: the few-row shapes (AVX2's 4 × 3, AVX-512's 4 × 6) keep
+// those. One-row shapes serve m = 1 only (they load a B vector per FMA: fine where B streams from
+// memory anyway, slow otherwise). Measured on Zen 3 (AVX2, paired, one process): 8 rows, now 6 × 2
+// with a 2-row last block rather than 4 × 3, 8 × 512 × 2048 and 8 × 2048 × 512 1.49x and 1.51x faster.
 template <class T>
 const GemmKernel<T>& best_shape(int64_t m, int64_t n) {
   const auto all = shapes<T>();
   const GemmKernel<T>* best = &all[0];
   auto cost = [&](const GemmKernel<T>& k) {
-    const int64_t rows = m / k.mr * k.mr + (m % k.mr > 0 ? computed_rows(m % k.mr, k.mr) : 0);
+    const int64_t rows = m <= k.mr ? ceil_div(m, k.mr) * k.mr
+                                   : m / k.mr * k.mr + (m % k.mr > 0 ? computed_rows(m % k.mr, k.mr) : 0);
     return static_cast<double>(rows * (ceil_div(n, k.nr) * k.nr)) / k.speed;
   };
   for (const GemmKernel<T>& k : all) {

@@ -303,8 +303,8 @@ int64_t fma_loop(int64_t iterations) {
 // per broadcast of A, not three) for few rows of 256 columns, which 48-column panels pad by 12.5%
 // and 12-row blocks pad at 64 rows (on the Xeon: 64 × 2048 × 256, an LSTMCell's input gradient,
 // 14% faster); its speed, 0.94, is from 2048 × 1600 × 512 (0.91x of 8 × 3 with 3% less padding),
-// which it therefore leaves to 8 × 3; 4 × 6 serves 2–4 rows (an RGB input's gradient) where its
-// 96-column panels pad less than 8 × 3's last block of 2 or 4 computed rows; 1 × 8 a single row (an LSTM step of batch one: memory-bound, so B is read
+// which it therefore leaves to 8 × 3; 4 × 6 serves 2–4 rows (an RGB input's gradient) without
+// padding them to 8; 1 × 8 a single row (an LSTM step of batch one: memory-bound, so B is read
 // once and unpadded, 512 columns being 4 whole panels).
 extern const GemmKernels gemm_kernels = {
     {{{shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 8, 2>(0.94), shape<float, 4, 6>(), shape<float, 1, 8>()},
@@ -317,9 +317,10 @@ extern const GemmKernels gemm_kernels = {
 };
 #else
 // SSE2 and AVX2, 16 registers: 12 accumulators. 6 × 2 and 4 × 3 vectors, so that a GEMM can take
-// the one that pads it least: 6 × 2's last block computes 2, 4 or 6 rows (computed_rows), so its
-// rows pad by one at most, and 4 × 3 is left the products whose columns 24-wide panels pad less
-// (24 columns: 16-wide panels pad them to 32); 1 × 8 for a single row (8 accumulators: enough to
+// the one that pads it least: 2-4 rows are one block of 4 but a padded one of 6; past 6 rows, 6 × 2's
+// last block computes 2, 4 or 6 rows (computed_rows), so its rows pad by one at most, and 4 × 3 is
+// left the products whose columns 24-wide panels pad less (24 columns: 16-wide panels pad them to
+// 32); 1 × 8 for a single row (8 accumulators: enough to
 // cover the FMA latency). 4 × 3 loads three B vectors per four rows, not two per six, and its
 // panel's row is 1.5 cache lines: where the panels stream from L2 it ran slower, so its speed,
 // 0.85, leaves it the products that 6 × 2 pads by a fifth or more. Measured on Zen 3 (paired, one process, 6 × 2 against 4 × 3): nn.LSTM
