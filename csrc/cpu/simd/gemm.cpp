@@ -320,13 +320,14 @@ extern const GemmKernels gemm_kernels = {
 // the one that pads it least: 2-4 rows are one block of 4 but a padded one of 6; past 6 rows, 6 × 2's
 // last block computes 2, 4 or 6 rows (computed_rows), so its rows pad by one at most, and 4 × 3 is
 // left the products whose columns 24-wide panels pad less (24 columns: 16-wide panels pad them to
-// 32); 1 × 8 for a single row (8 accumulators: enough to
-// cover the FMA latency). 4 × 3 loads three B vectors per four rows, not two per six, and its
-// panel's row is 1.5 cache lines: where the panels stream from L2 it ran slower, so its speed,
-// 0.85, leaves it the products that 6 × 2 pads by a fifth or more. Measured on Zen 3 (paired, one process, 6 × 2 against 4 × 3): nn.LSTM
-// inference 1.18x and forward+backward 1.14x faster (32-row steps: 36 rows padded against 32),
-// 32 × 512 × 2048 1.33x, conv2d 128 -> 128 3×3 @28 forward+backward 1.12x, 64 -> 128 3×3/s2 1.08x,
-// 64-row products and LSTMCell(256, 512) of batch 64 within noise.
+// 32); 1 × 8 for a single row (8 accumulators: enough to cover the FMA latency). 4 × 3 loads three
+// B vectors per four rows, not two per six, and its panel's row is 1.5 cache lines: where the
+// panels stream from L2 it ran slower, so its speed, 0.85, leaves it the products that 6 × 2 pads
+// by a fifth or more. Measured on Zen 3 (paired, one process, 6 × 2 against 4 × 3, before last
+// blocks computed fewer rows): nn.LSTM inference 1.18x and forward+backward 1.14x faster (32-row
+// steps: 36 rows padded against 32), 32 × 512 × 2048 1.33x, conv2d 128 -> 128 3×3 @28
+// forward+backward 1.12x, 64 -> 128 3×3/s2 1.08x, 64-row products and LSTMCell(256, 512) of batch 64
+// within noise.
 extern const GemmKernels gemm_kernels = {
     {{{shape<float, 6, 2>(), shape<float, 4, 3>(0.85), shape<float, 1, 8>()}, &interleave<float>},
      {{shape<double, 6, 2>(), shape<double, 4, 3>(0.85), shape<double, 1, 8>()}, &interleave<double>}},
