@@ -500,7 +500,8 @@ constexpr int64_t kInPlaceBlocks = 8;
 // 8 KiB rows (2048 floats, an LSTM step's W_hhᵀ shape, 32 × 512 × 2048) at 24, 32 and 48 rows 1.11x,
 // 1.36x and 1.37x faster, at 12 and 18 rows 0.94x and 1.00x; 4 KiB rows at 24 and 32 rows 1.06x and
 // 1.19x; 2 KiB rows at 18, 24, 32 and 48 rows 0.86x, 0.92x, 1.04x and 1.13x; 1 KiB rows and 8256-byte
-// rows (2064 floats: no aliasing) 0.89-0.95x at 32 and 48 rows.
+// rows (2064 floats: no aliasing) 0.89-0.95x at 32 and 48 rows. Other strides: past kInPlaceBlocks,
+// that is never for this reason.
 inline int64_t aliased_blocks(int64_t row_bytes) {
   return row_bytes % 4096 == 0 ? 4 : row_bytes % 2048 == 0 ? kInPlaceBlocks : kInPlaceBlocks + 1;
 }

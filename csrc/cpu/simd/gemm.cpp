@@ -12,6 +12,10 @@
 namespace hotkernels::cpu::HK_ISA {
 namespace {
 
+// Independent FMA chains that keep the FMA units busy: a result is ready 4 cycles after issue and
+// two units issue each cycle (Zen 1-5, Intel's AVX2 and AVX-512 cores alike).
+constexpr int64_t kFmaChains = 8;
+
 // One MR × NV·L block of C in MR·NV vector registers: per step t, NV vector loads of B and MR
 // broadcasts of A feed MR·NV FMAs. With kNext it also fetches a line of `next` into L2 per step.
 // kOffsets: B's rows through `offsets`, else ldb apart. A row at a fixed stride saves a load and an
@@ -23,7 +27,7 @@ namespace {
 // deep 3×3 layers 10-13% faster (U = 4 no better); AVX-512's 24-FMA shapes gain nothing from it.
 // A block's rows are MR apart in A's packing (its step t at a + t·MR); the kernel computes the first
 // MC of them (MC ≤ MR: a partial last block, below) in S sets of accumulators, step t adding into
-// set t mod S (S = 2 where MC·NV chains are too few to cover the FMA latency).
+// set t mod S (S = 2 where MC·NV chains are fewer than kFmaChains).
 template <class T, int64_t MR, int64_t MC, int64_t S, int64_t NV, bool kNext, bool kOffsets>
 inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t ldb,
                          const int64_t* __restrict__ offsets, T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc,
@@ -113,7 +117,7 @@ void gemm_blocks(const T* a, int64_t a_stride, const T* b, int64_t ldb, const in
       T* cij = c + i * ldc + j;
       const int64_t mc = std::min(MR, m - i), nc = std::min(NR, n - j);
       auto run = [&]<int64_t MC>() {
-        constexpr int64_t S = MC * NV < 8 ? 2 : 1;
+        constexpr int64_t S = MC * NV < kFmaChains ? 2 : 1;
         if (next == nullptr || blk < lead) {  // a loop without the prefetch, not one that tests for it
           micro_kernel<T, MR, MC, S, NV, false, kOffsets>(ai, bj, ldb, offsets, cij, ldc, mc, nc, r, accumulate,
                                                           nullptr);
@@ -274,7 +278,7 @@ void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64
 }
 
 // A accumulator chains of FMAs: acc = acc·x + y, A independent vectors so that the FMA units never
-// wait on a result (latency 4 × 2 units needs 8; A is the micro-kernels' accumulator count).
+// wait on a result (at least kFmaChains; A is the micro-kernels' accumulator count).
 // x slightly below 1 and y small keep every value finite and normal for any iteration count; the
 // sum is stored through a volatile, so the chains must run (without -ffast-math the compiler may
 // not reassociate them into a closed form).
