@@ -16,6 +16,10 @@ namespace {
 // two units issue each cycle (Zen 1-5, Intel's AVX2 and AVX-512 cores alike).
 constexpr int64_t kFmaChains = 8;
 
+// Vector registers: a kernel's accumulators, a step's B vectors and a broadcast of A must leave room
+// for a second step in flight, or GCC spills accumulators to the stack inside the loop.
+constexpr int64_t kRegisters = HK_VEC_BYTES == 64 ? 32 : 16;
+
 // One MR × NV·L block of C in MR·NV vector registers: per step t, NV vector loads of B and MR
 // broadcasts of A feed MR·NV FMAs. With kNext it also fetches a line of `next` into L2 per step.
 // kOffsets: B's rows through `offsets`, else ldb apart. A row at a fixed stride saves a load and an
@@ -25,9 +29,14 @@ constexpr int64_t kFmaChains = 8;
 // paid per U steps on shapes of fewer than 24 FMAs a step (the 16-register shapes' 12): the loop
 // issues fewer instructions per FMA. On the Xeon capped at AVX2, U = 2 ran a 2048² product 6% and conv2d's
 // deep 3×3 layers 10-13% faster (U = 4 no better); AVX-512's 24-FMA shapes gain nothing from it.
+// Not where the registers are full (kRegisters): AVX2's 4 × 3 (12 accumulators, 3 B vectors and a
+// broadcast: all 16) kept two accumulators on the stack in its loop at U = 2, and ran 1.1-1.4x faster
+// at U = 1 (Zen 3, one thread, the kernel alone); paired ops: conv2d 3 -> 64 7×7/s2 forward+backward
+// 1.03x (its 3-row input gradient), 3 × 512 × 2048 1.04-1.08x, 256 × 512 × 24 1.12x, nn.LSTM of
+// batch 4 forward+backward 1.09x.
 // A block's rows are MR apart in A's packing (its step t at a + t·MR); the kernel computes the first
 // MC of them (MC ≤ MR: a partial last block, below) in S sets of accumulators, step t adding into
-// set t mod S (S = 2 where MC·NV chains are fewer than kFmaChains).
+// set t mod S (S = 2 where MC·NV chains are fewer than kFmaChains and two sets fit the registers).
 template <class T, int64_t MR, int64_t MC, int64_t S, int64_t NV, bool kNext, bool kOffsets>
 inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t ldb,
                          const int64_t* __restrict__ offsets, T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc,
@@ -49,7 +58,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
   // The B run and A values D steps ahead are fetched while this step computes: with B streaming
   // from L2 the loads otherwise stall the FMAs (measured on Zen 5: ~60% → ~68% of the FMA peak).
   // The last D steps have nothing left to fetch: a loop of their own, without the prefetches.
-  constexpr int64_t D = 16, U = MC * NV >= 24 && S == 1 ? 1 : 2;
+  constexpr int64_t D = 16, U = S == 2 || (MC * NV < 24 && MC * NV + NV + 1 < kRegisters) ? 2 : 1;
   constexpr int64_t kALines = (U * MR * static_cast<int64_t>(sizeof(T)) + 63) / 64;  // A lines per U steps
   auto row = [&](int64_t t) __attribute__((always_inline)) { return kOffsets ? b + offsets[t] : b + t * ldb; };
   auto step = [&](int64_t t, int64_t set) __attribute__((always_inline)) {
@@ -83,8 +92,17 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
 #pragma GCC unroll 8
       for (int64_t v = 0; v < NV; ++v) acc[0][u][v] += acc[1][u][v];
   }
+  // The rows written are the first mc, but the loops run over the compile-time MC and stop at mc: an
+  // accumulator indexed by a run-time row made GCC keep them all in memory (~1,100 stack accesses in
+  // AVX2's float 6 × 2 kernel, 1 now), stored at entry and reloaded at exit on every call. Measured on
+  // Zen 3 (AVX2, one thread, kernel alone): 10 row blocks × 16 panels of 64 steps 80 -> 89 GFLOP/s, of
+  // 256 steps 95 -> 98, of 1024 steps 99 -> 100; paired ops (2 threads, one process): LSTMCell(256, 512)
+  // of batch 64 forward+backward 1.05x faster, LSTMCell(1024, 1024) batch 256 1.03x, conv2d 3×3 64 @56
+  // and 256 @14 forward+backward 1.02-1.03x, nn.LSTM and 2048² unchanged (long reductions).
   if (nc == NV * L) {
-    for (int64_t u = 0; u < mc; ++u) {
+#pragma GCC unroll 12
+    for (int64_t u = 0; u < MC; ++u) {
+      if (u == mc) break;
       T* cu = c + u * ldc;
 #pragma GCC unroll 8
       for (int64_t v = 0; v < NV; ++v) {
@@ -93,7 +111,9 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
     }
     return;
   }
-  for (int64_t u = 0; u < mc; ++u) {  // a partial block of columns: through a buffer
+#pragma GCC unroll 12
+  for (int64_t u = 0; u < MC; ++u) {  // a partial block of columns: through a buffer
+    if (u == mc) break;
     T row[NV * L];
     for (int64_t v = 0; v < NV; ++v) simd::store(row + v * L, acc[0][u][v]);
     T* cu = c + u * ldc;
@@ -117,7 +137,7 @@ void gemm_blocks(const T* a, int64_t a_stride, const T* b, int64_t ldb, const in
       T* cij = c + i * ldc + j;
       const int64_t mc = std::min(MR, m - i), nc = std::min(NR, n - j);
       auto run = [&]<int64_t MC>() {
-        constexpr int64_t S = MC * NV < kFmaChains ? 2 : 1;
+        constexpr int64_t S = MC * NV < kFmaChains && 2 * MC * NV + NV + 1 < kRegisters ? 2 : 1;
         if (next == nullptr || blk < lead) {  // a loop without the prefetch, not one that tests for it
           micro_kernel<T, MR, MC, S, NV, false, kOffsets>(ai, bj, ldb, offsets, cij, ldc, mc, nc, r, accumulate,
                                                           nullptr);
@@ -327,11 +347,12 @@ extern const GemmKernels gemm_kernels = {
 // 32); 1 × 8 for a single row (8 accumulators: enough to cover the FMA latency). 4 × 3 loads three
 // B vectors per four rows, not two per six, and its panel's row is 1.5 cache lines: where the
 // panels stream from L2 it ran slower, so its speed, 0.85, leaves it the products that 6 × 2 pads
-// by a fifth or more. Measured on Zen 3 (paired, one process, 6 × 2 against 4 × 3, before last
-// blocks computed fewer rows): nn.LSTM inference 1.18x and forward+backward 1.14x faster (32-row
-// steps: 36 rows padded against 32), 32 × 512 × 2048 1.33x, conv2d 128 -> 128 3×3 @28
-// forward+backward 1.12x, 64 -> 128 3×3/s2 1.08x, 64-row products and LSTMCell(256, 512) of batch 64
-// within noise.
+// by a fifth or more (measured while its loop kept two accumulators on the stack; now, on the kernel
+// alone, it runs at 0.95-0.98 of 6 × 2 there, a speed not yet re-tuned). Measured on Zen 3 (paired,
+// one process, 6 × 2 against 4 × 3, before last blocks computed fewer rows): nn.LSTM inference 1.18x
+// and forward+backward 1.14x faster (32-row steps: 36 rows padded against 32), 32 × 512 × 2048
+// 1.33x, conv2d 128 -> 128 3×3 @28 forward+backward 1.12x, 64 -> 128 3×3/s2 1.08x, 64-row products
+// and LSTMCell(256, 512) of batch 64 within noise.
 extern const GemmKernels gemm_kernels = {
     {{{shape<float, 6, 2>(), shape<float, 4, 3>(0.85), shape<float, 1, 8>()}, &interleave<float>},
      {{shape<double, 6, 2>(), shape<double, 4, 3>(0.85), shape<double, 1, 8>()}, &interleave<double>}},
