@@ -16,9 +16,13 @@ namespace {
 // two units issue each cycle (Zen 1-5, Intel's AVX2 and AVX-512 cores alike).
 constexpr int64_t kFmaChains = 8;
 
-// Vector registers: a kernel's accumulators, a step's B vectors and a broadcast of A must leave room
-// for a second step in flight, or GCC spills accumulators to the stack inside the loop.
+// Whether `sets` sets of MC × NV accumulators, a step's NV B vectors and a broadcast of A leave a
+// vector register free: where they take all of them (AVX2's 4 × 3: 12 + 3 + 1 = 16), GCC keeps
+// accumulators on the stack inside the loop once it overlaps two steps or two sets.
 constexpr int64_t kRegisters = HK_VEC_BYTES == 64 ? 32 : 16;
+constexpr bool leaves_a_register(int64_t sets, int64_t MC, int64_t NV) {
+  return sets * MC * NV + NV + 1 < kRegisters;
+}
 
 // One MR × NV·L block of C in MR·NV vector registers: per step t, NV vector loads of B and MR
 // broadcasts of A feed MR·NV FMAs. With kNext it also fetches a line of `next` into L2 per step.
@@ -29,14 +33,13 @@ constexpr int64_t kRegisters = HK_VEC_BYTES == 64 ? 32 : 16;
 // paid per U steps on shapes of fewer than 24 FMAs a step (the 16-register shapes' 12): the loop
 // issues fewer instructions per FMA. On the Xeon capped at AVX2, U = 2 ran a 2048² product 6% and conv2d's
 // deep 3×3 layers 10-13% faster (U = 4 no better); AVX-512's 24-FMA shapes gain nothing from it.
-// Not where the registers are full (kRegisters): AVX2's 4 × 3 (12 accumulators, 3 B vectors and a
-// broadcast: all 16) kept two accumulators on the stack in its loop at U = 2, and ran 1.1-1.4x faster
-// at U = 1 (Zen 3, one thread, the kernel alone); paired ops: conv2d 3 -> 64 7×7/s2 forward+backward
-// 1.03x (its 3-row input gradient), 3 × 512 × 2048 1.04-1.08x, 256 × 512 × 24 1.12x, nn.LSTM of
-// batch 4 forward+backward 1.09x.
+// Not where the registers are full (leaves_a_register): AVX2's 4 × 3 kept two accumulators on the
+// stack in its loop at U = 2, and ran 1.1-1.4x faster at U = 1 (Zen 3, one thread, the kernel
+// alone); paired ops: conv2d 3 -> 64 7×7/s2 forward+backward 1.03x (its 3-row input gradient),
+// 3 × 512 × 2048 1.04-1.08x, 256 × 512 × 24 1.12x, nn.LSTM of batch 4 forward+backward 1.09x.
 // A block's rows are MR apart in A's packing (its step t at a + t·MR); the kernel computes the first
 // MC of them (MC ≤ MR: a partial last block, below) in S sets of accumulators, step t adding into
-// set t mod S (S = 2 where MC·NV chains are fewer than kFmaChains and two sets fit the registers).
+// set t mod S (S = 2 where MC·NV chains are fewer than kFmaChains and two sets leave a register).
 template <class T, int64_t MR, int64_t MC, int64_t S, int64_t NV, bool kNext, bool kOffsets>
 inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t ldb,
                          const int64_t* __restrict__ offsets, T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc,
@@ -58,7 +61,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
   // The B run and A values D steps ahead are fetched while this step computes: with B streaming
   // from L2 the loads otherwise stall the FMAs (measured on Zen 5: ~60% → ~68% of the FMA peak).
   // The last D steps have nothing left to fetch: a loop of their own, without the prefetches.
-  constexpr int64_t D = 16, U = S == 2 || (MC * NV < 24 && MC * NV + NV + 1 < kRegisters) ? 2 : 1;
+  constexpr int64_t D = 16, U = S == 2 || (MC * NV < 24 && leaves_a_register(1, MC, NV)) ? 2 : 1;
   constexpr int64_t kALines = (U * MR * static_cast<int64_t>(sizeof(T)) + 63) / 64;  // A lines per U steps
   auto row = [&](int64_t t) __attribute__((always_inline)) { return kOffsets ? b + offsets[t] : b + t * ldb; };
   auto step = [&](int64_t t, int64_t set) __attribute__((always_inline)) {
@@ -137,7 +140,7 @@ void gemm_blocks(const T* a, int64_t a_stride, const T* b, int64_t ldb, const in
       T* cij = c + i * ldc + j;
       const int64_t mc = std::min(MR, m - i), nc = std::min(NR, n - j);
       auto run = [&]<int64_t MC>() {
-        constexpr int64_t S = MC * NV < kFmaChains && 2 * MC * NV + NV + 1 < kRegisters ? 2 : 1;
+        constexpr int64_t S = MC * NV < kFmaChains && leaves_a_register(2, MC, NV) ? 2 : 1;
         if (next == nullptr || blk < lead) {  // a loop without the prefetch, not one that tests for it
           micro_kernel<T, MR, MC, S, NV, false, kOffsets>(ai, bj, ldb, offsets, cij, ldc, mc, nc, r, accumulate,
                                                           nullptr);
