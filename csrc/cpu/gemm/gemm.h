@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <span>
 #include <vector>
 
@@ -47,6 +48,24 @@ inline int64_t l2_bytes() {
     return l2 != nullptr && l2->size > 0 ? static_cast<int64_t>(l2->size) : int64_t{1} << 20;
   }();
   return bytes;
+}
+
+// The L2 lines that one column of lines of B's rows `row_bytes` apart can occupy. A line's set is
+// its line number modulo the sets: rows s lines apart fall into sets / gcd(sets, s) of them, each of
+// `ways` lines. Rows that are not whole lines
+// apart spread over all the sets. cpuinfo gives the geometry; where it says nothing, 8 ways of
+// l2_bytes (fewer lines than most L2s hold at such strides: B is then packed, which is never slow).
+inline int64_t l2_lines_at_stride(int64_t row_bytes) {
+  static const std::array<int64_t, 2> sets_ways = [] {
+    const cpuinfo_cache* l2 = cpuinfo_initialize() ? cpuinfo_get_l2_cache(0) : nullptr;
+    if (l2 != nullptr && l2->sets > 0 && l2->associativity > 0 && l2->line_size == 64) {
+      return std::array<int64_t, 2>{l2->sets, l2->associativity};
+    }
+    return std::array<int64_t, 2>{l2_bytes() / (64 * 8), 8};
+  }();
+  const auto [sets, ways] = sets_ways;
+  if (row_bytes % 64 != 0) return sets * ways;
+  return sets / std::gcd(sets, row_bytes / 64) * ways;
 }
 
 // Reduction steps per chunk: a packed B panel chunk (kc × nr) takes at most an eighth of L2, so it
@@ -492,18 +511,25 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
 constexpr int64_t kInPlaceBlocks = 8;
 
 // Row blocks of A from which a B whose rows lie `row_bytes` apart is packed deferred rather than read
-// in place. A panel chunk read in place is kInPlaceChunk runs at that stride: where it is a multiple
-// of 4 KiB they all fall into one set of L1 (64 sets of 64-byte lines on the x86 CPUs here) and into
-// few sets of L2, so no cache holds the chunk and each row block reads it from L3 again; at 2 KiB
-// into two sets. A copy of each chunk into the thread's buffer then pays from a few row blocks on.
-// Measured on Zen 3 (AVX2, 6 × 2, 2 threads; paired, one process; deferred against in place): B of
-// 8 KiB rows (2048 floats, an LSTM step's W_hhᵀ shape, 32 × 512 × 2048) at 24, 32 and 48 rows 1.11x,
-// 1.36x and 1.37x faster, at 12 and 18 rows 0.94x and 1.00x; 4 KiB rows at 24 and 32 rows 1.06x and
-// 1.19x; 2 KiB rows at 18, 24, 32 and 48 rows 0.86x, 0.92x, 1.04x and 1.13x; 1 KiB rows and 8256-byte
-// rows (2064 floats: no aliasing) 0.89-0.95x at 32 and 48 rows. Other strides: past kInPlaceBlocks,
-// that is never for this reason.
+// in place. A panel chunk read in place is kInPlaceChunk runs at that stride, re-read by every row
+// block. At strides that are multiples of 2-8 KiB the runs fall into few cache sets: L1 (64 sets)
+// holds almost none of them, and the L2 holds the chunk only where its sets at that stride have at
+// least kInPlaceChunk lines (l2_lines_at_stride, per line of the panel's rows); otherwise every row
+// block reads the chunk from L3 again, and a copy of each chunk into the thread's buffer pays from a
+// few row blocks on. Where the L2 holds the chunk just so (as many lines as steps), a copy still paid
+// from kInPlaceBlocks blocks on Zen 3 but not on a Xeon; with twice that, reading in place paid on
+// both. Measured on Zen 3 (AVX2, 6 × 2, 512 KiB 8-way L2: 1024 sets; 2 threads; paired, one process;
+// deferred against in place): B of 8 KiB rows (64 lines at that stride; 2048 floats, an LSTM step's
+// W_hhᵀ shape, 32 × 512 × 2048) at 24, 32 and 48 rows 1.11x, 1.36x and 1.37x faster, at 12 and 18
+// rows 0.94x and 1.00x; 4 KiB rows (128 lines) at 24 and 32 rows 1.06x and 1.19x; 2 KiB rows (256
+// lines) at 18, 24, 32 and 48 rows 0.86x, 0.92x, 1.04x and 1.13x; 1 KiB rows (512 lines) and
+// 8256-byte rows (2064 floats: no aliasing) 0.89-0.95x at 32 and 48 rows. On the Xeon (AVX-512, 8 ×
+// 3, 2 MiB 16-way L2: 2048 sets; in place against deferred): 8 KiB rows (256 lines) at 32, 48 and
+// 64 rows 1.16-1.20x, 1.09x and 1.06x faster (32 × 512 × 2048 on one thread 1.29x), 4 KiB rows (512
+// lines) at 32 and 64 rows 1.14x and 1.06x, 16 and 24 rows (already in place) unchanged.
 inline int64_t aliased_blocks(int64_t row_bytes) {
-  return row_bytes % 4096 == 0 ? 4 : row_bytes % 2048 == 0 ? kInPlaceBlocks : kInPlaceBlocks + 1;
+  const int64_t lines = l2_lines_at_stride(row_bytes);
+  return lines >= 2 * kInPlaceChunk ? kInPlaceBlocks + 1 : lines >= kInPlaceChunk ? kInPlaceBlocks : 4;
 }
 
 // How a B of `groups` column groups, used once by `rows` rows of A, is best packed for the shape
