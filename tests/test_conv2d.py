@@ -82,6 +82,9 @@ GRID = [
     (1, 8, 4, 4, 256, 3, 1, 1, 1, 1),  # >= 64 output channels: packed forward, rows split across threads
     (1, 6, 5, 4, 260, 3, 1, 1, 1, 2),  # the same per group (130 rows each, a partial row block)
     (1, 130, 6, 6, 12, 3, 1, 1, 1, 1),  # >= 64 input channels: packed input gradient
+    # >= 64 channels both ways and 630 reduction steps (3 chunks): packed passes that write the tiles
+    # inside one image straight into the output (accumulating over the chunks), the others by a scatter
+    (2, 70, 9, 11, 70, 3, 1, 1, 1, 1),
 ]
 
 

@@ -280,37 +280,14 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   });
 }
 
-// A run of `len` consecutive real pixels: tile columns [col, col + len) read source [src, src + len).
-struct Run {
-  int64_t col, len, src;
-};
-
-// Values per 32-byte block copy.
-template <class T>
-constexpr int64_t kCopy = 32 / static_cast<int64_t>(sizeof(T));
-
-// dst[col + u] = src[run.src + u] for every run (in increasing column order), then zeros in
-// [count, width). Runs are copied in whole 32-byte blocks (runs of 7 or 14 pixels would otherwise
-// cost a library call each): a block may write up to kCopy − 1 values past its run, which the next
-// run or the zero fill overwrites, so dst needs kCopy values of slack past width and the source
-// kCopy past its last run (the workspaces' slack).
-template <class T>
-void gather_runs(const T* src, const std::vector<Run>& runs, T* dst, int64_t count, int64_t width) {
-  for (const Run& run : runs) {
-    const T* s = src + run.src;
-    T* d = dst + run.col;
-    for (int64_t u = 0; u < run.len; u += kCopy<T>) std::memcpy(d + u, s + u, 32);
-  }
-  std::fill(dst + count, dst + width, T(0));
-}
-
 // Packed tiles over the real pixels of the whole batch: per reduction chunk, B (chunk steps × tile
 // pixels, in L2: at most 128 KiB of float, or half of L2 for one tile of every pixel) is gathered
-// from the phase-split source into [step][pixel] rows, then every row block of A runs over it. For
-// small maps (7×7, 14×14) this wastes almost nothing where the virtual grid wastes ~25%; the gather
-// (one copy per B value) is amortised over the rows. Without a packed A (p.a null, run_pass) there
-// is one tile of every pixel and the rows are split across threads: each task packs each of its A
-// blocks just before the micro-kernel runs it.
+// from the phase-split source into [step][pixel] rows (the instruction set's gather_runs), then
+// every row block of A runs over it, into the output itself or into a tile buffer scattered there
+// (below). For small maps (7×7, 14×14) this wastes almost nothing where the virtual grid wastes
+// ~25%; the gather (one copy per B value) is amortised over the rows. Without a packed A (p.a null,
+// run_pass) there is one tile of every pixel and the rows are split across threads: each task packs
+// each of its A blocks just before the micro-kernel runs it.
 template <class T>
 void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = *p.kern;
@@ -328,31 +305,54 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const int64_t splits = a_in_task || (groups * tiles < 4 * threads && p.m >= 64 * threads) ? threads : 1;
   const int64_t rows = ceil_div(ceil_div(p.m, splits), mr) * mr;
   const int64_t tasks = splits * groups * tiles;
+  // Where the output plane is the pass's grid of pixels (unit steps from its corner: the forward, a
+  // stride-1 input gradient), a tile of pixels of one image is, for each output channel, one run of
+  // that channel's plane: the micro-kernel then writes C there itself, the plane a row of C apart,
+  // rather than into a buffer that a scatter copies out (8% of a 64 -> 64 3×3 forward at 56×56).
+  // Tiles that straddle two images (one per image boundary at most) still go through the buffer.
+  // Measured on the Xeon (paired, one process, N = 8): forward 64 -> 64 3×3 @56 1.09x faster (AVX2:
+  // 1.05x), ResNet's conv1 1.40x (AVX2: 1.28x), dilated 2 1.08x, 128 @28 1.06x, N = 1 1.07x;
+  // forward+backward 64 @56 1.05x, conv1 1.18x; 256 @14 and 512 @7 (tiles of several images)
+  // unchanged.
+  const int64_t image = p.rows * p.cols, plane = p.out_h * p.out_w;
+  const bool plane_is_grid = p.ystep == 1 && p.xstep == 1 && p.y0 == 0 && p.x0 == 0 && p.out_w == p.cols &&
+                             p.out_h == p.rows;
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
-    Aligned<T> bt(kReductionChunk * tile + kCopy<T>);
+    Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
     std::vector<T> ct(rows * tile);
-    std::vector<Run> runs;
+    std::vector<GatherRun> runs;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
       const int64_t q0 = gemm::slice(ti, col_blocks, tiles) * kern.nr;
       const int64_t qn = std::min(gemm::slice(ti + 1, col_blocks, tiles) * kern.nr, pixels) - q0;
       const int64_t nr = std::min(rows, p.m - r0);
       if (qn <= 0 || nr <= 0) continue;
+      const int64_t img = q0 / image;
+      const bool direct = plane_is_grid && (q0 + qn - 1) / image == img;
+      T* const c = direct ? p.out + (img * channels + gi * p.m + r0) * plane + (q0 - img * image) : ct.data();
+      const int64_t ldc = direct ? plane : tile;
       runs.clear();
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
         runs.push_back({q - q0, len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
       });
       for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
         const int64_t r = std::min(chunk, p.kd - k0);
-        for (int64_t t = 0; t < r; ++t) gather_runs(p.xs + p.offsets[k0 + t], runs, bt.data() + t * tile, qn, tile);
+        kernels<T>().gather_runs(p.xs, p.offsets + k0, r, runs.data(), static_cast<int64_t>(runs.size()), bt.data(), qn,
+                                 tile);
         for (int64_t i = r0; i < r0 + nr; i += mr) {
           const int64_t mc = std::min(mr, r0 + nr - i);
           const T* a = a_in_task ? ablock.data() : p.a + ((gi * blocks + i / mr) * p.kd + k0) * mr;
           if (a_in_task) pack_block(p.weight, gi, i, mc, mr, k0, r, ablock.data());
-          kern.run(a, p.kd * mr, bt.data(), tile, nullptr, ct.data() + (i - r0) * tile, tile, mc, qn, r, k0 > 0,
-                   nullptr);
+          kern.run(a, p.kd * mr, bt.data(), tile, nullptr, c + (i - r0) * ldc, ldc, mc, qn, r, k0 > 0, nullptr);
         }
+      }
+      if (direct) {
+        for (int64_t u = 0; u < nr && p.bias != nullptr; ++u) {
+          const T bias = p.bias[gi * p.m + r0 + u];
+          for (T* y = c + u * ldc; y < c + u * ldc + qn; ++y) *y += bias;
+        }
+        continue;
       }
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
         scatter(p, gi, channels, r0, nr, ct.data() + (q - q0), tile, n, Y, X, len);

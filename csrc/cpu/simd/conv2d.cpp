@@ -134,9 +134,24 @@ void take_columns(const T* src, int64_t step, T* dst, int64_t n) {
 }
 
 template <class T>
+void gather_runs(const T* src, const int64_t* offsets, int64_t steps, const GatherRun* runs, int64_t n_runs, T* dst,
+                 int64_t count, int64_t width) {
+  constexpr int64_t L = simd::kLanes<T>;
+  static_assert(L * sizeof(T) <= kGatherSlackBytes);
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* s = src + offsets[t];
+    T* d = dst + t * width;
+    for (const GatherRun* run = runs; run < runs + n_runs; ++run) {
+      for (int64_t u = 0; u < run->len; u += L) simd::store(d + run->col + u, simd::load(s + run->src + u));
+    }
+    std::fill(d + count, d + width, T(0));
+  }
+}
+
+template <class T>
 constexpr Conv2dKernel<T> kernels() {
   return {&depthwise_forward<T>, &depthwise_backward_input<T>, &depthwise_backward_weight<T>, &sum<T>,
-          &take_columns<T>};
+          &take_columns<T>, &gather_runs<T>};
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // Vectorised conv2d kernels (csrc/cpu/simd/conv2d.cpp), one table per instruction set: the
 // depthwise kernels (one input and one output channel per group), direct over one zero-padded
-// channel plane, the bias gradient's sum, and the strided column copy of the phase splits. The
-// general convolution is an implicit GEMM on the GEMM core's micro-kernels instead
-// (csrc/cpu/conv2d_gemm.cpp).
+// channel plane, the bias gradient's sum, the strided column copy of the phase splits and the
+// gather of the implicit GEMM's B tiles. The general convolution is an implicit GEMM on the GEMM
+// core's micro-kernels instead (csrc/cpu/conv2d_gemm.cpp).
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,16 @@
 #include "math/conv2d.h"
 
 namespace hotkernels::cpu {
+
+// A run of `len` consecutive real pixels of the implicit GEMM's B tile: tile columns [col, col + len)
+// read source values [src, src + len) (csrc/cpu/conv2d_gemm.cpp, run_pass_packed).
+struct GatherRun {
+  int64_t col, len, src;
+};
+
+// Bytes that gather_runs may write past a row of its destination and read past a run of its
+// source: the widest vector.
+constexpr int64_t kGatherSlackBytes = 64;
 
 // The kernels of one compute type. The depthwise ones work over one channel plane: `xp` is the
 // input plane zero-padded by (pt, pl) in front and enough behind that every tap of every output
@@ -36,6 +46,13 @@ struct Conv2dKernel {
   // dst[q] = src[q·step] for q < n: one column phase of a row, as the phase splits of both the
   // implicit GEMM and the depthwise kernels copy it (stride 2 in vectors).
   void (*take_columns)(const T* src, int64_t step, T* dst, int64_t n);
+  // dst[t·width + run.col + u] = src[offsets[t] + run.src + u] for t < steps, each run (in increasing
+  // column order) and u < run.len, then zeros in columns [count, width) of each row. Runs are copied
+  // in whole vectors (runs of 7 or 14 pixels would otherwise cost a library call each): a vector may
+  // write up to kGatherSlackBytes past its run, which the next run, the zero fill or the next row
+  // overwrites, so dst needs that much slack past its last row and the source past its last run.
+  void (*gather_runs)(const T* src, const int64_t* offsets, int64_t steps, const GatherRun* runs, int64_t n_runs,
+                      T* dst, int64_t count, int64_t width);
 };
 using Conv2dKernels = PerDtype<Conv2dKernel>;
 
