@@ -516,12 +516,20 @@ void max_backward_plane_scatter(const T* grad_out, const uint8_t* offsets, T* gr
   const int64_t taps = p.kH * p.kW;
   int64_t at[math::kMaxOffsetTaps];  // offset kh·kW + kw -> its place from the window's start
   for (int64_t o = 0; o < taps; ++o) at[o] = (o / p.kW) * p.dH * s.cols + (o % p.kW) * p.dW;
+  // Windows `passes` apart along a row do not overlap (passes·sW reaches a window's span), so the
+  // row's windows are added in that many interleaved passes: consecutive adds then never go to one
+  // place, where a load of it could have run ahead of the store it needs (3×3/s2 on (32, 64, 112,
+  // 112), the Xeon: the backward 1.03x faster). The order of the adds into one place changes
+  // within a row, as any order of a sum may.
+  const int64_t passes = ((p.kW - 1) * p.dW + p.sW) / p.sW;
   for (int64_t oh = 0; oh < p.OH; ++oh) {
     T* window_row = plane + oh * p.sH * s.cols;
     const T* g = grad_out + oh * p.OW;
     const uint8_t* off = offsets + oh * p.OW;
-    for (int64_t ow = 0; ow < p.OW; ++ow) {
-      if (off[ow] < taps) window_row[ow * p.sW + at[off[ow]]] += g[ow];
+    for (int64_t first = 0; first < passes; ++first) {
+      for (int64_t ow = first; ow < p.OW; ow += passes) {
+        if (off[ow] < taps) window_row[ow * p.sW + at[off[ow]]] += g[ow];
+      }
     }
   }
   for (int64_t ih = 0; ih < p.H; ++ih) copy_row(grad_in + ih * p.W, plane + (ih + p.pH) * s.cols + p.pW, p.W);
