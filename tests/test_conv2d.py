@@ -164,16 +164,27 @@ def test_half_types(device, dtype):
 
 
 def test_every_cpu_instruction_set(cpu_isa):
-    """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) matches F.conv2d."""
+    """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) matches F.conv2d, in float32
+    and, on the packed paths (their gather, the output written in place, the bias), in float64."""
     code = (
         "import torch, hotkernels\n"
-        "from tests.test_conv2d import check_float32\n"
+        "import torch.nn.functional as F\n"
+        "from tests.test_conv2d import check_float32, TOL\n"
         "for c, k, s, p, d, g in [(6, 7, 1, 1, 1, 1), (6, 6, 2, 1, 2, 6), (5, 5, 1, 1, 1, 5), (4, 9, 2, 0, 1, 1),\n"
         "                         (8, 70, 1, 1, 1, 1), (130, 12, 1, 1, 1, 1)]:  # the last two: packed paths\n"
         "    x = torch.randn(2, c, 23, 41, requires_grad=True); w = torch.randn(k, c // g, 3, 3, requires_grad=True)\n"
         "    kw = dict(stride=s, padding=p, dilation=d, groups=g)\n"
         "    y = hotkernels.functional.conv2d(x, w, None, **kw); gy = torch.randn_like(y)\n"
         "    check_float32(x, w, None, kw, y, gy, torch.autograd.grad(y, (x, w), gy))\n"
+        "    if c < 8 and k < 70:\n"
+        "        continue\n"
+        "    xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()\n"
+        "    b = torch.randn(k, dtype=torch.float64, requires_grad=True)\n"
+        "    got, want = hotkernels.functional.conv2d(xd, wd, b, **kw), F.conv2d(xd, wd, b, **kw)\n"
+        "    torch.testing.assert_close(got, want, **TOL[torch.float64])\n"
+        "    gy = torch.randn_like(want)\n"
+        "    for a, e in zip(torch.autograd.grad(got, (xd, wd, b), gy), torch.autograd.grad(want, (xd, wd, b), gy)):\n"
+        "        torch.testing.assert_close(a, e, **TOL[torch.float64])\n"
     )
     run_with_isa(cpu_isa, code)
 

@@ -65,14 +65,21 @@ struct PhaseLayout {
   int64_t plane() const { return static_cast<int64_t>(phases.size()) * hs * ws; }
 };
 
-// Uninitialised storage for n values plus `slack` zeros behind them (the micro-kernels' partial
-// column blocks read up to a block past the last real value); every value before is written by
-// its producer.
+// Uninitialised storage for n values plus `slack` zeros behind them; every value before is written
+// by its producer.
 template <class T>
 std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
   std::unique_ptr<T[]> buf(new T[n + slack]);
   std::fill(buf.get() + n, buf.get() + n + slack, T(0));
   return buf;
+}
+
+// The slack behind a phase-split source that the passes read B from: the micro-kernels' partial
+// column blocks read up to a block past the last real value (run_pass_virtual), the gather up to a
+// vector (run_pass_packed).
+template <class T>
+int64_t source_slack() {
+  return std::max<int64_t>(2 * max_nr<T>(), kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
 }
 
 template <class T>
@@ -132,7 +139,7 @@ void pack_block(const WeightSource<T>& a, int64_t g, int64_t r0, int64_t rows, i
   // Steps whose offsets run on by one (an input gradient's taps of one output channel: 9 for a 3×3
   // at stride 1) are contiguous in every row: runs of at least 4 go through the SIMD transpose too,
   // rather than a value at a time (which took a tenth of the input gradient of a 512 -> 512 3×3
-  // layer at 7×7: now 1.06-1.10x faster on the Xeon); shorter ones (a strided input gradient's
+  // layer at 7×7: now 1.02-1.08x faster on the Xeon); shorter ones (a strided input gradient's
   // phases: 1-2 taps a row) a value at a time, as the transpose's setup would cost more there.
   constexpr int64_t kMinRun = 4;
   for (int64_t t = 0; t < steps;) {
@@ -326,7 +333,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   // stride-1 input gradient), a tile of pixels of one image is, for each output channel, one run of
   // that channel's plane: the micro-kernel then writes C there itself, the plane a row of C apart,
   // rather than into a buffer that a scatter copies out (8% of a 64 -> 64 3×3 forward at 56×56).
-  // Tiles that straddle two images (one per image boundary at most) still go through the buffer.
+  // Tiles that cross an image boundary still go through the buffer.
   // Measured on the Xeon (paired, one process, N = 8): forward 64 -> 64 3×3 @56 1.09x faster (AVX2:
   // 1.05x), ResNet's conv1 1.40x (AVX2: 1.28x), dilated 2 1.08x, 128 @28 1.06x, N = 1 1.07x;
   // forward+backward 64 @56 1.05x, conv1 1.18x; 256 @14 and 512 @7 (tiles of several images)
@@ -337,7 +344,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
     Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
-    std::vector<T> ct(rows * tile);
+    std::vector<T> ct;  // the tile buffer, for tiles not written in place
     std::vector<GatherRun> runs;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
@@ -347,6 +354,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       if (qn <= 0 || nr <= 0) continue;
       const int64_t img = q0 / image;
       const bool direct = plane_is_grid && (q0 + qn - 1) / image == img;
+      if (!direct) ct.resize(rows * tile);
       T* const c = direct ? p.out + (img * channels + gi * p.m + r0) * plane + (q0 - img * image) : ct.data();
       const int64_t ldc = direct ? plane : tile;
       runs.clear();
@@ -424,7 +432,7 @@ void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
 template <class T>
 void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
   const PhaseLayout p = phase_layout(g);
-  const auto xs = workspace<T>(g.n * g.c * p.plane(), 2 * max_nr<T>());
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), source_slack<T>());
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
@@ -474,7 +482,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
   // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
   const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
   const PhaseLayout p{1, 1, hq, wq, {{0, 0}}, {0}};
-  const auto gp = workspace<T>(g.n * g.k * p.plane(), 2 * max_nr<T>());
+  const auto gp = workspace<T>(g.n * g.k * p.plane(), source_slack<T>());
   phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.get());
 
   const int64_t cin = g.cin_g(), cout = g.cout_g();

@@ -52,16 +52,16 @@ inline int64_t l2_bytes() {
 
 // The L2 lines that one column of lines of B's rows `row_bytes` apart can occupy. A line's set is
 // its line number modulo the sets: rows s lines apart fall into sets / gcd(sets, s) of them, each of
-// `ways` lines. Rows that are not whole lines
-// apart spread over all the sets. cpuinfo gives the geometry; where it says nothing, 8 ways of
-// l2_bytes (fewer lines than most L2s hold at such strides: B is then packed, which is never slow).
+// `ways` lines. Rows that are not whole lines apart spread over all the sets. cpuinfo gives the
+// geometry; where it says nothing, l2_bytes as 8 ways (the count differs from the true geometry's
+// only at strides of more lines than the sets).
 inline int64_t l2_lines_at_stride(int64_t row_bytes) {
   static const std::array<int64_t, 2> sets_ways = [] {
     const cpuinfo_cache* l2 = cpuinfo_initialize() ? cpuinfo_get_l2_cache(0) : nullptr;
     if (l2 != nullptr && l2->sets > 0 && l2->associativity > 0 && l2->line_size == 64) {
       return std::array<int64_t, 2>{l2->sets, l2->associativity};
     }
-    return std::array<int64_t, 2>{l2_bytes() / (64 * 8), 8};
+    return std::array<int64_t, 2>{std::max<int64_t>(1, l2_bytes() / (64 * 8)), 8};
   }();
   const auto [sets, ways] = sets_ways;
   if (row_bytes % 64 != 0) return sets * ways;
@@ -526,7 +526,10 @@ constexpr int64_t kInPlaceBlocks = 8;
 // 8256-byte rows (2064 floats: no aliasing) 0.89-0.95x at 32 and 48 rows. On the Xeon (AVX-512, 8 ×
 // 3, 2 MiB 16-way L2: 2048 sets; in place against deferred): 8 KiB rows (256 lines) at 32, 48 and
 // 64 rows 1.16-1.20x, 1.09x and 1.06x faster (32 × 512 × 2048 on one thread 1.29x), 4 KiB rows (512
-// lines) at 32 and 64 rows 1.14x and 1.06x, 16 and 24 rows (already in place) unchanged.
+// lines) at 32 and 64 rows 1.14x and 1.06x, 16 and 24 rows (already in place) unchanged. So at
+// kInPlaceBlocks blocks and as many lines as steps the rule follows Zen 3 (2 KiB rows at 48 rows:
+// deferred 1.13x faster) and leaves the Xeon's 64 rows of 8 KiB (in place 1.06x faster) deferred;
+// on the Xeon capped at AVX2 (6 × 2), in place at 32 rows ran 0.98x (8 KiB rows) and 0.95x (4 KiB).
 inline int64_t aliased_blocks(int64_t row_bytes) {
   const int64_t lines = l2_lines_at_stride(row_bytes);
   return lines >= 2 * kInPlaceChunk ? kInPlaceBlocks + 1 : lines >= kInPlaceChunk ? kInPlaceBlocks : 4;

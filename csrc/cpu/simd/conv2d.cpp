@@ -1,5 +1,5 @@
-// Convolution inner loops on SIMD vectors: the depthwise kernels, the bias gradient's sum and the
-// phase splits' column copy.
+// Convolution inner loops on SIMD vectors: the depthwise kernels, the bias gradient's sum, the
+// phase splits' column copy and the implicit GEMM's gather of B tiles.
 #include "cpu/simd/conv2d.h"
 
 #include <algorithm>

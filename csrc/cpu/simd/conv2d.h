@@ -49,8 +49,9 @@ struct Conv2dKernel {
   // dst[t·width + run.col + u] = src[offsets[t] + run.src + u] for t < steps, each run (in increasing
   // column order) and u < run.len, then zeros in columns [count, width) of each row. Runs are copied
   // in whole vectors (runs of 7 or 14 pixels would otherwise cost a library call each): a vector may
-  // write up to kGatherSlackBytes past its run, which the next run, the zero fill or the next row
-  // overwrites, so dst needs that much slack past its last row and the source past its last run.
+  // write less than a vector past its run, which the next run, the zero fill or the next row
+  // overwrites, so dst needs kGatherSlackBytes of slack past its last row, and the source as much
+  // past its last run.
   void (*gather_runs)(const T* src, const int64_t* offsets, int64_t steps, const GatherRun* runs, int64_t n_runs,
                       T* dst, int64_t count, int64_t width);
 };

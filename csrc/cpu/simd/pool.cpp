@@ -503,7 +503,7 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
 }
 
 // Max backward, NCHW, from offsets, where windows overlap: a scatter into the zeroed padded plane
-// (csrc/cpu/simd/pool.h), outputs in row-major order, then its interior copied out. Each output is a
+// (csrc/cpu/simd/pool.h), output rows in order, then its interior copied out. Each output is a
 // few scalar operations, where the gather spends a vector's terms on every covering window: measured
 // on Zen 3 (AVX2, paired, one process) against the gather, 3×3/s2 1.13-1.19x faster (float32 and
 // float64), 3×3/s1 1.38x, 5×5/s3 2.3x; 2×2/s2 (no overlap) 0.78x, which therefore gathers.
@@ -517,10 +517,12 @@ void max_backward_plane_scatter(const T* grad_out, const uint8_t* offsets, T* gr
   int64_t at[math::kMaxOffsetTaps];  // offset kh·kW + kw -> its place from the window's start
   for (int64_t o = 0; o < taps; ++o) at[o] = (o / p.kW) * p.dH * s.cols + (o % p.kW) * p.dW;
   // Windows `passes` apart along a row do not overlap (passes·sW reaches a window's span), so the
-  // row's windows are added in that many interleaved passes: consecutive adds then never go to one
-  // place, where a load of it could have run ahead of the store it needs (3×3/s2 on (32, 64, 112,
-  // 112), the Xeon: the backward 1.03x faster). The order of the adds into one place changes
-  // within a row, as any order of a sum may.
+  // row's windows are added in that many interleaved passes: consecutive adds then (but for a
+  // pass's last and the next one's first, in rows of few windows) go to different places. An add
+  // into the place the previous one wrote has its load wait on that store, or, where the CPU ran
+  // the load ahead of the store, redone: a cost in time only (3×3/s2 on (32, 64, 112, 112), the
+  // Xeon: the backward 1.03x faster). The order of the adds into one place changes within a row,
+  // as any order of a sum may.
   const int64_t passes = ((p.kW - 1) * p.dW + p.sW) / p.sW;
   for (int64_t oh = 0; oh < p.OH; ++oh) {
     T* window_row = plane + oh * p.sH * s.cols;
