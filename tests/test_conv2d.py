@@ -85,6 +85,9 @@ GRID = [
     # >= 64 channels both ways and 630 reduction steps (3 chunks): packed passes that write the tiles
     # inside one image straight into the output (accumulating over the chunks), the others by a scatter
     (2, 70, 9, 11, 70, 3, 1, 1, 1, 1),
+    # a weight gradient twice grad_output's size (576 taps, 288 pixels in 2 chunks): the threads split
+    # its tap panels and each sums over every chunk
+    (2, 64, 12, 12, 16, 3, 1, 1, 1, 1),
 ]
 
 
