@@ -449,11 +449,10 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
           }
           // The panel chunk this tile runs next (the next group, panel, or the next chunk's first
           // panel; after the last, the first again: the next call's, an LSTM's next step, unless
-          // that call starts where this one ends: `alternating`), where it is packed ahead (or read
-          // in place along whole lines): it is fetched into L2 while this one computes, so that its first
-          // row block does not wait on L3. Measured on the Xeon (AVX-512, 2 threads, paired in one
-          // process): nn.LSTM forward+backward ~3.5% faster, 2048² ~3.5%, 1600 × 256 × 2048 and
-          // 2048 × 1600 × 512 ~2%.
+          // that call starts where this one ends: `alternating`), where it is packed ahead: it is
+          // fetched into L2 while this one computes, so that its first row block does not wait on
+          // L3. Measured on the Xeon (AVX-512, 2 threads, paired in one process): nn.LSTM
+          // forward+backward ~3.5% faster, 2048² ~3.5%, 1600 × 256 × 2048 and 2048 × 1600 × 512 ~2%.
           // The micro-kernels fetch whole lines of it for kc steps: none where that would reach past
           // the packed panels (the last of them, where a step is not a whole number of lines).
           const T* next = nullptr;
