@@ -542,8 +542,9 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
   // Each further pixel part costs a copy of gw (m × kd per group) written, read back and added; each
   // further panel part packs all of grad_output (m × pixels) again. So the panels are split where gw
   // is at least twice grad_output's size. Measured on the Xeon (AVX-512, 2 threads, N = 8, paired,
-  // panels against pixels): 512 -> 512 3×3 @7 (kd = 11.8 pixels) 1.10-1.14x faster (AVX2: 1.05x),
-  // 256 -> 512 3×3/s2 @14 (5.9) 1.04-1.08x (AVX2: 1.02x); 256 -> 256 3×3 @14 (1.5) 0.98-0.99x.
+  // panels against pixels): 512 -> 512 3×3 @7 (kd = 11.8 × pixels) 1.10-1.14x faster (AVX2:
+  // 1.05x), 256 -> 512 3×3/s2 @14 (kd = 5.9 × pixels) 1.04-1.08x (AVX2: 1.02x); 256 -> 256 3×3 @14
+  // (kd = 1.5 × pixels, left to the pixel parts) 0.98-0.99x.
   const int64_t pixel_parts = kd >= 2 * pixels ? 1 : std::min(chunks, threads);
   const int64_t panel_parts = std::clamp<int64_t>(threads / pixel_parts, 1, panels);
   const int64_t parts = pixel_parts * panel_parts;

@@ -246,7 +246,7 @@ class PackedB {
   }
   int64_t stride(int64_t p) const { return p < in_place_ ? b_.rs : kern_->nr; }
   // Whether a product sweeps the panels last to first: each call flips it, so that the products
-  // over this B alternate (`multiply` says why).
+  // over this B alternate (`multiply` says why). Like the products, for one caller at a time.
   bool next_sweep_reversed() const { return std::exchange(reversed_, !reversed_); }
   // Values from `from` (a place in a packed panel) to the end of the packed panels.
   int64_t packed_after(const T* from) const {
@@ -369,7 +369,7 @@ constexpr int64_t kTilePanels = 32;
 // threads splits its panels, 6 against 5 (cost 6·5 + 4·8/48 ≈ 30.7), not its rows (11·3 + 2·8/48 ≈
 // 33.3; measured: a 16-row product runs at ~60% of the FMA peak, a 32-row one at ~80–100%); an
 // LSTMCell's weight gradient at batch 64 (2048 × 64 × 256: 171 blocks of 12 rows, 8 panels of 32)
-// splits its rows (728 against 752), where A is as large as it is and B small. Measured on the Xeon
+// splits its rows (728 against 752): there A (2048 × 64) is large and B (64 × 256) small. Measured on the Xeon
 // (2 threads, paired, against the cost without A): 2048 × 64 × 256 1.15x faster (AVX2 1.06x), ×
 // 512 1.07x (AVX2 1.06x), LSTMCell(256, 512) forward+backward at batch 64 1.01-1.02x; the LSTM's
 // shapes unchanged. On a tie, fewer row tiles (each re-reads all of B), then fewer column tiles.
