@@ -369,10 +369,11 @@ constexpr int64_t kTilePanels = 32;
 // threads splits its panels, 6 against 5 (cost 6·5 + 4·8/48 ≈ 30.7), not its rows (11·3 + 2·8/48 ≈
 // 33.3; measured: a 16-row product runs at ~60% of the FMA peak, a 32-row one at ~80–100%); an
 // LSTMCell's weight gradient at batch 64 (2048 × 64 × 256: 171 blocks of 12 rows, 8 panels of 32)
-// splits its rows (728 against 752): there A (2048 × 64) is large and B (64 × 256) small. Measured on the Xeon
-// (2 threads, paired, against the cost without A): 2048 × 64 × 256 1.15x faster (AVX2 1.06x), ×
-// 512 1.07x (AVX2 1.06x), LSTMCell(256, 512) forward+backward at batch 64 1.01-1.02x; the LSTM's
-// shapes unchanged. On a tie, fewer row tiles (each re-reads all of B), then fewer column tiles.
+// splits its rows (728 against 752): there A (2048 × 64) is large and B (64 × 256) small.
+// Measured on the Xeon (2 threads, paired, against the cost without A): 2048 × 64 × 256 1.15x
+// faster (AVX2 1.06x), × 512 1.07x (AVX2 1.06x), LSTMCell(256, 512) forward+backward at batch 64
+// 1.01-1.02x; the LSTM's shapes unchanged. On a tie, fewer row tiles (each re-reads all of B), then
+// fewer column tiles.
 inline Grid plan(int64_t m, int64_t mr, int64_t nr, int64_t panels, int64_t threads, int64_t tile_rows) {
   const int64_t blocks = ceil_div(m, mr);
   Grid best{ceil_div(m, std::max(mr, tile_rows)), ceil_div(panels, kTilePanels)};
