@@ -676,23 +676,6 @@ def _source_constant(path: str, name: str) -> int:
     return int(re.search(rf"\b{name} = (\d+);", text).group(1))
 
 
-def test_phase_copies_kept_across_calls():
-    """The CPU keeps the buffer of each phase-split copy for the thread's next calls (PhaseCopy in
-    csrc/cpu/conv2d_gemm.cpp): calls that reuse it for a smaller copy (stale values past the new
-    one), that grow it, and a copy too large to keep must all match torch."""
-    kept = _source_constant("csrc/cpu/conv2d_gemm.cpp", "kKeptCopyMiB") << 20
-    past = kept // (8 * 34 * 34) + 1  # float64 input channels whose padded 34×34 copy is not kept
-    for n, c, h, k in [(2, 16, 32, 8), (1, 4, 9, 8), (3, 16, 40, 8), (1, past, 32, 2)]:
-        x = torch.randn(n, c, h, h, dtype=torch.float64, requires_grad=True)
-        w = torch.randn(k, c, 3, 3, dtype=torch.float64, requires_grad=True)
-        y, ref = HF.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1)
-        torch.testing.assert_close(y, ref, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, k)}: {m}")
-        gy = torch.randn_like(ref)
-        for name, a, e in zip(("input", "weight"), torch.autograd.grad(y, (x, w), gy),
-                              torch.autograd.grad(ref, (x, w), gy)):
-            torch.testing.assert_close(a, e, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, k)} grad {name}: {m}")
-
-
 @CUDA_ONLY
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_cuda_depthwise_weight_gradient_past_the_grid_y_limit(memory_format):

@@ -74,49 +74,6 @@ std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
   return buf;
 }
 
-// The phase-split copies of the input (forward, weight gradient) and of grad_output (input
-// gradient) go into buffers of the calling thread, one per use, kept from call to call (up to
-// kKeptCopyMiB each; larger copies are allocated per call). A fresh allocation of a few MB is
-// cold, and comes back from malloc as pages that fault in, zero-filled, whenever the heap was
-// trimmed between calls, as other ops' tensors coming and going make it. Measured on the Xeon
-// (paired, one process, N = 8, per call against a fresh buffer): AVX-512 3×3 forward 64 @56 1.03x,
-// 64 -> 128/s2 1.06x, 128 @28 1.03x; input gradient 64 @56 1.10x; weight gradient 1.02-1.06x; the
-// ResNet-18-style training step 1.01-1.03x; AVX2 0.99-1.02x (its slower ops hide the cost).
-enum class CopyUse { forward, input_gradient, weight_gradient };
-constexpr int64_t kKeptCopyMiB = 64;
-
-template <class T>
-class PhaseCopy {
- public:
-  // Room for n values, then `slack` zeros.
-  template <CopyUse kUse>
-  static PhaseCopy get(int64_t n, int64_t slack) {
-    const int64_t bytes = ceil_div((n + slack) * static_cast<int64_t>(sizeof(T)), 64) * 64;
-    if (bytes > (kKeptCopyMiB << 20)) return PhaseCopy(workspace<T>(n, slack));
-    struct Kept {
-      std::unique_ptr<void, decltype(&std::free)> data{nullptr, &std::free};
-      int64_t bytes = 0;
-    };
-    thread_local Kept kept;
-    if (bytes > kept.bytes) {
-      kept.data.reset();
-      kept.data.reset(std::aligned_alloc(64, bytes));
-      if (kept.data == nullptr) throw std::bad_alloc();
-      kept.bytes = bytes;
-    }
-    T* data = static_cast<T*>(kept.data.get());
-    std::fill(data + n, data + n + slack, T(0));
-    return PhaseCopy(data);
-  }
-  T* get() const { return data_; }
-
- private:
-  explicit PhaseCopy(std::unique_ptr<T[]> owned) : owned_(std::move(owned)), data_(owned_.get()) {}
-  explicit PhaseCopy(T* kept) : data_(kept) {}
-  std::unique_ptr<T[]> owned_;  // a copy too large to keep
-  T* data_;
-};
-
 // The slack behind a phase-split source that the passes read B from: the micro-kernels' partial
 // column blocks read up to a block past the last real value (run_pass_virtual), the gather up to a
 // vector (run_pass_packed).
@@ -475,7 +432,7 @@ void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
 template <class T>
 void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
   const PhaseLayout p = phase_layout(g);
-  const auto xs = PhaseCopy<T>::template get<CopyUse::forward>(g.n * g.c * p.plane(), source_slack<T>());
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), source_slack<T>());
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
@@ -525,7 +482,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
   // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
   const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
   const PhaseLayout p{1, 1, hq, wq, {{0, 0}}, {0}};
-  const auto gp = PhaseCopy<T>::template get<CopyUse::input_gradient>(g.n * g.k * p.plane(), source_slack<T>());
+  const auto gp = workspace<T>(g.n * g.k * p.plane(), source_slack<T>());
   phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.get());
 
   const int64_t cin = g.cin_g(), cout = g.cout_g();
@@ -650,7 +607,7 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
 template <class T>
 void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g) {
   const PhaseLayout p = phase_layout(g);
-  const auto xs = PhaseCopy<T>::template get<CopyUse::weight_gradient>(g.n * g.c * p.plane(), 0);
+  const auto xs = workspace<T>(g.n * g.c * p.plane(), 0);
   phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, xs.get());
   weight_gradient_gemm(gy, xs.get(), tap_offsets(g, g.cin_g(), p), p, gw, g);
 }
