@@ -120,15 +120,27 @@ double sum(const T* x, int64_t n) {
 }
 
 // Stride 2: the even lanes of two loads. A vector of outputs q..q+L−1 loads src[2q, 2q + 2L), one
-// value past its last input: taken only while an output follows it, so no load leaves the row.
+// value past its last input: taken only while an output follows it, so no load leaves the row. The
+// last m ≤ L outputs load just the 2m − 1 inputs they read (partial loads), rather than run a scalar
+// loop: a phase row is often one or two vectors long (28 outputs: one vector and 12 more).
 template <class T>
 void take_columns(const T* src, int64_t step, T* dst, int64_t n) {
   constexpr int64_t L = simd::kLanes<T>;
   int64_t q = 0;
-  if (step == 2) {
+  if (step == 2 && n > 0) {
     for (; q + L < n; q += L) {
       simd::store(dst + q, simd::even_lanes<T>(simd::load(src + 2 * q), simd::load(src + 2 * q + L)));
     }
+    const int64_t m = n - q, inputs = 2 * m - 1;
+    const simd::Vec<T> lo = inputs >= L ? simd::load(src + 2 * q) : simd::load_partial(src + 2 * q, inputs);
+    const simd::Vec<T> hi = inputs > L ? simd::load_partial(src + 2 * q + L, inputs - L) : simd::Vec<T>{};
+    const simd::Vec<T> v = simd::even_lanes<T>(lo, hi);
+    if (m == L) {
+      simd::store(dst + q, v);
+    } else {
+      simd::store_partial(dst + q, v, m);
+    }
+    return;
   }
   for (; q < n; ++q) dst[q] = src[q * step];
 }
