@@ -281,7 +281,7 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
   const int64_t batches = ceil_div(batch, per_task);
   at::parallel_for(0, batches * groups * tiles, grain(per_task * m * tile * p.kd), [&](int64_t begin, int64_t end) {
-    std::vector<T> ct(per_task * m * tile);
+    const std::unique_ptr<T[]> ct(new T[per_task * m * tile]);  // the tiles' C, each written whole before it is read
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
       const int64_t nn = std::min(per_task, batch - n0);
@@ -292,7 +292,7 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
           const T* a = p.a + ((gi * ceil_div(m, mr) + i / mr) * p.kd + k0) * mr;
           for (int64_t b = 0; b < nn; ++b) {
             const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
-            kern.run(a, p.kd * mr, xb, 0, p.offsets + k0, ct.data() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
+            kern.run(a, p.kd * mr, xb, 0, p.offsets + k0, ct.get() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
                      r, k0 > 0, nullptr);
           }
         }
@@ -302,7 +302,7 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
         for (int64_t v = v0; v < v0 + vn;) {
           const int64_t y = v / p.ws, x = v % p.ws, len = std::min(v0 + vn, (y + 1) * p.ws) - v;
           const int64_t real = std::max<int64_t>(0, std::min(len, p.cols - x));
-          if (real > 0) scatter(p, gi, channels, 0, m, ct.data() + b * m * tile + (v - v0), tile, n0 + b, y, x, real);
+          if (real > 0) scatter(p, gi, channels, 0, m, ct.get() + b * m * tile + (v - v0), tile, n0 + b, y, x, real);
           v += len;
         }
       }
@@ -350,7 +350,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
     Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
-    std::vector<T> ct;  // the tile buffer, for tiles not written in place
+    std::unique_ptr<T[]> ct;  // the tile buffer, for tiles not written in place (each written whole before it is read)
     std::vector<GatherRun> runs;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
@@ -360,8 +360,8 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       if (qn <= 0 || nr <= 0) continue;
       const int64_t img = q0 / image;
       const bool direct = plane_is_grid && (q0 + qn - 1) / image == img;
-      if (!direct) ct.resize(rows * tile);
-      T* const c = direct ? p.out + (img * channels + gi * p.m + r0) * plane + (q0 - img * image) : ct.data();
+      if (!direct && !ct) ct.reset(new T[rows * tile]);
+      T* const c = direct ? p.out + (img * channels + gi * p.m + r0) * plane + (q0 - img * image) : ct.get();
       const int64_t ldc = direct ? plane : tile;
       runs.clear();
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
@@ -386,7 +386,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
         continue;
       }
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-        scatter(p, gi, channels, r0, nr, ct.data() + (q - q0), tile, n, Y, X, len);
+        scatter(p, gi, channels, r0, nr, ct.get() + (q - q0), tile, n, Y, X, len);
       });
     }
   });
