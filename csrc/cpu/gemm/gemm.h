@@ -379,8 +379,9 @@ constexpr int64_t kTilePanels = 32;
 // at the coarsest) then runs as 12 of 176, 6 a thread, not 6 against 5. Measured on Zen 4 (AVX-512,
 // 2 threads, paired, one process), against grids of at most 4 tiles a thread or the coarsest:
 // 2048 × 1600 × 512 1.08-1.09x faster (Aᵀ as dgatesᵀ, and A row-major), 1600 × 2048 × 512 (the
-// input gradient, 9 tiles before) 1.06x, an nn.LSTM layer's backward (H = 512) 1.04x; 2048²,
-// the input projection and the step's product unchanged.
+// input gradient, 9 tiles before) 1.06x, × 256 1.05-1.07x, an nn.LSTM layer's backward (H = 512)
+// 1.04x; with AVX2 (6 × 2: 13 tiles at the coarsest) 1.04-1.08x on the same products; 2048², the
+// input projection and the step's product unchanged.
 inline Grid plan(int64_t m, int64_t mr, int64_t nr, int64_t panels, int64_t threads, int64_t tile_rows) {
   const int64_t blocks = ceil_div(m, mr);
   Grid best{ceil_div(m, std::max(mr, tile_rows)), ceil_div(panels, kTilePanels)};
