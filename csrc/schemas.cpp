@@ -50,6 +50,9 @@ TORCH_LIBRARY(hotkernels, m) {
   // copies `sources` into `copies` (a shorter copy takes the head of each chunk of its source and the rest is
   // read) and adds 1 to `updates`, no other work; returns the read bits OR-ed.
   m.def("stream_pass(Tensor[] reads, Tensor[] sources, Tensor(a!)[] copies, Tensor(b!)[] updates) -> int");
+  // The benchmarks' record of how far apart two intra-op threads are (csrc/cpu/round_trip.cpp):
+  // nanoseconds per round trip of a cache line between them (NaN on one thread).
+  m.def("core_round_trip(int round_trips) -> float");
 
   // pool: python/hotkernels/ops/pool.py. kernel_size, stride, padding, dilation as two ints each
   // (the Python wrappers expand torch's shorthand); max_pool2d returns values only (no indices to

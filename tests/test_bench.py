@@ -5,6 +5,7 @@ comes from one)."""
 
 import json
 import math
+import os
 import pathlib
 import re
 import sys
@@ -80,8 +81,30 @@ def test_ceilings_are_the_fastest_of_their_probes():
 def test_probe_measures_both_compute_ceilings_on_the_cpu():
     # Rates only, never compared with each other: a timed comparison fails on a loaded machine
     # (the FMA loop's exact FLOP count is tests/test_gemm.py's).
-    matmul, fma = bench.probe("cpu", quick=True)
+    matmul, fma, round_trip = bench.probe("cpu", quick=True)
     assert all(math.isfinite(x) and x > 0 for x in (matmul, fma))
+    assert (round_trip is None) == (torch.get_num_threads() < 2)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two spinning threads on one CPU take a time slice a trip")
+def test_core_round_trip_needs_two_threads_and_checks_its_argument():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert 0 < torch.ops.hotkernels.core_round_trip(100) < 1e6  # ns: a line can't take a millisecond
+        torch.set_num_threads(1)
+        assert math.isnan(torch.ops.hotkernels.core_round_trip(100))
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(RuntimeError, match="core_round_trip: expected 'round_trips' > 0, got 0"):
+        torch.ops.hotkernels.core_round_trip(0)
+
+
+def test_report_names_the_round_trip_where_probed():
+    with_trips = {"cpu": bench.Ceilings([90.0], [240.0], round_trip_probes=[60.0, 350.0])}
+    lines = report._ceiling_lines(with_trips)
+    assert any("round trip between two threads on cpu: 60-350 ns (probes 60, 350)" in line for line in lines)
+    assert not any("round trip" in line for line in report._ceiling_lines(COMPUTE))
 
 
 def test_traffic_counts_write_allocate():

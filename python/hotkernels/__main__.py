@@ -92,7 +92,7 @@ def _bench(args: argparse.Namespace) -> int:
     cases = {(d, n): families[n](d, args.quick) for d in devices for n in names}
     total, done = sum(map(len, cases.values())), 0
     results: list[bench.Result] = []
-    probes: dict[str, list[tuple[float, float | None]]] = {d: [] for d in devices}
+    probes: dict[str, list[tuple[float, float | None, float | None]]] = {d: [] for d in devices}
     for device in devices:
         # The ceilings are probed before each family and after the last, so that their medians
         # see the load the shared machine had over the whole run, as the cases did.
@@ -106,7 +106,8 @@ def _bench(args: argparse.Namespace) -> int:
         progress(done, total, f"probing the ceilings of {device}")
         probes[device].append(bench.probe(device, args.quick))
     progress(total, total, "done")
-    ceilings = {d: bench.Ceilings([m for m, _ in p], [f for _, f in p if f is not None]) for d, p in probes.items()}
+    ceilings = {d: bench.Ceilings([m for m, _, _ in p], [f for _, f, _ in p if f is not None],
+                                  round_trip_probes=[r for _, _, r in p if r is not None]) for d, p in probes.items()}
     missing = sorted({b for r in results if r.baseline is None for b in r.baselines})
     if missing:
         print(f"hotkernels bench: {', '.join(missing)} not installed: rows whose baseline it is have no speedup "

@@ -373,9 +373,11 @@ def targets() -> dict[str, list[Target]]:
             "optim": optim.TARGETS, "pool": pool.TARGETS, "models": models.TARGETS}
 
 
-def probe(device: str, quick: bool) -> tuple[float, float | None]:
-    """One measurement of the machine's compute ceilings: (float32 matmul GFLOP/s, float32 FMA
-    GFLOP/s or None on CUDA). (Memory-bound cases have floors of their own: :func:`copy_floor`.)
+def probe(device: str, quick: bool) -> tuple[float, float | None, float | None]:
+    """One measurement of the machine's compute ceilings and of how far apart its threads are:
+    (float32 matmul GFLOP/s, float32 FMA GFLOP/s, cache-line round trip between two threads in ns;
+    the last two None on CUDA, the round trip also with one thread). (Memory-bound cases have
+    floors of their own: :func:`copy_floor`.)
 
     Matmul: a square float32 matmul (2048 on the CPU, 8192 on CUDA,
     1024 quick), the compute ceiling of the GEMM-bound cases. On the CPU the faster of torch's two
@@ -383,7 +385,11 @@ def probe(device: str, quick: bool) -> tuple[float, float | None]:
     (``F.linear`` on ``to_mkldnn()`` tensors). On CUDA with the TF32 setting that cuDNN uses, as
     the conv2d cases do. Each a median of its rounds. FMA (CPU only): the register-only FMA loop of
     the instruction set hotkernels runs (:func:`hotkernels.ops.gemm.fma_peak_gflops`) on every
-    thread, the floor no float32 kernel can pass, where a GEMM library's rate is one it can."""
+    thread, the floor no float32 kernel can pass, where a GEMM library's rate is one it can. Round
+    trip (CPU only): ``hotkernels::core_round_trip`` between intra-op threads 0 and 1, the median
+    of three: no ceiling, but what a shared machine changes between runs (its virtual CPUs on cores
+    of one cache, or apart), and what the kernels that hand data between threads at every step
+    (the LSTM's recurrence) pay."""
     m = 1024 if quick else (2048 if device == "cpu" else 8192)
     a = torch.randn(m, m, device=device)
     b = torch.randn(m, m, device=device)
@@ -397,13 +403,15 @@ def probe(device: str, quick: bool) -> tuple[float, float | None]:
         mm_ms = min(measure(gemms, device, rounds=3 if quick else 5).values())
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
-    fma = None
+    fma = round_trip = None
     if device == "cpu":
         from .._library import cpu_isa
         from ..ops.gemm import fma_peak_gflops
 
         fma = max(fma_peak_gflops(cpu_isa(), seconds=0.05 if quick else 0.2) for _ in range(3))
-    return 2 * m**3 / (mm_ms / 1e3) / 1e9, fma
+        ns = statistics.median(torch.ops.hotkernels.core_round_trip(20000) for _ in range(3))
+        round_trip = ns if math.isfinite(ns) else None
+    return 2 * m**3 / (mm_ms / 1e3) / 1e9, fma, round_trip
 
 
 @dataclass(frozen=True)
@@ -418,6 +426,7 @@ class Ceilings:
     matmul_probes: list[float]  # float32 GEMM GFLOP/s
     fma_probes: list[float] = field(default_factory=list)  # float32 FMA-loop GFLOP/s (CPU)
     stream_probes: list[float] = field(default_factory=list)  # GB/s, as Traffic.bytes counts
+    round_trip_probes: list[float] = field(default_factory=list)  # ns, a cache line between two threads (CPU)
 
     @property
     def stream_gbs(self) -> float:

@@ -157,6 +157,13 @@ def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
             compute = f"memory stream {c.stream_gbs:.1f} GB/s (probes {streams}), {compute}"
         lines.append(f"Ceilings on {device}, the fastest of {len(c.matmul_probes)} probes spread over the run: "
                      f"{compute}.  ")
+        if c.round_trip_probes:
+            trips = ", ".join(f"{v:.0f}" for v in c.round_trip_probes)
+            lines.append(f"Cache-line round trip between two threads on {device}: {min(c.round_trip_probes):.0f}-"
+                         f"{max(c.round_trip_probes):.0f} ns (probes {trips}): tens of ns where the threads' cores "
+                         f"share a cache, hundreds where they do not (a shared machine's virtual CPUs, placed apart), "
+                         f"and then the kernels that hand data between threads at every step (the LSTM's) run "
+                         f"slower.  ")
     return lines
 
 
