@@ -489,17 +489,14 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     // blocks × 11 panels on 2 threads: 24 calls against 20). So cut the (panel, row block) units,
     // panel by panel, into equal runs instead: a run is a part of a panel, whole panels and a part
     // of a panel (22 calls each). A thread with whole panels reads all of A, and part of it once
-    // more for its partial panel: so A is packed once, shared, each thread packing a part of it
-    // (measured on a Xeon, alternating builds: 64 × 2048 × 512 from 0.76-0.83x to 0.82-0.90x
-    // torch.mm, nn.LSTM forward+backward from 1.06-1.10x to 1.10-1.14x torch).
-    Aligned<T> shared_a(blocks * mr * k);
-    const int64_t chunks = ceil_div(k, kc_max);
-    at::parallel_for(0, chunks * blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t t0 = (u / blocks) * kc_max, kc = std::min(kc_max, k - t0), i0 = (u % blocks) * mr;
-        pack_a(a, i0, std::min(mr, m - i0), t0, kc, mr, shared_a.data() + t0 * blocks * mr + (i0 / mr) * kc * mr);
-      }
-    });
+    // more for its partial panel: so it packs the row blocks its run reads, each once, up front.
+    // (Packing A once, shared, each thread packing a part, had the threads wait for each other and
+    // then read half of the packed A from the other core. Paired on a Zen 4 VM, 2 threads, own
+    // blocks against shared, AVX-512: where a cache line takes 65-100 ns between the threads'
+    // cores, nn.LSTM forward+backward 1.01-1.06x faster, the language-model step 1.01-1.02x,
+    // 64 × 2048 × 512 1.02-1.04x, 64 × 512 × 2048 1.01-1.03x, LSTMCell 1.00x; where it takes
+    // 300-340 ns, nn.LSTM 1.04x, the LM step 1.01-1.05x, 64 × 2048 × 512 1.28x, 64 × 512 × 2048
+    // 1.08x. AVX2, 65-100 ns: 0.997-1.02x.)
     // Each thread runs the same panels at every call (an LSTM's steps: the same W_hh, a few MB):
     // where they about fill its L2, a sweep in one order finds none of them left there by the last
     // one, which evicted each panel before it came round again. So successive products over one B
@@ -512,6 +509,10 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     const bool reverse = b.next_sweep_reversed();
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       Aligned<T> bp(b.deferred() ? kc_max * nr : 0);
+      // A packed as run_tile reads it (chunk t0 at t0·blocks·mr, its block rb at rb·kc·mr): only
+      // the row blocks of this thread's runs are filled in.
+      Aligned<T> a_packed(blocks * mr * k);
+      std::vector<bool> packed(blocks);
       for (int64_t th = begin; th < end; ++th) {
         // The thread's run: at most a part of a panel, whole panels, a part of a panel.
         struct Piece {
@@ -532,8 +533,18 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
           }
         }
         for (int64_t i = 0; i < n; ++i) {
+          for (int64_t rb = pieces[i].rb0; rb < pieces[i].rb1; ++rb) {
+            if (packed[rb]) continue;
+            for (int64_t t0 = 0; t0 < k; t0 += kc_max) {
+              const int64_t kc = std::min(kc_max, k - t0), i0 = rb * mr;
+              pack_a(a, i0, std::min(mr, m - i0), t0, kc, mr, a_packed.data() + t0 * blocks * mr + i0 * kc);
+            }
+            packed[rb] = true;
+          }
+        }
+        for (int64_t i = 0; i < n; ++i) {
           const Piece& c = pieces[reverse ? n - 1 - i : i];
-          run_tile(shared_a.data(), nullptr, bp.data(), c.rb0 * mr, std::min(m, c.rb1 * mr) - c.rb0 * mr, c.p0, c.p1,
+          run_tile(a_packed.data(), nullptr, bp.data(), c.rb0 * mr, std::min(m, c.rb1 * mr) - c.rb0 * mr, c.p0, c.p1,
                    reverse, /*alternating=*/true);
         }
       }
