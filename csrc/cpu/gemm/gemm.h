@@ -495,8 +495,8 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     // blocks against shared, AVX-512: where a cache line takes 65-100 ns between the threads'
     // cores, nn.LSTM forward+backward 1.01-1.06x faster, the language-model step 1.01-1.02x,
     // 64 × 2048 × 512 1.02-1.04x, 64 × 512 × 2048 1.01-1.03x, LSTMCell 1.00x; where it takes
-    // 300-340 ns, nn.LSTM 1.04x, the LM step 1.01-1.05x, 64 × 2048 × 512 1.28x, 64 × 512 × 2048
-    // 1.08x. AVX2, 65-100 ns: 0.997-1.02x.)
+    // 300-360 ns, nn.LSTM 1.04x, the LM step 1.01-1.05x, 64 × 2048 × 512 1.27-1.29x, 64 × 512 × 2048
+    // 1.06-1.08x. AVX2, 65-100 ns: 0.997-1.02x.)
     // Each thread runs the same panels at every call (an LSTM's steps: the same W_hh, a few MB):
     // where they about fill its L2, a sweep in one order finds none of them left there by the last
     // one, which evicted each panel before it came round again. So successive products over one B
