@@ -200,9 +200,14 @@ enum class Packing {
   // step).
   ahead,
   // One group, rows contiguous: whole panels are read from B itself, row by row at B's row stride,
-  // and only a last partial panel is packed (the micro-kernels read whole panels). For a product
-  // with few row blocks, where packing would cost as much as the GEMM, on panels of whole cache
-  // lines or by a single row block (`packing_for`).
+  // and only a last partial panel is packed (the micro-kernels read whole panels), as `deferred`
+  // packs each panel: by the thread that runs it, a chunk at a time. (Packed ahead, by the calling
+  // thread, it was packed before the threads started, and the thread that ran it read it from the
+  // packer's cache. Paired on a Zen 4 VM, 2 threads, AVX-512: 32 × 2048 × 512 and × 496 1.09-1.24x
+  // faster where its two vCPUs shared a cache, 1.82-1.84x where they did not, when the product had
+  // run no faster on 2 threads than on 1; LSTMCell(256, 512) forward+backward at batch 16 1.03-1.07x
+  // and 1.27x.) For a product with few row blocks, where packing would cost as much as the GEMM, on
+  // panels of whole cache lines or by a single row block (`packing_for`).
   in_place,
   // Nothing packed ahead: `multiply` packs each panel's chunk of kc steps just before the tile's row
   // blocks run over it, into a buffer of its thread that stays in cache. For a B used once, by one
@@ -219,15 +224,16 @@ class PackedB {
  public:
   PackedB(const Matrix<T>& b, int64_t groups, const GemmKernel<T>& kern, Packing packing = Packing::ahead)
       : kern_(&kern), k_(b.rows), n_(b.cols / groups), groups_(groups), panels_(ceil_div(n_, kern.nr)),
-        in_place_(packing == Packing::in_place ? n_ / kern.nr : 0), deferred_(packing == Packing::deferred), b_(b),
-        data_(deferred_ ? 0 : (groups * panels_ - in_place_) * k_ * kern.nr) {
+        in_place_(packing == Packing::in_place ? n_ / kern.nr : 0),
+        on_use_(packing == Packing::ahead ? groups * panels_ : in_place_), b_(b),
+        data_(packing == Packing::ahead ? groups * panels_ * k_ * kern.nr : 0) {
     TORCH_INTERNAL_ASSERT(packing != Packing::in_place || (groups == 1 && b.cs == 1));
-    if (deferred_) return;
-    at::parallel_for(in_place_, groups * panels_,
+    if (packing != Packing::ahead) return;
+    at::parallel_for(0, groups * panels_,
                      std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k_ * kern.nr)),
                      [&](int64_t begin, int64_t end) {
       for (int64_t gp = begin; gp < end; ++gp) {
-        pack(gp / panels_, gp % panels_, 0, k_, data_.data() + (gp - in_place_) * k_ * kern.nr);
+        pack(gp / panels_, gp % panels_, 0, k_, data_.data() + gp * k_ * kern.nr);
       }
     });
   }
@@ -237,12 +243,18 @@ class PackedB {
   int64_t n() const { return n_; }  // columns per group
   int64_t groups() const { return groups_; }
   int64_t panels() const { return panels_; }  // per group
-  bool deferred() const { return deferred_; }
+  // Panel p of a group is read in place, packed ahead (both held whole: `panel`), or packed by its
+  // user, a chunk at a time (`pack`).
+  bool packed_ahead(int64_t group, int64_t p) const {
+    return group * panels_ + p >= in_place_ && !packed_on_use(group, p);
+  }
+  bool packed_on_use(int64_t group, int64_t p) const { return group * panels_ + p >= on_use_; }
+  bool any_packed_on_use() const { return on_use_ < groups_ * panels_; }
   // Panel p of a group (its row t at panel + t·stride(p)), and the stride between its rows; not for
-  // deferred packing.
+  // panels packed on use.
   const T* panel(int64_t group, int64_t p) const {
     const int64_t gp = group * panels_ + p;
-    return gp < in_place_ ? b_.data + p * kern_->nr : data_.data() + (gp - in_place_) * k_ * kern_->nr;
+    return gp < in_place_ ? b_.data + p * kern_->nr : data_.data() + gp * k_ * kern_->nr;
   }
   int64_t stride(int64_t p) const { return p < in_place_ ? b_.rs : kern_->nr; }
   // Whether a product sweeps the panels last to first: each call flips it, so that the products
@@ -250,7 +262,7 @@ class PackedB {
   bool next_sweep_reversed() const { return std::exchange(reversed_, !reversed_); }
   // Values from `from` (a place in a packed panel) to the end of the packed panels.
   int64_t packed_after(const T* from) const {
-    return data_.data() + (groups_ * panels_ - in_place_) * k_ * kern_->nr - from;
+    return data_.data() + groups_ * panels_ * k_ * kern_->nr - from;
   }
 
   // Steps [t0, t0 + kc) of panel p of a group into dst ([t][nr]), walking B in its storage order:
@@ -293,7 +305,7 @@ class PackedB {
   const GemmKernel<T>* kern_;
   int64_t k_, n_, groups_, panels_;
   int64_t in_place_;  // the first panels, read from b_ in place
-  bool deferred_;
+  int64_t on_use_;    // the panels from this one on (in group-major order) are packed on use
   Matrix<T> b_;
   Aligned<T> data_;
   mutable bool reversed_ = false;
@@ -434,7 +446,7 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the
   // epilogue. A's rows of a chunk are read from a_packed where all of A is packed already (chunk t0
   // at t0·blocks·mr, its block i at i·kc·mr), else packed into the thread's buffer ap; bp is the
-  // thread's buffer for a deferred panel chunk. The panels run first to last, or last to first
+  // thread's buffer for a panel chunk packed on use. The panels run first to last, or last to first
   // (`reverse`); `alternating`: the thread's next product over this B sweeps back from the panel
   // this one ends on (below).
   auto run_tile = [&](const T* a_packed, T* ap, T* bp, int64_t i0, int64_t rows, int64_t p0, int64_t p1,
@@ -451,8 +463,9 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
         const int64_t p = reverse ? p1 - 1 - i : p0 + i;
         const int64_t cols = std::min(nr, b.n() - p * nr);
         for (int64_t g = 0; g < b.groups(); ++g) {
+          const bool on_use = b.packed_on_use(g, p);
           const T* panel = bp;
-          if (b.deferred()) {
+          if (on_use) {
             b.pack(g, p, t0, kc, bp);
           } else {
             panel = b.panel(g, p) + t0 * b.stride(p);
@@ -466,17 +479,15 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
           // The micro-kernels fetch whole lines of it for kc steps: none where that would reach past
           // the packed panels (the last of them, where a step is not a whole number of lines).
           const T* next = nullptr;
-          if (!b.deferred()) {
-            int64_t gn = g + 1, pn = p, tn = t0;
-            if (gn == b.groups()) gn = 0, pn += reverse ? -1 : 1;
-            if (pn == (reverse ? p0 - 1 : p1)) pn = reverse ? p1 - 1 : p0, tn = t0 + kc < k ? t0 + kc : 0;
-            const bool wraps = i == p1 - p0 - 1 && g == b.groups() - 1 && t0 + kc >= k;
-            if (b.stride(pn) == nr && !(alternating && wraps)) {
-              const T* const ahead = b.panel(gn, pn) + tn * nr;
-              if (b.packed_after(ahead) >= next_fetch_values<T>(nr, kc)) next = ahead;
-            }
+          int64_t gn = g + 1, pn = p, tn = t0;
+          if (gn == b.groups()) gn = 0, pn += reverse ? -1 : 1;
+          if (pn == (reverse ? p0 - 1 : p1)) pn = reverse ? p1 - 1 : p0, tn = t0 + kc < k ? t0 + kc : 0;
+          const bool wraps = i == p1 - p0 - 1 && g == b.groups() - 1 && t0 + kc >= k;
+          if (b.packed_ahead(gn, pn) && !(alternating && wraps)) {
+            const T* const ahead = b.panel(gn, pn) + tn * nr;
+            if (b.packed_after(ahead) >= next_fetch_values<T>(nr, kc)) next = ahead;
           }
-          kern.run(a_chunk, kc * mr, panel, b.deferred() ? nr : b.stride(p), nullptr,
+          kern.run(a_chunk, kc * mr, panel, on_use ? nr : b.stride(p), nullptr,
                    c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0, next);
         }
       }
@@ -508,7 +519,7 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     const int64_t units = b.panels() * blocks;
     const bool reverse = b.next_sweep_reversed();
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-      Aligned<T> bp(b.deferred() ? kc_max * nr : 0);
+      Aligned<T> bp(b.any_packed_on_use() ? kc_max * nr : 0);
       // A packed as run_tile reads it (chunk t0 at t0·blocks·mr, its block rb at rb·kc·mr): only
       // the row blocks of this thread's runs are filled in.
       Aligned<T> a_packed(blocks * mr * k);
@@ -552,7 +563,7 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
     return;
   }
   at::parallel_for(0, grid.row_tiles * grid.col_tiles, 1, [&](int64_t begin, int64_t end) {
-    Aligned<T> ap(ceil_div(blocks, grid.row_tiles) * mr * kc_max), bp(b.deferred() ? kc_max * nr : 0);
+    Aligned<T> ap(ceil_div(blocks, grid.row_tiles) * mr * kc_max), bp(b.any_packed_on_use() ? kc_max * nr : 0);
     for (int64_t tile = begin; tile < end; ++tile) {
       // Column tiles outermost: consecutive tiles of one thread share their panels of B.
       const int64_t ct = tile / grid.row_tiles, rt = tile % grid.row_tiles;
