@@ -372,26 +372,25 @@ struct Grid {
 // wide tiles pack it fewer times; measured on 2048², 8 panels ran ~10% slower than 32).
 constexpr int64_t kTilePanels = 32;
 
-// The grid whose busiest thread costs least: it runs ceil(tiles / threads) tiles (a contiguous run
-// of them), each of row blocks × panels micro-kernel calls (a partial one costing a whole), and
-// each call streams its B panel from beyond L1 once per tile and reuses it for the tile's other row
-// blocks: with rb blocks a call costs (rb + 1) / rb. A tile also reads its rb blocks of A from
-// beyond L2 once (packing them, or reading a part that another thread packed), mr values a step
-// each where a panel is nr: rb·mr/nr calls. So an LSTM step of 32 rows (4 blocks) × 11 panels on 2
-// threads splits its panels, 6 against 5 (cost 6·5 + 4·8/48 ≈ 30.7), not its rows (11·3 + 2·8/48 ≈
-// 33.3; measured: a 16-row product runs at ~60% of the FMA peak, a 32-row one at ~80–100%); an
-// LSTMCell's weight gradient at batch 64 (2048 × 64 × 256: 171 blocks of 12 rows, 8 panels of 32)
-// splits its rows (728 against 752): there A (2048 × 64) is large and B (64 × 256) small.
-// Measured on the Xeon (2 threads, paired, against the cost without A): 2048 × 64 × 256 1.15x
-// faster (AVX2 1.06x), × 512 1.07x (AVX2 1.06x), LSTMCell(256, 512) forward+backward at batch 64
-// 1.01-1.02x; the LSTM's shapes unchanged. On a tie, fewer row tiles (each re-reads all of B), then
-// fewer column tiles. The grids tried run from the coarsest (tiles of at most tile_rows rows and
-// kTilePanels panels) to 4 tiles a thread, or to the first whole number of tiles a thread past the
-// coarsest where that is more: the LSTM's weight gradient (2048 × 1600 × 512: 11 tiles of 192 rows
-// at the coarsest) then runs as 12 of 176, 6 a thread, not 6 against 5. Measured on Zen 4 (AVX-512,
-// 2 threads, paired, one process), against grids of at most 4 tiles a thread or the coarsest:
-// 2048 × 1600 × 512 1.08-1.09x faster (Aᵀ as dgatesᵀ, and A row-major), 1600 × 2048 × 512 (the
-// input gradient, 9 tiles before) 1.06x, × 256 1.05-1.07x, an nn.LSTM layer's backward (H = 512)
+// The grid whose busiest thread costs least: it runs ceil(tiles / threads) tiles (a contiguous run of
+// them), each of row blocks × panels micro-kernel calls (a partial one costing a whole), and each
+// call streams its B panel from beyond L1 once per tile and reuses it for the tile's other row
+// blocks: with rb blocks a call costs (rb + 1) / rb. A tile also reads its rb blocks of A from beyond
+// L2 once (packing them), mr values a step each where a panel is nr: rb·mr/nr calls. So an LSTM step
+// of 32 rows (4 blocks) × 11 panels on 2 threads splits its panels, 6 against 5 (cost 6·5 + 4·8/48 ≈
+// 30.7), not its rows (11·3 + 2·8/48 ≈ 33.3; measured: a 16-row product runs at ~60% of the FMA peak,
+// a 32-row one at ~80–100%); an LSTMCell's weight gradient at batch 64 (2048 × 64 × 256: 171 blocks
+// of 12 rows, 8 panels of 32) splits its rows (728 against 752): there A (2048 × 64) is large and B
+// (64 × 256) small. Measured on the Xeon (2 threads, paired, against the cost without A): 2048 × 64 ×
+// 256 1.15x faster (AVX2 1.06x), × 512 1.07x (AVX2 1.06x), LSTMCell(256, 512) forward+backward at
+// batch 64 1.01-1.02x; the LSTM's shapes unchanged. On a tie, fewer row tiles (each re-reads all of
+// B), then fewer column tiles. The grids tried run from the coarsest (tiles of at most tile_rows rows
+// and kTilePanels panels) to 4 tiles a thread, or to the first whole number of tiles a thread past
+// the coarsest where that is more: the LSTM's weight gradient (2048 × 1600 × 512: 11 tiles of 192
+// rows at the coarsest) then runs as 12 of 176, 6 a thread, not 6 against 5. Measured on Zen 4
+// (AVX-512, 2 threads, paired, one process), against grids of at most 4 tiles a thread or the
+// coarsest: 2048 × 1600 × 512 1.08-1.09x faster (Aᵀ as dgatesᵀ, and A row-major), 1600 × 2048 × 512
+// (the input gradient, 9 tiles before) 1.06x, × 256 1.05-1.07x, an nn.LSTM layer's backward (H = 512)
 // 1.04x; with AVX2 (6 × 2: 13 tiles at the coarsest) 1.04-1.08x on the same products; 2048², the
 // input projection and the step's product unchanged.
 inline Grid plan(int64_t m, int64_t mr, int64_t nr, int64_t panels, int64_t threads, int64_t tile_rows) {
@@ -444,11 +443,11 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   const Grid grid = plan(m, mr, nr, b.panels(), threads, max_tile_rows<T>(kc_max));
 
   // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the
-  // epilogue. A's rows of a chunk are read from a_packed where all of A is packed already (chunk t0
-  // at t0·blocks·mr, its block i at i·kc·mr), else packed into the thread's buffer ap; bp is the
-  // thread's buffer for a panel chunk packed on use. The panels run first to last, or last to first
-  // (`reverse`); `alternating`: the thread's next product over this B sweeps back from the panel
-  // this one ends on (below).
+  // epilogue. A's rows of a chunk are read from a_packed where the tile's row blocks are packed
+  // already (chunk t0 at t0·blocks·mr, its block i at i·kc·mr), else packed into the thread's buffer
+  // ap; bp is the thread's buffer for a panel chunk packed on use. The panels run first to last, or
+  // last to first (`reverse`); `alternating`: the thread's next product over this B sweeps back from
+  // the panel this one ends on (below).
   auto run_tile = [&](const T* a_packed, T* ap, T* bp, int64_t i0, int64_t rows, int64_t p0, int64_t p1,
                       bool reverse = false, bool alternating = false) {
     for (int64_t t0 = 0; t0 < k; t0 += kc_max) {
