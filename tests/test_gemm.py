@@ -45,6 +45,18 @@ def test_mm_matches_exact_product(dtype, shape):
     check_product(got, a, b, f"{shape}")
 
 
+# A last block of columns of every width, 1 to 128 columns past whole blocks: each shape computes
+# only the vectors that cover it (1 to nr / lanes of them), for 1-, 3- and 13-row products.
+PARTIAL_PANELS = [(m, 37, n) for m in (1, 3, 13) for n in range(1, 129)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_mm_partial_panels_of_every_width(dtype):
+    for m, k, n in PARTIAL_PANELS:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        check_product(mm(a, b), a, b, f"{m}x{k}x{n}")
+
+
 LAYOUTS = ["a transposed", "b transposed", "both strided", "b a column slice, few rows", "b contiguous, 4 rows",
            "b contiguous, 8 rows", "b transposed, few rows",
            "b strided, few rows", "b transposed and strided, few rows", "b transposed, one row tile"]
@@ -92,13 +104,14 @@ def test_mm_reads_any_strides(layout):
 
 def test_every_cpu_instruction_set(cpu_isa):
     """Each instruction set's micro-kernels and packing transpose (capped by HOTKERNELS_CPU_ISA),
-    over shapes that leave partial blocks for all of them and over every layout of the operands."""
+    over shapes that leave partial blocks of every width for all of them and over every layout of the
+    operands."""
     code = (
         "import torch\n"
         "from hotkernels.ops.gemm import mm\n"
-        "from tests.test_gemm import LAYOUTS, SHAPES, check_product, operands\n"
+        "from tests.test_gemm import LAYOUTS, PARTIAL_PANELS, SHAPES, check_product, operands\n"
         "for dtype in (torch.float32, torch.float64):\n"
-        "    for m, k, n in SHAPES:\n"
+        "    for m, k, n in SHAPES + PARTIAL_PANELS:\n"
         "        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)\n"
         "        check_product(mm(a, b), a, b, f'{m}x{k}x{n} {dtype}')\n"
         "for layout in LAYOUTS:\n"

@@ -130,7 +130,8 @@ inline std::array<int64_t, 128> strided_rows(int64_t rows, int64_t ld) {
 }
 
 // The shape that costs an m × n product least: its padded size (rows to whole blocks of mr, the
-// last block's computed_rows after at least one whole block, and columns to whole blocks of nr) over
+// last block's computed_rows after at least one whole block, and columns to whole vectors: a
+// partial last block of columns computes only the vectors that cover it) over
 // its speed, taking a later shape only where it costs at least 3% less: the first (8 × 3 vectors on
 // AVX-512) runs fastest, so 1600 rows stay on it rather than gain 0.2% on 12 × 2. A product of at
 // most mr rows is costed at a whole block: the few-row shapes (AVX2's 4 × 3, AVX-512's 4 × 6) keep
@@ -144,7 +145,7 @@ const GemmKernel<T>& best_shape(int64_t m, int64_t n) {
   auto cost = [&](const GemmKernel<T>& k) {
     const int64_t rows = m <= k.mr ? ceil_div(m, k.mr) * k.mr
                                    : m / k.mr * k.mr + (m % k.mr > 0 ? computed_rows(m % k.mr, k.mr) : 0);
-    return static_cast<double>(rows * (ceil_div(n, k.nr) * k.nr)) / k.speed;
+    return static_cast<double>(rows * (ceil_div(n, k.lanes) * k.lanes)) / k.speed;
   };
   for (const GemmKernel<T>& k : all) {
     if ((k.mr > 1 || m == 1) && cost(k) < 0.97 * cost(*best)) best = &k;

@@ -39,8 +39,8 @@ constexpr int64_t computed_rows(int64_t mc, int64_t mr) {
 // B's rows lie ldb apart, element (t, col) = b[t·ldb + col] (a packed panel [t][nr]: ldb = nr), or,
 // where `offsets` is given, wherever it says: b[offsets[t] + col] (conv2d's implicit GEMM points
 // them into the phase-split input; ldb is then unused).
-// A partial block of columns (n not a multiple of nr) still loads whole vectors: up to nr − 1
-// values past column n must be readable (the result for them is dropped).
+// A partial block of columns (n not a multiple of nr) loads and computes the vectors that cover
+// it: up to lanes − 1 values past column n must be readable (the result for them is dropped).
 // `next` (or nullptr) is the caller's next B panel, contiguous ([t][nr]) with next_fetch_values(nr,
 // r) values readable from it: it is prefetched into L2 while this product computes.
 template <class T>
@@ -48,6 +48,7 @@ struct GemmKernel {
   void (*run)(const T* a, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets, T* c, int64_t ldc,
               int64_t m, int64_t n, int64_t r, bool accumulate, const T* next);
   int64_t mr, nr;
+  int64_t lanes;  // values of T in one vector
   // Its FMA rate relative to the first shape's on products whose operands stream from L2: the
   // padding it saves must pay for a slower kernel (csrc/cpu/gemm/gemm.h, best_shape).
   double speed;
