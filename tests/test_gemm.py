@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hotkernels.ops.gemm import fma_peak_gflops, mm
-from tests.conftest import assert_within_reduction_bound, run_with_isa
+from tests.conftest import assert_within_reduction_bound, num_threads, run_with_isa
 
 ops = torch.ops.hotkernels
 
@@ -55,6 +55,17 @@ def test_mm_partial_panels_of_every_width(dtype):
     for m, k, n in PARTIAL_PANELS:
         a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         check_product(mm(a, b), a, b, f"{m}x{k}x{n}")
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_small_products_split_between_threads_anywhere(threads):
+    """A product of one row tile runs as equal runs of (panel, row block) units, one a thread: as the
+    column and thread counts vary, the runs begin and end inside panels at every row block, and
+    the last panel is partial at many widths; every column of every row must be computed once."""
+    with num_threads(threads):
+        for m, n in [(m, n) for m in (8, 20) for n in range(40, 260, 7)]:
+            a, b = torch.randn(m, 700, dtype=torch.float64), torch.randn(700, n, dtype=torch.float64)
+            check_product(mm(a, b), a, b, f"{m}x700x{n} on {threads} threads")
 
 
 LAYOUTS = ["a transposed", "b transposed", "both strided", "b a column slice, few rows", "b contiguous, 4 rows",
