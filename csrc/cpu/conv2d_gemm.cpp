@@ -75,8 +75,8 @@ std::unique_ptr<T[]> workspace(int64_t n, int64_t slack) {
 }
 
 // The slack behind a phase-split source that the passes read B from: the micro-kernels' partial
-// column blocks read up to a block past the last real value (run_pass_virtual), the gather up to a
-// vector (run_pass_packed).
+// column blocks read less than a vector past the last real value (run_pass_virtual), the gather up
+// to a vector (run_pass_packed). Two of the widest blocks are kept: more than either needs.
 template <class T>
 int64_t source_slack() {
   return std::max<int64_t>(2 * max_nr<T>(), kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));

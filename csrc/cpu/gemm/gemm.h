@@ -153,8 +153,9 @@ const GemmKernel<T>& best_shape(int64_t m, int64_t n) {
   return *best;
 }
 
-// The widest block of columns of any shape: the micro-kernels read up to that many values past a
-// run's end, which workspaces keep as readable slack.
+// The widest block of columns of any shape: a bound on what the micro-kernels read past a run's
+// end (less than a vector: a partial block loads only the vectors that cover it), which workspaces
+// keep as readable slack.
 template <class T>
 int64_t max_nr() {
   int64_t nr = 0;
