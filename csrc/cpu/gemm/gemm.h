@@ -202,14 +202,15 @@ enum class Packing {
   // step).
   ahead,
   // One group, rows contiguous: whole panels are read from B itself, row by row at B's row stride,
-  // and only a last partial panel is packed (the micro-kernels read whole panels), as `deferred`
-  // packs each panel: by the thread that runs it, a chunk at a time. (Packed ahead, by the calling
-  // thread, it was packed before the threads started, and the thread that ran it read it from the
-  // packer's cache. Paired on a Zen 4 VM, 2 threads, AVX-512: 32 × 2048 × 512 and × 496 1.09-1.24x
-  // faster where its two vCPUs shared a cache, 1.82-1.84x where they did not, when the product had
-  // run no faster on 2 threads than on 1; LSTMCell(256, 512) forward+backward at batch 16 1.03-1.07x
-  // and 1.27x.) For a product with few row blocks, where packing would cost as much as the GEMM, on
-  // panels of whole cache lines or by a single row block (`packing_for`).
+  // and only a last partial panel is packed (the micro-kernels read its last vector whole, past the
+  // row's end), as `deferred` packs each panel: by the thread that runs it, a chunk at a time.
+  // (Packed ahead, by the calling thread, it was packed before the threads started, and the thread
+  // that ran it read it from the packer's cache. Paired on a Zen 4 VM, 2 threads, AVX-512: 32 × 2048
+  // × 512 and × 496 1.09-1.24x faster where its two vCPUs shared a cache, 1.82-1.84x where they did
+  // not, when the product had run no faster on 2 threads than on 1; LSTMCell(256, 512)
+  // forward+backward at batch 16 1.03-1.07x and 1.27x.) For a product with few row blocks, where
+  // packing would cost as much as the GEMM, on panels of whole cache lines or by a single row block
+  // (`packing_for`).
   in_place,
   // Nothing packed ahead: `multiply` packs each panel's chunk of kc steps just before the tile's row
   // blocks run over it, into a buffer of its thread that stays in cache. For a B used once, by one
@@ -375,26 +376,27 @@ struct Grid {
 constexpr int64_t kTilePanels = 32;
 
 // The grid whose busiest thread costs least: it runs ceil(tiles / threads) tiles (a contiguous run of
-// them), each of row blocks × panels micro-kernel calls (a partial one costing a whole), and each
-// call streams its B panel from beyond L1 once per tile and reuses it for the tile's other row
-// blocks: with rb blocks a call costs (rb + 1) / rb. A tile also reads its rb blocks of A from beyond
-// L2 once (packing them), mr values a step each where a panel is nr: rb·mr/nr calls. So an LSTM step
-// of 32 rows (4 blocks) × 11 panels on 2 threads splits its panels, 6 against 5 (cost 6·5 + 4·8/48 ≈
-// 30.7), not its rows (11·3 + 2·8/48 ≈ 33.3; measured: a 16-row product runs at ~60% of the FMA peak,
-// a 32-row one at ~80–100%); an LSTMCell's weight gradient at batch 64 (2048 × 64 × 256: 171 blocks
-// of 12 rows, 8 panels of 32) splits its rows (728 against 752): there A (2048 × 64) is large and B
-// (64 × 256) small. Measured on the Xeon (2 threads, paired, against the cost without A): 2048 × 64 ×
-// 256 1.15x faster (AVX2 1.06x), × 512 1.07x (AVX2 1.06x), LSTMCell(256, 512) forward+backward at
-// batch 64 1.01-1.02x; the LSTM's shapes unchanged. On a tie, fewer row tiles (each re-reads all of
-// B), then fewer column tiles. The grids tried run from the coarsest (tiles of at most tile_rows rows
-// and kTilePanels panels) to 4 tiles a thread, or to the first whole number of tiles a thread past
-// the coarsest where that is more: the LSTM's weight gradient (2048 × 1600 × 512: 11 tiles of 192
-// rows at the coarsest) then runs as 12 of 176, 6 a thread, not 6 against 5. Measured on Zen 4
-// (AVX-512, 2 threads, paired, one process), against grids of at most 4 tiles a thread or the
-// coarsest: 2048 × 1600 × 512 1.08-1.09x faster (Aᵀ as dgatesᵀ, and A row-major), 1600 × 2048 × 512
-// (the input gradient, 9 tiles before) 1.06x, × 256 1.05-1.07x, an nn.LSTM layer's backward (H = 512)
-// 1.04x; with AVX2 (6 × 2: 13 tiles at the coarsest) 1.04-1.08x on the same products; 2048², the
-// input projection and the step's product unchanged.
+// them), each of row blocks × panels micro-kernel calls (a partial one costing a whole, though it
+// computes only the vectors that cover it: splitting the LSTM step's work by vectors instead ran
+// 0.94-1.00x on Zen 4), and each call streams its B panel from beyond L1 once per tile and reuses it
+// for the tile's other row blocks: with rb blocks a call costs (rb + 1) / rb. A tile also reads its
+// rb blocks of A from beyond L2 once (packing them), mr values a step each where a panel is nr:
+// rb·mr/nr calls. So an LSTM step of 32 rows (4 blocks) × 11 panels on 2 threads splits its panels, 6
+// against 5 (cost 6·5 + 4·8/48 ≈ 30.7), not its rows (11·3 + 2·8/48 ≈ 33.3; measured: a 16-row
+// product runs at ~60% of the FMA peak, a 32-row one at ~80–100%); an LSTMCell's weight gradient at
+// batch 64 (2048 × 64 × 256: 171 blocks of 12 rows, 8 panels of 32) splits its rows (728 against
+// 752): there A (2048 × 64) is large and B (64 × 256) small. Measured on the Xeon (2 threads, paired,
+// against the cost without A): 2048 × 64 × 256 1.15x faster (AVX2 1.06x), × 512 1.07x (AVX2 1.06x),
+// LSTMCell(256, 512) forward+backward at batch 64 1.01-1.02x; the LSTM's shapes unchanged. On a tie,
+// fewer row tiles (each re-reads all of B), then fewer column tiles. The grids tried run from the
+// coarsest (tiles of at most tile_rows rows and kTilePanels panels) to 4 tiles a thread, or to the
+// first whole number of tiles a thread past the coarsest where that is more: the LSTM's weight
+// gradient (2048 × 1600 × 512: 11 tiles of 192 rows at the coarsest) then runs as 12 of 176, 6 a
+// thread, not 6 against 5. Measured on Zen 4 (AVX-512, 2 threads, paired, one process), against grids
+// of at most 4 tiles a thread or the coarsest: 2048 × 1600 × 512 1.08-1.09x faster (Aᵀ as dgatesᵀ,
+// and A row-major), 1600 × 2048 × 512 (the input gradient, 9 tiles before) 1.06x, × 256 1.05-1.07x,
+// an nn.LSTM layer's backward (H = 512) 1.04x; with AVX2 (6 × 2: 13 tiles at the coarsest) 1.04-1.08x
+// on the same products; 2048², the input projection and the step's product unchanged.
 inline Grid plan(int64_t m, int64_t mr, int64_t nr, int64_t panels, int64_t threads, int64_t tile_rows) {
   const int64_t blocks = ceil_div(m, mr);
   Grid best{ceil_div(m, std::max(mr, tile_rows)), ceil_div(panels, kTilePanels)};
