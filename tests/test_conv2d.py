@@ -156,6 +156,37 @@ def test_row_split_on_any_thread_count(threads):
                                        msg=lambda m: f"{(n, c, h, k)}: {m}")
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_row_bands_leave_out_only_padding(threads):
+    """On small maps with many channels the CPU's packed passes group the output rows into bands that
+    read real values at the same steps and leave out, per band, the steps that read only padding
+    (each band's columns a range of the tile, starting on a whole vector). Every band must sum all of
+    its real steps, and rows that read only padding must come out 0 (plus the bias): float64 against
+    torch, forward and both gradients, with stride, dilation, groups, asymmetric and excess padding."""
+    cases = [  # (n, c, h, w, k, kernel, stride, padding, dilation, groups)
+        (3, 70, 7, 7, 72, 3, 1, 1, 1, 1),
+        (2, 66, 4, 5, 130, 3, 1, 1, 1, 2),
+        (2, 64, 9, 9, 70, 3, 2, 1, 1, 1),
+        (2, 68, 8, 6, 66, 3, 1, 2, 2, 1),
+        (1, 65, 5, 7, 67, (5, 3), 1, (3, 1), 1, 1),  # the first and last rows read only padding
+        (2, 64, 6, 6, 64, (2, 3), 1, "same", 1, 1),  # an even kernel: asymmetric padding
+    ]
+    with num_threads(threads):
+        for n, c, h, w, k, ks, s, p, d, g in cases:
+            kh, kw = (ks, ks) if isinstance(ks, int) else ks
+            x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+            wt = torch.randn(k, c // g, kh, kw, dtype=torch.float64, requires_grad=True)
+            b = torch.randn(k, dtype=torch.float64, requires_grad=True)
+            kwargs = dict(stride=s, padding=p, dilation=d, groups=g)
+            y, ref = HF.conv2d(x, wt, b, **kwargs), F.conv2d(x, wt, b, **kwargs)
+            torch.testing.assert_close(y, ref, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, w, k)}: {m}")
+            gy = torch.randn_like(ref)
+            for name, got, want in zip(("input", "weight"), torch.autograd.grad(y, (x, wt), gy),
+                                       torch.autograd.grad(ref, (x, wt), gy)):
+                torch.testing.assert_close(got, want, **TOL[torch.float64],
+                                           msg=lambda m: f"{(n, c, h, w, k)} grad {name}: {m}")
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_types(device, dtype):
     x, w, b, kw = _run(GRID[2], dtype, device, True, grad=False)

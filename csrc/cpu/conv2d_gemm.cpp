@@ -11,7 +11,8 @@
 // whole batch and per reduction chunk, into an aligned [step][pixel] buffer (run_pass_packed: an
 // im2col of one tile and one chunk, at most 128 KiB of float). A (the weights) is packed for the
 // micro-kernel once ahead, or, where each block of it serves a single task (few pixels: the deep
-// layers), by that task just before use, in cache (run_pass).
+// layers), by that task just before use, in cache (run_pass). On small maps the packed tiles go
+// row by row and leave out, for the first and last rows, the taps that read only padding (RowBands).
 // The workspace is the padded copy (about the input's size) plus per-thread tiles.
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
@@ -221,7 +222,8 @@ PhaseLayout phase_layout(const Conv2dGeometry& g) {
 // src = xs + n·img_stride + gi·group_stride. Real pixels (X < cols) land at output pixel
 // (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given. `kern` is
 // the micro-kernel shape A is packed for: `a` in pack_a's layout, or null where each task packs
-// its blocks of `weight` itself (run_pass).
+// its blocks of `weight` itself (run_pass). Step t reads real values (not padding) for the pixel
+// rows Y in [row_lo[t], row_hi[t]) (kd values each; row_bands).
 template <class T>
 struct GemmPass {
   const GemmKernel<T>* kern;
@@ -236,15 +238,60 @@ struct GemmPass {
   T* out;
   int64_t out_h, out_w, y0, ystep, x0, xstep;
   const T* bias;
+  const int64_t *row_lo, *row_hi;
 };
 
-// Real pixels of a rows × cols grid, numbered q = (n·rows + Y)·cols + X over the whole batch,
-// walked in runs that stay in one row of one image: f(q, len, n, Y, X) for each run of
+// Pixel rows grouped into bands whose rows read real values at the same steps: band b is rows
+// [start[b], start[b + 1]), and steps[b][c] its steps in reduction chunk c, less the chunk's start.
+// A 3×3 layer's first and last output rows read padding at a third of the steps (tap row 0 or 2):
+// run_pass_packed runs each band's micro-kernels over its own steps only (indexed), which leaves
+// out 1/3 · 2/7 of the work at 7×7, 1/3 · 2/4 at 4×4.
+struct RowBands {
+  std::vector<int64_t> start;
+  std::vector<std::vector<std::vector<int64_t>>> steps;
+};
+
+// The bands of a pass, or none (no start) where they would leave out less than kMinLeftOut of its
+// work: too little to pay for narrower micro-kernel calls.
+constexpr double kMinLeftOut = 0.03;
+template <class T>
+RowBands row_bands(const GemmPass<T>& p, int64_t chunk) {
+  std::vector<int64_t> cuts{0, p.rows};
+  for (int64_t t = 0; t < p.kd; ++t) {
+    cuts.push_back(std::clamp<int64_t>(p.row_lo[t], 0, p.rows));
+    cuts.push_back(std::clamp<int64_t>(p.row_hi[t], 0, p.rows));
+  }
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  RowBands bands;
+  int64_t left_out = 0;
+  for (size_t b = 0; b + 1 < cuts.size(); ++b) {
+    // A step reads real values for the whole band or for none of it (the cuts include its ends).
+    std::vector<std::vector<int64_t>> per_chunk(ceil_div(p.kd, chunk));
+    for (int64_t t = 0; t < p.kd; ++t) {
+      if (p.row_lo[t] <= cuts[b] && cuts[b + 1] <= p.row_hi[t]) {
+        per_chunk[t / chunk].push_back(t % chunk);
+      } else {
+        left_out += cuts[b + 1] - cuts[b];
+      }
+    }
+    bands.start.push_back(cuts[b]);
+    bands.steps.push_back(std::move(per_chunk));
+  }
+  bands.start.push_back(p.rows);
+  if (static_cast<double>(left_out) < kMinLeftOut * static_cast<double>(p.kd * p.rows)) return {};
+  return bands;
+}
+
+// Real pixels of a rows × cols grid of each of `batch` images, numbered q = (n·rows + Y)·cols + X
+// over the whole batch, or, by_rows, q = (Y·batch + n)·cols + X (row Y of every image, then the
+// next row), walked in runs that stay in one row of one image: f(q, len, n, Y, X) for each run of
 // [q0, q0 + count).
 template <class F>
-void for_each_run(int64_t rows, int64_t cols, int64_t q0, int64_t count, F&& f) {
+void for_each_run(int64_t batch, int64_t rows, int64_t cols, bool by_rows, int64_t q0, int64_t count, F&& f) {
   for (int64_t q = q0; q < q0 + count;) {
-    const int64_t n = q / (rows * cols), Y = q / cols % rows, X = q % cols;
+    const int64_t row = q / cols, X = q % cols;
+    const int64_t n = by_rows ? row % batch : row / rows, Y = by_rows ? row / batch : row % rows;
     const int64_t len = std::min(q0 + count - q, cols - X);
     f(q, len, n, Y, X);
     q += len;
@@ -292,7 +339,7 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
           const T* a = p.a + ((gi * ceil_div(m, mr) + i / mr) * p.kd + k0) * mr;
           for (int64_t b = 0; b < nn; ++b) {
             const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
-            kern.run(a, p.kd * mr, xb, 0, p.offsets + k0, ct.get() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
+            kern.run(a, p.kd * mr, xb, 0, p.offsets + k0, nullptr, ct.get() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
                      r, k0 > 0, nullptr);
           }
         }
@@ -347,11 +394,22 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const int64_t image = p.rows * p.cols, plane = p.out_h * p.out_w;
   const bool plane_is_grid = p.ystep == 1 && p.xstep == 1 && p.y0 == 0 && p.x0 == 0 && p.out_w == p.cols &&
                              p.out_h == p.rows;
+  // With row bands the pixels go row by row (by_rows): each band is then one range of columns.
+  const RowBands bands = p.row_lo != nullptr ? row_bands(p, chunk) : RowBands{};
+  const bool by_rows = !bands.start.empty();
+  // A band's columns start on a whole vector of the tile (at `pos`: the micro-kernels' B loads of a
+  // band starting mid-vector would each straddle two cache lines); the tile is wider by the gaps.
+  struct Segment {
+    int64_t col, len, band, pos;
+    bool written;
+  };
+  const int64_t width = tile + (by_rows ? static_cast<int64_t>(bands.start.size() - 1) * kern.lanes : 0);
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
-    Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
+    Aligned<T> bt(kReductionChunk * width + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
     std::unique_ptr<T[]> ct;  // the tile buffer, for tiles not written in place (each written whole before it is read)
     std::vector<GatherRun> runs;
+    std::vector<Segment> segments;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
       const int64_t q0 = gemm::slice(ti, col_blocks, tiles) * kern.nr;
@@ -359,24 +417,53 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       const int64_t nr = std::min(rows, p.m - r0);
       if (qn <= 0 || nr <= 0) continue;
       const int64_t img = q0 / image;
-      const bool direct = plane_is_grid && (q0 + qn - 1) / image == img;
-      if (!direct && !ct) ct.reset(new T[rows * tile]);
+      const bool direct = plane_is_grid && !by_rows && (q0 + qn - 1) / image == img;
+      if (!direct && !ct) ct.reset(new T[rows * width]);
       T* const c = direct ? p.out + (img * channels + gi * p.m + r0) * plane + (q0 - img * image) : ct.get();
-      const int64_t ldc = direct ? plane : tile;
+      const int64_t ldc = direct ? plane : width;
+      // The tile's columns by band (the whole tile, all steps, without bands).
+      segments.clear();
+      if (!by_rows) segments.push_back({0, qn, -1, 0, false});
+      for (size_t b = 0, pos = 0; by_rows && b + 1 < bands.start.size(); ++b) {
+        const int64_t lo = std::max(q0, bands.start[b] * batch * p.cols);
+        const int64_t hi = std::min(q0 + qn, bands.start[b + 1] * batch * p.cols);
+        if (lo >= hi) continue;
+        segments.push_back({lo - q0, hi - lo, static_cast<int64_t>(b), static_cast<int64_t>(pos), false});
+        pos = ceil_div(pos + hi - lo, kern.lanes) * kern.lanes;
+      }
+      // Tile column of the pixel q0 + col (runs do not cross bands: a band is whole rows).
+      auto column = [&](int64_t col) {
+        size_t i = 0;
+        while (i + 1 < segments.size() && segments[i + 1].col <= col) ++i;
+        return segments[i].pos + col - segments[i].col;
+      };
       runs.clear();
-      for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-        runs.push_back({q - q0, len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
+      for_each_run(batch, p.rows, p.cols, by_rows, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+        runs.push_back({column(q - q0), len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
       });
+      const int64_t used = segments.back().pos + segments.back().len;
       for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
         const int64_t r = std::min(chunk, p.kd - k0);
-        kernels<T>().gather_runs(p.xs, p.offsets + k0, r, runs.data(), static_cast<int64_t>(runs.size()), bt.data(), qn,
-                                 tile);
+        kernels<T>().gather_runs(p.xs, p.offsets + k0, r, runs.data(), static_cast<int64_t>(runs.size()), bt.data(),
+                                 used, width);
         for (int64_t i = r0; i < r0 + nr; i += mr) {
           const int64_t mc = std::min(mr, r0 + nr - i);
           const T* a = a_in_task ? ablock.data() : p.a + ((gi * blocks + i / mr) * p.kd + k0) * mr;
           if (a_in_task) pack_block(p.weight, gi, i, mc, mr, k0, r, ablock.data());
-          kern.run(a, p.kd * mr, bt.data(), tile, nullptr, c + (i - r0) * ldc, ldc, mc, qn, r, k0 > 0, nullptr);
+          for (Segment& s : segments) {
+            // The band's steps of this chunk (all of them: the plain kernel); none: nothing to add.
+            const std::vector<int64_t>* steps = s.band < 0 ? nullptr : &bands.steps[s.band][k0 / chunk];
+            if (steps != nullptr && steps->empty()) continue;
+            const bool all = steps == nullptr || static_cast<int64_t>(steps->size()) == r;
+            kern.run(a, p.kd * mr, bt.data() + s.pos, width, nullptr, all ? nullptr : steps->data(),
+                     c + (i - r0) * ldc + s.pos, ldc, mc, s.len, all ? r : static_cast<int64_t>(steps->size()),
+                     s.written, nullptr);
+          }
         }
+        for (Segment& s : segments) s.written = s.written || s.band < 0 || !bands.steps[s.band][k0 / chunk].empty();
+      }
+      for (const Segment& s : segments) {  // a band that reads only padding: its sums are 0
+        for (int64_t u = 0; u < nr && !s.written; ++u) std::fill_n(c + u * ldc + s.pos, s.len, T(0));
       }
       if (direct) {
         for (int64_t u = 0; u < nr && p.bias != nullptr; ++u) {
@@ -385,8 +472,8 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
         }
         continue;
       }
-      for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-        scatter(p, gi, channels, r0, nr, ct.get() + (q - q0), tile, n, Y, X, len);
+      for_each_run(batch, p.rows, p.cols, by_rows, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+        scatter(p, gi, channels, r0, nr, ct.get() + column(q - q0), width, n, Y, X, len);
       });
     }
   });
@@ -443,9 +530,16 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   const std::vector<int64_t> off = tap_offsets(g, g.cin_g(), p);
   const int64_t kd = g.kdim(), m = g.cout_g();
   const GemmKernel<T>& kern = gemm::best_shape<T>(m, g.oh * g.ow);
+  // Tap row i reads input row Y·sh + i·dh − pt for output row Y: real for Y·sh in [pt − i·dh, h + pt − i·dh).
+  std::vector<int64_t> row_lo(kd), row_hi(kd);
+  for (int64_t t = 0; t < kd; ++t) {
+    const int64_t e = g.pt - t / g.kw % g.kh * g.dh;
+    row_lo[t] = e <= 0 ? 0 : ceil_div(e, g.sh);
+    row_hi[t] = g.h + e <= 0 ? 0 : ceil_div(g.h + e, g.sh);
+  }
   const GemmPass<T> pass{&kern, xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd,
                          WeightSource<T>{w, m * kd, kd, nullptr}, nullptr, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1,
-                         0, 1, bias};
+                         0, 1, bias, row_lo.data(), row_hi.data()};
   run_pass(pass, g.n, g.groups);
 }
 
@@ -499,12 +593,14 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
       const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
       std::vector<int64_t> off(kd);
       std::vector<int64_t> w_off(kd);  // weight[co][ci][i][j] of step t, relative to ci's row
+      std::vector<int64_t> row_lo(kd), row_hi(kd);  // step t reads grad_output row Y + e: real for Y in [−e, oh − e)
       for (int64_t co = 0; co < cout; ++co) {
         for (size_t u = 0; u < ti.size(); ++u) {
           for (size_t v = 0; v < tj.size(); ++v) {
             const int64_t t = co * nt + u * tj.size() + v;
             off[t] = co * p.plane() + (ti[u].second - ylo) * wq + (tj[v].second - xlo);
             w_off[t] = co * cin * g.taps() + ti[u].first * g.kw + tj[v].first;
+            row_lo[t] = -ti[u].second, row_hi[t] = g.oh - ti[u].second;
           }
         }
       }
@@ -512,7 +608,8 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
       const GemmKernel<T>& kern = gemm::best_shape<T>(cin, rows * cols);
       const GemmPass<T> pass{&kern, gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd,
                              WeightSource<T>{w, cout * cin * g.taps(), g.taps(), w_off.data()}, nullptr, cin, wq,
-                             rows, cols, gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr)};
+                             rows, cols, gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr),
+                             row_lo.data(), row_hi.data()};
       run_pass(pass, g.n, g.groups);
     }
   }
@@ -577,7 +674,7 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
         for (int64_t q0 = q_begin; q0 < q_end; q0 += chunk) {
           const int64_t qn = std::min(chunk, q_end - q0);
           runs.clear();
-          for_each_run(g.oh, g.ow, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+          for_each_run(g.n, g.oh, g.ow, false, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
             runs.push_back({q - q0, len, (n * g.c + gi * g.cin_g()) * p.plane() + Y * p.ws + X,
                             (n * g.k + gi * m) * plane + Y * g.ow + X});
           });
@@ -595,7 +692,7 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
                                            run.len);
             }
             for (int64_t b = 0; b < blocks; ++b) {
-              kern.run(ab.data() + b * chunk * mr, 0, bt.data(), nr, nullptr, sum + (gi * m + b * mr) * kd + j * nr,
+              kern.run(ab.data() + b * chunk * mr, 0, bt.data(), nr, nullptr, nullptr, sum + (gi * m + b * mr) * kd + j * nr,
                        kd, std::min(mr, m - b * mr), cols, qn, q0 > q_begin, nullptr);
             }
           }
