@@ -88,6 +88,9 @@ GRID = [
     # a weight gradient twice grad_output's size (576 taps, 288 pixels in 2 chunks): the threads split
     # its tap panels and each sums over every chunk
     (2, 64, 12, 12, 16, 3, 1, 1, 1, 1),
+    # 72 rows both ways on a map the virtual grid wastes little of: virtual tiles with AVX-512 (packed
+    # from 128 rows there), packed ones with AVX2 (from 64)
+    (1, 72, 40, 40, 72, 3, 1, 1, 1, 1),
 ]
 
 

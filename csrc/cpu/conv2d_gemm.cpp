@@ -500,12 +500,18 @@ bool packs_a_in_task(const GemmPass<T>& p, int64_t batch) {
          columns * chunk * static_cast<int64_t>(sizeof(T)) <= gemm::l2_bytes() / 2;
 }
 
-// Packed tiles once there are enough rows to amortise the gather (64: each gathered B run then
-// serves 11 row blocks of 6 or 8 of 8), or when the virtual grid wastes too much. Measured on Zen 3
-// (AVX2, 512 KiB L2; N = 8, paired in one process, packed against virtual at 64 rows): 3×3 64 -> 64
-// @56 forward 1.46x, forward+backward 1.13x; dilated 2 1.35x / 1.21x; N = 1 1.18x / 1.05x;
-// ResNet's conv1 (147 steps) 1.25x / 1.04x. (On Zen 1, with an earlier packed path, 64 rows had lost
-// ~10% on conv1; with 3 rows, conv1's input gradient, packing loses 30%.)
+// Packed tiles once there are enough rows to amortise the gather, or when the virtual grid wastes
+// too much. A gathered B value costs a copy; the rows computed with it take time in proportion to
+// rows / lanes, so the gather's share grows with the vector width: packed from 8 vectors' worth of
+// rows, 64 with AVX2's 8 floats (each gathered B run then serves 11 row blocks of 6), 128 with
+// AVX-512's 16. Measured on Zen 3 (AVX2, 512 KiB L2; N = 8, paired in one process, packed against
+// virtual at 64 rows): 3×3 64 -> 64 @56 forward 1.46x, forward+backward 1.13x; dilated 2 1.35x /
+// 1.21x; N = 1 1.18x / 1.05x; ResNet's conv1 (147 steps) 1.25x / 1.04x. (On Zen 1, with an earlier
+// packed path, 64 rows had lost ~10% on conv1; with 3 rows, conv1's input gradient, packing loses
+// 30%.) On Zen 4 (AVX-512, 2 threads, paired, virtual against packed at 64 rows, forward / input
+// gradient): 64 @56 1.045x / 1.057x, dilated 2 1.00x / 1.03x, N = 1 0.98x / 1.00x, 64 -> 128 /s2
+// @56 1.02x / 1.05x, 64 @28 1.01x / 1.00x; at 128 rows (128 @28) packed stays ahead, 1.03x / 1.01x;
+// capped at AVX2 there, 64 rows: 64 @56 1.00x / 0.99x, 64 @28 0.97x / 1.00x (packed kept).
 // A is packed ahead unless the tasks pack it (packs_a_in_task).
 template <class T>
 void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
@@ -515,7 +521,7 @@ void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
   }
   const auto a = pack_a(p.weight, groups, p.m, p.kern->mr, p.kd);
   p.a = a.get();
-  if (p.m >= 64 || virtual_efficiency(p) < 0.85) {
+  if (p.m >= 8 * p.kern->lanes || virtual_efficiency(p) < 0.85) {
     run_pass_packed(p, batch, groups);
   } else {
     run_pass_virtual(p, batch, groups);
