@@ -256,13 +256,15 @@ struct RowBands {
 constexpr double kMinLeftOut = 0.03;
 template <class T>
 RowBands row_bands(const GemmPass<T>& p, int64_t chunk) {
+  // The rows where some step starts or stops reading real values: a few (a tap row's two ends each).
   std::vector<int64_t> cuts{0, p.rows};
   for (int64_t t = 0; t < p.kd; ++t) {
-    cuts.push_back(std::clamp<int64_t>(p.row_lo[t], 0, p.rows));
-    cuts.push_back(std::clamp<int64_t>(p.row_hi[t], 0, p.rows));
+    for (const int64_t cut : {p.row_lo[t], p.row_hi[t]}) {
+      const int64_t row = std::clamp<int64_t>(cut, 0, p.rows);
+      if (std::find(cuts.begin(), cuts.end(), row) == cuts.end()) cuts.push_back(row);
+    }
   }
   std::sort(cuts.begin(), cuts.end());
-  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
   RowBands bands;
   int64_t left_out = 0;
   for (size_t b = 0; b + 1 < cuts.size(); ++b) {
