@@ -160,19 +160,21 @@ def test_row_split_on_any_thread_count(threads):
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_row_bands_leave_out_only_padding(threads):
-    """On small maps with many channels the CPU's packed passes group the output rows into bands that
-    read real values at the same steps and leave out, per band, the steps that read only padding
-    (each band's columns a range of the tile, starting on a whole vector). Every band must sum all of
-    its real steps, and rows that read only padding must come out 0 (plus the bias): float64 against
-    torch, forward and both gradients, with stride, dilation, groups, asymmetric and excess padding."""
+def test_direct_pass_leaves_out_only_padding(threads):
+    """On small maps the CPU's direct pass takes pixels as the micro-kernel's rows, grouped by the
+    taps that read real values for them (a band of rows × a band of columns), and leaves each group's
+    other taps out; the threads split (panel of output channels, block of pixels) units. Every group
+    must sum all of its real taps, and pixels that read only padding must come out 0 (plus the bias):
+    float64 against torch, forward and both gradients, with several reduction chunks, partial panels
+    and blocks, stride, dilation, groups, asymmetric and excess padding."""
     cases = [  # (n, c, h, w, k, kernel, stride, padding, dilation, groups)
-        (3, 70, 7, 7, 72, 3, 1, 1, 1, 1),
+        (3, 70, 7, 7, 72, 3, 1, 1, 1, 1),  # 630 steps: 3 chunks
         (2, 66, 4, 5, 130, 3, 1, 1, 1, 2),
         (2, 64, 9, 9, 70, 3, 2, 1, 1, 1),
         (2, 68, 8, 6, 66, 3, 1, 2, 2, 1),
         (1, 65, 5, 7, 67, (5, 3), 1, (3, 1), 1, 1),  # the first and last rows read only padding
         (2, 64, 6, 6, 64, (2, 3), 1, "same", 1, 1),  # an even kernel: asymmetric padding
+        (1, 24, 6, 6, 20, 3, 1, 1, 1, 1),  # few channels: one partial panel
     ]
     with num_threads(threads):
         for n, c, h, w, k, ks, s, p, d, g in cases:

@@ -11,8 +11,9 @@
 // whole batch and per reduction chunk, into an aligned [step][pixel] buffer (run_pass_packed: an
 // im2col of one tile and one chunk, at most 128 KiB of float). A (the weights) is packed for the
 // micro-kernel once ahead, or, where each block of it serves a single task (few pixels: the deep
-// layers), by that task just before use, in cache (run_pass). On small maps the packed tiles go
-// row by row and leave out, for the first and last rows, the taps that read only padding (RowBands).
+// layers), by that task just before use, in cache (run_pass). On small maps, where the taps that
+// read only padding are a large share of the work, the direct pass instead takes pixels as A's rows,
+// read in place, and leaves those taps out (run_pass_direct).
 // The workspace is the padded copy (about the input's size) plus per-thread tiles.
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
@@ -22,6 +23,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -222,8 +224,8 @@ PhaseLayout phase_layout(const Conv2dGeometry& g) {
 // src = xs + n·img_stride + gi·group_stride. Real pixels (X < cols) land at output pixel
 // (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given. `kern` is
 // the micro-kernel shape A is packed for: `a` in pack_a's layout, or null where each task packs
-// its blocks of `weight` itself (run_pass). Step t reads real values (not padding) for the pixel
-// rows Y in [row_lo[t], row_hi[t]) (kd values each; row_bands).
+// its blocks of `weight` itself (run_pass). Step t reads real values (not padding) for the pixels
+// of rows [row_lo[t], row_hi[t]) and columns [col_lo[t], col_hi[t]) (kd values each: plan_direct).
 template <class T>
 struct GemmPass {
   const GemmKernel<T>* kern;
@@ -238,70 +240,16 @@ struct GemmPass {
   T* out;
   int64_t out_h, out_w, y0, ystep, x0, xstep;
   const T* bias;
-  const int64_t *row_lo, *row_hi;
+  const int64_t *row_lo, *row_hi, *col_lo, *col_hi;
 };
 
-// Pixel rows grouped into bands whose rows read real values at the same steps: band b is rows
-// [start[b], start[b + 1]), and steps[b][c] its steps in reduction chunk c, less the chunk's start.
-// A 3×3 layer's first and last output rows read padding at a third of the steps (tap row 0 or 2):
-// run_pass_packed runs each band's micro-kernels over its own steps only (indexed), which leaves
-// out 1/3 · 2/7 of the work at 7×7, 1/3 · 2/4 at 4×4.
-struct RowBands {
-  std::vector<int64_t> start;
-  std::vector<std::vector<std::vector<int64_t>>> steps;
-};
-
-// The bands of a pass, or none (no start) where they would leave out too little of its work to pay
-// for the indexed steps (a load and an address per step) and the narrower micro-kernel calls: 3%
-// for shapes of 24 FMAs a step (AVX-512's), 15% for fewer (AVX2's 12), whose steps cost relatively
-// more besides their FMAs. Measured on Zen 4 (2 threads, N = 8, paired, bands against none, forward /
-// input gradient): AVX-512 at 14×14 (4.8% left out) 1.03x / 1.02x, 7×7 (9.5%) 1.04x / 1.02x, 4×4
-// (16.7%) 1.06x / 1.05x; AVX2 at 14×14 0.99x / 0.99x, 7×7 1.01x / 0.98x, a stride-2 layer's 7×7
-// 0.98x / 0.96x, 4×4 1.05x / 1.03x.
-template <class T>
-double min_left_out(const GemmKernel<T>& kern) {
-  return kern.mr * kern.nr / kern.lanes >= 24 ? 0.03 : 0.15;
-}
-template <class T>
-RowBands row_bands(const GemmPass<T>& p, int64_t chunk) {
-  // The rows where some step starts or stops reading real values: a few (a tap row's two ends each).
-  std::vector<int64_t> cuts{0, p.rows};
-  for (int64_t t = 0; t < p.kd; ++t) {
-    for (const int64_t cut : {p.row_lo[t], p.row_hi[t]}) {
-      const int64_t row = std::clamp<int64_t>(cut, 0, p.rows);
-      if (std::find(cuts.begin(), cuts.end(), row) == cuts.end()) cuts.push_back(row);
-    }
-  }
-  std::sort(cuts.begin(), cuts.end());
-  RowBands bands;
-  int64_t left_out = 0;
-  for (size_t b = 0; b + 1 < cuts.size(); ++b) {
-    // A step reads real values for the whole band or for none of it (the cuts include its ends).
-    std::vector<std::vector<int64_t>> per_chunk(ceil_div(p.kd, chunk));
-    for (int64_t t = 0; t < p.kd; ++t) {
-      if (p.row_lo[t] <= cuts[b] && cuts[b + 1] <= p.row_hi[t]) {
-        per_chunk[t / chunk].push_back(t % chunk);
-      } else {
-        left_out += cuts[b + 1] - cuts[b];
-      }
-    }
-    bands.start.push_back(cuts[b]);
-    bands.steps.push_back(std::move(per_chunk));
-  }
-  bands.start.push_back(p.rows);
-  if (static_cast<double>(left_out) < min_left_out(*p.kern) * static_cast<double>(p.kd * p.rows)) return {};
-  return bands;
-}
-
-// Real pixels of a rows × cols grid of each of `batch` images, numbered q = (n·rows + Y)·cols + X
-// over the whole batch, or, by_rows, q = (Y·batch + n)·cols + X (row Y of every image, then the
-// next row), walked in runs that stay in one row of one image: f(q, len, n, Y, X) for each run of
+// Real pixels of a rows × cols grid, numbered q = (n·rows + Y)·cols + X over the whole batch,
+// walked in runs that stay in one row of one image: f(q, len, n, Y, X) for each run of
 // [q0, q0 + count).
 template <class F>
-void for_each_run(int64_t batch, int64_t rows, int64_t cols, bool by_rows, int64_t q0, int64_t count, F&& f) {
+void for_each_run(int64_t rows, int64_t cols, int64_t q0, int64_t count, F&& f) {
   for (int64_t q = q0; q < q0 + count;) {
-    const int64_t row = q / cols, X = q % cols;
-    const int64_t n = by_rows ? row % batch : row / rows, Y = by_rows ? row / batch : row % rows;
+    const int64_t n = q / (rows * cols), Y = q / cols % rows, X = q % cols;
     const int64_t len = std::min(q0 + count - q, cols - X);
     f(q, len, n, Y, X);
     q += len;
@@ -349,8 +297,8 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
           const T* a = p.a + ((gi * ceil_div(m, mr) + i / mr) * p.kd + k0) * mr;
           for (int64_t b = 0; b < nn; ++b) {
             const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
-            kern.run(a, p.kd * mr, xb, 0, p.offsets + k0, nullptr, ct.get() + (b * m + i) * tile, tile, std::min(mr, m - i), vn,
-                     r, k0 > 0, nullptr);
+            kern.run(a, nullptr, p.kd * mr, xb, 0, p.offsets + k0, nullptr, ct.get() + (b * m + i) * tile, tile,
+                     std::min(mr, m - i), vn, r, k0 > 0, nullptr);
           }
         }
       }
@@ -404,22 +352,11 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   const int64_t image = p.rows * p.cols, plane = p.out_h * p.out_w;
   const bool plane_is_grid = p.ystep == 1 && p.xstep == 1 && p.y0 == 0 && p.x0 == 0 && p.out_w == p.cols &&
                              p.out_h == p.rows;
-  // With row bands the pixels go row by row (by_rows): each band is then one range of columns.
-  const RowBands bands = p.row_lo != nullptr ? row_bands(p, chunk) : RowBands{};
-  const bool by_rows = !bands.start.empty();
-  // A band's columns start on a whole vector of the tile (at `pos`: the micro-kernels' B loads of a
-  // band starting mid-vector would each straddle two cache lines); the tile is wider by the gaps.
-  struct Segment {
-    int64_t col, len, band, pos;
-    bool written;
-  };
-  const int64_t width = tile + (by_rows ? static_cast<int64_t>(bands.start.size() - 1) * kern.lanes : 0);
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
-    Aligned<T> bt(kReductionChunk * width + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
+    Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
     std::unique_ptr<T[]> ct;  // the tile buffer, for tiles not written in place (each written whole before it is read)
     std::vector<GatherRun> runs;
-    std::vector<Segment> segments;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, r0 = task / tiles / groups * rows;
       const int64_t q0 = gemm::slice(ti, col_blocks, tiles) * kern.nr;
@@ -427,53 +364,25 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       const int64_t nr = std::min(rows, p.m - r0);
       if (qn <= 0 || nr <= 0) continue;
       const int64_t img = q0 / image;
-      const bool direct = plane_is_grid && !by_rows && (q0 + qn - 1) / image == img;
-      if (!direct && !ct) ct.reset(new T[rows * width]);
+      const bool direct = plane_is_grid && (q0 + qn - 1) / image == img;
+      if (!direct && !ct) ct.reset(new T[rows * tile]);
       T* const c = direct ? p.out + (img * channels + gi * p.m + r0) * plane + (q0 - img * image) : ct.get();
-      const int64_t ldc = direct ? plane : width;
-      // The tile's columns by band (the whole tile, all steps, without bands).
-      segments.clear();
-      if (!by_rows) segments.push_back({0, qn, -1, 0, false});
-      for (size_t b = 0, pos = 0; by_rows && b + 1 < bands.start.size(); ++b) {
-        const int64_t lo = std::max(q0, bands.start[b] * batch * p.cols);
-        const int64_t hi = std::min(q0 + qn, bands.start[b + 1] * batch * p.cols);
-        if (lo >= hi) continue;
-        segments.push_back({lo - q0, hi - lo, static_cast<int64_t>(b), static_cast<int64_t>(pos), false});
-        pos = ceil_div(pos + hi - lo, kern.lanes) * kern.lanes;
-      }
-      // Tile column of the pixel q0 + col (runs do not cross bands: a band is whole rows).
-      auto column = [&](int64_t col) {
-        size_t i = 0;
-        while (i + 1 < segments.size() && segments[i + 1].col <= col) ++i;
-        return segments[i].pos + col - segments[i].col;
-      };
+      const int64_t ldc = direct ? plane : tile;
       runs.clear();
-      for_each_run(batch, p.rows, p.cols, by_rows, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-        runs.push_back({column(q - q0), len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
+      for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+        runs.push_back({q - q0, len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
       });
-      const int64_t used = segments.back().pos + segments.back().len;
       for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
         const int64_t r = std::min(chunk, p.kd - k0);
-        kernels<T>().gather_runs(p.xs, p.offsets + k0, r, runs.data(), static_cast<int64_t>(runs.size()), bt.data(),
-                                 used, width);
+        kernels<T>().gather_runs(p.xs, p.offsets + k0, r, runs.data(), static_cast<int64_t>(runs.size()), bt.data(), qn,
+                                 tile);
         for (int64_t i = r0; i < r0 + nr; i += mr) {
           const int64_t mc = std::min(mr, r0 + nr - i);
           const T* a = a_in_task ? ablock.data() : p.a + ((gi * blocks + i / mr) * p.kd + k0) * mr;
           if (a_in_task) pack_block(p.weight, gi, i, mc, mr, k0, r, ablock.data());
-          for (Segment& s : segments) {
-            // The band's steps of this chunk (all of them: the plain kernel); none: nothing to add.
-            const std::vector<int64_t>* steps = s.band < 0 ? nullptr : &bands.steps[s.band][k0 / chunk];
-            if (steps != nullptr && steps->empty()) continue;
-            const bool all = steps == nullptr || static_cast<int64_t>(steps->size()) == r;
-            kern.run(a, p.kd * mr, bt.data() + s.pos, width, nullptr, all ? nullptr : steps->data(),
-                     c + (i - r0) * ldc + s.pos, ldc, mc, s.len, all ? r : static_cast<int64_t>(steps->size()),
-                     s.written, nullptr);
-          }
+          kern.run(a, nullptr, p.kd * mr, bt.data(), tile, nullptr, nullptr, c + (i - r0) * ldc, ldc, mc, qn, r, k0 > 0,
+                   nullptr);
         }
-        for (Segment& s : segments) s.written = s.written || s.band < 0 || !bands.steps[s.band][k0 / chunk].empty();
-      }
-      for (const Segment& s : segments) {  // a band that reads only padding: its sums are 0
-        for (int64_t u = 0; u < nr && !s.written; ++u) std::fill_n(c + u * ldc + s.pos, s.len, T(0));
       }
       if (direct) {
         for (int64_t u = 0; u < nr && p.bias != nullptr; ++u) {
@@ -482,9 +391,185 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
         }
         continue;
       }
-      for_each_run(batch, p.rows, p.cols, by_rows, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-        scatter(p, gi, channels, r0, nr, ct.get() + column(q - q0), width, n, Y, X, len);
+      for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+        scatter(p, gi, channels, r0, nr, ct.get() + (q - q0), tile, n, Y, X, len);
       });
+    }
+  });
+}
+
+// The cuts of [0, size) where some step starts or stops reading real values (lo, hi per step).
+inline std::vector<int64_t> cuts_of(const int64_t* lo, const int64_t* hi, int64_t kd, int64_t size) {
+  std::vector<int64_t> cuts{0, size};
+  for (int64_t t = 0; t < kd; ++t) {
+    for (const int64_t cut : {lo[t], hi[t]}) {
+      const int64_t at = std::clamp<int64_t>(cut, 0, size);
+      if (std::find(cuts.begin(), cuts.end(), at) == cuts.end()) cuts.push_back(at);
+    }
+  }
+  std::sort(cuts.begin(), cuts.end());
+  return cuts;
+}
+
+// The direct pass (run_pass_direct): pixels as the micro-kernel's rows, each read where it lies in
+// the phase-split source (gathered: a row of A per pixel, step t at its offsets[t]), the output
+// channels as its vector columns (the weights, B, packed a panel chunk at a time in cache). Pixels
+// are grouped by the steps that read real values for them (a band of rows × a band of columns: the
+// first and last rows and columns of a 3×3 layer read padding at a third or more of the taps), and
+// each group runs over its own steps only: at 7×7 that leaves out 18% of the work, at 4×4 31%,
+// where the packed pass's row bands leave out 9.5% and 17%. C comes out pixel by channel and is
+// written to the output transposed. The plan: the groups (per chunk of kDirectChunk steps, their
+// steps less the chunk's start and the source offsets of those steps), blocks of at most mr pixels
+// of one group, and the share of steps × pixels left out.
+constexpr int64_t kDirectChunk = 256;
+template <class T>
+struct DirectPlan {
+  struct Group {
+    std::vector<std::vector<int64_t>> steps, offsets;
+    int64_t y0, y1, x0, x1;  // its pixels: rows [y0, y1) × columns [x0, x1) of every image
+  };
+  struct Block {
+    int64_t group, first, count;  // pixels [first, first + count) of the group, numbered (n, Y, X)
+  };
+  const GemmKernel<T>* kern;
+  std::vector<Group> groups;
+  std::vector<Block> blocks;
+  double left_out;
+};
+
+template <class T>
+DirectPlan<T> plan_direct(const GemmPass<T>& p, int64_t batch) {
+  DirectPlan<T> plan{&gemm::best_shape<T>(batch * p.rows * p.cols, p.m), {}, {}, 0.0};
+  const int64_t chunks = ceil_div(p.kd, kDirectChunk), mr = plan.kern->mr;
+  const std::vector<int64_t> ycuts = cuts_of(p.row_lo, p.row_hi, p.kd, p.rows);
+  const std::vector<int64_t> xcuts = cuts_of(p.col_lo, p.col_hi, p.kd, p.cols);
+  int64_t left_out = 0;
+  for (size_t i = 0; i + 1 < ycuts.size(); ++i) {
+    for (size_t j = 0; j + 1 < xcuts.size(); ++j) {
+      typename DirectPlan<T>::Group grp{std::vector<std::vector<int64_t>>(chunks),
+                                        std::vector<std::vector<int64_t>>(chunks), ycuts[i], ycuts[i + 1], xcuts[j],
+                                        xcuts[j + 1]};
+      int64_t steps = 0;
+      for (int64_t t = 0; t < p.kd; ++t) {
+        if (p.row_lo[t] <= grp.y0 && grp.y1 <= p.row_hi[t] && p.col_lo[t] <= grp.x0 && grp.x1 <= p.col_hi[t]) {
+          grp.steps[t / kDirectChunk].push_back(t % kDirectChunk);
+          grp.offsets[t / kDirectChunk].push_back(p.offsets[t]);
+          ++steps;
+        }
+      }
+      const int64_t count = batch * (grp.y1 - grp.y0) * (grp.x1 - grp.x0);
+      left_out += (p.kd - steps) * count;
+      for (int64_t q = 0; q < count; q += mr) {
+        plan.blocks.push_back({static_cast<int64_t>(plan.groups.size()), q, std::min(mr, count - q)});
+      }
+      plan.groups.push_back(std::move(grp));
+    }
+  }
+  plan.left_out = static_cast<double>(left_out) / static_cast<double>(p.kd * batch * p.rows * p.cols);
+  return plan;
+}
+
+// Whether the direct pass pays for its gathered rows and transposed output: where it leaves out at
+// least 15% of the work (7×7 maps and smaller, for a 3×3 layer), or 7% (14×14) with 64 channels or
+// more on shapes of 24 FMAs a step (AVX-512's). Measured on Zen 4 (2 threads, N = 8, paired, 15-25
+// pairs, against the packed and virtual passes, forward / input gradient): AVX-512 3×3 512 @7 1.11x
+// / 1.08x, 256 @7 1.08x / 1.09x, 512 @4 1.25x / 1.14x, 256 @14 1.09x / 1.07x, 128 @14 1.10x /
+// 1.11x, 256 -> 512 /s2 @14 1.09x / 1.14x, 128 -> 256 /s2 @28 (its input gradient's 14×14 phases)
+// 0.97x; capped at AVX2: 512 @7 1.04x / 1.17x, 512 @4 1.05x / 1.09x, 256 @7 1.03x / 0.93x (wide
+// IQRs), 256 @14 (no direct pass there) 0.98x / 1.00x. Where it is not taken (an earlier build, B's
+// row stride a run-time value): 32 @7 1.23x / 1.15x and 48 @7 1.17x / 1.17x, but 32 @14 0.88x /
+// 1.00x, 16 @14 0.91x / 0.86x, 128 @28 0.96x / 0.95x, 64 @56 0.86x / 0.82x, and a 27-step reduction
+// (3 -> 64 @14) 0.58x forward. The ResNet-18-style training step (N = 8, 112×112), paired, with the
+// direct pass against without: AVX-512 1.057x [IQR 1.018-1.088], AVX2 1.038x [1.004-1.067].
+template <class T>
+bool direct_pays(const GemmPass<T>& p, const DirectPlan<T>& plan) {
+  const GemmKernel<T>& k = *plan.kern;
+  const bool wide = k.mr * k.nr / k.lanes >= 24;
+  return p.kd >= 64 && (plan.left_out >= 0.15 || (wide && p.m >= 64 && plan.left_out >= 0.07));
+}
+
+template <class T>
+void run_pass_direct(const GemmPass<T>& p, const DirectPlan<T>& plan, int64_t batch, int64_t groups) {
+  const GemmKernel<T>& kern = *plan.kern;
+  const int64_t mr = kern.mr, nr = kern.nr, panels = ceil_div(p.m, nr), chunks = ceil_div(p.kd, kDirectChunk);
+  const auto& blocks = plan.blocks;
+  using Group = typename DirectPlan<T>::Group;
+  using Block = typename DirectPlan<T>::Block;
+  auto pixel = [&](const Block& blk, int64_t u) {
+    const Group& grp = plan.groups[blk.group];
+    const int64_t w = grp.x1 - grp.x0, h = grp.y1 - grp.y0, q = blk.first + u;
+    return std::array<int64_t, 3>{q / (w * h), grp.y0 + q / w % h, grp.x0 + q % w};
+  };
+  // The threads split the (panel, block) units in equal shares of vectors computed (a partial last
+  // panel's units cost less). Per chunk of steps a thread packs the chunk of each of its panels (in
+  // L2), then runs block by block over them: a block's pixels (A, read where they lie) stay in L1
+  // across the panels, and the panels stream from L2 as the micro-kernels prefetch them.
+  const int64_t nb = static_cast<int64_t>(blocks.size()), channels = groups * p.m, plane = p.out_h * p.out_w;
+  auto vectors = [&](int64_t pn) { return ceil_div(std::min(nr, p.m - pn * nr), kern.lanes); };
+  int64_t per_group = 0;
+  for (int64_t pn = 0; pn < panels; ++pn) per_group += vectors(pn) * nb;
+  const int64_t threads = at::get_num_threads(), total = groups * per_group, ldc = panels * nr;
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    Aligned<T> bchunks(panels * kDirectChunk * nr), ct(nb * mr * ldc);  // C: [block][pixel][channel]
+    std::vector<const T*> rows(nb * mr);
+    std::vector<int64_t> bb0(panels), bb1(panels);  // the thread's blocks of each panel
+    std::vector<bool> written(nb * panels);
+    for (int64_t th = begin; th < end; ++th) {
+      const int64_t lo = gemm::slice(th, total, threads), hi = gemm::slice(th + 1, total, threads);
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        // Block bi of panel pn is the thread's where its cost c0 + bi·v falls in [lo, hi).
+        bool any = false;
+        for (int64_t pn = 0, c0 = gi * per_group; pn < panels; c0 += vectors(pn) * nb, ++pn) {
+          const int64_t v = vectors(pn);
+          bb0[pn] = std::clamp<int64_t>(ceil_div(std::max<int64_t>(lo - c0, 0), v), 0, nb);
+          bb1[pn] = std::clamp<int64_t>(ceil_div(std::max<int64_t>(hi - c0, 0), v), 0, nb);
+          any = any || bb0[pn] < bb1[pn];
+        }
+        if (!any) continue;
+        for (int64_t bi = 0; bi < nb; ++bi) {
+          for (int64_t u = 0; u < blocks[bi].count; ++u) {
+            const auto [n, Y, X] = pixel(blocks[bi], u);
+            rows[bi * mr + u] = p.xs + n * p.img_stride + gi * p.group_stride + Y * p.ws + X;
+          }
+        }
+        std::fill(written.begin(), written.end(), false);
+        for (int64_t c = 0; c < chunks; ++c) {
+          const int64_t k0 = c * kDirectChunk, r = std::min(kDirectChunk, p.kd - k0);
+          for (int64_t pn = 0; pn < panels; ++pn) {
+            if (bb0[pn] < bb1[pn]) {
+              pack_block(p.weight, gi, pn * nr, std::min(nr, p.m - pn * nr), nr, k0, r,
+                         bchunks.data() + pn * kDirectChunk * nr);
+            }
+          }
+          for (int64_t bi = 0; bi < nb; ++bi) {
+            const Group& grp = plan.groups[blocks[bi].group];
+            const int64_t len = static_cast<int64_t>(grp.steps[c].size());
+            for (int64_t pn = 0; pn < panels && len > 0; ++pn) {
+              if (bi < bb0[pn] || bi >= bb1[pn]) continue;
+              kern.run(nullptr, rows.data() + bi * mr, 0, bchunks.data() + pn * kDirectChunk * nr, nr,
+                       grp.offsets[c].data(), grp.steps[c].data(), ct.data() + bi * mr * ldc + pn * nr, ldc,
+                       blocks[bi].count, std::min(nr, p.m - pn * nr), len, written[bi * panels + pn], nullptr);
+              written[bi * panels + pn] = true;
+            }
+          }
+        }
+        for (int64_t pn = 0; pn < panels; ++pn) {  // C transposed into the output, with the bias (0 + bias
+          const int64_t nc = std::min(nr, p.m - pn * nr);  // where every step reads padding)
+          for (int64_t bi = bb0[pn]; bi < bb1[pn]; ++bi) {
+            const Block& blk = blocks[bi];
+            for (int64_t u = 0; u < blk.count; ++u) {
+              const auto [n, Y, X] = pixel(blk, u);
+              const T* src = ct.data() + (bi * mr + u) * ldc + pn * nr;
+              T* dst = p.out + (n * channels + gi * p.m + pn * nr) * plane + (p.y0 + Y * p.ystep) * p.out_w + p.x0 +
+                       X * p.xstep;
+              const bool w = written[bi * panels + pn];
+              for (int64_t k = 0; k < nc; ++k) {
+                dst[k * plane] = (w ? src[k] : T(0)) + (p.bias ? p.bias[gi * p.m + pn * nr + k] : T(0));
+              }
+            }
+          }
+        }
+      }
     }
   });
 }
@@ -525,6 +610,10 @@ bool packs_a_in_task(const GemmPass<T>& p, int64_t batch) {
 // A is packed ahead unless the tasks pack it (packs_a_in_task).
 template <class T>
 void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
+  if (const DirectPlan<T> plan = plan_direct(p, batch); direct_pays(p, plan)) {
+    run_pass_direct(p, plan, batch, groups);
+    return;
+  }
   if (packs_a_in_task(p, batch)) {
     run_pass_packed(p, batch, groups);
     return;
@@ -547,15 +636,18 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   const int64_t kd = g.kdim(), m = g.cout_g();
   const GemmKernel<T>& kern = gemm::best_shape<T>(m, g.oh * g.ow);
   // Tap row i reads input row Y·sh + i·dh − pt for output row Y: real for Y·sh in [pt − i·dh, h + pt − i·dh).
-  std::vector<int64_t> row_lo(kd), row_hi(kd);
+  // Tap column j likewise, for output column X.
+  std::vector<int64_t> row_lo(kd), row_hi(kd), col_lo(kd), col_hi(kd);
   for (int64_t t = 0; t < kd; ++t) {
-    const int64_t e = g.pt - t / g.kw % g.kh * g.dh;
+    const int64_t e = g.pt - t / g.kw % g.kh * g.dh, f = g.pl - t % g.kw * g.dw;
     row_lo[t] = e <= 0 ? 0 : ceil_div(e, g.sh);
     row_hi[t] = g.h + e <= 0 ? 0 : ceil_div(g.h + e, g.sh);
+    col_lo[t] = f <= 0 ? 0 : ceil_div(f, g.sw);
+    col_hi[t] = g.w + f <= 0 ? 0 : ceil_div(g.w + f, g.sw);
   }
   const GemmPass<T> pass{&kern, xs.get(), g.c * p.plane(), g.cin_g() * p.plane(), off.data(), kd,
                          WeightSource<T>{w, m * kd, kd, nullptr}, nullptr, m, p.ws, g.oh, g.ow, y, g.oh, g.ow, 0, 1,
-                         0, 1, bias, row_lo.data(), row_hi.data()};
+                         0, 1, bias, row_lo.data(), row_hi.data(), col_lo.data(), col_hi.data()};
   run_pass(pass, g.n, g.groups);
 }
 
@@ -609,7 +701,8 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
       const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
       std::vector<int64_t> off(kd);
       std::vector<int64_t> w_off(kd);  // weight[co][ci][i][j] of step t, relative to ci's row
-      std::vector<int64_t> row_lo(kd), row_hi(kd);  // step t reads grad_output row Y + e: real for Y in [−e, oh − e)
+      // Step t reads grad_output row Y + e: real for Y in [−e, oh − e); columns likewise.
+      std::vector<int64_t> row_lo(kd), row_hi(kd), col_lo(kd), col_hi(kd);
       for (int64_t co = 0; co < cout; ++co) {
         for (size_t u = 0; u < ti.size(); ++u) {
           for (size_t v = 0; v < tj.size(); ++v) {
@@ -617,6 +710,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
             off[t] = co * p.plane() + (ti[u].second - ylo) * wq + (tj[v].second - xlo);
             w_off[t] = co * cin * g.taps() + ti[u].first * g.kw + tj[v].first;
             row_lo[t] = -ti[u].second, row_hi[t] = g.oh - ti[u].second;
+            col_lo[t] = -tj[v].second, col_hi[t] = g.ow - tj[v].second;
           }
         }
       }
@@ -625,7 +719,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
       const GemmPass<T> pass{&kern, gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd,
                              WeightSource<T>{w, cout * cin * g.taps(), g.taps(), w_off.data()}, nullptr, cin, wq,
                              rows, cols, gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr),
-                             row_lo.data(), row_hi.data()};
+                             row_lo.data(), row_hi.data(), col_lo.data(), col_hi.data()};
       run_pass(pass, g.n, g.groups);
     }
   }
@@ -690,7 +784,7 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
         for (int64_t q0 = q_begin; q0 < q_end; q0 += chunk) {
           const int64_t qn = std::min(chunk, q_end - q0);
           runs.clear();
-          for_each_run(g.n, g.oh, g.ow, false, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
+          for_each_run(g.oh, g.ow, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
             runs.push_back({q - q0, len, (n * g.c + gi * g.cin_g()) * p.plane() + Y * p.ws + X,
                             (n * g.k + gi * m) * plane + Y * g.ow + X});
           });
@@ -708,8 +802,9 @@ void weight_gradient_gemm(const T* gy, const T* xsp, const std::vector<int64_t>&
                                            run.len);
             }
             for (int64_t b = 0; b < blocks; ++b) {
-              kern.run(ab.data() + b * chunk * mr, 0, bt.data(), nr, nullptr, nullptr, sum + (gi * m + b * mr) * kd + j * nr,
-                       kd, std::min(mr, m - b * mr), cols, qn, q0 > q_begin, nullptr);
+              kern.run(ab.data() + b * chunk * mr, nullptr, 0, bt.data(), nr, nullptr, nullptr,
+                       sum + (gi * m + b * mr) * kd + j * nr, kd, std::min(mr, m - b * mr), cols, qn, q0 > q_begin,
+                       nullptr);
             }
           }
         }

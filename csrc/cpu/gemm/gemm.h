@@ -490,7 +490,7 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
             const T* const ahead = b.panel(gn, pn) + tn * nr;
             if (b.packed_after(ahead) >= next_fetch_values<T>(nr, kc)) next = ahead;
           }
-          kern.run(a_chunk, kc * mr, panel, on_use ? nr : b.stride(p), nullptr, nullptr,
+          kern.run(a_chunk, nullptr, kc * mr, panel, on_use ? nr : b.stride(p), nullptr, nullptr,
                    c + i0 * ldc + g * c_group + p * nr, ldc, rows, cols, kc, accumulate || t0 > 0, next);
         }
       }

@@ -28,8 +28,9 @@ constexpr bool leaves_a_register(int64_t sets, int64_t MC, int64_t NV) {
 // broadcasts of A feed MR·NV FMAs. With kNext it also fetches a line of `next` into L2 per step.
 // Rows::offsets: B's rows through `offsets`, else ldb apart. A row at a fixed stride saves a load
 // and an address computation per step: on the Xeon (paired with offsets t·ldb), the LSTM's products
-// ran 3-7% faster and conv2d's 3×3 layers 1-5%, on AVX-512 and on AVX2. Rows::indexed: step t is
-// step steps[t] of both A and B (a subset of the steps: csrc/cpu/simd/gemm.h).
+// ran 3-7% faster and conv2d's 3×3 layers 1-5%, on AVX-512 and on AVX2. Rows::gathered: step t is
+// B's row steps[t] (a subset of the steps) and A's row u of step t lies at a_rows[u][offsets[t]]
+// (a row of its own per u: conv2d's direct pass, pixels as A's rows; csrc/cpu/simd/gemm.h).
 // A step's own work besides its FMAs (its B row's address, its prefetches, the loop's test) is
 // paid per U steps on shapes of fewer than 24 FMAs a step (the 16-register shapes' 12): the loop
 // issues fewer instructions per FMA. On the Xeon capped at AVX2, U = 2 ran a 2048² product 6% and conv2d's
@@ -41,12 +42,14 @@ constexpr bool leaves_a_register(int64_t sets, int64_t MC, int64_t NV) {
 // A block's rows are MR apart in A's packing (its step t at a + t·MR); the kernel computes the first
 // MC of them (MC ≤ MR: a partial last block, below) in S sets of accumulators, step t adding into
 // set t mod S (S = 2 where MC·NV chains are fewer than kFmaChains and two sets leave a register).
-enum class Rows { strided, offsets, indexed };
-template <class T, int64_t MR, int64_t MC, int64_t S, int64_t NV, bool kNext, Rows R>
-inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t ldb,
-                         const int64_t* __restrict__ offsets, const int64_t* __restrict__ steps, T* __restrict__ c,
-                         int64_t ldc, int64_t mc, int64_t nc,
-                         int64_t r, bool accumulate, const T* next) {
+enum class Rows { strided, offsets, gathered };
+// NRB: B's row stride where it is known at compile time (gathered: a packed panel of the shape's
+// width, whatever NV a partial block computes), else 0 (ldb).
+template <class T, int64_t MR, int64_t MC, int64_t S, int64_t NV, bool kNext, Rows R, int64_t NRB>
+inline void micro_kernel(const T* __restrict__ a, const T* const* __restrict__ a_rows, const T* __restrict__ b,
+                         int64_t ldb, const int64_t* __restrict__ offsets, const int64_t* __restrict__ steps,
+                         T* __restrict__ c, int64_t ldc, int64_t mc, int64_t nc, int64_t r, bool accumulate,
+                         const T* next) {
   using V = simd::Vec<T>;
   constexpr int64_t L = simd::kLanes<T>;
   V acc[S][MC][NV];
@@ -66,9 +69,13 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
   // The last D steps have nothing left to fetch: a loop of their own, without the prefetches.
   constexpr int64_t D = 16, U = S == 2 || (MC * NV < 24 && leaves_a_register(1, MC, NV)) ? 2 : 1;
   constexpr int64_t kALines = (U * MR * static_cast<int64_t>(sizeof(T)) + 63) / 64;  // A lines per U steps
-  auto step_of = [&](int64_t t) __attribute__((always_inline)) { return R == Rows::indexed ? steps[t] : t; };
+  auto step_of = [&](int64_t t) __attribute__((always_inline)) {
+    return R == Rows::gathered ? steps[t] : t;
+  };
+  const T* base[MC];  // gathered: each row's own A (a row past mc reads the first: its sums are dropped)
+  for (int64_t u = 0; u < MC && R == Rows::gathered; ++u) base[u] = a_rows[u < mc ? u : 0];
   auto row = [&](int64_t t) __attribute__((always_inline)) {
-    return R == Rows::offsets ? b + offsets[t] : b + step_of(t) * ldb;
+    return R == Rows::offsets ? b + offsets[t] : b + step_of(t) * (NRB > 0 ? NRB : ldb);
   };
   auto step = [&](int64_t t, int64_t set) __attribute__((always_inline)) {
     const T* bt = row(t);
@@ -79,7 +86,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
     for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(bt + v * L);
 #pragma GCC unroll 12
     for (int64_t u = 0; u < MC; ++u) {
-      const V av = simd::broadcast(at[u]);
+      const V av = simd::broadcast(R == Rows::gathered ? base[u][offsets[t]] : at[u]);
 #pragma GCC unroll 8
       for (int64_t v = 0; v < NV; ++v) acc[set][u][v] += av * bv[v];
     }
@@ -91,7 +98,9 @@ inline void micro_kernel(const T* __restrict__ a, const T* __restrict__ b, int64
       const T* bp = row(t + D + s);
       for (int64_t v = 0; v < NV * L; v += kLineValues<T>) __builtin_prefetch(bp + v);
     }
-    for (int64_t i = 0; i < kALines; ++i) __builtin_prefetch(a + step_of(t + D) * MR + i * kLineValues<T>);
+    for (int64_t i = 0; i < kALines && R != Rows::gathered; ++i) {
+      __builtin_prefetch(a + step_of(t + D) * MR + i * kLineValues<T>);
+    }
 #pragma GCC unroll 2
     for (int64_t s = 0; s < U; ++s) step(t + s, s % S);
   }
@@ -139,13 +148,16 @@ void with_vectors(int64_t v, F&& f) {
 }
 
 template <class T, int64_t MR, int64_t NV, Rows R>
-void gemm_blocks(const T* a, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets, const int64_t* steps,
-                 T* c, int64_t ldc, int64_t m, int64_t n, int64_t r, bool accumulate, const T* next) {
+void gemm_blocks(const T* a, const T* const* a_rows, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets,
+                 const int64_t* steps, T* c, int64_t ldc, int64_t m, int64_t n, int64_t r, bool accumulate,
+                 const T* next) {
   // `next` (the caller's next panel: r steps of NR values) is fetched a line per step by the calls
   // of the last row blocks, as many as it has lines per step: it arrives just before it is used,
   // rather than displace this call's operands from L2 long before (fetched from the first row
   // block on, 2048² and 1600 × 256 × 2048 ran 1-3% slower than without it).
   constexpr int64_t NR = NV * simd::kLanes<T>, kLine = kLineValues<T>, kLinesPerStep = (NR + kLine - 1) / kLine;
+  constexpr int64_t kNrb = R == Rows::gathered ? NR : 0;
+  auto rows_of = [&](int64_t i) { return R == Rows::gathered ? a_rows + i : nullptr; };
   const int64_t lead = std::max<int64_t>(0, (m + MR - 1) / MR - kLinesPerStep);
   for (int64_t i = 0; i < m; i += MR) {
     const int64_t blk = i / MR;
@@ -164,11 +176,11 @@ void gemm_blocks(const T* a, int64_t a_stride, const T* b, int64_t ldb, const in
         with_vectors<NV>(nv, [&]<int64_t NC>() {
           constexpr int64_t S = MC * NC < kFmaChains && leaves_a_register(2, MC, NC) ? 2 : 1;
           if (next == nullptr || blk < lead) {  // a loop without the prefetch, not one that tests for it
-            micro_kernel<T, MR, MC, S, NC, false, R>(ai, bj, ldb, offsets, steps, cij, ldc, mc, nc, r, accumulate,
-                                                     nullptr);
+            micro_kernel<T, MR, MC, S, NC, false, R, kNrb>(ai, rows_of(i), bj, ldb, offsets, steps, cij, ldc, mc, nc,
+                                                           r, accumulate, nullptr);
           } else {
-            micro_kernel<T, MR, MC, S, NC, true, R>(ai, bj, ldb, offsets, steps, cij, ldc, mc, nc, r, accumulate,
-                                                    next + (blk - lead) * r * kLine);
+            micro_kernel<T, MR, MC, S, NC, true, R, kNrb>(ai, rows_of(i), bj, ldb, offsets, steps, cij, ldc, mc, nc,
+                                                          r, accumulate, next + (blk - lead) * r * kLine);
           }
         });
       };
@@ -192,11 +204,11 @@ void gemm_blocks(const T* a, int64_t a_stride, const T* b, int64_t ldb, const in
 }
 
 template <class T, int64_t MR, int64_t NV>
-void gemm(const T* a, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets, const int64_t* steps, T* c,
-          int64_t ldc, int64_t m, int64_t n, int64_t r, bool accumulate, const T* next) {
-  const Rows rows = offsets != nullptr ? Rows::offsets : steps != nullptr ? Rows::indexed : Rows::strided;
-  static_switch<Rows::strided, Rows::offsets, Rows::indexed>(rows, [&]<Rows R>() {
-    gemm_blocks<T, MR, NV, R>(a, a_stride, b, ldb, offsets, steps, c, ldc, m, n, r, accumulate, next);
+void gemm(const T* a, const T* const* a_rows, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets,
+          const int64_t* steps, T* c, int64_t ldc, int64_t m, int64_t n, int64_t r, bool accumulate, const T* next) {
+  const Rows rows = a_rows != nullptr ? Rows::gathered : offsets != nullptr ? Rows::offsets : Rows::strided;
+  static_switch<Rows::strided, Rows::offsets, Rows::gathered>(rows, [&]<Rows R>() {
+    gemm_blocks<T, MR, NV, R>(a, a_rows, a_stride, b, ldb, offsets, steps, c, ldc, m, n, r, accumulate, next);
   });
 }
 

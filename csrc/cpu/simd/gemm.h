@@ -38,17 +38,20 @@ constexpr int64_t computed_rows(int64_t mc, int64_t mr) {
 // element (row, t) at [t·mr + row].
 // B's rows lie ldb apart, element (t, col) = b[t·ldb + col] (a packed panel [t][nr]: ldb = nr), or,
 // where `offsets` is given, wherever it says: b[offsets[t] + col] (conv2d's implicit GEMM points
-// them into the phase-split input; ldb is then unused). Where `steps` is given instead, the sum
-// runs over A's steps steps[0..r) only, each with B's row of that step: A's element (row,
-// steps[t]) times b[steps[t]·ldb + col] (conv2d leaving out the taps that read only padding).
+// them into the phase-split input; ldb is then unused). Where `a_rows` is given (with `steps` and
+// `offsets`), the sum runs over r of B's rows, steps[0..r) (a packed panel: ldb = nr), and A is
+// gathered where it lies, a row of its own per u: A's row u of step t is a_rows[u][offsets[t]] (`a`
+// and a_stride unused). So conv2d's direct pass takes pixels as rows, each step a tap of the input
+// around each, and leaves out the taps that read only padding.
 // A partial block of columns (n not a multiple of nr) loads and computes the vectors that cover
 // it: up to lanes − 1 values past column n must be readable (the result for them is dropped).
 // `next` (or nullptr) is the caller's next B panel, contiguous ([t][nr]) with next_fetch_values(nr,
 // r) values readable from it: it is prefetched into L2 while this product computes.
 template <class T>
 struct GemmKernel {
-  void (*run)(const T* a, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets, const int64_t* steps, T* c,
-              int64_t ldc, int64_t m, int64_t n, int64_t r, bool accumulate, const T* next);
+  void (*run)(const T* a, const T* const* a_rows, int64_t a_stride, const T* b, int64_t ldb, const int64_t* offsets,
+              const int64_t* steps, T* c, int64_t ldc, int64_t m, int64_t n, int64_t r, bool accumulate,
+              const T* next);
   int64_t mr, nr;
   int64_t lanes;  // values of T in one vector
   // Its FMA rate relative to the first shape's on products whose operands stream from L2: the
