@@ -419,8 +419,9 @@ inline std::vector<int64_t> cuts_of(const int64_t* lo, const int64_t* hi, int64_
 // each group runs over its own steps only: at 7×7 that leaves out 18% of the work, at 4×4 31%,
 // where the packed pass's row bands leave out 9.5% and 17%. C comes out pixel by channel and is
 // written to the output transposed. The plan: the groups (per chunk of kDirectChunk steps, their
-// steps less the chunk's start and the source offsets of those steps), blocks of at most mr pixels
-// of one group, and the share of steps × pixels left out.
+// steps less the chunk's start and the source offsets of those steps) and the share of steps ×
+// pixels left out, which decide whether the pass is taken (direct_pays) before its blocks of pixels
+// are listed (a 56×56 map's 25,000 pixels, for nothing).
 constexpr int64_t kDirectChunk = 256;
 template <class T>
 struct DirectPlan {
@@ -428,19 +429,15 @@ struct DirectPlan {
     std::vector<std::vector<int64_t>> steps, offsets;
     int64_t y0, y1, x0, x1;  // its pixels: rows [y0, y1) × columns [x0, x1) of every image
   };
-  struct Block {
-    int64_t group, first, count;  // pixels [first, first + count) of the group, numbered (n, Y, X)
-  };
   const GemmKernel<T>* kern;
   std::vector<Group> groups;
-  std::vector<Block> blocks;
   double left_out;
 };
 
 template <class T>
 DirectPlan<T> plan_direct(const GemmPass<T>& p, int64_t batch) {
-  DirectPlan<T> plan{&gemm::best_shape<T>(batch * p.rows * p.cols, p.m), {}, {}, 0.0};
-  const int64_t chunks = ceil_div(p.kd, kDirectChunk), mr = plan.kern->mr;
+  DirectPlan<T> plan{&gemm::best_shape<T>(batch * p.rows * p.cols, p.m), {}, 0.0};
+  const int64_t chunks = ceil_div(p.kd, kDirectChunk);
   const std::vector<int64_t> ycuts = cuts_of(p.row_lo, p.row_hi, p.kd, p.rows);
   const std::vector<int64_t> xcuts = cuts_of(p.col_lo, p.col_hi, p.kd, p.cols);
   int64_t left_out = 0;
@@ -457,11 +454,7 @@ DirectPlan<T> plan_direct(const GemmPass<T>& p, int64_t batch) {
           ++steps;
         }
       }
-      const int64_t count = batch * (grp.y1 - grp.y0) * (grp.x1 - grp.x0);
-      left_out += (p.kd - steps) * count;
-      for (int64_t q = 0; q < count; q += mr) {
-        plan.blocks.push_back({static_cast<int64_t>(plan.groups.size()), q, std::min(mr, count - q)});
-      }
+      left_out += (p.kd - steps) * batch * (grp.y1 - grp.y0) * (grp.x1 - grp.x0);
       plan.groups.push_back(std::move(grp));
     }
   }
@@ -492,9 +485,18 @@ template <class T>
 void run_pass_direct(const GemmPass<T>& p, const DirectPlan<T>& plan, int64_t batch, int64_t groups) {
   const GemmKernel<T>& kern = *plan.kern;
   const int64_t mr = kern.mr, nr = kern.nr, panels = ceil_div(p.m, nr), chunks = ceil_div(p.kd, kDirectChunk);
-  const auto& blocks = plan.blocks;
   using Group = typename DirectPlan<T>::Group;
-  using Block = typename DirectPlan<T>::Block;
+  // Blocks of at most mr pixels of one group: pixels [first, first + count) of the group, numbered
+  // (n, Y, X) in its rectangle.
+  struct Block {
+    int64_t group, first, count;
+  };
+  std::vector<Block> blocks;
+  for (size_t gp = 0; gp < plan.groups.size(); ++gp) {
+    const Group& grp = plan.groups[gp];
+    const int64_t count = batch * (grp.y1 - grp.y0) * (grp.x1 - grp.x0);
+    for (int64_t q = 0; q < count; q += mr) blocks.push_back({static_cast<int64_t>(gp), q, std::min(mr, count - q)});
+  }
   auto pixel = [&](const Block& blk, int64_t u) {
     const Group& grp = plan.groups[blk.group];
     const int64_t w = grp.x1 - grp.x0, h = grp.y1 - grp.y0, q = blk.first + u;

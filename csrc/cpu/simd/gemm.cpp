@@ -79,7 +79,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* const* __restrict__ a
   };
   auto step = [&](int64_t t, int64_t set) __attribute__((always_inline)) {
     const T* bt = row(t);
-    const T* at = a + step_of(t) * MR;
+    const T* at = R == Rows::gathered ? nullptr : a + step_of(t) * MR;  // gathered: A through base[]
     if constexpr (kNext) __builtin_prefetch(next + t * kLineValues<T>, 0, 2);  // into L2
     V bv[NV];
 #pragma GCC unroll 8
@@ -99,7 +99,7 @@ inline void micro_kernel(const T* __restrict__ a, const T* const* __restrict__ a
       for (int64_t v = 0; v < NV * L; v += kLineValues<T>) __builtin_prefetch(bp + v);
     }
     for (int64_t i = 0; i < kALines && R != Rows::gathered; ++i) {
-      __builtin_prefetch(a + step_of(t + D) * MR + i * kLineValues<T>);
+      __builtin_prefetch(a + step_of(t + D) * MR + i * kLineValues<T>);  // (gathered A lies scattered)
     }
 #pragma GCC unroll 2
     for (int64_t s = 0; s < U; ++s) step(t + s, s % S);
