@@ -37,16 +37,26 @@ inline math::Conv2dGeometry conv2d_geometry(const char* op, at::IntArrayRef inpu
   TORCH_CHECK(input[1] == weight[1] * groups, "hotkernels.", op, ": Given groups=", groups, ", weight of size ",
               weight, ", expected input", input, " to have ", weight[1] * groups, " channels, but got ", input[1],
               " channels instead");
-  const int64_t hp = input[2] + padding[0] + padding[2], wp = input[3] + padding[1] + padding[3];
-  const int64_t eh = dilation[0] * (weight[2] - 1) + 1, ew = dilation[1] * (weight[3] - 1) + 1;
+  // The padded input and the dilated kernel's span, where int64 holds them.
+  int64_t hp = 0, wp = 0, eh = 0, ew = 0;
+  const bool overflows = __builtin_add_overflow(input[2], padding[0], &hp) || __builtin_add_overflow(hp, padding[2], &hp) ||
+                         __builtin_add_overflow(input[3], padding[1], &wp) || __builtin_add_overflow(wp, padding[3], &wp) ||
+                         __builtin_mul_overflow(dilation[0], weight[2] - 1, &eh) || __builtin_add_overflow(eh, 1, &eh) ||
+                         __builtin_mul_overflow(dilation[1], weight[3] - 1, &ew) || __builtin_add_overflow(ew, 1, &ew);
+  TORCH_CHECK(!overflows, "hotkernels.", op, ": the padded input (padding ", padding, ") or the dilated kernel (dilation ",
+              dilation, ", weight of size ", weight, ") is too large");
   TORCH_CHECK(hp >= eh && wp >= ew, "hotkernels.", op, ": Calculated padded input size per channel: (", hp, " x ", wp,
               "). Kernel size: (", eh, " x ", ew, "). Kernel size can't be greater than actual input size");
+  const int64_t oh = math::conv_out_size(input[2], padding[0], padding[2], weight[2], stride[0], dilation[0]);
+  const int64_t ow = math::conv_out_size(input[3], padding[1], padding[3], weight[3], stride[1], dilation[1]);
+  // A stride along which there is a single output moves no window: 1 there gives the same results
+  // (forward and both gradients) and keeps the kernels' stride-sized layouts (the CPU's phase split)
+  // to the input's size, whatever stride was asked for (torch takes 2^32 and more).
   return {.n = input[0], .c = input[1], .h = input[2], .w = input[3],
           .k = weight[0],
-          .oh = math::conv_out_size(input[2], padding[0], padding[2], weight[2], stride[0], dilation[0]),
-          .ow = math::conv_out_size(input[3], padding[1], padding[3], weight[3], stride[1], dilation[1]),
+          .oh = oh, .ow = ow,
           .kh = weight[2], .kw = weight[3],
-          .sh = stride[0], .sw = stride[1],
+          .sh = oh == 1 ? 1 : stride[0], .sw = ow == 1 ? 1 : stride[1],
           .pt = padding[0], .pl = padding[1],
           .dh = dilation[0], .dw = dilation[1],
           .groups = groups};

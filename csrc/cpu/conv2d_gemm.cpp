@@ -59,13 +59,16 @@ struct Source {
 };
 
 // The phase-split padded copy described at the top, keeping only the phases that some tap reads
-// (a 1×1 stride-2 convolution needs one of four). Layout [planes][phase][hs][ws], phases in the
-// order of `phases`; `slot` maps phase a·sw + b to its place there (−1: not stored).
+// (a 1×1 stride-2 convolution needs one of four). Layout [planes][phase][hs][ws], phases (row
+// phase a, column phase b) in the order of `phases`: at most one per tap, however large sh·sw.
 struct PhaseLayout {
   int64_t sh, sw, hs, ws;
   std::vector<std::pair<int64_t, int64_t>> phases;
-  std::vector<int64_t> slot;
   int64_t plane() const { return static_cast<int64_t>(phases.size()) * hs * ws; }
+  // The place of phase (a, b) among `phases`, or phases.size() where it is not stored.
+  int64_t slot(int64_t a, int64_t b) const {
+    return std::find(phases.begin(), phases.end(), std::pair{a, b}) - phases.begin();
+  }
 };
 
 // Uninitialised storage for n values plus `slack` zeros behind them; every value before is written
@@ -191,29 +194,27 @@ std::unique_ptr<T[]> pack_a(const WeightSource<T>& a, int64_t groups, int64_t m,
 // Offset of (channel, tap) inside a group's phase-split planes, for the reduction index
 // t = (channel · kh + i) · kw + j.
 std::vector<int64_t> tap_offsets(const Conv2dGeometry& g, int64_t channels, const PhaseLayout& p) {
-  std::vector<int64_t> off(channels * g.kh * g.kw);
-  const int64_t np = static_cast<int64_t>(p.phases.size());
-  for (int64_t c = 0; c < channels; ++c) {
-    for (int64_t i = 0; i < g.kh; ++i) {
-      for (int64_t j = 0; j < g.kw; ++j) {
-        const int64_t ai = i * g.dh % g.sh, qi = i * g.dh / g.sh, bj = j * g.dw % g.sw, qj = j * g.dw / g.sw;
-        off[(c * g.kh + i) * g.kw + j] = ((c * np + p.slot[ai * g.sw + bj]) * p.hs + qi) * p.ws + qj;
-      }
+  // Tap (i, j)'s offset in channel 0's planes; channel c's lie c planes on.
+  std::vector<int64_t> tap(g.taps());
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t ai = i * g.dh % g.sh, qi = i * g.dh / g.sh, bj = j * g.dw % g.sw, qj = j * g.dw / g.sw;
+      tap[i * g.kw + j] = (p.slot(ai, bj) * p.hs + qi) * p.ws + qj;
     }
+  }
+  std::vector<int64_t> off(channels * g.taps());
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t t = 0; t < g.taps(); ++t) off[c * g.taps() + t] = c * p.plane() + tap[t];
   }
   return off;
 }
 
 PhaseLayout phase_layout(const Conv2dGeometry& g) {
-  PhaseLayout p{g.sh, g.sw, g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw, {},
-                std::vector<int64_t>(g.sh * g.sw, -1)};
+  PhaseLayout p{g.sh, g.sw, g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw, {}};
   for (int64_t i = 0; i < g.kh; ++i) {
     for (int64_t j = 0; j < g.kw; ++j) {
       const int64_t a = i * g.dh % g.sh, b = j * g.dw % g.sw;
-      if (p.slot[a * g.sw + b] < 0) {
-        p.slot[a * g.sw + b] = static_cast<int64_t>(p.phases.size());
-        p.phases.emplace_back(a, b);
-      }
+      if (p.slot(a, b) == static_cast<int64_t>(p.phases.size())) p.phases.emplace_back(a, b);
     }
   }
   return p;
@@ -683,15 +684,15 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
     return out;
   };
   int64_t ylo = 0, yhi = 0, xlo = 0, xhi = 0;
-  for (int64_t a = 0; a < g.sh; ++a) {
+  for (int64_t a = 0; a < g.sh && a < g.h; ++a) {  // the phases that hold input pixels (as below)
     for (auto [i, e] : taps(a, g.pt, g.kh, g.dh, g.sh)) ylo = std::min(ylo, e), yhi = std::max(yhi, e);
   }
-  for (int64_t b = 0; b < g.sw; ++b) {
+  for (int64_t b = 0; b < g.sw && b < g.w; ++b) {
     for (auto [j, e] : taps(b, g.pl, g.kw, g.dw, g.sw)) xlo = std::min(xlo, e), xhi = std::max(xhi, e);
   }
   // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
   const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
-  const PhaseLayout p{1, 1, hq, wq, {{0, 0}}, {0}};
+  const PhaseLayout p{1, 1, hq, wq, {{0, 0}}};
   const auto gp = workspace<T>(g.n * g.k * p.plane(), source_slack<T>());
   phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.get());
 
