@@ -112,7 +112,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
                       at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                       std::optional<int64_t> divisor_override) {
   const PoolProblem g = pool2d_geometry("avg_pool2d", input, kernel_size, stride, padding, {1, 1}, ceil_mode);
-  const math::AvgMode mode = avg_mode(count_include_pad, divisor_override);
+  const math::AvgMode mode = avg_mode("avg_pool2d", count_include_pad, divisor_override);
   const at::Tensor x = input.contiguous(format_of(g));
   at::Tensor out = empty_output(input, g, input.scalar_type());
   if (out.numel() > 0) avg_pool2d_stub(input.device().type(), out, x, g, mode);
@@ -125,7 +125,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   constexpr const char* op = "avg_pool2d_backward";
   check_backward(op, grad_output, input);
   const PoolProblem g = pool2d_geometry(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
-  const math::AvgMode mode = avg_mode(count_include_pad, divisor_override);
+  const math::AvgMode mode = avg_mode(op, count_include_pad, divisor_override);
   check_output_size(op, grad_output, g.p);
   at::Tensor grad_input = empty_grad_input(grad_output, input, g);
   if (grad_input.numel() > 0) {

@@ -18,11 +18,13 @@ namespace hotkernels {
 
 // torch's pooling_output_shape: floor (or ceil) of the window count, where with ceil_mode the last
 // window must still start inside the input or its left padding.
-inline int64_t pool_output_size(int64_t size, int64_t k, int64_t pad, int64_t s, int64_t d, bool ceil_mode) {
-  TORCH_CHECK(s != 0, "stride should not be zero");
-  TORCH_CHECK(pad >= 0, "pad must be non-negative, but got pad: ", pad);
-  TORCH_CHECK(pad <= ((k - 1) * d + 1) / 2, "pad should be at most half of effective kernel size, but got pad=", pad,
-              ", kernel_size=", k, " and dilation=", d);
+inline int64_t pool_output_size(const char* op, int64_t size, int64_t k, int64_t pad, int64_t s, int64_t d,
+                                bool ceil_mode) {
+  TORCH_CHECK(s != 0, "hotkernels.", op, ": stride should not be zero");
+  TORCH_CHECK(pad >= 0, "hotkernels.", op, ": pad must be non-negative, but got pad: ", pad);
+  TORCH_CHECK(pad <= ((k - 1) * d + 1) / 2, "hotkernels.", op,
+              ": pad should be at most half of effective kernel size, but got pad=", pad, ", kernel_size=", k,
+              " and dilation=", d);
   const int64_t num = size + 2 * pad - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
   int64_t out = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;  // floor division, as torch's div_rtn
   if (ceil_mode && (out - 1) * s >= size + pad) --out;
@@ -44,29 +46,39 @@ inline PoolProblem pool2d_geometry(const char* op, const at::Tensor& input, at::
   for (auto [name, arg] : {std::pair{"kernel_size", kernel}, {"stride", stride}, {"padding", padding},
                            {"dilation", dilation}}) {
     TORCH_CHECK(arg.size() == 2, "hotkernels.", op, ": expected '", name, "' to have 2 elements, but got ", arg.size());
+    // torch's pooling takes these as int (its message: "value cannot be converted to type int
+    // without overflow"); so do the window computations here.
+    for (int64_t v : arg) {
+      TORCH_CHECK(v == static_cast<int32_t>(v), "hotkernels.", op, ": expected '", name,
+                  "' to fit in 32 bits, as torch's pooling takes it, but got ", arg);
+    }
   }
   const int64_t dim = input.dim();
-  TORCH_CHECK(dim == 3 || dim == 4, "non-empty 3D or 4D (batch mode) tensor expected for input");
+  TORCH_CHECK(dim == 3 || dim == 4, "hotkernels.", op, ": non-empty 3D or 4D (batch mode) tensor expected for input");
   const int64_t H = input.size(-2), W = input.size(-1), C = input.size(-3);
-  const int64_t OH = pool_output_size(H, kernel[0], padding[0], stride[0], dilation[0], ceil_mode);
-  const int64_t OW = pool_output_size(W, kernel[1], padding[1], stride[1], dilation[1], ceil_mode);
-  TORCH_CHECK(kernel[0] > 0 && kernel[1] > 0, "kernel size should be greater than zero, but got kH: ", kernel[0],
-              " kW: ", kernel[1]);
-  TORCH_CHECK(stride[0] > 0 && stride[1] > 0, "stride should be greater than zero, but got dH: ", stride[0],
-              " dW: ", stride[1]);
-  TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0, "dilation should be greater than zero, but got dilationH: ",
-              dilation[0], " dilationW: ", dilation[1]);
+  const int64_t OH = pool_output_size(op, H, kernel[0], padding[0], stride[0], dilation[0], ceil_mode);
+  const int64_t OW = pool_output_size(op, W, kernel[1], padding[1], stride[1], dilation[1], ceil_mode);
+  TORCH_CHECK(kernel[0] > 0 && kernel[1] > 0, "hotkernels.", op, ": kernel size should be greater than zero, but got kH: ",
+              kernel[0], " kW: ", kernel[1]);
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0, "hotkernels.", op, ": stride should be greater than zero, but got dH: ",
+              stride[0], " dW: ", stride[1]);
+  TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0, "hotkernels.", op,
+              ": dilation should be greater than zero, but got dilationH: ", dilation[0], " dilationW: ", dilation[1]);
   const bool channels_last = dim == 4 && input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  TORCH_CHECK(C != 0 && H != 0 && W != 0,
-              "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:",
+  TORCH_CHECK(C != 0 && H != 0 && W != 0, "hotkernels.", op,
+              ": Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:",
               input.sizes());
-  TORCH_CHECK(kernel[1] / 2 >= padding[1] && kernel[0] / 2 >= padding[0],
-              "pad should be smaller than or equal to half of kernel size, but got padW = ", padding[1],
+  TORCH_CHECK(kernel[1] / 2 >= padding[1] && kernel[0] / 2 >= padding[0], "hotkernels.", op,
+              ": pad should be smaller than or equal to half of kernel size, but got padW = ", padding[1],
               ", padH = ", padding[0], ", kW = ", kernel[1], ", kH = ", kernel[0]);
-  TORCH_CHECK(OH >= 1 && OW >= 1, "Given input size: (", C, "x", H, "x", W, "). Calculated output size: (", C, "x",
-              OH, "x", OW, "). Output size is too small");
+  TORCH_CHECK(OH >= 1 && OW >= 1, "hotkernels.", op, ": Given input size: (", C, "x", H, "x", W,
+              "). Calculated output size: (", C, "x", OH, "x", OW, "). Output size is too small");
   PoolProblem out;
-  out.p = {H, W, OH, OW, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
+  // A stride along which there is a single window moves none: 1 there gives the same results and
+  // keeps the kernels' stride-sized buffers (a row of windows, csrc/cpu/simd/pool.h) to the input's
+  // size (stride 10^8 on a 2 × 2 input took 6.6 GB).
+  out.p = {H, W, OH, OW, kernel[0], kernel[1], OH == 1 ? 1 : stride[0], OW == 1 ? 1 : stride[1], padding[0], padding[1],
+           dilation[0], dilation[1]};
   out.N = dim == 4 ? input.size(0) : 1;
   out.C = C;
   out.channels_last = channels_last;
@@ -119,8 +131,8 @@ inline void check_offsets(const char* op, const at::Tensor& offsets, const at::T
   check_same_shape(op, "offsets", offsets, "grad_output", grad_output);
 }
 
-inline math::AvgMode avg_mode(bool count_include_pad, std::optional<int64_t> divisor_override) {
-  TORCH_CHECK(divisor_override.value_or(1) != 0, "divisor must be not zero");
+inline math::AvgMode avg_mode(const char* op, bool count_include_pad, std::optional<int64_t> divisor_override) {
+  TORCH_CHECK(divisor_override.value_or(1) != 0, "hotkernels.", op, ": divisor must be not zero");
   return {count_include_pad, divisor_override.has_value(), divisor_override.value_or(0)};
 }
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+import operator
+from typing import Any, Sequence, Union
 
 import torch
 
@@ -11,13 +12,29 @@ IntPair = Union[int, Sequence[int]]
 dimensions, or a sequence of one or two ints, as torch's 2-D ops take them."""
 
 
+def _int(value: Any, name: str, op: str) -> int | torch.SymInt:
+    """``value`` as an int: any integer (Python's, numpy's, a 0-d integer tensor), never a bool or a
+    float, which torch's 2-D ops reject too (a float was cut to an int before)."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{op}: {name} must be ints, but got {value!r} of type {type(value).__name__}")
+
+
 def pair(value: IntPair, name: str, op: str, usage: str = "must be a single int or a pair of ints") -> list[int]:
-    """``value`` as two ints ([v, v] for a single one). Anything else raises what torch raises for
-    it, a ``RuntimeError``: "`op`: `name` `usage`, but got ...". Other integers (numpy's) become
-    ints; SymInts pass through unchanged (under ``torch.compile``)."""
-    if isinstance(value, (int, torch.SymInt)):
-        return [value, value]
-    values = [v if isinstance(v, torch.SymInt) else int(v) for v in value]
+    """``value`` as two ints ([v, v] for a single one). A sequence of other than one or two raises
+    what torch raises for it, a ``RuntimeError``: "`op`: `name` `usage`, but got ..."; an element
+    that is not an integer a ``TypeError`` naming ``op`` and ``name``. Other integers (numpy's, 0-d
+    integer tensors) become ints; SymInts pass through unchanged (under ``torch.compile``)."""
+    single = isinstance(value, torch.Tensor) and value.dim() == 0
+    if single or not isinstance(value, (Sequence, torch.Tensor)):
+        v = _int(value, name, op)
+        return [v, v]
+    values = [_int(v, name, op) for v in value]
     if len(values) == 1:
         return values * 2
     if len(values) != 2:

@@ -203,7 +203,8 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: In
     dilation_ = _pair(dilation, "dilation")
     if input.dim() not in (3, 4):
         raise RuntimeError(
-            f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
+            "hotkernels.conv2d: Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
+            f"{list(input.shape)}"
         )
     if weight.dim() != 4:
         raise RuntimeError(f"hotkernels.conv2d: expected 'weight' to be 4-D, but got weight of size: {list(weight.shape)}")

@@ -89,11 +89,16 @@ def pool2d_geometry(
     checks them and the input shape like torch does (same order; torch's messages behind the op's
     name, which torch's own do not always carry) and computes the output shape. ``op`` is
     ``"max_pool2d"`` or ``"avg_pool2d"`` (whose dilation is 1)."""
+    op = f"hotkernels.{op}"
     k = pair(kernel_size, "kernel_size", op, "must either be a single int, or a tuple of two ints")
     omitted = stride is None or (isinstance(stride, Sequence) and not stride)  # torch's modules pass []
     s = k if omitted else pair(stride, "stride", op, "must either be omitted, a single int, or a tuple of two ints")
     p = pair(padding, "padding", op, "must either be a single int, or a tuple of two ints")
     d = pair(dilation, "dilation", op, "must be either a single int, or a tuple of two ints")
+    for arg, values in (("kernel_size", k), ("stride", s), ("padding", p), ("dilation", d)):
+        # torch's pooling takes these as int: "value cannot be converted to type int without overflow"
+        if any(not isinstance(v, torch.SymInt) and not -(2**31) <= v < 2**31 for v in values):
+            raise RuntimeError(f"{op}: expected '{arg}' to fit in 32 bits, as torch's pooling takes it, but got {values}")
     if len(shape) not in (3, 4):
         raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input")
     C, H, W = shape[-3], shape[-2], shape[-1]
@@ -123,7 +128,7 @@ def pool2d_geometry(
 
 def _check_divisor(divisor_override: int | None) -> None:
     if divisor_override is not None and divisor_override == 0:
-        raise RuntimeError("divisor must be not zero")
+        raise RuntimeError("hotkernels.avg_pool2d: divisor must be not zero")
 
 
 def _memory_format(input: Tensor) -> torch.memory_format:
