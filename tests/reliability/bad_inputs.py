@@ -113,6 +113,24 @@ case("pool", "max_pool2d dilation 0", "raises", "def run(): return HF.max_pool2d
 case("pool", "avg_pool2d divisor_override 0", "raises",
      "def run(): return HF.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)\n"
      "def torch_run(): return F.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)", arg="divisor")
+# A stride that moves no window (one output along it) gives torch's values and gradients without
+# buffers that grow with it (10^8 took 6.6 GB, 2^57 crashed); past int32 it raises, as torch's does.
+for fn in ("max_pool2d", "avg_pool2d"):
+    for stride in ("10**8", "(1, 2**31 - 1)", "(2**30, 2)"):
+        case("pool", f"{fn} stride {stride} past the input", "equal",
+             "def grads(f):\n    torch.manual_seed(0)\n"
+             "    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)\n"
+             f"    y = f(x, 2, {stride})\n    return y, torch.autograd.grad(y, x, torch.ones_like(y))[0]\n"
+             f"def run(): return grads(HF.{fn})\ndef expected(): return grads(F.{fn})", rtol=1e-12, atol=1e-12)
+    rest = "[1, 1], False" if fn == "max_pool2d" else "False, True, None"
+    for stride in ("2**31", "2**57"):
+        case("pool", f"{fn} stride {stride}", "raises", f"def run(): return HF.{fn}(torch.randn(1, 1, 4, 4), 2, {stride})",
+             arg="'stride'", op_re=rf"hotkernels\.{fn}")
+        case("pool", f"{fn} op with stride {stride}", "raises",
+             f"def run(): return torch.ops.hotkernels.{fn}(torch.randn(1, 1, 4, 4), [2, 2], [{stride}] * 2, [0, 0], {rest})",
+             arg="'stride'", op_re=rf"hotkernels\.{fn}")
+    case("pool", f"{fn} float kernel_size", "raises", f"def run(): return HF.{fn}(torch.randn(1, 1, 4, 4), (2.9, 2.9))",
+         arg="kernel_size", op_re=rf"hotkernels\.{fn}")
 # The float32 max-pool kernels keep plane indices in int32 lanes: planes of 2^31 elements are
 # refused, the half types before their float32 copy (8 GiB here) is made. run() checks both: a
 # failed assert is not an allowed exception, so the case fails (not "raises").
@@ -201,6 +219,43 @@ for name, args in [
 ]:
     case("conv2d", name, "equal", f"torch.manual_seed(0)\nargs = ({args})\ndef run(): return HF.conv2d(*args)\n"
          "def expected(): return F.conv2d(*args)", **CONV_TOL)
+# Strides past the padded input move no window, windows far out in the padding read zeros: torch's
+# values and gradients, without a layout (or a loop) that grows with the stride (2^32 crashed:
+# the phase split kept sh·sw slots; stride = padding = 2^20 would have taken 2^40).
+for name, shapes, kw in [
+    ("stride 2^32", "(1, 2, 3, 3), (1, 2, 3, 3)", "stride=2**32"),
+    ("stride 2^62", "(1, 2, 3, 3), (1, 2, 3, 3)", "stride=2**62"),
+    ("stride and padding 2^20", "(1, 2, 2, 2), (3, 2, 1, 1)", "stride=2**20, padding=2**20"),
+    ("one column, stride 2^33", "(2, 4, 5, 7), (3, 4, 3, 2)", "stride=(1, 2**33), padding=(1, 3)"),
+]:
+    case("conv2d", name, "equal",
+         f"def grads(f):\n    torch.manual_seed(0)\n    x, w = (torch.randn(s, dtype=torch.float64, requires_grad=True) for s in ({shapes}))\n"
+         f"    b = torch.randn(w.shape[0], dtype=torch.float64, requires_grad=True)\n    y = f(x, w, b, {kw})\n"
+         "    return (y, *torch.autograd.grad(y, (x, w, b), torch.ones_like(y)))\n"
+         "def run(): return grads(HF.conv2d)\ndef expected(): return grads(F.conv2d)", rtol=1e-12, atol=1e-12)
+case("conv2d", "padding 2^62", "raises", "def run(): return HF.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 3, 3), padding=2**62)",
+     arg="padding", op_re=r"hotkernels\.conv2d")
+case("conv2d", "float stride", "raises", "def run(): return HF.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 3, 3), stride=(1.5, 1))",
+     arg="stride", op_re=r"hotkernels\.conv2d")
+
+# --- forward-mode AD: the ops differentiate in reverse mode only, and torch passes no tangent through
+# a custom op without a forward derivative, silently (a missing or zero derivative): so it raises.
+for op, fn, call in [
+    ("mish", "mish", "HF.mish(a)"),
+    ("pool", "max_pool2d", "HF.max_pool2d(a, 2)"),
+    ("pool", "avg_pool2d", "HF.avg_pool2d(a, 2)"),
+    ("conv2d", "conv2d", "HF.conv2d(a, torch.randn(3, 4, 3, 3))"),
+    ("lstm", "lstm_cell", "hotkernels.nn.LSTMCell(8, 5)(a.flatten(1)[:, :8])"),
+    ("lstm", "lstm", "hotkernels.nn.LSTM(8, 5)(a.flatten(2)[..., :8])[0]"),
+]:
+    x = "torch.randn(2, 4, 8, 8)"
+    case(op, f"{fn} under torch.func.jvp", "raises",
+         f"def run(): return torch.func.jvp(lambda a: {call}, ({x},), ({x},))", arg="forward-mode AD",
+         op_re=rf"hotkernels\.{fn}\b")
+case("conv2d", "conv2d with a dual weight (torch.autograd.forward_ad)", "raises",
+     "import torch.autograd.forward_ad as fwAD\n"
+     "def run():\n    with fwAD.dual_level():\n        w = fwAD.make_dual(torch.randn(3, 4, 3, 3), torch.ones(3, 4, 3, 3))\n"
+     "        return HF.conv2d(torch.randn(2, 4, 8, 8), w)", arg="forward-mode AD", op_re=r"hotkernels\.conv2d\b")
 
 # --- optim
 P = "[torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]"

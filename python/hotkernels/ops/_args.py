@@ -1,4 +1,5 @@
-"""Argument expansion shared by the 2-D ops' Python entry points."""
+"""Argument checks shared by the ops' Python entry points: the 2-D ops' size arguments, and no
+forward-mode AD."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import operator
 from typing import Any, Sequence, Union
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 IntPair = Union[int, Sequence[int]]
 """A size argument of a 2-D op (kernel_size, stride, padding, dilation): one int for both
@@ -40,3 +42,19 @@ def pair(value: IntPair, name: str, op: str, usage: str = "must be a single int 
     if len(values) != 2:
         raise RuntimeError(f"{op}: {name} {usage}, but got {values}")
     return values
+
+
+def no_forward_ad(op: str, *tensors: Any) -> None:
+    """Raises where a tensor among ``tensors`` carries a forward-mode tangent (inside
+    ``torch.autograd.forward_ad.dual_level``, ``torch.func.jvp`` or ``jacfwd``). The ops have
+    reverse-mode derivatives only, and torch passes no tangent through a custom op without one,
+    silently: the result would come back with a missing or zero derivative. ``None`` entries and
+    non-tensors are skipped; outside forward-mode AD this is one integer test."""
+    if fwAD._current_level < 0:
+        return
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and fwAD.unpack_dual(t).tangent is not None:
+            raise NotImplementedError(
+                f"{op}: forward-mode AD (torch.func.jvp, jacfwd, torch.autograd.forward_ad) is not supported; "
+                "hotkernels' ops differentiate in reverse mode (backward, torch.autograd.grad)"
+            )

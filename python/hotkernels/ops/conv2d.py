@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-from ._args import IntPair, pair
+from ._args import IntPair, no_forward_ad, pair
 
 _ops = torch.ops.hotkernels
 
@@ -199,6 +199,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: In
             stride 1 only).
         groups: splits input and output channels into that many independent convolutions.
     """
+    no_forward_ad("hotkernels.conv2d", input, weight, bias)
     stride_ = _pair(stride, "stride")
     dilation_ = _pair(dilation, "dilation")
     if input.dim() not in (3, 4):

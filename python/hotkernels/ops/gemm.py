@@ -14,6 +14,8 @@ import time
 import torch
 from torch import Tensor
 
+from ._args import no_forward_ad
+
 _ops = torch.ops.hotkernels
 
 
@@ -46,6 +48,7 @@ def mm(input: Tensor, mat2: Tensor) -> Tensor:
     Returns:
         ``(n, p)``, contiguous.
     """
+    no_forward_ad("hotkernels.mm", input, mat2)
     return _ops.mm(input, mat2)
 
 

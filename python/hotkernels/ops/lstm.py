@@ -35,9 +35,11 @@ Ops (schemas in csrc/schemas.cpp):
 
 Double backward (``create_graph=True``) takes a separate, explicit path, ``_double_backward``: the
 gradient is then computed from the formulas above written in differentiable torch ops, so autograd
-can differentiate it again. A plain forward and backward never take it (torch.compile's neither);
-``torch.func.grad``/``vjp`` do, as they always build a differentiable graph. The backward ops
-themselves have no derivative and raise if a gradient would flow through them.
+can differentiate it again. A plain forward and backward never take it (torch.compile's neither).
+The backward ops themselves have no derivative and raise if a gradient would flow through them.
+Like every hotkernels op, these differentiate in reverse mode only: forward-mode AD raises (as
+``torch.func.jvp`` and ``jacfwd``), and torch refuses the ``torch.func`` transforms on the ops'
+autograd.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ._args import no_forward_ad
 
 
 _ops = torch.ops.hotkernels
@@ -230,6 +234,7 @@ def lstm_cell(
         :class:`torch.autocast`, as :class:`torch.nn.LSTMCell`: on CUDA in the autocast dtype, on
         the CPU in ``promote(autocast dtype, c.dtype)`` (float32 for a float32 state).
     """
+    no_forward_ad("hotkernels.lstm_cell", input, *(hx or ()), w_ih, w_hh, b_ih, b_hh)
     if input.dim() not in (1, 2):
         raise ValueError(
             f"hotkernels.lstm_cell: expected 'input' to be 1-D (input_size) or 2-D (batch, input_size), "
@@ -303,6 +308,7 @@ def lstm(
         hidden_size))``. Under :class:`torch.autocast` all three are in the autocast dtype, as
         torch's LSTM on CUDA and (oneDNN) on the CPU.
     """
+    no_forward_ad("hotkernels.lstm", input, *hx, *params)
     h0, c0 = hx
     projected = h0.shape[-1] != c0.shape[-1]
     per_direction = (4 if has_biases else 2) + (1 if projected else 0)

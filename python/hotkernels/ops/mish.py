@@ -8,6 +8,8 @@ autograd formula (below), so double backward works.
 import torch
 from torch import Tensor
 
+from ._args import no_forward_ad
+
 _ops = torch.ops.hotkernels
 
 
@@ -63,6 +65,7 @@ def mish(input: Tensor, inplace: bool = False) -> Tensor:
             ``input`` requires grad, backward needs the original values, so they are kept in a copy
             (as torch does).
     """
+    no_forward_ad("hotkernels.mish", input)
     if not inplace:
         return _ops.mish(input)
     if torch.is_grad_enabled() and input.requires_grad:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-from ._args import IntPair, pair
+from ._args import IntPair, no_forward_ad, pair
 
 _ops = torch.ops.hotkernels
 
@@ -354,6 +354,7 @@ def max_pool2d(
     :math:`\partial x_{n c h w} = \sum \partial y_{n c o_h o_w}` over the windows covering
     :math:`(h, w)` whose maximum is there, writing each input gradient once.
     """
+    no_forward_ad("hotkernels.max_pool2d", input)
     g = pool2d_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     args = (g.kernel_size, g.stride, g.padding, g.dilation, ceil_mode)
     if return_indices or (torch.is_grad_enabled() and input.requires_grad and not _uses_offsets(g.kernel_size)):
@@ -388,6 +389,7 @@ def avg_pool2d(
         count_include_pad: count padded taps in the divisor.
         divisor_override: a fixed non-zero divisor.
     """
+    no_forward_ad("hotkernels.avg_pool2d", input)
     g = pool2d_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
     _check_divisor(divisor_override)
     return _ops.avg_pool2d(input, g.kernel_size, g.stride, g.padding, ceil_mode, count_include_pad, divisor_override)
