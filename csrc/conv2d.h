@@ -39,19 +39,21 @@ inline math::Conv2dGeometry conv2d_geometry(const char* op, at::IntArrayRef inpu
               " channels instead");
   // The padded input and the dilated kernel's span, where int64 holds them.
   int64_t hp = 0, wp = 0, eh = 0, ew = 0;
-  const bool overflows = __builtin_add_overflow(input[2], padding[0], &hp) || __builtin_add_overflow(hp, padding[2], &hp) ||
-                         __builtin_add_overflow(input[3], padding[1], &wp) || __builtin_add_overflow(wp, padding[3], &wp) ||
-                         __builtin_mul_overflow(dilation[0], weight[2] - 1, &eh) || __builtin_add_overflow(eh, 1, &eh) ||
-                         __builtin_mul_overflow(dilation[1], weight[3] - 1, &ew) || __builtin_add_overflow(ew, 1, &ew);
-  TORCH_CHECK(!overflows, "hotkernels.", op, ": the padded input (padding ", padding, ") or the dilated kernel (dilation ",
-              dilation, ", weight of size ", weight, ") is too large");
+  const bool overflows =
+      __builtin_add_overflow(input[2], padding[0], &hp) || __builtin_add_overflow(hp, padding[2], &hp) ||
+      __builtin_add_overflow(input[3], padding[1], &wp) || __builtin_add_overflow(wp, padding[3], &wp) ||
+      __builtin_mul_overflow(dilation[0], weight[2] - 1, &eh) || __builtin_add_overflow(eh, 1, &eh) ||
+      __builtin_mul_overflow(dilation[1], weight[3] - 1, &ew) || __builtin_add_overflow(ew, 1, &ew);
+  TORCH_CHECK(!overflows, "hotkernels.", op, ": the padded input (padding ", padding,
+              ") or the dilated kernel (dilation ", dilation, ", weight of size ", weight, ") is too large");
   TORCH_CHECK(hp >= eh && wp >= ew, "hotkernels.", op, ": Calculated padded input size per channel: (", hp, " x ", wp,
               "). Kernel size: (", eh, " x ", ew, "). Kernel size can't be greater than actual input size");
   const int64_t oh = math::conv_out_size(input[2], padding[0], padding[2], weight[2], stride[0], dilation[0]);
   const int64_t ow = math::conv_out_size(input[3], padding[1], padding[3], weight[3], stride[1], dilation[1]);
   // A stride along which there is a single output moves no window: 1 there gives the same results
-  // (forward and both gradients) and keeps the kernels' stride-sized layouts (the CPU's phase split)
-  // to the input's size, whatever stride was asked for (torch takes 2^32 and more).
+  // (forward and both gradients) and keeps what the kernels size or loop by the stride (the CPU's
+  // depthwise planes and input-gradient phases, CUDA's stride classes) to the input's size, whatever
+  // stride was asked for (torch takes 2^32 and more).
   return {.n = input[0], .c = input[1], .h = input[2], .w = input[3],
           .k = weight[0],
           .oh = oh, .ow = ow,

@@ -75,8 +75,8 @@ inline PoolProblem pool2d_geometry(const char* op, const at::Tensor& input, at::
               "). Calculated output size: (", C, "x", OH, "x", OW, "). Output size is too small");
   PoolProblem out;
   // A stride along which there is a single window moves none: 1 there gives the same results and
-  // keeps the kernels' stride-sized buffers (a row of windows, csrc/cpu/simd/pool.h) to the input's
-  // size (stride 10^8 on a 2 × 2 input took 6.6 GB).
+  // keeps the kernels' stride-sized buffers (a row of windows, csrc/cpu/simd/pool.h) to the padded
+  // input's size (stride 10^8 on a 2 × 2 input took 6.6 GB).
   out.p = {H, W, OH, OW, kernel[0], kernel[1], OH == 1 ? 1 : stride[0], OW == 1 ? 1 : stride[1], padding[0], padding[1],
            dilation[0], dilation[1]};
   out.N = dim == 4 ? input.size(0) : 1;

@@ -578,7 +578,8 @@ def test_size_arguments_are_integers(device):
     for k in [np.int64(2), torch.tensor(3), (np.int32(2), 3)]:
         torch.testing.assert_close(HF.max_pool2d(x, k), F.max_pool2d(x, k))
         torch.testing.assert_close(HF.avg_pool2d(x, k, stride=np.int64(1)), F.avg_pool2d(x, k, stride=1))
-    for bad in [2.0, (2.9, 2.9), True, (2, False)]:
+    torch.testing.assert_close(HF.max_pool2d(x, np.array([2, 3])), F.max_pool2d(x, [2, 3]))
+    for bad in [2.0, (2.9, 2.9), True, (2, False), torch.tensor(True)]:
         with pytest.raises(TypeError, match=r"hotkernels.max_pool2d: kernel_size must be ints, but got"):
             HF.max_pool2d(x, bad)
         with pytest.raises(TypeError, match=r"hotkernels.conv2d: stride must be ints, but got"):

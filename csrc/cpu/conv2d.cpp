@@ -23,6 +23,9 @@ at::Tensor compute_target(const at::Tensor& out) {
   return contiguous_target(out, at::toOpMathType(out.scalar_type()));
 }
 
+// The depthwise kernels, where they apply and their padded plane fits (depthwise_planes_fit).
+bool depthwise(const Conv2dGeometry& g) { return g.depthwise() && depthwise_planes_fit(g); }
+
 void conv2d(const at::Tensor& y, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
             const Conv2dGeometry& g, at::MemoryFormat) {
   const at::Tensor x = as_compute(input), w = as_compute(weight);
@@ -30,7 +33,7 @@ void conv2d(const at::Tensor& y, const at::Tensor& input, const at::Tensor& weig
   const at::Tensor yc = compute_target(y);
   dispatch_compute(x.scalar_type(), [&]<class T>() {
     const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
-    const auto pass = g.depthwise() ? &depthwise_forward<T> : &forward_gemm<T>;
+    const auto pass = depthwise(g) ? &depthwise_forward<T> : &forward_gemm<T>;
     pass(x.const_data_ptr<T>(), w.const_data_ptr<T>(), bp, yc.mutable_data_ptr<T>(), g);
   });
   finish_into(y, yc);
@@ -41,9 +44,9 @@ void conv2d_backward_input(const at::Tensor& gx, const at::Tensor& grad_output, 
   const at::Tensor gy = as_compute(grad_output), w = as_compute(weight);
   const at::Tensor gxc = compute_target(gx);
   // The GEMM leaves the input pixels that no tap reaches (a stride phase without taps) unwritten.
-  if (!g.depthwise() && !every_phase_has_taps(g)) gxc.zero_();
+  if (!depthwise(g) && !every_phase_has_taps(g)) gxc.zero_();
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
-    const auto pass = g.depthwise() ? &depthwise_backward_input<T> : &backward_input_gemm<T>;
+    const auto pass = depthwise(g) ? &depthwise_backward_input<T> : &backward_input_gemm<T>;
     pass(gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gxc.mutable_data_ptr<T>(), g);
   });
   finish_into(gx, gxc);
@@ -54,7 +57,7 @@ void conv2d_backward_weight(const at::Tensor& gw, const at::Tensor& grad_output,
   const at::Tensor gy = as_compute(grad_output), x = as_compute(input);
   const at::Tensor gwc = compute_target(gw);
   dispatch_compute(gy.scalar_type(), [&]<class T>() {
-    const auto pass = g.depthwise() ? &depthwise_backward_weight<T> : &weight_gradient<T>;
+    const auto pass = depthwise(g) ? &depthwise_backward_weight<T> : &weight_gradient<T>;
     pass(gy.const_data_ptr<T>(), x.const_data_ptr<T>(), gwc.mutable_data_ptr<T>(), g);
   });
   finish_into(gw, gwc);

@@ -36,6 +36,12 @@ PhasePlanes phase_planes(const Conv2dGeometry& g) {
   return {hp, ceil_div(wp, g.sw), g.sw};
 }
 
+bool depthwise_planes_fit(const Conv2dGeometry& g) {
+  const auto [hp, wp] = padded_plane(g);
+  int64_t area = 0;
+  return !__builtin_mul_overflow(hp, wp, &area) && area <= 4 * (g.h * g.w + g.oh * g.ow) + 4096;
+}
+
 // Where tap (i, j) of output pixel (0, 0) sits in the planes, for t = i·kw + j.
 std::vector<int64_t> plane_offsets(const Conv2dGeometry& g, const PhasePlanes& p) {
   std::vector<int64_t> off(g.taps());

@@ -199,7 +199,9 @@ std::vector<int64_t> tap_offsets(const Conv2dGeometry& g, int64_t channels, cons
   for (int64_t i = 0; i < g.kh; ++i) {
     for (int64_t j = 0; j < g.kw; ++j) {
       const int64_t ai = i * g.dh % g.sh, qi = i * g.dh / g.sh, bj = j * g.dw % g.sw, qj = j * g.dw / g.sw;
-      tap[i * g.kw + j] = (p.slot(ai, bj) * p.hs + qi) * p.ws + qj;
+      const int64_t slot = p.slot(ai, bj);
+      TORCH_INTERNAL_ASSERT(slot < static_cast<int64_t>(p.phases.size()), "tap_offsets: a phase the layout lacks");
+      tap[i * g.kw + j] = (slot * p.hs + qi) * p.ws + qj;
     }
   }
   std::vector<int64_t> off(channels * g.taps());
@@ -654,41 +656,49 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
   run_pass(pass, g.n, g.groups);
 }
 
-// Whether each input row phase a < sh (and column phase) is reached by some tap: a + pt − i·dh ≡ 0
-// (mod sh) for some i < kh (columns alike).
+// The taps of the input gradient's phase a along one dimension (input pixels a + s·Y, Y < the
+// phase's ceil((size − a) / s) pixels): (tap i, quotient q) where s divides e = a + pad − i·d, q = e/s,
+// and pixel Y reads grad_output Y + q. Taps whose q leaves every such read outside the output
+// ([0, out)) read only its padding, and are left out: they add nothing, and with a padding far
+// beyond the kernel they would pad grad_output as far.
+std::vector<std::pair<int64_t, int64_t>> phase_taps(int64_t a, int64_t size, int64_t pad, int64_t k, int64_t d,
+                                                    int64_t s, int64_t out) {
+  std::vector<std::pair<int64_t, int64_t>> taps;
+  const int64_t pixels = ceil_div(size - a, s);
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t e = a + pad - i * d;
+    if (e % s == 0 && e / s < out && e / s > -pixels) taps.emplace_back(i, e / s);  // exact division, negative e too
+  }
+  return taps;
+}
+
+// Whether each input row phase a < sh (and column phase) has a tap (phase_taps).
 bool every_phase_has_taps(const Conv2dGeometry& g) {
-  auto covered = [](int64_t size, int64_t s, int64_t pad, int64_t k, int64_t d) {
+  auto covered = [](int64_t size, int64_t s, int64_t pad, int64_t k, int64_t d, int64_t out) {
     for (int64_t a = 0; a < s && a < size; ++a) {
-      bool any = false;
-      for (int64_t i = 0; i < k && !any; ++i) any = (a + pad - i * d) % s == 0;
-      if (!any) return false;
+      if (phase_taps(a, size, pad, k, d, s, out).empty()) return false;
     }
     return true;
   };
-  return covered(g.h, g.sh, g.pt, g.kh, g.dh) && covered(g.w, g.sw, g.pl, g.kw, g.dw);
+  return covered(g.h, g.sh, g.pt, g.kh, g.dh, g.oh) && covered(g.w, g.sw, g.pl, g.kw, g.dw, g.ow);
 }
 
 // Input gradient, split by output phase: input pixel (a + sh·Y, b + sw·X) receives tap i only when
 // sh divides e = a + pt − i·dh, and then reads grad_output row Y + e/sh (columns alike). So each of
-// the sh·sw phases is a stride-1 correlation of grad_output (padded once, for all phases) with its
-// own subset of taps, flipped and channel-transposed weights: no multiplications by inserted zeros.
+// the phases that hold input pixels is a stride-1 correlation of grad_output (padded once, for all
+// phases) with its own subset of taps (phase_taps), flipped and channel-transposed weights: no
+// multiplications by inserted zeros.
 template <class T>
 void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
-  // Per phase, the quotients e/sh of its taps; over all phases, their range [lo, hi].
-  auto taps = [](int64_t phase, int64_t pad, int64_t k, int64_t d, int64_t s) {
-    std::vector<std::pair<int64_t, int64_t>> out;  // (tap, quotient)
-    for (int64_t i = 0; i < k; ++i) {
-      const int64_t e = phase + pad - i * d;
-      if (e % s == 0) out.emplace_back(i, e / s);  // exact division, negative e too
-    }
-    return out;
-  };
+  auto row_taps = [&](int64_t a) { return phase_taps(a, g.h, g.pt, g.kh, g.dh, g.sh, g.oh); };
+  auto col_taps = [&](int64_t b) { return phase_taps(b, g.w, g.pl, g.kw, g.dw, g.sw, g.ow); };
+  // Over all phases, the range [lo, hi] of their taps' quotients.
   int64_t ylo = 0, yhi = 0, xlo = 0, xhi = 0;
-  for (int64_t a = 0; a < g.sh && a < g.h; ++a) {  // the phases that hold input pixels (as below)
-    for (auto [i, e] : taps(a, g.pt, g.kh, g.dh, g.sh)) ylo = std::min(ylo, e), yhi = std::max(yhi, e);
+  for (int64_t a = 0; a < g.sh && a < g.h; ++a) {
+    for (auto [i, e] : row_taps(a)) ylo = std::min(ylo, e), yhi = std::max(yhi, e);
   }
   for (int64_t b = 0; b < g.sw && b < g.w; ++b) {
-    for (auto [j, e] : taps(b, g.pl, g.kw, g.dw, g.sw)) xlo = std::min(xlo, e), xhi = std::max(xhi, e);
+    for (auto [j, e] : col_taps(b)) xlo = std::min(xlo, e), xhi = std::max(xhi, e);
   }
   // grad_output padded by −lo in front; rows/columns up to the largest phase extent + hi behind.
   const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
@@ -699,7 +709,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
   const int64_t cin = g.cin_g(), cout = g.cout_g();
   for (int64_t a = 0; a < g.sh && a < g.h; ++a) {
     for (int64_t b = 0; b < g.sw && b < g.w; ++b) {
-      const auto ti = taps(a, g.pt, g.kh, g.dh, g.sh), tj = taps(b, g.pl, g.kw, g.dw, g.sw);
+      const auto ti = row_taps(a), tj = col_taps(b);
       if (ti.empty() || tj.empty()) continue;  // no tap reaches these pixels: their gradient stays 0
       const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
       std::vector<int64_t> off(kd);

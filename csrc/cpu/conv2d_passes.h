@@ -38,6 +38,11 @@ template <class T>
 void weight_gradient(const T* gy, const T* x, T* gw, const Conv2dGeometry& g);
 
 // ---- depthwise: one input and one output channel per group (conv2d_depthwise.cpp) ----
+// Whether the depthwise kernels' zero-padded plane (a thread's, every tap of every output and the
+// input) stays within a few times the input and output planes; a padding far beyond the kernel
+// would make it as large, and such convolutions take the implicit GEMM, which pads only what its
+// taps read.
+bool depthwise_planes_fit(const Conv2dGeometry& g);
 template <class T>
 void depthwise_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g);
 // Writes every value of gx.

@@ -115,12 +115,18 @@ case("pool", "avg_pool2d divisor_override 0", "raises",
      "def torch_run(): return F.avg_pool2d(torch.randn(1, 1, 8, 8), 2, divisor_override=0)", arg="divisor")
 # A stride that moves no window (one output along it) gives torch's values and gradients without
 # buffers that grow with it (10^8 took 6.6 GB, 2^57 crashed); past int32 it raises, as torch's does.
+# Rows wider than the windows' buffer at stride 1 (W >= 64) caught a buffer sized by the stride.
 for fn in ("max_pool2d", "avg_pool2d"):
-    for stride in ("10**8", "(1, 2**31 - 1)", "(2**30, 2)"):
-        case("pool", f"{fn} stride {stride} past the input", "equal",
+    for shape, kernel, stride in [("(2, 3, 5, 6)", "2", "10**8"), ("(2, 3, 5, 6)", "2", "(1, 2**31 - 1)"),
+                                  ("(2, 3, 5, 6)", "2", "(2**30, 2)"), ("(2, 3, 4, 64)", "2", "(1, 100)"),
+                                  ("(1, 2, 224, 224)", "3", "10**8"), ("(2, 3, 70, 5)", "(3, 2)", "(100, 1)")]:
+        indices = ", return_indices=True" if fn == "max_pool2d" else ""
+        case("pool", f"{fn} {shape} stride {stride} past the input", "equal",
              "def grads(f):\n    torch.manual_seed(0)\n"
-             "    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)\n"
-             f"    y = f(x, 2, {stride})\n    return y, torch.autograd.grad(y, x, torch.ones_like(y))[0]\n"
+             f"    x = torch.randn({shape}, dtype=torch.float64, requires_grad=True)\n"
+             f"    out = f(x, {kernel}, {stride}{indices})\n"
+             "    out = out if isinstance(out, tuple) else (out,)\n"
+             "    return (*out, torch.autograd.grad(out[0], x, torch.ones_like(out[0]))[0])\n"
              f"def run(): return grads(HF.{fn})\ndef expected(): return grads(F.{fn})", rtol=1e-12, atol=1e-12)
     rest = "[1, 1], False" if fn == "max_pool2d" else "False, True, None"
     for stride in ("2**31", "2**57"):
@@ -227,6 +233,11 @@ for name, shapes, kw in [
     ("stride 2^62", "(1, 2, 3, 3), (1, 2, 3, 3)", "stride=2**62"),
     ("stride and padding 2^20", "(1, 2, 2, 2), (3, 2, 1, 1)", "stride=2**20, padding=2**20"),
     ("one column, stride 2^33", "(2, 4, 5, 7), (3, 4, 3, 2)", "stride=(1, 2**33), padding=(1, 3)"),
+    # the input gradient padded grad_output by the padding once the stride was taken as 1
+    ("stride 2^22, padding 2^20", "(1, 2, 2, 2), (3, 2, 1, 1)", "stride=2**22, padding=2**20"),
+    # the depthwise kernels' padded plane grows with the padding: these take the implicit GEMM
+    ("depthwise, stride and padding 16384", "(1, 4, 2, 2), (4, 1, 3, 3)", "stride=16384, padding=16384, groups=4"),
+    ("depthwise, padding 40", "(2, 4, 9, 9), (4, 1, 3, 3)", "padding=40, groups=4"),
 ]:
     case("conv2d", name, "equal",
          f"def grads(f):\n    torch.manual_seed(0)\n    x, w = (torch.randn(s, dtype=torch.float64, requires_grad=True) for s in ({shapes}))\n"
@@ -252,6 +263,8 @@ for op, fn, call in [
     case(op, f"{fn} under torch.func.jvp", "raises",
          f"def run(): return torch.func.jvp(lambda a: {call}, ({x},), ({x},))", arg="forward-mode AD",
          op_re=rf"hotkernels\.{fn}\b")
+case("mish", "mish under torch.func.jacfwd", "raises", "def run(): return torch.func.jacfwd(HF.mish)(torch.randn(4))",
+     arg="forward-mode AD", op_re=r"hotkernels\.mish\b")
 case("conv2d", "conv2d with a dual weight (torch.autograd.forward_ad)", "raises",
      "import torch.autograd.forward_ad as fwAD\n"
      "def run():\n    with fwAD.dual_level():\n        w = fwAD.make_dual(torch.randn(3, 4, 3, 3), torch.ones(3, 4, 3, 3))\n"

@@ -49,8 +49,10 @@ inline int64_t pool_padded_width(const math::Pool2d& p) {
   return (p.OW + kPoolMaxLanes - 1) / kPoolMaxLanes * kPoolMaxLanes;
 }
 
+// The windows of a row's whole vectors of outputs, or the padded input row where that is longer (a
+// single window along the row, whose stride is then 1: csrc/pool.h), plus a vector's slack.
 inline int64_t pool_row_buffer(const math::Pool2d& p) {
-  return pool_padded_width(p) * p.sW + (p.kW - 1) * p.dW + 2 * kPoolMaxLanes;
+  return std::max(pool_padded_width(p) * p.sW + (p.kW - 1) * p.dW, p.pW + p.W) + 2 * kPoolMaxLanes;
 }
 
 // Scratch of the plane kernels: per input row its horizontal reduction (values and column indices),

@@ -19,7 +19,7 @@ def _int(value: Any, name: str, op: str) -> int | torch.SymInt:
     float, which torch's 2-D ops reject too (a float was cut to an int before)."""
     if isinstance(value, torch.SymInt):
         return value
-    if not isinstance(value, bool):
+    if not isinstance(value, bool) and not (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
         try:
             return operator.index(value)
         except TypeError:
@@ -32,8 +32,7 @@ def pair(value: IntPair, name: str, op: str, usage: str = "must be a single int 
     what torch raises for it, a ``RuntimeError``: "`op`: `name` `usage`, but got ..."; an element
     that is not an integer a ``TypeError`` naming ``op`` and ``name``. Other integers (numpy's, 0-d
     integer tensors) become ints; SymInts pass through unchanged (under ``torch.compile``)."""
-    single = isinstance(value, torch.Tensor) and value.dim() == 0
-    if single or not isinstance(value, (Sequence, torch.Tensor)):
+    if getattr(value, "ndim", None) == 0 or not hasattr(value, "__iter__"):  # a number, a 0-d tensor or array
         v = _int(value, name, op)
         return [v, v]
     values = [_int(v, name, op) for v in value]

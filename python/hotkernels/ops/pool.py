@@ -126,9 +126,9 @@ def pool2d_geometry(
     return Pool2dGeometry(k, s, p, d, [*shape[:-2], OH, OW])
 
 
-def _check_divisor(divisor_override: int | None) -> None:
+def _check_divisor(op: str, divisor_override: int | None) -> None:
     if divisor_override is not None and divisor_override == 0:
-        raise RuntimeError("hotkernels.avg_pool2d: divisor must be not zero")
+        raise RuntimeError(f"hotkernels.{op}: divisor must be not zero")
 
 
 def _memory_format(input: Tensor) -> torch.memory_format:
@@ -187,7 +187,7 @@ def _max_pool2d_offsets_backward_fake(grad_output, input, offsets, kernel_size, 
 @torch.library.register_fake("hotkernels::avg_pool2d")
 def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override) -> Tensor:
     g = pool2d_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
-    _check_divisor(divisor_override)
+    _check_divisor("avg_pool2d", divisor_override)
     return _empty(input, g.output_shape)
 
 
@@ -195,7 +195,7 @@ def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_inclu
 def _avg_pool2d_backward_fake(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                               divisor_override) -> Tensor:
     pool2d_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
-    _check_divisor(divisor_override)
+    _check_divisor("avg_pool2d_backward", divisor_override)
     return _empty(input, input.shape, grad_output.dtype)
 
 
@@ -391,5 +391,5 @@ def avg_pool2d(
     """
     no_forward_ad("hotkernels.avg_pool2d", input)
     g = pool2d_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
-    _check_divisor(divisor_override)
+    _check_divisor("avg_pool2d", divisor_override)
     return _ops.avg_pool2d(input, g.kernel_size, g.stride, g.padding, ceil_mode, count_include_pad, divisor_override)
