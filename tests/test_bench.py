@@ -152,6 +152,15 @@ def test_copy_floor_moves_the_cases_bytes():
     with _RecordCalls() as calls:
         bench.copy_floor(bench.Traffic(read=4 * 600, write=(4 * 300,), update=4 * 300), "cpu", passes=3)()
     assert [[[x.numel() for x in arg] for arg in args] for args in calls.args] == 3 * [[[0], [200, 0], [100, 0], [100]]]
+    # A case of passes that move different bytes (Mish forward+backward): each pass in turn, over
+    # buffers of its own.
+    forward, backward = bench.Traffic(read=4 * 100, write=(4 * 100,)), bench.Traffic(read=4 * 200, write=(4 * 100,))
+    with _RecordCalls() as calls:
+        bench.copy_floor(forward + backward, "cpu", passes=(forward, backward))()
+    assert [[[x.numel() for x in arg] for arg in args] for args in calls.args] == [[[0], [100, 0], [100, 0], [0]],
+                                                                                [[0], [200, 0], [100, 0], [0]]]
+    with pytest.raises(ValueError, match="do not add up"):
+        bench.copy_floor(forward + forward, "cpu", passes=(forward, backward))
     with pytest.raises(ValueError, match="writes more than it reads"):
         bench.copy_floor(bench.Traffic(read=4, write=(8,)), "cpu")
     # No traffic, no floor (a compute-bound case)

@@ -90,12 +90,16 @@ def _fresh(like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def copy_floor(t: Traffic, device: str, passes: int = 1) -> Callable[[], Any]:
+def copy_floor(t: Traffic, device: str, passes: int | tuple[Traffic, ...] = 1) -> Callable[[], Any]:
     """The floor of a memory-bound case: a pass that moves the case's bytes, of the same kinds, over
     buffers of the same total size (so from the same level of the cache hierarchy), and does
     nothing else, timed in the case's own interleaved rounds (so under the same load). A case that
     makes ``passes`` passes over its buffers (an optimizer's k steps) has as floor that many passes
-    over buffers of 1/passes of its bytes each.
+    over buffers of 1/passes of its bytes each. A case whose passes move different bytes gives each
+    pass's traffic instead (Mish forward+backward: the forward's, then the backward's, as its floor is
+    a clone and then a binary elementwise op), summing to ``t``: its floor makes those passes in turn,
+    each over buffers of its own (one fused pass over all of them is slower than the two: measured on
+    a Zen 4, it was beaten by hotkernels' two).
 
     Each ``write`` is a copy into a fresh allocation of its size, as the case's output is (with
     huge pages advised, as hotkernels' ops advise theirs: :func:`_fresh`), ``overwrite`` a copy
@@ -108,11 +112,16 @@ def copy_floor(t: Traffic, device: str, passes: int = 1) -> Callable[[], Any]:
     output), and read alone where nothing is copied. Elsewhere torch's copy_ (into fresh and kept
     buffers), sum and add_. A case faster than its floor has its bytes miscounted, or the floor is
     to be fixed."""
-    t = Traffic(t.read // passes, tuple(n // passes for n in t.write), t.overwrite // passes, t.update // passes)
-    once = _copy_pass(t, device)
+    if isinstance(passes, int):
+        t = Traffic(t.read // passes, tuple(n // passes for n in t.write), t.overwrite // passes, t.update // passes)
+        runs = passes * [_copy_pass(t, device)]
+    else:
+        if sum(passes, Traffic()) != t:
+            raise ValueError(f"copy_floor: the passes {passes} do not add up to the case's traffic {t}")
+        runs = [_copy_pass(p, device) for p in passes]
 
     def run() -> None:
-        for _ in range(passes):
+        for once in runs:
             once()
 
     return run
@@ -181,7 +190,9 @@ class Case:
     # where the baseline computes a variant of the algorithm (torch_optimizer's Lamb is not NVLAMB).
     reference: str = ""
     traffic: Traffic | None = None  # least memory traffic: for GB/s, and the case's floor
-    passes: int = 1  # the passes over its buffers in which it moves `traffic`: its floor's (copy_floor)
+    # The passes over its buffers in which it moves `traffic`: a count of like passes, or each pass's
+    # traffic; its floor's (copy_floor).
+    passes: int | tuple[Traffic, ...] = 1
     flops: int = 0  # floating-point operations, for GFLOP/s
     # A training step (the whole-model cases): every call takes one optimizer step and returns the
     # loss, so the run also reports the loss each implementation reached after its last step.

@@ -224,10 +224,10 @@ def render(rec: dict[str, Any]) -> str:
     own_floors = any(FLOOR in r.ms for r in results)
     # Records made before floors were their fastest round: the median, as for every implementation.
     floor_ms = ", its fastest" if rec.get("floor_ms") == "fastest" else ""
-    memory_floor = (f"for GB/s: the case's own floor, its \"{FLOOR}\" (one pass moving the same bytes of the same "
-                    "kinds over buffers of the same size, an allocation per output included, and nothing else: "
-                    "hotkernels::stream_pass on the CPU, torch's copy_, sum and add_ elsewhere; timed in the case's "
-                    f"rounds{floor_ms}): floor ms / hotkernels ms" if own_floors else
+    memory_floor = (f"for GB/s: the case's own floor, its \"{FLOOR}\" (a pass, or one per pass of the case's, "
+                    "moving the same bytes of the same kinds over buffers of the same size, an allocation per output "
+                    "included, and nothing else: hotkernels::stream_pass on the CPU, torch's copy_, sum and add_ "
+                    f"elsewhere; timed in the case's rounds{floor_ms}): floor ms / hotkernels ms" if own_floors else
                     "for GB/s: the faster of a large copy and a large in-place update, counted the same way, for GB/s")
     lines = [
         f"Machine: {machine_line(rec['machine'])}.  ",
