@@ -7,7 +7,10 @@
 // kernel walks its operands, and the chunks are split over the intra-op threads. A copy may be
 // shorter than its source: each chunk of the source is then read whole, its head copied, as a
 // reduction (pooling: 4 values read per value written) streams its input once while it writes its
-// output; a separate source and read-only tensor would be two read streams, a slower floor. The
+// output; a separate source and read-only tensor would be two read streams, a slower floor. A copy
+// may also be longer than its source: each chunk of the source is then copied whole to the head of
+// the copy's chunk and the rest filled with zeros, as a pass that writes more than it reads (max
+// pooling's backward: a float and a byte read per four floats written) stores values it computes. The
 // loops are the instruction set's (csrc/cpu/simd/stream.cpp), so `HOTKERNELS_CPU_ISA` caps them too.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -39,10 +42,6 @@ int64_t stream_pass(at::TensorList reads, at::TensorList sources, at::TensorList
       most = std::max(most, t.numel());
     }
   }
-  for (size_t i = 0; i < sources.size(); ++i) {
-    TORCH_CHECK(copies[i].numel() <= sources[i].numel(), "hotkernels.stream_pass: expected 'copies'[", i,
-                "] to have at most the ", sources[i].numel(), " elements of 'sources'[", i, "], but got ", copies[i].numel());
-  }
   constexpr int64_t kChunk = 4096;  // floats of the largest tensor per chunk (16 KiB; 1 KiB ran slower)
   const int64_t chunks = std::max<int64_t>(1, (most + kChunk - 1) / kChunk);
   const StreamKernels& kernel = HK_ISA_TABLE(stream_kernels);
@@ -60,14 +59,23 @@ int64_t stream_pass(at::TensorList reads, at::TensorList sources, at::TensorList
         bits |= kernel.read(static_cast<const uint32_t*>(t.const_data_ptr()) + lo, hi - lo);
       }
       for (size_t k = 0; k < sources.size(); ++k) {
+        const int64_t n = sources[k].numel(), m = copies[k].numel();
+        const auto [to, end] = chunk(copies[k]);
+        const auto* src = static_cast<const uint32_t*>(sources[k].const_data_ptr());
+        float* dst = copies[k].mutable_data_ptr<float>();
+        if (m > n) {  // the source's chunk to the head of the copy's, zeros after it
+          const auto [lo, hi] = chunk(sources[k]);
+          const int64_t copied = std::min(hi - lo, end - to);  // less than the source's chunk only by rounding
+          kernel.copy(dst + to, reinterpret_cast<const float*>(src) + lo, copied);
+          bits |= kernel.read(src + lo + copied, hi - lo - copied);
+          kernel.fill(dst + to + copied, end - to - copied);
+          continue;
+        }
         // The copy's chunk, and the source's chunk it is the head of: the copy's bounds scaled by
         // n / m, rounded up (so each source chunk holds its copy chunk whole, and a source as long
         // as its copy is chunked alike).
-        const int64_t n = sources[k].numel(), m = copies[k].numel();
-        const auto [to, end] = chunk(copies[k]);
         const auto [lo, hi] = m == 0 ? chunk(sources[k]) : std::pair{(to * n + m - 1) / m, (end * n + m - 1) / m};
-        const auto* src = static_cast<const uint32_t*>(sources[k].const_data_ptr());
-        kernel.copy(copies[k].mutable_data_ptr<float>() + to, reinterpret_cast<const float*>(src) + lo, end - to);
+        kernel.copy(dst + to, reinterpret_cast<const float*>(src) + lo, end - to);
         bits |= kernel.read(src + lo + (end - to), hi - lo - (end - to));
       }
       for (const at::Tensor& t : updates) {

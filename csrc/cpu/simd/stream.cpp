@@ -39,6 +39,15 @@ void copy(float* dst, const float* src, int64_t n) {
   for (; i < n; ++i) dst[i] = src[i];
 }
 
+void fill(float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes<float> <= n; i += kLanes<float>) {
+    prefetch_ahead<Access::write>(i, dst);
+    simd::store(dst + i, vfloat{});
+  }
+  for (; i < n; ++i) dst[i] = 0.0f;
+}
+
 void add_one(float* p, int64_t n) {
   int64_t i = 0;
   for (; i + kLanes<float> <= n; i += kLanes<float>) {
@@ -50,6 +59,6 @@ void add_one(float* p, int64_t n) {
 
 }  // namespace
 
-extern const StreamKernels stream_kernels{read, copy, add_one};
+extern const StreamKernels stream_kernels{read, copy, fill, add_one};
 
 }  // namespace hotkernels::cpu::HK_ISA

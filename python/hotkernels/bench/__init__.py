@@ -104,14 +104,16 @@ def copy_floor(t: Traffic, device: str, passes: int | tuple[Traffic, ...] = 1) -
     Each ``write`` is a copy into a fresh allocation of its size, as the case's output is (with
     huge pages advised, as hotkernels' ops advise theirs: :func:`_fresh`), ``overwrite`` a copy
     into a kept buffer; each copy reads its source, taken from the case's reads; ``update`` adds 1
-    in place. On the CPU all of it is one fused pass (``hotkernels::stream_pass``, in the
-    instruction set's vector width), as the fused kernels it is the floor of stream their operands
-    together: separate passes take longer. There the reads beyond the copies' are shared out among
-    the copies' sources in proportion to their sizes, each source read in one stream of which the
-    copy takes the head of every chunk (a reduction reads its input in one stream as it writes its
-    output), and read alone where nothing is copied. Elsewhere torch's copy_ (into fresh and kept
-    buffers), sum and add_. A case faster than its floor has its bytes miscounted, or the floor is
-    to be fixed."""
+    in place. On the CPU each pass is one fused pass (``hotkernels::stream_pass``, in the
+    instruction set's vector width), as the fused kernel it is the floor of streams its operands
+    together. There the reads are shared out among the copies' sources in proportion to the copies'
+    sizes: a source longer than its copy is read in one stream of which the copy takes the head of
+    every chunk (a reduction reads its input in one stream as it writes its output), a shorter one
+    is copied to the head of each chunk of its copy and the rest of the chunk filled (a pass that
+    writes more than it reads: pooling's backward); reads are read alone where nothing is copied.
+    Elsewhere torch's copy_ (into fresh and kept buffers), sum and add_, where a pass may not write
+    more than it reads. A case faster than its floor has its bytes miscounted, or the floor is to
+    be fixed."""
     if isinstance(passes, int):
         t = Traffic(t.read // passes, tuple(n // passes for n in t.write), t.overwrite // passes, t.update // passes)
         runs = passes * [_copy_pass(t, device)]
@@ -130,12 +132,10 @@ def copy_floor(t: Traffic, device: str, passes: int | tuple[Traffic, ...] = 1) -
 def _copy_pass(t: Traffic, device: str) -> Callable[[], Any]:
     """One pass of :func:`copy_floor`."""
     copied = sum(t.write) + t.overwrite
-    if t.read < copied:
-        raise ValueError(f"copy_floor: {t} writes more than it reads, and the copies would read as much as they write")
-
     if device == "cpu":
-        # In floats: copy k of `size` reads size + (read - copied)·size/copied, rounded down; the
-        # rounding's few floats (all reads, if nothing is copied) are read alone.
+        # In floats: copy k of `size` reads size·read/copied, rounded down (more than it writes, the
+        # rest of its source read as it copies; or less, the rest of the copy filled); the rounding's
+        # few floats (all reads, if nothing is copied) are read alone.
         sizes = [n // 4 for n in (*t.write, t.overwrite)]
         shares = [size * (t.read // 4) // sum(sizes) if size else 0 for size in sizes]
         sources, rest = [torch.ones(n) for n in shares], torch.ones(t.read // 4 - sum(shares))
@@ -143,6 +143,9 @@ def _copy_pass(t: Traffic, device: str) -> Callable[[], Any]:
         updated = torch.ones(t.update // 4)
         return lambda: torch.ops.hotkernels.stream_pass([rest], sources, [*map(_fresh, fresh_like), over_dst],
                                                         [updated])
+
+    if t.read < copied:
+        raise ValueError(f"copy_floor: {t} writes more than it reads, which only the CPU's floor does (a fill)")
 
     def floats(nbytes: int) -> torch.Tensor:
         return torch.ones(nbytes // 4, device=device)

@@ -72,14 +72,15 @@ def cases(device: str, quick: bool = False) -> list[Case]:
             m = int(n * ratio)
             impls = (torch_name, theirs, ours)
             # Least traffic: forward reads x and writes y; forward+backward (max) also writes the
-            # argmax autograd saves (a byte per output: the window offset), then reads grad_output
-            # and the argmax and writes grad_input (each element once). Every output is fresh.
+            # argmax autograd saves (a byte per output: the window offset), then, a second pass (the
+            # backward op), reads grad_output and the argmax and writes grad_input (each element
+            # once). Every output is fresh.
             out.append(Case("pool", f"{name} forward {fmt} {size}", device,
                             _forward(shape, dtype, device, channels_last, *impls), baselines=(torch_name,),
                             traffic=Traffic(read=n * b, write=(m * b,))))
             if name.startswith("max"):
+                forward, backward = Traffic(read=n * b, write=(m * b, m)), Traffic(read=m * (b + 1), write=(n * b,))
                 out.append(Case("pool", f"{name} forward+backward {fmt} {size}", device,
                                 _forward_backward(shape, dtype, device, channels_last, *impls),
-                                baselines=(torch_name,),
-                                traffic=Traffic(read=n * b + m * (b + 1), write=(m * b, m, n * b))))
+                                baselines=(torch_name,), traffic=forward + backward, passes=(forward, backward)))
     return out
