@@ -48,8 +48,10 @@ TORCH_LIBRARY(hotkernels, m) {
   m.def("fma_peak_loop(str isa, int iterations) -> int");
   // The benchmarks' memory floor (CPU only; csrc/cpu/stream.cpp): one fused pass that reads `reads`,
   // copies `sources` into `copies` (a shorter copy takes the head of each chunk of its source and the rest is
-  // read) and adds 1 to `updates`, no other work; returns the read bits OR-ed.
-  m.def("stream_pass(Tensor[] reads, Tensor[] sources, Tensor(a!)[] copies, Tensor(b!)[] updates) -> int");
+  // read; a longer one the source's chunk at the head of its own and zeros after it) and adds 1 to
+  // `updates`, no other work, with software prefetch or without; returns the read bits OR-ed.
+  m.def("stream_pass(Tensor[] reads, Tensor[] sources, Tensor(a!)[] copies, Tensor(b!)[] updates, "
+        "bool prefetch=True) -> int");
   // The benchmarks' record of how far apart two intra-op threads are (csrc/cpu/round_trip.cpp):
   // nanoseconds per round trip of a cache line between them (NaN on one thread).
   m.def("core_round_trip(int round_trips) -> float");

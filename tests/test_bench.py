@@ -122,11 +122,13 @@ class _RecordCalls(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.args: list[tuple] = []
+        self.args: list[tuple] = []  # (reads, sources, copies, updates)
+        self.prefetch: list[bool] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.hotkernels.stream_pass.default:
-            self.args.append(args)
+            self.args.append(args[:4])
+            self.prefetch.append(args[4] if len(args) > 4 else (kwargs or {}).get("prefetch", True))  # a default is left out
         return func(*args, **(kwargs or {}))
 
 def test_copy_floor_moves_the_cases_bytes():
@@ -141,6 +143,11 @@ def test_copy_floor_moves_the_cases_bytes():
     with _RecordCalls() as calls:
         floor()
     assert len(calls.args) == 1
+    # Its calls prefetch in software and leave it to the hardware in turn (its fastest round counts).
+    with _RecordCalls() as again:
+        floor()
+        floor()
+    assert calls.prefetch + again.prefetch == [True, False, True]
     reads, sources, copies, updates = ([4 * x.numel() for x in arg] for arg in calls.args[0])
     assert (reads, sources, copies, updates) == ([4 * 1], [4 * 500, 4 * 333, 4 * 166], [4 * 300, 4 * 200, 4 * 100],
                                                  [4 * 50])
@@ -152,13 +159,14 @@ def test_copy_floor_moves_the_cases_bytes():
     with _RecordCalls() as calls:
         bench.copy_floor(bench.Traffic(read=4 * 600, write=(4 * 300,), update=4 * 300), "cpu", passes=3)()
     assert [[[x.numel() for x in arg] for arg in args] for args in calls.args] == 3 * [[[0], [200, 0], [100, 0], [100]]]
-    # A case of passes that move different bytes (Mish forward+backward): each pass in turn, over
-    # buffers of its own.
+    # A case of passes that move different bytes (Mish forward+backward): each pass in turn.
     forward, backward = bench.Traffic(read=4 * 100, write=(4 * 100,)), bench.Traffic(read=4 * 200, write=(4 * 100,))
     with _RecordCalls() as calls:
         bench.copy_floor(forward + backward, "cpu", passes=(forward, backward))()
     assert [[[x.numel() for x in arg] for arg in args] for args in calls.args] == [[[0], [100, 0], [100, 0], [0]],
                                                                                 [[0], [200, 0], [100, 0], [0]]]
+    first, second = calls.args  # the backward's reads begin with the forward's (Mish's x), one set of buffers
+    assert second[1][0].data_ptr() == first[1][0].data_ptr()
     with pytest.raises(ValueError, match="do not add up"):
         bench.copy_floor(forward + forward, "cpu", passes=(forward, backward))
     # A pass that writes more than it reads (pooling's backward): each source is shorter than its
@@ -172,8 +180,9 @@ def test_copy_floor_moves_the_cases_bytes():
     assert bench.FLOOR not in bench.Case("x", "y", "cpu", lambda: {"hotkernels": lambda: None}, ("a",)).implementations()
 
 
+@pytest.mark.parametrize("prefetch", [True, False])
 @pytest.mark.parametrize("n", [1, 15, 16, 1000, 3 * 4096 + 17, 100_003])
-def test_stream_pass_reads_copies_and_updates_every_value(n):
+def test_stream_pass_reads_copies_and_updates_every_value(n, prefetch):
     # Lengths around the vector width, the cache line and the chunk (4096 floats), tensors of
     # different lengths walked in lockstep.
     reads = [torch.full((n,), 2.0**-126), torch.zeros(3 * n + 1)]  # bit 23, and nothing
@@ -182,7 +191,7 @@ def test_stream_pass_reads_copies_and_updates_every_value(n):
     copies = [torch.empty_like(s) for s in sources]
     updates = [torch.arange(n, dtype=torch.float32), torch.zeros(7)]
     before = [u.clone() for u in updates]
-    bits = torch.ops.hotkernels.stream_pass(reads, sources, copies, updates)
+    bits = torch.ops.hotkernels.stream_pass(reads, sources, copies, updates, prefetch)
     assert bits == 0x3F800000 | 0x00800000
     for s, c in zip(sources, copies):
         assert torch.equal(s, c)

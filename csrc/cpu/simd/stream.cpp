@@ -11,14 +11,15 @@ using simd::kLanes;
 using simd::vfloat;
 using simd::vint32;
 
-// Each loop prefetches as the kernels' elementwise loops do (csrc/cpu/prefetch.h): the floor must
-// stream at least as well as they do.
+// Each loop prefetches as the kernels' elementwise loops do (csrc/cpu/prefetch.h), or, with
+// `prefetch` false, leaves it to the hardware: the floor must stream at least as well as the
+// kernels do, whichever streams faster on the machine (csrc/cpu/stream.cpp).
 
-uint32_t read(const uint32_t* p, int64_t n) {
+uint32_t read(const uint32_t* p, int64_t n, bool prefetch) {
   vint32 bits{};
   int64_t i = 0;
   for (; i + kLanes<float> <= n; i += kLanes<float>) {
-    prefetch_ahead(i, p);
+    if (prefetch) prefetch_ahead(i, p);
     vint32 v;
     std::memcpy(&v, p + i, sizeof(v));
     bits |= v;
@@ -29,29 +30,31 @@ uint32_t read(const uint32_t* p, int64_t n) {
   return out;
 }
 
-void copy(float* dst, const float* src, int64_t n) {
+void copy(float* dst, const float* src, int64_t n, bool prefetch) {
   int64_t i = 0;
   for (; i + kLanes<float> <= n; i += kLanes<float>) {
-    prefetch_ahead(i, src);
-    prefetch_ahead<Access::write>(i, dst);
+    if (prefetch) {
+      prefetch_ahead(i, src);
+      prefetch_ahead<Access::write>(i, dst);
+    }
     simd::store(dst + i, simd::load(src + i));
   }
   for (; i < n; ++i) dst[i] = src[i];
 }
 
-void fill(float* dst, int64_t n) {
+void fill(float* dst, int64_t n, bool prefetch) {
   int64_t i = 0;
   for (; i + kLanes<float> <= n; i += kLanes<float>) {
-    prefetch_ahead<Access::write>(i, dst);
+    if (prefetch) prefetch_ahead<Access::write>(i, dst);
     simd::store(dst + i, vfloat{});
   }
   for (; i < n; ++i) dst[i] = 0.0f;
 }
 
-void add_one(float* p, int64_t n) {
+void add_one(float* p, int64_t n, bool prefetch) {
   int64_t i = 0;
   for (; i + kLanes<float> <= n; i += kLanes<float>) {
-    prefetch_ahead<Access::write>(i, p);
+    if (prefetch) prefetch_ahead<Access::write>(i, p);
     simd::store(p + i, simd::load(p + i) + 1.0f);
   }
   for (; i < n; ++i) p[i] += 1.0f;

@@ -8,11 +8,12 @@
 
 namespace hotkernels::cpu {
 
+// Each loop prefetches ahead as the kernels do (csrc/cpu/prefetch.h) where `prefetch` is true.
 struct StreamKernels {
-  uint32_t (*read)(const uint32_t* p, int64_t n);      // the bits of p[0, n) OR-ed
-  void (*copy)(float* dst, const float* src, int64_t n);
-  void (*fill)(float* dst, int64_t n);                  // dst[i] = 0: a write with no read
-  void (*add_one)(float* p, int64_t n);                 // p[i] += 1, in place
+  uint32_t (*read)(const uint32_t* p, int64_t n, bool prefetch);  // the bits of p[0, n) OR-ed
+  void (*copy)(float* dst, const float* src, int64_t n, bool prefetch);
+  void (*fill)(float* dst, int64_t n, bool prefetch);  // dst[i] = 0: a write with no read
+  void (*add_one)(float* p, int64_t n, bool prefetch);  // p[i] += 1, in place
 };
 
 }  // namespace hotkernels::cpu

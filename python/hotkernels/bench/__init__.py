@@ -20,6 +20,7 @@ baseline, ...) so that machine noise hits them alike, and each reports the media
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 import statistics
 import sys
@@ -97,16 +98,18 @@ def copy_floor(t: Traffic, device: str, passes: int | tuple[Traffic, ...] = 1) -
     makes ``passes`` passes over its buffers (an optimizer's k steps) has as floor that many passes
     over buffers of 1/passes of its bytes each. A case whose passes move different bytes gives each
     pass's traffic instead (Mish forward+backward: the forward's, then the backward's, as its floor is
-    a clone and then a binary elementwise op), summing to ``t``: its floor makes those passes in turn,
-    each over buffers of its own (one fused pass over all of them is slower than the two: measured on
-    a Zen 4, it was beaten by hotkernels' two).
+    a clone and then a binary elementwise op), summing to ``t``: its floor makes those passes in turn
+    (one fused pass over all of them was slower: on a Zen 4 hotkernels' two beat it), each reading
+    from the front of one set of read buffers and updating the front of one set of updated ones, so
+    that a later pass re-reads what an earlier one read, as Mish's backward re-reads x.
 
     Each ``write`` is a copy into a fresh allocation of its size, as the case's output is (with
     huge pages advised, as hotkernels' ops advise theirs: :func:`_fresh`), ``overwrite`` a copy
     into a kept buffer; each copy reads its source, taken from the case's reads; ``update`` adds 1
     in place. On the CPU each pass is one fused pass (``hotkernels::stream_pass``, in the
     instruction set's vector width), as the fused kernel it is the floor of streams its operands
-    together. There the reads are shared out among the copies' sources in proportion to the copies'
+    together, with software prefetch and without in turn (the floor being its fastest round, it is
+    the faster of the two on the machine). There the reads are shared out among the copies' sources in proportion to the copies'
     sizes: a source longer than its copy is read in one stream of which the copy takes the head of
     every chunk (a reduction reads its input in one stream as it writes its output), a shorter one
     is copied to the head of each chunk of its copy and the rest of the chunk filled (a pass that
@@ -120,7 +123,9 @@ def copy_floor(t: Traffic, device: str, passes: int | tuple[Traffic, ...] = 1) -
     else:
         if sum(passes, Traffic()) != t:
             raise ValueError(f"copy_floor: the passes {passes} do not add up to the case's traffic {t}")
-        runs = [_copy_pass(p, device) for p in passes]
+        reads, updated = (torch.ones(max(n for n in sizes) // 4, device=device)
+                          for sizes in ([p.read for p in passes], [p.update for p in passes]))
+        runs = [_copy_pass(p, device, reads, updated) for p in passes]
 
     def run() -> None:
         for once in runs:
@@ -129,30 +134,32 @@ def copy_floor(t: Traffic, device: str, passes: int | tuple[Traffic, ...] = 1) -
     return run
 
 
-def _copy_pass(t: Traffic, device: str) -> Callable[[], Any]:
-    """One pass of :func:`copy_floor`."""
+def _copy_pass(t: Traffic, device: str, reads: torch.Tensor | None = None,
+               updated: torch.Tensor | None = None) -> Callable[[], Any]:
+    """One pass of :func:`copy_floor`: its reads from the front of ``reads`` and its updates at the
+    front of ``updated`` where given (buffers that other passes share), else from buffers of its own."""
     copied = sum(t.write) + t.overwrite
+    if device != "cpu" and t.read < copied:
+        raise ValueError(f"copy_floor: {t} writes more than it reads, which only the CPU's floor does (a fill)")
+    reads = torch.ones(t.read // 4, device=device) if reads is None else reads
+    updated = (torch.ones(t.update // 4, device=device) if updated is None else updated)[: t.update // 4]
     if device == "cpu":
         # In floats: copy k of `size` reads size·read/copied, rounded down (more than it writes, the
         # rest of its source read as it copies; or less, the rest of the copy filled); the rounding's
         # few floats (all reads, if nothing is copied) are read alone.
         sizes = [n // 4 for n in (*t.write, t.overwrite)]
         shares = [size * (t.read // 4) // sum(sizes) if size else 0 for size in sizes]
-        sources, rest = [torch.ones(n) for n in shares], torch.ones(t.read // 4 - sum(shares))
+        *sources, rest = reads[: t.read // 4].split([*shares, t.read // 4 - sum(shares)])
         fresh_like, over_dst = [torch.ones(n) for n in sizes[:-1]], torch.ones(sizes[-1])
-        updated = torch.ones(t.update // 4)
+        # Alternately with software prefetch and without: the floor is its fastest round, and which
+        # streams faster depends on the machine (csrc/cpu/stream.cpp).
+        prefetch = itertools.cycle((True, False))
         return lambda: torch.ops.hotkernels.stream_pass([rest], sources, [*map(_fresh, fresh_like), over_dst],
-                                                        [updated])
+                                                        [updated], next(prefetch))
 
-    if t.read < copied:
-        raise ValueError(f"copy_floor: {t} writes more than it reads, which only the CPU's floor does (a fill)")
-
-    def floats(nbytes: int) -> torch.Tensor:
-        return torch.ones(nbytes // 4, device=device)
-
-    fresh_src = [floats(n) for n in t.write]
-    over_src, over_dst = floats(t.overwrite), floats(t.overwrite)
-    rest, updated = floats(t.read - copied), floats(t.update)
+    copies = [n // 4 for n in (*t.write, t.overwrite)]
+    *fresh_src, over_src, rest = reads[: t.read // 4].split([*copies, t.read // 4 - sum(copies)])
+    over_dst = torch.ones(t.overwrite // 4, device=device)
 
     def run() -> None:
         for src in fresh_src:
