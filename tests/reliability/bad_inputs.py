@@ -211,6 +211,8 @@ for name, call, arg, torch_words in [
     ("padding='same' with stride 2", f"({X}, {W}, stride=2, padding='same')", "padding", True),
     ("unknown padding string", f"({X}, {W}, padding='full')", "padding", True),
     ("zero output channels (torch refuses them too)", f"({X}, torch.randn(0, 4, 3, 3))", "weight", False),
+    ("zero-height input with padding (torch refuses it too)", "(torch.randn(2, 4, 0, 9), torch.randn(6, 4, 1, 1), "
+     "padding=1)", "input", False),
 ]:
     source = f"def run(): return HF.conv2d{call}" + (f"\ndef torch_run(): return F.conv2d{call}" if torch_words else "")
     case("conv2d", name, "raises", source, arg=arg, op_re="" if torch_words else r"hotkernels\.conv2d")
