@@ -141,6 +141,16 @@ def test_backward_matches_torch(device, dtype):
     torch.testing.assert_close(x1.grad, x2.grad, **TOL_GRAD[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_backward_at_infinities(device, dtype):
+    # +inf: the derivative's limit, 1 (torch's formula gives inf · 0 = nan there); -inf and nan: nan,
+    # as torch's (mish(-inf) = -inf · 0 is nan already).
+    x = torch.tensor([float("inf"), float("-inf"), float("nan")], dtype=dtype, device=device)
+    g = torch.tensor([3.0, 3.0, 3.0], dtype=dtype, device=device)
+    got = torch.ops.hotkernels.mish_backward(g, x)
+    assert got[0].item() == 3.0 and got[1:].isnan().all()
+
+
 def test_backward_half_types(device):
     for dtype in (torch.float16, torch.bfloat16):
         x = torch.randn(4097, dtype=dtype, device=device)

@@ -64,6 +64,10 @@ def mish(input: Tensor, inplace: bool = False) -> Tensor:
         inplace: overwrite ``input`` with the result. Without autograd this allocates nothing; when
             ``input`` requires grad, backward needs the original values, so they are kept in a copy
             (as torch does).
+
+    Where :math:`x > 20`, :math:`\tanh(\text{softplus}(x))` rounds to 1 (as in softplus' threshold):
+    there the result is ``x`` and the gradient ``grad_output``, also at :math:`x = +\infty`, where
+    the derivative's limit is 1 and torch's formula gives ``inf · 0 = nan``.
     """
     no_forward_ad("hotkernels.mish", input)
     if not inplace:
