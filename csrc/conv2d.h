@@ -25,8 +25,8 @@ inline math::Conv2dGeometry conv2d_geometry(const char* op, at::IntArrayRef inpu
               weight);
   // As torch: an empty batch is fine, an empty image is not, even where padding would give it outputs.
   TORCH_CHECK(input[2] > 0 && input[3] > 0, "hotkernels.", op,
-              ": expected an input of non-zero height and width (only a zero batch is supported), but got input "
-              "shape: ", input);
+              ": expected 'input' to have non-zero height and width (only a zero batch is supported), but got "
+              "input of size: ", input);
   TORCH_CHECK(stride.size() == 2 && dilation.size() == 2 && padding.size() == 4, "hotkernels.", op,
               ": expected 2 strides, 4 paddings and 2 dilations, but got ", stride, ", ", padding, " and ", dilation);
   TORCH_CHECK(groups > 0, "hotkernels.", op, ": non-positive groups is not supported");

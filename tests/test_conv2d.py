@@ -385,7 +385,7 @@ def test_rejects_bad_input(device):
     with pytest.raises(RuntimeError, match=r"Kernel size can't be greater than actual input size"):
         HF.conv2d(x, torch.randn(6, 4, 9, 3, device=device))
     for empty in (x[:, :, :0], x[..., :0]):  # refused as torch refuses it, though padding would give outputs
-        with pytest.raises(RuntimeError, match=r"hotkernels.conv2d: expected an input of non-zero height and width"):
+        with pytest.raises(RuntimeError, match=r"hotkernels.conv2d: expected 'input' to have non-zero height and width"):
             HF.conv2d(empty, torch.randn(6, 4, 1, 1, device=device), padding=1)
     with pytest.raises(RuntimeError, match=r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv2d"):
         HF.conv2d(x[0, 0], w)

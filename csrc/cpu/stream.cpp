@@ -8,9 +8,10 @@
 // shorter than its source: each chunk of the source is then read whole, its head copied, as a
 // reduction (pooling: 4 values read per value written) streams its input once while it writes its
 // output; a separate source and read-only tensor would be two read streams, a slower floor. A copy
-// may also be longer than its source: each chunk of the source is then copied whole to the head of
-// the copy's chunk and the rest filled with zeros, as a pass that writes more than it reads (max
-// pooling's backward: a float and a byte read per four floats written) stores values it computes. The
+// may also be longer than its source: each chunk of the source then goes to the head of the copy's
+// chunk (all of it, but for a few values that the chunks' rounding leaves read only) and the rest
+// is filled with zeros, as a pass that writes more than it reads (max pooling's backward: a float
+// and a byte read per four floats written) stores values it computes. The
 // loops are the instruction set's (csrc/cpu/simd/stream.cpp), so `HOTKERNELS_CPU_ISA` caps them too.
 // With `prefetch`, they fetch ahead in software as the kernels' streaming loops do; without, they
 // leave it to the hardware prefetchers, which on a Zen 4 streamed 12-16% faster alone (reads, and
@@ -69,7 +70,7 @@ int64_t stream_pass(at::TensorList reads, at::TensorList sources, at::TensorList
         float* dst = copies[k].mutable_data_ptr<float>();
         if (m > n) {  // the source's chunk to the head of the copy's, zeros after it
           const auto [lo, hi] = chunk(sources[k]);
-          const int64_t copied = std::min(hi - lo, end - to);  // less than the source's chunk only by rounding
+          const int64_t copied = std::min(hi - lo, end - to);  // the source's chunk, unless rounding made it longer
           kernel.copy(dst + to, reinterpret_cast<const float*>(src) + lo, copied, prefetch);
           bits |= kernel.read(src + lo + copied, hi - lo - copied, prefetch);
           kernel.fill(dst + to + copied, end - to - copied, prefetch);

@@ -108,63 +108,68 @@ def copy_floor(t: Traffic, device: str, passes: int | tuple[Traffic, ...] = 1) -
     into a kept buffer; each copy reads its source, taken from the case's reads; ``update`` adds 1
     in place. On the CPU each pass is one fused pass (``hotkernels::stream_pass``, in the
     instruction set's vector width), as the fused kernel it is the floor of streams its operands
-    together, with software prefetch and without in turn (the floor being its fastest round, it is
-    the faster of the two on the machine). There the reads are shared out among the copies' sources in proportion to the copies'
+    together, with software prefetch and without in alternate rounds (the floor being its fastest
+    round, it is the faster of the two on the machine). There the reads are shared out among the copies' sources in proportion to the copies'
     sizes: a source longer than its copy is read in one stream of which the copy takes the head of
     every chunk (a reduction reads its input in one stream as it writes its output), a shorter one
     is copied to the head of each chunk of its copy and the rest of the chunk filled (a pass that
     writes more than it reads: pooling's backward); reads are read alone where nothing is copied.
-    Elsewhere torch's copy_ (into fresh and kept buffers), sum and add_, where a pass may not write
-    more than it reads. A case faster than its floor has its bytes miscounted, or the floor is to
-    be fixed."""
+    Elsewhere torch's copy_ (into fresh and kept buffers; a source longer than its copy is read to its
+    end by a sum, a shorter one's copy zeroed after it), sum and add_. A case faster than its floor
+    has its bytes miscounted, or the floor is to be fixed."""
     if isinstance(passes, int):
         t = Traffic(t.read // passes, tuple(n // passes for n in t.write), t.overwrite // passes, t.update // passes)
         runs = passes * [_copy_pass(t, device)]
     else:
         if sum(passes, Traffic()) != t:
             raise ValueError(f"copy_floor: the passes {passes} do not add up to the case's traffic {t}")
-        reads, updated = (torch.ones(max(n for n in sizes) // 4, device=device)
-                          for sizes in ([p.read for p in passes], [p.update for p in passes]))
+        reads = torch.ones(max(p.read for p in passes) // 4, device=device)
+        updated = torch.ones(max(p.update for p in passes) // 4, device=device)
         runs = [_copy_pass(p, device, reads, updated) for p in passes]
+    # Alternate rounds prefetch in software and leave it to the hardware (the CPU's; every pass of a
+    # round alike): the floor is its fastest round, and which streams faster depends on the machine
+    # (csrc/cpu/stream.cpp).
+    prefetch = itertools.cycle((True, False))
 
     def run() -> None:
+        p = next(prefetch)
         for once in runs:
-            once()
+            once(p)
 
     return run
 
 
 def _copy_pass(t: Traffic, device: str, reads: torch.Tensor | None = None,
-               updated: torch.Tensor | None = None) -> Callable[[], Any]:
-    """One pass of :func:`copy_floor`: its reads from the front of ``reads`` and its updates at the
-    front of ``updated`` where given (buffers that other passes share), else from buffers of its own."""
-    copied = sum(t.write) + t.overwrite
-    if device != "cpu" and t.read < copied:
-        raise ValueError(f"copy_floor: {t} writes more than it reads, which only the CPU's floor does (a fill)")
+               updated: torch.Tensor | None = None) -> Callable[[bool], Any]:
+    """One pass of :func:`copy_floor`, called with whether to prefetch in software: its reads from the
+    front of ``reads`` and its updates at the front of ``updated`` where given (buffers that other
+    passes share), else from buffers of its own.
+
+    In floats, on the CPU copy k of ``size`` reads size·read/copied, rounded down: more than it
+    writes, the rest of its source read as it copies, or less, the rest of the copy filled; the
+    rounding's few floats (all reads, if nothing is copied) are read alone. Elsewhere a copy reads
+    its own size where the reads cover every copy, and the rest of the reads are summed apart."""
     reads = torch.ones(t.read // 4, device=device) if reads is None else reads
     updated = (torch.ones(t.update // 4, device=device) if updated is None else updated)[: t.update // 4]
+    sizes, total = [n // 4 for n in (*t.write, t.overwrite)], t.read // 4
+    shares = [size * total // sum(sizes) if size else 0 for size in sizes]
+    if device != "cpu" and total >= sum(sizes):
+        shares = sizes
+    *sources, rest = reads[:total].split([*shares, total - sum(shares)])
+    fresh_like, over_dst = [torch.ones(n, device=device) for n in sizes[:-1]], torch.ones(sizes[-1], device=device)
     if device == "cpu":
-        # In floats: copy k of `size` reads size·read/copied, rounded down (more than it writes, the
-        # rest of its source read as it copies; or less, the rest of the copy filled); the rounding's
-        # few floats (all reads, if nothing is copied) are read alone.
-        sizes = [n // 4 for n in (*t.write, t.overwrite)]
-        shares = [size * (t.read // 4) // sum(sizes) if size else 0 for size in sizes]
-        *sources, rest = reads[: t.read // 4].split([*shares, t.read // 4 - sum(shares)])
-        fresh_like, over_dst = [torch.ones(n) for n in sizes[:-1]], torch.ones(sizes[-1])
-        # Alternately with software prefetch and without: the floor is its fastest round, and which
-        # streams faster depends on the machine (csrc/cpu/stream.cpp).
-        prefetch = itertools.cycle((True, False))
-        return lambda: torch.ops.hotkernels.stream_pass([rest], sources, [*map(_fresh, fresh_like), over_dst],
-                                                        [updated], next(prefetch))
+        return lambda prefetch: torch.ops.hotkernels.stream_pass(
+            [rest], sources, [*map(_fresh, fresh_like), over_dst], [updated], prefetch)
 
-    copies = [n // 4 for n in (*t.write, t.overwrite)]
-    *fresh_src, over_src, rest = reads[: t.read // 4].split([*copies, t.read // 4 - sum(copies)])
-    over_dst = torch.ones(t.overwrite // 4, device=device)
+    def copy(src: torch.Tensor, dst: torch.Tensor) -> None:  # the source, and zeros after it where shorter
+        dst[: src.numel()].copy_(src)
+        if src.numel() < dst.numel():
+            dst[src.numel():].zero_()
 
-    def run() -> None:
-        for src in fresh_src:
-            _fresh(src).copy_(src)
-        over_dst.copy_(over_src)
+    def run(prefetch: bool) -> None:
+        for src, like in zip(sources, fresh_like):
+            copy(src, _fresh(like))
+        copy(sources[-1], over_dst)
         rest.sum()
         updated.add_(1.0)
 

@@ -241,6 +241,7 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         def add(name: str, makers: dict[str, Callable], baselines: tuple[str, ...], reference: str = "",
                 steps: int = 1, dtype: torch.dtype = torch.float32) -> None:
             passes = tuple(n * t for t in per_param[name])
+            assert steps == 1 or len(passes) == 1, "k steps are k passes over the same buffers: one traffic"
             out.append(Case("optim", f"{name} {size}", device, _setup(shapes, device, makers, steps, dtype),
                             baselines=baselines, reference=reference, traffic=sum(passes, Traffic()),
                             passes=passes if len(passes) > 1 else steps))

@@ -57,8 +57,9 @@ def _empty_in_format(shape: Sequence[int], like: Tensor, weight: Tensor) -> Tens
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     torch._check(input.dim() == 4, lambda: "hotkernels.conv2d: expected 'input' to be 4-D")
     torch._check(weight.dim() == 4, lambda: "hotkernels.conv2d: expected 'weight' to be 4-D")
-    torch._check(input.shape[2] > 0 and input.shape[3] > 0, lambda: "hotkernels.conv2d: expected an input of "
-                 f"non-zero height and width (only a zero batch is supported), but got input shape: {list(input.shape)}")
+    for extent in input.shape[2:]:
+        torch._check(extent > 0, lambda: "hotkernels.conv2d: expected 'input' to have non-zero height and width "
+                     f"(only a zero batch is supported), but got input of size: {list(input.shape)}")
     # the padded input and the dilated kernel's extents; the op refuses a kernel larger than the input
     # (conv2d_geometry in csrc/conv2d.h, torch's message), so the output has at least one pixel
     hp, wp = input.shape[2] + padding[0] + padding[2], input.shape[3] + padding[1] + padding[3]
