@@ -109,13 +109,14 @@ def copy_floor(t: Traffic, device: str, passes: int | tuple[Traffic, ...] = 1) -
     in place. On the CPU each pass is one fused pass (``hotkernels::stream_pass``, in the
     instruction set's vector width), as the fused kernel it is the floor of streams its operands
     together, with software prefetch and without in alternate rounds (the floor being its fastest
-    round, it is the faster of the two on the machine). There the reads are shared out among the copies' sources in proportion to the copies'
-    sizes: a source longer than its copy is read in one stream of which the copy takes the head of
-    every chunk (a reduction reads its input in one stream as it writes its output), a shorter one
-    is copied to the head of each chunk of its copy and the rest of the chunk filled (a pass that
-    writes more than it reads: pooling's backward); reads are read alone where nothing is copied.
-    Elsewhere torch's copy_ (into fresh and kept buffers; a source longer than its copy is read to its
-    end by a sum, a shorter one's copy zeroed after it), sum and add_. A case faster than its floor
+    round, it is the faster of the two on the machine). There the reads are shared out among the
+    copies' sources in proportion to the copies' sizes: a source longer than its copy is read in one
+    stream of which the copy takes the head of every chunk (a reduction reads its input in one
+    stream as it writes its output), a shorter one is copied to the head of each chunk of its copy
+    and the rest of the chunk filled (a pass that writes more than it reads: pooling's backward);
+    reads are read alone where nothing is copied. Elsewhere torch's copy_ (into fresh and kept
+    buffers, each copy's source its own size, or where the reads fall short a share of them and the
+    copy zeroed after it), sum (the reads beyond the copies') and add_. A case faster than its floor
     has its bytes miscounted, or the floor is to be fixed."""
     if isinstance(passes, int):
         t = Traffic(t.read // passes, tuple(n // passes for n in t.write), t.overwrite // passes, t.update // passes)
