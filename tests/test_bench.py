@@ -321,6 +321,36 @@ def test_summary_checks_the_targets():
     assert "**not met**" in _summary_line(conv, "*")  # no case below 0.7x
 
 
+def test_a_missed_speedup_says_what_share_of_the_ceiling_it_takes():
+    # 45 GFLOP in 1 s against a 90 GFLOP/s ceiling: 50%; the baseline's 1.25 s: 40%; so 1.5x takes 60%.
+    name = "LSTMCell forward+backward float32 B64 I256 H512"
+    cell = [_result(name, family="lstm", ms={"torch nn.LSTMCell": 1250.0, "hotkernels": 1000.0},
+                    baselines=("torch nn.LSTMCell",), flops=45 * 10**9)]
+    assert _summary_line(cell, name).endswith(
+        "measured 1.25x (at 50% of the ceiling, against the baseline's 40%; 1.50x takes 60%)")
+    # A case that meets it, or has no rate, says nothing more.
+    met = [_result(name, family="lstm", ms={"torch nn.LSTMCell": 1600.0, "hotkernels": 1000.0},
+                   baselines=("torch nn.LSTMCell",), flops=45 * 10**9)]
+    assert _summary_line(met, name).endswith("measured 1.60x")
+    no_rate = [_result(name, family="lstm", ms={"torch nn.LSTMCell": 1250.0, "hotkernels": 1000.0},
+                       baselines=("torch nn.LSTMCell",))]
+    assert _summary_line(no_rate, name).endswith("measured 1.25x")
+
+
+def test_the_language_model_step_counts_its_gemms_flops():
+    # torch's count (FlopCounterMode) is the LSTM's, with the first layer's input gradient (the
+    # embedding's weight takes one) and without the initial state's (none asked), plus the head's
+    # forward, input gradient and weight gradient.
+    from hotkernels.bench import lstm, models
+    T, B, vocab, E, H, L = 10, 8, 200, 64, 128, 2  # the quick case's sizes
+    (case,) = [c for c in models.cases("cpu", quick=True) if c.name.startswith("language model step")]
+    assert f"T{T} B{B} vocab {vocab} E{E} H{H} L{L}" in case.name
+    expected = (lstm._lstm_flops(T * B, E, H, L, backward=True) + 2 * T * B * E * 4 * H - L * 2 * B * H * 4 * H
+                + 3 * 2 * T * B * H * vocab)
+    assert case.flops == expected
+    assert all(c.flops > 0 for c in models.cases("cpu", quick=True))
+
+
 def test_bench_without_torch_optimizer_names_the_missing_baseline(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_optimizer", None)  # import raises ImportError
     cases = {c.name.split()[0]: c for c in optim.cases("cpu", quick=True)}

@@ -70,8 +70,7 @@ def _lstm_setup(steps: int, batch: int, inp: int, hidden: int, layers: int, devi
         ours.load_state_dict(ref.state_dict())
         x = torch.randn(steps, batch, inp, device=device)
         if packed:
-            lengths = torch.randint(steps // 2, steps + 1, (batch,), generator=torch.Generator().manual_seed(0))
-            x = pack_padded_sequence(x, lengths, enforce_sorted=False)
+            x = pack_padded_sequence(x, _lengths(steps, batch), enforce_sorted=False)
         gy = torch.randn((x.data if packed else x).shape[:-1] + (hidden,), device=device)
 
         def run(module):
@@ -90,6 +89,19 @@ def _lstm_setup(steps: int, batch: int, inp: int, hidden: int, layers: int, devi
     return setup
 
 
+def _lengths(steps: int, batch: int) -> torch.Tensor:
+    """The packed case's sequence lengths: spread over [steps/2, steps], the same every run."""
+    return torch.randint(steps // 2, steps + 1, (batch,), generator=torch.Generator().manual_seed(0))
+
+
+def _lstm_flops(rows: int, inp: int, hidden: int, layers: int, backward: bool) -> int:
+    """An nn.LSTM's GEMM flops over `rows` sequence rows (steps × batch, or a packed batch's rows):
+    per layer the input projection and the recurrent products; backward three times that, less the
+    first layer's input gradient (its data needs none)."""
+    forward = [2 * rows * (i + hidden) * 4 * hidden for i in [inp] + [hidden] * (layers - 1)]
+    return 3 * sum(forward) - 2 * rows * inp * 4 * hidden if backward else sum(forward)
+
+
 def _cell_flops(batch: int, inp: int, hidden: int, backward: bool) -> int:
     forward = 2 * batch * (inp + hidden) * 4 * hidden  # the two gate GEMMs
     return forward * (3 if backward else 1)  # backward: d(input, h) and d(w_ih, w_hh)
@@ -105,18 +117,17 @@ def cases(device: str, quick: bool = False) -> list[Case]:
             name = f"LSTMCell {'forward+backward' if backward else 'forward'} float32 {size}"
             out.append(Case("lstm", name, device, _cell_setup(batch, inp, hidden, device, backward),
                             baselines=("torch nn.LSTMCell",), flops=_cell_flops(batch, inp, hidden, backward)))
-    # LSTM flops: per layer the input projection and T recurrent GEMMs, x3 for backward (no dx on layer 0).
-    flops = sum(2 * T * B * (i + H) * 4 * H * 3 - (2 * T * B * i * 4 * H if k == 0 else 0)
-                for k, i in enumerate([I] + [H] * (L - 1)))
-    forward = sum(2 * T * B * (i + H) * 4 * H for i in [I] + [H] * (L - 1))
     out.append(Case("lstm", f"LSTM forward+backward float32 T{T} B{B} I{I} H{H} L{L}", device,
-                    _lstm_setup(T, B, I, H, L, device), baselines=("torch nn.LSTM",), flops=flops))
+                    _lstm_setup(T, B, I, H, L, device), baselines=("torch nn.LSTM",),
+                    flops=_lstm_flops(T * B, I, H, L, backward=True)))
     out.append(Case("lstm", f"LSTM forward float32 T{T} B{B} I{I} H{H} L{L}", device,
-                    _lstm_setup(T, B, I, H, L, device, backward=False), baselines=("torch nn.LSTM",), flops=forward))
+                    _lstm_setup(T, B, I, H, L, device, backward=False), baselines=("torch nn.LSTM",),
+                    flops=_lstm_flops(T * B, I, H, L, backward=False)))
     t1 = 20 if quick else 200  # one sequence: a latency case, each step a matrix-vector product
     out.append(Case("lstm", f"LSTM forward float32 T{t1} B1 I{I} H{H} L{L}", device,
                     _lstm_setup(t1, 1, I, H, L, device, backward=False), baselines=("torch nn.LSTM",),
-                    flops=forward // (T * B) * t1))
+                    flops=_lstm_flops(t1, I, H, L, backward=False)))
     out.append(Case("lstm", f"LSTM forward+backward packed float32 T{T} B{B} I{I} H{H} L{L} (lengths {T // 2}-{T})",
-                    device, _lstm_setup(T, B, I, H, L, device, packed=True), baselines=("torch nn.LSTM",)))
+                    device, _lstm_setup(T, B, I, H, L, device, packed=True), baselines=("torch nn.LSTM",),
+                    flops=_lstm_flops(int(_lengths(T, B).sum()), I, H, L, backward=True)))
     return out

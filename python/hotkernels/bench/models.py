@@ -10,6 +10,11 @@ reached after all its steps (:attr:`hotkernels.bench.Case.trains`).
   in both models: hotkernels has no batch norm), 10 classes, N=8 images of 112x112, cross-entropy.
 - Language model: Embedding(1000, 256) -> LSTM(256, 512, 2 layers, batch_first) -> Linear(512, 1000),
   cross-entropy on next tokens, B=32 sequences of T=50.
+
+A case's rate is over the flops of a step's forward and backward as torch counts them
+(:class:`torch.utils.flop_counter.FlopCounterMode`: the GEMMs and convolutions, the LSTM's included;
+the elementwise layers, the loss and the optimizer count none), so it is a share of the FMA peak
+that the whole step, memory-bound parts and all, reaches.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import Case, Target
 from .. import convert
@@ -75,6 +81,20 @@ class LanguageModel(nn.Module):
         return self.head(y)
 
 
+def _loss(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x).flatten(0, -2), target.flatten())
+
+
+def _step_flops(build: Callable[[], nn.Module], batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """The flops torch counts in one forward and backward of ``build()``'s model on ``batch()``, run on
+    the meta device (shapes only: nothing allocated or computed)."""
+    with torch.device("meta"):
+        model, (x, target) = build(), batch()
+    with FlopCounterMode(display=False) as counter:
+        _loss(model, x, target).backward()
+    return counter.get_total_flops()
+
+
 def _training_setup(build: Callable[[], nn.Module], batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                     device: str):
     """The case's two implementations: ``build()``'s model with torch's modules and Adam, and a
@@ -93,8 +113,7 @@ def _training_setup(build: Callable[[], nn.Module], batch: Callable[[], tuple[to
         def run(m: nn.Module, opt: torch.optim.Optimizer):
             def step() -> torch.Tensor:
                 opt.zero_grad()
-                logits = m(x)
-                loss = nn.functional.cross_entropy(logits.flatten(0, -2), target.flatten())
+                loss = _loss(m, x, target)
                 loss.backward()
                 opt.step()
                 return loss.detach()
@@ -111,13 +130,12 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     n, side, classes = (2, 32, 10) if quick else (8, 112, 10)
     pooled = -(-side // 32)  # stem /4, three strided stages /8 (each rounding up)
     T, B, vocab, E, H, L = (10, 8, 200, 64, 128, 2) if quick else (50, 32, 1000, 256, 512, 2)
-    return [
-        Case("models", f"ResNet-18-style Mish CNN training step float32 N{n} {side}x{side} Adam", device,
-             _training_setup(lambda: resnet18_mish(classes, pooled),
-                             lambda: (torch.randn(n, 3, side, side), torch.randint(classes, (n,))), device),
-             baselines=(BASELINE,), trains=True),
-        Case("models", f"language model step float32 T{T} B{B} vocab {vocab} E{E} H{H} L{L} Adam", device,
-             _training_setup(lambda: LanguageModel(vocab, E, H, L),
-                             lambda: (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(vocab, (B, T + 1))), device),
-             baselines=(BASELINE,), trains=True),
+    models = [
+        (f"ResNet-18-style Mish CNN training step float32 N{n} {side}x{side} Adam",
+         lambda: resnet18_mish(classes, pooled), lambda: (torch.randn(n, 3, side, side), torch.randint(classes, (n,)))),
+        (f"language model step float32 T{T} B{B} vocab {vocab} E{E} H{H} L{L} Adam",
+         lambda: LanguageModel(vocab, E, H, L), lambda: (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(vocab, (B, T + 1)))),
     ]
+    return [Case("models", name, device, _training_setup(build, batch, device), baselines=(BASELINE,), trains=True,
+                 flops=_step_flops(build, batch))
+            for name, build, batch in models]

@@ -167,6 +167,18 @@ def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
     return lines
 
 
+def _share_needed(speedup: float, r: Result, ceilings: Ceilings | None) -> str:
+    """For a case short of a speedup over its baseline: the share of its ceiling hotkernels would have
+    to reach for it, at the baseline's time in this run (its share times the speedup), beside the
+    shares both reached; above 100%, no kernel meets the target on this machine. Empty for a case
+    without a rate."""
+    share = r.share(ceilings)
+    if share is None or r.speedup is None:
+        return ""
+    return (f" (at {100 * share:.0f}% of the ceiling, against the baseline's {100 * share / r.speedup:.0f}%; "
+            f"{speedup:.2f}x takes {100 * share / r.speedup * speedup:.0f}%)")
+
+
 def _check(target: Target, matched: list[Result], ceilings: Ceilings | None) -> tuple[str, str]:
     """(verdict, what was measured) for one target over the results its pattern matches."""
     if not matched:
@@ -183,6 +195,8 @@ def _check(target: Target, matched: list[Result], ceilings: Ceilings | None) -> 
         else:
             value, worst = min(speedups)
             parts.append(f"{value:.2f}x" + (f" (worst: {worst})" if len(matched) > 1 else ""))
+            if value < target.speedup:
+                parts[-1] += _share_needed(target.speedup, next(r for r in matched if r.name == worst), ceilings)
         met &= value >= target.speedup
     if target.floor_share:
         shares = [(r.share(ceilings) or 0.0, r.name) for r in matched]
