@@ -524,6 +524,17 @@ void max_backward_plane_scatter(const T* grad_out, const uint8_t* offsets, T* gr
   // Xeon: the backward 1.03x faster). The order of the adds into one place changes within a row,
   // as any order of a sum may.
   const int64_t passes = ((p.kW - 1) * p.dW + p.sW) / p.sW;
+  // Each plane row is copied out once no later window reaches it (windows of output row oh + 1 start
+  // at row (oh + 1)·sH), so the stores to the input gradient go out between the adds, rather than
+  // in one burst after them that the adds of the next plane waited behind. Paired, one process,
+  // 3×3/s2/p1 on (32, 64, 112, 112) and (8, 64, 112, 112) on the Zen 4 VM: 1.03-1.07x and 1.13-1.17x
+  // faster at AVX-512, 1.06x and 1.17x at AVX2; into reused rather than fresh memory 1.13-1.23x.
+  int64_t copied = p.pH;  // plane rows before this one are copied out (the padding's need not be)
+  auto copy_out = [&](int64_t end) {
+    for (; copied < std::min(end, p.H + p.pH); ++copied) {
+      copy_row(grad_in + (copied - p.pH) * p.W, plane + copied * s.cols + p.pW, p.W);
+    }
+  };
   for (int64_t oh = 0; oh < p.OH; ++oh) {
     T* window_row = plane + oh * p.sH * s.cols;
     const T* g = grad_out + oh * p.OW;
@@ -533,8 +544,9 @@ void max_backward_plane_scatter(const T* grad_out, const uint8_t* offsets, T* gr
         if (off[ow] < taps) window_row[ow * p.sW + at[off[ow]]] += g[ow];
       }
     }
+    copy_out((oh + 1) * p.sH);
   }
-  for (int64_t ih = 0; ih < p.H; ++ih) copy_row(grad_in + ih * p.W, plane + (ih + p.pH) * s.cols + p.pW, p.W);
+  copy_out(p.H + p.pH);
 }
 
 template <class T>

@@ -88,9 +88,9 @@ inline PoolGatherRow pool_gather_row(const math::Pool2d& p) {
 // Where windows' spans overlap (an input element may be covered by several), max_backward_plane
 // scatters instead: each output gradient is added at its maximum's place in a zeroed copy of the
 // plane padded by the windows' reach (rows × cols, window (oh, ow) starting at row oh·sH and column
-// ow·sW of it), which then is copied out, each input gradient written once. That plane stays in L2
-// up to kPoolScatterBytes; larger ones, and windows that do not overlap (one term per input: the
-// gather is one pass), are gathered.
+// ow·sW of it), whose rows are copied out as they are completed, each input gradient written once.
+// That plane stays in L2 up to kPoolScatterBytes; larger ones, and windows that do not overlap (one
+// term per input: the gather is one pass), are gathered.
 struct PoolScatterPlane {
   int64_t rows, cols;
 };
