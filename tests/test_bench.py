@@ -351,6 +351,18 @@ def test_the_language_model_step_counts_its_gemms_flops():
     assert all(c.flops > 0 for c in models.cases("cpu", quick=True))
 
 
+def test_a_case_over_several_sweeps_sums_up_all_their_rounds():
+    case = bench.Case("optim", "adam x", "cpu", lambda: {}, ("torch a",), traffic=bench.Traffic(read=4))
+    first = bench.Sweep({"torch a": [4.0, 5.0], "hotkernels": [1.0, 9.0], bench.FLOOR: [3.0, 2.0]}, 1e-6,
+                        {"hotkernels": 3.0}, 4)
+    last = bench.Sweep({"torch a": [6.0, 7.0], "hotkernels": [2.0, 3.0], bench.FLOOR: [1.5, 4.0]}, 1e-7,
+                       {"hotkernels": 2.0}, 4)
+    r = bench.result(case, [first, last])
+    # medians of all four rounds, the floor's fastest of them; the worst error; the last sweep's losses
+    assert r.ms == {"torch a": 5.5, "hotkernels": 2.5, bench.FLOOR: 1.5}
+    assert (r.max_error, r.losses, r.steps) == (1e-6, {"hotkernels": 2.0}, 4)
+
+
 def test_bench_without_torch_optimizer_names_the_missing_baseline(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_optimizer", None)  # import raises ImportError
     cases = {c.name.split()[0]: c for c in optim.cases("cpu", quick=True)}

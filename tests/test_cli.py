@@ -24,14 +24,16 @@ def test_info():
 
 def test_bench_quick_writes_table_json_and_markdown(tmp_path):
     js, md = tmp_path / "r.json", tmp_path / "r.md"
-    out = run_cli("bench", "--ops", "mish", "--device", "cpu", "--quick", "--rounds", "1", "--json", str(js), "--markdown", str(md))
+    out = run_cli("bench", "--ops", "mish", "--device", "cpu", "--quick", "--rounds", "1", "--sweeps", "2", "--json",
+                  str(js), "--markdown", str(md))
     assert out.returncode == 0, out.stderr
+    assert "medians of 2 interleaved rounds (1 in each of 2 sweeps over the cases)" in out.stdout
     assert "| mish/cpu/forward float32 1M | torch F.mish |" in out.stdout
     rec = json.loads(js.read_text())
     assert {r["name"] for r in rec["results"]} == {"forward float32 1M", "forward in place float32 1M",
                                                    "forward+backward float32 1M"}
     assert all(r["max_error"] < 1e-5 and r["ms"]["hotkernels"] > 0 for r in rec["results"])
-    assert rec["machine"]["cpu_isa"] in out.stdout and rec["quick"]
+    assert rec["machine"]["cpu_isa"] in out.stdout and rec["quick"] and (rec["rounds"], rec["sweeps"]) == (1, 2)
     assert md.read_text() == report.render(rec)
     assert "| case | baseline | baseline ms | hotkernels ms |" in md.read_text()
     # `report` renders the JSON again and embeds it in a README between the Markdown's markers

@@ -90,22 +90,24 @@ def _bench(args: argparse.Namespace) -> int:
     rounds = args.rounds or (5 if args.quick else 15)
     devices = _devices(args.device)
     cases = {(d, n): families[n](d, args.quick) for d in devices for n in names}
-    total, done = sum(map(len, cases.values())), 0
-    results: list[bench.Result] = []
+    total, done = args.sweeps * sum(map(len, cases.values())), 0
+    sweeps: dict[str, list[bench.Sweep]] = {}
     probes: dict[str, list[tuple[float, float | None, float | None]]] = {d: [] for d in devices}
-    for device in devices:
-        # The ceilings are probed before each family and after the last, so that their medians
-        # see the load the shared machine had over the whole run, as the cases did.
-        for name in names:
+    for _ in range(args.sweeps):
+        for device in devices:
+            # The ceilings are probed before each family and after the last, so that the fastest
+            # probe is of the least load the shared machine had over the whole run.
+            for name in names:
+                progress(done, total, f"probing the ceilings of {device}")
+                probes[device].append(bench.probe(device, args.quick))
+                for case in cases[device, name]:
+                    progress(done, total, case.id)
+                    sweeps.setdefault(case.id, []).append(bench.time_case(case, rounds))
+                    done += 1
             progress(done, total, f"probing the ceilings of {device}")
             probes[device].append(bench.probe(device, args.quick))
-            for case in cases[device, name]:
-                progress(done, total, case.id)
-                results.append(bench.run(case, rounds))
-                done += 1
-        progress(done, total, f"probing the ceilings of {device}")
-        probes[device].append(bench.probe(device, args.quick))
     progress(total, total, "done")
+    results = [bench.result(case, sweeps[case.id]) for case_list in cases.values() for case in case_list]
     ceilings = {d: bench.Ceilings([m for m, _, _ in p], [f for _, f, _ in p if f is not None],
                                   round_trip_probes=[r for _, _, r in p if r is not None]) for d, p in probes.items()}
     missing = sorted({b for r in results if r.baseline is None for b in r.baselines})
@@ -118,7 +120,7 @@ def _bench(args: argparse.Namespace) -> int:
               f"miscounted, or a ceiling probe ran under load): "
               f"{', '.join(r.id for r in over)}", file=sys.stderr)
     rec = report.record(results, ceilings, shlex.join(["python", "-m", "hotkernels", *args.argv]), rounds,
-                        args.quick)
+                        args.quick, args.sweeps)
     print("\n" + report.render(rec))
     if args.json:
         _write(args.json, json.dumps(rec, indent=1) + "\n")
@@ -169,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="cap hotkernels and torch (ATen, oneDNN, MKL) at this CPU instruction set")
     b.add_argument("--quick", action="store_true", help="small sizes and few rounds")
     b.add_argument("--rounds", type=int, help="timed rounds per implementation (median reported)")
+    b.add_argument("--sweeps", type=int, default=1,
+                   help="times to run every case, each time for --rounds rounds (the median is of all of them): "
+                        "a spell of load on a shared machine then slows a part of a case's rounds, not all")
     b.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     b.add_argument("--markdown", metavar="PATH", help="also write the table and the summary against the targets as Markdown")
     b.add_argument("--plot", metavar="PATH", help="also draw the speedups as a PNG chart (needs matplotlib)")

@@ -14,7 +14,8 @@ for that package (optional: a case whose baseline is missing says so instead of 
 ``hotkernels reference loop`` for a plain-PyTorch loop of ours.
 
 Timing: the implementations of a case run in interleaved rounds (baseline, hotkernels, ...,
-baseline, ...) so that machine noise hits them alike, and each reports the median of its rounds.
+baseline, ...) so that machine noise hits them alike, and each reports the median of its rounds;
+a run may sweep its cases several times, a case's rounds then being those of all its sweeps.
 """
 
 from __future__ import annotations
@@ -358,31 +359,69 @@ def time_ms(fn: Callable[[], Any], device: str) -> float:
 WARMUP = 2  # untimed interleaved rounds before the timed ones
 
 
-def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP,
-            fastest: tuple[str, ...] = ()) -> dict[str, float]:
-    """Milliseconds of each callable over interleaved rounds: the median, or for the names in
-    ``fastest`` (a floor) the least, as a ceiling is the best of its probes: the load on a shared
-    machine swings within a run, and a floor's median lets a case's fast spell beat it."""
+def samples(impls: Impls, device: str, rounds: int, warmup: int = WARMUP) -> dict[str, list[float]]:
+    """Milliseconds of each callable's calls in ``rounds`` interleaved rounds, after ``warmup``
+    untimed ones."""
     for _ in range(warmup):
         for fn in impls.values():
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in impls}
+    out: dict[str, list[float]] = {name: [] for name in impls}
     for _ in range(rounds):
         for name, fn in impls.items():
-            samples[name].append(time_ms(fn, device))
-    return {name: (min if name in fastest else statistics.median)(s) for name, s in samples.items()}
+            out[name].append(time_ms(fn, device))
+    return out
 
 
-def run(case: Case, rounds: int) -> Result:
+def summarize(ms: dict[str, list[float]], fastest: tuple[str, ...] = ()) -> dict[str, float]:
+    """Each callable's median, or for the names in ``fastest`` (a floor) its least, as a ceiling is
+    the best of its probes: the load on a shared machine swings within a run, and a floor's median
+    lets a case's fast spell beat it."""
+    return {name: (min if name in fastest else statistics.median)(s) for name, s in ms.items()}
+
+
+def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP,
+            fastest: tuple[str, ...] = ()) -> dict[str, float]:
+    """Milliseconds of each callable over interleaved rounds, summarized (:func:`summarize`)."""
+    return summarize(samples(impls, device, rounds, warmup), fastest)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One timing of a case (:func:`time_case`): its implementations' samples, hotkernels' error
+    against the reference, and for a training case each one's loss after ``steps`` steps."""
+
+    ms: dict[str, list[float]]
+    error: float
+    losses: dict[str, float]
+    steps: int
+
+
+def time_case(case: Case, rounds: int) -> Sweep:
+    """Sets the case up, checks hotkernels' result against the reference's, and times its
+    implementations in interleaved rounds; the inputs are freed after."""
     impls = case.implementations()
     error = max_error(impls["hotkernels"](), impls[case.reference_impl]())
-    ms = measure(impls, case.device, rounds, fastest=(FLOOR,))
+    ms = samples(impls, case.device, rounds)
     losses, steps = {}, 0
     if case.trains:  # one more step each: its loss is the model's after all the others (first call, warmup, rounds)
         losses = {name: float(fn()) for name, fn in impls.items()}
         steps = 1 + WARMUP + rounds + 1
     del impls
-    return case.result(ms, error, losses, steps)
+    return Sweep(ms, error, losses, steps)
+
+
+def result(case: Case, sweeps: list[Sweep]) -> Result:
+    """The case's result over its sweeps (timings of it far apart in a run, so that a spell of load
+    on a shared machine hits a part of its rounds, not all): the summary of all their rounds, the
+    largest error, and the last sweep's losses."""
+    ms = {name: [t for s in sweeps for t in s.ms[name]] for name in sweeps[0].ms}
+    return case.result(summarize(ms, fastest=(FLOOR,)), max(s.error for s in sweeps), sweeps[-1].losses,
+                       sweeps[-1].steps)
+
+
+def run(case: Case, rounds: int) -> Result:
+    """One sweep of the case, as a result."""
+    return result(case, [time_case(case, rounds)])
 
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:

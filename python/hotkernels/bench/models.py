@@ -132,9 +132,11 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     T, B, vocab, E, H, L = (10, 8, 200, 64, 128, 2) if quick else (50, 32, 1000, 256, 512, 2)
     models = [
         (f"ResNet-18-style Mish CNN training step float32 N{n} {side}x{side} Adam",
-         lambda: resnet18_mish(classes, pooled), lambda: (torch.randn(n, 3, side, side), torch.randint(classes, (n,)))),
+         lambda: resnet18_mish(classes, pooled),
+         lambda: (torch.randn(n, 3, side, side), torch.randint(classes, (n,)))),
         (f"language model step float32 T{T} B{B} vocab {vocab} E{E} H{H} L{L} Adam",
-         lambda: LanguageModel(vocab, E, H, L), lambda: (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(vocab, (B, T + 1)))),
+         lambda: LanguageModel(vocab, E, H, L),
+         lambda: (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(vocab, (B, T + 1)))),
     ]
     return [Case("models", name, device, _training_setup(build, batch, device), baselines=(BASELINE,), trains=True,
                  flops=_step_flops(build, batch))

@@ -78,13 +78,14 @@ def machine_line(m: dict[str, Any]) -> str:
 
 
 def record(results: list[Result], ceilings: dict[str, Ceilings], command: str, rounds: int,
-           quick: bool) -> dict[str, Any]:
+           quick: bool, sweeps: int = 1) -> dict[str, Any]:
     """The JSON record of a run: everything :func:`render` needs."""
     return {
         "machine": machine_info(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "rounds": rounds,
+        "sweeps": sweeps,  # records without it: 1
         "quick": quick,
         "floor_ms": "fastest",  # of a case's rounds (records without it: the median)
         "ceilings": {device: asdict(c) for device, c in ceilings.items()},
@@ -229,6 +230,12 @@ def summary(results: list[Result], ceilings: dict[str, Ceilings]) -> list[str]:
     return lines
 
 
+def _rounds(rec: dict[str, Any]) -> str:
+    sweeps = rec.get("sweeps", 1)
+    rounds = f"{sweeps * rec['rounds']} interleaved rounds"
+    return rounds if sweeps == 1 else f"{rounds} ({rec['rounds']} in each of {sweeps} sweeps over the cases)"
+
+
 def render(rec: dict[str, Any]) -> str:
     """The Markdown of a run record: machine, legend, table, ceilings, summary against the targets."""
     results, ceilings = parse(rec)
@@ -245,8 +252,7 @@ def render(rec: dict[str, Any]) -> str:
                     "for GB/s: the faster of a large copy and a large in-place update, counted the same way, for GB/s")
     lines = [
         f"Machine: {machine_line(rec['machine'])}.  ",
-        f"Run: {rec['date']}, `{rec['command']}`, medians of {rec['rounds']} interleaved rounds"
-        f"{quick if rec['quick'] else ''}.",
+        f"Run: {rec['date']}, `{rec['command']}`, medians of {_rounds(rec)}{quick if rec['quick'] else ''}.",
         "",
         "\"baseline\": the fastest of the case's baselines that ran (a torch built-in, or torch_optimizer "
         "where torch has no such optimizer); \"speedup\": baseline ms / hotkernels ms. \"max error\": the "
