@@ -48,6 +48,11 @@ def test_bench_quick_writes_table_json_and_markdown(tmp_path):
     assert out.returncode != 0 and "no '<!-- bench:r begin -->'" in out.stderr
 
 
+def test_bench_rejects_sweeps_below_one():
+    out = run_cli("bench", "--ops", "mish", "--sweeps", "0")
+    assert out.returncode != 0 and "--sweeps: expected a positive count, got 0" in out.stderr
+
+
 def test_bench_rejects_unknown_family():
     out = run_cli("bench", "--ops", "nope")
     assert out.returncode != 0 and "unknown op families ['nope']" in out.stderr

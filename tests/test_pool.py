@@ -55,7 +55,7 @@ def assert_avg_pool_float32(x: torch.Tensor, kw: dict, got: torch.Tensor, g: tor
     assert_within_reduction_bound(got_grad, grad, sq_grad, r, f"avg_pool2d backward {kw} {what}")
 
 KERNELS = [1, 2, 3, (2, 3), (3, 1)]
-STRIDES = [None, 1, 2, (1, 3)]
+STRIDES = [None, 1, 2, (1, 3), (3, 1)]  # (3, 1): rows no window covers, columns that overlap
 # One odd plane size per dtype (the grid is what matters; sizes cover borders, tails and ceil_mode).
 SIZES = {torch.float32: (12, 13), torch.float64: (7, 9)}
 

@@ -58,6 +58,13 @@ def _machine() -> str:
     return report.machine_line(report.machine_info())
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count, got {n}")
+    return n
+
+
 def _write(path: str, text: str) -> None:
     out = pathlib.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +98,7 @@ def _bench(args: argparse.Namespace) -> int:
     devices = _devices(args.device)
     cases = {(d, n): families[n](d, args.quick) for d in devices for n in names}
     total, done = args.sweeps * sum(map(len, cases.values())), 0
-    sweeps: dict[str, list[bench.Sweep]] = {}
+    sweeps: dict[tuple[str, str, int], list[bench.Sweep]] = {}  # by device, family and place in it
     probes: dict[str, list[tuple[float, float | None, float | None]]] = {d: [] for d in devices}
     for _ in range(args.sweeps):
         for device in devices:
@@ -100,14 +107,15 @@ def _bench(args: argparse.Namespace) -> int:
             for name in names:
                 progress(done, total, f"probing the ceilings of {device}")
                 probes[device].append(bench.probe(device, args.quick))
-                for case in cases[device, name]:
+                for i, case in enumerate(cases[device, name]):
                     progress(done, total, case.id)
-                    sweeps.setdefault(case.id, []).append(bench.time_case(case, rounds))
+                    sweeps.setdefault((device, name, i), []).append(bench.time_case(case, rounds))
                     done += 1
             progress(done, total, f"probing the ceilings of {device}")
             probes[device].append(bench.probe(device, args.quick))
     progress(total, total, "done")
-    results = [bench.result(case, sweeps[case.id]) for case_list in cases.values() for case in case_list]
+    results = [bench.combine(case, sweeps[device, name, i])
+               for (device, name), case_list in cases.items() for i, case in enumerate(case_list)]
     ceilings = {d: bench.Ceilings([m for m, _, _ in p], [f for _, f, _ in p if f is not None],
                                   round_trip_probes=[r for _, _, r in p if r is not None]) for d, p in probes.items()}
     missing = sorted({b for r in results if r.baseline is None for b in r.baselines})
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="cap hotkernels and torch (ATen, oneDNN, MKL) at this CPU instruction set")
     b.add_argument("--quick", action="store_true", help="small sizes and few rounds")
     b.add_argument("--rounds", type=int, help="timed rounds per implementation (median reported)")
-    b.add_argument("--sweeps", type=int, default=1,
+    b.add_argument("--sweeps", type=_positive, default=1,
                    help="times to run every case, each time for --rounds rounds (the median is of all of them): "
                         "a spell of load on a shared machine then slows a part of a case's rounds, not all")
     b.add_argument("--json", metavar="PATH", help="also write the results as JSON")

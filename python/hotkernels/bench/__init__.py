@@ -379,10 +379,9 @@ def summarize(ms: dict[str, list[float]], fastest: tuple[str, ...] = ()) -> dict
     return {name: (min if name in fastest else statistics.median)(s) for name, s in ms.items()}
 
 
-def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP,
-            fastest: tuple[str, ...] = ()) -> dict[str, float]:
-    """Milliseconds of each callable over interleaved rounds, summarized (:func:`summarize`)."""
-    return summarize(samples(impls, device, rounds, warmup), fastest)
+def measure(impls: Impls, device: str, rounds: int, warmup: int = WARMUP) -> dict[str, float]:
+    """Each callable's median milliseconds over interleaved rounds."""
+    return summarize(samples(impls, device, rounds, warmup))
 
 
 @dataclass(frozen=True)
@@ -410,7 +409,7 @@ def time_case(case: Case, rounds: int) -> Sweep:
     return Sweep(ms, error, losses, steps)
 
 
-def result(case: Case, sweeps: list[Sweep]) -> Result:
+def combine(case: Case, sweeps: list[Sweep]) -> Result:
     """The case's result over its sweeps (timings of it far apart in a run, so that a spell of load
     on a shared machine hits a part of its rounds, not all): the summary of all their rounds, the
     largest error, and the last sweep's losses."""
@@ -421,7 +420,7 @@ def result(case: Case, sweeps: list[Sweep]) -> Result:
 
 def run(case: Case, rounds: int) -> Result:
     """One sweep of the case, as a result."""
-    return result(case, [time_case(case, rounds)])
+    return combine(case, [time_case(case, rounds)])
 
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:

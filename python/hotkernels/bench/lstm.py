@@ -94,12 +94,14 @@ def _lengths(steps: int, batch: int) -> torch.Tensor:
     return torch.randint(steps // 2, steps + 1, (batch,), generator=torch.Generator().manual_seed(0))
 
 
-def _lstm_flops(rows: int, inp: int, hidden: int, layers: int, backward: bool) -> int:
-    """An nn.LSTM's GEMM flops over `rows` sequence rows (steps × batch, or a packed batch's rows):
-    per layer the input projection and the recurrent products; backward three times that, less the
-    first layer's input gradient (its data needs none)."""
+def _lstm_flops(rows: int, batch: int, inp: int, hidden: int, layers: int, backward: bool) -> int:
+    """An nn.LSTM's GEMM flops over `rows` sequence rows (steps × batch, or a packed batch's rows) of
+    `batch` sequences: per layer the input projection and the recurrent products; backward three
+    times that, less the first layer's input gradient (its data needs none) and each layer's
+    gradient into its initial state (none asked), as torch's FlopCounterMode counts them."""
     forward = [2 * rows * (i + hidden) * 4 * hidden for i in [inp] + [hidden] * (layers - 1)]
-    return 3 * sum(forward) - 2 * rows * inp * 4 * hidden if backward else sum(forward)
+    unasked = 2 * rows * inp * 4 * hidden + layers * 2 * batch * hidden * 4 * hidden
+    return 3 * sum(forward) - unasked if backward else sum(forward)
 
 
 def _cell_flops(batch: int, inp: int, hidden: int, backward: bool) -> int:
@@ -119,15 +121,15 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                             baselines=("torch nn.LSTMCell",), flops=_cell_flops(batch, inp, hidden, backward)))
     out.append(Case("lstm", f"LSTM forward+backward float32 T{T} B{B} I{I} H{H} L{L}", device,
                     _lstm_setup(T, B, I, H, L, device), baselines=("torch nn.LSTM",),
-                    flops=_lstm_flops(T * B, I, H, L, backward=True)))
+                    flops=_lstm_flops(T * B, B, I, H, L, backward=True)))
     out.append(Case("lstm", f"LSTM forward float32 T{T} B{B} I{I} H{H} L{L}", device,
                     _lstm_setup(T, B, I, H, L, device, backward=False), baselines=("torch nn.LSTM",),
-                    flops=_lstm_flops(T * B, I, H, L, backward=False)))
+                    flops=_lstm_flops(T * B, B, I, H, L, backward=False)))
     t1 = 20 if quick else 200  # one sequence: a latency case, each step a matrix-vector product
     out.append(Case("lstm", f"LSTM forward float32 T{t1} B1 I{I} H{H} L{L}", device,
                     _lstm_setup(t1, 1, I, H, L, device, backward=False), baselines=("torch nn.LSTM",),
-                    flops=_lstm_flops(t1, I, H, L, backward=False)))
+                    flops=_lstm_flops(t1, 1, I, H, L, backward=False)))
     out.append(Case("lstm", f"LSTM forward+backward packed float32 T{T} B{B} I{I} H{H} L{L} (lengths {T // 2}-{T})",
                     device, _lstm_setup(T, B, I, H, L, device, packed=True), baselines=("torch nn.LSTM",),
-                    flops=_lstm_flops(int(_lengths(T, B).sum()), I, H, L, backward=True)))
+                    flops=_lstm_flops(int(_lengths(T, B).sum()), B, I, H, L, backward=True)))
     return out

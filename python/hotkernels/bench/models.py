@@ -13,8 +13,8 @@ reached after all its steps (:attr:`hotkernels.bench.Case.trains`).
 
 A case's rate is over the flops of a step's forward and backward as torch counts them
 (:class:`torch.utils.flop_counter.FlopCounterMode`: the GEMMs and convolutions, the LSTM's included;
-the elementwise layers, the loss and the optimizer count none), so it is a share of the FMA peak
-that the whole step, memory-bound parts and all, reaches.
+everything else counts none), so its share of the compute ceiling is what the whole step,
+memory-bound parts and all, reaches.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class LanguageModel(nn.Module):
 
 
 def _loss(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The training loss: cross-entropy of the model's logits (any leading dimensions) on the targets."""
     return nn.functional.cross_entropy(model(x).flatten(0, -2), target.flatten())
 
 

@@ -168,16 +168,17 @@ def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
     return lines
 
 
-def _share_needed(speedup: float, r: Result, ceilings: Ceilings | None) -> str:
-    """For a case short of a speedup over its baseline: the share of its ceiling hotkernels would have
-    to reach for it, at the baseline's time in this run (its share times the speedup), beside the
-    shares both reached; above 100%, no kernel meets the target on this machine. Empty for a case
-    without a rate."""
+def _share_needed(target: float, r: Result, ceilings: Ceilings | None) -> str:
+    """For a case short of a target speedup over its baseline: the share of its ceiling hotkernels
+    would have to reach for it at the baseline's time in this run (the baseline's share times the
+    target), beside the shares both reached. Above 100%, it takes a rate above the measured ceiling
+    (a floor's fastest round, or the best probe). Empty for a case without a rate."""
     share = r.share(ceilings)
     if share is None or r.speedup is None:
         return ""
-    return (f" (at {100 * share:.0f}% of the ceiling, against the baseline's {100 * share / r.speedup:.0f}%; "
-            f"{speedup:.2f}x takes {100 * share / r.speedup * speedup:.0f}%)")
+    baseline = share / r.speedup
+    return (f" (at {100 * share:.0f}% of the ceiling, against the baseline's {100 * baseline:.0f}%; "
+            f"{target:.2f}x takes {100 * baseline * target:.0f}%)")
 
 
 def _check(target: Target, matched: list[Result], ceilings: Ceilings | None) -> tuple[str, str]:
@@ -231,6 +232,7 @@ def summary(results: list[Result], ceilings: dict[str, Ceilings]) -> list[str]:
 
 
 def _rounds(rec: dict[str, Any]) -> str:
+    """How many rounds each median is of, and over how many sweeps."""
     sweeps = rec.get("sweeps", 1)
     rounds = f"{sweeps * rec['rounds']} interleaved rounds"
     return rounds if sweeps == 1 else f"{rounds} ({rec['rounds']} in each of {sweeps} sweeps over the cases)"
