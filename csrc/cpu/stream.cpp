@@ -11,8 +11,8 @@
 // may also be longer than its source: each chunk of the source then goes to the head of the copy's
 // chunk (all of it, but for a few values that the chunks' rounding leaves read only) and the rest
 // is filled with zeros, as a pass that writes more than it reads (max pooling's backward: a float
-// and a byte read per four floats written) stores values it computes. The
-// loops are the instruction set's (csrc/cpu/simd/stream.cpp), so `HOTKERNELS_CPU_ISA` caps them too.
+// and a byte read per four floats written) stores values it computes. The loops are the
+// instruction set's (csrc/cpu/simd/stream.cpp), so `HOTKERNELS_CPU_ISA` caps them too.
 // With `prefetch`, they fetch ahead in software as the kernels' streaming loops do; without, they
 // leave it to the hardware prefetchers, which on a Zen 4 streamed 12-16% faster alone (reads, and
 // reads with in-place updates; copies even), where on a Xeon the kernels' software prefetch had paid.

@@ -504,9 +504,8 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
 
 // Max backward, NCHW, from offsets, where windows overlap: a scatter into the zeroed padded plane
 // (csrc/cpu/simd/pool.h), output rows in order, each plane row copied out once no later window
-// reaches it. Each output is a
-// few scalar operations, where the gather spends a vector's terms on every covering window: measured
-// on Zen 3 (AVX2, paired, one process) against the gather, 3×3/s2 1.13-1.19x faster (float32 and
+// reaches it. Each output is a few scalar operations, where the gather spends a vector's terms on
+// every covering window: measured on Zen 3 (AVX2, paired, one process) against the gather, 3×3/s2 1.13-1.19x faster (float32 and
 // float64), 3×3/s1 1.38x, 5×5/s3 2.3x; 2×2/s2 (no overlap) 0.78x, which therefore gathers.
 template <class T>
 void max_backward_plane_scatter(const T* grad_out, const uint8_t* offsets, T* grad_in, const Pool2d& p,
@@ -528,8 +527,9 @@ void max_backward_plane_scatter(const T* grad_out, const uint8_t* offsets, T* gr
   // Each plane row is copied out once no later window reaches it (windows of output row oh + 1 start
   // at row (oh + 1)·sH), so the stores to the input gradient go out between the adds, rather than
   // in one burst after them that the adds of the next plane waited behind. Paired, one process,
-  // 3×3/s2/p1 on (32, 64, 112, 112) and (8, 64, 112, 112) on the Zen 4 VM: 1.03-1.07x and 1.13-1.17x
-  // faster at AVX-512, 1.06x and 1.17x at AVX2; into reused rather than fresh memory 1.13-1.23x.
+  // 3×3/s2/p1 on (32, 64, 112, 112) and (8, 64, 112, 112) on the Zen 4 VM: 1.03-1.07x and 0.99-1.17x
+  // (1.10-1.17x in three runs of four) faster at AVX-512, 1.06x and 1.08-1.17x at AVX2; into reused
+  // rather than fresh memory 1.09-1.23x.
   int64_t copied = p.pH;  // plane rows before this one are copied out (the padding's need not be)
   auto copy_out = [&](int64_t end) {
     for (; copied < std::min(end, p.H + p.pH); ++copied) {

@@ -149,8 +149,8 @@ inline vfloat clamp(vfloat x, float lo, float hi) {
 // r = −ln2/2; 0.15-0.3 ulp) where the Cephes series it replaced left 1.1e-9: over 6M inputs in
 // [−87, 88], at most 1.04 ulp from exp in double, against 1.00. The series took eight operations;
 // measured on a Zen 4, Mish of 16K floats in cache on one thread ran 8-9% faster at AVX-512, 10% at
-// AVX2 with the scaling below. k is rounded with the 1.5·2^23 trick
-// (adding it leaves round(t) in the low mantissa bits). After clamping x to [−104, 88.8], 2^k
+// AVX2 with the scaling below. k is rounded with the 1.5·2^23 trick (adding it leaves round(t) in
+// the low mantissa bits). After clamping x to [−104, 88.8], 2^k
 // (k in [−150, 128]) is applied so that the result underflows gradually through the subnormals to
 // 0 and overflows to inf exactly where exp does, with no selects; NaN passes the clamp and
 // propagates. AVX-512 scales in one instruction (vscalefps: p·2^k, one rounding), elsewhere as two

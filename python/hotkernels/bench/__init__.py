@@ -418,11 +418,6 @@ def combine(case: Case, sweeps: list[Sweep]) -> Result:
                        sweeps[-1].steps)
 
 
-def run(case: Case, rounds: int) -> Result:
-    """One sweep of the case, as a result."""
-    return combine(case, [time_case(case, rounds)])
-
-
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     """Every op family's case list, by name."""
     from . import conv2d, gemm, lstm, mish, models, optim, pool

@@ -190,15 +190,15 @@ def _check(target: Target, matched: list[Result], ceilings: Ceilings | None) -> 
         return "not measured", f"its baseline {', '.join(missing)} is not installed"
     met, parts = True, []
     if target.speedup:
-        speedups = [(r.speedup, r.name) for r in matched]
         if target.over == "geomean":
-            value = math.exp(sum(math.log(s) for s, _ in speedups) / len(speedups))
+            value = math.exp(sum(math.log(r.speedup) for r in matched) / len(matched))
             parts.append(f"{value:.2f}x")
         else:
-            value, worst = min(speedups)
-            parts.append(f"{value:.2f}x" + (f" (worst: {worst})" if len(matched) > 1 else ""))
+            worst = min(matched, key=lambda r: (r.speedup, r.name))
+            value = worst.speedup
+            parts.append(f"{value:.2f}x" + (f" (worst: {worst.name})" if len(matched) > 1 else ""))
             if value < target.speedup:
-                parts[-1] += _share_needed(target.speedup, next(r for r in matched if r.name == worst), ceilings)
+                parts[-1] += _share_needed(target.speedup, worst, ceilings)
         met &= value >= target.speedup
     if target.floor_share:
         shares = [(r.share(ceilings) or 0.0, r.name) for r in matched]
