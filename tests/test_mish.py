@@ -170,6 +170,17 @@ def test_every_cpu_instruction_set(cpu_isa):
         "g = torch.randn_like(x)\n"
         "assert_float32_mish(hotkernels.functional.mish(x), x)\n"
         "assert_float32_mish_backward(torch.ops.hotkernels.mish_backward(g, x), g, x)\n"
+        # simd::exp's two paths below AVX-512 (every lane within |x| <= 86, or not) give the same
+        # bits: each value once among in-range values and once in a vector with a lane at -100 (7
+        # values and -100 in every 8, so in every vector of 4, 8 or 16 lanes).
+        "v = torch.linspace(-86, 86, 7 * 4_001)\n"
+        "mixed = torch.cat([v.view(-1, 7), torch.full((4_001, 1), -100.0)], 1).flatten()\n"
+        "keep = torch.arange(mixed.numel()) % 8 != 7\n"
+        "gv = torch.randn_like(v)\n"
+        "gm = torch.cat([gv.view(-1, 7), torch.ones(4_001, 1)], 1).flatten()\n"
+        "assert torch.equal(torch.ops.hotkernels.mish(mixed)[keep], torch.ops.hotkernels.mish(v))\n"
+        "assert torch.equal(torch.ops.hotkernels.mish_backward(gm, mixed)[keep],\n"
+        "                   torch.ops.hotkernels.mish_backward(gv, v))\n"
     )
     run_with_isa(cpu_isa, code)
 

@@ -150,18 +150,17 @@ inline vfloat clamp(vfloat x, float lo, float hi) {
 // [−87, 88], at most 1.04 ulp from exp in double, against 1.00. The series took eight operations;
 // measured on a Zen 4, Mish of 16K floats in cache on one thread ran 8-9% faster at AVX-512, 10% at
 // AVX2 with the scaling below. k is rounded with the 1.5·2^23 trick (adding it leaves round(t) in
-// the low mantissa bits). After clamping x to [−104, 88.8], 2^k
-// (k in [−150, 128]) is applied so that the result underflows gradually through the subnormals to
-// 0 and overflows to inf exactly where exp does, with no selects; NaN passes the clamp and
-// propagates. AVX-512 scales in one instruction (vscalefps: p·2^k, one rounding), elsewhere as two
-// halves 2^(k−h)·2^h with h = floor(k/2), each a normal float built from k's bits. Both give the same
-// bits (checked over 4.2M inputs, subnormal results, ±inf and NaN included).
-inline vfloat exp(vfloat x) {
+// the low mantissa bits, so t's bits are those of 1.5·2^23 plus k).
+struct ExpParts {
+  vfloat t;  // x / ln 2 + 1.5·2^23
+  vfloat k;  // k as a float
+  vfloat p;  // exp(r)
+};
+inline ExpParts exp_parts(vfloat x) {
   constexpr float kRound = 12582912.0f;  // 1.5 · 2^23
-  const vfloat xc = clamp(x, -104.0f, 88.8f);
-  const vfloat t = xc * 1.44269504088896341f + kRound;
+  const vfloat t = x * 1.44269504088896341f + kRound;
   const vfloat kf = t - kRound;
-  vfloat r = xc - kf * 0.693359375f;
+  vfloat r = x - kf * 0.693359375f;
   r = r - kf * -2.12194440e-4f;
   vfloat p = broadcast(1.3843653723597527e-3f);
   p = p * r + 8.37415549904108e-3f;
@@ -170,20 +169,53 @@ inline vfloat exp(vfloat x) {
   p = p * r + 4.999999403953552e-1f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-#if defined(__AVX512F__) && HK_VEC_BYTES == 64
-  return (vfloat)_mm512_scalef_ps((__m512)p, (__m512)kf);
+  return {t, kf, p};
+}
+
+// Whether |x| ≤ bound in every lane (a NaN lane is not).
+inline bool all_within(vfloat x, float bound) {
+  const vint32 magnitude = (vint32)x & 0x7fffffff;
+  const vint32 in = (vfloat)magnitude <= bound;
+#if defined(__AVX__) && HK_VEC_BYTES == 32
+  return _mm256_movemask_ps((__m256)in) == 0xFF;
+#elif defined(__SSE__) && HK_VEC_BYTES == 16
+  return _mm_movemask_ps((__m128)in) == 0xF;
 #else
-  // t's bits less kRound's are k; less 254 more, kb = k + 254 (in [104, 382]), whose half hb =
+  for (int64_t i = 0; i < kLanes<float>; ++i) {
+    if (!in[i]) return false;
+  }
+  return true;
+#endif
+}
+
+// After clamping x to [−104, 88.8], 2^k (k in [−150, 128]) is applied so that the result underflows
+// gradually through the subnormals to 0 and overflows to inf exactly where exp does, with no
+// selects; NaN passes the clamp and propagates. AVX-512 scales in one instruction (vscalefps: p·2^k,
+// one rounding). Elsewhere that takes two halves 2^(k−h)·2^h with h = floor(k/2), each a normal
+// float built from k's bits: five integer operations and two products. There a vector whose lanes
+// all lie in |x| ≤ 86 (every lane, in practice, of an activation) takes a shorter path with the
+// same bits: no clamp, and k added to p's exponent field, exact because p·2^k (p in [0.7, 1.42],
+// |k| ≤ 124) is a normal float. Measured on a Zen 4 at AVX2 (2 threads, paired in one process):
+// Mish of 16M floats forward and forward+backward 1.12x faster, of 64K in cache 1.17-1.24x. All
+// paths give the same bits (the two scalings over 4.2M inputs, subnormal results, ±inf and NaN
+// included; the shorter path against them over 40M, through Mish and its backward; and
+// tests/test_mish.py checks the paths below AVX-512 against each other).
+inline vfloat exp(vfloat x) {
+#if defined(__AVX512F__) && HK_VEC_BYTES == 64
+  const ExpParts e = exp_parts(clamp(x, -104.0f, 88.8f));
+  return (vfloat)_mm512_scalef_ps((__m512)e.p, (__m512)e.k);
+#else
+  if (all_within(x, 86.0f)) [[likely]] {
+    const ExpParts e = exp_parts(x);
+    // t's bits are 0x4B400000 + k; shifted by 23, 0x4B400000's part leaves the 32 bits.
+    return (vfloat)((vint32)e.p + ((vint32)e.t << 23));
+  }
+  const ExpParts e = exp_parts(clamp(x, -104.0f, 88.8f));
+  // t's bits less 0x4B400000 are k; less 254 more, kb = k + 254 (in [104, 382]), whose half hb =
   // floor(k/2) + 127 is the biased exponent of 2^h, and kb − hb = (k − h) + 127 that of 2^(k−h).
-  vint32 kb;
-  std::memcpy(&kb, &t, sizeof(kb));
-  kb -= 0x4B400000 - 254;
+  const vint32 kb = (vint32)e.t - (0x4B400000 - 254);
   const vint32 hb = kb >> 1;
-  const vint32 bits1 = hb << 23, bits2 = (kb - hb) << 23;
-  vfloat s1, s2;
-  std::memcpy(&s1, &bits1, sizeof(s1));
-  std::memcpy(&s2, &bits2, sizeof(s2));
-  return p * s1 * s2;
+  return e.p * (vfloat)(hb << 23) * (vfloat)((kb - hb) << 23);
 #endif
 }
 
