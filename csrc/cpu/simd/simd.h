@@ -149,8 +149,9 @@ inline vfloat clamp(vfloat x, float lo, float hi) {
 // r = −ln2/2; 0.15-0.3 ulp) where the Cephes series it replaced left 1.1e-9: over 6M inputs in
 // [−87, 88], at most 1.04 ulp from exp in double, against 1.00. The series took eight operations;
 // measured on a Zen 4, Mish of 16K floats in cache on one thread ran 8-9% faster at AVX-512, 10% at
-// AVX2 with the scaling below. k is rounded with the 1.5·2^23 trick (adding it leaves round(t) in
-// the low mantissa bits, so t's bits are those of 1.5·2^23 plus k).
+// AVX2 (with the two-half scaling of exp below). k is rounded with the 1.5·2^23 trick (adding it
+// leaves round(t) in the low mantissa bits, so t's bits are those of 1.5·2^23 plus k). exp_parts
+// computes these; exp scales p by 2^k.
 struct ExpParts {
   vfloat t;  // x / ln 2 + 1.5·2^23
   vfloat k;  // k as a float
@@ -172,6 +173,10 @@ inline ExpParts exp_parts(vfloat x) {
   return {t, kf, p};
 }
 
+// Where |x| is at most this in every lane, exp below AVX-512 takes its short path: there |k| ≤ 124;
+// it would stay exact for k in [−125, 127], x in about [−86.9, 88.3].
+constexpr float kExpShortPathBound = 86.0f;
+
 // Whether |x| ≤ bound in every lane (a NaN lane is not).
 inline bool all_within(vfloat x, float bound) {
   const vint32 magnitude = (vint32)x & 0x7fffffff;
@@ -188,24 +193,26 @@ inline bool all_within(vfloat x, float bound) {
 #endif
 }
 
-// After clamping x to [−104, 88.8], 2^k (k in [−150, 128]) is applied so that the result underflows
-// gradually through the subnormals to 0 and overflows to inf exactly where exp does, with no
-// selects; NaN passes the clamp and propagates. AVX-512 scales in one instruction (vscalefps: p·2^k,
-// one rounding). Elsewhere that takes two halves 2^(k−h)·2^h with h = floor(k/2), each a normal
-// float built from k's bits: five integer operations and two products. There a vector whose lanes
-// all lie in |x| ≤ 86 (every lane, in practice, of an activation) takes a shorter path with the
-// same bits: no clamp, and k added to p's exponent field, exact because p·2^k (p in [0.7, 1.42],
-// |k| ≤ 124) is a normal float. Measured on a Zen 4 at AVX2 (2 threads, paired in one process):
-// Mish of 16M floats forward and forward+backward 1.12x faster, of 64K in cache 1.17-1.24x. All
-// paths give the same bits (the two scalings over 4.2M inputs, subnormal results, ±inf and NaN
-// included; the shorter path against them over 40M, through Mish and its backward; and
-// tests/test_mish.py checks the paths below AVX-512 against each other).
+// exp(x) in every lane. After clamping x to [−104, 88.8], 2^k (k in [−150, 128]) is applied so that
+// the result underflows gradually through the subnormals to 0 and overflows to inf exactly where exp
+// does, with no selects; NaN passes the clamp and propagates. AVX-512 scales in one instruction
+// (vscalefps: p·2^k, one rounding). Elsewhere that takes two halves 2^(k−h)·2^h with h = floor(k/2),
+// each a normal float built from k's bits: the clamp, five integer operations and two products.
+// There a vector whose every lane lies within kExpShortPathBound takes a shorter path with the same
+// bits: no clamp, and k added to p's exponent field (a shift and an add, behind a test of the
+// vector), exact because p·2^k (p in [0.7, 1.42], |k| ≤ 124) is a normal float; a vector with any
+// lane beyond it, or NaN, takes the full path. Measured on a Zen 4 at AVX2 (2 threads, paired in one
+// process): Mish of 16M floats forward and forward+backward 1.12x faster, of 64K in cache
+// 1.17-1.24x. All paths give the same bits: the two scalings over 4.2M inputs (subnormal results,
+// ±inf and NaN included); the short path against the full one for every float with
+// |x| ≤ kExpShortPathBound (a one-off check at SSE2 and AVX2); tests/test_mish.py checks the two
+// against each other through Mish (which uses exp for x ≤ 20 only: k ≤ 29).
 inline vfloat exp(vfloat x) {
 #if defined(__AVX512F__) && HK_VEC_BYTES == 64
   const ExpParts e = exp_parts(clamp(x, -104.0f, 88.8f));
   return (vfloat)_mm512_scalef_ps((__m512)e.p, (__m512)e.k);
 #else
-  if (all_within(x, 86.0f)) [[likely]] {
+  if (all_within(x, kExpShortPathBound)) [[likely]] {
     const ExpParts e = exp_parts(x);
     // t's bits are 0x4B400000 + k; shifted by 23, 0x4B400000's part leaves the 32 bits.
     return (vfloat)((vint32)e.p + ((vint32)e.t << 23));
