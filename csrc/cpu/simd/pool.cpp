@@ -505,8 +505,9 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
 // Max backward, NCHW, from offsets, where windows overlap: a scatter into the zeroed padded plane
 // (csrc/cpu/simd/pool.h), output rows in order, each plane row copied out once no later window
 // reaches it. Each output is a few scalar operations, where the gather spends a vector's terms on
-// every covering window: measured on Zen 3 (AVX2, paired, one process) against the gather, 3×3/s2 1.13-1.19x faster (float32 and
-// float64), 3×3/s1 1.38x, 5×5/s3 2.3x; 2×2/s2 (no overlap) 0.78x, which therefore gathers.
+// every covering window: measured on Zen 3 (AVX2, paired, one process) against the gather, 3×3/s2
+// 1.13-1.19x faster (float32 and float64), 3×3/s1 1.38x, 5×5/s3 2.3x; 2×2/s2 (no overlap) 0.78x,
+// which therefore gathers.
 template <class T>
 void max_backward_plane_scatter(const T* grad_out, const uint8_t* offsets, T* grad_in, const Pool2d& p,
                                 void* scratch) {
