@@ -197,6 +197,19 @@ Matrix<T> matrix(const at::Tensor& t) {
   return {t.const_data_ptr<T>(), t.size(0), t.size(1), t.stride(0), t.stride(1)};
 }
 
+// How far ahead the packers fetch what they copy where their source runs lie a stride apart (B's
+// rows, or the steps of an Aᵀ stored row-major): each run is on another page every few steps, where
+// the hardware prefetchers do not follow, so every run's copy would wait on memory. The run about
+// 64 KiB on (whole strides, at least one) is fetched instead. Measured on Zen 4 (2 threads, paired,
+// one process, against no fetch): B's panels packed deferred, 128 × 2048 × n for n = 64, 128, 256,
+// 512 and 1024 (B's rows 256 B to 4 KiB apart) 1.17x, 1.13x, 1.13-1.2x, 1.3x and 1.08x faster (AVX2
+// 1.3x, 1.1x, 1.08x at n = 256, 512, 1024), 128 × 512 × 2048 (8 KiB) 1.11-1.16x (AVX2 1.13x); 16
+// KiB ahead lost up to 0.77x on some of them, 32 KiB on some less than 64, 128 KiB alike.
+constexpr int64_t kPackAheadBytes = int64_t{64} << 10;
+inline uintptr_t pack_ahead_bytes(int64_t stride_bytes) {
+  return static_cast<uintptr_t>(std::max<int64_t>(1, kPackAheadBytes / std::max<int64_t>(1, stride_bytes)) * stride_bytes);
+}
+
 // How a PackedB holds B's panels for the micro-kernels.
 enum class Packing {
   // All panels packed at construction and reused by every multiply with them (an LSTM's W_hh, every
@@ -282,7 +295,11 @@ class PackedB {
       // LSTMCell(256, 512) of batch 64 forward+backward 1.04-1.05x faster, 64 × 2048 × 512 (its
       // hidden-state gradient, B = W_hh packed deferred) 1.03-1.08x; nn.LSTM within noise.
       static_switch<32, 48, 64, 96, 128, 192, 256, 384, 512>(nr * static_cast<int64_t>(sizeof(T)), [&]<int Bytes>() {
-        for (int64_t t = 0; t < kc; ++t) std::memcpy(dst + t * nr, b + t * b_.rs, Bytes);
+        const uintptr_t ahead = pack_ahead_bytes(b_.rs * static_cast<int64_t>(sizeof(T)));
+        for (int64_t t = 0; t < kc; ++t) {
+          prefetch_range(reinterpret_cast<uintptr_t>(b + t * b_.rs) + ahead, Bytes);
+          std::memcpy(dst + t * nr, b + t * b_.rs, Bytes);
+        }
       });
       return;
     }
@@ -328,19 +345,17 @@ void pack_a(const Matrix<T>& a, int64_t i0, int64_t rows, int64_t t0, int64_t kc
     // paired). ~410k steps for an LSTM's dgatesᵀ: a memmove call of run-time length per block and
     // step would cost more than the copy, so the shapes' mr (csrc/cpu/simd/gemm.cpp) is a
     // compile-time length (a few vector moves).
-    // Each step's run lies on another page (8 KiB on for dgatesᵀ of 2048 columns), where the
-    // hardware prefetchers do not follow, so the copy would wait on every run: the run
-    // kPackAheadSteps steps on is fetched while this one is copied. Measured on Zen 4 (2 threads,
-    // paired, one process, fetched 8 steps ahead against not): 2048 × 1600 × 512 with A = dgatesᵀ
-    // 1.03-1.14x faster, nn.LSTM(256, 512, 2 layers) forward+backward 1.02x, LSTMCell(256, 512) at
-    // batch 64 1.07x, the language-model step 1.04x (AVX2: 1.03x, 1.03x, 1.05x); 4, 8 and 16
-    // steps ahead alike.
-    constexpr int64_t kPackAheadSteps = 8;
+    // Each step's run is fetched ahead (pack_ahead_bytes: 8 steps on for dgatesᵀ of 2048 columns).
+    // Measured on Zen 4 (2 threads, paired, one process, 8 steps ahead against no fetch): 2048 ×
+    // 1600 × 512 with A = dgatesᵀ 1.03-1.14x faster, nn.LSTM(256, 512, 2 layers) forward+backward
+    // 1.02x, LSTMCell(256, 512) at batch 64 1.07x, the language-model step 1.04x (AVX2: 1.03x,
+    // 1.03x, 1.05x); 4, 8 and 16 steps ahead alike.
+    const uintptr_t ahead = pack_ahead_bytes(a.cs * static_cast<int64_t>(sizeof(T)));
     const int64_t whole = rows / mr, rest = rows % mr;
     static_switch<int64_t{1}, int64_t{4}, int64_t{6}, int64_t{8}, int64_t{12}>(mr, [&]<int64_t MR>() {
       for (int64_t t = 0; t < kc; ++t) {
         const T* s = a.data + i0 + (t0 + t) * a.cs;
-        prefetch_range(reinterpret_cast<uintptr_t>(s) + kPackAheadSteps * a.cs * sizeof(T), rows * sizeof(T));
+        prefetch_range(reinterpret_cast<uintptr_t>(s) + ahead, rows * static_cast<int64_t>(sizeof(T)));
         for (int64_t blk = 0; blk < whole; ++blk) std::memcpy(dst + (blk * kc + t) * MR, s + blk * MR, MR * sizeof(T));
         if (rest > 0) {
           T* out = dst + (whole * kc + t) * MR;
