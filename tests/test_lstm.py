@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hotkernels.functional as HF
-from tests.conftest import CUDA, assert_float32_like_torch, check_inductor, run_with_isa
+from tests.conftest import CUDA, assert_float32_like_torch, check_inductor, num_threads, run_with_isa
 import hotkernels.nn as hnn
 
 # Stated tolerances, for values and gradients of order one. The GEMMs are torch's, but we add the
@@ -115,6 +115,27 @@ def test_cell_only_some_gradients(device):
     assert ours.weight_ih.grad is None and ours.bias_hh.grad is None
     torch.testing.assert_close(ours.weight_hh.grad, ref.weight_hh.grad, **TOL[torch.float64])
     torch.testing.assert_close(ours.bias_ih.grad, ref.bias_ih.grad, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("needed", ["all", "weights", "hidden state"])
+def test_cell_backward_on_any_thread_count(threads, needed):
+    """On the CPU, a backward of 32 rows or more runs its four products in two halves side by side
+    on two threads (csrc/cpu/lstm.cpp, side_by_side), one after the other on other thread counts:
+    every gradient asked, all of them or a subset, matches torch's in float64 on each."""
+    ref, ours = _pair(torch.nn.LSTMCell(24, 20), hnn.LSTMCell, torch.float64, "cpu", 24, 20)
+    for module in (ref, ours):
+        module.requires_grad_(needed != "hidden state")
+    x, h, c = (_state(40, n, dtype=torch.float64, device="cpu", requires_grad=needed == "all") for n in (24, 20, 20))
+    h.requires_grad_(needed != "weights")
+    wanted = [t for t in (x, h, c) if t.requires_grad]
+    gh, gc = torch.randn(40, 20, dtype=torch.float64), torch.randn(40, 20, dtype=torch.float64)
+    with num_threads(threads):
+        got = torch.autograd.grad(ours(x, (h, c)), wanted + [p for p in ours.parameters() if p.requires_grad], (gh, gc))
+    want = torch.autograd.grad(ref(x, (h, c)), wanted + [p for p in ref.parameters() if p.requires_grad], (gh, gc))
+    assert len(got) == len(want) == {"all": 7, "weights": 4, "hidden state": 1}[needed]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
 
 
 def test_cell_module_is_drop_in():

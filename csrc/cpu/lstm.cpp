@@ -171,6 +171,20 @@ Tensors3 cell_forward(const Dims& d, const at::Tensor& input, const at::Tensor& 
   return {h, c, gates};
 }
 
+// Whether an LSTMCell's backward runs its two halves of products side by side, each on one thread
+// (each product then single-threaded), rather than one after the other on all threads: on two
+// threads, for batches of at least 32 rows. Each product then runs without waiting for the other
+// thread, and each of its fresh outputs is first written (page-faulted) by one thread only: where two
+// threads fault in pages of the same output, they contend in the kernel (an LSTMCell(1024, 1024) at
+// batch 64 spent ~30% of its time there; none once the heap kept its pages). Fewer rows read the
+// weights more than they compute with them, and two threads read them faster.
+// Measured on Zen 4 (2 threads, paired in one process, side by side against one after the other),
+// forward+backward: LSTMCell(256, 512) at batch 32, 48, 64 and 128 1.02-1.1x, 1.03-1.04x, 1.02-1.12x
+// and 1.05x faster (AVX-512 and AVX2); LSTMCell(1024, 1024) at batch 64 1.5-2.0x, at 256 1.2-1.3x;
+// LSTMCell(256, 512) at batch 16 0.95-0.97x.
+constexpr int64_t kSideBySideRows = 32;
+bool side_by_side(int64_t batch) { return at::get_num_threads() == 2 && batch >= kSideBySideRows; }
+
 Tensors6 cell_backward(const Dims& d, const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
                        const at::Tensor& cy, const at::Tensor& gates, Mask mask) {
@@ -188,10 +202,24 @@ Tensors6 cell_backward(const Dims& d, const at::Tensor& grad_hy, const at::Tenso
                                       dgates.mutable_data_ptr<T>(), grad_cx.mutable_data_ptr<T>(), d.hidden},
                   d.batch);
     const Matrix<T> dg = matrix<T>(dgates);
-    if (mask[0]) grad_input = product(dg, matrix<T>(w_ih), input);
-    if (mask[1]) grad_hx = product(dg, matrix<T>(w_hh), input);
-    if (mask[2]) grad_w_ih = product(dg.t(), matrix<T>(input), input);
-    if (mask[3]) grad_w_hh = product(dg.t(), matrix<T>(hx), input);
+    // The four products in two halves of equal work, B·4H·(H + I) multiply-adds each.
+    auto half = [&](int64_t i) {
+      if (i == 0) {
+        if (mask[1]) grad_hx = product(dg, matrix<T>(w_hh), input);
+        if (mask[2]) grad_w_ih = product(dg.t(), matrix<T>(input), input);
+      } else {
+        if (mask[3]) grad_w_hh = product(dg.t(), matrix<T>(hx), input);
+        if (mask[0]) grad_input = product(dg, matrix<T>(w_ih), input);
+      }
+    };
+    if (side_by_side(d.batch)) {
+      at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) half(i);
+      });
+    } else {
+      half(0);
+      half(1);
+    }
   });
   return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, mask[4] ? dgates.sum(0) : lstm::unused(input)};
 }

@@ -466,9 +466,10 @@ void multiply(const Matrix<T>& a, const PackedB<T>& b, T* c, int64_t ldc, int64_
   // one chunk of 512, 105 in two of 256). So those chunks stop at kInPlaceChunk steps.
   const int64_t chunk = chunk_for<T>(m, nr);
   const int64_t kc_max = reduction_chunk(k, b.stride(0) != nr ? std::min(kInPlaceChunk, chunk) : chunk);
-  // A thread gets work unless the whole product is tiny.
+  // Every thread gets work unless the whole product is tiny, or the caller runs it on one thread of a
+  // parallel region already (ATen runs a parallel_for nested in one inline).
   const int64_t work = m * b.n() * b.groups() * k;
-  const int64_t threads = work < (int64_t{1} << 18) ? 1 : at::get_num_threads();
+  const int64_t threads = work < (int64_t{1} << 18) || at::in_parallel_region() ? 1 : at::get_num_threads();
   const Grid grid = plan(m, mr, nr, b.panels(), threads, max_tile_rows<T>(kc_max));
 
   // Rows [i0, i0 + rows) × panels [p0, p1): the whole reduction, kc steps at a time, then the
