@@ -9,6 +9,7 @@ import torch
 
 import hotkernels.functional as HF
 from tests.conftest import CUDA, assert_float32_like_torch, check_inductor, num_threads, run_with_isa
+from tests.test_properties import LSTM_SIDE_BY_SIDE_ROWS
 import hotkernels.nn as hnn
 
 # Stated tolerances, for values and gradients of order one. The GEMMs are torch's, but we add the
@@ -118,22 +119,29 @@ def test_cell_only_some_gradients(device):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("needed", ["all", "weights", "hidden state"])
-def test_cell_backward_on_any_thread_count(threads, needed):
-    """On the CPU, a backward of 32 rows or more runs its four products in two halves side by side
-    on two threads (csrc/cpu/lstm.cpp, side_by_side), one after the other on other thread counts:
-    every gradient asked, all of them or a subset, matches torch's in float64 on each."""
-    ref, ours = _pair(torch.nn.LSTMCell(24, 20), hnn.LSTMCell, torch.float64, "cpu", 24, 20)
+@pytest.mark.parametrize("batch", [LSTM_SIDE_BY_SIDE_ROWS - 1, LSTM_SIDE_BY_SIDE_ROWS])
+@pytest.mark.parametrize("needed", ["all", "hidden and w_hh", "weights", "hidden"])
+def test_cell_backward_on_any_thread_count(threads, batch, needed):
+    """On the CPU the backward's four products run one after the other, or from LSTM_SIDE_BY_SIDE_ROWS
+    rows on two threads in two halves side by side where the gradients asked pair up ("all": every
+    one; "hidden and w_hh": one product a half; the others one after the other). Each product is past
+    the GEMM core's one-thread size, so inside a half it plans for one thread. Every gradient asked
+    matches torch's in float64."""
+    I, H = 48, 64
+    ref, ours = _pair(torch.nn.LSTMCell(I, H), hnn.LSTMCell, torch.float64, "cpu", I, H)
+    wants = {"all": ("x", "h", "c", "weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+             "hidden and w_hh": ("h", "weight_hh"), "weights": ("weight_ih", "weight_hh"), "hidden": ("h",)}[needed]
     for module in (ref, ours):
-        module.requires_grad_(needed != "hidden state")
-    x, h, c = (_state(40, n, dtype=torch.float64, device="cpu", requires_grad=needed == "all") for n in (24, 20, 20))
-    h.requires_grad_(needed != "weights")
-    wanted = [t for t in (x, h, c) if t.requires_grad]
-    gh, gc = torch.randn(40, 20, dtype=torch.float64), torch.randn(40, 20, dtype=torch.float64)
+        for name, p in module.named_parameters():
+            p.requires_grad_(name in wants)
+    x, h, c = (_state(batch, n, dtype=torch.float64, device="cpu", requires_grad=name in wants)
+               for name, n in (("x", I), ("h", H), ("c", H)))
+    leaves = [t for t in (x, h, c) if t.requires_grad]
+    gh, gc = torch.randn(batch, H, dtype=torch.float64), torch.randn(batch, H, dtype=torch.float64)
     with num_threads(threads):
-        got = torch.autograd.grad(ours(x, (h, c)), wanted + [p for p in ours.parameters() if p.requires_grad], (gh, gc))
-    want = torch.autograd.grad(ref(x, (h, c)), wanted + [p for p in ref.parameters() if p.requires_grad], (gh, gc))
-    assert len(got) == len(want) == {"all": 7, "weights": 4, "hidden state": 1}[needed]
+        got = torch.autograd.grad(ours(x, (h, c)), leaves + [p for p in ours.parameters() if p.requires_grad], (gh, gc))
+    want = torch.autograd.grad(ref(x, (h, c)), leaves + [p for p in ref.parameters() if p.requires_grad], (gh, gc))
+    assert len(got) == len(want) == len(wants)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, **TOL[torch.float64])
 

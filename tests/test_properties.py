@@ -10,7 +10,7 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 import hotkernels.functional as HF
-from tests.conftest import assert_float32_like_torch
+from tests.conftest import assert_float32_like_torch, num_threads
 
 
 @st.composite
@@ -144,6 +144,7 @@ CONV_PACKED_GRADIENT_ROWS = 64  # an earlier weight-gradient kernel's switch (pa
 CONV_TILE_COLUMNS = 128  # csrc/cpu/conv2d_gemm.cpp kTileColumns: pixels per task tile
 CONV_CHUNK = 256  # csrc/cpu/conv2d_gemm.cpp kReductionChunk: reduction steps per GEMM call (longer ones are split)
 LSTM_GRAIN = 8192  # csrc/cpu/lstm.cpp row_grain: batch·hidden elements per task of the pointwise kernels
+LSTM_SIDE_BY_SIDE_ROWS = 32  # csrc/cpu/lstm.cpp kSideBySideRows: on 2 threads, a cell backward's products side by side
 OPTIM_SPAN = 16384  # csrc/cpu/multi_tensor.h kSpan: tensors are cut into spans of this many elements
 OPTIM_SERIAL_BELOW = 65536  # csrc/cpu/multi_tensor.h kSerialBelow: groups this small run on one thread
 
@@ -326,6 +327,39 @@ def test_lstm_layer_float32(steps, batch, input_size, bias, reverse):
     lengths = [r_out, r_out, r_in, r_in, r_in, r_w, r_w, r_w, r_w]
     for name, a, t, e, r in zip(["output", "cs", "input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"],
                                 grads(ours, torch.float32), grads(theirs, torch.float32), exact, lengths):
+        assert_float32_like_torch(a, t, e, r, name)
+
+
+@given(st.sampled_from([st.integers(LSTM_SIDE_BY_SIDE_ROWS - 4, LSTM_SIDE_BY_SIDE_ROWS - 1),
+                        st.integers(LSTM_SIDE_BY_SIDE_ROWS, LSTM_SIDE_BY_SIDE_ROWS + 4)]).flatmap(lambda s: s),
+       st.integers(33, 64), st.integers(33, 64))
+@example(LSTM_SIDE_BY_SIDE_ROWS, 48, 64)  # side by side
+def test_lstm_cell_float32_on_two_threads(batch, input_size, hidden):
+    """An LSTMCell's forward and every gradient in float32 on two threads, the batch on either side of
+    LSTM_SIDE_BY_SIDE_ROWS (its backward's products one after the other, or side by side): our
+    float32 error from the float64 result is within the reduction bound of each output, or at most 4
+    times torch's own float32 error."""
+    event(f"lstm cell: batch {'at or above' if batch >= LSTM_SIDE_BY_SIDE_ROWS else 'below'} LSTM_SIDE_BY_SIDE_ROWS")
+    cell = torch.nn.LSTMCell(input_size, hidden)
+    x, h0, c0 = torch.randn(batch, input_size), torch.randn(batch, hidden), torch.randn(batch, hidden)
+    weights = [p.detach() for p in cell.parameters()]
+
+    def grads(fn, dtype):
+        args = [t.to(dtype).requires_grad_() for t in (x, h0, c0, *weights)]
+        outs = fn(*args)
+        gen = torch.Generator().manual_seed(1)
+        cots = [torch.randn(o.shape, generator=gen).to(dtype) for o in outs]
+        return [*outs, *torch.autograd.grad(outs, args, cots)]
+
+    with num_threads(2):
+        got = grads(lambda x, h, c, *w: HF.lstm_cell(x, (h, c), *w), torch.float32)
+    theirs = lambda x, h, c, *w: torch.lstm_cell(x, (h, c), *w)  # noqa: E731
+    # Reduction lengths: outputs sum input, hidden and the two biases per gate; the input, hx and cx
+    # gradients sum the 4·hidden gates; the weight gradients sum the batch.
+    r_out, r_in, r_w = input_size + hidden + 2, 4 * hidden, batch
+    lengths = [r_out, r_out, r_in, r_in, r_in, r_w, r_w, r_w, r_w]
+    for name, a, t, e, r in zip(["h", "c", "input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"], got,
+                                grads(theirs, torch.float32), grads(theirs, torch.float64), lengths, strict=True):
         assert_float32_like_torch(a, t, e, r, name)
 
 

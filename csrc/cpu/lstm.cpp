@@ -69,11 +69,15 @@ PackedB<T> pack(const Matrix<T>& b, int64_t rows) {
 
 constexpr auto no_epilogue = [](int64_t, int64_t, int64_t, int64_t) {};
 
-// out (m × n, contiguous) = a·b, on freshly packed b.
+// out (m × n, contiguous) = a·b, on freshly packed b: into an allocated out, or a new one.
+template <class T>
+void product_into(const Matrix<T>& a, const Matrix<T>& b, const at::Tensor& out) {
+  gemm::multiply(a, b, out.mutable_data_ptr<T>(), b.cols, false);
+}
 template <class T>
 at::Tensor product(const Matrix<T>& a, const Matrix<T>& b, const at::Tensor& like) {
   at::Tensor out = at::empty({a.rows, b.cols}, like.options());
-  gemm::multiply(a, b, out.mutable_data_ptr<T>(), b.cols, false);
+  product_into(a, b, out);
   return out;
 }
 
@@ -171,19 +175,25 @@ Tensors3 cell_forward(const Dims& d, const at::Tensor& input, const at::Tensor& 
   return {h, c, gates};
 }
 
-// Whether an LSTMCell's backward runs its two halves of products side by side, each on one thread
-// (each product then single-threaded), rather than one after the other on all threads: on two
-// threads, for batches of at least 32 rows. Each product then runs without waiting for the other
-// thread, and each of its fresh outputs is first written (page-faulted) by one thread only: where two
-// threads fault in pages of the same output, they contend in the kernel (an LSTMCell(1024, 1024) at
-// batch 64 spent ~30% of its time there; none once the heap kept its pages). Fewer rows read the
-// weights more than they compute with them, and two threads read them faster.
-// Measured on Zen 4 (2 threads, paired in one process, side by side against one after the other),
-// forward+backward: LSTMCell(256, 512) at batch 32, 48, 64 and 128 1.02-1.1x, 1.03-1.04x, 1.02-1.12x
-// and 1.05x faster (AVX-512 and AVX2); LSTMCell(1024, 1024) at batch 64 1.5-2.0x, at 256 1.2-1.3x;
-// LSTMCell(256, 512) at batch 16 0.95-0.97x.
+// Whether an LSTMCell's backward runs its four products as two halves side by side, one half on each
+// of two threads (each product then single-threaded), rather than one after the other on all threads.
+// The halves are (grad_hx, grad_w_ih) and (grad_w_hh, grad_input): B·4H·(H + I) multiply-adds each
+// when the gradients asked pair up so (`mask`), else one thread would idle. Side by side, no product
+// waits for the other thread, and each fresh output is first written (page-faulted) by one thread:
+// where both threads fault in pages of one output they contend in the kernel (LSTMCell(1024, 1024) at
+// batch 64 spent ~30% of its time there; none once the heap kept its pages; advising its outputs huge
+// pages won 1.2x there, side by side 1.5x, both together no more). With more threads, two tasks would
+// leave the others idle; with fewer than 32 rows a product reads the weights more than it computes,
+// and two threads read them faster. Measured on Zen 4 (2 threads, paired in one process, side by side
+// against one after the other), forward+backward of every gradient: LSTMCell(256, 512) at batch 32,
+// 48, 64 and 128 1.02-1.1x, 1.03-1.04x, 1.02-1.12x and 1.05x faster (AVX-512 and AVX2);
+// LSTMCell(1024, 1024) at batch 64 1.5-2.0x, at 256 1.2-1.3x; LSTMCell(256, 512) at batch 16
+// 0.95-0.97x.
 constexpr int64_t kSideBySideRows = 32;
-bool side_by_side(int64_t batch) { return at::get_num_threads() == 2 && batch >= kSideBySideRows; }
+bool side_by_side(int64_t batch, Mask mask) {
+  const bool halves_equal = mask[1] == mask[3] && mask[0] == mask[2] && (mask[0] || mask[1]);
+  return halves_equal && at::get_num_threads() == 2 && batch >= kSideBySideRows;
+}
 
 Tensors6 cell_backward(const Dims& d, const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -202,17 +212,25 @@ Tensors6 cell_backward(const Dims& d, const at::Tensor& grad_hy, const at::Tenso
                                       dgates.mutable_data_ptr<T>(), grad_cx.mutable_data_ptr<T>(), d.hidden},
                   d.batch);
     const Matrix<T> dg = matrix<T>(dgates);
-    // The four products in two halves of equal work, B·4H·(H + I) multiply-adds each.
+    // The outputs asked for, allocated here (tensors are made on the calling thread only: ATen's
+    // thread-local state does not reach the workers); the halves only fill them in.
+    auto asked = [&](bool needed, int64_t rows, int64_t cols) {
+      return needed ? at::empty({rows, cols}, input.options()) : lstm::unused(input);
+    };
+    grad_input = asked(mask[0], d.batch, d.input);
+    grad_hx = asked(mask[1], d.batch, d.hidden);
+    grad_w_ih = asked(mask[2], 4 * d.hidden, d.input);
+    grad_w_hh = asked(mask[3], 4 * d.hidden, d.hidden);
     auto half = [&](int64_t i) {
       if (i == 0) {
-        if (mask[1]) grad_hx = product(dg, matrix<T>(w_hh), input);
-        if (mask[2]) grad_w_ih = product(dg.t(), matrix<T>(input), input);
+        if (mask[1]) product_into(dg, matrix<T>(w_hh), grad_hx);
+        if (mask[2]) product_into(dg.t(), matrix<T>(input), grad_w_ih);
       } else {
-        if (mask[3]) grad_w_hh = product(dg.t(), matrix<T>(hx), input);
-        if (mask[0]) grad_input = product(dg, matrix<T>(w_ih), input);
+        if (mask[3]) product_into(dg.t(), matrix<T>(hx), grad_w_hh);
+        if (mask[0]) product_into(dg, matrix<T>(w_ih), grad_input);
       }
     };
-    if (side_by_side(d.batch)) {
+    if (side_by_side(d.batch, mask)) {
       at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) half(i);
       });

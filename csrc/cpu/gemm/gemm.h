@@ -199,15 +199,21 @@ Matrix<T> matrix(const at::Tensor& t) {
 
 // How far ahead the packers fetch what they copy where their source runs lie a stride apart (B's
 // rows, or the steps of an Aᵀ stored row-major): each run is on another page every few steps, where
-// the hardware prefetchers do not follow, so every run's copy would wait on memory. The run about
-// 64 KiB on (whole strides, at least one) is fetched instead. Measured on Zen 4 (2 threads, paired,
-// one process, against no fetch): B's panels packed deferred, 128 × 2048 × n for n = 64, 128, 256,
-// 512 and 1024 (B's rows 256 B to 4 KiB apart) 1.17x, 1.13x, 1.13-1.2x, 1.3x and 1.08x faster (AVX2
-// 1.3x, 1.1x, 1.08x at n = 256, 512, 1024), 128 × 512 × 2048 (8 KiB) 1.11-1.16x (AVX2 1.13x); 16
-// KiB ahead lost up to 0.77x on some of them, 32 KiB on some less than 64, 128 KiB alike.
+// the hardware prefetchers do not follow, so every run's copy would wait on memory. So the run
+// kPackAheadBytes on is fetched, rounded down to whole strides (at least one: a stride past 64 KiB is
+// fetched a step ahead; a stride of 0, an expanded B, fetches the run being copied). The distance is
+// in bytes, not steps, because what it must cover is memory latency at the copy's rate, which depends
+// on the bytes between runs; it ignores the chunk being packed, so short strides fetch past its end
+// (the next chunk's runs, or nothing of use: harmless). Measured on Zen 4 (2 threads, paired, one
+// process, against no fetch): B's panels packed deferred, 128 × 2048 × n for n = 64, 128, 256, 512
+// and 1024 (B's rows 256 B to 4 KiB apart) 1.17x, 1.13x, 1.13-1.2x, 1.3x and 1.08x faster (AVX2
+// 1.3x, 1.1x, 1.08x at n = 256, 512, 1024), 128 × 512 × 2048 (8 KiB) 1.11-1.16x (AVX2 1.13x); against
+// 64 KiB, 16 KiB ahead lost up to 0.77x on some of them, 32 KiB less than 64 on some, 128 KiB the
+// same. Strides outside 256 B to 8 KiB are not measured.
 constexpr int64_t kPackAheadBytes = int64_t{64} << 10;
 inline uintptr_t pack_ahead_bytes(int64_t stride_bytes) {
-  return static_cast<uintptr_t>(std::max<int64_t>(1, kPackAheadBytes / std::max<int64_t>(1, stride_bytes)) * stride_bytes);
+  const int64_t strides = std::max<int64_t>(1, kPackAheadBytes / std::max<int64_t>(1, stride_bytes));
+  return static_cast<uintptr_t>(strides * stride_bytes);
 }
 
 // How a PackedB holds B's panels for the micro-kernels.
@@ -345,11 +351,11 @@ void pack_a(const Matrix<T>& a, int64_t i0, int64_t rows, int64_t t0, int64_t kc
     // paired). ~410k steps for an LSTM's dgatesᵀ: a memmove call of run-time length per block and
     // step would cost more than the copy, so the shapes' mr (csrc/cpu/simd/gemm.cpp) is a
     // compile-time length (a few vector moves).
-    // Each step's run is fetched ahead (pack_ahead_bytes: 8 steps on for dgatesᵀ of 2048 columns).
-    // Measured on Zen 4 (2 threads, paired, one process, 8 steps ahead against no fetch): 2048 ×
-    // 1600 × 512 with A = dgatesᵀ 1.03-1.14x faster, nn.LSTM(256, 512, 2 layers) forward+backward
-    // 1.02x, LSTMCell(256, 512) at batch 64 1.07x, the language-model step 1.04x (AVX2: 1.03x,
-    // 1.03x, 1.05x); 4, 8 and 16 steps ahead alike.
+    // Each step's run is fetched ahead (pack_ahead_bytes: 8 steps on for dgatesᵀ of 2048 rows, its
+    // steps 8 KiB apart). Measured on Zen 4 (2 threads, paired, one process, 8 steps ahead against no
+    // fetch): 2048 × 1600 × 512 with A = dgatesᵀ 1.03-1.14x faster, nn.LSTM(256, 512, 2 layers)
+    // forward+backward 1.02x, LSTMCell(256, 512) at batch 64 1.07x, the language-model step 1.04x
+    // (AVX2: 1.03x, 1.03x, 1.05x); 4, 8 and 16 steps ahead alike.
     const uintptr_t ahead = pack_ahead_bytes(a.cs * static_cast<int64_t>(sizeof(T)));
     const int64_t whole = rows / mr, rest = rows % mr;
     static_switch<int64_t{1}, int64_t{4}, int64_t{6}, int64_t{8}, int64_t{12}>(mr, [&]<int64_t MR>() {
