@@ -120,17 +120,18 @@ def test_cell_only_some_gradients(device):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("batch", [LSTM_SIDE_BY_SIDE_ROWS - 1, LSTM_SIDE_BY_SIDE_ROWS])
-@pytest.mark.parametrize("needed", ["all", "hidden and w_hh", "weights", "hidden"])
+@pytest.mark.parametrize("needed", ["all", "hidden and w_hh", "input and w_ih", "weights", "hidden"])
 def test_cell_backward_on_any_thread_count(threads, batch, needed):
     """On the CPU the backward's four products run one after the other, or from LSTM_SIDE_BY_SIDE_ROWS
     rows on two threads in two halves side by side where the gradients asked pair up ("all": every
-    one; "hidden and w_hh": one product a half; the others one after the other). Each product is past
+    one; "hidden and w_hh", "input and w_ih": one product a half; the others one after the other). Each product is past
     the GEMM core's one-thread size, so inside a half it plans for one thread. Every gradient asked
     matches torch's in float64."""
     I, H = 48, 64
     ref, ours = _pair(torch.nn.LSTMCell(I, H), hnn.LSTMCell, torch.float64, "cpu", I, H)
     wants = {"all": ("x", "h", "c", "weight_ih", "weight_hh", "bias_ih", "bias_hh"),
-             "hidden and w_hh": ("h", "weight_hh"), "weights": ("weight_ih", "weight_hh"), "hidden": ("h",)}[needed]
+             "hidden and w_hh": ("h", "weight_hh"), "input and w_ih": ("x", "weight_ih"),
+             "weights": ("weight_ih", "weight_hh"), "hidden": ("h",)}[needed]
     for module in (ref, ours):
         for name, p in module.named_parameters():
             p.requires_grad_(name in wants)

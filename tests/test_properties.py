@@ -345,7 +345,7 @@ def test_lstm_cell_float32_on_two_threads(batch, input_size, hidden):
     weights = [p.detach() for p in cell.parameters()]
 
     def grads(fn, dtype):
-        args = [t.to(dtype).requires_grad_() for t in (x, h0, c0, *weights)]
+        args = [t.detach().to(dtype).requires_grad_() for t in (x, h0, c0, *weights)]
         outs = fn(*args)
         gen = torch.Generator().manual_seed(1)
         cots = [torch.randn(o.shape, generator=gen).to(dtype) for o in outs]
@@ -354,10 +354,11 @@ def test_lstm_cell_float32_on_two_threads(batch, input_size, hidden):
     with num_threads(2):
         got = grads(lambda x, h, c, *w: HF.lstm_cell(x, (h, c), *w), torch.float32)
     theirs = lambda x, h, c, *w: torch.lstm_cell(x, (h, c), *w)  # noqa: E731
-    # Reduction lengths: outputs sum input, hidden and the two biases per gate; the input, hx and cx
-    # gradients sum the 4·hidden gates; the weight gradients sum the batch.
+    # Reduction lengths: outputs sum input, hidden and the two biases per gate; the input and hx
+    # gradients sum the 4·hidden gates; cx's is pointwise on the forward's gates (the outputs'
+    # length); the weight gradients sum the batch.
     r_out, r_in, r_w = input_size + hidden + 2, 4 * hidden, batch
-    lengths = [r_out, r_out, r_in, r_in, r_in, r_w, r_w, r_w, r_w]
+    lengths = [r_out, r_out, r_in, r_in, r_out, r_w, r_w, r_w, r_w]
     for name, a, t, e, r in zip(["h", "c", "input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"], got,
                                 grads(theirs, torch.float32), grads(theirs, torch.float64), lengths, strict=True):
         assert_float32_like_torch(a, t, e, r, name)

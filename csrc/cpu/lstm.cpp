@@ -72,6 +72,7 @@ constexpr auto no_epilogue = [](int64_t, int64_t, int64_t, int64_t) {};
 // out (m × n, contiguous) = a·b, on freshly packed b: into an allocated out, or a new one.
 template <class T>
 void product_into(const Matrix<T>& a, const Matrix<T>& b, const at::Tensor& out) {
+  TORCH_INTERNAL_ASSERT_DEBUG_ONLY(out.is_contiguous() && out.size(0) == a.rows && out.size(1) == b.cols);
   gemm::multiply(a, b, out.mutable_data_ptr<T>(), b.cols, false);
 }
 template <class T>
@@ -178,7 +179,7 @@ Tensors3 cell_forward(const Dims& d, const at::Tensor& input, const at::Tensor& 
 // Whether an LSTMCell's backward runs its four products as two halves side by side, one half on each
 // of two threads (each product then single-threaded), rather than one after the other on all threads.
 // The halves are (grad_hx, grad_w_ih) and (grad_w_hh, grad_input): B·4H·(H + I) multiply-adds each
-// when the gradients asked pair up so (`mask`), else one thread would idle. Side by side, no product
+// when the gradients asked pair up so (`mask`); else one thread would wait on the other. Side by side, no product
 // waits for the other thread, and each fresh output is first written (page-faulted) by one thread:
 // where both threads fault in pages of one output they contend in the kernel (LSTMCell(1024, 1024) at
 // batch 64 spent ~30% of its time there; none once the heap kept its pages; advising its outputs huge
@@ -204,8 +205,7 @@ Tensors6 cell_backward(const Dims& d, const at::Tensor& grad_hy, const at::Tenso
                   input.scalar_type());
   }
   at::Tensor dgates = at::empty(gates.sizes(), gates.options()), grad_cx = at::empty(cx.sizes(), cx.options());
-  at::Tensor grad_input = lstm::unused(input), grad_hx = lstm::unused(input);
-  at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input);
+  at::Tensor grad_input, grad_hx, grad_w_ih, grad_w_hh;
   dispatch_compute(input.scalar_type(), [&]<class T>() {
     backward_rows(LstmBackwardArgs<T>{gates.const_data_ptr<T>(), cx.const_data_ptr<T>(), cy.const_data_ptr<T>(),
                                       grad_hy.const_data_ptr<T>(), grad_cy.const_data_ptr<T>(), nullptr,

@@ -351,11 +351,11 @@ void pack_a(const Matrix<T>& a, int64_t i0, int64_t rows, int64_t t0, int64_t kc
     // paired). ~410k steps for an LSTM's dgatesᵀ: a memmove call of run-time length per block and
     // step would cost more than the copy, so the shapes' mr (csrc/cpu/simd/gemm.cpp) is a
     // compile-time length (a few vector moves).
-    // Each step's run is fetched ahead (pack_ahead_bytes: 8 steps on for dgatesᵀ of 2048 rows, its
-    // steps 8 KiB apart). Measured on Zen 4 (2 threads, paired, one process, 8 steps ahead against no
-    // fetch): 2048 × 1600 × 512 with A = dgatesᵀ 1.03-1.14x faster, nn.LSTM(256, 512, 2 layers)
-    // forward+backward 1.02x, LSTMCell(256, 512) at batch 64 1.07x, the language-model step 1.04x
-    // (AVX2: 1.03x, 1.03x, 1.05x); 4, 8 and 16 steps ahead alike.
+    // Each step's run is fetched ahead (pack_ahead_bytes: 8 steps on for a float dgatesᵀ of 2048
+    // rows, its steps 8 KiB apart). Measured on Zen 4 (2 threads, paired, one process, 8 steps ahead
+    // against no fetch): 2048 × 1600 × 512 with A = dgatesᵀ 1.03-1.14x faster, nn.LSTM(256, 512, 2
+    // layers) forward+backward 1.02x, LSTMCell(256, 512) at batch 64 1.07x, the language-model step
+    // 1.04x (AVX2: 1.03x, 1.03x, 1.05x); 4, 8 and 16 steps ahead alike.
     const uintptr_t ahead = pack_ahead_bytes(a.cs * static_cast<int64_t>(sizeof(T)));
     const int64_t whole = rows / mr, rest = rows % mr;
     static_switch<int64_t{1}, int64_t{4}, int64_t{6}, int64_t{8}, int64_t{12}>(mr, [&]<int64_t MR>() {
