@@ -179,17 +179,18 @@ Tensors3 cell_forward(const Dims& d, const at::Tensor& input, const at::Tensor& 
 // Whether an LSTMCell's backward runs its four products as two halves side by side, one half on each
 // of two threads (each product then single-threaded), rather than one after the other on all threads.
 // The halves are (grad_hx, grad_w_ih) and (grad_w_hh, grad_input): B·4H·(H + I) multiply-adds each
-// when the gradients asked pair up so (`mask`); else one thread would wait on the other. Side by side, no product
-// waits for the other thread, and each fresh output is first written (page-faulted) by one thread:
-// where both threads fault in pages of one output they contend in the kernel (LSTMCell(1024, 1024) at
-// batch 64 spent ~30% of its time there; none once the heap kept its pages; advising its outputs huge
-// pages won 1.2x there, side by side 1.5x, both together no more). With more threads, two tasks would
-// leave the others idle; with fewer than 32 rows a product reads the weights more than it computes,
-// and two threads read them faster. Measured on Zen 4 (2 threads, paired in one process, side by side
-// against one after the other), forward+backward of every gradient: LSTMCell(256, 512) at batch 32,
-// 48, 64 and 128 1.02-1.1x, 1.03-1.04x, 1.02-1.12x and 1.05x faster (AVX-512 and AVX2);
-// LSTMCell(1024, 1024) at batch 64 1.5-2.0x, at 256 1.2-1.3x; LSTMCell(256, 512) at batch 16
-// 0.95-0.97x.
+// when the gradients asked pair up so (`mask`); else one thread would wait on the other. Side by side,
+// no product ends in a wait for the other thread. With more threads, two tasks would leave the others
+// idle; with fewer than 32 rows a product reads the weights more than it computes, and two threads
+// read them faster. Measured on Zen 4 (2 threads, paired in one process, side by side against one
+// after the other), forward+backward of every gradient: LSTMCell(256, 512) at batch 32 0.97-1.19x,
+// 48 1.03-1.10x, 64 1.02-1.08x, 128 1.03-1.06x (AVX-512 and AVX2); LSTMCell(1024, 1024) at batch
+// 256 1.02-1.10x, at 64 0.98-1.22x; LSTMCell(256, 512) at batch 16 0.95-0.97x. (A first version
+// allocated each output on the thread that wrote it, and there LSTMCell(1024, 1024) at batch 64 ran
+// 1.5-2.0x faster: the page faults of its 16 MB weight gradients, a third of its time one after the
+// other (20 ms a call where glibc kept freed pages, 30 where not), went away as glibc reused a
+// worker's freed pages from call to call. Tensors are made on the calling thread, though: ATen's
+// thread-local state does not reach the workers.)
 constexpr int64_t kSideBySideRows = 32;
 bool side_by_side(int64_t batch, Mask mask) {
   const bool halves_equal = mask[1] == mask[3] && mask[0] == mask[2] && (mask[0] || mask[1]);
