@@ -124,9 +124,9 @@ def test_cell_only_some_gradients(device):
 def test_cell_backward_on_any_thread_count(threads, batch, needed):
     """On the CPU the backward's four products run one after the other, or from LSTM_SIDE_BY_SIDE_ROWS
     rows on two threads in two halves side by side where the gradients asked pair up ("all": every
-    one; "hidden and w_hh", "input and w_ih": one product a half; the others one after the other). Each product is past
-    the GEMM core's one-thread size, so inside a half it plans for one thread. Every gradient asked
-    matches torch's in float64."""
+    one; "hidden and w_hh", "input and w_ih": one product a half; the others one after the other).
+    Each product is past the GEMM core's one-thread size, so inside a half it plans for one thread.
+    Every gradient asked matches torch's in float64."""
     I, H = 48, 64
     ref, ours = _pair(torch.nn.LSTMCell(I, H), hnn.LSTMCell, torch.float64, "cpu", I, H)
     wants = {"all": ("x", "h", "c", "weight_ih", "weight_hh", "bias_ih", "bias_hh"),
