@@ -9,7 +9,7 @@ import torch
 
 import hotkernels.functional as HF
 from tests.conftest import CUDA, assert_float32_like_torch, check_inductor, num_threads, run_with_isa
-from tests.test_properties import LSTM_SIDE_BY_SIDE_ROWS
+from tests.test_properties import LSTM_SIDE_BY_SIDE_ROWS, LSTM_SLICE_ROWS
 import hotkernels.nn as hnn
 
 # Stated tolerances, for values and gradients of order one. The GEMMs are torch's, but we add the
@@ -191,6 +191,38 @@ def test_lstm_on_every_path_of_the_gemm_core(device, dtype, proj_size):
     split over threads; with proj_size 48, the projection's GEMMs (P = 48 columns forward, H = 80
     columns with the pointwise backward as epilogue) too."""
     check_lstm(device, dtype, dict(num_layers=2, bidirectional=True, proj_size=proj_size), True, 9, 37, 70, 80)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch", [2 * LSTM_SLICE_ROWS - 1, 2 * LSTM_SLICE_ROWS, 2 * LSTM_SLICE_ROWS + 13])
+@pytest.mark.parametrize("lengths", ["padded", "packed"])
+@pytest.mark.parametrize("proj_size", [0, 5])
+def test_lstm_batch_slices_on_any_thread_count(threads, batch, lengths, proj_size):
+    """On the CPU a layer's steps run on two threads from 2·LSTM_SLICE_ROWS rows as two slices of the
+    batch, each through every step, elsewhere as halves of each step's columns (csrc/cpu/lstm.cpp).
+    A packed batch is cut where its slices' row blocks balance, not in the middle: its lengths here
+    run from T down to 1, unsorted, with ties. Both directions, a projection, every gradient: float64
+    against torch."""
+    T, I, H = 7, 6, 16
+    config = dict(num_layers=2, bidirectional=True, proj_size=proj_size)
+    ref, ours = _pair(torch.nn.LSTM(I, H, **config), hnn.LSTM, torch.float64, "cpu", I, H, **config)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(T, batch, I, dtype=torch.float64, generator=gen).requires_grad_()
+    state = [torch.randn(4, batch, n, dtype=torch.float64, generator=gen).requires_grad_() for n in (proj_size or H, H)]
+    steps = torch.randperm(batch, generator=gen) % T + 1  # every length from 1 to T, unsorted
+
+    def run(module):
+        inp = x if lengths == "padded" else torch.nn.utils.rnn.pack_padded_sequence(x, steps, enforce_sorted=False)
+        y, (h, c) = module(inp, tuple(state))
+        y = y if lengths == "padded" else y.data
+        cots = [torch.randn(t.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+                for t in (y, h, c)]
+        return [y, h, c, *torch.autograd.grad((y, h, c), [x, *state, *module.parameters()], cots)]
+
+    with num_threads(threads):
+        got = run(ours)
+    for a, b in zip(got, run(ref), strict=True):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
 
 
 def check_lstm(device, dtype, config, with_state, T, B, I, H):

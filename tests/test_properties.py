@@ -145,6 +145,7 @@ CONV_TILE_COLUMNS = 128  # csrc/cpu/conv2d_gemm.cpp kTileColumns: pixels per tas
 CONV_CHUNK = 256  # csrc/cpu/conv2d_gemm.cpp kReductionChunk: reduction steps per GEMM call (longer ones are split)
 LSTM_GRAIN = 8192  # csrc/cpu/lstm.cpp row_grain: batch·hidden elements per task of the pointwise kernels
 LSTM_SIDE_BY_SIDE_ROWS = 32  # csrc/cpu/lstm.cpp kSideBySideRows: on 2 threads, a cell backward's products side by side
+LSTM_SLICE_ROWS = 12  # csrc/cpu/lstm.cpp kSliceRows: on 2 threads, a layer's steps as batch slices of this many rows
 OPTIM_SPAN = 16384  # csrc/cpu/multi_tensor.h kSpan: tensors are cut into spans of this many elements
 OPTIM_SERIAL_BELOW = 65536  # csrc/cpu/multi_tensor.h kSerialBelow: groups this small run on one thread
 
