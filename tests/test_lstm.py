@@ -199,11 +199,11 @@ def test_lstm_on_every_path_of_the_gemm_core(device, dtype, proj_size):
 @pytest.mark.parametrize("proj_size", [0, 5])
 def test_lstm_batch_slices_on_any_thread_count(threads, batch, lengths, proj_size):
     """On the CPU a layer's steps run on two threads from 2·LSTM_SLICE_ROWS rows as two slices of the
-    batch, each through every step, elsewhere as halves of each step's columns (csrc/cpu/lstm.cpp).
-    A packed batch is cut where its slices' row blocks balance, not in the middle: its lengths here
-    run from T down to 1, unsorted, with ties. Both directions, a projection, every gradient: float64
-    against torch."""
-    T, I, H = 7, 6, 16
+    batch, each through every step; otherwise each step's product is cut over the threads (H = 64
+    makes it large enough to be). A packed batch is cut where its slices' row blocks balance, not
+    in the middle: its lengths here run from T down to 1, unsorted, with ties. Both directions, a
+    projection, every gradient: float64 against torch."""
+    T, I, H = 7, 6, 64
     config = dict(num_layers=2, bidirectional=True, proj_size=proj_size)
     ref, ours = _pair(torch.nn.LSTM(I, H, **config), hnn.LSTM, torch.float64, "cpu", I, H, **config)
     gen = torch.Generator().manual_seed(batch)
@@ -215,8 +215,8 @@ def test_lstm_batch_slices_on_any_thread_count(threads, batch, lengths, proj_siz
         inp = x if lengths == "padded" else torch.nn.utils.rnn.pack_padded_sequence(x, steps, enforce_sorted=False)
         y, (h, c) = module(inp, tuple(state))
         y = y if lengths == "padded" else y.data
-        cots = [torch.randn(t.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-                for t in (y, h, c)]
+        cot_gen = torch.Generator().manual_seed(1)
+        cots = [torch.randn(t.shape, dtype=torch.float64, generator=cot_gen) for t in (y, h, c)]
         return [y, h, c, *torch.autograd.grad((y, h, c), [x, *state, *module.parameters()], cots)]
 
     with num_threads(threads):

@@ -10,6 +10,7 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 import hotkernels.functional as HF
+import hotkernels.nn as hnn
 from tests.conftest import assert_float32_like_torch, num_threads
 
 
@@ -145,7 +146,7 @@ CONV_TILE_COLUMNS = 128  # csrc/cpu/conv2d_gemm.cpp kTileColumns: pixels per tas
 CONV_CHUNK = 256  # csrc/cpu/conv2d_gemm.cpp kReductionChunk: reduction steps per GEMM call (longer ones are split)
 LSTM_GRAIN = 8192  # csrc/cpu/lstm.cpp row_grain: batch·hidden elements per task of the pointwise kernels
 LSTM_SIDE_BY_SIDE_ROWS = 32  # csrc/cpu/lstm.cpp kSideBySideRows: on 2 threads, a cell backward's products side by side
-LSTM_SLICE_ROWS = 12  # csrc/cpu/lstm.cpp kSliceRows: on 2 threads, a layer's steps as batch slices of this many rows
+LSTM_SLICE_ROWS = 12  # csrc/cpu/lstm.cpp kSliceRows: on 2 threads, a layer's steps in two batch slices from twice this
 OPTIM_SPAN = 16384  # csrc/cpu/multi_tensor.h kSpan: tensors are cut into spans of this many elements
 OPTIM_SERIAL_BELOW = 65536  # csrc/cpu/multi_tensor.h kSerialBelow: groups this small run on one thread
 
@@ -363,6 +364,40 @@ def test_lstm_cell_float32_on_two_threads(batch, input_size, hidden):
     for name, a, t, e, r in zip(["h", "c", "input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"], got,
                                 grads(theirs, torch.float32), grads(theirs, torch.float64), lengths, strict=True):
         assert_float32_like_torch(a, t, e, r, name)
+
+
+@given(st.sampled_from([st.integers(2 * LSTM_SLICE_ROWS - 4, 2 * LSTM_SLICE_ROWS - 1),
+                        st.integers(2 * LSTM_SLICE_ROWS, 2 * LSTM_SLICE_ROWS + 4)]).flatmap(lambda s: s),
+       st.integers(2, 6), st.integers(33, 64), st.booleans(), st.integers(0, 2**31))
+@example(2 * LSTM_SLICE_ROWS, 5, 48, True, 0)  # two slices of a packed batch
+def test_lstm_float32_on_two_threads(batch, steps, hidden, packed, seed):
+    """nn.LSTM's outputs and every gradient in float32 on two threads, the batch on either side of
+    2·LSTM_SLICE_ROWS (each step's product cut over the threads, or two slices of the batch through
+    every step), padded or packed (lengths 1 to `steps`, unsorted): within the reduction bound of
+    each output, or at most 4 times torch's own float32 error (tests/test_lstm.py check_float32)."""
+    from tests.test_lstm import check_float32
+
+    event(f"lstm: batch {'at or above' if batch >= 2 * LSTM_SLICE_ROWS else 'below'} 2·LSTM_SLICE_ROWS, "
+          f"{'packed' if packed else 'padded'}")
+    gen = torch.Generator().manual_seed(seed)
+    input_size = 24
+    ref = torch.nn.LSTM(input_size, hidden, 2)
+    ours = hnn.LSTM(input_size, hidden, 2)
+    ours.load_state_dict(ref.state_dict())
+    lengths = torch.randint(1, steps + 1, (batch,), generator=gen)
+    lengths[0] = steps
+    inputs = [torch.randn(steps, batch, input_size, generator=gen)]
+
+    def run(module, x):
+        inp = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+        y, (h, c) = module(inp)
+        return (y.data if packed else y), h, c
+
+    with num_threads(2):
+        # As test_lstm_matches_torch: outputs compound the layers' gate sums over the steps, input
+        # gradients 4·H per layer, weight gradients the steps' rows.
+        check_float32(ref, ours, inputs, run, steps * 2 * (max(input_size, hidden) + hidden + 2),
+                      steps * 2 * 4 * hidden, steps * batch)
 
 
 @st.composite
