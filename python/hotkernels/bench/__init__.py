@@ -450,7 +450,7 @@ def probe(device: str, quick: bool) -> tuple[float, float | None, float | None]:
     trip (CPU only): ``hotkernels::core_round_trip`` between intra-op threads 0 and 1, the median
     of three: no ceiling, but what a shared machine changes between runs (its virtual CPUs on cores
     of one cache, or apart), and what the kernels that hand data between threads at every step
-    (the LSTM's recurrence) pay."""
+    (an LSTM's steps cut over the threads: at batch 1, LSTMCell) pay."""
     m = 1024 if quick else (2048 if device == "cpu" else 8192)
     a = torch.randn(m, m, device=device)
     b = torch.randn(m, m, device=device)

@@ -163,8 +163,8 @@ def _ceiling_lines(ceilings: dict[str, Ceilings]) -> list[str]:
             lines.append(f"Cache-line round trip between two threads on {device}: {min(c.round_trip_probes):.0f}-"
                          f"{max(c.round_trip_probes):.0f} ns (probes {trips}): tens of ns where the threads' cores "
                          f"share a cache, hundreds where they do not (a shared machine's virtual CPUs, placed apart), "
-                         f"and then the kernels that hand data between threads at every step (the LSTM's) run "
-                         f"slower.  ")
+                         f"and then the kernels that hand data between threads at every step (an LSTM's steps cut over "
+                         f"the threads: at batch 1, LSTMCell) run slower.  ")
     return lines
 
 
