@@ -9,9 +9,10 @@
 // while the tile is still in cache. No pass over a gates tensor is left outside the GEMM.
 // Backward through time: W_hh is packed once; step t's GEMM dh = grad_output(t) + dgates(t+1)·W_hh
 // has as its epilogue the pointwise backward of step t (dgates(t) and dc for the tile's units).
-// The weight gradients are one GEMM each over all steps. On two threads, from a batch of
+// The weight gradients are one GEMM each over all steps. On exactly two threads, from a batch of
 // 2·kSliceRows rows on, each thread takes a slice of the batch through every step (forward and
-// backward through time), rather than half of each step's product (batch_slices).
+// backward through time), rather than half of each step's product; a packed batch too, unless one
+// slice would be much busier (batch_slices).
 //
 // With a projection (w_hr [P, H], torch's proj_size): the forward epilogue writes r = o ⊙ tanh(c)
 // to a scratch [B, H] instead of the output, and h(t) = r·W_hrᵀ (W_hrᵀ packed once per call) goes
@@ -55,8 +56,8 @@ using lstm::Tensors7;
 int64_t row_grain(int64_t hidden) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, hidden)); }
 
 // W_hhᵀ (H × 4H, or P × 4H with a projection) for the steps' GEMMs (`batch` rows each: the batch or
-// a slice of it), one column group
-// of H per gate: packed ahead for a layer's steps, or as a product used once likes it (a cell).
+// a slice of it), one column group of H per gate: packed ahead for a layer's steps, or as a product
+// used once likes it (a cell).
 template <class T>
 PackedB<T> pack_recurrent(const at::Tensor& w_hh, int64_t batch, bool once = false) {
   const int64_t hidden = w_hh.size(0) / 4;
@@ -266,18 +267,19 @@ int64_t slice_rows(const Dims& d, int64_t t, int64_t b0, int64_t b1) {
 // W_hh where it now reads a small part, maybe from its L2: not measured, so those keep the halves.
 constexpr int64_t kSliceRows = 12;
 
-// Where the busier slice computes more row blocks than half of all the steps' blocks by more than
-// this factor, the halves stay. The slices save the halves' wait at every step, 4-12% at batch 32
-// (above); a packed batch of lengths in [25, 50], whose busier slice has 1.11 times half the
-// blocks, still ran 1.01-1.03x faster as slices.
-constexpr double kSliceImbalance = 1.125;
+// Where the busier slice computes more rows over its steps than half of those the whole batch's
+// steps compute by more than this factor, the halves stay. The slices save the halves' wait at
+// every step, 4-12% at batch 32 (above); a packed batch of lengths in [25, 50], whose busier slice
+// computes 1.14 times half the rows (AVX2's 6-row blocks: 1.12), ran 0.99-1.03x as fast as slices
+// (AVX2 1.01-1.04x), so about there they break even.
+constexpr double kSliceImbalance = 1.15;
 
 // How a layer's steps run: the batch rows bounds[q] .. bounds[q + 1] of each slice q, and the rows
 // the steps' GEMM shape is chosen for (`rows`). One slice {0, B} of B rows, or two: then the cut
-// costs the busier slice least, counting the row blocks of that shape (n: the columns of the step
-// product's groups) that its steps compute, among the cuts at whole blocks leaving each slice
-// kSliceRows rows; on a tie, the most even. A padded batch is cut in the middle; a packed batch's
-// rows end at different steps.
+// costs the busier slice least, counting the rows that shape's micro-kernels compute over its steps
+// (whole blocks of mr, a last block's computed_rows; n: the columns of the step product's groups),
+// among the middle and the cuts at whole blocks that leave each slice kSliceRows rows; on a tie,
+// the most even. A padded batch is cut in the middle; a packed batch's rows end at different steps.
 struct Slices {
   std::vector<int64_t> bounds;
   int64_t rows;
@@ -289,19 +291,22 @@ Slices batch_slices(const Dims& d, int64_t n) {
   if (at::get_num_threads() != 2 || B < 2 * kSliceRows) return {{0, B}, B};
   if (d.batch_sizes.empty()) return {{0, B / 2, B}, half};
   const int64_t mr = gemm::best_shape<T>(half, n).mr;
-  auto blocks = [&](int64_t b0, int64_t b1) {
+  auto computed = [&](int64_t b0, int64_t b1) {
     int64_t sum = 0;
-    for (int64_t t = 0; t < d.steps; ++t) sum += gemm::ceil_div(slice_rows(d, t, b0, b1), mr);
+    for (int64_t t = 0; t < d.steps; ++t) {
+      const int64_t r = slice_rows(d, t, b0, b1);
+      sum += r / mr * mr + (r % mr > 0 ? computed_rows(r % mr, mr) : 0);
+    }
     return sum;
   };
-  auto cost = [&](int64_t cut) { return std::max(blocks(0, cut), blocks(cut, B)); };
+  auto cost = [&](int64_t cut) { return std::max(computed(0, cut), computed(cut, B)); };
   int64_t best = B / 2, best_cost = cost(best);
   for (int64_t cut = gemm::ceil_div(kSliceRows, mr) * mr; cut <= B - kSliceRows; cut += mr) {
     const int64_t c = cost(cut);
     if (c < best_cost || (c == best_cost && std::abs(2 * cut - B) < std::abs(2 * best - B))) best = cut, best_cost = c;
   }
-  // Each thread's share of every step's blocks, as the halves cut them.
-  const double halves = static_cast<double>(blocks(0, B)) / 2;
+  // Each thread's share of every step's rows, as the halves cut them.
+  const double halves = static_cast<double>(computed(0, B)) / 2;
   if (static_cast<double>(best_cost) > kSliceImbalance * halves) return {{0, B}, B};
   return {{0, best, B}, half};
 }
