@@ -261,10 +261,10 @@ int64_t slice_rows(const Dims& d, int64_t t, int64_t b0, int64_t b1) {
 // slices against halves), nn.LSTM(256, 512, 2 layers), T = 50: at batch 32 inference 1.08-1.12x
 // faster, forward+backward 1.04-1.10x (AVX2 1.07-1.13x and 1.06-1.10x); batch 24 1.04x (AVX2
 // 1.07-1.12x); batch 48 1.06x; hidden 256 at batch 24-64 1.14-1.22x; hidden 1024 1.00-1.02x; the
-// language-model step 1.05-1.08x (AVX2 1.05x); a packed batch of lengths in [25, 50] 1.01-1.03x
-// (AVX2 1.03x). Fewer rows a slice did not pay everywhere: batch 16 (8 rows a slice) ran 1.07x at
-// AVX-512 but 0.94x at AVX2, batch 2 and 4 0.82-0.88x. With more threads each would read all of
-// W_hh where it now reads a small part, maybe from its L2: not measured, so those keep the halves.
+// language-model step 1.05-1.08x (AVX2 1.05x); a packed batch: kSliceImbalance below. Fewer rows
+// a slice did not pay everywhere: batch 16 (8 rows a slice) ran 1.07x at AVX-512 but 0.94x at AVX2,
+// batch 2 and 4 0.82-0.88x. With more threads each would read all of W_hh where it now reads a
+// small part, maybe from its L2: not measured, so those keep the halves.
 constexpr int64_t kSliceRows = 12;
 
 // Where the busier slice computes more rows over its steps than half of those the whole batch's
@@ -293,10 +293,7 @@ Slices batch_slices(const Dims& d, int64_t n) {
   const int64_t mr = gemm::best_shape<T>(half, n).mr;
   auto computed = [&](int64_t b0, int64_t b1) {
     int64_t sum = 0;
-    for (int64_t t = 0; t < d.steps; ++t) {
-      const int64_t r = slice_rows(d, t, b0, b1);
-      sum += r / mr * mr + (r % mr > 0 ? computed_rows(r % mr, mr) : 0);
-    }
+    for (int64_t t = 0; t < d.steps; ++t) sum += gemm::computed_rows_of(slice_rows(d, t, b0, b1), mr);
     return sum;
   };
   auto cost = [&](int64_t cut) { return std::max(computed(0, cut), computed(cut, B)); };

@@ -130,6 +130,12 @@ inline std::array<int64_t, 128> strided_rows(int64_t rows, int64_t ld) {
   return at;
 }
 
+// The rows the micro-kernels compute for m rows in blocks of mr: whole blocks, and a last block's
+// computed_rows.
+inline int64_t computed_rows_of(int64_t m, int64_t mr) {
+  return m / mr * mr + (m % mr > 0 ? computed_rows(m % mr, mr) : 0);
+}
+
 // The shape that costs an m × n product least: its padded size (rows to whole blocks of mr, the
 // last block's computed_rows after at least one whole block, and columns to whole vectors: a
 // partial last block of columns computes only the vectors that cover it) over
@@ -144,8 +150,7 @@ const GemmKernel<T>& best_shape(int64_t m, int64_t n) {
   const auto all = shapes<T>();
   const GemmKernel<T>* best = &all[0];
   auto cost = [&](const GemmKernel<T>& k) {
-    const int64_t rows = m <= k.mr ? ceil_div(m, k.mr) * k.mr
-                                   : m / k.mr * k.mr + (m % k.mr > 0 ? computed_rows(m % k.mr, k.mr) : 0);
+    const int64_t rows = m <= k.mr ? ceil_div(m, k.mr) * k.mr : computed_rows_of(m, k.mr);
     return static_cast<double>(rows * (ceil_div(n, k.lanes) * k.lanes)) / k.speed;
   };
   for (const GemmKernel<T>& k : all) {
