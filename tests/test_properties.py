@@ -142,6 +142,7 @@ MAP_GRAIN = 32768  # csrc/cpu/elementwise.h kMapGrain: elementwise maps (mish) s
 POOL_GRAIN = 16384  # csrc/cpu/pool.cpp for_each_unit: elements of work per thread (planes or rows)
 CONV_PACKED_ROWS = 128  # csrc/cpu/conv2d_gemm.cpp run_pass: packed tiles from 128 output rows (channels a group)
 CONV_PACKED_GRADIENT_ROWS = 64  # an earlier weight-gradient kernel's switch (packed from 64 rows), still drawn as a boundary
+CONV_SHORT_REDUCTION = 2.5  # csrc/cpu/conv2d_gemm.cpp run_pass: packed tiles where kd is at most 2.5 × the rows
 CONV_TILE_COLUMNS = 128  # csrc/cpu/conv2d_gemm.cpp kTileColumns: pixels per task tile
 CONV_CHUNK = 256  # csrc/cpu/conv2d_gemm.cpp kReductionChunk: reduction steps per GEMM call (longer ones are split)
 LSTM_GRAIN = 8192  # csrc/cpu/lstm.cpp row_grain: batch·hidden elements per task of the pointwise kernels
@@ -235,8 +236,8 @@ def conv32_args(draw):
     """float32 convolutions on every path of csrc/cpu/conv2d.cpp: output channels a group below
     CONV_PACKED_GRADIENT_ROWS, at or above it (packed weight gradient on a wasteful grid) or at or
     above CONV_PACKED_ROWS (packed forward tiles); input channels a group whose reduction
-    (channels·taps) is below or above CONV_CHUNK; more virtual pixels than CONV_TILE_COLUMNS or
-    fewer; depthwise too."""
+    (channels·taps) is below or above CONV_CHUNK, and at most CONV_SHORT_REDUCTION times the
+    output channels or more; more virtual pixels than CONV_TILE_COLUMNS or fewer; depthwise too."""
     groups = draw(st.sampled_from([1, 1, 2]))
     cout_g = draw(st.sampled_from([st.integers(1, 9), st.integers(CONV_PACKED_GRADIENT_ROWS, CONV_PACKED_GRADIENT_ROWS + 6),
                                    st.integers(CONV_PACKED_ROWS, CONV_PACKED_ROWS + 6)]).flatmap(lambda s: s))
@@ -275,6 +276,8 @@ def test_conv2d_float32(args):
     event("conv2d: depthwise" if w.shape[1] == 1 and rows == 1 and groups > 1 else
           f"conv2d: rows {'>= CONV_PACKED_ROWS' if rows >= CONV_PACKED_ROWS else '>= CONV_PACKED_GRADIENT_ROWS' if rows >= CONV_PACKED_GRADIENT_ROWS else 'few'}")
     event(f"conv2d: reduction {'above' if w[0].numel() > CONV_CHUNK else 'within'} CONV_CHUNK")
+    event(f"conv2d: reduction {'above' if w[0].numel() > CONV_SHORT_REDUCTION * rows else 'within'} "
+          "CONV_SHORT_REDUCTION × rows")
     event(f"conv2d: pixels {'above' if x.shape[-2] * x.shape[-1] > CONV_TILE_COLUMNS else 'within'} CONV_TILE_COLUMNS")
     x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
     b = None if b is None else b.clone().requires_grad_()
