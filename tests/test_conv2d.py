@@ -92,10 +92,11 @@ GRID = [
     # from 128 rows there), packed ones with AVX2 (from 64)
     (1, 72, 40, 40, 72, 3, 1, 1, 1, 1),
     # short reductions (kd <= 2.5 rows) on the same kind of map: packed tiles with any instruction set;
-    # the forward of 16 -> 64 3x3 (144 steps, 64 rows), 1x1 24 -> 12 both ways, and 1x1 26 -> 10,
-    # whose forward (26 steps, 10 rows) stays virtual
+    # the forward of 16 -> 64 3x3 (144 steps, 64 rows), 1x1 24 -> 12 both ways, 1x1 25 -> 10 (at the
+    # ratio) both ways, and 1x1 26 -> 10, whose forward (26 steps, 10 rows) stays virtual
     (1, 16, 40, 40, 64, 3, 1, 1, 1, 1),
     (2, 24, 40, 40, 12, 1, 1, 0, 1, 1),
+    (1, 25, 40, 40, 10, 1, 1, 0, 1, 1),
     (1, 26, 40, 40, 10, 1, 1, 0, 1, 1),
 ]
 

@@ -236,8 +236,9 @@ def conv32_args(draw):
     """float32 convolutions on every path of csrc/cpu/conv2d.cpp: output channels a group below
     CONV_PACKED_GRADIENT_ROWS, at or above it (packed weight gradient on a wasteful grid) or at or
     above CONV_PACKED_ROWS (packed forward tiles); input channels a group whose reduction
-    (channels·taps) is below or above CONV_CHUNK, and at most CONV_SHORT_REDUCTION times the
-    output channels or more; more virtual pixels than CONV_TILE_COLUMNS or fewer; depthwise too."""
+    (channels·taps) is below or above CONV_CHUNK, and (as these ranges fall) at most
+    CONV_SHORT_REDUCTION times the output channels or more; more virtual pixels than
+    CONV_TILE_COLUMNS or fewer; depthwise too."""
     groups = draw(st.sampled_from([1, 1, 2]))
     cout_g = draw(st.sampled_from([st.integers(1, 9), st.integers(CONV_PACKED_GRADIENT_ROWS, CONV_PACKED_GRADIENT_ROWS + 6),
                                    st.integers(CONV_PACKED_ROWS, CONV_PACKED_ROWS + 6)]).flatmap(lambda s: s))

@@ -7,13 +7,13 @@
 // (channel, tap), and the micro-kernel (csrc/cpu/simd/gemm.cpp) can stream B straight from xs
 // (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown away: a few percent at
 // 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded. So passes with many
-// output rows (≥ 64 channels) or a wasteful grid gather B instead, per tile of real pixels of the
-// whole batch and per reduction chunk, into an aligned [step][pixel] buffer (run_pass_packed: an
-// im2col of one tile and one chunk, at most 128 KiB of float). A (the weights) is packed for the
-// micro-kernel once ahead, or, where each block of it serves a single task (few pixels: the deep
-// layers), by that task just before use, in cache (run_pass). On small maps, where the taps that
-// read only padding are a large share of the work, the direct pass instead takes pixels as A's rows,
-// read in place, and leaves those taps out (run_pass_direct).
+// output rows (≥ 64 channels), a wasteful grid or a short reduction gather B instead, per tile of
+// real pixels of the whole batch and per reduction chunk, into an aligned [step][pixel] buffer
+// (run_pass_packed: an im2col of one tile and one chunk, at most 128 KiB of float). A (the weights)
+// is packed for the micro-kernel once ahead, or, where each block of it serves a single task (few
+// pixels: the deep layers), by that task just before use, in cache (run_pass). On small maps, where
+// the taps that read only padding are a large share of the work, the direct pass instead takes
+// pixels as A's rows, read in place, and leaves those taps out (run_pass_direct).
 // The workspace is the padded copy (about the input's size) plus per-thread tiles.
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
@@ -318,6 +318,14 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   });
 }
 
+// Whether the output plane is the pass's grid of pixels, unit steps from its corner (the forward, a
+// stride-1 input gradient; not a strided input gradient's phase): run_pass_packed then writes the
+// tiles inside one image into the output itself.
+template <class T>
+bool plane_is_grid(const GemmPass<T>& p) {
+  return p.ystep == 1 && p.xstep == 1 && p.y0 == 0 && p.x0 == 0 && p.out_w == p.cols && p.out_h == p.rows;
+}
+
 // Packed tiles over the real pixels of the whole batch: per reduction chunk, B (chunk steps × tile
 // pixels, in L2: at most 128 KiB of float, or half of L2 for one tile of every pixel) is gathered
 // from the phase-split source into [step][pixel] rows (the instruction set's gather_runs), then
@@ -353,8 +361,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   // forward+backward 64 @56 1.05x, conv1 1.18x; 256 @14 and 512 @7 (tiles of several images)
   // unchanged.
   const int64_t image = p.rows * p.cols, plane = p.out_h * p.out_w;
-  const bool plane_is_grid = p.ystep == 1 && p.xstep == 1 && p.y0 == 0 && p.x0 == 0 && p.out_w == p.cols &&
-                             p.out_h == p.rows;
+  const bool in_place = plane_is_grid(p);
   at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
     Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
@@ -367,7 +374,7 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       const int64_t nr = std::min(rows, p.m - r0);
       if (qn <= 0 || nr <= 0) continue;
       const int64_t img = q0 / image;
-      const bool direct = plane_is_grid && (q0 + qn - 1) / image == img;
+      const bool direct = in_place && (q0 + qn - 1) / image == img;
       if (!direct && !ct) ct.reset(new T[rows * tile]);
       T* const c = direct ? p.out + (img * channels + gi * p.m + r0) * plane + (q0 - img * image) : ct.get();
       const int64_t ldc = direct ? plane : tile;
@@ -600,26 +607,30 @@ bool packs_a_in_task(const GemmPass<T>& p, int64_t batch) {
          columns * chunk * static_cast<int64_t>(sizeof(T)) <= gemm::l2_bytes() / 2;
 }
 
-// Packed tiles once there are enough rows to amortise the gather, or when the virtual grid wastes
-// too much. A gathered B value costs a copy; the rows computed with it take time in proportion to
-// rows / lanes, so the gather's share grows with the vector width: packed from 8 vectors' worth of
-// rows, 64 with AVX2's 8 floats (each gathered B run then serves 11 row blocks of 6), 128 with
-// AVX-512's 16. Measured on Zen 3 (AVX2, 512 KiB L2; N = 8, paired in one process, packed against
-// virtual at 64 rows): 3×3 64 -> 64 @56 forward 1.46x, forward+backward 1.13x; dilated 2 1.35x /
-// 1.21x; N = 1 1.18x / 1.05x; ResNet's conv1 (147 steps) 1.25x / 1.04x. (On Zen 1, with an earlier
-// packed path, 64 rows had lost ~10% on conv1; with 3 rows, conv1's input gradient, packing loses
-// 30%.) On Zen 4 (AVX-512, 2 threads, paired, virtual against packed at 64 rows, forward / input
-// gradient): 64 @56 1.045x / 1.057x, dilated 2 1.00x / 1.03x, N = 1 0.98x / 1.00x, 64 -> 128 /s2
-// @56 1.02x / 1.05x, 64 @28 1.01x / 1.00x; at 128 rows (128 @28) packed stays ahead, 1.03x / 1.01x;
-// capped at AVX2 there, 64 rows: 64 @56 1.00x / 0.99x, 64 @28 0.97x / 1.00x (packed kept).
-// A short reduction takes the packed tiles too, from any number of rows: where kd ≤ 2.5·m (the
-// rows, output channels a group). The virtual pass copies each tile's C out to the output after it
-// (the scatter: one copy per output value, in a burst after the tile), where the packed pass's
-// micro-kernel writes most tiles into the output itself and pays instead for its gather: one copy
-// per B value, shared by the m rows, so kd / m copies per output value. ResNet's conv1 (147 steps,
-// 64 rows): the scatter was 12% of perf's samples, the micro-kernel 50%. Measured on Zen 4 (2
-// threads, N = 8, 56×56 unless said, paired in one process, packed against virtual), AVX-512
-// forward: 3 -> 64 7×7/s2 @112 1.06-1.08x (forward+backward 1.04x; @224 1.03x), 3 -> 32 3×3/s2 @112
+// Packed tiles once there are enough rows to amortise the gather, when the virtual grid wastes too
+// much, or for a short reduction (below). A gathered B value costs a copy; the rows computed with
+// it take time in proportion to rows / lanes, so the gather's share grows with the vector width:
+// packed from 8 vectors' worth of rows, 64 with AVX2's 8 floats (each gathered B run then serves 11
+// row blocks of 6), 128 with AVX-512's 16. Measured on Zen 3 (AVX2, 512 KiB L2; N = 8, paired in
+// one process, packed against virtual at 64 rows): 3×3 64 -> 64 @56 forward 1.46x, forward+backward
+// 1.13x; dilated 2 1.35x / 1.21x; N = 1 1.18x / 1.05x; ResNet's conv1 (147 steps) 1.25x / 1.04x.
+// (On Zen 1, with an earlier packed path, 64 rows had lost ~10% on conv1; with 3 rows, conv1's
+// input gradient, packing loses 30%.) On Zen 4 (AVX-512, 2 threads, paired, virtual against packed
+// at 64 rows, forward / input gradient): 64 @56 1.045x / 1.057x, dilated 2 1.00x / 1.03x, N = 1
+// 0.98x / 1.00x, 64 -> 128 /s2 @56 1.02x / 1.05x, 64 @28 1.01x / 1.00x; at 128 rows (128 @28)
+// packed stays ahead, 1.03x / 1.01x; capped at AVX2 there, 64 rows: 64 @56 1.00x / 0.99x, 64 @28
+// 0.97x / 1.00x (packed kept).
+// A short reduction takes the packed tiles too, from any number of rows: where kd ≤ 2.5·m (m the
+// pass's rows: output channels a group, input channels for the input gradient) and the output plane
+// is the pass's grid (plane_is_grid). The virtual pass copies each tile's C out to the output after
+// it (the scatter: one copy per output value, in a burst after the tile), where the packed pass's
+// micro-kernel then writes the tiles inside an image into the output itself and pays instead for its
+// gather: one copy per B value, shared by the m rows, so kd / m copies per output value. A strided
+// input gradient's phases, whose planes are not the grid, would pay for both and keep the virtual
+// pass (packed, the input gradient of 1×1/s2 64 -> 128 @56 ran 0.90x, of 3×3/s2 1.00x, AVX2 0.95x).
+// ResNet's conv1 (147 steps, 64 rows): the scatter was 12% of perf's samples, the micro-kernel 50%.
+// Measured on Zen 4 (2 threads, N = 8, 56×56 unless said, paired in one process, packed against
+// virtual), AVX-512 forward: 3 -> 64 7×7/s2 @112 1.06-1.08x (forward+backward 1.04x; @224 1.03x), 3 -> 32 3×3/s2 @112
 // 1.14-1.15x, 1×1 64 -> 64 1.14-1.19x (its input gradient 1.16x), 1×1 32 -> 64 1.40x, 1×1 64 -> 32
 // 1.05-1.12x, 1×1 16 -> 16 1.14x, 1×1 32 -> 16 1.02x, 16 -> 64 3×3 1.05-1.07x; AVX2 (packed from 64
 // rows already): 3 -> 32 /s2 1.15-1.22x, 1×1 64 -> 32 1.10-1.16x, 1×1 32 -> 16 1.09x, 1×1 16 -> 16
@@ -639,7 +650,7 @@ void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
   }
   const auto a = pack_a(p.weight, groups, p.m, p.kern->mr, p.kd);
   p.a = a.get();
-  if (p.m >= 8 * p.kern->lanes || virtual_efficiency(p) < 0.85 || 2 * p.kd <= 5 * p.m) {
+  if (p.m >= 8 * p.kern->lanes || virtual_efficiency(p) < 0.85 || (2 * p.kd <= 5 * p.m && plane_is_grid(p))) {
     run_pass_packed(p, batch, groups);
   } else {
     run_pass_virtual(p, batch, groups);
