@@ -620,23 +620,26 @@ bool packs_a_in_task(const GemmPass<T>& p, int64_t batch) {
 // 0.98x / 1.00x, 64 -> 128 /s2 @56 1.02x / 1.05x, 64 @28 1.01x / 1.00x; at 128 rows (128 @28)
 // packed stays ahead, 1.03x / 1.01x; capped at AVX2 there, 64 rows: 64 @56 1.00x / 0.99x, 64 @28
 // 0.97x / 1.00x (packed kept).
-// A short reduction takes the packed tiles too, from any number of rows: where kd ≤ 2.5·m (m the
-// pass's rows: output channels a group, input channels for the input gradient) and the output plane
-// is the pass's grid (plane_is_grid). The virtual pass copies each tile's C out to the output after
-// it (the scatter: one copy per output value, in a burst after the tile), where the packed pass's
-// micro-kernel then writes the tiles inside an image into the output itself and pays instead for its
-// gather: one copy per B value, shared by the m rows, so kd / m copies per output value. A strided
-// input gradient's phases, whose planes are not the grid, would pay for both and keep the virtual
-// pass (packed, the input gradient of 1×1/s2 64 -> 128 @56 ran 0.90x, of 3×3/s2 1.00x, AVX2 0.95x).
-// ResNet's conv1 (147 steps, 64 rows): the scatter was 12% of perf's samples, the micro-kernel 50%.
-// Measured on Zen 4 (2 threads, N = 8, 56×56 unless said, paired in one process, packed against
-// virtual), AVX-512 forward: 3 -> 64 7×7/s2 @112 1.06-1.08x (forward+backward 1.04x; @224 1.03x), 3 -> 32 3×3/s2 @112
-// 1.14-1.15x, 1×1 64 -> 64 1.14-1.19x (its input gradient 1.16x), 1×1 32 -> 64 1.40x, 1×1 64 -> 32
-// 1.05-1.12x, 1×1 16 -> 16 1.14x, 1×1 32 -> 16 1.02x, 16 -> 64 3×3 1.05-1.07x; AVX2 (packed from 64
-// rows already): 3 -> 32 /s2 1.15-1.22x, 1×1 64 -> 32 1.10-1.16x, 1×1 32 -> 16 1.09x, 1×1 16 -> 16
-// 1.07x. Above the ratio, packed tiles lost or broke even: at 3.0 1×1 96 -> 32 0.86x, 16 -> 48 and
-// 32 -> 96 3×3 1.01-1.02x; at 4.0 1×1 256 -> 64 0.97x, 1×1 64 -> 16 0.89x (AVX2 0.97x); at 4.5 the
-// input gradient of 32 -> 16 3×3 0.95x; at 9.0 16 -> 16 3×3 0.89x (AVX2 0.91x).
+// A short reduction takes the packed tiles too, from any number of rows: where kd ≤
+// kShortReduction·m (m the pass's rows: output channels a group, input channels for the input
+// gradient) and the output plane is the pass's grid (plane_is_grid). The virtual pass copies each
+// tile's C out to the output after it (the scatter: one copy per output value, in a burst after the
+// tile), where the packed pass's micro-kernel then writes the tiles inside an image into the output
+// itself and pays instead for its gather: one copy per B value, shared by the m rows, so kd / m
+// copies per output value. A strided input gradient's phases, whose planes are not the grid, would
+// pay for both and keep the virtual pass (packed, the input gradient of 1×1/s2 64 -> 128 @56 ran
+// 0.90x, of 3×3/s2 1.00x, AVX2 0.95x). ResNet's conv1 (147 steps, 64 rows): the scatter was 12% of
+// perf's samples, the micro-kernel 50%. Measured on Zen 4 (2 threads, N = 8, 56×56 unless said,
+// paired in one process, packed against virtual), AVX-512 forward: 3 -> 64 7×7/s2 @112 1.06-1.08x
+// (forward+backward 1.04x; @224 1.03x), 3 -> 32 3×3/s2 @112 1.14-1.15x, 1×1 64 -> 64 1.14-1.19x
+// (its input gradient 1.16x), 1×1 32 -> 64 1.40x, 1×1 64 -> 32 1.05-1.12x, 1×1 16 -> 16 1.14x, 1×1
+// 32 -> 16 1.02x, 16 -> 64 3×3 1.05-1.07x; AVX2 (packed from 64 rows already): 3 -> 32 /s2
+// 1.15-1.22x, 1×1 64 -> 32 1.10-1.16x, 1×1 32 -> 16 1.09x, 1×1 16 -> 16 1.07x. Above the ratio,
+// packed tiles lost or broke even: at 3.0 1×1 96 -> 32 0.86x, 16 -> 48 and 32 -> 96 3×3 1.01-1.02x;
+// at 4.0 1×1 256 -> 64 0.97x, 1×1 64 -> 16 0.89x (AVX2 0.97x); at 4.5 the input gradient of 32 ->
+// 16 3×3 0.95x; at 9.0 16 -> 16 3×3 0.89x (AVX2 0.91x).
+constexpr double kShortReduction = 2.5;
+
 // A is packed ahead unless the tasks pack it (packs_a_in_task).
 template <class T>
 void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
@@ -650,7 +653,8 @@ void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
   }
   const auto a = pack_a(p.weight, groups, p.m, p.kern->mr, p.kd);
   p.a = a.get();
-  if (p.m >= 8 * p.kern->lanes || virtual_efficiency(p) < 0.85 || (2 * p.kd <= 5 * p.m && plane_is_grid(p))) {
+  const bool short_reduction = p.kd <= kShortReduction * static_cast<double>(p.m) && plane_is_grid(p);
+  if (p.m >= 8 * p.kern->lanes || virtual_efficiency(p) < 0.85 || short_reduction) {
     run_pass_packed(p, batch, groups);
   } else {
     run_pass_virtual(p, batch, groups);
