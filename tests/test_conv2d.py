@@ -98,6 +98,13 @@ GRID = [
     (2, 24, 40, 40, 12, 1, 1, 0, 1, 1),
     (1, 25, 40, 40, 10, 1, 1, 0, 1, 1),
     (1, 26, 40, 40, 10, 1, 1, 0, 1, 1),
+    # stride 2, an even width: the input gradient's two column phases of a row phase run on the same
+    # tiles and are written together, whole vectors and partial ones (20 and 23 columns), on virtual
+    # or packed tiles by how much of the virtual grid is wasted: with AVX-512 virtual ones on the
+    # 40x40 map, packed ones at 46 columns; with AVX2 the other way round; packed ones at 12x12
+    (2, 8, 40, 40, 12, 3, 2, 1, 1, 1),
+    (1, 8, 30, 46, 12, 3, 2, 1, 1, 1),
+    (2, 40, 12, 12, 12, 3, 2, 1, 1, 1),
 ]
 
 
@@ -166,6 +173,22 @@ def test_row_split_on_any_thread_count(threads):
                                        msg=lambda m: f"{(n, c, h, k)}: {m}")
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_stride2_column_pairs(threads):
+    """A stride-2 input gradient's two column phases of a row phase run on the same tiles, each task
+    writing both into whole output rows: float64 against torch where a task holds several images
+    (virtual tiles, one per image), per group, and where the rows split across two threads (packed
+    tiles, 130 input channels in slices of 72 and 58)."""
+    with num_threads(threads):
+        for n, c, h, w, k, g in [(3, 8, 6, 30, 8, 1), (2, 16, 20, 20, 24, 2), (2, 130, 34, 36, 256, 1)]:
+            x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+            wt = torch.randn(k, c // g, 3, 3, dtype=torch.float64)
+            gy = torch.randn(n, k, h // 2, w // 2, dtype=torch.float64)
+            got = torch.autograd.grad(HF.conv2d(x, wt, stride=2, padding=1, groups=g), x, gy)[0]
+            want = torch.autograd.grad(F.conv2d(x, wt, stride=2, padding=1, groups=g), x, gy)[0]
+            torch.testing.assert_close(got, want, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, w, k, g)}: {m}")
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_direct_pass_leaves_out_only_padding(threads):
     """On small maps the CPU's direct pass takes pixels as the micro-kernel's rows, grouped by the
@@ -211,19 +234,22 @@ def test_half_types(device, dtype):
 
 def test_every_cpu_instruction_set(cpu_isa):
     """Each SIMD path this CPU can run (capped by HOTKERNELS_CPU_ISA) matches F.conv2d, in float32
-    and, on the packed paths (their gather, the output written in place, the bias), in float64."""
+    and, on the packed paths (their gather, the output written in place, the bias) and the stride-2
+    column pairs (their zipped rows), in float64."""
     code = (
         "import torch, hotkernels\n"
         "import torch.nn.functional as F\n"
         "from tests.test_conv2d import check_float32, TOL\n"
-        "for c, k, s, p, d, g in [(6, 7, 1, 1, 1, 1), (6, 6, 2, 1, 2, 6), (5, 5, 1, 1, 1, 5), (4, 9, 2, 0, 1, 1),\n"
-        "                         (8, 70, 1, 1, 1, 1), (130, 12, 1, 1, 1, 1), (2, 8, 1, 1, 1, 1)]:\n"
-        "    # the last three: packed paths (the last one's forward a short reduction: 18 steps, 8 rows)\n"
-        "    x = torch.randn(2, c, 23, 41, requires_grad=True); w = torch.randn(k, c // g, 3, 3, requires_grad=True)\n"
+        "for c, k, s, p, d, g, width in [(6, 7, 1, 1, 1, 1, 41), (6, 6, 2, 1, 2, 6, 41), (5, 5, 1, 1, 1, 5, 41),\n"
+        "                             (4, 9, 2, 0, 1, 1, 41), (8, 70, 1, 1, 1, 1, 41), (130, 12, 1, 1, 1, 1, 41),\n"
+        "                             (2, 8, 1, 1, 1, 1, 41), (8, 12, 2, 1, 1, 1, 62), (70, 12, 2, 1, 1, 1, 46)]:\n"
+        "    # from (8, 70): packed paths (the forward of (2, 8) a short reduction: 18 steps, 8 rows), then\n"
+        "    # stride 2 at an even width: the input gradient's column phases on the same tiles, zipped\n"
+        "    x = torch.randn(2, c, 23, width, requires_grad=True); w = torch.randn(k, c // g, 3, 3, requires_grad=True)\n"
         "    kw = dict(stride=s, padding=p, dilation=d, groups=g)\n"
         "    y = hotkernels.functional.conv2d(x, w, None, **kw); gy = torch.randn_like(y)\n"
         "    check_float32(x, w, None, kw, y, gy, torch.autograd.grad(y, (x, w), gy))\n"
-        "    if (c, k) not in ((8, 70), (130, 12), (2, 8)):  # float64 on the packed paths only\n"
+        "    if (c, k) not in ((8, 70), (130, 12), (2, 8), (8, 12), (70, 12)):  # float64 on those only\n"
         "        continue\n"
         "    xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()\n"
         "    b = torch.randn(k, dtype=torch.float64, requires_grad=True)\n"

@@ -17,7 +17,8 @@
 // The workspace is the padded copy (about the input's size) plus per-thread tiles.
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
-// grad_output (backward_input_gemm); each goes through the same passes.
+// grad_output (backward_input_gemm); each goes through the same passes, the two column phases of a
+// stride-2 row phase together where they take the same tiles (pairs_columns).
 // Weight gradient: a GEMM reducing over the real pixels of the whole batch, grad_output against
 // the taps of the same phase-split input, gathered per chunk of pixels (weight_gradient_gemm).
 #include <ATen/Parallel.h>
@@ -27,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -273,35 +275,60 @@ void scatter(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int
   }
 }
 
-// Virtual-pixel tiles: B read in place from the phase-split source. Pays for the Ws − OW columns
-// of every row and for rounding each image's virtual pixels up to whole tiles.
+// Rows [r0, r0 + nr) of the stride-2 column phases 0 and 1 of an input gradient's row phase (c0 and
+// c1: C[r − r0][v] of the same tile pixels, row stride ldc; p is phase 0's pass) written together,
+// each output row segment in whole vectors (zip_columns). A phase at a time, every value was a scalar
+// store, and every line of the gradient was fetched by both phases' passes.
 template <class T>
-void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+void scatter_pair(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int64_t nr, const T* c0,
+                  const T* c1, int64_t ldc, int64_t n, int64_t Y, int64_t X, int64_t len) {
+  const int64_t plane = p.out_h * p.out_w;
+  for (int64_t r = r0; r < r0 + nr; ++r) {
+    T* dst = p.out + (n * channels + gi * p.m + r) * plane + (p.y0 + Y * p.ystep) * p.out_w + 2 * X;
+    kernels<T>().zip_columns(c0 + (r - r0) * ldc, c1 + (r - r0) * ldc, dst, len);
+  }
+}
+
+// Virtual-pixel tiles: B read in place from the phase-split source. Pays for the Ws − OW columns
+// of every row and for rounding each image's virtual pixels up to whole tiles. `passes` is one pass,
+// or the pair of a stride-2 input gradient's column phases (pairs_columns), which differ only in
+// their weights, steps and column phase: each task then computes both for its tile before writing
+// them together (scatter_pair).
+template <class T>
+void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_t groups) {
+  const GemmPass<T>& p = passes.front();
   const GemmKernel<T>& kern = *p.kern;
-  const int64_t chunk = reduction_chunk(p.kd, kReductionChunk), mr = kern.mr;
+  const int64_t mr = kern.mr, np = static_cast<int64_t>(passes.size());
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
   const int64_t tile = std::min(tile_columns(kern.nr), ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
   const int64_t m = p.m, channels = groups * m;
+  int64_t kd = 0;  // of all the passes
+  for (const GemmPass<T>& q : passes) kd += q.kd;
   // Small images give few tiles: then a task takes several images, so that each block of weights
   // (mr rows × one reduction chunk, in L1) serves all of them before the next is loaded — the weights
   // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
   const int64_t threads = at::get_num_threads();
   const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
-  const int64_t batches = ceil_div(batch, per_task);
-  at::parallel_for(0, batches * groups * tiles, grain(per_task * m * tile * p.kd), [&](int64_t begin, int64_t end) {
-    const std::unique_ptr<T[]> ct(new T[per_task * m * tile]);  // the tiles' C, each written whole before it is read
+  const int64_t batches = ceil_div(batch, per_task), task_c = per_task * m * tile;  // C values of a task, a pass
+  at::parallel_for(0, batches * groups * tiles, grain(task_c * kd), [&](int64_t begin, int64_t end) {
+    const std::unique_ptr<T[]> ct(new T[np * task_c]);  // the tiles' C, each written whole before it is read
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
       const int64_t nn = std::min(per_task, batch - n0);
       const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
-      for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
-        const int64_t r = std::min(chunk, p.kd - k0);
-        for (int64_t i = 0; i < m; i += mr) {
-          const T* a = p.a + ((gi * ceil_div(m, mr) + i / mr) * p.kd + k0) * mr;
-          for (int64_t b = 0; b < nn; ++b) {
-            const T* xb = p.xs + (n0 + b) * p.img_stride + gi * p.group_stride + v0;
-            kern.run(a, nullptr, p.kd * mr, xb, 0, p.offsets + k0, nullptr, ct.get() + (b * m + i) * tile, tile,
-                     std::min(mr, m - i), vn, r, k0 > 0, nullptr);
+      for (int64_t ip = 0; ip < np; ++ip) {
+        const GemmPass<T>& q = passes[ip];
+        const int64_t chunk = reduction_chunk(q.kd, kReductionChunk);
+        T* const c = ct.get() + ip * task_c;
+        for (int64_t k0 = 0; k0 < q.kd; k0 += chunk) {
+          const int64_t r = std::min(chunk, q.kd - k0);
+          for (int64_t i = 0; i < m; i += mr) {
+            const T* a = q.a + ((gi * ceil_div(m, mr) + i / mr) * q.kd + k0) * mr;
+            for (int64_t b = 0; b < nn; ++b) {
+              const T* xb = q.xs + (n0 + b) * q.img_stride + gi * q.group_stride + v0;
+              kern.run(a, nullptr, q.kd * mr, xb, 0, q.offsets + k0, nullptr, c + (b * m + i) * tile, tile,
+                       std::min(mr, m - i), vn, r, k0 > 0, nullptr);
+            }
           }
         }
       }
@@ -310,7 +337,12 @@ void run_pass_virtual(const GemmPass<T>& p, int64_t batch, int64_t groups) {
         for (int64_t v = v0; v < v0 + vn;) {
           const int64_t y = v / p.ws, x = v % p.ws, len = std::min(v0 + vn, (y + 1) * p.ws) - v;
           const int64_t real = std::max<int64_t>(0, std::min(len, p.cols - x));
-          if (real > 0) scatter(p, gi, channels, 0, m, ct.get() + b * m * tile + (v - v0), tile, n0 + b, y, x, real);
+          const T* c = ct.get() + b * m * tile + (v - v0);
+          if (real > 0 && np == 1) {
+            scatter(p, gi, channels, 0, m, c, tile, n0 + b, y, x, real);
+          } else if (real > 0) {
+            scatter_pair(p, gi, channels, 0, m, c, c + task_c, tile, n0 + b, y, x, real);
+          }
           v += len;
         }
       }
@@ -333,11 +365,12 @@ bool plane_is_grid(const GemmPass<T>& p) {
 // (below). For small maps (7×7, 14×14) this wastes almost nothing where the virtual grid wastes
 // ~25%; the gather (one copy per B value) is amortised over the rows. Without a packed A (p.a null,
 // run_pass) there is one tile of every pixel and the rows are split across threads: each task packs
-// each of its A blocks just before the micro-kernel runs it.
+// each of its A blocks just before the micro-kernel runs it. `passes`: as for run_pass_virtual.
 template <class T>
-void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
+void run_pass_packed(std::span<const GemmPass<T>> passes, int64_t batch, int64_t groups) {
+  const GemmPass<T>& p = passes.front();
   const GemmKernel<T>& kern = *p.kern;
-  const int64_t chunk = reduction_chunk(p.kd, kReductionChunk), mr = kern.mr, blocks = ceil_div(p.m, mr);
+  const int64_t mr = kern.mr, blocks = ceil_div(p.m, mr), np = static_cast<int64_t>(passes.size());
   const int64_t threads = at::get_num_threads(), pixels = batch * p.rows * p.cols, channels = groups * p.m;
   // Tiles in a multiple of the thread count, of near-equal numbers of whole column blocks (1568
   // pixels in 14 tiles of 32-column blocks: 3 or 4 blocks each, where tiles of 4 left the second
@@ -361,8 +394,10 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
   // forward+backward 64 @56 1.05x, conv1 1.18x; 256 @14 and 512 @7 (tiles of several images)
   // unchanged.
   const int64_t image = p.rows * p.cols, plane = p.out_h * p.out_w;
-  const bool in_place = plane_is_grid(p);
-  at::parallel_for(0, tasks, grain(rows * tile * p.kd), [&](int64_t begin, int64_t end) {
+  const bool in_place = np == 1 && plane_is_grid(p);
+  int64_t kd = 0;  // of all the passes
+  for (const GemmPass<T>& q : passes) kd += q.kd;
+  at::parallel_for(0, tasks, grain(rows * tile * kd), [&](int64_t begin, int64_t end) {
     Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
     std::unique_ptr<T[]> ct;  // the tile buffer, for tiles not written in place (each written whole before it is read)
@@ -375,23 +410,28 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
       if (qn <= 0 || nr <= 0) continue;
       const int64_t img = q0 / image;
       const bool direct = in_place && (q0 + qn - 1) / image == img;
-      if (!direct && !ct) ct.reset(new T[rows * tile]);
+      if (!direct && !ct) ct.reset(new T[np * rows * tile]);
       T* const c = direct ? p.out + (img * channels + gi * p.m + r0) * plane + (q0 - img * image) : ct.get();
       const int64_t ldc = direct ? plane : tile;
       runs.clear();
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
         runs.push_back({q - q0, len, gi * p.group_stride + n * p.img_stride + Y * p.ws + X});
       });
-      for (int64_t k0 = 0; k0 < p.kd; k0 += chunk) {
-        const int64_t r = std::min(chunk, p.kd - k0);
-        kernels<T>().gather_runs(p.xs, p.offsets + k0, r, runs.data(), static_cast<int64_t>(runs.size()), bt.data(), qn,
-                                 tile);
-        for (int64_t i = r0; i < r0 + nr; i += mr) {
-          const int64_t mc = std::min(mr, r0 + nr - i);
-          const T* a = a_in_task ? ablock.data() : p.a + ((gi * blocks + i / mr) * p.kd + k0) * mr;
-          if (a_in_task) pack_block(p.weight, gi, i, mc, mr, k0, r, ablock.data());
-          kern.run(a, nullptr, p.kd * mr, bt.data(), tile, nullptr, nullptr, c + (i - r0) * ldc, ldc, mc, qn, r, k0 > 0,
-                   nullptr);
+      for (int64_t ip = 0; ip < np; ++ip) {
+        const GemmPass<T>& q = passes[ip];
+        const int64_t chunk = reduction_chunk(q.kd, kReductionChunk);
+        T* const cq = c + ip * rows * tile;  // pass ip's C (a pair's is never written in place)
+        for (int64_t k0 = 0; k0 < q.kd; k0 += chunk) {
+          const int64_t r = std::min(chunk, q.kd - k0);
+          kernels<T>().gather_runs(q.xs, q.offsets + k0, r, runs.data(), static_cast<int64_t>(runs.size()), bt.data(),
+                                   qn, tile);
+          for (int64_t i = r0; i < r0 + nr; i += mr) {
+            const int64_t mc = std::min(mr, r0 + nr - i);
+            const T* a = a_in_task ? ablock.data() : q.a + ((gi * blocks + i / mr) * q.kd + k0) * mr;
+            if (a_in_task) pack_block(q.weight, gi, i, mc, mr, k0, r, ablock.data());
+            kern.run(a, nullptr, q.kd * mr, bt.data(), tile, nullptr, nullptr, cq + (i - r0) * ldc, ldc, mc, qn, r,
+                     k0 > 0, nullptr);
+          }
         }
       }
       if (direct) {
@@ -402,7 +442,12 @@ void run_pass_packed(const GemmPass<T>& p, int64_t batch, int64_t groups) {
         continue;
       }
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-        scatter(p, gi, channels, r0, nr, ct.get() + (q - q0), tile, n, Y, X, len);
+        const T* run = ct.get() + (q - q0);
+        if (np == 1) {
+          scatter(p, gi, channels, r0, nr, run, tile, n, Y, X, len);
+        } else {
+          scatter_pair(p, gi, channels, r0, nr, run, run + rows * tile, tile, n, Y, X, len);
+        }
       });
     }
   });
@@ -640,25 +685,58 @@ bool packs_a_in_task(const GemmPass<T>& p, int64_t batch) {
 // 16 3×3 0.95x; at 9.0 16 -> 16 3×3 0.89x (AVX2 0.91x).
 constexpr double kShortReduction = 2.5;
 
-// A is packed ahead unless the tasks pack it (packs_a_in_task).
+// Whether the tiles with A packed ahead are the packed ones (else the virtual ones): the rules above.
+template <class T>
+bool takes_packed(const GemmPass<T>& p) {
+  const bool short_reduction = p.kd <= kShortReduction * static_cast<double>(p.m) && plane_is_grid(p);
+  return p.m >= 8 * p.kern->lanes || virtual_efficiency(p) < 0.85 || short_reduction;
+}
+
+// `passes` (one, or a pair of column phases: pairs_columns) on the tiles of takes_packed, A packed
+// ahead.
+template <class T>
+void run_tiles(std::span<GemmPass<T>> passes, int64_t batch, int64_t groups) {
+  std::vector<std::unique_ptr<T[]>> a;
+  for (GemmPass<T>& p : passes) {
+    a.push_back(pack_a(p.weight, groups, p.m, p.kern->mr, p.kd));
+    p.a = a.back().get();
+  }
+  if (takes_packed(passes.front())) {
+    run_pass_packed<T>(passes, batch, groups);
+  } else {
+    run_pass_virtual<T>(passes, batch, groups);
+  }
+}
+
+// Whether run_pass takes run_tiles for p: neither the direct pass nor packed tiles whose tasks pack A.
+template <class T>
+bool takes_tiles(const GemmPass<T>& p, int64_t batch) {
+  return !direct_pays(p, plan_direct(p, batch)) && !packs_a_in_task(p, batch);
+}
+
+// One pass on the direct pass, the packed tiles with A packed by the tasks, or run_tiles.
 template <class T>
 void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
   if (const DirectPlan<T> plan = plan_direct(p, batch); direct_pays(p, plan)) {
     run_pass_direct(p, plan, batch, groups);
-    return;
-  }
-  if (packs_a_in_task(p, batch)) {
-    run_pass_packed(p, batch, groups);
-    return;
-  }
-  const auto a = pack_a(p.weight, groups, p.m, p.kern->mr, p.kd);
-  p.a = a.get();
-  const bool short_reduction = p.kd <= kShortReduction * static_cast<double>(p.m) && plane_is_grid(p);
-  if (p.m >= 8 * p.kern->lanes || virtual_efficiency(p) < 0.85 || short_reduction) {
-    run_pass_packed(p, batch, groups);
+  } else if (packs_a_in_task(p, batch)) {
+    run_pass_packed<T>({&p, 1}, batch, groups);
   } else {
-    run_pass_virtual(p, batch, groups);
+    run_tiles<T>({&p, 1}, batch, groups);
   }
+}
+
+// Whether the column phases 0 and 1 of a stride-2 input gradient's row phase (p0, p1) run on the
+// same tiles (run_tiles), each task computing both before it writes them together (scatter_pair):
+// where they have as many columns and each would take those tiles alone (the same ones, no bias). Measured on Zen 4 (2
+// threads, N = 8, paired in one process, together against apart), the input gradient of 64 -> 128
+// 3×3/s2 @56 1.12-1.18x (AVX2, on packed tiles there: 1.19x), its forward+backward 1.05x (AVX2
+// 1.09x); of 128 -> 256 3×3/s2 @28 1.05x (AVX2 1.04x); 64 -> 128 @28 (a pair, one phase direct)
+// 0.98-1.01x, as is 128 -> 256 @14 (direct: unchanged).
+template <class T>
+bool pairs_columns(const GemmPass<T>& p0, const GemmPass<T>& p1, int64_t batch) {
+  return p0.xstep == 2 && p0.x0 == 0 && p1.x0 == 1 && p0.cols == p1.cols && p0.kern == p1.kern && !p0.bias &&
+         !p1.bias && takes_tiles(p0, batch) && takes_tiles(p1, batch) && takes_packed(p0) == takes_packed(p1);
 }
 
 template <class T>
@@ -736,34 +814,45 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
   phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, gp.get());
 
   const int64_t cin = g.cin_g(), cout = g.cout_g();
-  for (int64_t a = 0; a < g.sh && a < g.h; ++a) {
-    for (int64_t b = 0; b < g.sw && b < g.w; ++b) {
-      const auto ti = row_taps(a), tj = col_taps(b);
-      if (ti.empty() || tj.empty()) continue;  // no tap reaches these pixels: their gradient stays 0
-      const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
-      std::vector<int64_t> off(kd);
-      std::vector<int64_t> w_off(kd);  // weight[co][ci][i][j] of step t, relative to ci's row
-      // Step t reads grad_output row Y + e: real for Y in [−e, oh − e); columns likewise.
-      std::vector<int64_t> row_lo(kd), row_hi(kd), col_lo(kd), col_hi(kd);
-      for (int64_t co = 0; co < cout; ++co) {
-        for (size_t u = 0; u < ti.size(); ++u) {
-          for (size_t v = 0; v < tj.size(); ++v) {
-            const int64_t t = co * nt + u * tj.size() + v;
-            off[t] = co * p.plane() + (ti[u].second - ylo) * wq + (tj[v].second - xlo);
-            w_off[t] = co * cin * g.taps() + ti[u].first * g.kw + tj[v].first;
-            row_lo[t] = -ti[u].second, row_hi[t] = g.oh - ti[u].second;
-            col_lo[t] = -tj[v].second, col_hi[t] = g.ow - tj[v].second;
-          }
+  // Phase (a, b)'s steps: their offsets in gp and in the weight, and where each reads real values.
+  struct Steps {
+    std::vector<int64_t> off, w_off, row_lo, row_hi, col_lo, col_hi;
+  };
+  const auto phase_pass = [&](int64_t a, int64_t b, Steps& s) {
+    const auto ti = row_taps(a), tj = col_taps(b);
+    const int64_t nt = static_cast<int64_t>(ti.size() * tj.size()), kd = cout * nt;
+    for (std::vector<int64_t>* v : {&s.off, &s.w_off, &s.row_lo, &s.row_hi, &s.col_lo, &s.col_hi}) v->resize(kd);
+    // Step t reads grad_output row Y + e: real for Y in [−e, oh − e); columns likewise. Its weight,
+    // weight[co][ci][i][j], lies w_off[t] on from ci's row.
+    for (int64_t co = 0; co < cout; ++co) {
+      for (size_t u = 0; u < ti.size(); ++u) {
+        for (size_t v = 0; v < tj.size(); ++v) {
+          const int64_t t = co * nt + u * tj.size() + v;
+          s.off[t] = co * p.plane() + (ti[u].second - ylo) * wq + (tj[v].second - xlo);
+          s.w_off[t] = co * cin * g.taps() + ti[u].first * g.kw + tj[v].first;
+          s.row_lo[t] = -ti[u].second, s.row_hi[t] = g.oh - ti[u].second;
+          s.col_lo[t] = -tj[v].second, s.col_hi[t] = g.ow - tj[v].second;
         }
       }
-      const int64_t rows = ceil_div(g.h - a, g.sh), cols = ceil_div(g.w - b, g.sw);
-      const GemmKernel<T>& kern = gemm::best_shape<T>(cin, rows * cols);
-      const GemmPass<T> pass{&kern, gp.get(), g.k * p.plane(), cout * p.plane(), off.data(), kd,
-                             WeightSource<T>{w, cout * cin * g.taps(), g.taps(), w_off.data()}, nullptr, cin, wq,
-                             rows, cols, gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr),
-                             row_lo.data(), row_hi.data(), col_lo.data(), col_hi.data()};
-      run_pass(pass, g.n, g.groups);
     }
+    const int64_t rows = ceil_div(g.h - a, g.sh), cols = ceil_div(g.w - b, g.sw);
+    return GemmPass<T>{&gemm::best_shape<T>(cin, rows * cols), gp.get(), g.k * p.plane(), cout * p.plane(),
+                       s.off.data(), kd, WeightSource<T>{w, cout * cin * g.taps(), g.taps(), s.w_off.data()}, nullptr,
+                       cin, wq, rows, cols, gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr),
+                       s.row_lo.data(), s.row_hi.data(), s.col_lo.data(), s.col_hi.data()};
+  };
+  for (int64_t a = 0; a < g.sh && a < g.h; ++a) {
+    if (row_taps(a).empty()) continue;  // no tap reaches these pixels: their gradient stays 0
+    std::vector<Steps> steps(std::min(g.sw, g.w));
+    std::vector<GemmPass<T>> passes;  // of the column phases that some tap reaches
+    for (int64_t b = 0; b < g.sw && b < g.w; ++b) {
+      if (!col_taps(b).empty()) passes.push_back(phase_pass(a, b, steps[b]));
+    }
+    if (passes.size() == 2 && pairs_columns(passes[0], passes[1], g.n)) {
+      run_tiles<T>(passes, g.n, g.groups);
+      continue;
+    }
+    for (const GemmPass<T>& pass : passes) run_pass(pass, g.n, g.groups);
   }
 }
 

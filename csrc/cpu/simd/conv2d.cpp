@@ -1,5 +1,5 @@
 // Convolution inner loops on SIMD vectors: the depthwise kernels, the bias gradient's sum, the
-// phase splits' column copy and the implicit GEMM's gather of B tiles.
+// phase splits' column copy and its inverse, and the implicit GEMM's gather of B tiles.
 #include "cpu/simd/conv2d.h"
 
 #include <algorithm>
@@ -145,6 +145,29 @@ void take_columns(const T* src, int64_t step, T* dst, int64_t n) {
   for (; q < n; ++q) dst[q] = src[q * step];
 }
 
+// Whole vectors of both phases zipped into two of the row; the last m < L values of each in partial
+// loads and stores, which touch nothing past the row segment: the next one may be another task's,
+// written at the same time.
+template <class T>
+void zip_columns(const T* even, const T* odd, T* dst, int64_t n) {
+  constexpr int64_t L = simd::kLanes<T>;
+  int64_t q = 0;
+  for (; q + L <= n; q += L) {
+    const simd::Vec<T> e = simd::load(even + q), o = simd::load(odd + q);
+    simd::store(dst + 2 * q, simd::zip<T, 0>(e, o));
+    simd::store(dst + 2 * q + L, simd::zip<T, 1>(e, o));
+  }
+  if (q == n) return;
+  const int64_t m = n - q;
+  const simd::Vec<T> e = simd::load_partial(even + q, m), o = simd::load_partial(odd + q, m);
+  if (2 * m >= L) {
+    simd::store(dst + 2 * q, simd::zip<T, 0>(e, o));
+    if (2 * m > L) simd::store_partial(dst + 2 * q + L, simd::zip<T, 1>(e, o), 2 * m - L);
+  } else {
+    simd::store_partial(dst + 2 * q, simd::zip<T, 0>(e, o), 2 * m);
+  }
+}
+
 template <class T>
 void gather_runs(const T* src, const int64_t* offsets, int64_t steps, const GatherRun* runs, int64_t n_runs, T* dst,
                  int64_t count, int64_t width) {
@@ -163,7 +186,7 @@ void gather_runs(const T* src, const int64_t* offsets, int64_t steps, const Gath
 template <class T>
 constexpr Conv2dKernel<T> kernels() {
   return {&depthwise_forward<T>, &depthwise_backward_input<T>, &depthwise_backward_weight<T>, &sum<T>,
-          &take_columns<T>, &gather_runs<T>};
+          &take_columns<T>, &zip_columns<T>, &gather_runs<T>};
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // Vectorised conv2d kernels (csrc/cpu/simd/conv2d.cpp), one table per instruction set: the
 // depthwise kernels (one input and one output channel per group), direct over one zero-padded
-// channel plane, the bias gradient's sum, the strided column copy of the phase splits and the
-// gather of the implicit GEMM's B tiles. The general convolution is an implicit GEMM on the GEMM
-// core's micro-kernels instead (csrc/cpu/conv2d_gemm.cpp).
+// channel plane, the bias gradient's sum, the strided column copy of the phase splits and its
+// inverse, and the gather of the implicit GEMM's B tiles. The general convolution is an implicit
+// GEMM on the GEMM core's micro-kernels instead (csrc/cpu/conv2d_gemm.cpp).
 #pragma once
 
 #include <cstdint>
@@ -46,6 +46,10 @@ struct Conv2dKernel {
   // dst[q] = src[q·step] for q < n: one column phase of a row, as the phase splits of both the
   // implicit GEMM and the depthwise kernels copy it (stride 2 in vectors).
   void (*take_columns)(const T* src, int64_t step, T* dst, int64_t n);
+  // dst[2q] = even[q], dst[2q + 1] = odd[q] for q < n, nothing written past dst[2n) (another task may
+  // be writing there): a row from its two column phases, the inverse of take_columns at stride 2 (the
+  // implicit GEMM's stride-2 input gradient).
+  void (*zip_columns)(const T* even, const T* odd, T* dst, int64_t n);
   // dst[t·width + run.col + u] = src[offsets[t] + run.src + u] for t < steps, each run (in increasing
   // column order) and u < run.len, then zeros in columns [count, width) of each row. Runs are copied
   // in whole vectors (runs of 7 or 14 pixels would otherwise cost a library call each): a vector may

@@ -58,6 +58,14 @@ template <class T, size_t... I> inline Vec<T> even_lanes(Vec<T> a, Vec<T> b, std
 template <class T> inline Vec<T> even_lanes(Vec<T> a, Vec<T> b) {
   return even_lanes<T>(a, b, std::make_index_sequence<kLanes<T>>{});
 }
+// Lanes of a and b alternated from lane h = H·kLanes/2 of each: (a[h], b[h], a[h + 1], b[h + 1], …).
+// zip<0> and zip<1> together hold all of both: a store of two stride-2 rows into one.
+template <class T, int H, size_t... I> inline Vec<T> zip(Vec<T> a, Vec<T> b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, static_cast<int>(H * kLanes<T> / 2 + I / 2 + I % 2 * kLanes<T>)...);
+}
+template <class T, int H> inline Vec<T> zip(Vec<T> a, Vec<T> b) {
+  return zip<T, H>(a, b, std::make_index_sequence<kLanes<T>>{});
+}
 
 // Loads the first `n` (< kLanes) elements of p, zero-filling the rest; stores the first n lanes.
 // Masked loads and stores where the instruction set has them (lanes past n are never touched, so
