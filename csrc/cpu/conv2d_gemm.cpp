@@ -728,11 +728,12 @@ void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
 
 // Whether the column phases 0 and 1 of a stride-2 input gradient's row phase (p0, p1) run on the
 // same tiles (run_tiles), each task computing both before it writes them together (scatter_pair):
-// where they have as many columns and each would take those tiles alone (the same ones, no bias). Measured on Zen 4 (2
-// threads, N = 8, paired in one process, together against apart), the input gradient of 64 -> 128
-// 3×3/s2 @56 1.12-1.18x (AVX2, on packed tiles there: 1.19x), its forward+backward 1.05x (AVX2
-// 1.09x); of 128 -> 256 3×3/s2 @28 1.05x (AVX2 1.04x); 64 -> 128 @28 (a pair, one phase direct)
-// 0.98-1.01x, as is 128 -> 256 @14 (direct: unchanged).
+// where they have as many columns and each would take those tiles alone (the same ones, no bias).
+// Measured on Zen 4 (2 threads, N = 8, paired in one process, together against apart), the input
+// gradient of 64 -> 128 3×3/s2 @56 1.12-1.18x (AVX2, on packed tiles there: 1.19x), its
+// forward+backward 1.05x (AVX2 1.09x); of 128 -> 256 3×3/s2 @28 1.05x (AVX2 1.04x) and 64 -> 128
+// /s2 @28 0.98-1.01x (in both, one row phase paired, the other's phase (1, 1) on the direct pass);
+// of 128 -> 256 /s2 @14 (no pair: the direct pass, or A packed by the tasks) 0.98-0.99x.
 template <class T>
 bool pairs_columns(const GemmPass<T>& p0, const GemmPass<T>& p1, int64_t batch) {
   return p0.xstep == 2 && p0.x0 == 0 && p1.x0 == 1 && p0.cols == p1.cols && p0.kern == p1.kern && !p0.bias &&
