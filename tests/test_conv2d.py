@@ -189,6 +189,24 @@ def test_stride2_column_pairs(threads):
             torch.testing.assert_close(got, want, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, w, k, g)}: {m}")
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_virtual_tiles_shared_evenly(threads):
+    """Where an image's virtual-pixel tiles would not share out evenly among the threads (one image
+    of 30 × 30 at float64: 40 column blocks of 24 at AVX-512, 7 tiles of 6 blocks), the CPU cuts it
+    into more tiles of near-equal numbers of blocks. Forward and both gradients, float64 against
+    torch, one image and one image of two groups."""
+    with num_threads(threads):
+        for c, k, g in [(16, 16, 1), (16, 32, 2)]:
+            x = torch.randn(1, c, 30, 30, dtype=torch.float64, requires_grad=True)
+            wt = torch.randn(k, c // g, 3, 3, dtype=torch.float64, requires_grad=True)
+            y = HF.conv2d(x, wt, padding=1, groups=g)
+            gy = torch.randn_like(y)
+            want = F.conv2d(x, wt, padding=1, groups=g)
+            torch.testing.assert_close(y, want, **TOL[torch.float64])
+            for got, exp in zip(torch.autograd.grad(y, (x, wt), gy), torch.autograd.grad(want, (x, wt), gy)):
+                torch.testing.assert_close(got, exp, **TOL[torch.float64], msg=lambda m: f"{(c, k, g)}: {m}")
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_direct_pass_leaves_out_only_padding(threads):
     """On small maps the CPU's direct pass takes pixels as the micro-kernel's rows, grouped by the

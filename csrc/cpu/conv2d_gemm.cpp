@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <span>
 #include <utility>
 #include <vector>
@@ -300,7 +301,7 @@ void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_
   const GemmKernel<T>& kern = *p.kern;
   const int64_t mr = kern.mr, np = static_cast<int64_t>(passes.size());
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
-  const int64_t tile = std::min(tile_columns(kern.nr), ceil_div(virt, kern.nr) * kern.nr), tiles = ceil_div(virt, tile);
+  const int64_t col_blocks = ceil_div(virt, kern.nr);
   const int64_t m = p.m, channels = groups * m;
   int64_t kd = 0;  // of all the passes
   for (const GemmPass<T>& q : passes) kd += q.kd;
@@ -308,14 +309,31 @@ void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_
   // (mr rows × one reduction chunk, in L1) serves all of them before the next is loaded — the weights
   // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
   const int64_t threads = at::get_num_threads();
+  const int64_t tile_blocks = tile_columns(kern.nr) / kern.nr;
+  int64_t tiles = ceil_div(col_blocks, tile_blocks);
   const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
-  const int64_t batches = ceil_div(batch, per_task), task_c = per_task * m * tile;  // C values of a task, a pass
+  const int64_t batches = ceil_div(batch, per_task);
+  // Tiles of tile_blocks column blocks each, unless the tasks would not share out evenly among the
+  // threads: then as many more tiles as that takes, of near-equal numbers of blocks. One image of a
+  // 64 -> 64 3×3 layer @56 (3246 virtual pixels, 68 blocks of 48 at AVX-512) took 23 tiles, 12 on one
+  // thread and 11 on the other; in 24 the threads finish together. Measured on Zen 4 (AVX-512, 2
+  // threads, N = 1, paired in one process): forward 1.03-1.04x, input gradient 1.04-1.05x,
+  // forward+backward 1.03-1.04x. (Narrower tiles everywhere had cost N = 8 1%.)
+  const int64_t step = threads / std::gcd(batches * groups, threads);
+  const bool even = tiles % step == 0;
+  if (!even) tiles = std::min(col_blocks, ceil_div(tiles, step) * step);
+  const auto first_block = [&](int64_t ti) {
+    return even ? std::min(ti * tile_blocks, col_blocks) : gemm::slice(ti, col_blocks, tiles);
+  };
+  // the widest tile
+  const int64_t tile = (even ? std::min(tile_blocks, col_blocks) : ceil_div(col_blocks, tiles)) * kern.nr;
+  const int64_t task_c = per_task * m * tile;  // C values of a task, a pass
   at::parallel_for(0, batches * groups * tiles, grain(task_c * kd), [&](int64_t begin, int64_t end) {
     const std::unique_ptr<T[]> ct(new T[np * task_c]);  // the tiles' C, each written whole before it is read
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
       const int64_t nn = std::min(per_task, batch - n0);
-      const int64_t v0 = ti * tile, vn = std::min(tile, virt - v0);
+      const int64_t v0 = first_block(ti) * kern.nr, vn = std::min(first_block(ti + 1) * kern.nr, virt) - v0;
       for (int64_t ip = 0; ip < np; ++ip) {
         const GemmPass<T>& q = passes[ip];
         const int64_t chunk = reduction_chunk(q.kd, kReductionChunk);
