@@ -76,7 +76,9 @@ GRID = [
     (1, 4, 7, 8, 4, 3, 2, "valid", 1, 1),
     (2, 5, 5, 6, 67, 3, 1, 1, 1, 1),  # small map, many output channels: partial row blocks
     (2, 10, 5, 4, 134, 3, 1, 1, 1, 2),  # the same per group
-    (3, 12, 23, 21, 10, 3, 1, 1, 1, 2),  # weight gradient over several pixel chunks per thread, chunks across images
+    # weight gradient over several pixel chunks per thread, chunks across images (fewer taps than twice
+    # the output channels: not the tap rows)
+    (3, 12, 23, 21, 56, 3, 1, 1, 1, 2),
     (1, 4, 9, 8, 40, 3, 2, 1, 2, 1),  # packed forward tiles (the virtual grid wastes > 15%), strided, dilated
     (2, 40, 6, 5, 8, 3, 2, 1, 1, 1),  # packed input-gradient tiles (the same), strided
     (1, 8, 4, 4, 256, 3, 1, 1, 1, 1),  # >= 64 output channels: packed forward, rows split across threads
@@ -85,9 +87,9 @@ GRID = [
     # >= 64 channels both ways and 630 reduction steps (3 chunks): packed passes that write the tiles
     # inside one image straight into the output (accumulating over the chunks), the others by a scatter
     (2, 70, 9, 11, 70, 3, 1, 1, 1, 1),
-    # a weight gradient twice grad_output's size (576 taps, 288 pixels in 2 chunks): the threads split
-    # its tap panels and each sums over every chunk
-    (2, 64, 12, 12, 16, 3, 1, 1, 1, 1),
+    # a weight gradient twice grad_output's size (576 taps, 242 pixels; maps of 121 pixels, too few for
+    # the tap rows): the threads split its tap panels and each sums over every chunk
+    (2, 64, 11, 11, 16, 3, 1, 1, 1, 1),
     # 72 rows both ways on a map the virtual grid wastes little of: virtual tiles with AVX-512 (packed
     # from 128 rows there), packed ones with AVX2 (from 64)
     (1, 72, 40, 40, 72, 3, 1, 1, 1, 1),
@@ -145,15 +147,40 @@ def test_matches_torch(device, dtype, case):
 def test_weight_gradient_on_any_thread_count(threads):
     """The CPU weight gradient splits the pixels over the threads in chunks of equal size (each part
     into its own copy of the gradient, added at the end), and the tap panels too where there are
-    fewer chunks than threads: every split must sum each pixel exactly once."""
+    fewer chunks than threads: every split must sum each pixel exactly once. (Fewer taps than twice
+    the output channels or small maps: not the tap rows.)"""
     with num_threads(threads):
-        for n, c, h, k in [(1, 8, 23, 16), (2, 16, 11, 16), (3, 8, 12, 16), (1, 4, 4, 40), (2, 3, 9, 130)]:
+        for n, c, h, k in [(1, 8, 23, 40), (2, 16, 11, 16), (3, 8, 12, 40), (1, 4, 4, 40), (2, 3, 9, 130)]:
             x = torch.randn(n, c, h, h, dtype=torch.float64)
             w = torch.randn(k, c, 3, 3, dtype=torch.float64, requires_grad=True)
             gy = torch.randn(n, k, h, h, dtype=torch.float64)
             got = torch.autograd.grad(HF.conv2d(x, w, padding=1), w, gy)[0]
             want = torch.autograd.grad(F.conv2d(x, w, padding=1), w, gy)[0]
             torch.testing.assert_close(got, want, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, k)}: {m}")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_weight_gradient_tap_rows(threads):
+    """Where the taps outnumber the output channels twice over, in chunks of at least 128 pixels and
+    at least 512 pixels a thread, the CPU weight gradient takes the taps as the micro-kernel's rows
+    (read in place) and the output channels as its columns (grad_output transposed per chunk of at
+    most 256 pixels of an image, more where the (group, image, chunk) items would not share out
+    evenly among the threads); the threads split the items, each into its own copy, and a copy whose
+    thread met no item of a group holds zeros there. float64 against torch: groups whose items fall
+    to different threads, partial blocks of taps and of channels, stride 2, dilation 2, several
+    chunks per image."""
+    with num_threads(threads):
+        for n, c, h, w, k, s, d, g in [(1, 12, 40, 40, 10, 1, 1, 2), (2, 8, 66, 62, 8, 2, 1, 1),
+                                       (1, 6, 40, 40, 6, 1, 2, 1), (3, 16, 24, 24, 24, 1, 1, 1)]:
+            x = torch.randn(n, c, h, w, dtype=torch.float64)
+            wt = torch.randn(k, c // g, 3, 3, dtype=torch.float64, requires_grad=True)
+            kw = dict(stride=s, padding=d, dilation=d, groups=g)
+            y = F.conv2d(x, wt.detach(), **kw)
+            gy = torch.randn_like(y)
+            got = torch.autograd.grad(HF.conv2d(x, wt, **kw), wt, gy)[0]
+            want = torch.autograd.grad(F.conv2d(x, wt, **kw), wt, gy)[0]
+            torch.testing.assert_close(got, want, **TOL[torch.float64],
+                                       msg=lambda m: f"{(n, c, h, w, k, s, d, g)}: {m}")
 
 
 @pytest.mark.parametrize("threads", [1, 3, 8])
