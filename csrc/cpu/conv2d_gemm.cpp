@@ -45,6 +45,13 @@ using gemm::ceil_div;
 using gemm::max_nr;
 using gemm::reduction_chunk;
 
+// n rounded up so that `outer` × n tasks share out evenly among `threads`: to a multiple of
+// threads / gcd(outer, threads).
+inline int64_t shared_evenly(int64_t n, int64_t outer, int64_t threads) {
+  const int64_t step = threads / std::gcd(outer, threads);
+  return ceil_div(n, step) * step;
+}
+
 // Columns per task tile (rounded up to whole blocks of the micro-kernel): with kReductionChunk
 // reduction steps, a packed B tile of 128 KiB (float) stays in L2.
 constexpr int64_t kTileColumns = 128;
@@ -292,6 +299,14 @@ void scatter_pair(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0
   }
 }
 
+// The reduction steps of all of `passes` (one, or a pair: pairs_columns), for the parallel grain.
+template <class T>
+int64_t total_steps(std::span<const GemmPass<T>> passes) {
+  int64_t kd = 0;
+  for (const GemmPass<T>& q : passes) kd += q.kd;
+  return kd;
+}
+
 // Virtual-pixel tiles: B read in place from the phase-split source. Pays for the Ws − OW columns
 // of every row and for rounding each image's virtual pixels up to whole tiles. `passes` is one pass,
 // or the pair of a stride-2 input gradient's column phases (pairs_columns), which differ only in
@@ -305,8 +320,7 @@ void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_
   const int64_t virt = (p.rows - 1) * p.ws + p.cols;  // virtual pixels up to the last real one
   const int64_t col_blocks = ceil_div(virt, kern.nr);
   const int64_t m = p.m, channels = groups * m;
-  int64_t kd = 0;  // of all the passes
-  for (const GemmPass<T>& q : passes) kd += q.kd;
+  const int64_t kd = total_steps(passes);
   // Small images give few tiles: then a task takes several images, so that each block of weights
   // (mr rows × one reduction chunk, in L1) serves all of them before the next is loaded — the weights
   // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
@@ -321,9 +335,9 @@ void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_
   // thread and 11 on the other; in 24 the threads finish together. Measured on Zen 4 (AVX-512, 2
   // threads, N = 1, paired in one process): forward 1.03-1.04x, input gradient 1.04-1.05x,
   // forward+backward 1.03-1.04x. (Narrower tiles everywhere had cost N = 8 1%.)
-  const int64_t step = threads / std::gcd(batches * groups, threads);
-  const bool even = tiles % step == 0;
-  if (!even) tiles = std::min(col_blocks, ceil_div(tiles, step) * step);
+  const int64_t shared = shared_evenly(tiles, batches * groups, threads);
+  const bool even = shared == tiles;
+  if (!even) tiles = std::min(col_blocks, shared);
   const auto first_block = [&](int64_t ti) {
     return even ? std::min(ti * tile_blocks, col_blocks) : gemm::slice(ti, col_blocks, tiles);
   };
@@ -415,8 +429,7 @@ void run_pass_packed(std::span<const GemmPass<T>> passes, int64_t batch, int64_t
   // unchanged.
   const int64_t image = p.rows * p.cols, plane = p.out_h * p.out_w;
   const bool in_place = np == 1 && plane_is_grid(p);
-  int64_t kd = 0;  // of all the passes
-  for (const GemmPass<T>& q : passes) kd += q.kd;
+  const int64_t kd = total_steps(passes);
   at::parallel_for(0, tasks, grain(rows * tile * kd), [&](int64_t begin, int64_t end) {
     Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
@@ -979,9 +992,8 @@ struct TapRowsPlan {
 };
 
 inline TapRowsPlan plan_tap_rows(const Conv2dGeometry& g) {
-  const int64_t plane = g.oh * g.ow, threads = at::get_num_threads();
-  const int64_t step = threads / std::gcd(g.groups * g.n, threads);
-  const int64_t per_image = ceil_div(ceil_div(plane, 256), step) * step;
+  const int64_t plane = g.oh * g.ow;
+  const int64_t per_image = shared_evenly(ceil_div(plane, 256), g.groups * g.n, at::get_num_threads());
   return {per_image, ceil_div(plane, per_image)};
 }
 

@@ -396,13 +396,10 @@ void max_plane(const T* in, T* out, int64_t* indices, uint8_t* offsets, const Po
 // csrc/cpu/simd/pool.h): phase r sums, over those rows and the taps kw of that phase (its
 // "terms"), the output gradient at column m − shift(kw) where the offset there is kh·kW + kw. Phases
 // of stride 2 interleave into the row with shuffles; other strides > 1 go a lane at a time.
-template <class T, size_t... I>
-inline void interleave2(T* dst, Vec<T> even, Vec<T> odd, int64_t n, std::index_sequence<I...>) {
-  constexpr int64_t H = L<T> / 2;
-  const Vec<T> lo = __builtin_shufflevector(even, odd, static_cast<int>(I / 2 + (I % 2) * L<T>)...);
-  const Vec<T> hi = __builtin_shufflevector(even, odd, static_cast<int>(H + I / 2 + (I % 2) * L<T>)...);
-  store_values<T>(dst, lo, n);
-  if (n > L<T>) store_values<T>(dst + L<T>, hi, n - L<T>);
+template <class T>
+inline void interleave2(T* dst, Vec<T> even, Vec<T> odd, int64_t n) {
+  store_values<T>(dst, simd::zip<T, 0>(even, odd), n);
+  if (n > L<T>) store_values<T>(dst + L<T>, simd::zip<T, 1>(even, odd), n - L<T>);
 }
 
 template <class T>
@@ -488,7 +485,7 @@ void max_backward_plane_impl(const T* grad_out, const uint8_t* offsets, T* grad_
         store_values<T>(gi + m, gather_terms(terms, n, m), p.W - m);
       } else if constexpr (S == 2) {
         interleave2<T>(gi + 2 * m, gather_terms(terms, even, m), gather_terms(terms + even, n - even, m),
-                       p.W - 2 * m, std::make_index_sequence<L<T>>{});
+                       p.W - 2 * m);
       } else {
         for (int64_t i = 0, r = 0; r < sW; ++r) {
           int64_t j = i;
