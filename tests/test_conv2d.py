@@ -241,7 +241,9 @@ def test_direct_pass_leaves_out_only_padding(threads):
     other taps out; the threads split (panel of output channels, block of pixels) units. Every group
     must sum all of its real taps, and pixels that read only padding must come out 0 (plus the bias):
     float64 against torch, forward and both gradients, with several reduction chunks, partial panels
-    and blocks, stride, dilation, groups, asymmetric and excess padding."""
+    and blocks, stride, dilation, groups, asymmetric and excess padding. It reads x (grad_output)
+    where it lies, or a padded copy where a pixel's reads would start past its plane: forward with
+    excess padding, input gradient of an unpadded convolution."""
     cases = [  # (n, c, h, w, k, kernel, stride, padding, dilation, groups)
         (3, 70, 7, 7, 72, 3, 1, 1, 1, 1),  # 630 steps: 3 chunks
         (2, 66, 4, 5, 130, 3, 1, 1, 1, 2),
@@ -250,6 +252,7 @@ def test_direct_pass_leaves_out_only_padding(threads):
         (1, 65, 5, 7, 67, (5, 3), 1, (3, 1), 1, 1),  # the first and last rows read only padding
         (2, 64, 6, 6, 64, (2, 3), 1, "same", 1, 1),  # an even kernel: asymmetric padding
         (1, 24, 6, 6, 20, 3, 1, 1, 1, 1),  # few channels: one partial panel
+        (2, 64, 7, 7, 66, 3, 1, 0, 1, 1),  # no padding: the input gradient's pixels outnumber grad_output's
     ]
     with num_threads(threads):
         for n, c, h, w, k, ks, s, p, d, g in cases:
