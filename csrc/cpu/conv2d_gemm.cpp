@@ -752,38 +752,35 @@ bool takes_tiles(const GemmPass<T>& p, int64_t batch) {
   return !direct_pays(p, plan_direct(p, batch)) && !packs_a_in_task(p, batch);
 }
 
-// One pass on the direct pass, the packed tiles with A packed by the tasks, or run_tiles.
-template <class T>
-void run_pass(GemmPass<T> p, int64_t batch, int64_t groups) {
-  if (const DirectPlan<T> plan = plan_direct(p, batch); direct_pays(p, plan)) {
-    run_pass_direct(p, plan, batch, groups);
+// One pass on the direct pass, the packed tiles with A packed by the tasks, or run_tiles. The direct
+// pass reads only real values, so it reads its source where it lies (`in_place`: x or grad_output
+// itself, unpadded), where every pixel's reads start inside its source plane (`starts_inside`; a
+// padding wider than the window's reach can place them past it). The others, and the direct pass
+// where its reads would not start inside, take `padded()`: the same pass on the phase-split copy, made
+// only then. In place saves the copy, a pass over memory into a fresh workspace. Measured on Zen 4
+// (2 threads, N = 8, paired in one process, in place against the copy), 3×3 forward+backward:
+// AVX-512 128 @14 1.02-1.08x, 256 @14 1.07-1.09x, 256 @7 1.05-1.07x, 512 @7 1.06x, 512 @4 1.07x,
+// 128 -> 256 /s2 @28 1.02x, 256 -> 512 /s2 @14 1.06x; AVX2 1.01-1.12x; the ops alone (AVX-512,
+// forward and input gradient of 128 @14, 256 @14, 512 @7) 1.05-1.10x, 1.3x where the copy's
+// workspace was fresh memory (page faults). The ResNet-18-style training step 1.03-1.07x (AVX-512)
+// and 1.03x (AVX2). Taking the direct pass more often now that it saves the copy did not pay: 64
+// @28 and @56, 128 @28, forward and input gradient, 0.99-1.00x.
+template <class T, class Padded>
+void run_pass(const GemmPass<T>& in_place, bool starts_inside, int64_t batch, int64_t groups, const Padded& padded) {
+  // Whether the direct pass pays depends on where steps read real values, the same on either source.
+  const DirectPlan<T> plan = plan_direct(in_place, batch);
+  if (direct_pays(in_place, plan) && starts_inside) {
+    run_pass_direct(in_place, plan, batch, groups);
+    return;
+  }
+  GemmPass<T> p = padded();
+  if (direct_pays(in_place, plan)) {
+    run_pass_direct(p, plan_direct(p, batch), batch, groups);  // the plan's offsets are the copy's
   } else if (packs_a_in_task(p, batch)) {
     run_pass_packed<T>({&p, 1}, batch, groups);
   } else {
     run_tiles<T>({&p, 1}, batch, groups);
   }
-}
-
-// One pass, its source read in place (`in_place`: x or grad_output itself, unpadded) on the direct
-// pass, which reads only real values, where that pays and every pixel's reads start inside its
-// source plane (`starts_inside`; a padding wider than the window's reach can place them past it);
-// else `padded()`, the same pass on the phase-split copy (made only then), through run_pass. In place
-// saves the copy, a pass over memory into a fresh workspace. Measured on Zen 4 (2 threads, N = 8,
-// paired in one process, in place against the copy), 3×3 forward+backward: AVX-512 128 @14
-// 1.02-1.08x, 256 @14 1.07-1.09x, 256 @7 1.05-1.07x, 512 @7 1.06x, 512 @4 1.07x, 128 -> 256 /s2 @28
-// 1.02x, 256 -> 512 /s2 @14 1.06x; AVX2 1.01-1.12x; the ops alone (AVX-512, forward and input
-// gradient of 128 @14, 256 @14, 512 @7) 1.05-1.10x, 1.3x where the copy's workspace was fresh
-// memory (page faults). The ResNet-18-style training step 1.03-1.07x (AVX-512) and 1.03x (AVX2). Taking the direct pass more often now that it saves the copy did not
-// pay: 64 @28 and @56, 128 @28, forward and input gradient, 0.99-1.00x.
-template <class T, class Padded>
-void run_pass(const GemmPass<T>& in_place, bool starts_inside, int64_t batch, int64_t groups, const Padded& padded) {
-  if (starts_inside) {
-    if (const DirectPlan<T> plan = plan_direct(in_place, batch); direct_pays(in_place, plan)) {
-      run_pass_direct(in_place, plan, batch, groups);
-      return;
-    }
-  }
-  run_pass(padded(), batch, groups);
 }
 
 // Whether the column phases 0 and 1 of a stride-2 input gradient's row phase (p0, p1) run on the
