@@ -243,11 +243,12 @@ def test_direct_pass_leaves_out_only_padding(threads):
     float64 against torch, forward and both gradients, with several reduction chunks, partial panels
     and blocks, stride, dilation, groups, asymmetric and excess padding. It reads x (grad_output)
     where it lies, or a padded copy where a pixel's reads would start past its plane: forward with
-    excess padding, input gradient of an unpadded convolution."""
+    excess padding, input gradient of an unpadded convolution (its phases wider than grad_output)."""
     cases = [  # (n, c, h, w, k, kernel, stride, padding, dilation, groups)
         (3, 70, 7, 7, 72, 3, 1, 1, 1, 1),  # 630 steps: 3 chunks
         (2, 66, 4, 5, 130, 3, 1, 1, 1, 2),
         (2, 64, 9, 9, 70, 3, 2, 1, 1, 1),
+        (2, 66, 8, 8, 64, 3, 2, 1, 1, 1),  # the input gradient's stride-2 phases on the direct pass
         (2, 68, 8, 6, 66, 3, 1, 2, 2, 1),
         (1, 65, 5, 7, 67, (5, 3), 1, (3, 1), 1, 1),  # the first and last rows read only padding
         (2, 64, 6, 6, 64, (2, 3), 1, "same", 1, 1),  # an even kernel: asymmetric padding

@@ -1,21 +1,22 @@
 // conv2d on the CPU, the general path: an implicit GEMM without an im2col matrix. The input is
-// copied once, zero-padded and split by stride phase: xs[n][c][a][b][y][x] =
-// x[n][c][y·sh + a − pt][x·sw + b − pl] (zero outside x), each phase plane Hs × Ws. Output pixel
-// (oy, ox) then reads, for tap (i, j) with i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at
-// (oy + qi, ox + qj) of phase (ai, bj): for the "virtual" pixel index v = oy·Ws + ox, that is
-// xs_plane[v + offset(c, i, j)]. So consecutive virtual pixels read consecutive memory for every
-// (channel, tap), and the micro-kernel (csrc/cpu/simd/gemm.cpp) can stream B straight from xs
-// (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown away: a few percent at
-// 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded. So passes with many
-// output rows (≥ 64 channels), a wasteful grid or a short reduction gather B instead, per tile of
-// real pixels of the whole batch and per reduction chunk, into an aligned [step][pixel] buffer
-// (run_pass_packed: an im2col of one tile and one chunk, at most 128 KiB of float). A (the weights)
-// is packed for the micro-kernel once ahead, or, where each block of it serves a single task (few
-// pixels: the deep layers), by that task just before use, in cache (run_pass). On small maps, where
-// the taps that read only padding are a large share of the work, the direct pass instead takes
-// pixels as A's rows, read in place, and leaves those taps out (run_pass_direct); reading only real
-// values, it reads x itself, and no padded copy is made.
-// The workspace is the padded copy (about the input's size; none for the direct pass) plus
+// copied once (where a pass needs the copy: below), zero-padded and split by stride phase:
+// xs[n][c][a][b][y][x] = x[n][c][y·sh + a − pt][x·sw + b − pl] (zero outside x), each phase plane
+// Hs × Ws. Output pixel (oy, ox) then reads, for tap (i, j) with i·dh = sh·qi + ai and j·dw = sw·qj
+// + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for the "virtual" pixel index v = oy·Ws
+// + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive virtual pixels read consecutive
+// memory for every (channel, tap), and the micro-kernel (csrc/cpu/simd/gemm.cpp) can stream B
+// straight from xs (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown away: a
+// few percent at 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded. So
+// passes with many output rows (≥ 64 channels), a wasteful grid or a short reduction gather B
+// instead, per tile of real pixels of the whole batch and per reduction chunk, into an aligned
+// [step][pixel] buffer (run_pass_packed: an im2col of one tile and one chunk, at most 128 KiB of
+// float). A (the weights) is packed for the micro-kernel once ahead, or, where each block of it
+// serves a single task (few pixels: the deep layers), by that task just before use, in cache
+// (run_pass). On small maps, where the taps that read only padding are a large share of the work,
+// the direct pass instead takes pixels as A's rows, read in place, and leaves those taps out
+// (run_pass_direct); reading only real values, it reads x itself, without the padded copy (run_pass
+// says where it still takes it).
+// The workspace is the padded copy (about the input's size; mostly none for the direct pass) plus
 // per-thread tiles.
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
@@ -238,14 +239,16 @@ PhaseLayout phase_layout(const Conv2dGeometry& g) {
 
 // One implicit-GEMM pass: for every image n and group gi, output rows r < m (channels gi·m + r) at
 // the virtual pixels v = Y·ws + X (Y < rows, X < cols) are Σ_t A[r][t] · src[v + offsets[t]], with
-// src = xs + n·img_stride + gi·group_stride: xs the phase-split copy (col_step 1). The direct pass
-// reads only real values and so also takes the unpadded source itself, each pixel's reads from
-// Y·ws + X·col_step on (ws = sh·W, col_step = sw; offsets from the window's corner, negative for
-// taps in the padding before it). Real pixels (X < cols) land at output pixel
-// (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given. `kern` is
-// the micro-kernel shape A is packed for: `a` in pack_a's layout, or null where each task packs
-// its blocks of `weight` itself (run_pass). Step t reads real values (not padding) for the pixels
-// of rows [row_lo[t], row_hi[t]) and columns [col_lo[t], col_hi[t]) (kd values each: plan_direct).
+// src = xs + n·img_stride + gi·group_stride: xs the phase-split copy (col_step 1), the only source
+// of the tile passes (virtual, packed). The direct pass reads only real values and so also takes
+// the unpadded source itself, each pixel's reads from Y·ws + X·col_step on (the forward's x: ws =
+// sh·W, col_step = sw, offsets from the window's corner, negative for taps in the padding before
+// it; an input gradient's grad_output: ws = its width, col_step 1). Real pixels (X < cols) land at
+// output pixel (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given.
+// `kern` is the micro-kernel shape A is packed for: `a` in pack_a's layout, or null where each task
+// packs its blocks of `weight` itself (run_pass). Step t reads real values (not padding) for the
+// pixels of rows [row_lo[t], row_hi[t]) and columns [col_lo[t], col_hi[t]) (kd values each:
+// plan_direct).
 template <class T>
 struct GemmPass {
   const GemmKernel<T>* kern;
@@ -505,7 +508,7 @@ inline std::vector<int64_t> cuts_of(const int64_t* lo, const int64_t* hi, int64_
 }
 
 // The direct pass (run_pass_direct): pixels as the micro-kernel's rows, each read where it lies in
-// the phase-split source (gathered: a row of A per pixel, step t at its offsets[t]), the output
+// its source (gathered: a row of A per pixel, step t at its offsets[t]; GemmPass), the output
 // channels as its vector columns (the weights, B, packed a panel chunk at a time in cache). Pixels
 // are grouped by the steps that read real values for them (a band of rows × a band of columns: the
 // first and last rows and columns of a 3×3 layer read padding at a third or more of the taps), and
@@ -754,8 +757,9 @@ bool takes_tiles(const GemmPass<T>& p, int64_t batch) {
 
 // One pass on the direct pass, the packed tiles with A packed by the tasks, or run_tiles. The direct
 // pass reads only real values, so it reads its source where it lies (`in_place`: x or grad_output
-// itself, unpadded), where every pixel's reads start inside its source plane (`starts_inside`; a
-// padding wider than the window's reach can place them past it). The others, and the direct pass
+// itself, unpadded), where every pixel's reads start inside its source plane (`starts_inside`: a
+// forward's padding wider than the window's reach, or an input gradient's phase with more pixels a
+// row or column than grad_output, can place them past it). The others, and the direct pass
 // where its reads would not start inside, take `padded()`: the same pass on the phase-split copy, made
 // only then. In place saves the copy, a pass over memory into a fresh workspace. Measured on Zen 4
 // (2 threads, N = 8, paired in one process, in place against the copy), 3×3 forward+backward:
@@ -769,12 +773,13 @@ template <class T, class Padded>
 void run_pass(const GemmPass<T>& in_place, bool starts_inside, int64_t batch, int64_t groups, const Padded& padded) {
   // Whether the direct pass pays depends on where steps read real values, the same on either source.
   const DirectPlan<T> plan = plan_direct(in_place, batch);
-  if (direct_pays(in_place, plan) && starts_inside) {
+  const bool direct = direct_pays(in_place, plan);
+  if (direct && starts_inside) {
     run_pass_direct(in_place, plan, batch, groups);
     return;
   }
   GemmPass<T> p = padded();
-  if (direct_pays(in_place, plan)) {
+  if (direct) {
     run_pass_direct(p, plan_direct(p, batch), batch, groups);  // the plan's offsets are the copy's
   } else if (packs_a_in_task(p, batch)) {
     run_pass_packed<T>({&p, 1}, batch, groups);
@@ -860,8 +865,9 @@ bool every_phase_has_taps(const Conv2dGeometry& g) {
 
 // Input gradient, split by output phase: input pixel (a + sh·Y, b + sw·X) receives tap i only when
 // sh divides e = a + pt − i·dh, and then reads grad_output row Y + e/sh (columns alike). So each of
-// the phases that hold input pixels is a stride-1 correlation of grad_output (padded once, for all
-// phases) with its own subset of taps (phase_taps), flipped and channel-transposed weights: no
+// the phases that hold input pixels is a stride-1 correlation of grad_output (padded once for all
+// phases, where a pass needs the copy) with its own subset of taps (phase_taps), flipped and
+// channel-transposed weights: no
 // multiplications by inserted zeros.
 template <class T>
 void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
