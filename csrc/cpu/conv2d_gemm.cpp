@@ -755,20 +755,20 @@ bool takes_tiles(const GemmPass<T>& p, int64_t batch) {
   return !direct_pays(p, plan_direct(p, batch)) && !packs_a_in_task(p, batch);
 }
 
-// One pass on the direct pass, the packed tiles with A packed by the tasks, or run_tiles. The direct
-// pass reads only real values, so it reads its source where it lies (`in_place`: x or grad_output
-// itself, unpadded), where every pixel's reads start inside its source plane (`starts_inside`: a
-// forward's padding wider than the window's reach, or an input gradient's phase with more pixels a
-// row or column than grad_output, can place them past it). The others, and the direct pass
-// where its reads would not start inside, take `padded()`: the same pass on the phase-split copy, made
-// only then. In place saves the copy, a pass over memory into a fresh workspace. Measured on Zen 4
-// (2 threads, N = 8, paired in one process, in place against the copy), 3×3 forward+backward:
-// AVX-512 128 @14 1.02-1.08x, 256 @14 1.07-1.09x, 256 @7 1.05-1.07x, 512 @7 1.06x, 512 @4 1.07x,
-// 128 -> 256 /s2 @28 1.02x, 256 -> 512 /s2 @14 1.06x; AVX2 1.01-1.12x; the ops alone (AVX-512,
-// forward and input gradient of 128 @14, 256 @14, 512 @7) 1.05-1.10x, 1.3x where the copy's
-// workspace was fresh memory (page faults). The ResNet-18-style training step 1.03-1.07x (AVX-512)
-// and 1.03x (AVX2). Taking the direct pass more often now that it saves the copy did not pay: 64
-// @28 and @56, 128 @28, forward and input gradient, 0.99-1.00x.
+// One pass on the direct pass, the packed tiles with A packed by the tasks, or run_tiles. The
+// direct pass reads only real values, so it reads its source where it lies (`in_place`: x or
+// grad_output itself, unpadded), where every pixel's reads start inside its source plane
+// (`starts_inside`: a forward's padding wider than the window's reach, or an input gradient's phase
+// with more pixels a row or column than grad_output, can place them past it). The others, and the
+// direct pass where its reads would not start inside, take `padded()`: the same pass on the
+// phase-split copy, made only then. In place saves the copy, a pass over memory into a fresh
+// workspace. Measured on Zen 4 (2 threads, N = 8, paired in one process, in place against the
+// copy), 3×3 forward+backward: AVX-512 128 @14 1.02-1.08x, 256 @14 1.07-1.09x, 256 @7 1.05-1.07x,
+// 512 @7 1.06x, 512 @4 1.07x, 128 -> 256 /s2 @28 1.02x, 256 -> 512 /s2 @14 1.06x; AVX2 1.01-1.12x;
+// the ops alone (AVX-512, forward and input gradient of 128 @14, 256 @14, 512 @7) 1.05-1.10x, 1.3x
+// where the copy's workspace was fresh memory (page faults). The ResNet-18-style training step
+// 1.03-1.07x (AVX-512) and 1.03x (AVX2). Taking the direct pass more often now that it saves the
+// copy did not pay: 64 @28 and @56, 128 @28, forward and input gradient, 0.99-1.00x.
 template <class T, class Padded>
 void run_pass(const GemmPass<T>& in_place, bool starts_inside, int64_t batch, int64_t groups, const Padded& padded) {
   // Whether the direct pass pays depends on where steps read real values, the same on either source.
@@ -867,8 +867,7 @@ bool every_phase_has_taps(const Conv2dGeometry& g) {
 // sh divides e = a + pt − i·dh, and then reads grad_output row Y + e/sh (columns alike). So each of
 // the phases that hold input pixels is a stride-1 correlation of grad_output (padded once for all
 // phases, where a pass needs the copy) with its own subset of taps (phase_taps), flipped and
-// channel-transposed weights: no
-// multiplications by inserted zeros.
+// channel-transposed weights: no multiplications by inserted zeros.
 template <class T>
 void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
   auto row_taps = [&](int64_t a) { return phase_taps(a, g.h, g.pt, g.kh, g.dh, g.sh, g.oh); };
