@@ -1,13 +1,13 @@
 // conv2d on the CPU, the general path: an implicit GEMM without an im2col matrix. The input is
 // copied once (where a pass needs the copy: below), zero-padded and split by stride phase:
 // xs[n][c][a][b][y][x] = x[n][c][y·sh + a − pt][x·sw + b − pl] (zero outside x), each phase plane
-// Hs × Ws. Output pixel (oy, ox) then reads, for tap (i, j) with i·dh = sh·qi + ai and j·dw = sw·qj
-// + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for the "virtual" pixel index v = oy·Ws
-// + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive virtual pixels read consecutive
-// memory for every (channel, tap), and the micro-kernel (csrc/cpu/simd/gemm.cpp) can stream B
-// straight from xs (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown away: a
-// few percent at 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded. So
-// passes with many output rows (≥ 64 channels), a wasteful grid or a short reduction gather B
+// Hs × Ws. Output pixel (oy, ox) then reads, for tap (i, j) with i·dh = sh·qi + ai and
+// j·dw = sw·qj + bj, the value at (oy + qi, ox + qj) of phase (ai, bj): for the "virtual" pixel
+// index v = oy·Ws + ox, that is xs_plane[v + offset(c, i, j)]. So consecutive virtual pixels read
+// consecutive memory for every (channel, tap), and the micro-kernel (csrc/cpu/simd/gemm.cpp) can
+// stream B straight from xs (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown
+// away: a few percent at 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded.
+// So passes with many output rows (≥ 64 channels), a wasteful grid or a short reduction gather B
 // instead, per tile of real pixels of the whole batch and per reduction chunk, into an aligned
 // [step][pixel] buffer (run_pass_packed: an im2col of one tile and one chunk, at most 128 KiB of
 // float). A (the weights) is packed for the micro-kernel once ahead, or, where each block of it
@@ -1140,15 +1140,16 @@ void weight_gradient_tap_rows(const T* gy, const T* xsp, const std::vector<int64
 // chunk; and where each thread has at least 512 pixels, so that they outweigh its copy of gwᵀ
 // (added to the others, then transposed). Measured on Zen 4 (2 threads, N = 8, 56×56 unless said,
 // paired in one process, tap rows against weight_gradient_gemm), the weight gradient at AVX-512:
-// 3×3 64 -> 64 1.08-1.13x, @28 1.04-1.08x, 32 -> 32 1.07-1.12x, 64 -> 128 /s2 1.07-1.08x, 128 ->
-// 128 @28 1.02-1.05x, @14 1.00-1.01x, 256 -> 256 @14 1.02-1.03x, N = 1 1.08x, 1×1 256 -> 64 1.23x,
-// ResNet's conv1 (7×7/s2, 3 -> 64) 1.13x; at AVX2 64 -> 64 1.08x, @28 1.09x, 32 -> 32 1.17x, 64 ->
-// 128 /s2 1.05x, 128 @14 0.95-1.05x, 256 @14 1.04-1.05x; a layer's forward+backward at AVX-512: 64
-// -> 64 1.10x [IQR 1.06-1.19] and 1.02x [0.97-1.06], N = 1 1.07x, @28 1.01x, dilated 2 1.01x, 256
-// @14 0.99x [0.97-1.01], conv1 0.99x [0.91-1.01]; the ResNet-18-style step 1.04x [1.02-1.05] and
-// 1.01x [0.98-1.05] (AVX2 1.04x [1.01-1.08]). Outside the rule they lost: 3×3 256 -> 256 @7 and 512
-// -> 512 @7 0.79x (49 pixels an image), 128 -> 256 /s2 @14 0.91x, 1×1 64 -> 64 0.97x (kd = m), N =
-// 1 128 -> 128 @14 0.85x and 64 -> 64 @28 0.95x (98 and 392 pixels a thread).
+// 3×3 64 -> 64 1.08-1.13x, @28 1.04-1.08x, 32 -> 32 1.07-1.12x, 64 -> 128 /s2 1.07-1.08x,
+// 128 -> 128 @28 1.02-1.05x, @14 1.00-1.01x, 256 -> 256 @14 1.02-1.03x, N = 1 1.08x, 1×1 256 -> 64
+// 1.23x, ResNet's conv1 (7×7/s2, 3 -> 64) 1.13x; at AVX2 64 -> 64 1.08x, @28 1.09x, 32 -> 32 1.17x,
+// 64 -> 128 /s2 1.05x, 128 @14 0.95-1.05x, 256 @14 1.04-1.05x; a layer's forward+backward at
+// AVX-512: 64 -> 64 1.10x [IQR 1.06-1.19] and 1.02x [0.97-1.06], N = 1 1.07x, @28 1.01x, dilated 2
+// 1.01x, 256 @14 0.99x [0.97-1.01], conv1 0.99x [0.91-1.01]; the ResNet-18-style step 1.04x
+// [1.02-1.05] and 1.01x [0.98-1.05] (AVX2 1.04x [1.01-1.08]). Outside the rule they lost: 3×3
+// 256 -> 256 @7 and 512 -> 512 @7 0.79x (49 pixels an image), 128 -> 256 /s2 @14 0.91x, 1×1
+// 64 -> 64 0.97x (kd = m), N = 1 128 -> 128 @14 0.85x and 64 -> 64 @28 0.95x (98 and 392 pixels a
+// thread).
 inline bool takes_tap_rows(const Conv2dGeometry& g) {
   return g.kdim() >= 2 * g.cout_g() && plan_tap_rows(g).chunk >= 128 &&
          g.n * g.oh * g.ow >= 512 * at::get_num_threads();
