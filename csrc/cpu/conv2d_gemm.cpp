@@ -159,8 +159,9 @@ void pack_block(const WeightSource<T>& a, int64_t g, int64_t r0, int64_t rows, i
                 int64_t steps, T* dst) {
   const T* src = a.w + g * a.group_stride + r0 * a.row_stride;
   const auto row_at = gemm::strided_rows(rows, a.row_stride);
+  const Interleave<T> interleave = gemm::interleave_kernel<T>();
   if (a.t_offset == nullptr) {
-    gemm::interleave_kernel<T>()(src + t0, row_at.data(), rows, dst, mr, steps);
+    interleave(src + t0, row_at.data(), rows, dst, mr, steps);
     return;
   }
   // Steps whose offsets run on by one (an input gradient's taps of one output channel: 9 for a 3×3
@@ -174,7 +175,7 @@ void pack_block(const WeightSource<T>& a, int64_t g, int64_t r0, int64_t rows, i
     int64_t run = 1;
     while (t + run < steps && a.t_offset[t0 + t + run] == at + run) ++run;
     if (run >= kMinRun) {
-      gemm::interleave_kernel<T>()(src + at, row_at.data(), rows, dst + t * mr, mr, run);
+      interleave(src + at, row_at.data(), rows, dst + t * mr, mr, run);
     } else {
       for (int64_t s = t; s < t + run; ++s) {
         int64_t u = 0;
@@ -301,9 +302,10 @@ template <class T>
 void scatter_pair(const GemmPass<T>& p, int64_t gi, int64_t channels, int64_t r0, int64_t nr, const T* c0,
                   const T* c1, int64_t ldc, int64_t n, int64_t Y, int64_t X, int64_t len) {
   const int64_t plane = p.out_h * p.out_w;
+  const auto zip_columns = kernels<T>().zip_columns;
   for (int64_t r = r0; r < r0 + nr; ++r) {
     T* dst = p.out + (n * channels + gi * p.m + r) * plane + (p.y0 + Y * p.ystep) * p.out_w + 2 * X;
-    kernels<T>().zip_columns(c0 + (r - r0) * ldc, c1 + (r - r0) * ldc, dst, len);
+    zip_columns(c0 + (r - r0) * ldc, c1 + (r - r0) * ldc, dst, len);
   }
 }
 
