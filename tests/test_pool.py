@@ -230,6 +230,22 @@ def test_autograd_saves_offsets_up_to_256_taps(device, kernel_size, saved):
                                             [1, 1], False)
 
 
+@pytest.mark.parametrize("return_indices", [False, True], ids=["offsets", "return_indices"])
+def test_backward_gets_no_zeros_for_the_argmax(device, return_indices):
+    """The argmax output (autograd's uint8 offsets, or torch's int64 indices with return_indices)
+    takes no gradient, and autograd hands the backward None for it (ops._args.non_differentiable),
+    not a tensor of zeros of its size, allocated and filled on every backward for nothing."""
+    x = torch.randn(2, 3, 9, 9, device=device, requires_grad=True)
+    with _OpLog() as log:
+        out = HF.max_pool2d(x, 3, 2, 1, return_indices=return_indices)
+        y = out[0] if return_indices else out
+        y.backward(torch.ones_like(y))
+    op = "hotkernels.max_pool2d_with_indices" if return_indices else "hotkernels.max_pool2d_with_offsets"
+    assert op in log.names
+    assert not {"aten.zeros_like", "aten.zeros", "aten.zero_", "aten.fill_"} & log.names, sorted(log.names)
+    torch.testing.assert_close(x.grad, torch.autograd.grad(F.max_pool2d(x, 3, 2, 1), x, torch.ones_like(y))[0])
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_offsets_backward_passes_nothing_from_windows_in_the_padding(device, channels_last):
     """A dilated window can lie wholly in the padding (rows −1 and 2 of a 2-row input): it holds no

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._args import no_forward_ad
+from ._args import no_forward_ad, non_differentiable
 
 
 _ops = torch.ops.hotkernels
@@ -159,13 +159,6 @@ def _double_backward(ctx, reference: Callable[..., tuple[Tensor, Tensor]], input
     return tuple(next(found) if n else None for n in need)
 
 
-def _no_zero_grads(ctx) -> None:
-    """Autograd passes None, not zeros, for an output without a gradient: the gate activations
-    (non-differentiable) never get one, and materialising theirs zero-filled a fresh [T, B, 4H]
-    tensor per layer on every backward (~4% of an LSTM's forward+backward on a Xeon)."""
-    ctx.set_materialize_grads(False)
-
-
 def _or_zeros(grad: Tensor | None, output: Tensor) -> Tensor:
     """An output's gradient for the backward ops: zeros where the output got none."""
     return torch.zeros_like(output) if grad is None else grad
@@ -173,8 +166,7 @@ def _or_zeros(grad: Tensor | None, output: Tensor) -> Tensor:
 
 def _cell_setup(ctx, inputs, output) -> None:
     _, cy, gates = output
-    ctx.mark_non_differentiable(gates)
-    _no_zero_grads(ctx)
+    non_differentiable(ctx, gates)
     ctx.save_for_backward(*inputs, cy, gates)  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, cy, gates
 
 
@@ -190,8 +182,7 @@ def _cell_grad(ctx, grad_hy: Tensor | None, grad_cy: Tensor | None, _grad_gates:
 def _layer_setup(ctx, inputs, output) -> None:
     ctx.reverse, ctx.batch_sizes = inputs[8], inputs[9]
     out, cs, gates = output
-    ctx.mark_non_differentiable(gates)
-    _no_zero_grads(ctx)
+    non_differentiable(ctx, gates)
     ctx.save_for_backward(*inputs[:8], out, cs, gates)  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, ...
 
 

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-from ._args import IntPair, no_forward_ad, pair
+from ._args import IntPair, no_forward_ad, non_differentiable, pair
 
 _ops = torch.ops.hotkernels
 
@@ -226,14 +226,15 @@ def _max_pool2d_grad(ctx, grad_output: Tensor):
 
 
 def _save_max_with_indices(ctx, inputs, output) -> None:
-    ctx.mark_non_differentiable(output[1])
+    non_differentiable(ctx, output[1])
     ctx.save_for_backward(inputs[0], output[1])
     ctx.args = inputs[1:]
 
 
-def _max_pool2d_with_indices_grad(ctx, grad_output: Tensor, grad_indices: Tensor | None):
+def _max_pool2d_with_indices_grad(ctx, grad_output: Tensor | None, grad_indices: Tensor | None):
     input, indices = ctx.saved_tensors
-    return (_ops.max_pool2d_backward(grad_output, input, indices, *ctx.args),) + (None,) * len(ctx.args)
+    grad = None if grad_output is None else _ops.max_pool2d_backward(grad_output, input, indices, *ctx.args)
+    return (grad,) + (None,) * len(ctx.args)
 
 
 def _gather_by_indices(grad: Tensor, indices: Tensor) -> Tensor:
@@ -254,9 +255,10 @@ def _max_pool2d_backward_grad(ctx, grad: Tensor):
     return (d_grad_output, None, None) + (None,) * ctx.nargs
 
 
-def _max_pool2d_with_offsets_grad(ctx, grad_output: Tensor, grad_offsets: Tensor | None):
+def _max_pool2d_with_offsets_grad(ctx, grad_output: Tensor | None, grad_offsets: Tensor | None):
     input, offsets = ctx.saved_tensors
-    return (_ops.max_pool2d_offsets_backward(grad_output, input, offsets, *ctx.args),) + (None,) * len(ctx.args)
+    grad = None if grad_output is None else _ops.max_pool2d_offsets_backward(grad_output, input, offsets, *ctx.args)
+    return (grad,) + (None,) * len(ctx.args)
 
 
 def _save_offsets_backward(ctx, inputs, output) -> None:
