@@ -143,6 +143,24 @@ def test_matches_torch(device, dtype, case):
             torch.testing.assert_close(a, e, **TOL[dtype], msg=lambda m: f"grad {name}: {m}")
 
 
+def check_float64(n: int, c: int, h: int, w: int, k: int, kernel: int | tuple[int, int], stride: int,
+                  padding: int | str | tuple[int, int], dilation: int, groups: int) -> None:
+    """Forward with a bias (the value of pixels that read only padding) and the input and weight
+    gradients of random float64 data, against F.conv2d's."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(k, c // groups, kh, kw, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(k, dtype=torch.float64)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y, ref = HF.conv2d(x, wt, b, **kwargs), F.conv2d(x, wt, b, **kwargs)
+    case = (n, c, h, w, k, kernel, stride, padding, dilation, groups)
+    torch.testing.assert_close(y, ref, **TOL[torch.float64], msg=lambda m: f"{case}: {m}")
+    gy = torch.randn_like(ref)
+    for name, got, want in zip(("input", "weight"), torch.autograd.grad(y, (x, wt), gy),
+                               torch.autograd.grad(ref, (x, wt), gy)):
+        torch.testing.assert_close(got, want, **TOL[torch.float64], msg=lambda m: f"{case} grad {name}: {m}")
+
+
 @pytest.mark.parametrize("threads", [3, 8])
 def test_weight_gradient_on_any_thread_count(threads):
     """The CPU weight gradient splits the pixels over the threads in chunks of equal size (each part
@@ -234,6 +252,26 @@ def test_virtual_tiles_shared_evenly(threads):
                 torch.testing.assert_close(got, exp, **TOL[torch.float64], msg=lambda m: f"{(c, k, g)}: {m}")
 
 
+def test_rows_share_their_padding():
+    """The CPU's padded copy stores a row's padding columns in front only where the row before does
+    not end in them (the zeros are shared), and keeps each row at least as long as the output row:
+    forward and both gradients, float64 against torch, through every pass that reads the copy
+    (virtual tiles, packed tiles, the direct pass), with padding beyond the kernel on both sides (a
+    row could share more columns than the output row leaves: only the virtual tiles would then go
+    wrong, as the first case's forward does on either instruction set), asymmetric padding,
+    dilation, groups, stride 2, a 5×5 kernel."""
+    cases = [  # (n, c, h, w, k, kernel, stride, padding, dilation, groups)
+        (2, 4, 30, 26, 8, 3, 1, 4, 1, 1),  # shares 2, not 4: the output row is 32 of 34 columns
+        (1, 32, 60, 60, 32, 3, 1, 3, 1, 1),  # the virtual tiles: would write no output column 63
+        (2, 8, 24, 28, 8, (2, 4), 1, "same", 1, 1),  # 1 in front, 2 behind; its input gradient's 2, 1
+        (2, 8, 28, 28, 16, 3, 1, 2, 2, 2),
+        (2, 8, 29, 31, 8, 5, 2, 3, 1, 1),
+        (1, 8, 33, 30, 8, 3, 2, (1, 5), 1, 1),
+    ]
+    for case in cases:
+        check_float64(*case)
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_direct_pass_leaves_out_only_padding(threads):
     """On small maps the CPU's direct pass takes pixels as the micro-kernel's rows, grouped by the
@@ -256,19 +294,8 @@ def test_direct_pass_leaves_out_only_padding(threads):
         (2, 64, 7, 7, 66, 3, 1, 0, 1, 1),  # no padding: the input gradient's pixels outnumber grad_output's
     ]
     with num_threads(threads):
-        for n, c, h, w, k, ks, s, p, d, g in cases:
-            kh, kw = (ks, ks) if isinstance(ks, int) else ks
-            x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
-            wt = torch.randn(k, c // g, kh, kw, dtype=torch.float64, requires_grad=True)
-            b = torch.randn(k, dtype=torch.float64, requires_grad=True)
-            kwargs = dict(stride=s, padding=p, dilation=d, groups=g)
-            y, ref = HF.conv2d(x, wt, b, **kwargs), F.conv2d(x, wt, b, **kwargs)
-            torch.testing.assert_close(y, ref, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, w, k)}: {m}")
-            gy = torch.randn_like(ref)
-            for name, got, want in zip(("input", "weight"), torch.autograd.grad(y, (x, wt), gy),
-                                       torch.autograd.grad(ref, (x, wt), gy)):
-                torch.testing.assert_close(got, want, **TOL[torch.float64],
-                                           msg=lambda m: f"{(n, c, h, w, k)} grad {name}: {m}")
+        for case in cases:
+            check_float64(*case)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
