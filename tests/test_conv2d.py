@@ -234,6 +234,19 @@ def test_stride2_column_pairs(threads):
             torch.testing.assert_close(got, want, **TOL[torch.float64], msg=lambda m: f"{(n, c, h, w, k, g)}: {m}")
 
 
+def test_virtual_tiles_of_many_rows():
+    """With AVX-512's float kernels the CPU computes passes of up to 255 rows (output channels
+    forward, input channels for the input gradient) on virtual tiles, many blocks of rows per tile;
+    with AVX2's, on packed tiles from 64 rows. float32 forward and gradients, 136 rows (not a whole
+    number of blocks) each way, against float64 torch within the reduction bound."""
+    for c, k in [(48, 136), (136, 48)]:
+        x = torch.randn(2, c, 30, 30, requires_grad=True)
+        w = torch.randn(k, c, 3, 3, requires_grad=True)
+        y = HF.conv2d(x, w, padding=1)
+        gy = torch.randn_like(y)
+        check_float32(x, w, None, dict(padding=1), y, gy, torch.autograd.grad(y, (x, w), gy), what=f"{c} -> {k}")
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_virtual_tiles_shared_evenly(threads):
     """Where an image's virtual-pixel tiles would not share out evenly among the threads (one image
