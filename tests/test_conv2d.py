@@ -91,7 +91,7 @@ GRID = [
     # the tap rows): the threads split its tap panels and each sums over every chunk
     (2, 64, 11, 11, 16, 3, 1, 1, 1, 1),
     # 72 rows both ways on a map the virtual grid wastes little of: virtual tiles with AVX-512 (packed
-    # from 128 rows there), packed ones with AVX2 (from 64)
+    # from 256 rows there for float, 64 for double), packed ones with AVX2 (from 64 for float)
     (1, 72, 40, 40, 72, 3, 1, 1, 1, 1),
     # short reductions (kd <= 2.5 rows) on the same kind of map: packed tiles with any instruction set;
     # the forward of 16 -> 64 3x3 (144 steps, 64 rows), 1x1 24 -> 12 both ways, 1x1 25 -> 10 (at the
@@ -237,14 +237,20 @@ def test_stride2_column_pairs(threads):
 def test_virtual_tiles_of_many_rows():
     """With AVX-512's float kernels the CPU computes passes of up to 255 rows (output channels
     forward, input channels for the input gradient) on virtual tiles, many blocks of rows per tile;
-    with AVX2's, on packed tiles from 64 rows. float32 forward and gradients, 136 rows (not a whole
-    number of blocks) each way, against float64 torch within the reduction bound."""
-    for c, k in [(48, 136), (136, 48)]:
-        x = torch.randn(2, c, 30, 30, requires_grad=True)
-        w = torch.randn(k, c, 3, 3, requires_grad=True)
-        y = HF.conv2d(x, w, padding=1)
-        gy = torch.randn_like(y)
-        check_float32(x, w, None, dict(padding=1), y, gy, torch.autograd.grad(y, (x, w), gy), what=f"{c} -> {k}")
+    with AVX2's, on packed tiles from 64 rows. float32 forward and gradients, 140 rows (past the
+    earlier bound of 128, and a partial block of rows) each way, against float64 torch within the
+    reduction bound; and 250 rows on a small map (3 tiles an image), where a task takes several
+    images, as many as keep its tiles in half of L2 (fewer than its share of the batch, 4 images of 8
+    on two threads, where L2 holds at most 2 MiB)."""
+    for threads, (n, c, h, w, k) in [(2, (2, 48, 30, 30, 140)), (2, (2, 140, 30, 30, 48)),
+                                     (2, (8, 72, 20, 20, 250))]:
+        with num_threads(threads):
+            x = torch.randn(n, c, h, w, requires_grad=True)
+            wt = torch.randn(k, c, 3, 3, requires_grad=True)
+            y = HF.conv2d(x, wt, padding=1)
+            gy = torch.randn_like(y)
+            check_float32(x, wt, None, dict(padding=1), y, gy, torch.autograd.grad(y, (x, wt), gy),
+                          what=f"{c} -> {k} @{h}x{w}, {threads} threads")
 
 
 @pytest.mark.parametrize("threads", [2, 3])

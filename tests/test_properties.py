@@ -140,7 +140,7 @@ def test_conv2d(args):
 # thresholds live in the C++ only; they are mirrored here, each with the name it has there:
 MAP_GRAIN = 32768  # csrc/cpu/elementwise.h kMapGrain: elementwise maps (mish) split across threads above it
 POOL_GRAIN = 16384  # csrc/cpu/pool.cpp for_each_unit: elements of work per thread (planes or rows)
-CONV_PACKED_ROWS = 128  # csrc/cpu/conv2d_gemm.cpp takes_packed: packed tiles from 128 rows (channels a group)
+CONV_PACKED_ROWS = 256  # csrc/cpu/conv2d_gemm.cpp packed_rows: packed tiles from 256 rows (AVX-512 float; 64 for AVX2)
 CONV_PACKED_GRADIENT_ROWS = 64  # an earlier weight-gradient kernel's switch (packed from 64 rows), still drawn as a boundary
 CONV_SHORT_REDUCTION = 2.5  # csrc/cpu/conv2d_gemm.cpp kShortReduction: packed tiles where kd ≤ 2.5 × the rows
 CONV_TILE_COLUMNS = 128  # csrc/cpu/conv2d_gemm.cpp kTileColumns: pixels per task tile

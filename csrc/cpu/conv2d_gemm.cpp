@@ -8,15 +8,15 @@
 // (channel, tap), and the micro-kernel (csrc/cpu/simd/gemm.cpp) can stream B straight from xs
 // (run_pass_virtual). Virtual pixels with ox ≥ OW are computed and thrown away: a few percent at
 // 56×56, but a quarter of the work at 7×7 and 14×14 once tiles are rounded.
-// So passes with many output rows (≥ 64 channels; 256 for AVX-512's float), a wasteful grid or a
-// short reduction gather B instead, per tile of real pixels of the whole batch and per reduction
-// chunk, into an aligned [step][pixel] buffer (run_pass_packed: an im2col of one tile and one
-// chunk, at most 128 KiB of float). A (the weights) is packed for the micro-kernel once ahead, or,
-// where each block of it serves a single task (few pixels: the deep layers), by that task just
-// before use, in cache (run_pass). On small maps, where the taps that read only padding are a large
-// share of the work, the direct pass instead takes pixels as A's rows, read in place, and leaves
-// those taps out (run_pass_direct); reading only real values, it reads x itself, without the padded
-// copy (run_pass says where it still takes it).
+// So passes with many output rows (8 vectors' worth, 64 with AVX2's float; 16, 256, with
+// AVX-512's), a wasteful grid or a short reduction gather B instead, per tile of real pixels of the
+// whole batch and per reduction chunk, into an aligned [step][pixel] buffer (run_pass_packed: an
+// im2col of one tile and one chunk, at most 128 KiB of float). A (the weights) is packed for the
+// micro-kernel once ahead, or, where each block of it serves a single task (few pixels: the deep
+// layers), by that task just before use, in cache (run_pass). On small maps, where the taps that
+// read only padding are a large share of the work, the direct pass instead takes pixels as A's
+// rows, read in place, and leaves those taps out (run_pass_direct); reading only real values, it
+// reads x itself, without the padded copy (run_pass says where it still takes it).
 // The workspace is the padded copy (about the input's size; mostly none for the direct pass) plus
 // per-thread tiles.
 //
@@ -375,11 +375,17 @@ void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_
   const int64_t kd = total_steps(passes);
   // Small images give few tiles: then a task takes several images, so that each block of weights
   // (mr rows × one reduction chunk, in L1) serves all of them before the next is loaded — the weights
-  // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image.
+  // of a 512-channel layer (9 MiB) would otherwise stream from memory once per image. At most as
+  // many as keep the task's C (m rows of a tile per image and pass, rewritten every reduction chunk)
+  // in half of L2: with many threads and up to 255 rows (packed_rows), a batch's share of images
+  // would otherwise put megabytes of C through memory on every chunk. (A bound from the cache sizes,
+  // not a measured gain: in the timings here, 2 threads and at most 128 rows, it never bound.)
   const int64_t threads = at::get_num_threads();
   const int64_t tile_blocks = tile_columns(kern.nr) / kern.nr;
   int64_t tiles = ceil_div(col_blocks, tile_blocks);
-  const int64_t per_task = tiles * groups < 2 * threads ? ceil_div(batch, threads) : 1;
+  const int64_t image_c_bytes = np * m * tile_columns(kern.nr) * static_cast<int64_t>(sizeof(T));
+  const int64_t images_in_l2 = std::max<int64_t>(1, gemm::l2_bytes() / 2 / image_c_bytes);
+  const int64_t per_task = tiles * groups < 2 * threads ? std::min(images_in_l2, ceil_div(batch, threads)) : 1;
   const int64_t batches = ceil_div(batch, per_task);
   // Tiles of tile_blocks column blocks each, unless the tasks would not share out evenly among the
   // threads: then as many more tiles as that takes, of near-equal numbers of blocks. One image of a
@@ -741,22 +747,24 @@ bool packs_a_in_task(const GemmPass<T>& p, int64_t batch) {
 // much, or for a short reduction (below). A gathered B value costs a copy; the rows computed with
 // it take time in proportion to rows / lanes, so the gather's share grows with the vector width:
 // packed from 8 vectors' worth of rows, 64 with AVX2's 8 floats (each gathered B run then serves 11
-// row blocks of 6), 128 with AVX-512's 16 (now 256: below). Measured on Zen 3 (AVX2, 512 KiB L2; N = 8, paired in
-// one process, packed against virtual at 64 rows): 3×3 64 -> 64 @56 forward 1.46x, forward+backward
-// 1.13x; dilated 2 1.35x / 1.21x; N = 1 1.18x / 1.05x; ResNet's conv1 (147 steps) 1.25x / 1.04x.
-// (On Zen 1, with an earlier packed path, 64 rows had lost ~10% on conv1; with 3 rows, conv1's
-// input gradient, packing loses 30%.) On Zen 4 (AVX-512, 2 threads, paired, virtual against packed
-// at 64 rows, forward / input gradient): 64 @56 1.045x / 1.057x, dilated 2 1.00x / 1.03x, N = 1
-// 0.98x / 1.00x, 64 -> 128 /s2 @56 1.02x / 1.05x, 64 @28 1.01x / 1.00x; at 128 rows (128 @28)
-// packed stays ahead, 1.03x / 1.01x; capped at AVX2 there, 64 rows: 64 @56 1.00x / 0.99x, 64 @28
-// 0.97x / 1.00x (packed kept). Since the virtual rows share their padding columns (PhaseLayout:
-// W + 1 virtual pixels per output row of a 3×3 layer, not W + 2), AVX-512's float kernels take the
-// packed tiles from 16 vectors' worth of rows (256) instead: measured on Zen 4 (2 threads, N = 8,
-// paired in one process, virtual against packed at 128 rows, forward / input gradient): 128 @56
-// 1.04x / 1.05x, 128 @28 1.01-1.03x / 1.04x (forward+backward 1.03x), 128 @14 1.00-1.02x / 1.00x,
-// 64 -> 128 /s2 @56 1.00-1.03x (forward+backward 1.01-1.03x). Capped at AVX2 there, virtual tiles
-// still lost at 64 rows (64 @56 0.99x / 0.97x, @28 0.98x / 0.99x, dilated 2 0.95x) and on the
-// strided forward at 128 (0.89x): 8 vectors there, and for double (no measurement moved it).
+// row blocks of 6), 128 with AVX-512's 16 (now 256: below). Measured on Zen 3 (AVX2, 512 KiB L2;
+// N = 8, paired in one process, packed against virtual at 64 rows): 3×3 64 -> 64 @56 forward 1.46x,
+// forward+backward 1.13x; dilated 2 1.35x / 1.21x; N = 1 1.18x / 1.05x; ResNet's conv1 (147 steps)
+// 1.25x / 1.04x. (On Zen 1, with an earlier packed path, 64 rows had lost ~10% on conv1; with 3
+// rows, conv1's input gradient, packing loses 30%.) On Zen 4 (AVX-512, 2 threads, paired, virtual
+// against packed at 64 rows, forward / input gradient): 64 @56 1.045x / 1.057x, dilated 2 1.00x /
+// 1.03x, N = 1 0.98x / 1.00x, 64 -> 128 /s2 @56 1.02x / 1.05x, 64 @28 1.01x / 1.00x; at 128 rows
+// (128 @28) packed stays ahead, 1.03x / 1.01x; capped at AVX2 there, 64 rows: 64 @56 1.00x / 0.99x,
+// 64 @28 0.97x / 1.00x (packed kept). Since the virtual rows share their padding columns
+// (PhaseLayout: W + 1 virtual pixels per output row of a 3×3 layer, not W + 2), AVX-512's float
+// kernels take the packed tiles from 16 vectors' worth of rows (256) instead: measured on Zen 4 (2
+// threads, N = 8, paired in one process, virtual against packed at 128 rows, forward / input
+// gradient): 128 @56 1.04x / 1.05x, 128 @28 1.01-1.03x / 1.04x (forward+backward 1.03x), 128 @14
+// 1.00-1.02x / 1.00x, 64 -> 128 /s2 @56 1.00-1.03x (forward+backward 1.01-1.03x). Capped at AVX2
+// there, virtual tiles still lost at 64 rows (64 @56 0.99x / 0.97x, @28 0.98x / 0.99x, dilated 2
+// 0.95x) and on the strided forward at 128 (0.89x): 8 vectors there, and for double (no measurement
+// moved it). Only 128 rows were measured; 129-255 take the virtual tiles by the same reasoning
+// (more rows share each B value the virtual tiles read in place, as they share each gathered one).
 // A short reduction takes the packed tiles too, from any number of rows: where kd ≤
 // kShortReduction·m (m the pass's rows: output channels a group, input channels for the input
 // gradient) and the output plane is the pass's grid (plane_is_grid). The virtual pass copies each
