@@ -240,8 +240,8 @@ def test_virtual_tiles_of_many_rows():
     with AVX2's, on packed tiles from 64 rows. float32 forward and gradients, 140 rows (past the
     earlier bound of 128, and a partial block of rows) each way, against float64 torch within the
     reduction bound; and 250 rows on a small map (3 tiles an image), where a task takes several
-    images, as many as keep its tiles in half of L2 (fewer than its share of the batch, 4 images of 8
-    on two threads, where L2 holds at most 2 MiB)."""
+    images, as many as keep its tiles (144 KiB an image) in half of L2: fewer than its share of the
+    batch (4 images of 8 on two threads) where L2 holds under ~1.1 MiB, 3 with a 1 MiB L2."""
     for threads, (n, c, h, w, k) in [(2, (2, 48, 30, 30, 140)), (2, (2, 140, 30, 30, 48)),
                                      (2, (8, 72, 20, 20, 250))]:
         with num_threads(threads):

@@ -80,9 +80,9 @@ struct Source {
 // A row of a phase's padded frame is ws + shared columns wide, but only its last ws are stored:
 // its first `shared` are padding (zeros) in every phase, as are the last `shared` of the row before
 // (of the same phase, or the last row of the phase or plane before), which lie at the same
-// addresses (share_padding). So column x of row y lies at y·ws + x − shared,
-// `shared` zeros ahead of the copy serving its first row. A 3×3 layer with padding 1 at 28×28
-// computes 29 virtual pixels per output row (run_pass_virtual) rather than 30.
+// addresses (share_padding). So column x of row y lies at y·ws + x − shared, `shared` zeros ahead
+// of the copy serving its first row. A 3×3 layer with padding 1 at 28×28 computes 29 virtual
+// pixels per output row (run_pass_virtual) rather than 30.
 struct PhaseLayout {
   int64_t sh, sw, hs, ws, shared;
   std::vector<std::pair<int64_t, int64_t>> phases;
