@@ -1,5 +1,5 @@
 // conv2d on the CPU, the general path: an implicit GEMM without an im2col matrix. The input is
-// copied once (where a pass needs the copy: below), zero-padded and split by stride phase:
+// copied (where a pass needs the copy: below), zero-padded and split by stride phase:
 // xs[n][c][a][b][y][x] = x[n][c][y·sh + a − pt][x·sw + b − pl] (zero outside x), each phase plane
 // Hs × Ws (neighbouring rows sharing padding columns: PhaseLayout). Output pixel (oy, ox) then
 // reads, for tap (i, j) with i·dh = sh·qi + ai and j·dw = sw·qj + bj, the value at (oy + qi, ox + qj)
@@ -17,8 +17,10 @@
 // read only padding are a large share of the work, the direct pass instead takes pixels as A's
 // rows, read in place, and leaves those taps out (run_pass_direct); reading only real values, it
 // reads x itself, without the padded copy (run_pass says where it still takes it).
-// The workspace is the padded copy (about the input's size; mostly none for the direct pass) plus
-// per-thread tiles.
+// The workspace is the padded copy (about the input's size; mostly none for the direct pass; for
+// the virtual tiles of a forward or a stride-1 input gradient, each thread's copy of one task's
+// images, split on use by run_pass_virtual where the threads have images enough) plus per-thread
+// tiles.
 //
 // Input gradient: the transposed convolution, split by stride phase into stride-1 correlations of
 // grad_output (backward_input_gemm); each goes through the same passes, the two column phases of a
@@ -35,6 +37,7 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -141,6 +144,35 @@ struct PhaseCopy {
   const T* data = nullptr;  // plane 0's first stored value, p.shared zeros ahead of it
 };
 
+// Unit u (source plane u / phases, phase u % phases) of the phase-split copy of `src`, whose plane
+// 0 starts at dst (p.shared zeros ahead of it, written by the caller): its rows in order.
+template <class T>
+void split_unit(const Source<T>& src, const PhaseLayout& p, int64_t u, T* dst) {
+  const int64_t np = static_cast<int64_t>(p.phases.size());
+  const T* in_plane = src.data + u / np * src.h * src.w;
+  const auto [a, b] = p.phases[u % np];
+  // A row's stored columns, from column `shared` of the frame on: [lo, hi) inside the source row
+  // (lo ≥ shared: share_padding), the others in the padding.
+  T* out = dst + u * p.hs * p.ws - p.shared;
+  const auto [lo, hi] = inside_columns(src.w, src.pl, b, p.sw, p.ws + p.shared);
+  const auto take_columns = kernels<T>().take_columns;
+  for (int64_t y = 0; y < p.hs; ++y, out += p.ws) {
+    const int64_t yy = y * p.sh + a - src.pt;  // the source row
+    if (yy < 0 || yy >= src.h) {
+      std::fill(out + p.shared, out + p.shared + p.ws, T(0));
+      continue;
+    }
+    const T* in = in_plane + yy * src.w + (lo * p.sw + b - src.pl);  // column lo's source (index ≥ 0)
+    std::fill(out + p.shared, out + lo, T(0));
+    if (p.sw == 1) {
+      std::memcpy(out + lo, in, (hi - lo) * sizeof(T));
+    } else {
+      take_columns(in, p.sw, out + lo, hi - lo);
+    }
+    std::fill(out + hi, out + p.shared + p.ws, T(0));
+  }
+}
+
 // One task per source plane and phase, its rows in order, so that a row costs its copy and little
 // else: with a task per output row (its plane, phase and row from three divisions, its column range
 // from two more) the rows of a strided layer's phases, 14-28 values long, cost more in index
@@ -148,39 +180,38 @@ struct PhaseCopy {
 // 0.74-1.14 ms before, 0.39-0.45 ms now. The copy is allocated here, `slack` zeros behind it.
 template <class T>
 PhaseCopy<T> phase_split(const Source<T>& src, const PhaseLayout& p, int64_t slack) {
-  const int64_t np = static_cast<int64_t>(p.phases.size()), phase = p.hs * p.ws;
+  const int64_t np = static_cast<int64_t>(p.phases.size());
   PhaseCopy<T> copy{workspace<T>(p.shared + src.planes * p.plane(), slack)};
   T* const dst = copy.buffer.get() + p.shared;
   std::fill(copy.buffer.get(), dst, T(0));
-  const auto take_columns = kernels<T>().take_columns;
-  at::parallel_for(0, src.planes * np, grain(phase), [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      const T* in_plane = src.data + u / np * src.h * src.w;
-      const auto [a, b] = p.phases[u % np];
-      // A row's stored columns, from column `shared` of the frame on: [lo, hi) inside the source row
-      // (lo ≥ shared: share_padding), the others in the padding.
-      T* out = dst + u * phase - p.shared;
-      const auto [lo, hi] = inside_columns(src.w, src.pl, b, p.sw, p.ws + p.shared);
-      for (int64_t y = 0; y < p.hs; ++y, out += p.ws) {
-        const int64_t yy = y * p.sh + a - src.pt;  // the source row
-        if (yy < 0 || yy >= src.h) {
-          std::fill(out + p.shared, out + p.shared + p.ws, T(0));
-          continue;
-        }
-        const T* in = in_plane + yy * src.w + (lo * p.sw + b - src.pl);  // column lo's source (index ≥ 0)
-        std::fill(out + p.shared, out + lo, T(0));
-        if (p.sw == 1) {
-          std::memcpy(out + lo, in, (hi - lo) * sizeof(T));
-        } else {
-          take_columns(in, p.sw, out + lo, hi - lo);
-        }
-        std::fill(out + hi, out + p.shared + p.ws, T(0));
-      }
-    }
+  at::parallel_for(0, src.planes * np, grain(p.hs * p.ws), [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) split_unit(src, p, u, dst);
   });
   copy.data = dst;
   return copy;
 }
+
+// A phase-split copy not made yet: the images of `src` (each of `planes` source planes), split by
+// whoever reads them (run_pass_virtual splits each task's images on use).
+template <class T>
+struct PhaseSplit {
+  Source<T> src;  // every image's planes
+  int64_t planes;  // per image
+  PhaseLayout layout;
+  int64_t slack;
+  // Images [n0, n0 + count) into dst: layout.shared zeros, then image after image as phase_split
+  // places them, then `slack` zeros (in a buffer for more images, where the micro-kernels read past
+  // the last one's end: values they throw away, but not uninitialised ones).
+  void images(int64_t n0, int64_t count, T* dst) const {
+    std::fill(dst, dst + layout.shared, T(0));
+    const int64_t np = static_cast<int64_t>(layout.phases.size());
+    const Source<T> part{src.data + n0 * planes * src.h * src.w, count * planes, src.h, src.w, src.pt, src.pl};
+    T* const first = dst + layout.shared;
+    for (int64_t u = 0; u < count * planes * np; ++u) split_unit(part, layout, u, first);
+    std::fill_n(first + count * planes * layout.plane(), slack, T(0));
+  }
+  PhaseCopy<T> whole() const { return phase_split(src, layout, slack); }
+};
 
 // A(g, row, t) = w[g·group_stride + row·row_stride + t_offset[t]]: the GEMM's A, read from the
 // weight. Offsets precomputed per t keep the gather a plain load, whatever order the reduction
@@ -283,15 +314,15 @@ PhaseLayout phase_layout(const Conv2dGeometry& g) {
 // One implicit-GEMM pass: for every image n and group gi, output rows r < m (channels gi·m + r) at
 // the virtual pixels v = Y·ws + X (Y < rows, X < cols) are Σ_t A[r][t] · src[v + offsets[t]], with
 // src = xs + n·img_stride + gi·group_stride: xs the phase-split copy (col_step 1), the only source
-// of the tile passes (virtual, packed). The direct pass reads only real values and so also takes
-// the unpadded source itself, each pixel's reads from Y·ws + X·col_step on (the forward's x: ws =
-// sh·W, col_step = sw, offsets from the window's corner, negative for taps in the padding before
-// it; an input gradient's grad_output: ws = its width, col_step 1). Real pixels (X < cols) land at
-// output pixel (y0 + Y·ystep, x0 + X·xstep) of an [*, out_h, out_w] plane; bias is added if given.
-// `kern` is the micro-kernel shape A is packed for: `a` in pack_a's layout, or null where each task
-// packs its blocks of `weight` itself (run_pass). Step t reads real values (not padding) for the
-// pixels of rows [row_lo[t], row_hi[t]) and columns [col_lo[t], col_hi[t]) (kd values each:
-// plan_direct).
+// of the tile passes (virtual, packed; null where the copy is deferred: `split`). The direct pass
+// reads only real values and so also takes the unpadded source itself, each pixel's reads from
+// Y·ws + X·col_step on (the forward's x: ws = sh·W, col_step = sw, offsets from the window's
+// corner, negative for taps in the padding before it; an input gradient's grad_output: ws = its
+// width, col_step 1). Real pixels (X < cols) land at output pixel (y0 + Y·ystep, x0 + X·xstep) of
+// an [*, out_h, out_w] plane; bias is added if given. `kern` is the micro-kernel shape A is packed
+// for: `a` in pack_a's layout, or null where each task packs its blocks of `weight` itself
+// (run_pass). Step t reads real values (not padding) for the pixels of rows [row_lo[t], row_hi[t])
+// and columns [col_lo[t], col_hi[t]) (kd values each: plan_direct).
 template <class T>
 struct GemmPass {
   const GemmKernel<T>* kern;
@@ -307,6 +338,9 @@ struct GemmPass {
   int64_t out_h, out_w, y0, ystep, x0, xstep;
   const T* bias;
   const int64_t *row_lo, *row_hi, *col_lo, *col_hi;
+  // Where xs is not made yet (null): the copy to make, by run_pass_virtual (split on use, or whole
+  // where the threads would share images) or by made_copy (whole) for the other passes.
+  const PhaseSplit<T>* split = nullptr;
 };
 
 // Real pixels of a rows × cols grid, numbered q = (n·rows + Y)·cols + X over the whole batch,
@@ -402,14 +436,37 @@ void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_
   // the widest tile
   const int64_t tile = (even ? std::min(tile_blocks, col_blocks) : ceil_div(col_blocks, tiles)) * kern.nr;
   const int64_t task_c = per_task * m * tile;  // C values of a task, a pass
+  // A copy not made yet (p.split: a forward's, a stride-1 input gradient's) is split by the tasks:
+  // each thread splits the images of its tasks, a task's images at a time, into a buffer of its own
+  // that their tiles then read, in cache. Made whole ahead, the copy went out to memory (the size of
+  // the input) and came back, in a fresh workspace. Where the threads would share images (fewer
+  // tasks' images than threads) it is still made whole: each would split all of an image. Measured
+  // on Zen 4 (AVX-512, 2 threads, N = 8, paired in one process, split on use against whole),
+  // forward: 64 -> 128 3×3/s2 @56 1.04-1.05x (1.08-1.10x with no copy at all: the bound), 64 @56
+  // 1.01-1.05x, dilated 2 1.03x, 64 @28 1.00x; input gradient 64 @56 1.01-1.03x; forward+backward
+  // 64 @56 1.00-1.02x, /s2 1.01-1.03x, dilated 2 1.04x; the ResNet-18-style step 1.02x; capped at
+  // AVX2 (64 channels take the packed tiles there), 32 @56 forward+backward 1.03x.
+  TORCH_INTERNAL_ASSERT(!p.split || np == 1);
+  const bool split_on_use = p.split && batches >= threads;
+  const PhaseCopy<T> whole = p.split && !split_on_use ? p.split->whole() : PhaseCopy<T>{};
   at::parallel_for(0, batches * groups * tiles, grain(task_c * kd), [&](int64_t begin, int64_t end) {
     const std::unique_ptr<T[]> ct(new T[np * task_c]);  // the tiles' C, each written whole before it is read
+    const std::unique_ptr<T[]> own =
+        split_on_use ? workspace<T>(p.split->layout.shared + per_task * p.img_stride, p.split->slack) : nullptr;
+    int64_t held = -1;  // the first image of those in `own`
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
       const int64_t nn = std::min(per_task, batch - n0);
       const int64_t v0 = first_block(ti) * kern.nr, vn = std::min(first_block(ti + 1) * kern.nr, virt) - v0;
+      if (split_on_use && held != n0) {
+        p.split->images(n0, nn, own.get());
+        held = n0;
+      }
       for (int64_t ip = 0; ip < np; ++ip) {
         const GemmPass<T>& q = passes[ip];
+        // image n0's copy
+        const T* xs = split_on_use ? own.get() + p.split->layout.shared
+                                   : (p.split ? whole.data : q.xs) + n0 * q.img_stride;
         const int64_t chunk = reduction_chunk(q.kd, kReductionChunk);
         T* const c = ct.get() + ip * task_c;
         for (int64_t k0 = 0; k0 < q.kd; k0 += chunk) {
@@ -417,7 +474,7 @@ void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_
           for (int64_t i = 0; i < m; i += mr) {
             const T* a = q.a + ((gi * ceil_div(m, mr) + i / mr) * q.kd + k0) * mr;
             for (int64_t b = 0; b < nn; ++b) {
-              const T* xb = q.xs + (n0 + b) * q.img_stride + gi * q.group_stride + v0;
+              const T* xb = xs + b * q.img_stride + gi * q.group_stride + v0;
               kern.run(a, nullptr, q.kd * mr, xb, 0, q.offsets + k0, nullptr, c + (b * m + i) * tile, tile,
                        std::min(mr, m - i), vn, r, k0 > 0, nullptr);
             }
@@ -798,6 +855,19 @@ bool takes_packed(const GemmPass<T>& p) {
   return p.m >= packed_rows(*p.kern) || virtual_efficiency(p) < 0.85 || short_reduction;
 }
 
+// p with its deferred copy (GemmPass::split) made whole, into `copy`, for the passes that read the
+// copy of every image (all but the virtual tiles, which split their tasks' images on use). Only a
+// single pass defers its copy (a forward's, a stride-1 input gradient's), never a pair.
+template <class T>
+GemmPass<T> made_copy(GemmPass<T> p, PhaseCopy<T>& copy) {
+  if (p.split) {
+    TORCH_INTERNAL_ASSERT(!copy.data);
+    copy = p.split->whole();
+    p.xs = copy.data, p.split = nullptr;
+  }
+  return p;
+}
+
 // `passes` (one, or a pair of column phases: pairs_columns) on the tiles of takes_packed, A packed
 // ahead.
 template <class T>
@@ -808,6 +878,8 @@ void run_tiles(std::span<GemmPass<T>> passes, int64_t batch, int64_t groups) {
     p.a = a.back().get();
   }
   if (takes_packed(passes.front())) {
+    PhaseCopy<T> copy;
+    for (GemmPass<T>& p : passes) p = made_copy(p, copy);
     run_pass_packed<T>(passes, batch, groups);
   } else {
     run_pass_virtual<T>(passes, batch, groups);
@@ -826,14 +898,15 @@ bool takes_tiles(const GemmPass<T>& p, int64_t batch) {
 // (`starts_inside`: a forward's padding wider than the window's reach, or an input gradient's phase
 // with more pixels a row or column than grad_output, can place them past it). The others, and the
 // direct pass where its reads would not start inside, take `padded()`: the same pass on the
-// phase-split copy, made only then. In place saves the copy, a pass over memory into a fresh
-// workspace. Measured on Zen 4 (2 threads, N = 8, paired in one process, in place against the
-// copy), 3×3 forward+backward: AVX-512 128 @14 1.02-1.08x, 256 @14 1.07-1.09x, 256 @7 1.05-1.07x,
-// 512 @7 1.06x, 512 @4 1.07x, 128 -> 256 /s2 @28 1.02x, 256 -> 512 /s2 @14 1.06x; AVX2 1.01-1.12x;
-// the ops alone (AVX-512, forward and input gradient of 128 @14, 256 @14, 512 @7) 1.05-1.10x, 1.3x
-// where the copy's workspace was fresh memory (page faults). The ResNet-18-style training step
-// 1.03-1.07x (AVX-512) and 1.03x (AVX2). Taking the direct pass more often now that it saves the
-// copy did not pay: 64 @28 and @56, 128 @28, forward and input gradient, 0.99-1.00x.
+// phase-split copy, made only then (or deferred: GemmPass::split). In place saves the copy, a pass
+// over memory into a fresh workspace. Measured on Zen 4 (2 threads, N = 8, paired in one process,
+// in place against the copy), 3×3 forward+backward: AVX-512 128 @14 1.02-1.08x, 256 @14 1.07-1.09x,
+// 256 @7 1.05-1.07x, 512 @7 1.06x, 512 @4 1.07x, 128 -> 256 /s2 @28 1.02x, 256 -> 512 /s2 @14
+// 1.06x; AVX2 1.01-1.12x; the ops alone (AVX-512, forward and input gradient of 128 @14, 256 @14,
+// 512 @7) 1.05-1.10x, 1.3x where the copy's workspace was fresh memory (page faults). The
+// ResNet-18-style training step 1.03-1.07x (AVX-512) and 1.03x (AVX2). Taking the direct pass more
+// often now that it saves the copy did not pay: 64 @28 and @56, 128 @28, forward and input
+// gradient, 0.99-1.00x.
 template <class T, class Padded>
 void run_pass(const GemmPass<T>& in_place, bool starts_inside, int64_t batch, int64_t groups, const Padded& padded) {
   // Whether the direct pass pays depends on where steps read real values, the same on either source.
@@ -844,9 +917,12 @@ void run_pass(const GemmPass<T>& in_place, bool starts_inside, int64_t batch, in
     return;
   }
   GemmPass<T> p = padded();
+  PhaseCopy<T> copy;
   if (direct) {
+    p = made_copy(p, copy);
     run_pass_direct(p, plan_direct(p, batch), batch, groups);  // the plan's offsets are the copy's
   } else if (packs_a_in_task(p, batch)) {
+    p = made_copy(p, copy);
     run_pass_packed<T>({&p, 1}, batch, groups);
   } else {
     run_tiles<T>({&p, 1}, batch, groups);
@@ -887,14 +963,15 @@ void forward_gemm(const T* x, const T* w, const T* bias, T* y, const Conv2dGeome
                          WeightSource<T>{w, m * kd, kd, nullptr}, nullptr, m, g.sh * g.w, g.sw, g.oh, g.ow, y, g.oh,
                          g.ow, 0, 1, 0, 1, bias, row_lo.data(), row_hi.data(), col_lo.data(), col_hi.data()};
   const bool starts_inside = (g.oh - 1) * g.sh < g.h && (g.ow - 1) * g.sw < g.w;
-  PhaseCopy<T> xs;
+  std::optional<PhaseSplit<T>> split;
   std::vector<int64_t> off;
   run_pass(pass, starts_inside, g.n, g.groups, [&] {
     const PhaseLayout p = phase_layout(g);
-    xs = phase_split(Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, p, source_slack<T>());
+    split = PhaseSplit<T>{Source<T>{x, g.n * g.c, g.h, g.w, g.pt, g.pl}, g.c, p, source_slack<T>()};
     off = tap_offsets(g, g.cin_g(), p);
     GemmPass<T> padded = pass;
-    padded.xs = xs.data, padded.img_stride = g.c * p.plane(), padded.group_stride = g.cin_g() * p.plane();
+    padded.xs = nullptr, padded.split = &*split;
+    padded.img_stride = g.c * p.plane(), padded.group_stride = g.cin_g() * p.plane();
     padded.offsets = off.data(), padded.ws = p.ws, padded.col_step = 1;
     return padded;
   });
@@ -949,9 +1026,12 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
   const int64_t hq = ceil_div(g.h, g.sh) - ylo + yhi, wq = ceil_div(g.w, g.sw) - xlo + xhi;
   PhaseLayout p{1, 1, hq, wq, 0, {{0, 0}}};
   share_padding(p, g.ow, -xlo, ceil_div(g.w, g.sw));
+  // At stride 1, the one phase's pass takes the copy deferred (GemmPass::split: split on use by the
+  // virtual tiles, else made whole); a strided layer's phases share one copy, made once.
+  const PhaseSplit<T> split{Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, g.k, p, source_slack<T>()};
   PhaseCopy<T> gp;
   const auto padded_source = [&] {
-    if (!gp.data) gp = phase_split(Source<T>{gy, g.n * g.k, g.oh, g.ow, -ylo, -xlo}, p, source_slack<T>());
+    if (!gp.data) gp = split.whole();
     return gp.data;
   };
 
@@ -988,9 +1068,14 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const Conv2dGeometry& g
                        rows, cols, gx, g.h, g.w, a, g.sh, b, g.sw, static_cast<const T*>(nullptr), s.row_lo.data(),
                        s.row_hi.data(), s.col_lo.data(), s.col_hi.data()};
   };
-  // The same pass on gp.
+  // The same pass on gp (deferred at stride 1).
   const auto padded = [&](GemmPass<T> pass, const Steps& s) {
-    pass.xs = padded_source(), pass.img_stride = g.k * p.plane(), pass.group_stride = cout * p.plane();
+    if (g.sh == 1 && g.sw == 1) {
+      pass.xs = nullptr, pass.split = &split;
+    } else {
+      pass.xs = padded_source();
+    }
+    pass.img_stride = g.k * p.plane(), pass.group_stride = cout * p.plane();
     pass.offsets = s.padded_off.data(), pass.ws = p.ws;
     return pass;
   };
