@@ -296,14 +296,15 @@ def test_images_split_on_use(threads):
     """The CPU splits the padded, phase-split copy of the input (of grad_output for a stride-1 input
     gradient) on use, on the tiles and in the weight gradient: each thread the images of its own
     tasks as it reaches them (a virtual task's several at a time; a ring of the images a packed tile
-    or a chunk of pixels can span), where there are at least as many tasks' images as threads (for
-    the weight gradient, with one group, images as threads); else whole, ahead. Forward and both gradients, float64
-    against torch: several images a task and a last task of fewer (small maps), an image whose tasks
-    fall to two threads (both split it), a strided forward with groups, dilation, a 5×5 kernel, one
-    image (the copy made whole on two and three threads), 72 channels (packed tiles; tiles that
-    span up to 3 images of 10×10, a strided one), and 1×1 layers (the weight gradient's GEMM over
-    chunks of pixels that cross images). Which cases take which path depends on the instruction
-    set's shapes (AVX-512's here)."""
+    or a chunk of pixels can span), where there are at least as many tasks' images as threads (the
+    weight gradient also needs one group, and its GEMM images of a chunk of pixels at least); else
+    whole, ahead. Forward and both gradients, float64 against torch: several images a task and a
+    last task of fewer (small maps), an image whose tasks fall to two threads (both split it), a
+    strided forward with groups, dilation, a 5×5 kernel, one image (the copy made whole on two and
+    three threads), 72 channels (packed tiles; tiles that span up to 3 images of 10×10, a strided
+    one), and 1×1 layers (the weight gradient's GEMM over chunks of pixels that cross images: 21×21
+    maps, on 1-3 threads). Which cases take which path depends on the instruction set's shapes
+    (AVX-512's here)."""
     cases = [  # (n, c, h, w, k, kernel, stride, padding, dilation, groups)
         (7, 8, 20, 20, 8, 3, 1, 1, 1, 1),
         (3, 8, 40, 40, 16, 3, 2, 1, 1, 2),
@@ -315,7 +316,7 @@ def test_images_split_on_use(threads):
         (9, 8, 10, 10, 72, 3, 1, 1, 1, 1),
         (5, 8, 24, 24, 72, 3, 2, 1, 1, 1),
         (1, 8, 30, 30, 72, 3, 1, 1, 1, 1),
-        (3, 16, 20, 20, 16, 1, 1, 0, 1, 1),
+        (3, 16, 21, 21, 16, 1, 1, 0, 1, 1),
         (3, 16, 40, 40, 32, 1, 2, 0, 1, 1),
     ]
     with num_threads(threads):
