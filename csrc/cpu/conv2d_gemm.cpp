@@ -214,6 +214,38 @@ struct PhaseSplit {
   PhaseCopy<T> whole() const { return phase_split(src, layout, slack); }
 };
 
+// One thread's copies of a deferred split's images, made as it reaches them: `slots` slots of
+// `per_slot` images each (`image` values apart), the images from n0 on in slot n0 / per_slot mod
+// slots, so that a ring of slots holds the images a tile or a chunk of pixels can span.
+template <class T>
+class SplitImages {
+ public:
+  SplitImages(const PhaseSplit<T>& split, int64_t slots, int64_t per_slot, int64_t image)
+      : split_(split), per_slot_(per_slot),
+        slot_(split.layout.shared + per_slot * image + split.slack),
+        data_(new T[slots * slot_]), held_(slots, -1) {}
+
+  // Images [n0, n0 + count) (n0 a multiple of per_slot, count ≤ per_slot), split into their slot
+  // unless it holds them already: image n0's first value.
+  const T* images(int64_t n0, int64_t count) {
+    const int64_t s = n0 / per_slot_ % static_cast<int64_t>(held_.size());
+    T* const at = data_.get() + s * slot_;
+    if (held_[s] != n0) {
+      split_.images(n0, count, at);
+      held_[s] = n0;
+    }
+    return at + split_.layout.shared;
+  }
+  // Where the slots begin (for offsets from one base).
+  const T* data() const { return data_.get(); }
+
+ private:
+  const PhaseSplit<T>& split_;
+  int64_t per_slot_, slot_;
+  std::unique_ptr<T[]> data_;
+  std::vector<int64_t> held_;  // the first image in each slot, or -1
+};
+
 // A(g, row, t) = w[g·group_stride + row·row_stride + t_offset[t]]: the GEMM's A, read from the
 // weight. Offsets precomputed per t keep the gather a plain load, whatever order the reduction
 // walks the weight's axes in. Without offsets (t_offset null: t_offset[t] = t, the forward's weight,
@@ -452,22 +484,17 @@ void run_pass_virtual(std::span<const GemmPass<T>> passes, int64_t batch, int64_
   const PhaseCopy<T> whole = p.split && !split_on_use ? p.split->whole() : PhaseCopy<T>{};
   at::parallel_for(0, batches * groups * tiles, grain(task_c * kd), [&](int64_t begin, int64_t end) {
     const std::unique_ptr<T[]> ct(new T[np * task_c]);  // the tiles' C, each written whole before it is read
-    const std::unique_ptr<T[]> own =
-        split_on_use ? workspace<T>(p.split->layout.shared + per_task * p.img_stride, p.split->slack) : nullptr;
-    int64_t held = -1;  // the first image of those in `own`
+    std::optional<SplitImages<T>> own;  // this thread's copy of a task's images
+    if (split_on_use) own.emplace(*p.split, 1, per_task, p.img_stride);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ti = task % tiles, gi = task / tiles % groups, n0 = task / tiles / groups * per_task;
       const int64_t nn = std::min(per_task, batch - n0);
       const int64_t v0 = first_block(ti) * kern.nr, vn = std::min(first_block(ti + 1) * kern.nr, virt) - v0;
-      if (split_on_use && held != n0) {
-        p.split->images(n0, nn, own.get());
-        held = n0;
-      }
+      const T* const mine = split_on_use ? own->images(n0, nn) : nullptr;
       for (int64_t ip = 0; ip < np; ++ip) {
         const GemmPass<T>& q = passes[ip];
         // image n0's copy
-        const T* xs = split_on_use ? own.get() + p.split->layout.shared
-                                   : (p.split ? whole.data : q.xs) + n0 * q.img_stride;
+        const T* xs = split_on_use ? mine : (p.split ? whole.data : q.xs) + n0 * q.img_stride;
         const int64_t chunk = reduction_chunk(q.kd, kReductionChunk);
         T* const c = ct.get() + ip * task_c;
         for (int64_t k0 = 0; k0 < q.kd; k0 += chunk) {
@@ -558,13 +585,11 @@ void run_pass_packed(std::span<const GemmPass<T>> passes, int64_t batch, int64_t
   TORCH_INTERNAL_ASSERT(!p.split || np == 1);
   const bool split_on_use = p.split && splits == 1 && groups == 1 && batch >= threads;
   const PhaseCopy<T> whole = p.split && !split_on_use ? p.split->whole() : PhaseCopy<T>{};
-  const int64_t slots = split_on_use ? ceil_div(tile - 1, image) + 1 : 0;
-  const int64_t slot = split_on_use ? p.split->layout.shared + p.img_stride + p.split->slack : 0;
+  const int64_t slots = ceil_div(tile - 1, image) + 1;  // images a tile can span
   at::parallel_for(0, tasks, grain(rows * tile * kd), [&](int64_t begin, int64_t end) {
-    // slots of layout.shared zeros, an image and slack zeros (PhaseSplit::images writes them all)
-    const std::unique_ptr<T[]> own = split_on_use ? std::unique_ptr<T[]>(new T[slots * slot]) : nullptr;
-    std::vector<int64_t> held(slots, -1);  // the image in each slot of `own`
-    const T* const xs = split_on_use ? own.get() + p.split->layout.shared : p.split ? whole.data : p.xs;
+    std::optional<SplitImages<T>> own;  // this thread's ring of images
+    if (split_on_use) own.emplace(*p.split, slots, 1, p.img_stride);
+    const T* const xs = split_on_use ? own->data() : p.split ? whole.data : p.xs;
     Aligned<T> bt(kReductionChunk * tile + kGatherSlackBytes / static_cast<int64_t>(sizeof(T)));
     Aligned<T> ablock(a_in_task ? kReductionChunk * mr : 0);
     std::unique_ptr<T[]> ct;  // the tile buffer, for tiles not written in place (each written whole before it is read)
@@ -582,11 +607,7 @@ void run_pass_packed(std::span<const GemmPass<T>> passes, int64_t batch, int64_t
       const int64_t ldc = direct ? plane : tile;
       runs.clear();
       for_each_run(p.rows, p.cols, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-        const int64_t at = split_on_use ? n % slots * slot : n * p.img_stride;  // image n in xs
-        if (split_on_use && held[n % slots] != n) {
-          p.split->images(n, 1, own.get() + n % slots * slot);
-          held[n % slots] = n;
-        }
+        const int64_t at = split_on_use ? own->images(n, 1) - xs : n * p.img_stride;  // image n in xs
         runs.push_back({q - q0, len, gi * p.group_stride + at + Y * p.ws + X});
       });
       for (int64_t ip = 0; ip < np; ++ip) {
@@ -1170,7 +1191,7 @@ void weight_gradient_gemm(const T* gy, const PhaseSplit<T>& split, const std::ve
   // gradient of 1×1 64 -> 64 @56 1.08-1.12x, 1×1/s2 64 -> 128 1.04x; forward+backward of 1×1
   // 64 -> 64 1.12x (AVX2 1.08x), of 1×1/s2 64 -> 128 0.99x [0.97-1.06].
   const bool on_use = panel_parts == 1 && g.groups == 1 && g.n >= pixel_parts && plane >= chunk;
-  const int64_t image = g.c * p.plane(), slots = on_use ? ceil_div(chunk - 1, plane) + 1 : 0;
+  const int64_t image = g.c * p.plane();
   const PhaseCopy<T> whole = on_use ? PhaseCopy<T>{} : split.whole();
   const Interleave<T> interleave = gemm::interleave_kernel<T>();
   const auto row_at = gemm::strided_rows(mr, plane);  // a block of fewer rows reads the first ones
@@ -1182,10 +1203,9 @@ void weight_gradient_gemm(const T* gy, const PhaseSplit<T>& split, const std::ve
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     Aligned<T> ab(blocks * chunk * mr), bt(chunk * nr);
     std::vector<PixelRun> runs;
-    const int64_t slot = p.shared + image + split.slack;  // layout.shared zeros, an image, slack zeros
-    const std::unique_ptr<T[]> own = on_use ? std::unique_ptr<T[]>(new T[slots * slot]) : nullptr;
-    const T* const xsp = on_use ? own.get() + p.shared : whole.data;
-    std::vector<int64_t> held(slots, -1);  // the image in each slot of `own`
+    std::optional<SplitImages<T>> own;  // this thread's ring of images: those a chunk can span
+    if (on_use) own.emplace(split, ceil_div(chunk - 1, plane) + 1, 1, image);
+    const T* const xsp = on_use ? own->data() : whole.data;
     for (int64_t part = begin; part < end; ++part) {
       const int64_t pp = part / panel_parts, jp = part % panel_parts;
       T* sum = pp == 0 ? gw : copies[pp - 1].data();
@@ -1197,11 +1217,7 @@ void weight_gradient_gemm(const T* gy, const PhaseSplit<T>& split, const std::ve
           const int64_t qn = std::min(chunk, q_end - q0);
           runs.clear();
           for_each_run(g.oh, g.ow, q0, qn, [&](int64_t q, int64_t len, int64_t n, int64_t Y, int64_t X) {
-            const int64_t at = on_use ? n % slots * slot : n * image;  // x's image n in the copy
-            if (on_use && held[n % slots] != n) {
-              split.images(n, 1, own.get() + n % slots * slot);
-              held[n % slots] = n;
-            }
+            const int64_t at = on_use ? own->images(n, 1) - xsp : n * image;  // x's image n in the copy
             runs.push_back({q - q0, len, at + gi * g.cin_g() * p.plane() + Y * p.ws + X,
                             (n * g.k + gi * m) * plane + Y * g.ow + X});
           });
@@ -1287,8 +1303,8 @@ void weight_gradient_tap_rows(const T* gy, const PhaseSplit<T>& split, const std
   std::iota(steps.begin(), steps.end(), int64_t{0});
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     Aligned<T> bt(panels * chunk * nr);
-    const std::unique_ptr<T[]> own = on_use ? workspace<T>(p.shared + g.c * p.plane(), split.slack) : nullptr;
-    int64_t held = -1;  // the image in `own`
+    std::optional<SplitImages<T>> own;  // this thread's copy of an image
+    if (on_use) own.emplace(split, 1, 1, g.c * p.plane());
     std::vector<int64_t> at(chunk);  // step q's place in the phase plane
     std::array<const T*, 128> a_rows{};
     for (int64_t part = begin; part < end; ++part) {
@@ -1305,12 +1321,7 @@ void weight_gradient_tap_rows(const T* gy, const PhaseSplit<T>& split, const std
           }
           for (int64_t i = 0; i < len; ++i) at[q - q0 + i] = Y * p.ws + X + i;
         });
-        if (on_use && held != n) {
-          split.images(n, 1, own.get());
-          held = n;
-        }
-        const T* x = on_use ? own.get() + p.shared + gi * g.cin_g() * p.plane()
-                            : whole.data + (n * g.c + gi * g.cin_g()) * p.plane();
+        const T* x = (on_use ? own->images(n, 1) : whole.data + n * g.c * p.plane()) + gi * g.cin_g() * p.plane();
         for (int64_t b = 0; b < blocks; ++b) {
           const int64_t rows = std::min(mr, kd - b * mr);
           for (int64_t u = 0; u < rows; ++u) a_rows[u] = x + off[b * mr + u];
