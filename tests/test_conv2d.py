@@ -1,17 +1,19 @@
 """conv2d: parity with F.conv2d over a parameter grid, gradients (incl. double backward),
 torch.library registration, torch.compile, layouts, the nn.Conv2d drop-in, bad input."""
 
+import itertools
 import pathlib
 import re
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import hotkernels
 import hotkernels.functional as HF
-from hotkernels.ops.conv2d import _pair, conv2d_padding
+from hotkernels.ops.conv2d import _pair, _suggests_channels_last, conv2d_padding
 from tests.conftest import allow_tf32, assert_within_reduction_bound, check_inductor, num_threads, run_with_isa
 
 ops = torch.ops.hotkernels
@@ -441,6 +443,25 @@ def test_output_layout_follows_torch(device, case, fmt, wfmt, dtype):
         assert _strides(ops.conv2d(fx, fw, fb, *conv_args)) == _strides(y)
         assert _strides(ops.conv2d_backward_input(fgy, fw, list(x.shape), *conv_args)) == _strides(ex)
         assert _strides(ops.conv2d_backward_weight(fgy, fx, list(w.shape), *conv_args)) == _strides(gw)
+
+
+def test_layout_rule_shortcut_is_torchs_rule():
+    """The Python layout rule's shortcut (_suggests_channels_last: NCHW's or channels_last's own
+    strides answered without torch's stride walk) gives torch's answer (suggest_memory_format) for
+    every 4-D shape with sizes 0 to 3, in NCHW, channels_last (also as a parameter), with two
+    dimensions swapped and sliced: the size-1 dimensions, whose strides are free, and the empty ones
+    included."""
+    checked = 0
+    for shape in itertools.product(range(4), repeat=4):
+        x = torch.randn(shape)
+        n, c, h, w = shape
+        sliced = torch.randn(n, c, 2 * h, w)[:, :, ::2]
+        cl = x.to(memory_format=torch.channels_last)
+        for t in (x, cl, torch.nn.Parameter(cl), x.transpose(2, 3), x.transpose(0, 1), sliced):
+            want = suggest_memory_format(t) == torch.channels_last
+            assert _suggests_channels_last(t) == want, (t.shape, t.stride())
+            checked += 1
+    assert checked == 6 * 4**4
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=["f64", "f32", "f16"])

@@ -2,8 +2,8 @@
 
 Each module registers, for the ops of its family (schemas in csrc/schemas.cpp): a fake kernel with
 ``torch.library.register_fake`` (the in-place ops share one, below) and a backward with
-``torch.library.register_autograd`` whose gradients are themselves ops, and it holds the family's
-functional entry point.
+``torch.library.register_autograd`` (through ``_args.register_autograd``) whose gradients are
+themselves ops, and it holds the family's functional entry point.
 """
 
 import torch

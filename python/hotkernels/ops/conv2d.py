@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-from ._args import IntPair, no_forward_ad, pair
+from ._args import IntPair, no_forward_ad, pair, register_autograd
 
 _ops = torch.ops.hotkernels
 
@@ -44,8 +44,23 @@ _pair = functools.partial(pair, op="hotkernels.conv2d")
 def _output_format(input: Tensor, weight: Tensor) -> torch.memory_format:
     if input.device.type == "cuda" and input.dtype == torch.float64:
         return torch.contiguous_format
-    cl = torch.channels_last
-    return cl if cl in (suggest_memory_format(input), suggest_memory_format(weight)) else torch.contiguous_format
+    cl = _suggests_channels_last(input) or _suggests_channels_last(weight)
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def _suggests_channels_last(t: Tensor) -> bool:
+    """``suggest_memory_format(t) == torch.channels_last`` for a 4-D ``t``. That rule walks the
+    strides in Python (2-20 µs a call); a non-empty plain strided tensor (or parameter) with NCHW's
+    own strides (C·H·W, H·W, W, 1) is never channels_last by it, and one with channels_last's own
+    (H·W·C, 1, W·C, C) always is, except C = H = W = 1, where both coincide and torch says not."""
+    if type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided and t.numel() > 0:
+        _, c, h, w = t.shape
+        strides = t.stride()
+        if strides == (c * h * w, h * w, w, 1):
+            return False
+        if strides == (h * w * c, 1, w * c, c):
+            return True
+    return suggest_memory_format(t) == torch.channels_last
 
 
 def _empty_in_format(shape: Sequence[int], like: Tensor, weight: Tensor) -> Tensor:
@@ -152,13 +167,13 @@ def _backward_bias_grad(ctx, grad: Tensor):
     return grad.view(1, -1, 1, 1).expand(ctx.shape)
 
 
-torch.library.register_autograd("hotkernels::conv2d", _conv2d_grad, setup_context=_setup_conv2d)
-torch.library.register_autograd("hotkernels::conv2d_backward_input", _backward_input_grad,
-                                setup_context=_setup_backward_input)
-torch.library.register_autograd("hotkernels::conv2d_backward_weight", _backward_weight_grad,
-                                setup_context=_setup_backward_weight)
-torch.library.register_autograd("hotkernels::conv2d_backward_bias", _backward_bias_grad,
-                                setup_context=_setup_backward_bias)
+register_autograd("hotkernels::conv2d", _conv2d_grad, setup_context=_setup_conv2d)
+register_autograd("hotkernels::conv2d_backward_input", _backward_input_grad,
+                  setup_context=_setup_backward_input)
+register_autograd("hotkernels::conv2d_backward_weight", _backward_weight_grad,
+                  setup_context=_setup_backward_weight)
+register_autograd("hotkernels::conv2d_backward_bias", _backward_bias_grad,
+                  setup_context=_setup_backward_bias)
 
 
 def conv2d_padding(padding: Union[str, IntPair], weight_shape: Sequence[int], stride: list[int],

@@ -14,7 +14,7 @@ import time
 import torch
 from torch import Tensor
 
-from ._args import no_forward_ad
+from ._args import no_forward_ad, register_autograd
 
 _ops = torch.ops.hotkernels
 
@@ -35,7 +35,7 @@ def _mm_grad(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
     return grad_a, grad_b
 
 
-torch.library.register_autograd("hotkernels::mm", _mm_grad, setup_context=_mm_setup)
+register_autograd("hotkernels::mm", _mm_grad, setup_context=_mm_setup)
 
 
 def mm(input: Tensor, mat2: Tensor) -> Tensor:

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._args import no_forward_ad, non_differentiable
+from ._args import no_forward_ad, non_differentiable, register_autograd
 
 
 _ops = torch.ops.hotkernels
@@ -198,8 +198,8 @@ def _layer_grad(ctx, grad_output: Tensor | None, grad_cs: Tensor | None, _grad_g
     return _grads(ctx, grads) + (grads[6] if need_w_hr else None, None, None)
 
 
-torch.library.register_autograd("hotkernels::lstm_cell", _cell_grad, setup_context=_cell_setup)
-torch.library.register_autograd("hotkernels::lstm_layer", _layer_grad, setup_context=_layer_setup)
+register_autograd("hotkernels::lstm_cell", _cell_grad, setup_context=_cell_setup)
+register_autograd("hotkernels::lstm_layer", _layer_grad, setup_context=_layer_setup)
 
 
 def lstm_cell(

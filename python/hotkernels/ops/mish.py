@@ -8,7 +8,7 @@ autograd formula (below), so double backward works.
 import torch
 from torch import Tensor
 
-from ._args import no_forward_ad
+from ._args import no_forward_ad, register_autograd
 
 _ops = torch.ops.hotkernels
 
@@ -49,8 +49,8 @@ def _mish_backward_grad(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None
     return d_grad_output, d_input
 
 
-torch.library.register_autograd("hotkernels::mish", _mish_grad, setup_context=_save_inputs)
-torch.library.register_autograd("hotkernels::mish_backward", _mish_backward_grad, setup_context=_save_inputs)
+register_autograd("hotkernels::mish", _mish_grad, setup_context=_save_inputs)
+register_autograd("hotkernels::mish_backward", _mish_backward_grad, setup_context=_save_inputs)
 
 
 def mish(input: Tensor, inplace: bool = False) -> Tensor:

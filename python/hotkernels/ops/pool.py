@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-from ._args import IntPair, no_forward_ad, non_differentiable, pair
+from ._args import IntPair, no_forward_ad, non_differentiable, pair, register_autograd
 
 _ops = torch.ops.hotkernels
 
@@ -300,22 +300,22 @@ def _avg_pool2d_backward_grad(ctx, grad: Tensor):
     return (d_grad_output, None) + (None,) * len(ctx.args)
 
 
-torch.library.register_autograd("hotkernels::max_pool2d", _max_pool2d_grad, setup_context=_save_input_and_args)
-torch.library.register_autograd(
+register_autograd("hotkernels::max_pool2d", _max_pool2d_grad, setup_context=_save_input_and_args)
+register_autograd(
     "hotkernels::max_pool2d_with_indices", _max_pool2d_with_indices_grad, setup_context=_save_max_with_indices
 )
-torch.library.register_autograd(
+register_autograd(
     "hotkernels::max_pool2d_backward", _max_pool2d_backward_grad, setup_context=_save_max_backward
 )
-torch.library.register_autograd(
+register_autograd(
     "hotkernels::max_pool2d_with_offsets", _max_pool2d_with_offsets_grad, setup_context=_save_max_with_indices
 )
-torch.library.register_autograd(
+register_autograd(
     "hotkernels::max_pool2d_offsets_backward", _max_pool2d_offsets_backward_grad,
     setup_context=_save_offsets_backward
 )
-torch.library.register_autograd("hotkernels::avg_pool2d", _avg_pool2d_grad, setup_context=_save_input_and_args)
-torch.library.register_autograd(
+register_autograd("hotkernels::avg_pool2d", _avg_pool2d_grad, setup_context=_save_input_and_args)
+register_autograd(
     "hotkernels::avg_pool2d_backward", _avg_pool2d_backward_grad, setup_context=_save_avg_backward
 )
 
