@@ -11,8 +11,8 @@
 // has as its epilogue the pointwise backward of step t (dgates(t) and dc for the tile's units).
 // The weight gradients are one GEMM each over all steps. On exactly two threads, from a batch of
 // 2·kSliceRows rows on, each thread takes a slice of the batch through every step (forward and
-// backward through time), rather than half of each step's product; a packed batch's slices take
-// every other row, where its rows fill whole cache lines (batch_slices).
+// backward through time), rather than half of each step's product; a packed batch too, unless one
+// slice would be much busier (batch_slices).
 //
 // With a projection (w_hr [P, H], torch's proj_size): the forward epilogue writes r = o ⊙ tanh(c)
 // to a scratch [B, H] instead of the output, and h(t) = r·W_hrᵀ (W_hrᵀ packed once per call) goes
@@ -28,6 +28,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -92,8 +93,7 @@ template <class T>
 void forward_step(const Matrix<T>& h_prev, const PackedB<T>& w_hh_t, const LstmForwardArgs<T>& args) {
   const auto kernel = HK_ISA_TABLE(lstm_kernels).forward.of<T>();
   const int64_t H = args.hidden;
-  gemm::multiply(h_prev, w_hh_t, args.gates, 4 * H * args.row_step, H, true,
-                 [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
+  gemm::multiply(h_prev, w_hh_t, args.gates, 4 * H, H, true, [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
     kernel(args, i0, i0 + rows, j0, j0 + cols);
   });
 }
@@ -248,6 +248,11 @@ Tensors6 cell_backward(const Dims& d, const at::Tensor& grad_hy, const at::Tenso
   return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, mask[4] ? dgates.sum(0) : lstm::unused(input)};
 }
 
+// The rows of step t among the slice [b0, b1) of the batch that are sequences (its first ones).
+int64_t slice_rows(const Dims& d, int64_t t, int64_t b0, int64_t b1) {
+  return std::clamp<int64_t>(d.rows(t) - b0, 0, b1 - b0);
+}
+
 // A layer's steps on two threads: each takes a slice of the batch's rows through every step, rather
 // than each step's product being cut into two halves of columns. Sequences are independent, so a
 // slice never waits for the other thread's h, where the halves of a step meet at its end (a wait
@@ -256,62 +261,61 @@ Tensors6 cell_backward(const Dims& d, const at::Tensor& grad_hy, const at::Tenso
 // slices against halves), nn.LSTM(256, 512, 2 layers), T = 50: at batch 32 inference 1.08-1.12x
 // faster, forward+backward 1.04-1.10x (AVX2 1.07-1.13x and 1.06-1.10x); batch 24 1.04x (AVX2
 // 1.07-1.12x); batch 48 1.06x; hidden 256 at batch 24-64 1.14-1.22x; hidden 1024 1.00-1.02x; the
-// language-model step 1.05-1.08x (AVX2 1.05x). Fewer rows a slice did not pay everywhere: batch 16
-// (8 rows a slice) ran 1.07x at AVX-512 but 0.94x at AVX2, batch 2 and 4 0.82-0.88x. With more
-// threads each would read all of W_hh where it now reads a small part, maybe from its L2: not
-// measured, so those keep the halves.
+// language-model step 1.05-1.08x (AVX2 1.05x); a packed batch: kSliceImbalance below. Fewer rows
+// a slice did not pay everywhere: batch 16 (8 rows a slice) ran 1.07x at AVX-512 but 0.94x at AVX2,
+// batch 2 and 4 0.82-0.88x. With more threads each would read all of W_hh where it now reads a
+// small part, maybe from its L2: not measured, so those keep the halves.
 constexpr int64_t kSliceRows = 12;
 
-// A slice of the batch: its rows first, first + step, ..., `count` of them.
-struct Slice {
-  int64_t first, step, count;
-  // Its rows among the first d.rows(t) of step t (the sequences): its first ones.
-  int64_t rows(const Dims& d, int64_t t) const {
-    return std::clamp<int64_t>(gemm::ceil_div(d.rows(t) - first, step), 0, count);
-  }
-};
+// Where the busier slice computes more rows over its steps than half of those the whole batch's
+// steps compute by more than this factor, the halves stay. The slices save the halves' wait at
+// every step, 4-12% at batch 32 (above); a packed batch of lengths in [25, 50], whose busier slice
+// computes 1.14 times half the rows (AVX2's 6-row blocks: 1.12), ran 0.99-1.03x as fast as slices
+// (AVX2 1.01-1.04x), so about there they break even.
+constexpr double kSliceImbalance = 1.15;
 
-// How a layer's steps run: its slices, and the rows the steps' GEMM shape is chosen for (`rows`).
-// One slice of B rows, or two. A padded batch is cut in halves. A packed batch's rows end at
-// different steps, its longest sequences first: cut in the middle, its first slice would compute
-// 1.14 times half the rows over the steps (lengths spread over [25, 50]), so its slices take every
-// other row, and each computes half of every step's rows, or one row more. Its rows then interleave
-// in memory, so they are taken apart only where every row of h and of the cell's states fills
-// whole cache lines (else the threads would write to each other's lines). Measured on Zen 4 (2
-// threads, paired in one process) against the contiguous cut that balanced the rows best (or the
-// whole batch's products cut in two, where even that cut left a slice 1.15 times busier),
-// nn.LSTM(256, 512, 2 layers) forward+backward, T = 50: batch 32, lengths in [25, 50], 0.98-1.03x
-// in four runs at AVX-512 (a noisy spell), 1.03-1.04x at AVX2; batch 48 1.04x; lengths in [1, 50]
-// 1.09x.
+// How a layer's steps run: the batch rows bounds[q] .. bounds[q + 1] of each slice q, and the rows
+// the steps' GEMM shape is chosen for (`rows`). One slice {0, B} of B rows, or two: then the cut
+// costs the busier slice least, counting the rows that shape's micro-kernels compute over its steps
+// (whole blocks of mr, a last block's computed_rows; n: the columns of the step product's groups),
+// among the middle and the cuts at whole blocks that leave each slice kSliceRows rows; on a tie,
+// the most even. A padded batch is cut in the middle; a packed batch's rows end at different steps.
 struct Slices {
-  std::vector<Slice> slices;
+  std::vector<int64_t> bounds;
   int64_t rows;
 };
 
 template <class T>
-Slices batch_slices(const Dims& d) {
+Slices batch_slices(const Dims& d, int64_t n) {
   const int64_t B = d.batch, half = (B + 1) / 2;
-  const bool whole_lines = (d.hidden * sizeof(T)) % 64 == 0 && (d.state * sizeof(T)) % 64 == 0;
-  if (at::get_num_threads() != 2 || B < 2 * kSliceRows || (!d.batch_sizes.empty() && !whole_lines)) {
-    return {{{0, 1, B}}, B};
+  if (at::get_num_threads() != 2 || B < 2 * kSliceRows) return {{0, B}, B};
+  if (d.batch_sizes.empty()) return {{0, B / 2, B}, half};
+  const int64_t mr = gemm::best_shape<T>(half, n).mr;
+  auto computed = [&](int64_t b0, int64_t b1) {
+    int64_t sum = 0;
+    for (int64_t t = 0; t < d.steps; ++t) sum += gemm::computed_rows_of(slice_rows(d, t, b0, b1), mr);
+    return sum;
+  };
+  auto cost = [&](int64_t cut) { return std::max(computed(0, cut), computed(cut, B)); };
+  int64_t best = B / 2, best_cost = cost(best);
+  for (int64_t cut = gemm::ceil_div(kSliceRows, mr) * mr; cut <= B - kSliceRows; cut += mr) {
+    const int64_t c = cost(cut);
+    if (c < best_cost || (c == best_cost && std::abs(2 * cut - B) < std::abs(2 * best - B))) best = cut, best_cost = c;
   }
-  if (d.batch_sizes.empty()) return {{{0, 1, B / 2}, {B / 2, 1, B - B / 2}}, half};
-  return {{{0, 2, half}, {1, 2, B / 2}}, half};
+  // Each thread's share of every step's rows, as the halves cut them.
+  const double halves = static_cast<double>(computed(0, B)) / 2;
+  if (static_cast<double>(best_cost) > kSliceImbalance * halves) return {{0, B}, B};
+  return {{0, best, B}, half};
 }
 
-// f(slice) for each slice, the slices side by side on the threads.
+// f(b0, b1) for each slice of `bounds`, the slices side by side on the threads.
 template <class F>
-void for_each_slice(const std::vector<Slice>& slices, const F& f) {
-  if (slices.size() == 1) return f(slices[0]);
-  at::parallel_for(0, static_cast<int64_t>(slices.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t q = begin; q < end; ++q) f(slices[q]);
+void for_each_slice(const std::vector<int64_t>& bounds, const F& f) {
+  const int64_t slices = static_cast<int64_t>(bounds.size()) - 1;
+  if (slices == 1) return f(bounds[0], bounds[1]);
+  at::parallel_for(0, slices, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) f(bounds[q], bounds[q + 1]);
   });
-}
-
-// Zeros rows [from, to) of `width` values, `stride` apart from p.
-template <class T>
-void zero_rows(T* p, int64_t width, int64_t stride, int64_t from, int64_t to) {
-  for (int64_t i = from; i < to; ++i) std::fill_n(p + i * stride, width, T(0));
 }
 
 Tensors3 layer_forward(const Dims& d, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
@@ -336,18 +340,17 @@ Tensors3 layer_forward(const Dims& d, const at::Tensor& input, const at::Tensor&
       const at::Tensor projected = product(matrix<S>(x), w_ih_t, input);
       scatter_rows(projected.const_data_ptr<S>(), 4 * H, d, gates.mutable_data_ptr<S>());
     }
-    const Slices slices = batch_slices<S>(d);
+    const Slices slices = batch_slices<S>(d, H);
     const PackedB<S> w_hh_t = pack_recurrent<S>(w_hh, slices.rows);
     const std::optional<PackedB<S>> w_hr_t =
         w_hr ? std::optional(pack(matrix<S>(*w_hr).t(), slices.rows)) : std::nullopt;
-    // Every step of a slice's rows.
-    for_each_slice(slices.slices, [&](const Slice& q) {
-      const int64_t b0 = q.first, n = q.count, step = q.step;
+    // Every step of the batch rows [b0, b1).
+    for_each_slice(slices.bounds, [&](int64_t b0, int64_t b1) {
       const Matrix<S> h0 = matrix<S>(hx);
-      Matrix<S> h_prev{h0.data + b0 * h0.rs, n, h0.cols, step * h0.rs, h0.cs};
+      Matrix<S> h_prev{h0.data + b0 * h0.rs, b1 - b0, h0.cols, h0.rs, h0.cs};
       const S* c_prev = cx.const_data_ptr<S>() + b0 * H;
       for (int64_t s = 0; s < T; ++s) {
-        const int64_t t = reverse ? T - 1 - s : s, rows = q.rows(d, t);
+        const int64_t t = reverse ? T - 1 - s : s, rows = slice_rows(d, t, b0, b1);
         S* h = output.mutable_data_ptr<S>() + (t * B + b0) * P;
         S* c = cs.mutable_data_ptr<S>() + (t * B + b0) * H;
         S* pointwise_h = w_hr ? r.mutable_data_ptr<S>() + b0 * H : h;
@@ -355,13 +358,11 @@ Tensors3 layer_forward(const Dims& d, const at::Tensor& input, const at::Tensor&
         // padding's h and c are 0.
         forward_step(Matrix<S>{h_prev.data, rows, h_prev.cols, h_prev.rs, h_prev.cs}, w_hh_t,
                      LstmForwardArgs<S>{gates.mutable_data_ptr<S>() + (t * B + b0) * 4 * H, ptr_or_null<S>(bias),
-                                        c_prev, pointwise_h, c, H, step});
-        if (w_hr) {
-          gemm::multiply(Matrix<S>{pointwise_h, rows, H, step * H, 1}, *w_hr_t, h, step * P, 0, false, no_epilogue);
-        }
-        zero_rows(h, P, step * P, rows, n);
-        zero_rows(c, H, step * H, rows, n);
-        h_prev = Matrix<S>{h, n, P, step * P, 1};
+                                        c_prev, pointwise_h, c, H});
+        if (w_hr) gemm::multiply(Matrix<S>{pointwise_h, rows, H, H, 1}, *w_hr_t, h, P, 0, false, no_epilogue);
+        std::fill(h + rows * P, h + (b1 - b0) * P, S(0));
+        std::fill(c + rows * H, c + (b1 - b0) * H, S(0));
+        h_prev = Matrix<S>{h, b1 - b0, P, P, 1};
         c_prev = c;
       }
     });
@@ -392,24 +393,21 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
   at::Tensor grad_w_ih = lstm::unused(input), grad_w_hh = lstm::unused(input), grad_w_hr = lstm::unused(input);
   dispatch_compute(input.scalar_type(), [&]<class S>() {
     const int64_t BH = B * H, BP = B * P;
-    // The steps run over the batch's slices (chosen as the forward's, though nothing relies on that);
-    // the helpers below take the slice q.
-    const Slices slices = batch_slices<S>(d);
-    // Step t's dh: its own slice of dh with a projection, else the one [B, P] buffer.
-    auto dh_of = [&](int64_t t, const Slice& q) {
-      return dh.mutable_data_ptr<S>() + (w_hr ? t * BP : 0) + q.first * P;
-    };
+    // The steps run over the batch's slices (cut for this product's shape, so maybe not as the
+    // forward's); the helpers below take the slice that starts at row b0 (and ends at b1).
+    const Slices slices = batch_slices<S>(d, P);
+    // Step t's dh: its own slice of dh with a projection, else the one [B, H] buffer.
+    auto dh_of = [&](int64_t t, int64_t b0) { return dh.mutable_data_ptr<S>() + (w_hr ? t * BP : 0) + b0 * P; };
     // The pointwise backward of step t, whose dh (dr with a projection) is ready and whose later dc
     // is in `dc`.
-    auto step_args = [&](int64_t t, const Slice& q) {
+    auto step_args = [&](int64_t t, int64_t b0) {
       const S* c_prev = t == t_first ? cx.const_data_ptr<S>() : cs.const_data_ptr<S>() + (reverse ? t + 1 : t - 1) * BH;
-      const int64_t b0 = q.first;
       S* dcp = dc.mutable_data_ptr<S>() + b0 * H;
       return LstmBackwardArgs<S>{gates.const_data_ptr<S>() + t * 4 * BH + b0 * 4 * H, c_prev + b0 * H,
                                  cs.const_data_ptr<S>() + t * BH + b0 * H,
-                                 w_hr ? dr.const_data_ptr<S>() + b0 * H : dh_of(t, q), dcp,
+                                 w_hr ? dr.const_data_ptr<S>() + b0 * H : dh_of(t, b0), dcp,
                                  grad_cs.const_data_ptr<S>() + t * BH + b0 * H,
-                                 dgates.mutable_data_ptr<S>() + t * 4 * BH + b0 * 4 * H, dcp, H, q.step};
+                                 dgates.mutable_data_ptr<S>() + t * 4 * BH + b0 * 4 * H, dcp, H};
     };
     const auto kernel = HK_ISA_TABLE(lstm_kernels).backward.of<S>();
     const PackedB<S> w_hh_p(matrix<S>(w_hh), 1, gemm::best_shape<S>(slices.rows, P));
@@ -417,12 +415,12 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
     // The pointwise backward of step t once its dh is complete: with a projection, as the epilogue of
     // dr = dh·W_hr; without, over the slice's rows (the steps after the first have it as their dh
     // GEMM's epilogue instead).
-    auto pointwise = [&](int64_t t, const Slice& q) {
-      const LstmBackwardArgs<S> args = step_args(t, q);
-      const int64_t rows = q.rows(d, t);
+    auto pointwise = [&](int64_t t, int64_t b0, int64_t b1) {
+      const LstmBackwardArgs<S> args = step_args(t, b0);
+      const int64_t rows = slice_rows(d, t, b0, b1);
       if (w_hr) {
-        gemm::multiply(Matrix<S>{dh_of(t, q), rows, P, q.step * P, 1}, *w_hr_p, dr.mutable_data_ptr<S>() + q.first * H,
-                       q.step * H, 0, false, [&](int64_t i0, int64_t n, int64_t j0, int64_t cols) {
+        gemm::multiply(Matrix<S>{dh_of(t, b0), rows, P, P, 1}, *w_hr_p, dr.mutable_data_ptr<S>() + b0 * H, H, 0,
+                       false, [&](int64_t i0, int64_t n, int64_t j0, int64_t cols) {
                          kernel(args, i0, i0 + n, j0, j0 + cols);
                        });
       } else {
@@ -432,34 +430,33 @@ Tensors7 layer_backward(const Dims& d, const at::Tensor& grad_output, const at::
     // With batch_sizes, step t computes its first d.rows(t) rows only; its padding rows of dh and
     // dgates are 0, so the GEMMs over all steps (and the next step's, over its own rows, a superset)
     // add nothing for them, and dc stays 0 on a row until its sequence's last step.
-    auto start_dh = [&](int64_t t, const Slice& q) {  // dh(t) = grad_output(t), 0 in the padding
-      const int64_t rows = q.rows(d, t), stride = q.step * P;
-      const S* go = grad_output.const_data_ptr<S>() + t * BP + q.first * P;
-      S* dht = dh_of(t, q);
-      for (int64_t i = 0; i < rows; ++i) std::copy_n(go + i * stride, P, dht + i * stride);
-      zero_rows(dht, P, stride, rows, q.count);
-      zero_rows(dgates.mutable_data_ptr<S>() + t * 4 * BH + q.first * 4 * H, 4 * H, q.step * 4 * H, rows, q.count);
+    auto start_dh = [&](int64_t t, int64_t b0, int64_t b1) {  // dh(t) = grad_output(t), 0 in the padding
+      const int64_t rows = slice_rows(d, t, b0, b1);
+      std::copy_n(grad_output.const_data_ptr<S>() + t * BP + b0 * P, rows * P, dh_of(t, b0));
+      std::fill(dh_of(t, b0) + rows * P, dh_of(t, b0) + (b1 - b0) * P, S(0));
+      S* dg = dgates.mutable_data_ptr<S>() + t * 4 * BH + b0 * 4 * H;
+      std::fill(dg + rows * 4 * H, dg + (b1 - b0) * 4 * H, S(0));
     };
-    // Backward through time over a slice's rows.
-    for_each_slice(slices.slices, [&](const Slice& q) {
+    // Backward through time over the batch rows [b0, b1).
+    for_each_slice(slices.bounds, [&](int64_t b0, int64_t b1) {
       int64_t later = reverse ? 0 : T - 1;  // the last step in forward order comes first
-      start_dh(later, q);
-      pointwise(later, q);
+      start_dh(later, b0, b1);
+      pointwise(later, b0, b1);
       for (int64_t s = 1; s < T; ++s) {
         const int64_t t = reverse ? s : T - 1 - s;
-        start_dh(t, q);
-        const Matrix<S> dg_later{dgates.const_data_ptr<S>() + later * 4 * BH + q.first * 4 * H, q.rows(d, t), 4 * H,
-                                 q.step * 4 * H, 1};
+        start_dh(t, b0, b1);
+        const Matrix<S> dg_later{dgates.const_data_ptr<S>() + later * 4 * BH + b0 * 4 * H, slice_rows(d, t, b0, b1),
+                                 4 * H, 4 * H, 1};
         if (w_hr) {
-          gemm::multiply(dg_later, w_hh_p, dh_of(t, q), q.step * P, 0, true, no_epilogue);
-          pointwise(t, q);
+          gemm::multiply(dg_later, w_hh_p, dh_of(t, b0), P, 0, true, no_epilogue);
+          pointwise(t, b0, b1);
         } else {
           // dh = grad_output(t) + dgates(t+1)·W_hh, with the pointwise backward of step t as its epilogue.
-          const LstmBackwardArgs<S> args = step_args(t, q);
+          const LstmBackwardArgs<S> args = step_args(t, b0);
           const auto epilogue = [&](int64_t i0, int64_t n, int64_t j0, int64_t cols) {
             kernel(args, i0, i0 + n, j0, j0 + cols);
           };
-          gemm::multiply(dg_later, w_hh_p, dh_of(t, q), q.step * H, 0, true, epilogue);
+          gemm::multiply(dg_later, w_hh_p, dh_of(t, b0), H, 0, true, epilogue);
         }
         later = t;
       }

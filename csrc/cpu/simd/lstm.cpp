@@ -37,9 +37,9 @@ inline void store(T* p, simd::Vec<T> v, int64_t n) {
 
 template <class T>
 void forward(const LstmForwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
-  const int64_t H = a.hidden, row_stride = a.row_step * H;
+  const int64_t H = a.hidden;
   for_each_vector<T>(r0, r1, u0, u1, [&](int64_t row, int64_t j, int64_t n) [[gnu::always_inline]] {
-    T* g = a.gates + row * 4 * row_stride + j;
+    T* g = a.gates + row * 4 * H + j;
     auto vi = load(g, n), vf = load(g + H, n), vg = load(g + 2 * H, n), vo = load(g + 3 * H, n);
     if (a.bias != nullptr) {
       vi += load(a.bias + j, n);
@@ -47,7 +47,7 @@ void forward(const LstmForwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, in
       vg += load(a.bias + 2 * H + j, n);
       vo += load(a.bias + 3 * H + j, n);
     }
-    const int64_t s = row * row_stride + j;
+    const int64_t s = row * H + j;
     simd::Vec<T> c, h;
     math::lstm_forward(vi, vf, vg, vo, load(a.c_prev + s, n), c, h, simd::Exp{});
     store(g, vi, n);
@@ -61,11 +61,11 @@ void forward(const LstmForwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, in
 
 template <class T>
 void backward(const LstmBackwardArgs<T>& a, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
-  const int64_t H = a.hidden, row_stride = a.row_step * H;
+  const int64_t H = a.hidden;
   for_each_vector<T>(r0, r1, u0, u1, [&](int64_t row, int64_t j, int64_t n) [[gnu::always_inline]] {
-    const T* g = a.gates + row * 4 * row_stride + j;
-    T* dg = a.dgates + row * 4 * row_stride + j;
-    const int64_t s = row * row_stride + j;
+    const T* g = a.gates + row * 4 * H + j;
+    T* dg = a.dgates + row * 4 * H + j;
+    const int64_t s = row * H + j;
     auto dc = load(a.dc + s, n);
     if (a.dc_extra != nullptr) dc += load(a.dc_extra + s, n);
     simd::Vec<T> di, df, dgg, d_o;

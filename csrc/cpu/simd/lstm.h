@@ -1,10 +1,9 @@
 // Vectorised LSTM pointwise passes (csrc/cpu/simd/lstm.cpp), one table per instruction set.
 //
-// Every array is row-major: rows of `hidden` elements for states, of 4·hidden (gates i, f, g, o one
-// after another) for gates, contiguous or `row_step` rows apart (every other row of the batch: a
-// slice of a packed batch, csrc/cpu/lstm.cpp). A call covers rows [row_begin, row_end) × hidden
-// units [unit_begin, unit_end) (all four gates of those units): one tile of the GEMM whose epilogue
-// it is, or a slice of rows.
+// Every array is row-major and contiguous: rows of `hidden` elements for states, of 4·hidden (gates
+// i, f, g, o one after another) for gates. A call covers rows [row_begin, row_end) × hidden units
+// [unit_begin, unit_end) (all four gates of those units): one tile of the GEMM whose epilogue it is
+// (csrc/cpu/lstm.cpp), or a slice of rows.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +21,6 @@ struct LstmForwardArgs {
   T* h;              // out: new hidden state
   T* c;              // out: new cell state
   int64_t hidden;
-  int64_t row_step = 1;
 };
 
 template <class T>
@@ -36,7 +34,6 @@ struct LstmBackwardArgs {
   T* dgates;          // out: pre-activation gradients
   T* dc_prev;         // out: gradient of the previous cell state (may be dc itself)
   int64_t hidden;
-  int64_t row_step = 1;
 };
 
 template <class T>
