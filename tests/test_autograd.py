@@ -58,11 +58,6 @@ FAMILIES = {
 }
 
 
-def _inputs():
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn(2, 3, 6, 6, dtype=torch.float64, generator=gen), gen
-
-
 def _grads(family, run, functional=HF):
     """run(f, x, w) with f the family's function of (x, w) on `functional`'s ops (ours, or torch's
     torch.nn.functional), on the same float64 inputs every time."""
