@@ -42,7 +42,8 @@ struct PoolKernel {
 
 // The plane kernels work on whole vectors: rows of output width are padded to a multiple of
 // kPoolMaxLanes (the most lanes of any instruction set: 16 floats), and each input row is copied into
-// a buffer with the padding filled in (−inf for max, 0 for average) and room for the last vector's taps.
+// a row buffer with the padding filled in (−inf for max, 0 for average) and room for the last
+// vector's taps.
 constexpr int64_t kPoolMaxLanes = 16;
 
 inline int64_t pool_padded_width(const math::Pool2d& p) {
@@ -50,16 +51,18 @@ inline int64_t pool_padded_width(const math::Pool2d& p) {
 }
 
 // The windows of a row's whole vectors of outputs, or the padded input row where that is longer (a
-// single window along the row, whose stride is then 1: csrc/pool.h), plus a vector's slack.
+// single window along the row, whose stride is then 1: csrc/pool.h), plus a vector's slack; in whole
+// vectors, so that row buffers side by side share one alignment.
 inline int64_t pool_row_buffer(const math::Pool2d& p) {
-  return std::max(pool_padded_width(p) * p.sW + (p.kW - 1) * p.dW, p.pW + p.W) + 2 * kPoolMaxLanes;
+  const int64_t n = std::max(pool_padded_width(p) * p.sW + (p.kW - 1) * p.dW, p.pW + p.W) + 2 * kPoolMaxLanes;
+  return (n + kPoolMaxLanes - 1) / kPoolMaxLanes * kPoolMaxLanes;
 }
 
 // Scratch of the plane kernels: per input row its horizontal reduction (values and column indices),
-// the row buffer, per-row flags.
+// two row buffers, per-row flags.
 inline size_t pool_plane_scratch_bytes(const math::Pool2d& p) {
   const int64_t row = std::max(pool_padded_width(p), p.W);
-  return static_cast<size_t>((p.H + 1) * row * 16 + pool_row_buffer(p) * 8 + p.H + 64);
+  return static_cast<size_t>((p.H + 1) * row * 16 + pool_row_buffer(p) * 16 + p.H + 64);
 }
 
 // The gather of the max plane backward kernel works along an input row in
