@@ -26,7 +26,9 @@ enum class Access { read = 0, write = 1 };
 
 // Fetches the cache lines covering the `bytes` bytes from address `begin`, for reading or for
 // writing. Past the end of an allocation is fine: a prefetch never faults. An address that may lie
-// past it is computed as an integer, never formed as an out-of-range pointer.
+// past it is computed as an integer, never formed as an out-of-range pointer. Always inlined, as
+// must be any helper built on it that does nothing but prefetch: GCC takes such a function for one
+// without effects and drops its calls (a pooling helper's were gone from the object code).
 template <Access A = Access::read>
 [[gnu::always_inline]] static inline void prefetch_range(uintptr_t begin, int64_t bytes) {
   const uintptr_t end = begin + static_cast<uintptr_t>(bytes);

@@ -314,7 +314,7 @@ IxVec<T> window_arg(IxVec<T> hc, int64_t kh, int64_t ih, const Pool2d& p) {
 // wide rows at `plane`, its address computed as an integer.
 constexpr int64_t kRowsAhead = 8;
 template <Access A = Access::read, class T>
-void prefetch_row(const T* plane, int64_t row, int64_t width, int64_t n) {
+[[gnu::always_inline]] inline void prefetch_row(const T* plane, int64_t row, int64_t width, int64_t n) {
   const uintptr_t at = reinterpret_cast<uintptr_t>(plane) + static_cast<uintptr_t>(row * width) * sizeof(T);
   prefetch_range<A>(at, n * static_cast<int64_t>(sizeof(T)));
 }
@@ -722,8 +722,22 @@ inline int64_t for_channel_blocks(int64_t C, const Block& block) {
   return c;
 }
 
+// For the channels_last row kernels, as they reduce window ow of output row oh (its rows from hs, its
+// columns from ws): the input rows that row oh + 1 reads and row oh did not (the sH rows after oh's
+// window), their pixels [ws, ws + sW), so that the next row's input streams in while this one
+// computes; window after window, whole rows are fetched. Where: csrc/cpu/pool.cpp,
+// streams_from_memory. Always inlined (csrc/cpu/prefetch.h says why).
+template <class T>
+[[gnu::always_inline]] inline void prefetch_next_rows(const T* in, const Pool2d& p, int64_t C, int64_t hs,
+                                                      int64_t ws) {
+  const int64_t r0 = hs + std::max((p.kH - 1) * p.dH + 1, p.sH);
+  for (int64_t r = std::max<int64_t>(r0, 0); r < std::min(r0 + p.sH, p.H); ++r) {
+    prefetch_range(in + (r * p.W + std::max<int64_t>(ws, 0)) * C, p.sW * C * static_cast<int64_t>(sizeof(T)));
+  }
+}
+
 template <class T, MaxArg A, class ArgT>
-void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C, int64_t oh) {
+void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C, int64_t oh, bool ahead) {
   const int64_t hs = oh * p.sH - p.pH;
   const math::Taps th = math::window_taps(hs, p.kH, p.dH, p.H);
   // The argmax of tap (kh, kw): its flat index in the plane, or its offset in the window.
@@ -734,6 +748,7 @@ void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C,
     const int64_t ws = ow * p.sW - p.pW;
     const math::Taps tw = math::window_taps(ws, p.kW, p.dW, p.W);
     const int64_t first = arg_of(th.k0, tw.k0, ws);
+    if (ahead) prefetch_next_rows(in, p, C, hs, ws);
     T* o = out + ow * C;
     ArgT* oi = A != MaxArg::none ? arg + ow * C : nullptr;
     const int64_t c = for_channel_blocks<T>(C, [&](int64_t c, auto unroll) {
@@ -784,13 +799,14 @@ void max_row_cl_impl(const T* in, T* out, ArgT* arg, const Pool2d& p, int64_t C,
 }
 
 template <class T>
-void max_row_cl(const T* in, T* out, int64_t* indices, uint8_t* offsets, const Pool2d& p, int64_t C, int64_t oh) {
+void max_row_cl(const T* in, T* out, int64_t* indices, uint8_t* offsets, const Pool2d& p, int64_t C, int64_t oh,
+                bool ahead) {
   if (indices != nullptr) {
-    max_row_cl_impl<T, MaxArg::indices>(in, out, indices, p, C, oh);
+    max_row_cl_impl<T, MaxArg::indices>(in, out, indices, p, C, oh, ahead);
   } else if (offsets != nullptr) {
-    max_row_cl_impl<T, MaxArg::offsets>(in, out, offsets, p, C, oh);
+    max_row_cl_impl<T, MaxArg::offsets>(in, out, offsets, p, C, oh, ahead);
   } else {
-    max_row_cl_impl<T, MaxArg::none>(in, out, offsets, p, C, oh);
+    max_row_cl_impl<T, MaxArg::none>(in, out, offsets, p, C, oh, ahead);
   }
 }
 
@@ -847,10 +863,11 @@ void max_backward_row_cl(const T* grad_out, const uint8_t* offsets, T* grad_in, 
 }
 
 template <class T>
-void avg_row_cl(const T* in, T* out, const Pool2d& p, const AvgMode& mode, int64_t C, int64_t oh) {
+void avg_row_cl(const T* in, T* out, const Pool2d& p, const AvgMode& mode, int64_t C, int64_t oh, bool ahead) {
   const math::AvgSpan h = math::avg_span(oh, p.kH, p.sH, p.pH, p.H);
   for (int64_t ow = 0; ow < p.OW; ++ow) {
     const math::AvgSpan w = math::avg_span(ow, p.kW, p.sW, p.pW, p.W);
+    if (ahead) prefetch_next_rows(in, p, C, oh * p.sH - p.pH, ow * p.sW - p.pW);
     const T div = T(math::avg_divisor(mode, h, w));
     T* o = out + ow * C;
     const int64_t c = for_channel_blocks<T>(C, [&](int64_t c, auto unroll) {

@@ -28,13 +28,16 @@ struct PoolKernel {
   // grad_in (H×W) from grad_out (OH×OW).
   void (*avg_backward_plane)(const T* grad_out, T* grad_in, const math::Pool2d& p, const math::AvgMode& mode,
                              void* scratch);
-  // channels_last, one image: in (H×W×C), out / indices / offsets the output row oh (OW×C).
+  // channels_last, one image: in (H×W×C), out / indices / offsets the output row oh (OW×C); `ahead`:
+  // whether to fetch the next output row's new input rows as this one is computed (an input that
+  // streams from memory).
   void (*max_row_cl)(const T* in, T* out, int64_t* indices, uint8_t* offsets, const math::Pool2d& p, int64_t C,
-                     int64_t oh);
+                     int64_t oh, bool ahead);
   // channels_last, one image: grad_in's row ih (W×C) from grad_out and offsets (OH×OW×C).
   void (*max_backward_row_cl)(const T* grad_out, const uint8_t* offsets, T* grad_in, const math::Pool2d& p,
                               int64_t C, int64_t ih);
-  void (*avg_row_cl)(const T* in, T* out, const math::Pool2d& p, const math::AvgMode& mode, int64_t C, int64_t oh);
+  void (*avg_row_cl)(const T* in, T* out, const math::Pool2d& p, const math::AvgMode& mode, int64_t C, int64_t oh,
+                     bool ahead);
   // channels_last, one image: grad_in's row ih (W×C) from grad_out (OH×OW×C).
   void (*avg_backward_row_cl)(const T* grad_out, T* grad_in, const math::Pool2d& p, const math::AvgMode& mode,
                               int64_t C, int64_t ih);
