@@ -64,9 +64,13 @@ void parallel_units(int64_t n, int64_t unit_elements, size_t scratch_bytes, cons
 // faster (AVX2 2.19x), values only 1.51x (AVX2 2.01x), N = 8 1.44-1.46x; average pooling 2x2 at N = 32
 // 1.22-1.47x (AVX2 1.43x), N = 8 0.75-1.28x; in cache, N = 1, 0.91x and 0.75x, where it is left off.
 bool streams_from_memory(const PoolProblem& g, size_t element) {
+  // The L3 from cpuinfo, else the L2; 32 MiB where it says nothing (so that prefetching stays off in
+  // the small cases where it costs).
   static const int64_t last_level = [] {
-    const cpuinfo_cache* l3 = cpuinfo_initialize() ? cpuinfo_get_l3_cache(0) : nullptr;
-    return l3 != nullptr ? static_cast<int64_t>(l3->size) : int64_t{0};
+    const bool known = cpuinfo_initialize();
+    const cpuinfo_cache* cache = known ? cpuinfo_get_l3_cache(0) : nullptr;
+    if (cache == nullptr && known) cache = cpuinfo_get_l2_cache(0);
+    return cache != nullptr && cache->size > 0 ? static_cast<int64_t>(cache->size) : int64_t{32} << 20;
   }();
   return g.N * g.C * g.p.H * g.p.W * static_cast<int64_t>(element) > last_level / 2;
 }

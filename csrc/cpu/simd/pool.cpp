@@ -723,10 +723,12 @@ inline int64_t for_channel_blocks(int64_t C, const Block& block) {
 }
 
 // For the channels_last row kernels, as they reduce window ow of output row oh (its rows from hs, its
-// columns from ws): the input rows that row oh + 1 reads and row oh did not (the sH rows after oh's
-// window), their pixels [ws, ws + sW), so that the next row's input streams in while this one
-// computes; window after window, whole rows are fetched. Where: csrc/cpu/pool.cpp,
-// streams_from_memory. Always inlined (csrc/cpu/prefetch.h says why).
+// columns from ws): the sH input rows after oh's window, which row oh + 1 reads and row oh did not
+// (with a dilation, or a stride beyond the window, also rows between taps that no window reads: a
+// wasted fetch, never a wrong value), their pixels [ws, ws + sW), so that the next row's input
+// streams in while this one computes; window after window, the rows are fetched but for the last
+// window's tail. Where: csrc/cpu/pool.cpp, streams_from_memory. Always inlined (csrc/cpu/prefetch.h
+// says why).
 template <class T>
 [[gnu::always_inline]] inline void prefetch_next_rows(const T* in, const Pool2d& p, int64_t C, int64_t hs,
                                                       int64_t ws) {
