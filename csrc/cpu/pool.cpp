@@ -62,7 +62,7 @@ void parallel_units(int64_t n, int64_t unit_elements, size_t scratch_bytes, cons
 // there the prefetches only cost instructions. Measured on Zen 5 (AVX-512, 2 threads, paired in one
 // process), (N, 64, 112, 112) in channels_last: 3x3/s2/p1 max pooling with offsets at N = 32 1.93-2.37x
 // faster (AVX2 2.19x), values only 1.51x (AVX2 2.01x), N = 8 1.44-1.46x; average pooling 2x2 at N = 32
-// 1.22-1.47x (AVX2 1.43x), N = 8 0.75-1.28x; in cache, N = 1, 0.91x and 0.75x, where it is left off.
+// 1.17-1.47x (AVX2 1.43x), N = 8 0.75-1.28x; in cache, N = 1, 0.91x and 0.75x, where it is left off.
 bool streams_from_memory(const PoolProblem& g, size_t element) {
   // The L3 from cpuinfo, else the L2; 32 MiB where it says nothing (so that prefetching stays off in
   // the small cases where it costs).

@@ -197,7 +197,8 @@ const T* load_row(T* buf, const T* row, const Pool2d& p) {
 // dilation above the stride) or skipped (a stride above the window) cost a copy more. Measured on Zen 5
 // (AVX-512, 2 threads, paired in one process, float32), (1, 64, 112, 112) in cache and (32, 64, 112,
 // 112): max pooling 3x3/s2/p1 forward with offsets 1.11-1.28x and 1.11-1.24x faster, average
-// pooling 2x2/s2 1.40x and 1.19x, 3x3/s2/p1 1.32x and 1.46x; capped at AVX2 1.00-1.07x.
+// pooling 2x2/s2 1.40x and 1.19x, 3x3/s2/p1 1.32x and 1.46x; capped at AVX2 0.93-1.10x (batch 1, noisy)
+// and 1.00-1.04x (batch 32).
 template <class T>
 class RowsAhead {
  public:
