@@ -113,6 +113,28 @@ def test_mm_reads_any_strides(layout):
     check_product(mm(a, b), a, b, layout)
 
 
+# A·Wᵀ for 1 to kDotRows (4) rows of A, W's rows contiguous along the reduction: the unpacked Dot
+# kernel (csrc/cpu/simd/gemm.h) where the reduction has at least 64 steps a row (gemm.h
+# kDotStepsPerRow: 65 and 131 steps take it for 1 and 2 rows, 300 for up to 4), M rows against J of
+# W's rows at a time (J: 2 to 8 by instruction set and M), a partial last vector of steps, n leaving
+# every partial group of W's rows, A's and W's rows longer than the reduction (slices); fewer steps
+# and 5 rows take the packed path.
+FEW_ROWS = [(m, k, n) for m in range(1, 6) for k in (7, 65, 131, 300) for n in (1, 2, 3, 5, 7, 9, 17, 257)]
+
+
+def few_rows_operands(m: int, k: int, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(m, k + 3, dtype=dtype)[:, :k], torch.randn(n, k + 5, dtype=dtype)[:, :k].T
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_few_rows_against_a_transposed_weight(dtype, threads):
+    with num_threads(threads):
+        for m, k, n in FEW_ROWS:
+            a, b = few_rows_operands(m, k, n, dtype)
+            check_product(mm(a, b), a, b, f"{m}x{k}x{n}")
+
+
 def test_every_cpu_instruction_set(cpu_isa):
     """Each instruction set's micro-kernels and packing transpose (capped by HOTKERNELS_CPU_ISA),
     over shapes that leave partial blocks of every width for all of them and over every layout of the
@@ -120,10 +142,14 @@ def test_every_cpu_instruction_set(cpu_isa):
     code = (
         "import torch\n"
         "from hotkernels.ops.gemm import mm\n"
-        "from tests.test_gemm import LAYOUTS, PARTIAL_PANELS, SHAPES, check_product, operands\n"
+        "from tests.test_gemm import FEW_ROWS, LAYOUTS, PARTIAL_PANELS, SHAPES, check_product, operands\n"
+        "from tests.test_gemm import few_rows_operands\n"
         "for dtype in (torch.float32, torch.float64):\n"
         "    for m, k, n in SHAPES + PARTIAL_PANELS:\n"
         "        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)\n"
+        "        check_product(mm(a, b), a, b, f'{m}x{k}x{n} {dtype}')\n"
+        "    for m, k, n in FEW_ROWS:\n"
+        "        a, b = few_rows_operands(m, k, n, dtype)\n"
         "        check_product(mm(a, b), a, b, f'{m}x{k}x{n} {dtype}')\n"
         "for layout in LAYOUTS:\n"
         "    a, b = operands(layout)\n"

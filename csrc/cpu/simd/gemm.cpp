@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "cpu/simd/simd.h"
+#include "cpu/simd/vmath.h"
 #include "static_switch.h"
 
 namespace hotkernels::cpu::HK_ISA {
@@ -336,6 +337,44 @@ void interleave(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64
   }
 }
 
+// M rows of A against J rows of W at a time (Dot in csrc/cpu/simd/gemm.h): per vector of steps, M
+// loads of A, J of W and M·J FMAs into M·J accumulators, as many as leave registers for the loads
+// (at most kFmaChains' worth of columns: the sums are memory-bound on W, which is read once).
+template <int64_t M>
+constexpr int64_t kDotColumns = std::min<int64_t>(kFmaChains, (kRegisters - 1 - M) / (M + 1));
+
+template <class T, int64_t M>
+void dot_rows(const T* a, int64_t lda, const T* w, int64_t ldw, int64_t n, int64_t k, T* c, int64_t ldc) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>, J = kDotColumns<M>;
+  for (int64_t j0 = 0; j0 < n; j0 += J) {
+    const T* row[J];  // past n, the last row again (its sums are dropped)
+    for (int64_t j = 0; j < J; ++j) row[j] = w + std::min(j0 + j, n - 1) * ldw;
+    V acc[M][J] = {};
+    const auto step = [&](auto load) {
+      V x[M];
+      for (int64_t i = 0; i < M; ++i) x[i] = load(a + i * lda);
+      for (int64_t j = 0; j < J; ++j) {
+        const V y = load(row[j]);
+        for (int64_t i = 0; i < M; ++i) acc[i][j] += x[i] * y;
+      }
+    };
+    int64_t t = 0;
+    for (; t + L <= k; t += L) step([&](const T* p) { return simd::load(p + t); });
+    if (t < k) step([&](const T* p) { return simd::load_partial(p + t, k - t); });
+    for (int64_t i = 0; i < M; ++i) {
+      for (int64_t j = 0; j < std::min(J, n - j0); ++j) {
+        c[i * ldc + j0 + j] = static_cast<T>(simd::reduce_add(acc[i][j]));
+      }
+    }
+  }
+}
+
+template <class T>
+void dot(const T* a, int64_t lda, int64_t m, const T* w, int64_t ldw, int64_t n, int64_t k, T* c, int64_t ldc) {
+  with_vectors<kDotRows>(m, [&]<int64_t M>() { dot_rows<T, M>(a, lda, w, ldw, n, k, c, ldc); });
+}
+
 // A accumulator chains of FMAs: acc = acc·x + y, A independent vectors so that the FMA units never
 // wait on a result (at least kFmaChains; A is the micro-kernels' accumulator count).
 // x slightly below 1 and y small keep every value finite and normal for any iteration count; the
@@ -376,10 +415,10 @@ int64_t fma_loop(int64_t iterations) {
 // once and unpadded, 512 columns being 4 whole panels).
 extern const GemmKernels gemm_kernels = {
     {{{shape<float, 8, 3>(), shape<float, 12, 2>(), shape<float, 8, 2>(0.94), shape<float, 4, 6>(), shape<float, 1, 8>()},
-      &interleave<float>},
+      &interleave<float>, &dot<float>},
      {{shape<double, 8, 3>(), shape<double, 12, 2>(), shape<double, 8, 2>(0.94), shape<double, 4, 6>(),
        shape<double, 1, 8>()},
-      &interleave<double>}},
+      &interleave<double>, &dot<double>}},
     5,
     &fma_loop<24>,
 };
@@ -398,8 +437,9 @@ extern const GemmKernels gemm_kernels = {
 // 1.33x, conv2d 128 -> 128 3×3 @28 forward+backward 1.12x, 64 -> 128 3×3/s2 1.08x, 64-row products
 // and LSTMCell(256, 512) of batch 64 within noise.
 extern const GemmKernels gemm_kernels = {
-    {{{shape<float, 6, 2>(), shape<float, 4, 3>(0.85), shape<float, 1, 8>()}, &interleave<float>},
-     {{shape<double, 6, 2>(), shape<double, 4, 3>(0.85), shape<double, 1, 8>()}, &interleave<double>}},
+    {{{shape<float, 6, 2>(), shape<float, 4, 3>(0.85), shape<float, 1, 8>()}, &interleave<float>, &dot<float>},
+     {{shape<double, 6, 2>(), shape<double, 4, 3>(0.85), shape<double, 1, 8>()}, &interleave<double>,
+      &dot<double>}},
     3,
     &fma_loop<12>,
 };

@@ -73,11 +73,24 @@ struct GemmKernel {
 template <class T>
 using Interleave = void (*)(const T* src, const int64_t* row_at, int64_t rows, T* dst, int64_t width, int64_t steps);
 
-// One compute type's micro-kernels: shapes [0, GemmKernels::shapes) valid, and the packing transpose.
+// Rows of A in one call of a Dot kernel, at most.
+constexpr int64_t kDotRows = 4;
+
+// C[i, j] = Σ_t A[i, t]·W[j, t] for i < m ≤ kDotRows, j < n, t < k: a few rows of A (lda apart)
+// against the rows of W (ldw apart), both contiguous along t, each sum accumulated in vector lanes
+// and then across them. The product A·Wᵀ where B = Wᵀ is read as it lies (a Linear's weight), with
+// no packing: for a few rows of A, packing would read and write all of W to use it a few times.
+template <class T>
+using Dot = void (*)(const T* a, int64_t lda, int64_t m, const T* w, int64_t ldw, int64_t n, int64_t k, T* c,
+                     int64_t ldc);
+
+// One compute type's micro-kernels: shapes [0, GemmKernels::shapes) valid, the packing transpose,
+// and the unpacked product of a few rows.
 template <class T>
 struct GemmTyped {
   GemmKernel<T> shapes[kMaxGemmShapes];
   Interleave<T> interleave;
+  Dot<T> dot;
 };
 
 struct GemmKernels {
