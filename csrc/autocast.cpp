@@ -7,6 +7,7 @@
 // (aten/src/ATen/autocast_mode.cpp). The hotkernels ops follow the lists of the torch ops they stand
 // for, on each device:
 // - conv2d: lower precision on the CPU and CUDA, as torch's conv2d.
+// - linear: lower precision on the CPU, as torch's linear (the op is CPU-only).
 // - lstm_layer: lower precision on the CPU and CUDA, as torch's LSTM layers (mkldnn_rnn_layer on the
 //   CPU, _cudnn_rnn on CUDA). torch's CPU LSTM falls back from oneDNN for projections and packed
 //   batches to a path that runs only its GEMMs in the lower precision, returning h or c in float32;
@@ -51,6 +52,11 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const OptTensor& bias, 
   return handle.call(input, weight, bias, stride, padding, dilation, groups);
 }
 
+Tensor linear(const Tensor& input, const Tensor& weight, const OptTensor& bias) {
+  static const auto handle = op<decltype(linear)>("hotkernels::linear");
+  return handle.call(input, weight, bias);
+}
+
 Tensors3 lstm_layer(const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
                     const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr, bool reverse,
                     at::OptionalIntArrayRef batch_sizes) {
@@ -84,6 +90,7 @@ Tensors3 lstm_cell_cpu(const Tensor& input, const Tensor& hx, const Tensor& cx, 
 
 TORCH_LIBRARY_IMPL(hotkernels, AutocastCPU, m) {
   m.impl("conv2d", lower_precision<DeviceType::CPU, decltype(conv2d), &conv2d>);
+  m.impl("linear", lower_precision<DeviceType::CPU, decltype(linear), &linear>);
   m.impl("lstm_layer", lower_precision<DeviceType::CPU, decltype(lstm_layer), &lstm_layer>);
   m.impl("lstm_cell", &lstm_cell_cpu);
 }

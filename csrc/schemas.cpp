@@ -56,6 +56,10 @@ TORCH_LIBRARY(hotkernels, m) {
   // nanoseconds per round trip of a cache line between them (NaN on one thread).
   m.def("core_round_trip(int round_trips) -> float");
 
+  // linear: python/hotkernels/ops/linear.py. y = input·weightᵀ + bias over input's last dimension, on
+  // the CPU GEMM core (CPU only, like mm); its backward is this op again.
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor", pt2);
+
   // pool: python/hotkernels/ops/pool.py. kernel_size, stride, padding, dilation as two ints each
   // (the Python wrappers expand torch's shorthand); max_pool2d returns values only (no indices to
   // write: the inference path), max_pool2d_with_indices torch's int64 indices (return_indices=True),

@@ -233,7 +233,14 @@ RECEIVED = {  # module, input shape, the ops its forward and backward run
                ["conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias"]),
     "lstm": (lambda: nn.LSTM(4, 6, proj_size=3), (5, 2, 4), ["lstm_layer", "lstm_layer_backward"]),
     "lstm-cell": (lambda: nn.LSTMCell(4, 6), (2, 4), ["lstm_cell", "lstm_cell_backward"]),
+    "linear": (lambda: nn.Linear(4, 6), (3, 2, 4), ["linear"]),  # CPU only; its backward is linear too
 }
+
+
+def _skip_where_torchs(name: str, device: str) -> None:
+    """Linear runs on the CPU only: on CUDA convert keeps torch's module, and nothing of ours runs."""
+    if name == "linear" and device != "cpu":
+        pytest.skip("hotkernels' Linear runs on the CPU only (on CUDA convert keeps torch's)")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -248,6 +255,7 @@ def test_kernels_receive_the_autocast_dtype(device, dtype, backward_in_region, n
     after the region (as torch recommends) or inside it (the backward ops have no autocast kernel);
     on the CPU the cell gets float32 (torch's CPU cell returns promote(autocast dtype, cx.dtype),
     float32 for the float32 zeros it starts from)."""
+    _skip_where_torchs(name, device)
     make, shape, ops = RECEIVED[name]
     module = hotkernels.convert(make().to(device))
     x = torch.randn(shape, device=device, requires_grad=True)
@@ -277,13 +285,14 @@ class _RecordCasts(TorchDispatchMode):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cache_enabled", [True, False], ids=["cached", "uncached"])
-@pytest.mark.parametrize("name", ["conv2d", "lstm", "lstm-cell"])
+@pytest.mark.parametrize("name", ["conv2d", "lstm", "lstm-cell", "linear"])
 def test_weight_casts_are_cached_in_a_region(device, cache_enabled, name):
     """Casts are torch's cached ones: within one region a float32 weight (a leaf that requires grad)
     is cast once however many calls use it, the input at every call, and every cast is made again
     when the region was entered with cache_enabled=False; for conv2d and the CUDA cell the same casts
     as torch's module makes, called alike. (The CPU cell casts nothing: it computes in
     promote(autocast dtype, cx.dtype), float32 here.)"""
+    _skip_where_torchs(name, device)
     make, shape, _ = RECEIVED[name]
     theirs = make().to(device)
     ours = hotkernels.convert(copy.deepcopy(theirs))
@@ -310,6 +319,7 @@ def test_weight_casts_are_cached_in_a_region(device, cache_enabled, name):
 def test_float64_is_left_alone(device, name):
     """Autocast casts no float64 tensor (torch's rule): a float64 module computes as outside the
     region, bit for bit."""
+    _skip_where_torchs(name, device)
     make, shape, _ = RECEIVED[name]
     module = hotkernels.convert(make().to(device, torch.float64))
     x = torch.randn(shape, device=device, dtype=torch.float64)
@@ -414,7 +424,7 @@ def test_converted_model_trains_under_autocast_as_torch(dtype):
         return torch.tensor(losses, dtype=torch.float64)
 
     converted = hotkernels.convert(copy.deepcopy(base))
-    assert sum(type(m).__module__.startswith("hotkernels") for m in converted.modules()) == 7
+    assert sum(type(m).__module__.startswith("hotkernels") for m in converted.modules()) == 8
     ours = train(converted, True)
     theirs = train(copy.deepcopy(base), True, mkldnn=dtype != torch.float16)
     exact = train(copy.deepcopy(base), False)

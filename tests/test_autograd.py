@@ -42,6 +42,10 @@ def _lstm(F, x, w):
     return HF.lstm(*args)[0] if F is HF else torch.lstm(*args, False)[0]  # torch's: and batch_first
 
 
+def _linear(F, x, w):
+    return F.linear(x.flatten(1), w, w[:, 0])
+
+
 def _mm(F, x, w):
     return (mm if F is HF else torch.mm)(x.flatten(1), w.flatten(1).t())
 
@@ -55,6 +59,7 @@ FAMILIES = {
     "lstm_cell": (_lstm_cell, (12, 4)),
     "lstm": (_lstm, (12, 4)),
     "mm": (_mm, (5, 108)),
+    "linear": (_linear, (5, 108)),
 }
 
 

@@ -27,15 +27,16 @@ def test_round_trip_keeps_outputs_and_state():
     before, state = model(x), {k: v.clone() for k, v in model.state_dict().items()}
     assert hotkernels.convert(model) is model  # model = hotkernels.convert(model) keeps the model
     conv = model.hotkernels_conversion
-    assert set(conv.swapped) == {"1", "2.0"}
-    assert type(model[1]) is hotkernels.nn.Mish and model[2][0].inplace
+    assert set(conv.swapped) == {"0", "1", "2.0", "2.1"}
+    assert type(model[1]) is hotkernels.nn.Mish and model[2][0].inplace and type(model[0]) is hotkernels.nn.Linear
     assert "2 x torch.nn.Mish -> hotkernels.nn.Mish" in str(conv)
+    assert "2 x torch.nn.Linear -> hotkernels.nn.Linear" in str(conv)
     assert not model.training and next(model.parameters()).dtype == torch.float64
     assert model.state_dict().keys() == state.keys()  # the summary is no state
     torch.testing.assert_close(model(x), before)
     assert hotkernels.convert(model, reverse=True) is model
     back = model.hotkernels_conversion
-    assert set(back.swapped) == {"1", "2.0"} and type(model[1]) is nn.Mish
+    assert set(back.swapped) == {"0", "1", "2.0", "2.1"} and type(model[1]) is nn.Mish and type(model[0]) is nn.Linear
     assert "2 x hotkernels.nn.Mish -> torch.nn.Mish" in str(back)
     torch.testing.assert_close(model(x), before)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
@@ -45,7 +46,8 @@ def test_not_inplace_leaves_the_original():
     model = small_model()
     copied = hotkernels.convert(model, inplace=False)
     assert copied is not model and type(model[1]) is nn.Mish and type(copied[1]) is hotkernels.nn.Mish
-    assert not hasattr(model, "hotkernels_conversion") and set(copied.hotkernels_conversion.swapped) == {"1", "2.0"}
+    assert not hasattr(model, "hotkernels_conversion")
+    assert set(copied.hotkernels_conversion.swapped) == {"0", "1", "2.0", "2.1"}
 
 
 def test_verbose_prints_the_summary(capsys):
@@ -56,7 +58,8 @@ def test_verbose_prints_the_summary(capsys):
     assert capsys.readouterr().out == str(model.hotkernels_conversion) + "\n"
     assert capsys.readouterr().out == ""
     hotkernels.convert(model, verbose=True)
-    assert capsys.readouterr().out == ("hotkernels.convert: swapped 2 modules\n"
+    assert capsys.readouterr().out == ("hotkernels.convert: swapped 4 modules\n"
+                                       "     2 x torch.nn.Linear -> hotkernels.nn.Linear\n"
                                        "     2 x torch.nn.Mish -> hotkernels.nn.Mish\n")
 
 
@@ -178,6 +181,10 @@ SWAPPED = {
     "avgpool-divisor": (lambda: nn.AvgPool2d((2, 3), (1, 2), (1, 1), divisor_override=5), IMAGE),
     "avgpool-everything": (lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=2),
                            IMAGE),
+    # nn.Linear: bias; any leading dimensions.
+    "linear": (lambda: nn.Linear(4, 6), (3, 4)),
+    "linear-no-bias-3d": (lambda: nn.Linear(4, 6, bias=False), (2, 3, 4)),
+    "linear-1d": (lambda: nn.Linear(4, 6), (4,)),
     # nn.Mish: inplace.
     "mish": (lambda: nn.Mish(), IMAGE),
     "mish-inplace": (lambda: nn.Mish(inplace=True), IMAGE),

@@ -43,6 +43,24 @@ def test_mish(x):
     assert_same_function(HF.mish, F.mish, x)
 
 
+@given(strided_tensors(min_dims=1), st.integers(1, 9), st.booleans(), st.booleans())
+def test_linear(x, out_features, bias, transposed_weight):
+    """Any leading shape and layout of the input, a weight stored transposed or not, with a bias or
+    without: values and the gradients of input, weight and bias."""
+    w = torch.randn(out_features, x.shape[-1], dtype=torch.float64)
+    if transposed_weight:
+        w = w.T.contiguous().T
+    b = torch.randn(out_features, dtype=torch.float64) if bias else None
+    args = [t.detach().clone().requires_grad_() for t in (x, w, b) if t is not None]
+    theirs = [t.detach().clone().requires_grad_() for t in args]
+    ya, yb = HF.linear(*args), F.linear(*theirs)
+    torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+    if ya.numel():
+        g = torch.randn_like(yb)
+        for got, want in zip(torch.autograd.grad(ya, args, g), torch.autograd.grad(yb, theirs, g), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 @st.composite
 def pool_args(draw, with_dilation: bool):
     k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
@@ -148,6 +166,9 @@ CONV_CHUNK = 256  # csrc/cpu/conv2d_gemm.cpp kReductionChunk: reduction steps pe
 LSTM_GRAIN = 8192  # csrc/cpu/lstm.cpp row_grain: batch·hidden elements per task of the pointwise kernels
 LSTM_SIDE_BY_SIDE_ROWS = 32  # csrc/cpu/lstm.cpp kSideBySideRows: on 2 threads, a cell backward's products side by side
 LSTM_SLICE_ROWS = 12  # csrc/cpu/lstm.cpp kSliceRows: on 2 threads, a layer's steps in two batch slices from twice this
+LINEAR_DOT_ROWS = 4  # csrc/cpu/simd/gemm.h kDotRows: the unpacked product serves 1 to 4 rows
+LINEAR_DOT_STEPS = 64  # csrc/cpu/gemm/gemm.h kDotStepsPerRow: ... where the reduction has 64 steps a row
+LINEAR_DOT_GRAIN = 32768  # csrc/cpu/gemm/gemm.h kDotGrainFmas: its columns split over threads above it
 OPTIM_SPAN = 16384  # csrc/cpu/multi_tensor.h kSpan: tensors are cut into spans of this many elements
 OPTIM_SERIAL_BELOW = 65536  # csrc/cpu/multi_tensor.h kSerialBelow: groups this small run on one thread
 
@@ -286,6 +307,38 @@ def test_conv2d_float32(args):
     y = HF.conv2d(x, w, b, **kw)
     gy = torch.randn_like(y)
     check_float32(x, w, b, kw, y, gy, torch.autograd.grad(y, inputs, gy))
+
+
+@st.composite
+def linear32_args(draw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """1 to LINEAR_DOT_ROWS + 1 rows, a reduction on either side of LINEAR_DOT_STEPS a row, columns
+    on either side of one thread's grain of the unpacked product."""
+    rows = draw(st.integers(1, LINEAR_DOT_ROWS + 1))
+    k = LINEAR_DOT_STEPS * rows + draw(st.integers(-3, 3))
+    grain = LINEAR_DOT_GRAIN // (rows * k)
+    n = draw(st.sampled_from([st.integers(1, 9), st.integers(grain - 2, 2 * grain + 5)]).flatmap(lambda s: s))
+    w = torch.randn(n, k)
+    return torch.randn(rows, k), w.T.contiguous().T if draw(st.booleans()) else w, (
+        torch.randn(n) if draw(st.booleans()) else None)
+
+
+@given(linear32_args())
+@example((torch.randn(4, 256), torch.randn(70, 256), torch.randn(70)))  # unpacked, 2 threads' worth of columns
+def test_linear_float32(args):
+    """Values and gradients against float64, within the reduction bound or 4 times torch's float32
+    error (its BLAS; the gradients reduce over the output features and over the rows)."""
+    x, w, b = args
+    unpacked = x.shape[0] <= LINEAR_DOT_ROWS and x.shape[1] >= LINEAR_DOT_STEPS * x.shape[0] and w.stride(1) == 1
+    event(f"linear: {'unpacked' if unpacked else 'packed'}")
+    results = []
+    for f, dtype in ((HF.linear, torch.float32), (F.linear, torch.float32), (F.linear, torch.float64)):
+        inputs = [t.to(dtype).requires_grad_() for t in (x, w, b) if t is not None]
+        y = f(*inputs)
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+        results.append([y.detach(), *torch.autograd.grad(y, inputs, gy)])
+    lengths = [x.shape[1] + 1, w.shape[0], x.shape[0], x.shape[0]]  # output, input, weight and bias gradients
+    for ours, theirs, exact, r in zip(*results, lengths):
+        assert_float32_like_torch(ours, theirs, exact, r)
 
 
 @given(st.integers(1, 4), st.sampled_from([st.integers(1, 9), st.integers(LSTM_GRAIN // 96 + 1, LSTM_GRAIN // 96 + 8)]).flatmap(lambda s: s),

@@ -10,6 +10,7 @@ import hotkernels.functional as HF
 
 _W = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(99))
 _CELL = [torch.randn(4 * 16, n, generator=torch.Generator().manual_seed(n)) for n in (70, 16)]
+_LINEAR = [torch.randn(*shape, generator=torch.Generator().manual_seed(7)) for shape in ((40, 1000), (40,))]
 
 
 def _lstm(x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +26,8 @@ WORK = {
     "avg_pool2d": lambda x: HF.avg_pool2d(x.reshape(3, 1, 7, 10_000)[..., :9_999], 2),
     "conv2d": lambda x: HF.conv2d(x.reshape(1, 3, 7, 10_000)[..., :300], _W, padding=1),
     "lstm_cell": _lstm,
+    "linear": lambda x: HF.linear(x.reshape(210, 1000), *_LINEAR),  # packed tiles
+    "linear few rows": lambda x: HF.linear(x[:, :1000], *_LINEAR),  # the unpacked product of 3 rows
 }
 
 

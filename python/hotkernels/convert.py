@@ -44,15 +44,16 @@ class Conversion:
 
 def convert(model: nn.Module, inplace: bool = True, reverse: bool = False, verbose: bool = False) -> nn.Module:
     """Replace the torch.nn modules inside ``model`` (the model itself included) that
-    :mod:`hotkernels.nn` has a drop-in for (Conv2d, MaxPool2d, AvgPool2d, LSTMCell, LSTM and Mish)
-    with those drop-ins, or, with ``reverse=True``,
-    the hotkernels ones with torch's, and return the model (as ``torch.ao.quantization.convert``
-    and ``torch.compile`` do): ``model = hotkernels.convert(model)``.
+    :mod:`hotkernels.nn` has a drop-in for (Conv2d, Linear, MaxPool2d, AvgPool2d, LSTMCell, LSTM
+    and Mish) with those drop-ins, or, with ``reverse=True``, the hotkernels ones with torch's, and
+    return the model (as ``torch.ao.quantization.convert`` and ``torch.compile`` do):
+    ``model = hotkernels.convert(model)``.
 
     Only exact classes are swapped (a user's subclass of nn.Conv2d is left alone, since its forward
     may differ), and only modules the drop-in runs as torch does: one with parameters of a dtype or
     on a device that hotkernels cannot run (complex Conv2d weights, CUDA weights under a build
-    without the CUDA kernels, ...) stays torch's and is listed in the summary with the reason.
+    without the CUDA kernels, a Linear on CUDA, ...) stays torch's and is listed in the summary with
+    the reason.
     Weights, device, dtype, hooks and train/eval mode are kept: a swap changes the module's class,
     nothing else. Going back (``reverse=True``) swaps every hotkernels module.
 

@@ -251,6 +251,29 @@ case("conv2d", "padding 2^62", "raises", "def run(): return HF.conv2d(torch.rand
 case("conv2d", "float stride", "raises", "def run(): return HF.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 3, 3), stride=(1.5, 1))",
      arg="stride", op_re=r"hotkernels\.conv2d")
 
+# --- linear
+_L = "w, b = torch.randn(4, 3), torch.randn(4)\n"
+for name, call, arg in [
+    ("integer input", "HF.linear(torch.ones(2, 3, dtype=torch.int64), w.long(), b.long())", "'input'"),
+    ("complex input", "HF.linear(torch.ones(2, 3, dtype=torch.complex64), w.cfloat(), b.cfloat())", "'input'"),
+    ("weight dtype mismatch", "HF.linear(torch.ones(2, 3), w.double(), b)", "'weight'"),
+    ("bias dtype mismatch", "HF.linear(torch.ones(2, 3), w, b.double())", "'bias'"),
+    ("in_features mismatch", "HF.linear(torch.ones(2, 5), w, b)", "'input'"),
+    ("1-D weight", "HF.linear(torch.ones(2, 3), torch.ones(3), None)", "'weight'"),
+    ("3-D weight", "HF.linear(torch.ones(2, 3), torch.ones(1, 4, 3), None)", "'weight'"),
+    ("bias of the wrong length", "HF.linear(torch.ones(2, 3), w, torch.ones(5))", "'bias'"),
+    ("0-dim input", "HF.linear(torch.tensor(1.0), torch.ones(4, 1), None)", "'input'"),
+]:
+    case("linear", name, "raises", _L + f"def run(): return {call}", arg=arg, op_re=r"hotkernels\.linear\b")
+for name, x in [("empty batch", "torch.randn(0, 3)"), ("no input features", "torch.randn(5, 0)"),
+                # one term near the float32 limit: a product that overflows does so in any order of the sum
+                ("nan and inf data", "torch.tensor([[float('nan'), 1.0, 2.0], [float('inf'), -1.0, 0.0], "
+                                     "[3e38, 0.0, -0.0]])"),
+                ("stride-0 (expanded) input", "torch.randn(1, 3).expand(6, 3)")]:
+    w = "torch.randn(4, 0), torch.randn(4)" if name == "no input features" else "torch.randn(4, 3), torch.randn(4)"
+    case("linear", name, "equal", f"torch.manual_seed(0)\nx = {x}\nw, b = {w}\n"
+         "def run(): return HF.linear(x, w, b)\ndef expected(): return F.linear(x, w, b)")
+
 # --- forward-mode AD: the ops differentiate in reverse mode only, and torch passes no tangent through
 # a custom op without a forward derivative, silently (a missing or zero derivative): so it raises.
 for op, fn, call in [
@@ -260,6 +283,7 @@ for op, fn, call in [
     ("conv2d", "conv2d", "HF.conv2d(a, torch.randn(3, 4, 3, 3))"),
     ("lstm", "lstm_cell", "hotkernels.nn.LSTMCell(8, 5)(a.flatten(1)[:, :8])"),
     ("lstm", "lstm", "hotkernels.nn.LSTM(8, 5)(a.flatten(2)[..., :8])[0]"),
+    ("linear", "linear", "HF.linear(a, torch.randn(5, 8))"),
 ]:
     x = "torch.randn(2, 4, 8, 8)"
     case(op, f"{fn} under torch.func.jvp", "raises",

@@ -420,18 +420,18 @@ def combine(case: Case, sweeps: list[Sweep]) -> Result:
 
 def families() -> dict[str, Callable[[str, bool], list[Case]]]:
     """Every op family's case list, by name."""
-    from . import conv2d, gemm, lstm, mish, models, optim, pool
+    from . import conv2d, gemm, linear, lstm, mish, models, optim, pool
 
-    return {"conv2d": conv2d.cases, "gemm": gemm.cases, "lstm": lstm.cases, "mish": mish.cases, "optim": optim.cases,
-            "pool": pool.cases, "models": models.cases}
+    return {"conv2d": conv2d.cases, "gemm": gemm.cases, "linear": linear.cases, "lstm": lstm.cases, "mish": mish.cases,
+            "optim": optim.cases, "pool": pool.cases, "models": models.cases}
 
 
 def targets() -> dict[str, list[Target]]:
     """Every op family's speed targets, by name."""
-    from . import conv2d, gemm, lstm, mish, models, optim, pool
+    from . import conv2d, gemm, linear, lstm, mish, models, optim, pool
 
-    return {"conv2d": conv2d.TARGETS, "gemm": gemm.TARGETS, "lstm": lstm.TARGETS, "mish": mish.TARGETS,
-            "optim": optim.TARGETS, "pool": pool.TARGETS, "models": models.TARGETS}
+    return {"conv2d": conv2d.TARGETS, "gemm": gemm.TARGETS, "linear": linear.TARGETS, "lstm": lstm.TARGETS,
+            "mish": mish.TARGETS, "optim": optim.TARGETS, "pool": pool.TARGETS, "models": models.TARGETS}
 
 
 def probe(device: str, quick: bool) -> tuple[float, float | None, float | None]:

@@ -29,7 +29,7 @@ from . import Case, Target
 from .. import convert
 from .. import optim as HO
 
-# The CPU kernels in a whole training step; the language model's LSTM on our GEMM core.
+# The CPU kernels in a whole training step; the language model's LSTM and head on our GEMM core.
 TARGETS = [
     Target(16, "cpu", "ResNet-18-style *", speedup=1.1),
     Target(15, "cpu", "language model step *", speedup=1.15),

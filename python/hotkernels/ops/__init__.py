@@ -8,7 +8,7 @@ themselves ops, and it holds the family's functional entry point.
 
 import torch
 
-from . import conv2d, gemm, lstm, mish, optim, pool
+from . import conv2d, gemm, linear, lstm, mish, optim, pool
 
 
 def _returns_nothing(*args, **kwargs) -> None:
@@ -26,4 +26,4 @@ def _register_in_place_fakes() -> None:
 
 _register_in_place_fakes()
 
-__all__ = ["conv2d", "gemm", "lstm", "mish", "optim", "pool"]
+__all__ = ["conv2d", "gemm", "linear", "lstm", "mish", "optim", "pool"]

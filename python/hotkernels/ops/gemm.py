@@ -1,5 +1,6 @@
 r"""The CPU GEMM core: ``hotkernels::mm`` (:math:`C = A B`, float32 and float64, any strides) runs the
-packed, register-blocked product that conv2d and the LSTM are built on (csrc/cpu/gemm/gemm.h), so
+packed, register-blocked product that conv2d, linear and the LSTM are built on (csrc/cpu/gemm/gemm.h;
+for 1 to 4 rows of A against a transposed, row-contiguous B, the unpacked product of a few rows), so
 that the benchmarks and tests can hold that core to torch.mm and to the machine's floor.
 ``hotkernels::fma_peak_loop(isa, iterations)`` is that floor: a register-only FMA loop of one
 instruction set on every intra-op thread, returning the floating-point operations it did.
