@@ -1,8 +1,8 @@
 """Linear benchmark cases (CPU only; on CUDA hotkernels.nn.Linear is torch's): ``hotkernels.nn.Linear``
 against ``torch.nn.Linear`` (its BLAS), float32, with bias: the language model's head (Linear(512,
-1000) over B=32 × T=50 rows, as in ``models.py``), an MLP layer of 1024 features at batch 64, and the
-head at batch 1 (inference). Forward+backward computes the gradients of the input, the weight and
-the bias; its flops are the three products'.
+1000) over B=32 × T=50 rows, as in ``models.py``), an MLP layer of 1024 features at batch 64, the
+head at batch 1, and a layer small enough that the time is the call's own (dispatch, autograd). Forward runs without autograd (inference: ``torch.no_grad()``); forward+backward
+computes the gradients of the input, the weight and the bias, and its flops are the three products'.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ _SHAPES = [
     (1600, 512, 1000, " (language model head)"),
     (64, 1024, 1024, ""),
     (1, 512, 1000, " (language model head, batch 1)"),
+    (32, 64, 64, " (small: the call's own cost)"),
 ]
 
 
@@ -34,9 +35,14 @@ def _setup(rows: int, k: int, n: int, backward: bool):
         g = torch.randn(rows, n)
 
         def run(layer: nn.Module):
-            if not backward:
-                return lambda: layer(x)
-            return lambda: torch.autograd.grad(layer(x), (x, layer.weight, layer.bias), g)
+            def forward():
+                with torch.no_grad():
+                    return layer(x)
+
+            def step():
+                return torch.autograd.grad(layer(x), (x, layer.weight, layer.bias), g)
+
+            return step if backward else forward
 
         return {"torch nn.Linear": run(theirs), "hotkernels": run(ours)}
 
