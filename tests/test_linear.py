@@ -13,7 +13,8 @@ from torch.nn import functional as F
 
 import hotkernels
 from hotkernels.functional import linear
-from tests.conftest import assert_within_reduction_bound, check_inductor, num_threads, reduction_bound, run_with_isa
+from tests.conftest import (CUDA, assert_within_reduction_bound, check_inductor, num_threads, reduction_bound,
+                            run_with_isa)
 
 ops = torch.ops.hotkernels
 
@@ -184,6 +185,20 @@ def test_module_is_a_drop_in():
         torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
     meta = hotkernels.nn.Linear(6, 4, device="meta")
     assert meta(torch.empty(3, 6, device="meta")).shape == (3, 4)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a GPU and hotkernels built with CUDA")
+def test_cuda_linear_stays_torchs():
+    """On CUDA convert keeps torch's Linear (with the reason), a converted module moved there runs
+    torch's F.linear, and the functional form refuses CUDA tensors, naming the argument."""
+    model = nn.Sequential(nn.Linear(6, 4).cuda())
+    conversion = hotkernels.convert(model).hotkernels_conversion
+    assert type(model[0]) is nn.Linear and "where hotkernels' Linear is torch's" in conversion.kept["0"]
+    ours = hotkernels.convert(nn.Linear(6, 4).double()).cuda()
+    x = torch.randn(3, 6, dtype=torch.float64, device="cuda")
+    torch.testing.assert_close(ours(x), F.linear(x, ours.weight, ours.bias), rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="hotkernels.linear: expected 'weight' on the CPU, but got cuda"):
+        linear(x.cpu(), ours.weight, None)
 
 
 @pytest.mark.parametrize("args, error, message", [
