@@ -5,7 +5,6 @@
 // (python/hotkernels/ops/linear.py): dx = dy·W and dW = dyᵀ·x are products of the same form.
 // float16 and bfloat16 compute in float32 and round the result once, as torch's CPU linear does.
 // CPU only: on CUDA, torch's Linear is cuBLAS's GEMM.
-#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -42,11 +41,8 @@ void check_linear(const at::Tensor& input, const at::Tensor& weight, const std::
 
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_linear(input, weight, bias);
-  const at::ScalarType dtype = input.scalar_type(), compute = at::toOpMathType(dtype);
-  if (compute != dtype) {
-    const std::optional<at::Tensor> wide_bias = bias ? std::optional(bias->to(compute)) : std::nullopt;
-    return linear(input.to(compute), weight.to(compute), wide_bias).to(dtype);
-  }
+  if (is_half(input)) return linear(widen(input), widen(weight), widen(bias)).to(input.scalar_type());
+  const at::ScalarType dtype = input.scalar_type();
   const int64_t in = weight.size(1), out_features = weight.size(0);
   // A 2-D input is read in place at its strides; more dimensions are flattened (a copy only where
   // they do not fold into one stride).

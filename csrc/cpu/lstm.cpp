@@ -22,7 +22,6 @@
 // grad W_hr = Σ_t dh(t)ᵀ·r(t), with r recomputed from the saved gates (o) and cs.
 #include "lstm.h"
 
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -151,12 +150,9 @@ void scatter_rows(const S* src, int64_t width, const Dims& d, S* dst) {
 }
 
 // float16 and bfloat16 run in their op-math type, float32, our kernels' compute type (as torch's CPU
-// LSTM computes them): a body widens its tensors, runs the float32 path and narrows what it returns
-// to the input's type, the saved gate activations and states included, so that backward sees what a
-// half-type forward keeps. (The bias comes in the op-math type already.)
-bool is_half(const at::Tensor& t) { return at::toOpMathType(t.scalar_type()) != t.scalar_type(); }
-at::Tensor widen(const at::Tensor& t) { return t.to(at::toOpMathType(t.scalar_type())); }
-OptTensor widen(const OptTensor& t) { return t ? OptTensor(widen(*t)) : std::nullopt; }
+// LSTM computes them): a body widens its tensors (csrc/cpu/dispatch.h), runs the float32 path and
+// narrows what it returns to the input's type, the saved gate activations and states included, so
+// that backward sees what a half-type forward keeps. (The bias comes in the op-math type already.)
 template <class Tuple>
 Tuple narrow(Tuple out, at::ScalarType dtype) {
   std::apply([&](auto&... t) { ((t = t.to(dtype)), ...); }, out);

@@ -1,8 +1,9 @@
 """Linear benchmark cases (CPU only; on CUDA hotkernels.nn.Linear is torch's): ``hotkernels.nn.Linear``
 against ``torch.nn.Linear`` (its BLAS), float32, with bias: the language model's head (Linear(512,
 1000) over B=32 × T=50 rows, as in ``models.py``), an MLP layer of 1024 features at batch 64, the
-head at batch 1, and a layer small enough that the time is the call's own (dispatch, autograd). Forward runs without autograd (inference: ``torch.no_grad()``); forward+backward
-computes the gradients of the input, the weight and the bias, and its flops are the three products'.
+head at batch 1, and a layer small enough that the time is the call's own (dispatch, autograd).
+Forward runs without autograd (inference: ``torch.no_grad()``); forward+backward computes the
+gradients of the input, the weight and the bias, and its flops are the three products'.
 """
 
 from __future__ import annotations
